@@ -1,0 +1,49 @@
+"""The age v1 file format (https://age-encryption.org/v1), on `cryptography`.
+
+The server needs push-style encryption (Werkzeug calls write() as bytes
+arrive), which is what Writer provides; Reader and decrypt_to_path are for
+the offline reviewer. Files interoperate with the age CLI, rage and pyrage.
+X25519 and scrypt recipients are supported; other recipient types are ignored
+when decrypting, as the spec requires.
+"""
+
+from portal.age.age import Identity, Reader, Recipient, Writer, decrypt, encrypt
+from portal.age.errors import (
+    AgeError,
+    ArmorError,
+    HeaderError,
+    HMACError,
+    KeyFormatError,
+    NoIdentityMatchError,
+    PayloadError,
+)
+from portal.age.files import decrypt_to_path
+from portal.age.format import Stanza
+from portal.age.keys import looks_encrypted_identity, parse_identities, parse_recipients
+from portal.age.scrypt import ScryptIdentity, ScryptRecipient
+from portal.age.x25519 import X25519Identity, X25519Recipient
+
+__all__ = [
+    "AgeError",
+    "ArmorError",
+    "HMACError",
+    "HeaderError",
+    "Identity",
+    "KeyFormatError",
+    "NoIdentityMatchError",
+    "PayloadError",
+    "Reader",
+    "Recipient",
+    "ScryptIdentity",
+    "ScryptRecipient",
+    "Stanza",
+    "Writer",
+    "X25519Identity",
+    "X25519Recipient",
+    "decrypt",
+    "decrypt_to_path",
+    "encrypt",
+    "looks_encrypted_identity",
+    "parse_identities",
+    "parse_recipients",
+]
