@@ -1,0 +1,80 @@
+# Testimony Portal — developer commands. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+APT_PACKAGES := age chromium chromium-driver fonts-noto-cjk
+
+.PHONY: help run test test-fast bench lint format system-deps wheel wheelhouse clean
+
+help: ## list the commands
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+system-deps: ## install the Debian packages the tests use (age CLI, Chromium, CJK fonts)
+	@missing=""; \
+	command -v age >/dev/null || missing="$$missing age"; \
+	command -v chromium >/dev/null || missing="$$missing chromium chromium-driver"; \
+	dpkg -s fonts-noto-cjk >/dev/null 2>&1 || missing="$$missing fonts-noto-cjk"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+run: $(STAMP) ## set up and start the portal on http://127.0.0.1:8080 (demo key if none configured)
+	@set -e; \
+	if [ -z "$$PORTAL_RECIPIENTS" ] && ! grep -q '^age1' keys/recipients.txt; then \
+	  if [ ! -s instance/demo-keys/recipients.txt ]; then \
+	    mkdir -p instance/demo-keys instance/demo-reviewer; chmod 700 instance/demo-reviewer; \
+	    $(BIN)/testimony-review keygen --no-passphrase --out instance/demo-reviewer/identity.txt \
+	      > instance/demo-keys/recipients.txt; \
+	  fi; \
+	  export PORTAL_RECIPIENTS=instance/demo-keys/recipients.txt; \
+	  echo "*** DEMO KEY: keys/recipients.txt has no recipients, so a throwaway demo identity is in"; \
+	  echo "*** instance/demo-reviewer/identity.txt. It is NOT for real testimony: its private key"; \
+	  echo "*** sits on this machine. Decrypt what you submit with:"; \
+	  echo "***   $(BIN)/testimony-review open $${PORTAL_DATA_DIR:-instance/data} --identity instance/demo-reviewer/identity.txt --out instance/opened"; \
+	fi; \
+	exec $(BIN)/testimony-portal serve
+
+test: system-deps $(STAMP) ## set up and run every test (unit, server, browser, interop)
+	$(BIN)/python -m pytest
+
+test-fast: $(STAMP) ## the tests without the real browser and the slow server runs
+	$(BIN)/python -m pytest -m "not browser and not slow"
+
+bench: $(STAMP) system-deps ## run the benchmarks against the stock age CLI (takes minutes)
+	$(BIN)/python bench/bench_age_writer.py
+	$(BIN)/python bench/bench_upload.py
+	$(BIN)/python bench/bench_open.py
+	$(BIN)/python bench/load.py
+	$(BIN)/python bench/page_weight.py
+
+lint: $(STAMP) ## ruff (lint and format check) and mypy
+	$(BIN)/ruff check portal tests bench
+	$(BIN)/ruff format --check portal tests bench
+	$(BIN)/mypy
+
+format: $(STAMP) ## apply ruff's formatting
+	$(BIN)/ruff format portal tests bench
+	$(BIN)/ruff check --fix portal tests bench
+
+wheel: $(STAMP) ## build the wheel into dist/
+	$(BIN)/python -m build --wheel --outdir dist .
+
+WHEELHOUSE ?= wheelhouse
+wheelhouse: $(STAMP) ## folder of wheels to install the reviewer tool offline (pip install --no-index)
+	rm -rf $(WHEELHOUSE)
+	$(BIN)/pip wheel --quiet --wheel-dir $(WHEELHOUSE) .
+	@echo "$(WHEELHOUSE)/ ready: on the offline machine run"
+	@echo "  python3 -m venv review-env && review-env/bin/pip install --no-index --find-links $(WHEELHOUSE) testimony-portal"
+
+clean: ## remove the virtualenv and build output (keeps instance/)
+	rm -rf $(VENV) dist build wheelhouse .pytest_cache .mypy_cache .ruff_cache

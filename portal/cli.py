@@ -1,0 +1,170 @@
+"""The `testimony-portal` command: serve, check, export."""
+
+from __future__ import annotations
+
+import argparse
+import enum
+import os
+import shutil
+import stat
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TextIO
+
+from portal.config import Config, ConfigError, load_recipients
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
+
+
+class ExitStatus(enum.IntEnum):
+    OK = 0
+    ERROR = 1
+    USAGE = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="testimony-portal",
+        description="Anonymous testimony intake that encrypts every submission on arrival.",
+        epilog="Configuration comes from PORTAL_* environment variables; see README.md.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the web portal (gunicorn, threaded workers)")
+    serve.add_argument(
+        "--host", default=DEFAULT_HOST, help="address to listen on (default %(default)s)"
+    )
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default %(default)s)")
+    serve.add_argument(
+        "--workers", type=int, default=2, help="worker processes (default %(default)s)"
+    )
+    serve.add_argument(
+        "--threads", type=int, default=16, help="threads per worker (default %(default)s)"
+    )
+    sub.add_parser("check", help="check configuration, keys, permissions and free space")
+    export = sub.add_parser(
+        "export", help="copy committed submissions (ciphertext) to DEST, verified"
+    )
+    export.add_argument("dest", type=Path, help="destination folder, e.g. a mounted USB drive")
+    export.add_argument(
+        "--purge",
+        action="store_true",
+        help="delete each server copy once its exported copy has been read back and verified",
+    )
+    return parser
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+) -> int:
+    args = _parser().parse_args(argv)
+    env = os.environ if env is None else env
+    stdout = stdout or sys.stdout
+    stderr = stderr or sys.stderr
+    try:
+        config = Config.from_env(env)
+        if args.command == "serve":
+            return _serve(config, args, stderr)
+        if args.command == "check":
+            return _check(config, env, stdout)
+        return _export(config, args, stdout, stderr)
+    except ConfigError as exc:
+        print(f"testimony-portal: {exc}", file=stderr)
+        return ExitStatus.ERROR
+
+
+def _serve(config: Config, args: argparse.Namespace, stderr: TextIO) -> int:
+    from portal.server import serve
+    from portal.web import create_app
+
+    app = create_app(config)
+    print(
+        f"testimony-portal: serving on http://{args.host}:{args.port} "
+        f"(data in {config.data_dir}, keys from {config.recipients_file})",
+        file=stderr,
+    )
+    serve(app, config, args.host, args.port, args.workers, args.threads)
+    return ExitStatus.OK
+
+
+def _export(config: Config, args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    from portal.export import run_export
+
+    return run_export(config.data_dir, args.dest, purge=args.purge, stdout=stdout, stderr=stderr)
+
+
+def _check(config: Config, env: Mapping[str, str], out: TextIO) -> int:
+    """A readable report of everything the portal needs; non-zero if anything is wrong."""
+    problems = 0
+
+    def report(ok: bool, text: str) -> None:
+        nonlocal problems
+        problems += not ok
+        print(f"[{'ok' if ok else 'PROBLEM'}] {text}", file=out)
+
+    try:
+        recipients = load_recipients(config.recipients_file)
+        report(True, f"{len(recipients)} recipient(s) in {config.recipients_file}, no private keys")
+    except ConfigError as exc:
+        report(False, str(exc))
+
+    data = config.data_dir
+    if not data.exists():
+        report(True, f"data directory {data} will be created (mode 0700) at start")
+        probe = next((p for p in data.parents if p.exists()), Path("."))
+    else:
+        probe = data
+        if data.is_symlink() or not data.is_dir():
+            report(False, f"{data} is not a directory")
+        else:
+            mode = stat.S_IMODE(data.stat().st_mode)
+            report(
+                mode & 0o077 == 0,
+                f"data directory {data} has mode {mode:04o}"
+                + ("" if mode & 0o077 == 0 else f" — run `chmod 700 {data}`"),
+            )
+            report(os.access(data, os.W_OK), f"data directory {data} is writable")
+            loose = _loose_permissions(data)
+            report(
+                not loose,
+                "all stored files are 0600 and folders 0700"
+                if not loose
+                else f"{len(loose)} stored item(s) readable by others, e.g. {loose[0]}",
+            )
+
+    free_mb = shutil.disk_usage(probe).free // (1024 * 1024)
+    report(
+        free_mb >= config.min_free_mb,
+        f"{free_mb} MiB free (new submissions are refused below PORTAL_MIN_FREE_MB="
+        f"{config.min_free_mb})",
+    )
+    report(
+        free_mb >= config.max_upload_mb,
+        f"room for one upload of PORTAL_MAX_UPLOAD_MB={config.max_upload_mb}",
+    )
+    if "PORTAL_SECRET_KEY" not in env:
+        print(
+            "[note] PORTAL_SECRET_KEY is not set: open forms stop working after a restart", file=out
+        )
+    print("all checks passed" if not problems else f"{problems} problem(s) found", file=out)
+    return ExitStatus.OK if not problems else ExitStatus.ERROR
+
+
+def _loose_permissions(root: Path) -> list[Path]:
+    loose = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = Path(dirpath) / name
+            mode = stat.S_IMODE(path.lstat().st_mode)
+            if mode & 0o077:
+                loose.append(path)
+    return loose
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""Configuration, read once from `PORTAL_*` environment variables.
+
+`Config.from_env()` is called by the app factory and the command line, never
+at import time. Every variable is documented in README.md.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from portal.age import KeyFormatError, X25519Recipient, looks_encrypted_identity, parse_recipients
+
+
+class ConfigError(Exception):
+    """The configuration cannot work; the message says what to change."""
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+_SECRET_KEY_RE = re.compile(rb"AGE-SECRET-KEY-", re.IGNORECASE)
+# Files this size or larger in the keys folder are not key files; reading
+# them whole to look for a private key would be a waste.
+_KEY_SCAN_LIMIT = 1 << 20
+
+
+@dataclass(frozen=True)
+class Config:
+    data_dir: Path
+    recipients_file: Path
+    secret_key: bytes = field(repr=False)
+    max_upload_mb: int = 2048
+    max_files: int = 100
+    max_testimony_chars: int = 100_000
+    min_free_mb: int = 1024
+    rate_per_minute: int = 60
+    rate_burst: int = 30
+    log_level: str = "info"
+    allowed_hosts: tuple[str, ...] = ()
+    onion_location: str | None = None
+    tls: bool = False
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
+        env = os.environ if env is None else env
+        secret = env.get("PORTAL_SECRET_KEY")
+        log_level = env.get("PORTAL_LOG_LEVEL", "info").lower()
+        if log_level not in LOG_LEVELS:
+            raise ConfigError(
+                f"PORTAL_LOG_LEVEL={log_level!r} is not one of {', '.join(LOG_LEVELS)}"
+            )
+        hosts = tuple(h.strip().lower() for h in env.get("PORTAL_ALLOWED_HOSTS", "").split(","))
+        return cls(
+            data_dir=Path(env.get("PORTAL_DATA_DIR", "instance/data")),
+            recipients_file=Path(env.get("PORTAL_RECIPIENTS", "keys/recipients.txt")),
+            # Without a configured key each start gets a fresh random one:
+            # sessions only carry CSRF tokens, so the cost of a restart is
+            # that a form opened before it must be reloaded.
+            secret_key=secret.encode() if secret else secrets.token_bytes(32),
+            max_upload_mb=_positive_int(env, "PORTAL_MAX_UPLOAD_MB", 2048),
+            max_files=_positive_int(env, "PORTAL_MAX_FILES", 100),
+            max_testimony_chars=_positive_int(env, "PORTAL_MAX_TESTIMONY_CHARS", 100_000),
+            min_free_mb=_positive_int(env, "PORTAL_MIN_FREE_MB", 1024, allow_zero=True),
+            rate_per_minute=_positive_int(env, "PORTAL_RATE_PER_MINUTE", 60),
+            rate_burst=_positive_int(env, "PORTAL_RATE_BURST", 30),
+            log_level=log_level,
+            allowed_hosts=tuple(h for h in hosts if h),
+            onion_location=env.get("PORTAL_ONION_LOCATION") or None,
+            tls=env.get("PORTAL_TLS", "").lower() in ("1", "true", "yes"),
+        )
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return self.max_upload_mb * 1024 * 1024
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int, allow_zero: bool = False) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(f"{name}={raw!r} must be a positive number")
+    return value
+
+
+def find_private_keys(recipients_file: Path) -> list[Path]:
+    """Files in the recipients' folder that hold an age private key.
+
+    The server can only encrypt: a private key anywhere it reads keys from
+    means someone copied the wrong file, and one seizure of the server would
+    then reveal every testimony. Plain identities and passphrase-protected
+    (age-encrypted) identity files are both found.
+    """
+    found = []
+    folder = recipients_file.parent if recipients_file.parent != Path("") else Path(".")
+    candidates = [recipients_file] if recipients_file.exists() else []
+    if folder.is_dir():
+        candidates += [p for p in sorted(folder.iterdir()) if p != recipients_file]
+    for path in candidates:
+        try:
+            if not path.is_file() or path.stat().st_size >= _KEY_SCAN_LIMIT:
+                continue
+            data = path.read_bytes()
+        except OSError:
+            continue
+        if _SECRET_KEY_RE.search(data) or looks_encrypted_identity(data):
+            found.append(path)
+    return found
+
+
+def load_recipients(recipients_file: Path) -> list[X25519Recipient]:
+    """The organisation's public keys, refusing private keys and empty files.
+
+    Raises:
+        ConfigError: with the exact fix for the operator.
+    """
+    keygen_hint = (
+        "run `testimony-review keygen --out reviewer-identity.age` on the air-gapped "
+        f"reviewer machine and copy the `age1...` line it prints into {recipients_file}"
+    )
+    private = find_private_keys(recipients_file)
+    if private:
+        names = ", ".join(str(p) for p in private)
+        raise ConfigError(
+            f"refusing to start: private key material found in {names}. The server must "
+            "hold public keys only. Move that file to the offline reviewer machine (and "
+            "treat the key as exposed if this server was ever online with it)."
+        )
+    try:
+        text = recipients_file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"no recipients file at {recipients_file}: {keygen_hint}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {recipients_file}: {exc}") from None
+    try:
+        recipients = parse_recipients(text)
+    except KeyFormatError as exc:
+        raise ConfigError(f"{recipients_file}: {exc}") from None
+    if not recipients:
+        raise ConfigError(f"no recipients in {recipients_file}: {keygen_hint}")
+    return recipients

@@ -1,0 +1,248 @@
+"""Turning one request's parts into an encrypted, committed submission.
+
+Each uploaded file is encrypted as its bytes arrive: Werkzeug's multipart
+parser calls `AttachmentSink.write()` chunk by chunk (the sink is returned by
+the request's stream factory), the sink hashes the plaintext and pushes it
+through an age `Writer` into a staging file. Plaintext exists only in memory,
+one chunk at a time. The manifest, with each attachment's name, type, size and
+SHA-256, is encrypted last, and then the store commits the whole directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import BinaryIO
+
+from portal.age import Recipient, Writer
+from portal.store import StagedFile, Staging, SubmissionStore, received_date
+
+MANIFEST_FORMAT = "testimony-portal/submission/1"
+# Names and types come from the witness's browser: keep them, but bounded,
+# so a hostile client cannot bloat the manifest. The reviewer tool makes
+# them safe for its file system; here they are only data.
+MAX_NAME_CHARS = 1024
+MAX_TYPE_CHARS = 255
+
+
+class IntakeError(Exception):
+    """A submission could not be stored; nothing of it was kept."""
+
+
+@dataclass(frozen=True)
+class Attachment:
+    path: str
+    name: str
+    type: str
+    size: int
+    sha256: str
+
+
+def _clean_text(value: str, limit: int) -> str:
+    # Control characters (NUL included) have no place in a file name or a
+    # MIME type; they are dropped, the rest kept as the witness sent it.
+    cleaned = "".join(ch for ch in value if unicodedata.category(ch) != "Cc")
+    return cleaned[:limit]
+
+
+class AttachmentSink:
+    """A write-only stream that encrypts and hashes one uploaded file.
+
+    Werkzeug's form parser writes each chunk as it arrives and calls
+    `seek(0)` when the part ends; that is when the ciphertext is finished
+    and fsynced.
+    """
+
+    def __init__(
+        self,
+        staged: StagedFile,
+        relpath: str,
+        name: str,
+        content_type: str,
+        recipients: Sequence[Recipient],
+    ) -> None:
+        self._staged = staged
+        self._writer = Writer(staged, recipients)
+        self._sha256 = hashlib.sha256()
+        self._size = 0
+        self._relpath = relpath
+        self._name = _clean_text(name, MAX_NAME_CHARS)
+        self._type = _clean_text(content_type, MAX_TYPE_CHARS) or "application/octet-stream"
+        self.finished = False
+        self.deleted = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        self._sha256.update(data)
+        self._size += len(data)
+        self._writer.write(data)
+        return len(data)
+
+    def finish(self) -> None:
+        if not self.finished:
+            self._writer.close()
+            self._staged.finish()
+            self.finished = True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        # Werkzeug rewinds a file part once it is complete; there is nothing
+        # to read back, so this is where the part is sealed.
+        if offset != 0 or whence != 0:
+            raise OSError("attachment streams cannot seek")
+        self.finish()
+        return 0
+
+    def read(self, size: int = -1) -> bytes:
+        raise OSError("attachment streams are write-only: they hold ciphertext")
+
+    def readable(self) -> bool:
+        return False
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        # Closing does not finish a part: Werkzeug closes every file when the
+        # request ends, also after an error, and an unfinished part must not
+        # look complete. Submission.commit() finishes the parts it keeps.
+        pass
+
+    def delete(self) -> None:
+        """Remove this part's file: it will not be part of the submission."""
+        self.finish()
+        self._staged.path.unlink(missing_ok=True)
+        self.deleted = True
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def attachment(self) -> Attachment:
+        if not self.finished:
+            raise IntakeError("attachment was not completely received")
+        return Attachment(
+            path=self._relpath,
+            name=self._name,
+            type=self._type,
+            size=self._size,
+            sha256=self._sha256.hexdigest(),
+        )
+
+
+class Submission:
+    """One witness's submission while it is being received."""
+
+    def __init__(self, store: SubmissionStore, recipients: Sequence[Recipient]) -> None:
+        self._store = store
+        self._recipients = recipients
+        self._staging: Staging | None = None
+        self._sinks: list[AttachmentSink] = []
+        self.committed_id: str | None = None
+
+    def _ensure_staging(self) -> Staging:
+        if self._staging is None:
+            self._staging = self._store.begin()
+        return self._staging
+
+    def open_attachment(self, name: str, content_type: str) -> AttachmentSink:
+        relpath, staged = self._ensure_staging().create_attachment()
+        sink = AttachmentSink(staged, relpath, name, content_type, self._recipients)
+        self._sinks.append(sink)
+        return sink
+
+    def attachments(self) -> list[Attachment]:
+        """The attachments received so far, skipping empty unnamed parts.
+
+        Browsers send an empty, unnamed file part when the witness chose no
+        file; such a part is not an attachment.
+        """
+        kept = []
+        for sink in self._sinks:
+            if sink.deleted:
+                continue
+            sink.finish()
+            if sink.size == 0 and not sink.name:
+                sink.delete()
+                continue
+            kept.append(sink.attachment())
+        return kept
+
+    def commit(self, fields: Mapping[str, str], language: str) -> str:
+        """Encrypt the manifest, then durably commit everything; returns the id."""
+        try:
+            attachments = self.attachments()
+            staging = self._ensure_staging()
+            manifest = build_manifest(staging.submission_id, fields, language, attachments)
+            staged = staging.create_manifest()
+            writer = Writer(staged, self._recipients)
+            writer.write(manifest)
+            writer.close()
+            staged.finish()
+            self.committed_id = self._store.commit(staging)
+        except BaseException:
+            self.discard()
+            raise
+        return self.committed_id
+
+    def discard(self) -> None:
+        if self._staging is not None and self.committed_id is None:
+            self._staging.discard()
+
+    @property
+    def file_count(self) -> int:
+        return len(self._sinks)
+
+
+def build_manifest(
+    submission_id: str,
+    fields: Mapping[str, str],
+    language: str,
+    attachments: Iterable[Attachment],
+    *,
+    received: str | None = None,
+) -> bytes:
+    """The manifest's plaintext: UTF-8 JSON as documented in docs/FORMAT.md."""
+    document = {
+        "format": MANIFEST_FORMAT,
+        "id": submission_id,
+        "received": received or received_date(),
+        "language": language,
+        "fields": dict(fields),
+        "attachments": [asdict(a) for a in attachments],
+    }
+    return json.dumps(document, ensure_ascii=False, indent=1).encode("utf-8")
+
+
+def store_submission(
+    store: SubmissionStore,
+    recipients: Sequence[Recipient],
+    fields: Mapping[str, str],
+    files: Iterable[tuple[str, str, BinaryIO | bytes]],
+    language: str = "en",
+    *,
+    chunk_size: int = 64 * 1024,
+) -> str:
+    """Store a submission without the web layer (tools, tests, load generators)."""
+    submission = Submission(store, recipients)
+    try:
+        for name, content_type, content in files:
+            sink = submission.open_attachment(name, content_type)
+            if isinstance(content, bytes):
+                sink.write(content)
+            else:
+                while chunk := content.read(chunk_size):
+                    sink.write(chunk)
+            sink.finish()
+    except BaseException:
+        submission.discard()
+        raise
+    return submission.commit(fields, language)

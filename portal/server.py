@@ -1,0 +1,237 @@
+"""Running the app under gunicorn, configured for witness safety.
+
+gunicorn is used because it hands the request body to the app as a stream:
+it never spools bodies to disk (waitress and buffering proxies do, which
+would put plaintext uploads on disk). Threaded workers keep slow Tor
+uploads from blocking each other. There is no access log at all.
+
+Every log line, gunicorn's included, goes through `SafeFormatter`: no time
+stamp, no IP address, no exception message (those can quote what a client
+sent), only exception types and where they were raised.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import re
+import resource
+import sys
+import threading
+import traceback
+from types import TracebackType
+from typing import Any
+
+from flask import Flask
+from flask.logging import default_handler
+from gunicorn.app.base import BaseApplication
+from gunicorn.glogging import Logger
+from gunicorn.http import wsgi as gunicorn_wsgi
+
+from portal.config import Config
+
+LOG_FORMAT = "[%(levelname)s] %(name)s: %(message)s"
+REDACTED = "[redacted]"
+_PR_SET_DUMPABLE = 4
+
+# Messages gunicorn formats with request data: the client's address, the
+# request line, header names, or the unread bytes of a broken request. Each
+# is replaced by a fixed text; the rest of gunicorn's messages are kept.
+_REQUEST_MESSAGES = (
+    (re.compile(r"^Invalid request from"), "rejected a malformed HTTP request"),
+    (re.compile(r"^Error handling request"), "error handling a request"),
+    (re.compile(r"^Ignored premature client disconnection"), "client disconnected early"),
+    (re.compile(r"^Closing connection\."), "closing connection"),
+    (re.compile(r"^HTTP/2 "), "HTTP/2 connection event"),
+    (re.compile(r"^(GET|POST|HEAD|PUT|DELETE|OPTIONS|PATCH) "), "request"),
+)
+# A backstop for messages nobody foresaw: IPv4 and IPv6 addresses, and
+# quoted byte strings (gunicorn reprs unread request bytes this way).
+_IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w.])")
+_IPV6 = re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])")
+_BYTES = re.compile(r"""\bb(?:'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")""")
+
+
+def redact(message: str) -> str:
+    """The message with anything that could identify a client or quote its request removed."""
+    for pattern, replacement in _REQUEST_MESSAGES:
+        if pattern.match(message):
+            return replacement
+    message = _BYTES.sub("b'" + REDACTED + "'", message)
+    message = _IPV4.sub(REDACTED, message)
+    return _IPV6.sub(REDACTED, message)
+
+
+def safe_traceback(exc: BaseException) -> str:
+    """A traceback with frames and exception types but no exception messages.
+
+    A message can quote request data (`invalid literal for int(): '...'`);
+    the location and type are enough to find the bug. Locals are never shown.
+    """
+    lines: list[str] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        block = ["Traceback (most recent call last):\n"]
+        for frame in traceback.extract_tb(current.__traceback__):
+            block.append(f'  File "{frame.filename}", line {frame.lineno}, in {frame.name}\n')
+            if frame.line:
+                block.append(f"    {frame.line.strip()}\n")
+        block.append(f"{type(current).__module__}.{type(current).__qualname__}\n")
+        lines[:0] = block
+        cause = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+        if cause is not None:
+            lines[:0] = ["\n(raised while handling:)\n"]
+        current = cause
+    return "".join(lines).rstrip("\n")
+
+
+class SafeFormatter(logging.Formatter):
+    """Formats records without time stamps, addresses or exception messages."""
+
+    def __init__(self) -> None:
+        super().__init__(LOG_FORMAT)
+
+    def format(self, record: logging.LogRecord) -> str:
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record must not crash logging
+            message = str(record.msg)
+        text = f"[{record.levelname}] {record.name}: {redact(message)}"
+        if record.exc_info and record.exc_info[1] is not None:
+            text += "\n" + safe_traceback(record.exc_info[1])
+        if record.stack_info:
+            text += "\n" + record.stack_info
+        return text
+
+
+class QuietLogger(Logger):
+    """gunicorn's logger: no access log, and every error-log line made safe.
+
+    gunicorn writes client addresses into its access log and can be told to
+    turn it on by a command line or config file; this class ignores both.
+    Its error log quotes the client address and request line for malformed
+    requests, even at the default level; `SafeFormatter` removes them.
+    """
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        for handler in self.error_log.handlers:
+            handler.setFormatter(SafeFormatter())
+
+    def access(self, resp: Any, req: Any, environ: Any, request_time: Any) -> None:
+        return None
+
+
+class AnonymousResponse(gunicorn_wsgi.Response):  # type: ignore[misc]
+    """gunicorn's response without its `Server:` header.
+
+    Naming the server software tells an attacker which exploits to try and
+    makes the onion service easier to fingerprint and link to other sites.
+    """
+
+    def default_headers(self) -> list[str]:
+        headers: list[str] = super().default_headers()
+        return [line for line in headers if not line.lower().startswith("server:")]
+
+
+class PortalServer(BaseApplication):  # type: ignore[misc]
+    def __init__(self, app: Flask, options: dict[str, Any]) -> None:
+        self._app = app
+        self._options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self._options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Flask:
+        return self._app
+
+
+def _no_request_log(worker: Any, req: Any) -> None:
+    # gunicorn's default pre_request hook logs every request's path at debug.
+    return None
+
+
+def gunicorn_options(
+    config: Config, host: str, port: int, workers: int, threads: int
+) -> dict[str, Any]:
+    return {
+        "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+        "workers": workers,
+        "worker_class": "gthread",
+        "threads": threads,
+        "accesslog": None,
+        "disable_redirect_access_to_syslog": True,
+        "errorlog": "-",
+        "loglevel": config.log_level,
+        "logger_class": QuietLogger,
+        "pre_request": _no_request_log,
+        # The app (and its shared rate-limit state) is built once, before
+        # the workers fork; a bad configuration stops the master at once.
+        "preload_app": True,
+        # Heartbeat files go to memory, which also works on a read-only root.
+        "worker_tmp_dir": "/dev/shm",  # noqa: S108 (gunicorn creates its files safely)
+        # gunicorn 25+ opens a management socket in $HOME; it is not needed,
+        # and it is one more thing that writes outside the data directory.
+        "control_socket_disable": True,
+        # A slow upload over Tor is not a hung worker: gthread workers
+        # heartbeat independently of requests, so this only limits stalls.
+        "timeout": 120,
+        "graceful_timeout": 60,
+        "keepalive": 5,
+        "proc_name": "testimony-portal",
+        "forwarded_allow_ips": "",
+        "proxy_allow_ips": "",
+    }
+
+
+def configure_logging(level: str) -> None:
+    """Send every logger's records through `SafeFormatter` at `level`."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(SafeFormatter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    # Python prints uncaught exceptions itself, messages included; route
+    # them through the safe formatter instead.
+    log = logging.getLogger("portal")
+
+    def excepthook(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+        log.critical("uncaught %s", kind.__name__, exc_info=(kind, exc, tb))
+
+    def thread_excepthook(args: threading.ExceptHookArgs) -> None:
+        if args.exc_value is not None:
+            excepthook(args.exc_type, args.exc_value, args.exc_traceback)
+
+    sys.excepthook = excepthook
+    threading.excepthook = thread_excepthook
+
+
+def forbid_core_dumps() -> None:
+    """No core dumps: one of a worker would hold plaintext testimony from memory.
+
+    RLIMIT_CORE stops ordinary dumps; clearing the "dumpable" flag also stops
+    dumps piped to a crash collector and reading our memory by other
+    processes of the same user. Workers inherit both across fork.
+    """
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the rlimit is what there is
+        pass
+
+
+def serve(app: Flask, config: Config, host: str, port: int, workers: int, threads: int) -> None:
+    configure_logging(config.log_level)
+    # Flask adds its own handler (with time stamps) if the app logged before.
+    app.logger.removeHandler(default_handler)
+    forbid_core_dumps()
+    # gunicorn builds each response through this module attribute.
+    gunicorn_wsgi.Response = AnonymousResponse
+    PortalServer(app, gunicorn_options(config, host, port, workers, threads)).run()

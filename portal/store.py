@@ -1,0 +1,358 @@
+"""The ciphertext store on disk: staging, commit, list, purge.
+
+Layout under the data directory (see docs/FORMAT.md)::
+
+    staging/<random>/     a submission being received; removed on failure,
+                          swept at start-up
+    submissions/<id>/     committed: testimony.age and files/<n>.age
+
+The store only ever sees ciphertext; it knows nothing of age or Flask. Every
+path it hands out is resolved under its root, and it refuses symlinks, so a
+tampered data directory cannot make it read or delete anything elsewhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import errno
+import os
+import queue
+import re
+import secrets
+import shutil
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+MANIFEST_NAME = "testimony.age"
+FILES_DIR = "files"
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+
+# 18 random bytes: 144 bits, more than the 128 the design asks for, and a
+# multiple of three so the URL-safe base64 form has no padding.
+_ID_BYTES = 18
+_ID_RE = re.compile(r"^[A-Za-z0-9_-]{22,64}$")
+_ATTACHMENT_RE = re.compile(r"^[1-9][0-9]{0,5}\.age$")
+
+
+class StoreError(Exception):
+    """The store could not do what was asked; nothing was committed."""
+
+
+class StorageFullError(StoreError):
+    """The disk filled up (or hit a quota) while writing a submission."""
+
+
+class UnknownSubmissionError(StoreError):
+    """No committed submission has that id (or the id is malformed)."""
+
+
+def new_id() -> str:
+    """Return a fresh random, URL-safe identifier with 144 bits of entropy."""
+    return secrets.token_urlsafe(_ID_BYTES)
+
+
+def is_valid_id(value: str) -> bool:
+    return bool(_ID_RE.fullmatch(value))
+
+
+def day_timestamp(now: dt.datetime | None = None) -> float:
+    """Midnight UTC of today: the only precision at which times are kept."""
+    now = now or dt.datetime.now(dt.UTC)
+    midnight = dt.datetime(now.year, now.month, now.day, tzinfo=dt.UTC)
+    return midnight.timestamp()
+
+
+def received_date(now: dt.datetime | None = None) -> str:
+    now = now or dt.datetime.now(dt.UTC)
+    return now.date().isoformat()
+
+
+def fsync_dir(path: Path) -> None:
+    """Make the entries of a directory (a new file, a rename) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        # Some file systems used on USB media (vfat through FUSE, for one)
+        # cannot fsync a directory; the file data itself was fsynced.
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP):
+            raise
+    finally:
+        os.close(fd)
+
+
+def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
+    """Write all of `data` to a raw descriptor (os.write may write only part)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _open_unbuffered(fd: int) -> BinaryIO:
+    # Unbuffered: every write goes to the kernel at once, so fsync sees it all.
+    return open(fd, "wb", buffering=0)  # noqa: SIM115 - closed by StagedFile
+
+
+def _translate_os_error(exc: OSError) -> StoreError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StorageFullError("the disk is full")
+    return StoreError(f"storage error: {exc.strerror or exc}")
+
+
+class StagedFile:
+    """A write-only file inside a staging directory, durably closed with `finish()`.
+
+    Writes are handed to a helper thread, so the disk copies one chunk of
+    ciphertext while the request thread parses and encrypts the next (the
+    kernel's write and fdatasync release the GIL). The queue is bounded, so
+    memory stays bounded however fast the witness sends. The thread also
+    flushes to disk every `SYNC_EVERY` bytes, so the final fsync of a large
+    upload has little left to do. An error in the thread (a full disk) is
+    raised by the next `write()` or by `finish()`.
+    """
+
+    QUEUE_DEPTH = 32
+    SYNC_EVERY = 32 * 1024 * 1024
+
+    def __init__(self, raw: BinaryIO, path: Path) -> None:
+        self._raw = raw
+        self.path = path
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=self.QUEUE_DEPTH)
+        self._error: OSError | None = None
+        self._closed = False
+        self._thread = threading.Thread(target=self._drain, name="staged-write", daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        unsynced = 0
+        while (item := self._queue.get()) is not None:
+            if self._error is not None:
+                continue  # keep emptying the queue so the writer never blocks
+            try:
+                view = memoryview(item)
+                while view:
+                    written = self._raw.write(view)
+                    # Unbuffered files may write only part of the data.
+                    view = view[written if written is not None else len(view) :]
+                unsynced += len(item)
+                if unsynced >= self.SYNC_EVERY:
+                    os.fdatasync(self._raw.fileno())
+                    unsynced = 0
+            except OSError as exc:
+                self._error = exc
+
+    def _raise_pending(self) -> None:
+        if self._error is not None:
+            raise _translate_os_error(self._error) from self._error
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        self._raise_pending()
+        if self._closed:
+            raise StoreError("write to a finished file")
+        # A copy: the caller (the age writer) reuses its buffer.
+        self._queue.put(bytes(data))
+        return len(data)
+
+    def _stop(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._queue.put(None)
+            self._thread.join()
+
+    def finish(self) -> None:
+        """Write out, fsync and close: after this the bytes are on disk."""
+        try:
+            self._stop()
+            self._raise_pending()
+            self._raw.flush()
+            os.fsync(self._raw.fileno())
+        except OSError as exc:
+            raise _translate_os_error(exc) from exc
+        finally:
+            self._close_raw()
+
+    def abandon(self) -> None:
+        self._stop()
+        self._close_raw()
+
+    def _close_raw(self) -> None:
+        # Closing may itself fail with ENOSPC when buffered bytes are flushed;
+        # a failed file is deleted with its staging directory, so that error
+        # changes nothing.
+        with contextlib.suppress(OSError):
+            self._raw.close()
+
+
+class Staging:
+    """A submission being received: a private directory that holds ciphertext only."""
+
+    def __init__(self, store: SubmissionStore, path: Path) -> None:
+        self._store = store
+        self.path = path
+        # The id is chosen now, not at commit, so that the encrypted manifest
+        # can name it: the reviewer then detects a manifest moved between
+        # submission directories. The staging name is a different random
+        # value, so nothing links a staging directory to its submission.
+        self.submission_id = new_id()
+        self._open: list[StagedFile] = []
+        self._attachments = 0
+        self.closed = False
+
+    def _create(self, relpath: str) -> StagedFile:
+        if self.closed:
+            raise StoreError("this submission is already committed or discarded")
+        path = self.path / relpath
+        try:
+            path.parent.mkdir(mode=DIR_MODE, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, FILE_MODE)
+            raw = self._store.opener(fd)
+        except OSError as exc:
+            raise _translate_os_error(exc) from exc
+        staged = StagedFile(raw, path)
+        self._open.append(staged)
+        return staged
+
+    def create_attachment(self) -> tuple[str, StagedFile]:
+        """Open the next `files/<n>.age`; returns its path relative to the submission."""
+        self._attachments += 1
+        relpath = f"{FILES_DIR}/{self._attachments}.age"
+        return relpath, self._create(relpath)
+
+    def create_manifest(self) -> StagedFile:
+        return self._create(MANIFEST_NAME)
+
+    def discard(self) -> None:
+        """Delete everything staged. Safe to call more than once."""
+        if self.closed:
+            return
+        self.closed = True
+        for staged in self._open:
+            staged.abandon()
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+class SubmissionStore:
+    """The data directory: staging and committed submissions, ciphertext only."""
+
+    def __init__(self, root: Path, *, opener: Callable[[int], BinaryIO] | None = None) -> None:
+        self.root = Path(root)
+        self.staging_dir = self.root / "staging"
+        self.submissions_dir = self.root / "submissions"
+        # The opener turns a raw descriptor into a file object. It is a seam
+        # for tests that inject faults such as ENOSPC half-way through a file.
+        self.opener: Callable[[int], BinaryIO] = opener or _open_unbuffered
+
+    def initialise(self) -> None:
+        """Create the directories (0700) and sweep staging left by a crash."""
+        for path in (self.root, self.staging_dir, self.submissions_dir):
+            path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+            if path.is_symlink():
+                raise StoreError(f"{path} is a symbolic link; refusing to use it")
+            os.chmod(path, DIR_MODE)
+        self.sweep_staging()
+
+    def sweep_staging(self) -> int:
+        """Remove every staging directory; run at start-up, before any request."""
+        removed = 0
+        for entry in os.scandir(self.staging_dir):
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                os.unlink(entry.path)
+            removed += 1
+        return removed
+
+    def begin(self) -> Staging:
+        path = self.staging_dir / new_id()
+        try:
+            path.mkdir(mode=DIR_MODE)
+        except OSError as exc:
+            raise _translate_os_error(exc) from exc
+        return Staging(self, path)
+
+    def commit(self, staging: Staging) -> str:
+        """Make a staged submission durable and visible, atomically.
+
+        Every file was fsynced when finished; here the directories are
+        fsynced, times coarsened to the day, and the whole directory renamed
+        into `submissions/` in one step, so a crash leaves either nothing or
+        a complete submission.
+        """
+        if staging.closed:
+            raise StoreError("this submission is already committed or discarded")
+        submission_id = staging.submission_id
+        target = self.submissions_dir / submission_id
+        stamp = day_timestamp()
+        try:
+            for dirpath, _dirnames, filenames in os.walk(staging.path, topdown=False):
+                for name in filenames:
+                    os.utime(os.path.join(dirpath, name), (stamp, stamp))
+                fsync_dir(Path(dirpath))
+                os.utime(dirpath, (stamp, stamp))
+            os.rename(staging.path, target)
+            fsync_dir(self.submissions_dir)
+            # The rename moved the directories' clocks to now: set them back.
+            os.utime(self.submissions_dir, (stamp, stamp))
+            os.utime(self.staging_dir, (stamp, stamp))
+        except OSError as exc:
+            staging.discard()
+            raise _translate_os_error(exc) from exc
+        staging.closed = True
+        return submission_id
+
+    def ids(self) -> list[str]:
+        """Committed submission ids, sorted (they are random, so this reveals no order)."""
+        return sorted(
+            entry.name
+            for entry in os.scandir(self.submissions_dir)
+            if entry.is_dir(follow_symlinks=False) and is_valid_id(entry.name)
+        )
+
+    def path(self, submission_id: str) -> Path:
+        """The directory of one committed submission, refusing anything odd."""
+        if not is_valid_id(submission_id):
+            raise UnknownSubmissionError(f"not a submission id: {submission_id!r}")
+        path = self.submissions_dir / submission_id
+        if path.is_symlink() or not path.is_dir():
+            raise UnknownSubmissionError(f"no submission {submission_id}")
+        return path
+
+    def files(self, submission_id: str) -> Iterator[Path]:
+        """The ciphertext files of one submission: the manifest first, then attachments."""
+        return iter(submission_files(self.path(submission_id)))
+
+    def purge(self, submission_id: str) -> None:
+        shutil.rmtree(self.path(submission_id))
+        fsync_dir(self.submissions_dir)
+
+    def free_bytes(self) -> int:
+        stats = os.statvfs(self.root)
+        return stats.f_bavail * stats.f_frsize
+
+
+def submission_files(directory: Path) -> list[Path]:
+    """The ciphertext files of a submission directory, refusing links and strangers.
+
+    Used on the server and on the reviewer's copy alike: only `testimony.age`
+    and `files/<n>.age` are ever read, so nothing planted beside them is.
+
+    Raises:
+        StoreError: the directory holds a symlink or is missing its manifest.
+    """
+    manifest = directory / MANIFEST_NAME
+    if manifest.is_symlink() or not manifest.is_file():
+        raise StoreError(f"{directory.name}: {MANIFEST_NAME} is missing")
+    found = [manifest]
+    files_dir = directory / FILES_DIR
+    if files_dir.is_symlink():
+        raise StoreError(f"{directory.name}: {FILES_DIR} is a symbolic link")
+    if files_dir.is_dir():
+        for entry in sorted(os.scandir(files_dir), key=lambda e: e.name):
+            if not _ATTACHMENT_RE.fullmatch(entry.name) or not entry.is_file(follow_symlinks=False):
+                raise StoreError(f"{directory.name}: unexpected entry files/{entry.name}")
+            found.append(Path(entry.path))
+    return found

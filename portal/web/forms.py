@@ -1,0 +1,70 @@
+"""The submission form."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask_babel import lazy_gettext as _l
+from flask_wtf import FlaskForm
+from wtforms import MultipleFileField, StringField, TextAreaField
+from wtforms.validators import Length, Optional, ValidationError
+
+
+class TextOnlyAreaField(TextAreaField):
+    """A text area that ignores a file part sent under its name.
+
+    Flask-WTF mixes file parts into the form data, so a hostile client can
+    send `testimony` as a file; validators that expect text would then fail
+    with a TypeError (a 500). A browser never does this; the file is still
+    kept as an attachment like any other.
+    """
+
+    def process_formdata(self, valuelist: list[Any]) -> None:
+        super().process_formdata([value for value in valuelist if isinstance(value, str)])
+
+
+class TextOnlyField(StringField):
+    """A one-line text field that ignores a file part sent under its name."""
+
+    def process_formdata(self, valuelist: list[Any]) -> None:
+        super().process_formdata([value for value in valuelist if isinstance(value, str)])
+
+
+class SubmissionForm(FlaskForm):
+    testimony = TextOnlyAreaField(_l("Your testimony"))
+    attachments = MultipleFileField(_l("Files (optional)"))
+    # A honeypot: hidden from sighted people by CSS and labelled "leave
+    # empty" for screen readers; simple bots fill in every field they find.
+    # No Optional() here: it would skip the check below for a value that is
+    # only white space, and a honeypot must refuse anything at all.
+    website = TextOnlyField(_l("Leave this field empty"))
+
+    def __init__(self, *args: Any, max_chars: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.testimony.validators = [
+            Optional(),
+            Length(
+                max=max_chars,
+                # WTForms fills in %(max)d itself.
+                message=_l(
+                    "Your testimony is longer than %(max)d characters. "
+                    "Please shorten it, or attach it as a file."
+                ),
+            ),
+        ]
+
+    def validate_website(self, field: StringField) -> None:
+        if field.data:
+            raise ValidationError(_l("Leave this field empty."))
+
+    def has_content(self) -> bool:
+        text = (self.testimony.data or "").strip()
+        files = [f for f in (self.attachments.data or []) if getattr(f, "filename", "")]
+        return bool(text or files)
+
+    def validate(self, extra_validators: Any = None) -> bool:
+        valid = super().validate(extra_validators)
+        if valid and not self.has_content():
+            self.testimony.errors = [_l("Please write your testimony or attach a file.")]
+            return False
+        return valid

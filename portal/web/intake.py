@@ -1,0 +1,182 @@
+"""Streaming intake at the web edge: the request's stream factory.
+
+Werkzeug's form parser asks the request for a stream per file part. Its
+default spools anything over 500 KB to a plaintext temporary file; this
+request class instead hands out an encrypting sink, so an upload's plaintext
+only ever exists in memory, one chunk at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import IO, Any
+
+from flask import Flask, Request, request
+from werkzeug.exceptions import (
+    ClientDisconnected,
+    HTTPException,
+    RequestEntityTooLarge,
+    ServiceUnavailable,
+)
+
+from portal.intake import Submission
+from portal.web.extensions import portal_state
+
+_SUBMISSION_KEY = "portal.submission"
+# Room for the multipart framing and the small fields around the files.
+_FORM_OVERHEAD = 1 << 20
+# Seconds a request body may send nothing at all before it is dropped.
+BODY_STALL_TIMEOUT = 300.0
+
+
+class TooManyRequests(HTTPException):
+    code = 429
+    description = "Too many submissions right now."
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__()
+        self.retry_after = retry_after
+
+    def get_headers(self, environ: Any = None, scope: Any = None) -> list[tuple[str, str]]:
+        return [*super().get_headers(environ, scope), ("Retry-After", str(self.retry_after))]
+
+
+class TooManyFiles(RequestEntityTooLarge):
+    description = "Too many files in one submission."
+
+
+class LowDiskSpace(ServiceUnavailable):
+    description = "The server is low on storage space."
+
+
+class IntakeRequest(Request):
+    def _load_form_data(self) -> None:
+        super()._load_form_data()
+        # Werkzeug names a part whose Content-Disposition it cannot read
+        # `None`; Flask-WTF then crashes looking for the CSRF token among
+        # the names (a 500). Such parts are dropped from the form; a file
+        # among them has been received like any other and is kept.
+        for key in ("form", "files"):
+            data = self.__dict__[key]
+            if None in data:
+                self.__dict__[key] = type(data)(
+                    (name, value) for name, value in data.items(multi=True) if name is not None
+                )
+
+    def _get_file_stream(
+        self,
+        total_content_length: int | None,
+        content_type: str | None,
+        filename: str | None = None,
+        content_length: int | None = None,
+    ) -> IO[bytes]:
+        state = portal_state()
+        submission = current_submission(create=True)
+        assert submission is not None
+        if submission.file_count >= state.config.max_files:
+            raise TooManyFiles()
+        # Checked again for every file, not only when the request starts:
+        # one long upload must not eat the room kept free for the system.
+        _refuse_when_low_on_disk()
+        sink = submission.open_attachment(filename or "", content_type or "")
+        return sink  # type: ignore[return-value]
+
+
+def current_submission(create: bool = False) -> Submission | None:
+    submission: Submission | None = request.environ.get(_SUBMISSION_KEY)
+    if submission is None and create:
+        state = portal_state()
+        submission = Submission(state.store, state.recipients)
+        request.environ[_SUBMISSION_KEY] = submission
+    return submission
+
+
+def _refuse_when_full_or_flooded() -> None:
+    """Runs before CSRF checking parses the body, so refused bytes are never stored."""
+    if request.method != "POST":
+        return
+    _refuse_when_low_on_disk()
+    wait = portal_state().bucket.take()
+    if wait:
+        raise TooManyRequests(retry_after=max(1, int(wait + 0.999)))
+
+
+def _refuse_when_low_on_disk() -> None:
+    state = portal_state()
+    if state.store.free_bytes() < state.config.min_free_mb * 1024 * 1024:
+        raise LowDiskSpace()
+
+
+def _discard_uncommitted(_exc: BaseException | None) -> None:
+    submission = request.environ.get(_SUBMISSION_KEY)
+    if submission is not None:
+        submission.discard()
+
+
+class GuardedInput:
+    """The request body, with every failure to read it turned into a 400.
+
+    gunicorn raises its own parse errors (such as `InvalidChunkSize` for a
+    malformed chunked body) from `wsgi.input.read()`. They are not `OSError`,
+    so Werkzeug lets them through and they would end as a 500; they are the
+    client's fault, and the witness must see a page saying nothing was saved.
+    """
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._stream = stream
+
+    def read(self, size: int = -1) -> bytes:
+        return self._guard(self._stream.read, size)
+
+    def readline(self, size: int = -1) -> bytes:
+        return self._guard(self._stream.readline, size)
+
+    @staticmethod
+    def _guard(read: Any, size: int) -> bytes:
+        try:
+            data: bytes = read(size)
+        except HTTPException:
+            raise
+        except Exception as exc:
+            # Only the class: the message may quote the bytes that were sent.
+            raise ClientDisconnected(
+                f"the request body could not be read ({type(exc).__name__})"
+            ) from None
+        return data
+
+
+class GuardedInputMiddleware:
+    """Wraps every request body in `GuardedInput`, and bounds stalls under gunicorn.
+
+    gunicorn reads a request body with no time limit, so a client that stops
+    sending in the middle of an upload would hold a worker thread for ever; a
+    few dozen such clients would shut out every witness. A body that sends
+    nothing at all for `stall_timeout` seconds is dropped (400, nothing
+    kept). Slow is fine: Tor often is; only silence counts.
+    """
+
+    def __init__(self, wsgi_app: Any, stall_timeout: float = BODY_STALL_TIMEOUT) -> None:
+        self.wsgi_app = wsgi_app
+        self.stall_timeout = stall_timeout
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        sock = environ.get("gunicorn.socket")
+        if sock is not None:
+            # gunicorn resets the socket to blocking (no timeout) at the
+            # start of each request, so this applies to this request only.
+            sock.settimeout(self.stall_timeout)
+        environ["wsgi.input"] = GuardedInput(environ["wsgi.input"])
+        result: Iterable[bytes] = self.wsgi_app(environ, start_response)
+        return result
+
+
+def init_app(app: Flask) -> None:
+    config = app.extensions["portal"].config
+    app.config["MAX_CONTENT_LENGTH"] = config.max_upload_bytes
+    # Text fields are held in memory; bound them by the testimony limit
+    # (four bytes per character at most in UTF-8) rather than Flask's 500 KB.
+    app.config["MAX_FORM_MEMORY_SIZE"] = config.max_testimony_chars * 4 + _FORM_OVERHEAD
+    app.config["MAX_FORM_PARTS"] = config.max_files + 16
+    app.before_request(_refuse_when_full_or_flooded)
+    app.teardown_request(_discard_uncommitted)
+    app.wsgi_app = GuardedInputMiddleware(app.wsgi_app)  # type: ignore[method-assign]

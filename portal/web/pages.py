@@ -1,0 +1,45 @@
+"""Pages that only inform: the landing page and robots.txt."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, current_app, render_template, request, url_for
+from flask.globals import request_ctx
+
+from portal.web.extensions import portal_state
+
+bp = Blueprint("pages", __name__)
+
+
+@bp.get("/", defaults={"lang": "en"})
+@bp.get("/<lang:lang>/")
+def landing(lang: str) -> str:
+    return render_template("landing.html")
+
+
+@bp.app_context_processor
+def limits() -> dict[str, int]:
+    """The limits a witness is told about, on the form and on error pages."""
+    config = portal_state().config
+    return {"max_upload_mb": config.max_upload_mb, "max_files": config.max_files}
+
+
+@bp.app_template_global("url_for")
+def url_for_any_request(endpoint: str, **values: Any) -> str:
+    """Flask's `url_for`, which also works for a request too broken to route.
+
+    A malformed Host header leaves Flask without a URL adapter, and the
+    error page for it would then fail to build its own links; the witness
+    would get a bare 500 instead of a page that explains. Paths do not
+    depend on the host, so build them with a stand-in one.
+    """
+    if request_ctx and request_ctx.url_adapter is None:
+        adapter = current_app.url_map.bind("localhost", script_name=request.script_root or "/")
+        return adapter.build(endpoint, values)
+    return url_for(endpoint, **values)
+
+
+@bp.get("/robots.txt")
+def robots() -> Response:
+    return Response("User-agent: *\nDisallow: /\n", mimetype="text/plain")

@@ -1,0 +1,42 @@
+"""The submission form and its handling."""
+
+from __future__ import annotations
+
+from flask import Blueprint, render_template
+
+from portal.web.extensions import portal_state
+from portal.web.forms import SubmissionForm
+from portal.web.intake import current_submission
+
+bp = Blueprint("submit", __name__)
+
+
+def _form_page(form: SubmissionForm, status: int = 200) -> tuple[str, int]:
+    config = portal_state().config
+    page = render_template(
+        "submit.html",
+        form=form,
+        max_upload_mb=config.max_upload_mb,
+        max_files=config.max_files,
+    )
+    return page, status
+
+
+@bp.get("/submit", defaults={"lang": "en"})
+@bp.get("/<lang:lang>/submit")
+def form(lang: str) -> tuple[str, int]:
+    return _form_page(SubmissionForm(max_chars=portal_state().config.max_testimony_chars))
+
+
+@bp.post("/submit", defaults={"lang": "en"})
+@bp.post("/<lang:lang>/submit")
+def receive(lang: str) -> tuple[str, int]:
+    form = SubmissionForm(max_chars=portal_state().config.max_testimony_chars)
+    if not form.validate():
+        # Files already streamed in are discarded when the request ends;
+        # the page tells the witness that nothing was saved.
+        return _form_page(form, status=400)
+    submission = current_submission(create=True)
+    assert submission is not None
+    submission.commit({"testimony": form.testimony.data or ""}, language=lang)
+    return render_template("received.html"), 200

@@ -1,0 +1,71 @@
+"""Shared fixtures: an app on a temporary data directory, a test client, a live server."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from portal.age import X25519Identity
+from portal.config import Config
+from tests.support import LiveServer, start_server
+
+AGE_TESTKIT = Path(
+    os.environ.get("AGE_TESTKIT", Path(__file__).resolve().parents[2] / "shared" / "age-testkit")
+)
+
+
+@pytest.fixture
+def identity() -> X25519Identity:
+    return X25519Identity.generate()
+
+
+@pytest.fixture
+def identity_file(tmp_path: Path, identity: X25519Identity) -> Path:
+    path = tmp_path / "reviewer" / "identity.txt"
+    path.parent.mkdir()
+    path.write_text(f"# test identity\n{identity}\n")
+    path.chmod(0o600)
+    return path
+
+
+@pytest.fixture
+def config(tmp_path: Path, identity: X25519Identity) -> Config:
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    (keys / "recipients.txt").write_text(f"{identity.recipient}\n")
+    return Config(
+        data_dir=tmp_path / "data",
+        recipients_file=keys / "recipients.txt",
+        secret_key=b"test secret key, not for production",
+        min_free_mb=0,
+        rate_per_minute=100_000,
+        rate_burst=100_000,
+    )
+
+
+@pytest.fixture
+def app(config: Config):  # type: ignore[no-untyped-def]
+    from portal.web import create_app
+
+    app = create_app(config, TESTING=True)
+    yield app
+
+
+@pytest.fixture
+def client(app):  # type: ignore[no-untyped-def]
+    return app.test_client()
+
+
+@pytest.fixture
+def live_server(
+    tmp_path: Path, identity: X25519Identity, identity_file: Path
+) -> Iterator[LiveServer]:
+    """A real gunicorn server on loopback, with its own data directory and TMPDIR."""
+    server = start_server(tmp_path / "server", str(identity.recipient), identity_file)
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,283 @@
+"""Helpers for tests and benchmarks that talk to a real portal over HTTP.
+
+Plain `http.client`: the multipart body is generated piece by piece, so a
+client can stream a multi-gigabyte file from disk without holding it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import re
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+from urllib.parse import urlsplit
+
+REPO = Path(__file__).resolve().parents[1]
+CSRF_RE = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
+RECEIVED_MARKERS = ('class="notice ok"',)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: str
+
+
+class Client:
+    """A tiny browser: keeps the session cookie, fetches CSRF tokens, posts multipart."""
+
+    def __init__(self, base_url: str, timeout: float = 600) -> None:
+        parts = urlsplit(base_url)
+        self.host = parts.hostname or "127.0.0.1"
+        self.port = parts.port or 80
+        self.timeout = timeout
+        self.cookie: str | None = None
+
+    def _connection(self) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Iterable[bytes] | bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Response:
+        headers = dict(headers or {})
+        if self.cookie:
+            headers["Cookie"] = self.cookie
+        conn = self._connection()
+        try:
+            # http.client sends a body as is when Transfer-Encoding is set by
+            # hand; it only frames the chunks when asked to.
+            chunked = headers.get("Transfer-Encoding") == "chunked"
+            conn.request(method, path, body=body, headers=headers, encode_chunked=chunked)  # type: ignore[arg-type]
+            resp = conn.getresponse()
+            text = resp.read().decode("utf-8", "replace")
+            cookie = resp.getheader("Set-Cookie")
+            if cookie:
+                self.cookie = cookie.split(";", 1)[0]
+            return Response(resp.status, {k.lower(): v for k, v in resp.getheaders()}, text)
+        finally:
+            conn.close()
+
+    def get(self, path: str) -> Response:
+        return self.request("GET", path)
+
+    def csrf_token(self, lang: str = "en") -> str:
+        page = self.get(_submit_path(lang))
+        match = CSRF_RE.search(page.body)
+        assert page.status == 200 and match, f"no CSRF token on the form ({page.status})"
+        return match.group(1)
+
+    def submit(
+        self,
+        text: str,
+        files: Iterable[tuple[str, bytes | Path, str]] = (),
+        lang: str = "en",
+        *,
+        extra_fields: dict[str, str] | None = None,
+        chunked: bool = False,
+        token: str | None = None,
+    ) -> Response:
+        """Post the form; `token` reuses a CSRF token fetched earlier with `csrf_token()`."""
+        token = token or self.csrf_token(lang)
+        fields = {"csrf_token": token, "testimony": text, **(extra_fields or {})}
+        body = MultipartBody(fields, list(files))
+        headers = {"Content-Type": body.content_type}
+        if chunked:
+            headers["Transfer-Encoding"] = "chunked"
+        else:
+            headers["Content-Length"] = str(body.length)
+        return self.request("POST", _submit_path(lang), body=iter(body), headers=headers)
+
+
+def _submit_path(lang: str) -> str:
+    return "/submit" if lang == "en" else f"/{lang}/submit"
+
+
+class MultipartBody:
+    """multipart/form-data generated lazily; files given as paths are streamed from disk."""
+
+    def __init__(
+        self,
+        fields: dict[str, str],
+        files: list[tuple[str, bytes | Path, str]],
+        field_name: str = "attachments",
+        chunk_size: int = 256 * 1024,
+    ) -> None:
+        self.boundary = "----portal" + secrets.token_hex(16)
+        self.content_type = f"multipart/form-data; boundary={self.boundary}"
+        self.chunk_size = chunk_size
+        self._parts: list[tuple[bytes, bytes | Path]] = []
+        for name, value in fields.items():
+            head = (
+                f'--{self.boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'
+            ).encode()
+            self._parts.append((head, value.encode("utf-8")))
+        for filename, content, content_type in files:
+            quoted = filename.replace("\\", "\\\\").replace('"', '\\"')
+            head = (
+                f"--{self.boundary}\r\nContent-Disposition: form-data; "
+                f'name="{field_name}"; filename="{quoted}"\r\n'
+                f"Content-Type: {content_type}\r\n\r\n"
+            ).encode()
+            self._parts.append((head, content))
+        self._tail = f"--{self.boundary}--\r\n".encode()
+
+    @property
+    def length(self) -> int:
+        total = len(self._tail)
+        for head, content in self._parts:
+            size = content.stat().st_size if isinstance(content, Path) else len(content)
+            total += len(head) + size + 2
+        return total
+
+    def __iter__(self) -> Iterator[bytes]:
+        for head, content in self._parts:
+            yield head
+            if isinstance(content, Path):
+                with content.open("rb") as f:
+                    yield from _read_chunks(f, self.chunk_size)
+            else:
+                yield content
+            yield b"\r\n"
+        yield self._tail
+
+
+def _read_chunks(f: BinaryIO, size: int) -> Iterator[bytes]:
+    while chunk := f.read(size):
+        yield chunk
+
+
+@dataclass
+class LiveServer:
+    url: str
+    port: int
+    data_dir: Path
+    tmp_dir: Path
+    log_path: Path
+    identity_file: Path
+    recipient: str
+    process: subprocess.Popen[bytes]
+
+    def client(self) -> Client:
+        return Client(self.url)
+
+    def stop(self, sig: int | None = None) -> None:
+        if self.process.poll() is None:
+            if sig is None:
+                self.process.terminate()
+            else:
+                self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text("utf-8", "replace")
+
+
+def start_server(
+    root: Path,
+    recipient: str,
+    identity_file: Path,
+    *,
+    env: dict[str, str] | None = None,
+    port: int | None = None,
+    data_dir: Path | None = None,
+    log_name: str = "server.log",
+    python: str = sys.executable,
+) -> LiveServer:
+    """Start `testimony-portal serve` in a subprocess and wait until it answers."""
+    root.mkdir(parents=True, exist_ok=True)
+    keys = root / "keys"
+    keys.mkdir(exist_ok=True)
+    (keys / "recipients.txt").write_text(f"# test recipient\n{recipient}\n")
+    data_dir = data_dir or root / "data"
+    tmp_dir = root / "tmp"
+    tmp_dir.mkdir(exist_ok=True)
+    port = port or free_port()
+    log_path = root / log_name
+    full_env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(root),
+        "TMPDIR": str(tmp_dir),
+        "PORTAL_DATA_DIR": str(data_dir),
+        "PORTAL_RECIPIENTS": str(keys / "recipients.txt"),
+        "PORTAL_SECRET_KEY": "test-" + secrets.token_hex(16),
+        "PORTAL_MIN_FREE_MB": "0",
+        "PORTAL_RATE_PER_MINUTE": "100000",
+        "PORTAL_RATE_BURST": "100000",
+        **(env or {}),
+    }
+    log = log_path.open("ab")
+    process = subprocess.Popen(
+        [python, "-m", "portal.cli", "serve", "--port", str(port), "--workers", "2"],
+        cwd=root,
+        env=full_env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    log.close()
+    server = LiveServer(
+        url=f"http://127.0.0.1:{port}",
+        port=port,
+        data_dir=data_dir,
+        tmp_dir=tmp_dir,
+        log_path=log_path,
+        identity_file=identity_file,
+        recipient=recipient,
+        process=process,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}:\n{server.log()}")
+        try:
+            if server.client().get("/").status == 200:
+                return server
+        except OSError:
+            time.sleep(0.1)
+    server.stop()
+    raise RuntimeError(f"server did not answer within 60 s:\n{server.log()}")
+
+
+def open_submission(
+    directory: Path, identities: Sequence[Any]
+) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """Decrypt a committed submission: its manifest and each attachment's plaintext by path.
+
+    Raises if anything fails to decrypt or an attachment's SHA-256 or size
+    differs from the manifest: a corrupt submission never passes.
+    """
+    from portal.age import decrypt
+
+    manifest = json.loads(decrypt((directory / "testimony.age").read_bytes(), identities))
+    assert manifest["id"] == directory.name, "manifest names another submission"
+    files = {}
+    for entry in manifest["attachments"]:
+        data = decrypt((directory / entry["path"]).read_bytes(), identities)
+        assert len(data) == entry["size"], f"{entry['path']}: size differs from the manifest"
+        assert hashlib.sha256(data).hexdigest() == entry["sha256"], f"{entry['path']}: bad hash"
+        files[entry["path"]] = data
+    return manifest, files

@@ -1,0 +1,108 @@
+"""Design invariants 1 and 6 through a real gunicorn server on loopback.
+
+A unique marker is submitted in the testimony text and inside a 5 MB
+attachment; afterwards it must appear in no file under the data directory,
+the server's TMPDIR or its log, every stored file must be a standard age
+file, and the submission must open with our reviewer tool, pyrage and the
+stock `age` CLI alike.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import subprocess
+from pathlib import Path
+
+import pyrage
+import pytest
+
+from portal.review.cli import main as review_main
+from tests.support import LiveServer
+
+AGE_MAGIC = b"age-encryption.org/v1"
+
+
+def files_under(*roots: Path) -> list[Path]:
+    return [
+        Path(dirpath) / name
+        for root in roots
+        for dirpath, _dirs, names in os.walk(root)
+        for name in names
+    ]
+
+
+def make_attachment(marker: bytes, size: int = 5 * 1024 * 1024) -> bytes:
+    filler = secrets.token_bytes(size // 2)
+    return filler + marker + filler[: size - len(filler) - len(marker)]
+
+
+@pytest.mark.slow
+def test_plaintext_never_reaches_disk_and_every_oracle_opens_it(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
+    marker = ("MARKER-" + secrets.token_hex(16)).encode()
+    attachment = make_attachment(marker)
+    response = live_server.client().submit(
+        f"testimony with {marker.decode()} inside",
+        files=[("evidence.bin", attachment, "application/octet-stream")],
+    )
+    assert response.status == 200, response.body
+    assert 'class="notice ok"' in response.body
+    live_server.stop()
+
+    stored = files_under(live_server.data_dir, live_server.tmp_dir) + [live_server.log_path]
+    for path in stored:
+        data = path.read_bytes()
+        assert marker not in data, f"plaintext marker found in {path}"
+        assert marker.hex().encode() not in data, f"hex of marker found in {path}"
+
+    submissions = live_server.data_dir / "submissions"
+    ciphertexts = files_under(submissions)
+    assert len(ciphertexts) == 2
+    for path in ciphertexts:
+        assert path.read_bytes().startswith(AGE_MAGIC + b"\n"), path
+
+    # Our reviewer tool.
+    out = tmp_path / "opened"
+    status = review_main(
+        [
+            "open",
+            str(live_server.data_dir),
+            "--identity",
+            str(live_server.identity_file),
+            "--out",
+            str(out),
+        ]
+    )
+    assert status == 0
+    [opened] = [p for p in out.iterdir() if p.is_dir()]
+    manifest = json.loads((opened / "testimony.json").read_text("utf-8"))
+    assert marker.decode() in manifest["fields"]["testimony"]
+    [entry] = manifest["attachments"]
+    assert entry["sha256"] == hashlib.sha256(attachment).hexdigest()
+    assert entry["size"] == len(attachment)
+
+    submission_dir = submissions / opened.name
+    identity_text = live_server.identity_file.read_text()
+    secret = next(line for line in identity_text.splitlines() if line.startswith("AGE-SECRET"))
+
+    # pyrage, an independent implementation.
+    pyrage_identity = pyrage.x25519.Identity.from_str(secret)
+    attachment_ct = (submission_dir / entry["path"]).read_bytes()
+    assert pyrage.decrypt(attachment_ct, [pyrage_identity]) == attachment
+    manifest_pt = pyrage.decrypt((submission_dir / "testimony.age").read_bytes(), [pyrage_identity])
+    assert json.loads(manifest_pt)["attachments"][0]["sha256"] == entry["sha256"]
+
+    # The stock age CLI.
+    age = shutil.which("age")
+    assert age, "the age CLI is required (apt-get install age)"
+    plain = subprocess.run(
+        [age, "-d", "-i", str(live_server.identity_file), str(submission_dir / entry["path"])],
+        capture_output=True,
+        check=True,
+    ).stdout
+    assert hashlib.sha256(plain).hexdigest() == entry["sha256"]

@@ -1,0 +1,171 @@
+"""The ciphertext store: staging, atomic commit, permissions, coarse times, sweeping."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from portal.store import (
+    DIR_MODE,
+    FILE_MODE,
+    StorageFullError,
+    StoreError,
+    SubmissionStore,
+    UnknownSubmissionError,
+    day_timestamp,
+    is_valid_id,
+    submission_files,
+)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> SubmissionStore:
+    store = SubmissionStore(tmp_path / "data")
+    store.initialise()
+    return store
+
+
+def _stage(store: SubmissionStore, payloads: list[bytes]):  # type: ignore[no-untyped-def]
+    staging = store.begin()
+    for payload in payloads:
+        _relpath, f = staging.create_attachment()
+        f.write(payload)
+        f.finish()
+    manifest = staging.create_manifest()
+    manifest.write(b"age-encryption.org/v1 (stand-in)")
+    manifest.finish()
+    return staging
+
+
+def test_commit_moves_the_whole_submission_atomically(store: SubmissionStore) -> None:
+    staging = _stage(store, [b"one", b"two"])
+    submission_id = store.commit(staging)
+    assert store.ids() == [submission_id]
+    assert not any(store.staging_dir.iterdir())
+    files = [
+        p.relative_to(store.path(submission_id)).as_posix() for p in store.files(submission_id)
+    ]
+    assert sorted(files) == ["files/1.age", "files/2.age", "testimony.age"]
+
+
+def test_ids_are_random_url_safe_and_at_least_128_bits(store: SubmissionStore) -> None:
+    ids = {store.commit(_stage(store, [])) for _ in range(50)}
+    assert len(ids) == 50
+    for value in ids:
+        assert is_valid_id(value)
+        assert len(value) * 6 >= 128
+
+
+def test_permissions_are_private(store: SubmissionStore) -> None:
+    submission_id = store.commit(_stage(store, [b"x"]))
+    for dirpath, _dirnames, filenames in os.walk(store.root):
+        assert stat.S_IMODE(os.stat(dirpath).st_mode) == DIR_MODE, dirpath
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            assert stat.S_IMODE(os.stat(path).st_mode) == FILE_MODE, path
+    assert submission_id
+
+
+def test_times_are_coarsened_to_the_day(store: SubmissionStore) -> None:
+    submission_id = store.commit(_stage(store, [b"x"]))
+    midnight = day_timestamp()
+    paths = [store.submissions_dir, store.path(submission_id), *store.files(submission_id)]
+    for path in paths:
+        assert path.stat().st_mtime == midnight, path
+
+
+def test_stale_staging_is_swept_at_start_up(tmp_path: Path) -> None:
+    store = SubmissionStore(tmp_path / "data")
+    store.initialise()
+    staging = store.begin()
+    _relpath, f = staging.create_attachment()
+    f.write(b"half a file")  # the process dies here
+    (store.staging_dir / "stray-file").write_bytes(b"x")
+    SubmissionStore(tmp_path / "data").initialise()
+    assert list(store.staging_dir.iterdir()) == []
+    assert store.ids() == []
+
+
+def test_discard_removes_everything_staged(store: SubmissionStore) -> None:
+    staging = _stage(store, [b"x"])
+    staging.discard()
+    staging.discard()
+    assert list(store.staging_dir.iterdir()) == []
+    with pytest.raises(StoreError):
+        store.commit(staging)
+
+
+def test_disk_full_becomes_storage_full_error(tmp_path: Path) -> None:
+    class FullDisk:
+        def __init__(self, fd: int) -> None:
+            self.fd = fd
+
+        def write(self, data: bytes) -> int:
+            raise OSError(28, "No space left on device")
+
+        def fileno(self) -> int:
+            return self.fd
+
+        def flush(self) -> None:
+            pass
+
+        def close(self) -> None:
+            os.close(self.fd)
+
+    store = SubmissionStore(tmp_path / "data", opener=FullDisk)  # type: ignore[arg-type]
+    store.initialise()
+    staging = store.begin()
+    _relpath, f = staging.create_attachment()
+    with pytest.raises(StorageFullError):
+        # The failure happens on the write-behind thread and surfaces at
+        # the next write or, at the latest, when the file is finished.
+        f.write(b"x")
+        f.finish()
+    staging.discard()
+    assert list(store.staging_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize("bad", ["../data", "", "a" * 10, "..", "x/../../etc", "A" * 65])
+def test_path_refuses_malformed_ids(store: SubmissionStore, bad: str) -> None:
+    with pytest.raises(UnknownSubmissionError):
+        store.path(bad)
+
+
+def test_path_refuses_symlinked_submission(store: SubmissionStore, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    link = store.submissions_dir / ("L" * 24)
+    link.symlink_to(elsewhere)
+    with pytest.raises(UnknownSubmissionError):
+        store.path(link.name)
+    assert link.name not in store.ids()
+
+
+def test_submission_files_refuses_strangers(store: SubmissionStore, tmp_path: Path) -> None:
+    submission_id = store.commit(_stage(store, [b"x"]))
+    directory = store.path(submission_id)
+    (directory / "files" / "evil.sh").write_bytes(b"#!/bin/sh")
+    with pytest.raises(StoreError):
+        submission_files(directory)
+
+
+def test_submission_files_refuses_symlinked_attachment(
+    store: SubmissionStore, tmp_path: Path
+) -> None:
+    submission_id = store.commit(_stage(store, [b"x"]))
+    directory = store.path(submission_id)
+    target = tmp_path / "secret"
+    target.write_bytes(b"secret")
+    (directory / "files" / "2.age").symlink_to(target)
+    with pytest.raises(StoreError):
+        submission_files(directory)
+
+
+def test_purge_removes_one_submission(store: SubmissionStore) -> None:
+    keep = store.commit(_stage(store, [b"a"]))
+    gone = store.commit(_stage(store, [b"b"]))
+    store.purge(gone)
+    assert store.ids() == [keep]

@@ -1,0 +1,200 @@
+"""Submitting through the Flask app: streamed encryption, manifest, limits, refusal."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from portal.age import X25519Identity, decrypt
+from portal.config import Config, ConfigError
+from portal.store import SubmissionStore
+
+CSRF_RE = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
+
+
+def csrf_token(client, path: str = "/submit") -> str:  # type: ignore[no-untyped-def]
+    page = client.get(path)
+    assert page.status_code == 200
+    match = CSRF_RE.search(page.get_data(as_text=True))
+    assert match
+    return match.group(1)
+
+
+def post(client, data: dict, path: str = "/submit"):  # type: ignore[no-untyped-def]
+    data = {"csrf_token": csrf_token(client, path), **data}
+    return client.post(path, data=data, content_type="multipart/form-data")
+
+
+def open_only_submission(config: Config, identity: X25519Identity) -> tuple[dict, Path]:
+    store = SubmissionStore(config.data_dir)
+    [submission_id] = store.ids()
+    directory = store.path(submission_id)
+    manifest = json.loads(decrypt((directory / "testimony.age").read_bytes(), [identity]))
+    assert manifest["id"] == submission_id
+    return manifest, directory
+
+
+def test_landing_and_form_pages_answer(client) -> None:  # type: ignore[no-untyped-def]
+    assert client.get("/").status_code == 200
+    page = client.get("/submit").get_data(as_text=True)
+    for name in ("testimony", "attachments", "csrf_token"):
+        assert f'name="{name}"' in page
+    assert 'enctype="multipart/form-data"' in page
+
+
+def test_submission_is_stored_encrypted_with_a_manifest(client, config, identity) -> None:  # type: ignore[no-untyped-def]
+    photo = bytes(range(256)) * 5000  # over Werkzeug's 500 KB spooling threshold
+    response = post(
+        client,
+        {
+            "testimony": "I saw the camp at 12 o'clock.",
+            "attachments": [
+                (io.BytesIO(photo), "photo.jpg", "image/jpeg"),
+                (io.BytesIO(b"note"), "note.txt", "text/plain"),
+            ],
+        },
+    )
+    assert response.status_code == 200
+    assert 'class="notice ok"' in response.get_data(as_text=True)
+
+    manifest, directory = open_only_submission(config, identity)
+    assert manifest["format"] == "testimony-portal/submission/1"
+    assert manifest["fields"] == {"testimony": "I saw the camp at 12 o'clock."}
+    assert manifest["language"] == "en"
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", manifest["received"])
+    by_name = {a["name"]: a for a in manifest["attachments"]}
+    assert set(by_name) == {"photo.jpg", "note.txt"}
+    entry = by_name["photo.jpg"]
+    assert entry["type"] == "image/jpeg"
+    assert entry["size"] == len(photo)
+    assert entry["sha256"] == hashlib.sha256(photo).hexdigest()
+    assert decrypt((directory / entry["path"]).read_bytes(), [identity]) == photo
+
+
+def test_language_of_the_url_is_recorded(client, config, identity) -> None:  # type: ignore[no-untyped-def]
+    response = post(client, {"testimony": "증언합니다"}, path="/ko/submit")
+    assert response.status_code == 200
+    manifest, _ = open_only_submission(config, identity)
+    assert manifest["language"] == "ko"
+    assert manifest["fields"]["testimony"] == "증언합니다"
+
+
+def test_empty_file_input_is_not_an_attachment(client, config, identity) -> None:  # type: ignore[no-untyped-def]
+    response = post(
+        client,
+        {
+            "testimony": "text only",
+            "attachments": [(io.BytesIO(b""), "", "application/octet-stream")],
+        },
+    )
+    assert response.status_code == 200
+    manifest, directory = open_only_submission(config, identity)
+    assert manifest["attachments"] == []
+    # No stray ciphertext that the manifest does not account for.
+    assert not (directory / "files").exists() or not any((directory / "files").iterdir())
+
+
+def test_empty_submission_is_refused_and_nothing_kept(client, config) -> None:  # type: ignore[no-untyped-def]
+    response = post(client, {"testimony": "   "})
+    assert response.status_code == 400
+    assert "NOT saved" in response.get_data(as_text=True)
+    assert SubmissionStore(config.data_dir).ids() == []
+
+
+def test_missing_csrf_token_is_refused_and_nothing_kept(client, config) -> None:  # type: ignore[no-untyped-def]
+    response = client.post(
+        "/submit",
+        data={"testimony": "x", "attachments": [(io.BytesIO(b"data" * 1000), "a.bin")]},
+        content_type="multipart/form-data",
+    )
+    assert response.status_code == 400
+    store = SubmissionStore(config.data_dir)
+    assert store.ids() == []
+    assert list(store.staging_dir.iterdir()) == []
+
+
+@pytest.fixture
+def small_app(config: Config):  # type: ignore[no-untyped-def]
+    from dataclasses import replace
+
+    from portal.web import create_app
+
+    return create_app(replace(config, max_upload_mb=1), TESTING=True)
+
+
+def test_oversized_upload_gets_413_and_nothing_kept(small_app, config) -> None:  # type: ignore[no-untyped-def]
+    client = small_app.test_client()
+    response = post(
+        client, {"testimony": "x", "attachments": [(io.BytesIO(b"\0" * (2 << 20)), "big.bin")]}
+    )
+    assert response.status_code == 413
+    assert "NOT saved" in response.get_data(as_text=True)
+    store = SubmissionStore(config.data_dir)
+    assert store.ids() == []
+    assert list(store.staging_dir.iterdir()) == []
+
+
+def test_oversized_chunked_upload_gets_413_and_nothing_kept(small_app, config) -> None:  # type: ignore[no-untyped-def]
+    client = small_app.test_client()
+    token = csrf_token(client)
+    boundary = "b0undary"
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="csrf_token"\r\n\r\n{token}\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="attachments"; '
+            f'filename="big.bin"\r\nContent-Type: application/octet-stream\r\n\r\n'
+        ).encode()
+        + b"\0" * (2 << 20)
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    response = client.post(
+        "/submit",
+        input_stream=io.BytesIO(body),
+        headers={
+            "Transfer-Encoding": "chunked",
+            "Content-Type": f"multipart/form-data; boundary={boundary}",
+        },
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+    assert response.status_code == 413
+    store = SubmissionStore(config.data_dir)
+    assert store.ids() == []
+    assert list(store.staging_dir.iterdir()) == []
+
+
+def test_app_refuses_to_start_without_recipients(config: Config) -> None:
+    from portal.web import create_app
+
+    config.recipients_file.write_text("# empty\n")
+    with pytest.raises(ConfigError, match="testimony-review keygen"):
+        create_app(config)
+
+
+def test_app_refuses_to_start_with_a_private_key(config: Config, identity) -> None:  # type: ignore[no-untyped-def]
+    from portal.web import create_app
+
+    (config.recipients_file.parent / "oops.txt").write_text(f"{identity}\n")
+    with pytest.raises(ConfigError, match="private key"):
+        create_app(config)
+
+
+def test_uploads_never_use_werkzeugs_spooling_stream_factory(client, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # Werkzeug's default factory spools uploads over 500 KB to a plaintext
+    # temporary file. If the app ever fell back to it, this test fails.
+    import werkzeug.formparser
+    import werkzeug.wrappers.request
+
+    def forbidden(*args: object, **kwargs: object) -> None:
+        raise AssertionError("plaintext temporary file requested")
+
+    monkeypatch.setattr(werkzeug.formparser, "default_stream_factory", forbidden)
+    monkeypatch.setattr(werkzeug.wrappers.request, "default_stream_factory", forbidden)
+    response = post(
+        client, {"testimony": "x", "attachments": [(io.BytesIO(b"\1" * (600 * 1024)), "big.bin")]}
+    )
+    assert response.status_code == 200
