@@ -1,0 +1,609 @@
+"""`testimony-review`: the offline reviewer's command line.
+
+All flags, environment variables, prompts and exit codes live here; the
+modules below take paths, keys and callbacks as arguments. `main()` takes its
+streams as arguments so tests call it in-process, and returns an ExitStatus
+instead of exiting. User errors print one line naming the problem and the
+fix, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import getpass
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from enum import IntEnum
+from pathlib import Path
+from typing import Any, NoReturn, TextIO
+
+from portal.age import KeyFormatError, X25519Identity, X25519Recipient
+from portal.review import keys, shares
+from portal.review.custody import CustodyError, CustodyLog
+from portal.review.forward import ForwardError, collect, write_bundle
+from portal.review.opening import TAMPERED, Opener, SourceError
+from portal.review.report import human_size
+
+PROG = "testimony-review"
+CUSTODY_ENV = "TESTIMONY_REVIEW_CUSTODY"
+REVIEWER_ENV = "TESTIMONY_REVIEW_REVIEWER"
+
+
+class ExitStatus(IntEnum):
+    SUCCESS = 0
+    ERROR = 1
+    USAGE = 2
+    # Something failed an integrity check: a tampered or damaged submission,
+    # or a broken custody log.
+    INTEGRITY = 3
+    INTERRUPTED = 130
+
+
+class UserError(Exception):
+    """A problem the user can fix; printed as one line, no traceback."""
+
+
+class _UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(f"{self.prog}: error: {message} (see `{self.prog} --help`)")
+
+
+@contextlib.contextmanager
+def _redirect(stdout: TextIO, stderr: TextIO) -> Any:
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        yield
+
+
+class Context:
+    """The streams and environment one invocation runs with."""
+
+    def __init__(
+        self, stdin: TextIO, stdout: TextIO, stderr: TextIO, env: Mapping[str, str]
+    ) -> None:
+        self.stdin = stdin
+        self.stdout = stdout
+        self.stderr = stderr
+        self.env = env
+
+    def err(self, message: str) -> None:
+        print(message, file=self.stderr, flush=True)
+
+    def interactive(self) -> bool:
+        return self.stdin.isatty()
+
+    def ask_secret(self, prompt: str) -> bytes:
+        if not self.interactive():
+            raise UserError(
+                "no terminal to ask for a passphrase on: give it with --passphrase-file FILE"
+            )
+        return getpass.getpass(prompt, stream=self.stderr).encode("utf-8")
+
+    def custody(self, option: str | None) -> CustodyLog:
+        if option:
+            return CustodyLog(Path(option))
+        if self.env.get(CUSTODY_ENV):
+            return CustodyLog(Path(self.env[CUSTODY_ENV]))
+        home = self.env.get("HOME") or str(Path.home())
+        data_home = self.env.get("XDG_DATA_HOME") or str(Path(home) / ".local" / "share")
+        return CustodyLog(Path(data_home) / PROG / "custody.jsonl")
+
+    def reviewer(self, option: str | None) -> str:
+        name = option or self.env.get(REVIEWER_ENV)
+        if not name:
+            try:
+                name = getpass.getuser()
+            except (KeyError, OSError):
+                name = "unknown"
+        return name
+
+
+# ---------------------------------------------------------------- passphrases
+
+
+def _read_passphrase_file(path: str) -> bytes:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise UserError(f"cannot read the passphrase file {path}: {exc.strerror}") from exc
+    # One trailing newline is what editors and `echo` add; it is not part of it.
+    for ending in (b"\r\n", b"\n"):
+        if data.endswith(ending):
+            data = data[: -len(ending)]
+            break
+    if not data:
+        raise UserError(f"the passphrase file {path} is empty")
+    return data
+
+
+def _unlock_source(ctx: Context, passphrase_file: str | None) -> Callable[[Path], bytes]:
+    def source(path: Path) -> bytes:
+        if passphrase_file:
+            return _read_passphrase_file(passphrase_file)
+        return ctx.ask_secret(f"Passphrase for {path}: ")
+
+    return source
+
+
+def _new_passphrase(ctx: Context, args: argparse.Namespace) -> bytes | None:
+    """The passphrase to protect a new identity file with, or None for --no-passphrase."""
+    if args.no_passphrase:
+        return None
+    if args.passphrase_file:
+        secret = _read_passphrase_file(args.passphrase_file)
+    else:
+        if not ctx.interactive():
+            raise UserError(
+                "no terminal to ask for a passphrase on: give one with --passphrase-file FILE "
+                "(or use --no-passphrase for a throwaway test key)"
+            )
+        secret = ctx.ask_secret("New passphrase for the identity: ")
+        if ctx.ask_secret("Repeat the passphrase: ") != secret:
+            raise UserError("the two passphrases differ; nothing was written. Run again")
+    try:
+        keys.check_passphrase(secret)
+    except keys.KeyFileError as exc:
+        raise UserError(str(exc)) from None
+    return secret
+
+
+def _write_identity(
+    ctx: Context, args: argparse.Namespace, identity: X25519Identity, note: str
+) -> str:
+    passphrase = _new_passphrase(ctx, args)
+    text = keys.identity_file_text(identity, note=note)
+    data = text if passphrase is None else keys.protect(text, passphrase, args.work_factor)
+    keys.write_new_file(Path(args.out), data)
+    return "unencrypted (no passphrase)" if passphrase is None else "encrypted with your passphrase"
+
+
+_ROTATION_HELP = """\
+Wrote {out} ({how}).
+The line printed above is its public key (recipient). To start using it:
+  1. Add that age1... line to keys/recipients.txt on the server, on a line of
+     its own BESIDE any recipient already there. New submissions are then
+     encrypted to every listed key; do not remove the old line yet.
+  2. Open with both the old and the new identity while both are in use:
+       testimony-review open SRC --identity OLD-KEY --identity {out} --out DIR
+  3. Remove the old recipient only when every reviewer can open with the new
+     key, and keep the old identity for the submissions encrypted to it.
+  4. Make a paper backup now, before anything is encrypted to this key:
+       testimony-review key backup --identity {out} --out BACKUP-DIR"""
+
+
+def cmd_keygen(ctx: Context, args: argparse.Namespace) -> ExitStatus:
+    identity = X25519Identity.generate()
+    how = _write_identity(ctx, args, identity, "created")
+    print(identity.recipient, file=ctx.stdout, flush=True)
+    ctx.err(_ROTATION_HELP.format(out=args.out, how=how))
+    return ExitStatus.SUCCESS
+
+
+# ---------------------------------------------------------------- key backup / restore
+
+
+def cmd_key_backup(ctx: Context, args: argparse.Namespace) -> ExitStatus:
+    found = keys.load_identities([Path(args.identity)], _unlock_source(ctx, args.passphrase_file))
+    if len(found) != 1:
+        raise UserError(
+            f"{args.identity} holds {len(found)} identities; back up a file with exactly one"
+        )
+    identity = found[0]
+    mnemonics = shares.split_identity(identity, args.shares, args.threshold)
+    out_dir = Path(args.out)
+    paths = [out_dir / f"share-{i}-of-{args.shares}.txt" for i in range(1, args.shares + 1)]
+    if existing := [str(p) for p in paths if p.exists() or p.is_symlink()]:
+        # Sheets of two different backups in one folder would be mixed up.
+        raise UserError(f"{', '.join(existing)} already exist; choose an empty folder for --out")
+    out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    written = []
+    for index, mnemonic in enumerate(mnemonics, start=1):
+        sheet = shares.render_sheet(
+            mnemonic,
+            index=index,
+            shares=args.shares,
+            threshold=args.threshold,
+            recipient=identity.recipient,
+        )
+        path = paths[index - 1]
+        keys.write_new_file(path, sheet.encode("utf-8"))
+        written.append(path)
+    print(identity.recipient, file=ctx.stdout, flush=True)
+    ctx.err(
+        f"Wrote {len(written)} share sheets to {out_dir}; any {args.threshold} of them restore "
+        "the key.\nPrint each sheet, give one to each trustee, check the printouts, then "
+        f"securely delete the files in {out_dir} (they are the key, in pieces)."
+    )
+    return ExitStatus.SUCCESS
+
+
+def _typed_shares(ctx: Context) -> list[shares.ShareInput]:
+    if not ctx.interactive():
+        return shares.read_typed_shares(ctx.stdin, "standard input")
+    collected: list[shares.ShareInput] = []
+    needed: int | None = None
+    while needed is None or len(collected) < needed:
+        label = f"Share {len(collected) + 1}" + (f" of {needed}" if needed else "")
+        ctx.err(f"{label}: type its words in order, then Enter (an empty line stops):")
+        line = ctx.stdin.readline()
+        if not line.strip():
+            break
+        item = shares.parse_sheet(line, f"typed share {len(collected) + 1}")
+        try:
+            needed = shares.check_share(item)
+        except shares.ShareError as exc:
+            ctx.err(f"  {exc}. Type that share again.")
+            continue
+        collected.append(item)
+    return collected
+
+
+def cmd_key_restore(ctx: Context, args: argparse.Namespace) -> ExitStatus:
+    if Path(args.out).exists():
+        raise UserError(f"{args.out} already exists; refusing to overwrite it")
+    inputs: list[shares.ShareInput] = []
+    for sheet in args.sheets:
+        try:
+            text = Path(sheet).read_text("utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UserError(f"cannot read the share sheet {sheet}: {exc}") from exc
+        inputs.append(shares.parse_sheet(text, sheet))
+    if not inputs:
+        inputs = _typed_shares(ctx)
+    identity = shares.combine_shares(inputs)
+    how = _write_identity(ctx, args, identity, "restored from backup shares")
+    print(identity.recipient, file=ctx.stdout, flush=True)
+    ctx.err(
+        f"Restored the identity into {args.out} ({how}). Its public key, printed above, "
+        "matches the one on the sheets."
+    )
+    return ExitStatus.SUCCESS
+
+
+# ---------------------------------------------------------------- open
+
+
+class _Progress:
+    """Byte progress on a terminal, at most a few updates a second."""
+
+    def __init__(self, stream: TextIO, enabled: bool) -> None:
+        self.stream = stream
+        self.enabled = enabled
+        self.total = 0
+        self.started = time.monotonic()
+        self._last = 0.0
+        self._lock = threading.Lock()
+
+    def on_bytes(self, count: int) -> None:
+        # Called from the decrypting threads.
+        with self._lock:
+            self.total += count
+            now = time.monotonic()
+            if not self.enabled or now - self._last < 0.5:
+                return
+            self._last = now
+            rate = self.total / max(now - self.started, 1e-6)
+            self.stream.write(
+                f"\r  {human_size(self.total)} decrypted ({human_size(int(rate))}/s)   "
+            )
+            self.stream.flush()
+
+    def say(self, message: str) -> None:
+        if self.enabled:
+            self.stream.write("\r" + " " * 60 + "\r")
+        print(message, file=self.stream, flush=True)
+
+
+def cmd_open(ctx: Context, args: argparse.Namespace) -> ExitStatus:
+    log = ctx.custody(args.custody)
+    try:
+        log.verify()
+    except CustodyError as exc:
+        raise _IntegrityError(
+            f"{exc}. Nothing was opened. Keep the damaged log as evidence and start a new "
+            "one with --custody NEW-FILE"
+        ) from None
+    reviewer = ctx.reviewer(args.reviewer)
+    identities = keys.load_identities(
+        [Path(p) for p in args.identity], _unlock_source(ctx, args.passphrase_file)
+    )
+    progress = _Progress(ctx.stderr, enabled=ctx.stderr.isatty() and not args.quiet)
+
+    def log_opened(record: dict[str, Any]) -> None:
+        log.append(
+            "open",
+            reviewer,
+            submission=record["id"],
+            output=str(Path(args.out) / record["id"]),
+            manifest=record["manifest"],
+            attachments=[
+                {key: entry[key] for key in ("path", "file", "size", "sha256", "ciphertext_sha256")}
+                for entry in record["attachments"]
+            ],
+        )
+
+    opener = Opener(
+        Path(args.out),
+        identities,
+        say=progress.say,
+        on_bytes=progress.on_bytes,
+        on_opened=log_opened,
+        jobs=args.jobs,
+    )
+    result = opener.open_all(Path(args.src))
+    ctx.err(
+        f"{len(result.opened)} opened, {len(result.skipped)} already opened, "
+        f"{len(result.failed)} NOT opened. Overview: {result.index_path}"
+    )
+    for outcome in result.failed:
+        ctx.err(f"NOT OPENED: {outcome.submission_id}: {outcome.kind}: {outcome.reason}")
+    if any(o.kind == TAMPERED for o in result.failed):
+        ctx.err(
+            "Tampered or damaged submissions were not written out. Keep their ciphertext and "
+            "compare it with the server's copy or another export."
+        )
+        return ExitStatus.INTEGRITY
+    return ExitStatus.ERROR if result.failed else ExitStatus.SUCCESS
+
+
+# ---------------------------------------------------------------- forward
+
+
+def cmd_forward(ctx: Context, args: argparse.Namespace) -> ExitStatus:
+    try:
+        recipient = X25519Recipient.parse(args.to.strip())
+    except KeyFormatError as exc:
+        raise UserError(
+            f"--to {args.to!r} is not an age public key ({exc}); ask the partner for the "
+            "age1... line that `age-keygen` printed for them"
+        ) from None
+    log = ctx.custody(args.custody)
+    try:
+        entries = log.entries_for(set(args.ids))
+    except CustodyError as exc:
+        raise _IntegrityError(f"{exc}. Nothing was sent") from None
+    members, listing = collect(Path(args.source), args.ids, args.omit_field)
+    result = write_bundle(
+        Path(args.out),
+        members,
+        recipient,
+        custody_lines=entries,
+        submission_ids=args.ids,
+        omit_fields=args.omit_field,
+        mtime=int(time.time()) // 86400 * 86400,
+    )
+    log.append(
+        "forward",
+        ctx.reviewer(args.reviewer),
+        submissions=sorted(set(args.ids)),
+        recipient=str(recipient),
+        bundle={"file": str(result.path), "sha256": result.sha256, "size": result.size},
+        omitted_fields=sorted(set(args.omit_field)),
+        files=listing,
+    )
+    print(result.path, file=ctx.stdout, flush=True)
+    ctx.err(
+        f"Wrote {result.path} ({human_size(result.size)}, SHA-256 {result.sha256}) for {recipient}."
+        "\nThe partner opens it with:  age -d -i THEIR-KEY -o bundle.tar FILE && tar -xf bundle.tar"
+        "\nand checks it with:  sha256sum -c SHA256SUMS"
+    )
+    return ExitStatus.SUCCESS
+
+
+# ---------------------------------------------------------------- custody
+
+
+class _IntegrityError(Exception):
+    pass
+
+
+def cmd_custody_verify(ctx: Context, args: argparse.Namespace) -> ExitStatus:
+    log = ctx.custody(args.custody)
+    if not log.path.exists():
+        raise UserError(f"no custody log at {log.path} (give its path with --custody)")
+    try:
+        result = log.verify(expect_head=args.expect_head)
+    except CustodyError as exc:
+        raise _IntegrityError(str(exc)) from None
+    print(f"ok: {result.count} entries, head {result.head}", file=ctx.stdout)
+    if args.expect_head:
+        later = result.count - (result.expected_head_line or 0)
+        ctx.err(f"The recorded head is entry {result.expected_head_line}; {later} entries since.")
+    ctx.err(
+        "A hash chain cannot show entries cut off its end: write down the count and head "
+        "above (or send them to a colleague) and check them later with --expect-head."
+    )
+    return ExitStatus.SUCCESS
+
+
+# ---------------------------------------------------------------- parser
+
+
+def _work_factor(value: str) -> int:
+    number = int(value)
+    if not 1 <= number <= 22:
+        raise argparse.ArgumentTypeError("the work factor must be between 1 and 22")
+    return number
+
+
+def _add_new_key_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "--passphrase-file", metavar="F", help="read the new passphrase from the first line of F"
+    )
+    group.add_argument(
+        "--no-passphrase",
+        action="store_true",
+        help="store the identity unencrypted (throwaway test keys only)",
+    )
+    # Lowered only by tests: the production default is age's own.
+    parser.add_argument(
+        "--work-factor",
+        type=_work_factor,
+        default=keys.IDENTITY_WORK_FACTOR,
+        help=argparse.SUPPRESS,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="Offline reviewer tool for Testimony Portal.")
+    sub = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, parser_class=_Parser
+    )
+
+    keygen = sub.add_parser("keygen", help="create a new reviewer identity (key pair)")
+    keygen.add_argument("--out", required=True, metavar="FILE", help="identity file to create")
+    _add_new_key_options(keygen)
+    keygen.set_defaults(handler=cmd_keygen)
+
+    key = sub.add_parser("key", help="paper backup of an identity: backup, restore")
+    key_sub = key.add_subparsers(
+        dest="key_command", metavar="{backup,restore}", required=True, parser_class=_Parser
+    )
+    backup = key_sub.add_parser("backup", help="split an identity into trustee share sheets")
+    backup.add_argument("--identity", required=True, metavar="FILE")
+    backup.add_argument("--out", required=True, metavar="DIR", help="folder for the sheets")
+    backup.add_argument("--shares", type=int, default=5, metavar="N")
+    backup.add_argument("--threshold", type=int, default=3, metavar="K")
+    backup.add_argument("--passphrase-file", metavar="F", help="passphrase of the identity file")
+    backup.set_defaults(handler=cmd_key_backup)
+    restore = key_sub.add_parser("restore", help="rebuild an identity from share sheets")
+    restore.add_argument("--out", required=True, metavar="FILE", help="identity file to create")
+    restore.add_argument(
+        "sheets",
+        nargs="*",
+        metavar="SHEET",
+        help="share sheet files (or type the words when asked)",
+    )
+    _add_new_key_options(restore)
+    restore.set_defaults(handler=cmd_key_restore)
+
+    opener = sub.add_parser("open", help="decrypt and verify submissions into a folder")
+    opener.add_argument(
+        "src",
+        metavar="SRC",
+        help="an export folder, a server data directory or a submissions/ copy",
+    )
+    opener.add_argument(
+        "--identity",
+        "-i",
+        action="append",
+        required=True,
+        metavar="FILE",
+        help="identity file; repeat for old and new keys",
+    )
+    opener.add_argument(
+        "--out", required=True, metavar="DIR", help="folder for the opened submissions"
+    )
+    opener.add_argument(
+        "--passphrase-file", metavar="F", help="passphrase of encrypted identity files"
+    )
+    opener.add_argument(
+        "--custody",
+        metavar="FILE",
+        help=f"custody log (default: ${CUSTODY_ENV} "
+        "or ~/.local/share/testimony-review/custody.jsonl)",
+    )
+    opener.add_argument(
+        "--reviewer",
+        metavar="NAME",
+        help=f"your name for the custody log (default: ${REVIEWER_ENV} or your login name)",
+    )
+    opener.add_argument(
+        "--jobs", type=int, default=None, metavar="N",
+        help="decrypt N files at a time (default: the number of CPUs)",
+    )  # fmt: skip
+    opener.add_argument("--quiet", "-q", action="store_true", help="no progress display")
+    opener.set_defaults(handler=cmd_open)
+
+    forward = sub.add_parser("forward", help="send opened submissions to a partner, encrypted")
+    forward.add_argument("ids", nargs="+", metavar="ID")
+    forward.add_argument(
+        "--from", dest="source", required=True, metavar="DIR", help="the folder written by `open`"
+    )
+    forward.add_argument(
+        "--to", required=True, metavar="RECIPIENT", help="the partner's age public key (age1...)"
+    )
+    forward.add_argument("--out", required=True, metavar="FILE", help="the bundle to create")
+    forward.add_argument(
+        "--omit-field",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="leave this manifest field out (repeatable)",
+    )
+    forward.add_argument("--custody", metavar="FILE")
+    forward.add_argument("--reviewer", metavar="NAME")
+    forward.set_defaults(handler=cmd_forward)
+
+    custody = sub.add_parser("custody", help="the chain-of-custody log")
+    custody_sub = custody.add_subparsers(
+        dest="custody_command", metavar="{verify}", required=True, parser_class=_Parser
+    )
+    verify = custody_sub.add_parser("verify", help="check the log's hash chain")
+    verify.add_argument("--custody", metavar="FILE")
+    verify.add_argument(
+        "--expect-head",
+        metavar="HASH",
+        help="a head hash written down earlier; it must still be in the log",
+    )
+    verify.set_defaults(handler=cmd_custody_verify)
+    return parser
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    stdin: TextIO | None = None,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+    env: Mapping[str, str] | None = None,
+) -> ExitStatus:
+    ctx = Context(
+        stdin or sys.stdin,
+        stdout or sys.stdout,
+        stderr or sys.stderr,
+        os.environ if env is None else env,
+    )
+    try:
+        with _redirect(ctx.stdout, ctx.stderr):
+            args = build_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
+    except _UsageError as exc:
+        ctx.err(str(exc))
+        return ExitStatus.USAGE
+    except SystemExit as exc:  # --help
+        return ExitStatus.SUCCESS if not exc.code else ExitStatus.USAGE
+    try:
+        status: ExitStatus = args.handler(ctx, args)
+        return status
+    except KeyboardInterrupt:
+        ctx.err(f"{PROG}: interrupted. Finished work is kept; run the same command to go on.")
+        return ExitStatus.INTERRUPTED
+    except _IntegrityError as exc:
+        ctx.err(f"{PROG}: INTEGRITY FAILURE: {exc}")
+        return ExitStatus.INTEGRITY
+    except (
+        UserError,
+        keys.KeyFileError,
+        shares.ShareError,
+        SourceError,
+        CustodyError,
+        ForwardError,
+    ) as exc:
+        ctx.err(f"{PROG}: error: {exc}")
+        return ExitStatus.ERROR
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        ctx.err(f"{PROG}: error: {exc.strerror or exc}{where}")
+        return ExitStatus.ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,296 @@
+"""Forwarding opened submissions to a legal partner as one age-encrypted tar file.
+
+The partner needs nothing of ours: `age -d -i partner-key.txt -o bundle.tar
+FILE` and `tar -xf bundle.tar` give them, per submission, `<id>/testimony.json`
+(the manifest), the attachments byte for byte as the witness sent them, and
+at the top `SHA256SUMS` (for `sha256sum -c`), `custody.jsonl` (our custody
+entries for these submissions) and `README.txt`.
+
+Every file is checked against the SHA-256 in its manifest before the bundle
+is made and again while it is copied in, so a file changed on the reviewer's
+disk is never sent. The bundle is written under a temporary name and appears
+under its final name only when complete; an existing file is never replaced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import secrets
+import tarfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, cast
+
+from portal.age import Writer, X25519Recipient
+from portal.review.custody import Entry
+from portal.review.manifest import ManifestError, parse_manifest
+from portal.review.opening import MANIFEST_JSON, RECORD_NAME, is_plain_name, read_record
+from portal.store import is_valid_id
+
+BUNDLE_FORMAT = "testimony-review/forward/1"
+_READ_SIZE = 1 << 20
+
+
+class ForwardError(Exception):
+    """The bundle cannot be made; nothing was written. The message says why."""
+
+
+@dataclass
+class _Member:
+    name: str
+    data: bytes | None = None
+    path: Path | None = None
+    sha256: str = ""
+    size: int = 0
+
+
+@dataclass
+class ForwardResult:
+    path: Path
+    sha256: str
+    size: int
+    files: list[dict[str, str]] = field(default_factory=list)
+
+
+class _HashingWriter:
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        view = memoryview(data)
+        while view:
+            written = self._raw.write(view)
+            view = view[written if written is not None else len(view) :]
+        self.sha256.update(data)
+        self.size += len(data)
+        return len(data)
+
+
+class _TarSink:
+    """The write-only file object tarfile streams into: it feeds the age Writer."""
+
+    def __init__(self, writer: Writer) -> None:
+        self._writer = writer
+
+    def write(self, data: bytes) -> int:
+        return self._writer.write(data)
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with open(fd, "rb", buffering=0) as handle:
+        while chunk := handle.read(_READ_SIZE):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class _CheckedReader:
+    """Reads a file for tarfile while hashing it, to compare once it is copied in."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self._handle = handle
+        self.sha256 = hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._handle.read(size)
+        self.sha256.update(data)
+        return data
+
+
+def collect(
+    from_dir: Path, submission_ids: Sequence[str], omit_fields: Sequence[str]
+) -> tuple[list[_Member], list[dict[str, str]]]:
+    """Check each selected submission against its manifest and list what goes in the bundle.
+
+    Raises:
+        ForwardError: a submission is not opened here, or a file differs from
+            its manifest.
+    """
+    members: list[_Member] = []
+    listing: list[dict[str, str]] = []
+    for submission_id in sorted(set(submission_ids)):
+        folder = from_dir / submission_id
+        if not is_valid_id(submission_id):
+            raise ForwardError(f"{submission_id!r} is not a submission id")
+        record = read_record(folder)
+        if record is None:
+            raise ForwardError(
+                f"{folder} is not a submission opened by `testimony-review open` "
+                "(check the id and --from)"
+            )
+        manifest_path = folder / MANIFEST_JSON
+        try:
+            manifest_bytes = manifest_path.read_bytes()
+            manifest = parse_manifest(manifest_bytes)
+        except (OSError, ManifestError) as exc:
+            raise ForwardError(f"{manifest_path} cannot be read: {exc}") from None
+        if hashlib.sha256(manifest_bytes).hexdigest() != record["manifest"]["sha256"]:
+            raise ForwardError(f"{manifest_path} was changed after it was opened; not sent")
+        by_path = {entry.path: entry for entry in manifest.attachments}
+        document: dict[str, Any] = manifest.document
+        if omit_fields:
+            document = dict(document)
+            document["fields"] = {
+                k: v for k, v in manifest.fields.items() if k not in set(omit_fields)
+            }
+            document["omitted_fields"] = sorted(set(omit_fields))
+            manifest_bytes = json.dumps(document, ensure_ascii=False, indent=1).encode()
+        members.append(_Member(f"{submission_id}/{MANIFEST_JSON}", data=manifest_bytes))
+        for entry in record["attachments"]:
+            expected = by_path.get(entry["path"])
+            if not is_plain_name(entry.get("file")):
+                raise ForwardError(f"{folder / RECORD_NAME} is damaged (a file name is not plain)")
+            path = folder / entry["file"]
+            if expected is None or expected.sha256 != entry["sha256"]:
+                raise ForwardError(f"{folder / RECORD_NAME} does not match {manifest_path}")
+            if path.is_symlink() or not path.is_file():
+                raise ForwardError(f"{path} is missing; open the submission again")
+            if _sha256_file(path) != expected.sha256:
+                raise ForwardError(
+                    f"{path} no longer matches the SHA-256 in its manifest: it was changed "
+                    "after opening. Nothing was sent; open the submission again from the "
+                    "ciphertext"
+                )
+            members.append(
+                _Member(
+                    f"{submission_id}/{entry['file']}",
+                    path=path,
+                    sha256=expected.sha256,
+                    size=expected.size,
+                )
+            )
+            listing.append(
+                {"submission": submission_id, "file": entry["file"], "sha256": expected.sha256}
+            )
+    return members, listing
+
+
+def _readme(submission_ids: Sequence[str], omit_fields: Sequence[str]) -> bytes:
+    omitted = (
+        f"\nAt the sender's request these fields were left out of each testimony.json:\n"
+        f'  {", ".join(sorted(set(omit_fields)))}\n(its "omitted_fields" member lists them).\n'
+        if omit_fields
+        else ""
+    )
+    return f"""Testimony bundle ({BUNDLE_FORMAT})
+
+Submissions in this bundle:
+{chr(10).join("  " + s for s in sorted(set(submission_ids)))}
+
+Each folder holds testimony.json (the submission's manifest: the testimony,
+the date received, and each attachment's original name, type, size and
+SHA-256) and the attachments exactly as the witness sent them.
+{omitted}
+To check that every file is intact, run in this folder:
+
+    sha256sum -c SHA256SUMS
+
+custody.jsonl holds the sender's chain-of-custody entries for these
+submissions (one JSON object per line; each line's "prev" is the SHA-256 of
+the line before it in the sender's full log).
+
+Attachments are untrusted: open them in a sandbox or on a machine without
+network access, never by double-clicking them on your everyday computer.
+""".encode()
+
+
+def _tarinfo(name: str, size: int, mtime: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mtime = mtime
+    info.mode = 0o600
+    info.type = tarfile.REGTYPE
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
+
+
+def write_bundle(
+    out_path: Path,
+    members: list[_Member],
+    recipient: X25519Recipient,
+    *,
+    custody_lines: Sequence[Entry],
+    submission_ids: Sequence[str],
+    omit_fields: Sequence[str],
+    mtime: int,
+) -> ForwardResult:
+    """Write the encrypted tar bundle to `out_path`, which must not exist yet.
+
+    Raises:
+        ForwardError: `out_path` exists, cannot be written, or a file changed
+            while it was being copied in (the partial bundle is removed).
+    """
+    if out_path.exists() or out_path.is_symlink():
+        raise ForwardError(f"{out_path} already exists; refusing to overwrite it")
+    custody_bytes = b"".join(entry.raw + b"\n" for entry in custody_lines)
+    top = [
+        _Member("README.txt", data=_readme(submission_ids, omit_fields)),
+        _Member("custody.jsonl", data=custody_bytes),
+    ]
+    for member in members + top:
+        if member.data is not None:
+            member.sha256 = hashlib.sha256(member.data).hexdigest()
+            member.size = len(member.data)
+    sums = "".join(f"{m.sha256}  {m.name}\n" for m in sorted(members + top[1:], key=_key))
+    sums_member = _Member("SHA256SUMS", data=sums.encode(), size=len(sums.encode()))
+    everything = sorted([*top, sums_member, *members], key=_key)
+    temp = out_path.with_name(f".{out_path.name}.{secrets.token_hex(6)}.partial")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(temp, flags, 0o600)
+    except OSError as exc:
+        raise ForwardError(f"cannot create {out_path}: {exc.strerror}") from exc
+    try:
+        with open(fd, "wb", buffering=0) as raw:
+            hashed = _HashingWriter(raw)
+            writer = Writer(cast(BinaryIO, hashed), [recipient])
+            with tarfile.open(
+                fileobj=_TarSink(writer),
+                mode="w|",
+                format=tarfile.PAX_FORMAT,  # type: ignore[call-overload]
+            ) as tar:
+                for member in everything:
+                    _add(tar, member, mtime)
+            writer.close()
+            os.fsync(raw.fileno())
+        if out_path.exists() or out_path.is_symlink():
+            raise ForwardError(f"{out_path} appeared while the bundle was written; not replaced")
+        os.rename(temp, out_path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        if isinstance(exc, OSError):
+            raise ForwardError(f"cannot write {out_path}: {exc.strerror or exc}") from exc
+        raise
+    return ForwardResult(out_path, hashed.sha256.hexdigest(), hashed.size)
+
+
+def _key(member: _Member) -> tuple[int, str]:
+    # README first, then the checksums and custody, then submissions by name.
+    order = {"README.txt": 0, "SHA256SUMS": 1, "custody.jsonl": 2}
+    return (order.get(member.name, 3), member.name)
+
+
+def _add(tar: tarfile.TarFile, member: _Member, mtime: int) -> None:
+    info = _tarinfo(member.name, member.size, mtime)
+    if member.data is not None:
+        tar.addfile(info, io.BytesIO(member.data))
+        return
+    assert member.path is not None
+    fd = os.open(member.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with open(fd, "rb") as handle:
+        if os.fstat(handle.fileno()).st_size != member.size:
+            raise ForwardError(f"{member.path} changed size after it was checked; not sent")
+        reader = _CheckedReader(handle)
+        tar.addfile(info, reader)
+    if reader.sha256.hexdigest() != member.sha256:
+        raise ForwardError(f"{member.path} changed while it was being copied; not sent")

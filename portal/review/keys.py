@@ -1,0 +1,135 @@
+"""Reviewer identity files: create them passphrase-protected, and load them.
+
+An identity file is the text age-keygen writes ("# created: ...", "# public
+key: age1...", "AGE-SECRET-KEY-1..."). By default it is stored encrypted
+with an age scrypt (passphrase) stanza, exactly like `age -p` output, so the
+stock CLI reads it too: `age -d -i reviewer-identity.age` asks for the
+passphrase. A lost laptop then gives away nothing without the passphrase.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from portal.age import (
+    AgeError,
+    HMACError,
+    KeyFormatError,
+    NoIdentityMatchError,
+    ScryptIdentity,
+    ScryptRecipient,
+    X25519Identity,
+    decrypt,
+    encrypt,
+    looks_encrypted_identity,
+    parse_identities,
+)
+from portal.store import write_all
+
+# age's own default for `age -p`: about a second of work and 256 MiB of
+# memory per guess on a laptop, which is what makes a stolen file slow to
+# attack. Tests lower it through the `work_factor` arguments, never here.
+IDENTITY_WORK_FACTOR = 18
+MIN_PASSPHRASE_CHARS = 10
+# An identity file holds a few lines; anything much larger is not one.
+MAX_IDENTITY_FILE = 1 << 20
+
+
+class KeyFileError(Exception):
+    """An identity file cannot be written, read or unlocked; the message says why."""
+
+
+PassphraseSource = Callable[[Path], bytes]
+
+
+def identity_file_text(identity: X25519Identity, *, note: str = "created") -> bytes:
+    """The text `age-keygen` writes for an identity, with a day-precision date."""
+    today = dt.datetime.now(dt.UTC).date().isoformat()
+    return (f"# {note}: {today}\n# public key: {identity.recipient}\n{identity}\n").encode("ascii")
+
+
+def check_passphrase(passphrase: bytes) -> None:
+    """Raises KeyFileError for a passphrase too short to protect a key."""
+    if len(passphrase.decode("utf-8", errors="replace")) < MIN_PASSPHRASE_CHARS:
+        raise KeyFileError(
+            f"the passphrase is shorter than {MIN_PASSPHRASE_CHARS} characters; "
+            "choose a longer one (several unrelated words work well)"
+        )
+
+
+def protect(plaintext: bytes, passphrase: bytes, work_factor: int = IDENTITY_WORK_FACTOR) -> bytes:
+    """Encrypt an identity file with an age scrypt stanza (what `age -p` writes)."""
+    return encrypt(plaintext, [ScryptRecipient(passphrase, work_factor=work_factor)])
+
+
+def write_new_file(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Create `path` with `data`, refusing to replace anything that exists.
+
+    Raises:
+        KeyFileError: the file exists or cannot be written.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, mode)
+    except FileExistsError as exc:
+        raise KeyFileError(
+            f"{path} already exists; refusing to overwrite it (choose another file name)"
+        ) from exc
+    except OSError as exc:
+        raise KeyFileError(f"cannot create {path}: {exc.strerror}") from exc
+    try:
+        write_all(fd, data)
+        os.fsync(fd)
+    except OSError as exc:
+        os.close(fd)
+        os.unlink(path)
+        raise KeyFileError(f"cannot write {path}: {exc.strerror}") from exc
+    os.close(fd)
+
+
+def read_identity_text(path: Path, passphrase: PassphraseSource) -> bytes:
+    """The plain identity text of a file, unlocking it with a passphrase if it is encrypted.
+
+    Raises:
+        KeyFileError: unreadable, wrong passphrase, or damaged.
+    """
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_IDENTITY_FILE + 1)
+    except OSError as exc:
+        raise KeyFileError(f"cannot read the identity file {path}: {exc.strerror}") from exc
+    if len(data) > MAX_IDENTITY_FILE:
+        raise KeyFileError(f"{path} is too large to be an identity file")
+    if not looks_encrypted_identity(data):
+        return data
+    secret = passphrase(path)
+    try:
+        return decrypt(data, [ScryptIdentity(secret)])
+    except (NoIdentityMatchError, HMACError) as exc:
+        raise KeyFileError(f"wrong passphrase for {path} (or the file is damaged)") from exc
+    except AgeError as exc:
+        raise KeyFileError(f"{path} is not a readable encrypted identity: {exc}") from exc
+
+
+def load_identities(paths: Sequence[Path], passphrase: PassphraseSource) -> list[X25519Identity]:
+    """Every identity in the given files, in order.
+
+    Raises:
+        KeyFileError: a file cannot be read or unlocked, or holds no identity.
+    """
+    identities: list[X25519Identity] = []
+    for path in paths:
+        text = read_identity_text(path, passphrase)
+        try:
+            found = parse_identities(text.decode("utf-8"))
+        except (UnicodeDecodeError, KeyFormatError) as exc:
+            raise KeyFileError(
+                f"{path} is not an age identity file (expected a line AGE-SECRET-KEY-1...)"
+            ) from exc
+        if not found:
+            raise KeyFileError(f"{path} holds no identity (no AGE-SECRET-KEY-1... line)")
+        identities.extend(found)
+    return identities

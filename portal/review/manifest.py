@@ -1,0 +1,118 @@
+"""The decrypted manifest (`testimony.age`): strict parsing of untrusted JSON.
+
+Everything in it came from a witness's browser or from a server that may
+have been tampered with, so every member is checked for type and shape
+before any of it is used to name a file or to check a hash.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+# The same string as portal.intake.MANIFEST_FORMAT (a test keeps them equal);
+# the reviewer tool does not import the server's intake code.
+MANIFEST_FORMAT = "testimony-portal/submission/1"
+_PATH_RE = re.compile(r"files/[1-9][0-9]{0,5}\.age")
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
+
+
+class ManifestError(Exception):
+    """The manifest is not a valid submission manifest (damaged or tampered)."""
+
+
+@dataclass(frozen=True)
+class AttachmentEntry:
+    path: str
+    name: str
+    type: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    id: str
+    received: str
+    language: str
+    fields: dict[str, str]
+    attachments: tuple[AttachmentEntry, ...]
+    document: dict[str, Any]
+
+    @property
+    def testimony(self) -> str:
+        return self.fields.get("testimony", "")
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ManifestError(message)
+
+
+def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # Two values under one key would let two readers of the same manifest
+    # see different submissions.
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ManifestError(f"manifest has the key {key!r} twice")
+        result[key] = value
+    return result
+
+
+def parse_manifest(plaintext: bytes) -> Manifest:
+    """Parse and check a manifest.
+
+    Raises:
+        ManifestError: not UTF-8 JSON of the expected format and shape.
+    """
+    try:
+        document = json.loads(plaintext.decode("utf-8"), object_pairs_hook=_reject_duplicate_keys)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ManifestError("manifest is not UTF-8 JSON") from exc
+    _require(isinstance(document, dict), "manifest is not a JSON object")
+    _require(
+        document.get("format") == MANIFEST_FORMAT,
+        f"manifest format is {str(document.get('format'))[:80]!r}, expected {MANIFEST_FORMAT!r}",
+    )
+    for key in ("id", "received", "language"):
+        _require(isinstance(document.get(key), str), f"manifest member {key!r} is not a string")
+    fields = document.get("fields")
+    _require(isinstance(fields, dict), "manifest member 'fields' is not an object")
+    _require(
+        all(isinstance(value, str) for value in fields.values()),
+        "manifest fields must all be strings",
+    )
+    raw_attachments = document.get("attachments")
+    _require(isinstance(raw_attachments, list), "manifest member 'attachments' is not a list")
+    attachments = []
+    seen_paths: set[str] = set()
+    for index, item in enumerate(raw_attachments, start=1):
+        where = f"manifest attachment {index}"
+        _require(isinstance(item, dict), f"{where} is not an object")
+        path, name, kind = item.get("path"), item.get("name"), item.get("type")
+        size, digest = item.get("size"), item.get("sha256")
+        _require(isinstance(path, str) and bool(_PATH_RE.fullmatch(path)), f"{where}: bad path")
+        _require(path not in seen_paths, f"{where}: path {path} is listed twice")
+        seen_paths.add(path)
+        _require(isinstance(name, str), f"{where}: name is not a string")
+        _require(isinstance(kind, str), f"{where}: type is not a string")
+        _require(
+            isinstance(size, int) and not isinstance(size, bool) and size >= 0,
+            f"{where}: size is not a non-negative integer",
+        )
+        _require(
+            isinstance(digest, str) and bool(_SHA256_RE.fullmatch(digest)),
+            f"{where}: sha256 is not 64 lowercase hex digits",
+        )
+        attachments.append(AttachmentEntry(path, name, kind, size, digest))
+    return Manifest(
+        id=document["id"],
+        received=document["received"],
+        language=document["language"],
+        fields=dict(fields),
+        attachments=tuple(attachments),
+        document=document,
+    )

@@ -1,0 +1,582 @@
+"""Opening submissions: decrypt, check every hash, and write them out safely.
+
+For each `submissions/<id>/` under the source, the encrypted manifest is
+decrypted and checked (format, shape, and that its `id` is the directory's
+name, so a manifest moved between submissions is caught). Each attachment is
+decrypted straight to disk with bounded memory, and its size and SHA-256 are
+compared with the manifest. Everything is written into a private work folder
+`DIR/.partial-<id>/` that is renamed to `DIR/<id>/` only when the whole
+submission checked out; a damaged or tampered submission leaves nothing
+behind. An `opened.json` record inside makes re-runs skip what is done.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, as_completed, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, cast
+
+from portal.age import (
+    AgeError,
+    ArmorError,
+    HeaderError,
+    HMACError,
+    NoIdentityMatchError,
+    PayloadError,
+    Reader,
+    X25519Identity,
+    decrypt,
+    decrypt_to_path,
+)
+from portal.review import report
+from portal.review.manifest import AttachmentEntry, Manifest, ManifestError, parse_manifest
+from portal.review.safenames import NameAllocator
+from portal.store import (
+    MANIFEST_NAME,
+    StoreError,
+    fsync_dir,
+    is_valid_id,
+    submission_files,
+    write_all,
+)
+
+OPENED_FORMAT = "testimony-review/opened/1"
+MANIFEST_JSON = "testimony.json"
+RECORD_NAME = "opened.json"
+PARTIAL_PREFIX = ".partial-"
+RESERVED_NAMES = (MANIFEST_JSON, RECORD_NAME, report.PAGE_NAME)
+# A manifest holds text fields and a list of attachments; the server caps
+# both far below this. A larger one is not trusted into memory.
+MAX_MANIFEST_CIPHERTEXT = 64 * 1024 * 1024
+_READ_SIZE = 1 << 20
+
+SayFn = Callable[[str], None]
+BytesFn = Callable[[int], None]
+OpenedFn = Callable[[dict[str, Any]], None]
+
+
+class SourceError(Exception):
+    """SRC is not a folder of submissions; the message says what was expected."""
+
+
+class SubmissionFailure(Exception):
+    """One submission could not be opened; `kind` says whether it looks tampered."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+TAMPERED = "tampered or damaged"
+NO_KEY = "no matching key"
+CONFLICT = "output conflict"
+
+
+@dataclass
+class Outcome:
+    submission_id: str
+    status: str  # "opened", "already opened" or "failed"
+    reason: str | None = None
+    kind: str | None = None
+
+
+@dataclass
+class OpenReport:
+    outcomes: list[Outcome] = field(default_factory=list)
+    index_path: Path | None = None
+
+    def _with(self, status: str) -> list[Outcome]:
+        return [o for o in self.outcomes if o.status == status]
+
+    @property
+    def opened(self) -> list[Outcome]:
+        return self._with("opened")
+
+    @property
+    def skipped(self) -> list[Outcome]:
+        return self._with("already opened")
+
+    @property
+    def failed(self) -> list[Outcome]:
+        return self._with("failed")
+
+
+class HashingReader:
+    """A read-only file wrapper that hashes and counts every byte read through it."""
+
+    def __init__(self, raw: BinaryIO, on_bytes: BytesFn | None = None) -> None:
+        self._raw = raw
+        self._on_bytes = on_bytes
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def read(self, size: int = -1, /) -> bytes:
+        data = self._raw.read(size)
+        if data:
+            self.sha256.update(data)
+            self.size += len(data)
+            if self._on_bytes:
+                self._on_bytes(len(data))
+        return data
+
+    def readinto(self, buffer: memoryview) -> int:
+        # The age reader fills its own buffer with this when it exists,
+        # which saves allocating and copying a bytes object per read.
+        count = self._raw.readinto(buffer) or 0  # type: ignore[attr-defined]
+        if count:
+            self.sha256.update(buffer[:count])
+            self.size += count
+            if self._on_bytes:
+                self._on_bytes(count)
+        return count
+
+    def drain(self) -> None:
+        """Read (and hash) whatever the decryptor left, so the hash covers the whole file."""
+        while self.read(_READ_SIZE):
+            pass
+
+    def hexdigest(self) -> str:
+        return self.sha256.hexdigest()
+
+
+def _open_ciphertext(path: Path) -> BinaryIO:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    return open(fd, "rb", buffering=0)
+
+
+def remove_tree(path: Path) -> None:
+    """Remove one of the tool's own work folders (or a link or file in its place)."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(path, flags, 0o600)
+    try:
+        write_all(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _age_failure(what: str, exc: AgeError) -> SubmissionFailure:
+    if isinstance(exc, NoIdentityMatchError):
+        return SubmissionFailure(
+            NO_KEY,
+            f"{what}: none of the given identities can open it (it may be encrypted to "
+            "another key: pass that identity too with another --identity), or its header "
+            "was altered",
+        )
+    if isinstance(exc, HMACError):
+        detail = "its header was altered (header MAC mismatch)"
+    elif isinstance(exc, PayloadError):
+        detail = "its encrypted content is truncated or altered"
+    elif isinstance(exc, ArmorError | HeaderError):
+        detail = "it is not a well-formed age file"
+    else:
+        detail = str(exc)
+    return SubmissionFailure(TAMPERED, f"{what}: {detail}")
+
+
+def find_submissions(source: Path) -> tuple[Path, list[str]]:
+    """The folder holding `<id>/` submission folders under SRC, and their ids.
+
+    SRC may be a server data directory or an export (both hold
+    `submissions/`), a copy of a `submissions/` folder, or one submission
+    folder itself.
+
+    Raises:
+        SourceError: SRC holds no submissions in any of these layouts.
+    """
+    source = Path(source)
+    if not source.is_dir():
+        raise SourceError(f"{source} is not a folder (give the export folder or data directory)")
+    if (source / MANIFEST_NAME).is_file() and is_valid_id(source.name):
+        return source.parent, [source.name]
+    base = source / "submissions" if (source / "submissions").is_dir() else source
+    # Symbolic links are listed too, so that they are reported, not followed.
+    ids = sorted(
+        entry.name
+        for entry in os.scandir(base)
+        if is_valid_id(entry.name) and (entry.is_dir(follow_symlinks=False) or entry.is_symlink())
+    )
+    if ids and not any((base / sid / MANIFEST_NAME).exists() for sid in ids):
+        raise SourceError(
+            f"{source} holds no encrypted submissions (no <id>/testimony.age); is it a folder "
+            "written by `open`? Give the export folder or data directory instead"
+        )
+    if not ids:
+        raise SourceError(
+            f"no submissions found in {source}: expected {source}/submissions/<id>/testimony.age "
+            "(an export or data directory) or <id>/testimony.age folders"
+        )
+    return base, ids
+
+
+class _Cancelled(Exception):
+    """Raised inside a worker when the run or its submission is being abandoned."""
+
+
+@dataclass
+class _Prepared:
+    """A submission decrypted and verified in its work folder, not yet in place."""
+
+    outcome: Outcome
+    work: Path | None = None
+    record: dict[str, Any] | None = None
+
+
+class Opener:
+    """Opens submissions from one source folder into one output folder.
+
+    Attachments are decrypted on `jobs` threads (hashing and ChaCha20 both
+    release the GIL), a few submissions at a time. Everything that must
+    happen in order, the custody log and the final rename, happens on the
+    calling thread.
+    """
+
+    def __init__(
+        self,
+        out_dir: Path,
+        identities: Sequence[X25519Identity],
+        *,
+        say: SayFn | None = None,
+        on_bytes: BytesFn | None = None,
+        on_opened: OpenedFn | None = None,
+        now: Callable[[], dt.datetime] | None = None,
+        jobs: int | None = None,
+    ) -> None:
+        self.out_dir = Path(out_dir)
+        self.identities = list(identities)
+        self.say = say or (lambda _message: None)
+        self.on_bytes = on_bytes
+        self.on_opened = on_opened
+        self.now = now or (lambda: dt.datetime.now(dt.UTC))
+        self.jobs = max(1, jobs or os.cpu_count() or 1)
+        self._cancel = threading.Event()
+        self._files: ThreadPoolExecutor | None = None
+
+    def prepare(self) -> None:
+        """Create the output folder (0700) and sweep work folders a crash left behind."""
+        self.out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for entry in os.scandir(self.out_dir):
+            if entry.name.startswith(PARTIAL_PREFIX):
+                remove_tree(Path(entry.path))
+
+    def open_all(self, source: Path) -> OpenReport:
+        base, ids = find_submissions(source)
+        self.prepare()
+        result = OpenReport()
+        self._cancel.clear()
+        try:
+            with (
+                ThreadPoolExecutor(self.jobs, thread_name_prefix="submission") as submissions,
+                ThreadPoolExecutor(self.jobs, thread_name_prefix="attachment") as files,
+            ):
+                self._files = files
+                futures = [submissions.submit(self._prepare_one, base / i, i) for i in ids]
+                try:
+                    for number, future in enumerate(as_completed(futures), start=1):
+                        outcome = self._finish(future.result())
+                        result.outcomes.append(outcome)
+                        where = f"[{number}/{len(ids)}] {outcome.submission_id}"
+                        if outcome.status == "failed":
+                            self.say(f"{where}: NOT OPENED ({outcome.kind}): {outcome.reason}")
+                        else:
+                            self.say(f"{where}: {outcome.status}")
+                except BaseException:
+                    # Stop the workers at their next read; leaving the `with`
+                    # waits for them to finish.
+                    self._cancel.set()
+                    for future in futures:
+                        future.cancel()
+                    raise
+        except BaseException:
+            # Submissions decrypted but not yet moved into place (and so not
+            # yet in the custody log) must not stay behind as plaintext.
+            self.prepare()
+            raise
+        result.outcomes.sort(key=lambda o: o.submission_id)
+        failures = {o.submission_id: f"{o.kind}: {o.reason}" for o in result.failed}
+        result.index_path = report.write_index(self.out_dir, load_opened(self.out_dir), failures)
+        return result
+
+    def _prepare_one(self, source_dir: Path, submission_id: str) -> _Prepared:
+        final = self.out_dir / submission_id
+        if final.exists() or final.is_symlink():
+            try:
+                self._check_existing(source_dir, final, submission_id)
+            except SubmissionFailure as exc:
+                return _Prepared(Outcome(submission_id, "failed", str(exc), exc.kind))
+            return _Prepared(Outcome(submission_id, "already opened"))
+        work = self.out_dir / f"{PARTIAL_PREFIX}{submission_id}"
+        remove_tree(work)
+        work.mkdir(mode=0o700)
+        try:
+            record, manifest = self._decrypt_into(source_dir, submission_id, work)
+            report.write_atomically(
+                work / report.PAGE_NAME, report.render_submission_page(record, manifest.document)
+            )
+            _write_new(work / RECORD_NAME, json.dumps(record, indent=1).encode())
+            fsync_dir(work)
+        except SubmissionFailure as exc:
+            remove_tree(work)
+            return _Prepared(Outcome(submission_id, "failed", str(exc), exc.kind))
+        except BaseException:
+            remove_tree(work)
+            raise
+        return _Prepared(Outcome(submission_id, "opened"), work, record)
+
+    def _finish(self, prepared: _Prepared) -> Outcome:
+        if prepared.work is None or prepared.record is None:
+            return prepared.outcome
+        final = self.out_dir / prepared.outcome.submission_id
+        try:
+            # The custody entry is written before the submission appears: an
+            # interruption in between costs a second entry when the next run
+            # opens it again, never an opening without an entry.
+            if self.on_opened:
+                self.on_opened(prepared.record)
+            os.rename(prepared.work, final)
+            fsync_dir(self.out_dir)
+        except BaseException:
+            remove_tree(prepared.work)
+            raise
+        return prepared.outcome
+
+    def _check_existing(self, source_dir: Path, final: Path, submission_id: str) -> None:
+        record = read_record(final)
+        if record is None or record.get("id") != submission_id:
+            raise SubmissionFailure(
+                CONFLICT,
+                f"{final} exists but was not completely opened by this tool; "
+                "move it aside and run again",
+            )
+        for entry in record["attachments"]:
+            if not is_plain_name(entry.get("file")):
+                raise SubmissionFailure(CONFLICT, f"{final / RECORD_NAME} is damaged")
+            path = final / entry["file"]
+            if path.is_symlink() or not path.is_file() or path.stat().st_size != entry["size"]:
+                raise SubmissionFailure(
+                    CONFLICT,
+                    f"{final}: {entry['file']} is missing or changed since it was opened; "
+                    "move the folder aside and run again",
+                )
+        try:
+            sizes = {
+                path.relative_to(source_dir).as_posix(): path.stat().st_size
+                for path in submission_files(source_dir)
+            }
+        except StoreError as exc:
+            raise SubmissionFailure(TAMPERED, str(exc)) from None
+        if sizes != record.get("ciphertext_sizes"):
+            raise SubmissionFailure(
+                CONFLICT,
+                f"{final} was opened from different ciphertext than {source_dir} holds now; "
+                "compare the two copies before trusting either",
+            )
+
+    def _decrypt_into(
+        self, source_dir: Path, submission_id: str, work: Path
+    ) -> tuple[dict[str, Any], Manifest]:
+        if source_dir.is_symlink():
+            raise SubmissionFailure(TAMPERED, f"{source_dir} is a symbolic link; not followed")
+        try:
+            files = submission_files(source_dir)
+        except StoreError as exc:
+            raise SubmissionFailure(TAMPERED, str(exc)) from None
+        by_rel = {path.relative_to(source_dir).as_posix(): path for path in files}
+        manifest_plain, manifest_cipher_hash = self._decrypt_manifest(by_rel[MANIFEST_NAME])
+        try:
+            manifest = parse_manifest(manifest_plain)
+        except ManifestError as exc:
+            raise SubmissionFailure(TAMPERED, str(exc)) from None
+        if manifest.id != submission_id:
+            raise SubmissionFailure(
+                TAMPERED,
+                "the manifest belongs to another submission (its id does not match the folder "
+                "name): it was moved or substituted",
+            )
+        _write_new(work / MANIFEST_JSON, manifest_plain)
+        allocator = NameAllocator(work, reserved=RESERVED_NAMES)
+        jobs = []
+        for entry in manifest.attachments:
+            cipher_path = by_rel.get(entry.path)
+            if cipher_path is None:
+                raise SubmissionFailure(
+                    TAMPERED, f"{entry.path}, listed in the manifest, is missing"
+                )
+            jobs.append((entry, cipher_path, allocator.create(entry.name)))
+        attachments = self._decrypt_attachments(jobs, work)
+        listed = {entry.path for entry in manifest.attachments} | {MANIFEST_NAME}
+        ignored = []
+        for rel in sorted(set(by_rel) - listed):
+            ignored.append(
+                {"path": rel, "ciphertext_sha256": self._check_unlisted(by_rel[rel], rel)}
+            )
+        record = {
+            "format": OPENED_FORMAT,
+            "id": submission_id,
+            "opened": self.now().replace(microsecond=0).isoformat(),
+            "received": manifest.received,
+            "language": manifest.language,
+            "manifest": {
+                "file": MANIFEST_JSON,
+                "sha256": hashlib.sha256(manifest_plain).hexdigest(),
+                "ciphertext_sha256": manifest_cipher_hash,
+            },
+            "attachments": attachments,
+            "ignored_empty_parts": ignored,
+            "ciphertext_sizes": {rel: path.stat().st_size for rel, path in by_rel.items()},
+        }
+        return record, manifest
+
+    def _decrypt_manifest(self, path: Path) -> tuple[bytes, str]:
+        with _open_ciphertext(path) as raw:
+            if os.fstat(raw.fileno()).st_size > MAX_MANIFEST_CIPHERTEXT:
+                raise SubmissionFailure(TAMPERED, f"{MANIFEST_NAME} is implausibly large")
+            ciphertext = raw.read()
+        try:
+            plaintext = decrypt(ciphertext, self.identities)
+        except AgeError as exc:
+            raise _age_failure(MANIFEST_NAME, exc) from None
+        return plaintext, hashlib.sha256(ciphertext).hexdigest()
+
+    def _decrypt_attachments(
+        self, jobs: list[tuple[AttachmentEntry, Path, str]], work: Path
+    ) -> list[dict[str, Any]]:
+        """Decrypt and check a submission's attachments concurrently; all or nothing."""
+        abandon = threading.Event()
+        pool = self._files
+        assert pool is not None
+        futures = [
+            pool.submit(self._decrypt_attachment, entry, path, work / name, abandon)
+            for entry, path, name in jobs
+        ]
+        wait(futures, return_when=FIRST_EXCEPTION)
+        if any(f.done() and f.exception() is not None for f in futures):
+            abandon.set()
+        wait(futures)
+        errors = [f.exception() for f in futures if f.exception() is not None]
+        if errors:
+            # A real failure explains more than the cancellations it caused.
+            real = [e for e in errors if not isinstance(e, _Cancelled)]
+            raise (real or errors)[0]  # type: ignore[misc]
+        return [
+            {
+                "path": entry.path,
+                "name": entry.name,
+                "type": entry.type,
+                "file": name,
+                **future.result(),
+                "status": "verified",
+            }
+            for (entry, _path, name), future in zip(jobs, futures, strict=True)
+        ]
+
+    def _decrypt_attachment(
+        self, entry: AttachmentEntry, path: Path, dest: Path, abandon: threading.Event
+    ) -> dict[str, Any]:
+        def check(count: int) -> None:
+            if abandon.is_set() or self._cancel.is_set():
+                raise _Cancelled("cancelled")
+            if self.on_bytes:
+                self.on_bytes(count)
+
+        with _open_ciphertext(path) as raw:
+            reader = HashingReader(raw, check)
+            try:
+                size, digest = decrypt_to_path(
+                    cast(BinaryIO, reader), self.identities, dest, mode=0o600
+                )
+            except AgeError as exc:
+                raise _age_failure(entry.path, exc) from None
+            reader.drain()
+        if size != entry.size or digest != entry.sha256:
+            raise SubmissionFailure(
+                TAMPERED, f"{entry.path}: the decrypted file's SHA-256 does not match the manifest"
+            )
+        return {"size": size, "sha256": digest, "ciphertext_sha256": reader.hexdigest()}
+
+    def _check_unlisted(self, path: Path, rel: str) -> str:
+        # The server stores the empty, unnamed file part a browser sends when
+        # no file was chosen, but leaves it out of the manifest. Such a file
+        # decrypts to nothing; anything more is not what the server wrote.
+        with _open_ciphertext(path) as raw:
+            reader = HashingReader(raw)
+            try:
+                for chunk in Reader(cast(BinaryIO, reader), self.identities).chunks():
+                    if chunk:
+                        raise SubmissionFailure(
+                            TAMPERED, f"{rel} holds data but is not listed in the manifest"
+                        )
+            except AgeError as exc:
+                raise _age_failure(rel, exc) from None
+            reader.drain()
+        return reader.hexdigest()
+
+
+def is_plain_name(name: object) -> bool:
+    """True for a single, ordinary path component (what the allocator hands out)."""
+    return (
+        isinstance(name, str)
+        and name not in ("", ".", "..")
+        and "/" not in name
+        and "\x00" not in name
+        and not name.startswith(".")
+    )
+
+
+def read_record(folder: Path) -> dict[str, Any] | None:
+    """The `opened.json` record of an opened submission folder, or None if it has none."""
+    path = folder / RECORD_NAME
+    if folder.is_symlink() or path.is_symlink() or not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("format") != OPENED_FORMAT:
+        return None
+    return record
+
+
+def load_opened(out_dir: Path) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Every opened submission in `out_dir`: its record and its manifest document."""
+    found = []
+    for entry in sorted(os.scandir(out_dir), key=lambda e: e.name):
+        if not is_valid_id(entry.name) or not entry.is_dir(follow_symlinks=False):
+            continue
+        folder = Path(entry.path)
+        record = read_record(folder)
+        if record is None:
+            continue
+        try:
+            manifest = parse_manifest((folder / MANIFEST_JSON).read_bytes())
+        except (OSError, ManifestError):
+            continue
+        found.append((record, manifest.document))
+    return found
+
+
+__all__ = [
+    "OpenReport",
+    "Opener",
+    "Outcome",
+    "SourceError",
+    "SubmissionFailure",
+    "find_submissions",
+    "load_opened",
+    "read_record",
+]

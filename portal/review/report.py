@@ -1,0 +1,215 @@
+"""Static, offline HTML pages for the reviewer: `DIR/index.html` and one page per submission.
+
+Every string that came from a witness (testimony, field names, file names,
+types, the language tag) is passed through `html.escape` and wrapped in an
+element with `dir="auto"` (or `<bdi>`), so markup renders as text and a
+right-to-left override cannot reorder the page around it. The pages carry
+a Content-Security-Policy that allows no script, no network request and no
+style but the one inline block, whose hash the policy names: even a mistake
+in escaping would not let a testimony run code on the reviewer's machine.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import os
+import re
+import secrets
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+PREVIEW_CHARS = 280
+INDEX_NAME = "index.html"
+PAGE_NAME = "testimony.html"
+
+_STYLE = """
+body { font: 15px/1.5 system-ui, sans-serif; margin: 2em auto; max-width: 72em; padding: 0 1em;
+  color: #111; background: #fff; }
+table { border-collapse: collapse; width: 100%; }
+th, td { border-bottom: 1px solid #ccc; padding: .4em .5em; text-align: start;
+  vertical-align: top; }
+code, .hash { font-family: ui-monospace, monospace; font-size: 12px; word-break: break-all; }
+.text { white-space: pre-wrap; overflow-wrap: anywhere; border: 1px solid #ddd; padding: .8em;
+  background: #fafafa; }
+.preview { white-space: pre-wrap; overflow-wrap: anywhere; max-width: 40em; }
+.ok { color: #075e07; font-weight: bold; }
+.bad { color: #a00; font-weight: bold; }
+.note { color: #555; }
+ul.files { margin: 0; padding-inline-start: 1.2em; }
+"""
+_STYLE_HASH = base64.b64encode(hashlib.sha256(_STYLE.encode()).digest()).decode()
+_CSP = (
+    "default-src 'none'; "
+    f"style-src 'sha256-{_STYLE_HASH}'; "
+    "img-src 'none'; base-uri 'none'; form-action 'none'"
+)
+# Attachments of these types are not linked: a browser would render them as
+# a page from a local file, with whatever script they carry. The reviewer can
+# still open them deliberately, in a text editor or a disposable viewer.
+_ACTIVE_SUFFIXES = frozenset(
+    {".htm", ".html", ".xhtml", ".shtml", ".xht", ".svg", ".svgz", ".xml", ".xsl", ".xslt"}
+    | {".mht", ".mhtml", ".js", ".mjs", ".hta", ".swf", ".pdf"}
+)
+_LANG_RE = re.compile(r"[A-Za-z]{1,8}(-[A-Za-z0-9]{1,8}){0,4}")
+
+
+def esc(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def human_size(size: int) -> str:
+    value = float(size)
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{size} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def _lang_attr(language: str) -> str:
+    return f' lang="{esc(language)}"' if _LANG_RE.fullmatch(language) else ""
+
+
+def _page(title: str, body: str) -> str:
+    return (
+        '<!doctype html>\n<html>\n<head>\n<meta charset="utf-8">\n'
+        f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">\n'
+        '<meta name="referrer" content="no-referrer">\n'
+        f"<title>{esc(title)}</title>\n<style>{_STYLE}</style>\n</head>\n<body>\n"
+        f"{body}\n</body>\n</html>\n"
+    )
+
+
+def _attachment_link(entry: Mapping[str, Any], prefix: str) -> str:
+    name = str(entry.get("file", ""))
+    label = f"<bdi>{esc(name)}</bdi>"
+    if os.path.splitext(name)[1].lower() in _ACTIVE_SUFFIXES:
+        return f'{label} <span class="note">(not linked: a browser would run it)</span>'
+    return f'<a href="{esc(prefix + quote(name))}">{label}</a>'
+
+
+def _status(entry: Mapping[str, Any]) -> str:
+    if entry.get("status") == "verified":
+        return '<span class="ok">SHA-256 verified</span>'
+    return f'<span class="bad">{esc(entry.get("status", "unknown"))}</span>'
+
+
+def render_submission_page(record: Mapping[str, Any], manifest: Mapping[str, Any]) -> str:
+    """The readable page for one opened submission (written as `DIR/<id>/testimony.html`)."""
+    fields = manifest.get("fields") or {}
+    language = str(manifest.get("language", ""))
+    ordered = sorted(fields.items(), key=lambda item: (item[0] != "testimony", item[0]))
+    parts = [
+        '<p><a href="../index.html">All submissions</a></p>',
+        f"<h1>Submission <code>{esc(record['id'])}</code></h1>",
+        "<table>",
+        f'<tr><th>Received</th><td dir="auto">{esc(manifest.get("received", ""))}</td></tr>',
+        f'<tr><th>Language</th><td dir="auto">{esc(language)}</td></tr>',
+        f"<tr><th>Opened</th><td>{esc(record.get('opened', ''))}</td></tr>",
+        "<tr><th>Manifest SHA-256</th>"
+        f'<td class="hash">{esc(record["manifest"]["sha256"])}</td></tr>',
+        "</table>",
+    ]
+    for name, value in ordered:
+        parts.append(f'<h2 dir="auto">{esc(name)}</h2>')
+        parts.append(f'<div class="text" dir="auto"{_lang_attr(language)}>{esc(value)}</div>')
+    attachments = record.get("attachments", [])
+    parts.append(f"<h2>Attachments ({len(attachments)})</h2>")
+    if attachments:
+        parts.append(
+            "<table><tr><th>File</th><th>Name as sent</th><th>Type</th><th>Size</th>"
+            "<th>SHA-256</th><th>Integrity</th></tr>"
+        )
+        for entry in attachments:
+            parts.append(
+                f"<tr><td>{_attachment_link(entry, '')}</td>"
+                f"<td><bdi>{esc(entry.get('name', ''))}</bdi></td>"
+                f"<td><bdi>{esc(entry.get('type', ''))}</bdi></td>"
+                f"<td>{esc(human_size(int(entry.get('size', 0))))}</td>"
+                f'<td class="hash">{esc(entry.get("sha256", ""))}</td>'
+                f"<td>{_status(entry)}</td></tr>"
+            )
+        parts.append("</table>")
+    return _page(f"Submission {record['id']}", "\n".join(parts))
+
+
+def _preview(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= PREVIEW_CHARS else text[:PREVIEW_CHARS] + "…"
+
+
+def render_index(
+    entries: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]],
+    failures: Mapping[str, str],
+) -> str:
+    """The overview of every opened submission, newest first, and this run's failures."""
+    rows = sorted(entries, key=lambda pair: (str(pair[1].get("received", "")), pair[0]["id"]))
+    rows.reverse()
+    parts = [
+        "<h1>Opened submissions</h1>",
+        f"<p>{len(rows)} submission(s). Every attachment listed as verified was decrypted and "
+        "its SHA-256 matched the encrypted manifest.</p>",
+    ]
+    if failures:
+        parts.append(f'<h2 class="bad">Not opened in the last run ({len(failures)})</h2><ul>')
+        for submission_id, reason in sorted(failures.items()):
+            parts.append(f"<li><code>{esc(submission_id)}</code>: {esc(reason)}</li>")
+        parts.append("</ul>")
+    parts.append(
+        "<table><tr><th>Received</th><th>Language</th><th>Testimony (start)</th>"
+        "<th>Attachments</th><th>Submission</th></tr>"
+    )
+    for record, manifest in rows:
+        submission_id = str(record["id"])
+        prefix = quote(submission_id) + "/"
+        testimony = str((manifest.get("fields") or {}).get("testimony", ""))
+        files = []
+        for entry in record.get("attachments", []):
+            files.append(
+                f"<li>{_attachment_link(entry, prefix)}, "
+                f"{esc(human_size(int(entry.get('size', 0))))}, {_status(entry)}<br>"
+                f'<span class="hash">{esc(entry.get("sha256", ""))}</span></li>'
+            )
+        language = str(manifest.get("language", ""))
+        parts.append(
+            f'<tr><td dir="auto">{esc(manifest.get("received", ""))}</td>'
+            f'<td dir="auto">{esc(language)}</td>'
+            f'<td class="preview" dir="auto"{_lang_attr(language)}>{esc(_preview(testimony))}</td>'
+            f'<td><ul class="files">{"".join(files)}</ul></td>'
+            f'<td><a href="{esc(prefix + PAGE_NAME)}">read</a><br>'
+            f"<code>{esc(submission_id)}</code></td></tr>"
+        )
+    parts.append("</table>")
+    return _page("Opened submissions", "\n".join(parts))
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Replace one of the tool's own files in a single step (temporary file, fsync, rename)."""
+    temp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(temp, flags, 0o600)
+    try:
+        with open(fd, "w", encoding="utf-8", closefd=False) as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        os.unlink(temp)
+        raise
+    os.close(fd)
+    os.replace(temp, path)
+
+
+def write_index(
+    out_dir: Path,
+    entries: Iterable[tuple[Mapping[str, Any], Mapping[str, Any]]],
+    failures: Mapping[str, str],
+) -> Path:
+    path = out_dir / INDEX_NAME
+    write_atomically(path, render_index(list(entries), failures))
+    return path

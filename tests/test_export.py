@@ -1,0 +1,282 @@
+"""`testimony-portal export DEST [--purge]`: verified copies of ciphertext, never a loss."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import io
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+import pytest
+
+from portal.age import X25519Identity
+from portal.export import SUMS_NAME, ExportError, export_submissions, run_export
+from portal.store import SubmissionStore
+from tests.review_support import make_store, submit, tree
+
+
+@pytest.fixture
+def identity() -> X25519Identity:
+    return X25519Identity.generate()
+
+
+@pytest.fixture
+def store(tmp_path: Path, identity: X25519Identity) -> SubmissionStore:
+    store = make_store(tmp_path / "data")
+    for number in range(3):
+        submit(store, [identity], f"testimony {number}", [("a.bin", os.urandom(400_000))])
+    return store
+
+
+def _server_files(store: SubmissionStore) -> dict[str, bytes]:
+    return tree(store.submissions_dir)
+
+
+def _mount(path: Path, options: str) -> bool:
+    path.mkdir(exist_ok=True)
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True
+    )
+    return result.returncode == 0
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 1 MiB file system (tmpfs): room for two of the three submissions."""
+    path = tmp_path / "usb"
+    if not _mount(path, "size=1m,mode=0700"):
+        pytest.skip("cannot mount a tmpfs here (not root?); the fault-injection test covers it")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def test_export_copies_every_submission_and_writes_a_checkable_manifest(
+    tmp_path: Path, store: SubmissionStore
+) -> None:
+    before = _server_files(store)
+    dest = tmp_path / "usb"
+
+    report = export_submissions(store, dest)
+
+    assert report.ok and len(report.copied) == 3 and report.purged == []
+    assert tree(dest / "submissions") == before
+    assert _server_files(store) == before
+    check = subprocess.run(["sha256sum", "--strict", "-c", SUMS_NAME], cwd=dest,
+                           capture_output=True, text=True)  # fmt: skip
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert len((dest / SUMS_NAME).read_text().splitlines()) == len(before)
+    # Nothing but finished files: no temporary names, no half-built folders.
+    assert not [p for p in dest.rglob("*") if p.name.startswith(".")]
+
+
+def test_running_again_skips_what_is_there_and_never_rewrites_it(
+    tmp_path: Path, store: SubmissionStore, identity: X25519Identity
+) -> None:
+    dest = tmp_path / "usb"
+    export_submissions(store, dest)
+    inodes = {p: p.stat().st_ino for p in dest.rglob("*.age")}
+    sums = (dest / SUMS_NAME).read_bytes()
+    new = submit(store, [identity], "arrived later")
+
+    report = export_submissions(store, dest)
+
+    assert report.ok and report.copied == [new] and len(report.already_present) == 3
+    assert all(p.stat().st_ino == inode for p, inode in inodes.items())
+    assert (dest / SUMS_NAME).read_bytes().startswith(sums)
+    assert len((dest / SUMS_NAME).read_text().splitlines()) == len(list(dest.rglob("*.age")))
+
+
+def test_a_different_file_on_dest_is_not_overwritten_and_its_submission_not_purged(
+    tmp_path: Path, store: SubmissionStore
+) -> None:
+    dest = tmp_path / "usb"
+    victim = store.ids()[1]
+    planted = dest / "submissions" / victim / "testimony.age"
+    planted.parent.mkdir(parents=True)
+    planted.write_bytes(b"something else")
+    victim_files = tree(store.path(victim))
+
+    report = export_submissions(store, dest, purge=True)
+
+    assert list(report.failed) == [victim] and "differs" in report.failed[victim]
+    assert planted.read_bytes() == b"something else"
+    assert store.ids() == [victim] and tree(store.path(victim)) == victim_files
+    assert sorted(report.purged) == sorted(set(report.copied))
+
+
+def test_purge_deletes_only_copies_that_were_read_back_and_verified(
+    tmp_path: Path, store: SubmissionStore
+) -> None:
+    before = _server_files(store)
+    dest = tmp_path / "usb"
+
+    report = export_submissions(store, dest, purge=True)
+
+    assert sorted(report.purged) == sorted(report.copied) and len(report.purged) == 3
+    assert store.ids() == []
+    assert tree(dest / "submissions") == before
+
+
+def _faulty_opener(fault: Callable[[int], bytes | None], after: int) -> Callable[[int], BinaryIO]:
+    """An opener whose files misbehave once, when `after` bytes have been written in total."""
+    written = [0]
+    done = [False]
+
+    class Faulty(io.FileIO):
+        def write(self, data: bytes) -> int:  # type: ignore[override]
+            data = bytes(data)
+            if not done[0] and written[0] + len(data) > after:
+                done[0] = True
+                replacement = fault(written[0])
+                if replacement is not None:
+                    data = replacement + data[len(replacement) :]
+            written[0] += len(data)
+            return super().write(data)
+
+    return lambda fd: Faulty(fd, "wb")
+
+
+def _raise(number: int) -> Callable[[int], bytes | None]:
+    def fault(_offset: int) -> bytes | None:
+        raise OSError(number, os.strerror(number))
+
+    return fault
+
+
+@pytest.mark.parametrize(
+    ("number", "message"),
+    [(errno.ENOSPC, "DEST is full"), (errno.EROFS, "DEST is read-only"),
+     (errno.EIO, "DEST failed or was removed")],
+)  # fmt: skip
+def test_a_failing_medium_stops_the_export_and_leaves_the_server_untouched(
+    tmp_path: Path, store: SubmissionStore, number: int, message: str
+) -> None:
+    before = _server_files(store)
+    dest = tmp_path / "usb"
+    opener = _faulty_opener(_raise(number), after=500_000)
+
+    report = export_submissions(store, dest, purge=True, opener=opener)
+
+    assert report.stopped == message and not report.ok
+    [first] = report.copied
+    assert report.purged == [first]
+    # Everything not verified on DEST is still on the server, byte for byte.
+    remaining = {k: v for k, v in before.items() if not k.startswith(first)}
+    assert _server_files(store) == remaining
+    assert len(report.failed) + len(report.not_attempted) == 2
+    assert [p.name for p in (dest / "submissions").iterdir()] == [first]
+    assert not [p for p in dest.rglob("*") if p.name.startswith(".")]
+
+
+def test_a_copy_that_reads_back_wrong_is_removed_and_not_purged(
+    tmp_path: Path, store: SubmissionStore
+) -> None:
+    before = _server_files(store)
+    dest = tmp_path / "usb"
+    opener = _faulty_opener(lambda _offset: b"\x00\x01\x02", after=450_000)
+
+    report = export_submissions(store, dest, purge=True, opener=opener)
+
+    [bad] = report.failed
+    assert "did not read back as written" in report.failed[bad]
+    assert store.ids() == [bad]
+    assert tree(store.path(bad)) == {
+        k.split("/", 1)[1]: v for k, v in before.items() if k.startswith(bad)
+    }
+    assert not (dest / "submissions" / bad).exists()
+
+
+def test_an_interrupted_export_leaves_no_partial_files_and_resumes(
+    tmp_path: Path, store: SubmissionStore
+) -> None:
+    before = _server_files(store)
+    dest = tmp_path / "usb"
+
+    def interrupt(_offset: int) -> bytes | None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        export_submissions(store, dest, purge=True, opener=_faulty_opener(interrupt, 500_000))
+    assert len(store.ids()) == 2
+    assert not [p for p in dest.rglob("*") if p.name.startswith(".")]
+
+    report = export_submissions(store, dest, purge=True)
+    assert report.ok and store.ids() == []
+    assert tree(dest / "submissions") == before
+
+
+def test_a_real_full_disk_stops_cleanly_and_a_second_medium_finishes(
+    tmp_path: Path, store: SubmissionStore, small_disk: Path
+) -> None:
+    before = _server_files(store)
+    out, err = io.StringIO(), io.StringIO()
+
+    status = run_export(store, small_disk, purge=True, stdout=out, stderr=err)
+
+    assert status == 1
+    assert "DEST is full" in err.getvalue()
+    assert "remain on the server untouched" in err.getvalue()
+    left = store.ids()
+    assert 1 <= len(left) < 3
+    for sid in left:
+        assert tree(store.path(sid)) == {
+            k.split("/", 1)[1]: v for k, v in before.items() if k.startswith(sid)
+        }
+    exported = {p.name for p in (small_disk / "submissions").iterdir()}
+    assert exported.isdisjoint(left) and len(exported) + len(left) == 3
+    assert not [p for p in small_disk.rglob("*") if p.name.startswith(".")]
+
+    second = tmp_path / "second-usb"
+    assert run_export(store, second, purge=True, stdout=out, stderr=err) == 0
+    assert store.ids() == []
+
+
+def test_a_real_read_only_medium_is_named_and_nothing_is_deleted(
+    tmp_path: Path, store: SubmissionStore
+) -> None:
+    dest = tmp_path / "usb"
+    if not _mount(dest, "size=4m"):
+        pytest.skip("cannot mount a tmpfs here (not root?); the fault-injection test covers it")
+    try:
+        (dest / "submissions").mkdir()
+        subprocess.run(["mount", "-o", "remount,ro", str(dest)], check=True)
+        before = _server_files(store)
+        err = io.StringIO()
+        status = run_export(store, dest, purge=True, stdout=io.StringIO(), stderr=err)
+        assert status == 1
+        assert "DEST is read-only" in err.getvalue()
+        assert _server_files(store) == before
+    finally:
+        subprocess.run(["umount", "-l", str(dest)], check=False)
+
+
+def test_dest_inside_the_data_directory_is_refused(store: SubmissionStore) -> None:
+    with pytest.raises(ExportError, match="inside the data directory"):
+        export_submissions(store, store.root / "export")
+
+
+def test_run_export_reports_success_and_counts(tmp_path: Path, store: SubmissionStore) -> None:
+    out, err = io.StringIO(), io.StringIO()
+    assert run_export(store, tmp_path / "usb", purge=False, stdout=out, stderr=err) == 0
+    assert "3 submission(s)" in out.getvalue() and "0 purged" in out.getvalue()
+    sums = (tmp_path / "usb" / SUMS_NAME).read_text().splitlines()
+    for line in sums:
+        digest, name = line.split("  ", 1)
+        assert hashlib.sha256((tmp_path / "usb" / name).read_bytes()).hexdigest() == digest
+
+
+def test_a_wrong_data_directory_is_named(tmp_path: Path) -> None:
+    err = io.StringIO()
+    status = run_export(
+        SubmissionStore(tmp_path / "nowhere"), tmp_path / "usb", purge=True,
+        stdout=io.StringIO(), stderr=err,
+    )  # fmt: skip
+    assert status == 1
+    assert "check PORTAL_DATA_DIR" in err.getvalue()
+    assert not (tmp_path / "usb").exists()

@@ -1,0 +1,185 @@
+"""`testimony-review forward`: one age-encrypted tar for a partner, opened with stock tools."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from portal.age import X25519Identity, decrypt
+from portal.review.cli import ExitStatus
+from portal.review.custody import CustodyLog
+from tests.review_support import Run, make_store, open_args, review, submit, write_identity
+
+FILES = [("scan.pdf", b"%PDF-1.7 " + bytes(range(256)) * 800), ("녹음.m4a", b"audio" * 3000)]
+
+
+@pytest.fixture
+def opened(tmp_path: Path) -> tuple[list[str], Path, Path]:
+    """Three opened submissions: ids, the `open` output folder, the custody log."""
+    identity = write_identity(tmp_path / "id.txt")
+    store = make_store(tmp_path / "data")
+    ids = [
+        submit(store, [identity], "first testimony", FILES, fields={"contact": "phone 123"}),
+        submit(store, [identity], "second testimony", [("x.txt", b"x")]),
+        submit(store, [identity], "third, not forwarded", [("y.txt", b"y")]),
+    ]
+    custody = tmp_path / "custody.jsonl"
+    run = review(open_args(store.root, tmp_path / "id.txt", tmp_path / "out", custody))
+    assert run.status == ExitStatus.SUCCESS, run.err
+    return ids, tmp_path / "out", custody
+
+
+@pytest.fixture
+def partner(tmp_path: Path) -> tuple[X25519Identity, Path]:
+    path = tmp_path / "partner-key.txt"
+    return write_identity(path), path
+
+
+def forward(ids: list[str], out: Path, custody: Path, to: str, bundle: Path, *extra: str) -> Run:
+    return review(["forward", *ids, "--from", out, "--to", to, "--out", bundle,
+                   "--custody", custody, "--reviewer", "Reviewer B", *extra])  # fmt: skip
+
+
+def _members(bundle: Path, identity: X25519Identity) -> dict[str, bytes]:
+    with tarfile.open(fileobj=io.BytesIO(decrypt(bundle.read_bytes(), [identity]))) as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar.getmembers()}  # type: ignore[union-attr]
+
+
+@pytest.mark.skipif(shutil.which("age") is None, reason="the age CLI is not installed")
+def test_bundle_opens_with_stock_age_and_tar_and_every_hash_matches(
+    tmp_path: Path, opened: tuple[list[str], Path, Path], partner: tuple[X25519Identity, Path]
+) -> None:
+    ids, out_dir, custody = opened
+    identity, key = partner
+    bundle = tmp_path / "for-partner.tar.age"
+
+    run = forward(ids[:2], out_dir, custody, str(identity.recipient), bundle)
+    assert run.status == ExitStatus.SUCCESS, run.err
+
+    plain_tar = tmp_path / "bundle.tar"
+    subprocess.run(["age", "-d", "-i", key, "-o", plain_tar, bundle], check=True)
+    extracted = tmp_path / "extracted"
+    extracted.mkdir()
+    subprocess.run(["tar", "-xf", plain_tar, "-C", extracted], check=True)
+
+    for name, content in FILES:
+        copy = extracted / ids[0] / name
+        assert hashlib.sha256(copy.read_bytes()).hexdigest() == hashlib.sha256(content).hexdigest()
+        assert copy.read_bytes() == (out_dir / ids[0] / name).read_bytes()
+    manifest = json.loads((extracted / ids[0] / "testimony.json").read_text("utf-8"))
+    assert manifest["fields"]["testimony"] == "first testimony"
+    assert (extracted / ids[1] / "x.txt").read_bytes() == b"x"
+    assert not (extracted / ids[2]).exists()
+    check = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=extracted, capture_output=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert (extracted / "README.txt").is_file()
+
+
+def test_bundle_carries_the_custody_entries_of_its_submissions_and_is_logged(
+    tmp_path: Path, opened: tuple[list[str], Path, Path], partner: tuple[X25519Identity, Path]
+) -> None:
+    ids, out_dir, custody = opened
+    identity, _key = partner
+    bundle = tmp_path / "b.tar.age"
+    assert forward(ids[:1], out_dir, custody, str(identity.recipient), bundle).status == 0
+
+    members = _members(bundle, identity)
+    lines = [json.loads(line) for line in members["custody.jsonl"].splitlines()]
+    assert [(e["action"], e["submission"]) for e in lines] == [("open", ids[0])]
+
+    last = list(CustodyLog(custody).entries())[-1].data
+    assert last["action"] == "forward" and last["submissions"] == [ids[0]]
+    assert last["reviewer"] == "Reviewer B"
+    assert last["recipient"] == str(identity.recipient)
+    assert last["bundle"]["sha256"] == hashlib.sha256(bundle.read_bytes()).hexdigest()
+    assert {f["file"] for f in last["files"]} == {name for name, _ in FILES}
+
+
+def test_members_are_regular_files_under_safe_names_in_a_fixed_order(
+    tmp_path: Path, opened: tuple[list[str], Path, Path], partner: tuple[X25519Identity, Path]
+) -> None:
+    ids, out_dir, custody = opened
+    identity, _key = partner
+    bundle = tmp_path / "b.tar.age"
+    forward(ids[:2], out_dir, custody, str(identity.recipient), bundle)
+    with tarfile.open(fileobj=io.BytesIO(decrypt(bundle.read_bytes(), [identity]))) as tar:
+        members = tar.getmembers()
+    names = [m.name for m in members]
+    assert names[:3] == ["README.txt", "SHA256SUMS", "custody.jsonl"]
+    assert names[3:] == sorted(names[3:])
+    assert all(m.isreg() and m.mode == 0o600 and m.uid == 0 for m in members)
+    assert all(not n.startswith("/") and ".." not in n.split("/") for n in names)
+    assert all(n.split("/")[0] in set(ids) for n in names[3:])
+
+
+def test_omit_field_leaves_contact_details_out(
+    tmp_path: Path, opened: tuple[list[str], Path, Path], partner: tuple[X25519Identity, Path]
+) -> None:
+    ids, out_dir, custody = opened
+    identity, _key = partner
+    bundle = tmp_path / "b.tar.age"
+    run = forward(ids[:1], out_dir, custody, str(identity.recipient), bundle,
+                  "--omit-field", "contact")  # fmt: skip
+    assert run.status == ExitStatus.SUCCESS, run.err
+    members = _members(bundle, identity)
+    manifest = json.loads(members[f"{ids[0]}/testimony.json"])
+    assert "contact" not in manifest["fields"] and manifest["omitted_fields"] == ["contact"]
+    assert b"phone 123" not in b"".join(members.values())
+    assert list(CustodyLog(custody).entries())[-1].data["omitted_fields"] == ["contact"]
+
+
+def test_a_file_changed_after_opening_stops_the_forward(
+    tmp_path: Path, opened: tuple[list[str], Path, Path], partner: tuple[X25519Identity, Path]
+) -> None:
+    ids, out_dir, custody = opened
+    identity, _key = partner
+    (out_dir / ids[0] / "scan.pdf").write_bytes(b"a forged document")
+    entries_before = custody.read_bytes()
+    bundle = tmp_path / "b.tar.age"
+
+    run = forward(ids[:1], out_dir, custody, str(identity.recipient), bundle)
+
+    assert run.status == ExitStatus.ERROR
+    assert "no longer matches the SHA-256 in its manifest" in run.err
+    assert not bundle.exists() and list(tmp_path.glob(".b.tar.age*")) == []
+    assert custody.read_bytes() == entries_before
+
+
+def test_forward_refuses_to_overwrite_a_bad_recipient_or_an_unopened_id(
+    tmp_path: Path, opened: tuple[list[str], Path, Path], partner: tuple[X25519Identity, Path]
+) -> None:
+    ids, out_dir, custody = opened
+    identity, _key = partner
+    existing = tmp_path / "existing.age"
+    existing.write_bytes(b"keep me")
+    run = forward(ids[:1], out_dir, custody, str(identity.recipient), existing)
+    assert run.status == ExitStatus.ERROR and "refusing to overwrite" in run.err
+    assert existing.read_bytes() == b"keep me"
+
+    run = forward(ids[:1], out_dir, custody, "age1notakey", tmp_path / "new.age")
+    assert run.status == ExitStatus.ERROR and "not an age public key" in run.err
+
+    run = forward(["A" * 24], out_dir, custody, str(identity.recipient), tmp_path / "new.age")
+    assert run.status == ExitStatus.ERROR and "not a submission opened" in run.err
+    assert not (tmp_path / "new.age").exists()
+
+
+def test_a_doctored_opened_record_cannot_smuggle_other_files_into_the_bundle(
+    tmp_path: Path, opened: tuple[list[str], Path, Path], partner: tuple[X25519Identity, Path]
+) -> None:
+    ids, out_dir, custody = opened
+    identity, _key = partner
+    record_path = out_dir / ids[1] / "opened.json"
+    record = json.loads(record_path.read_text())
+    record["attachments"][0]["file"] = "../../id.txt"
+    record_path.write_text(json.dumps(record))
+    run = forward(ids[1:2], out_dir, custody, str(identity.recipient), tmp_path / "b.age")
+    assert run.status == ExitStatus.ERROR and "is damaged" in run.err
+    assert not (tmp_path / "b.age").exists()
