@@ -1,0 +1,189 @@
+"""Load test: concurrent witnesses against the real gunicorn server, then a full audit.
+
+    python bench/load.py [--submissions 2000] [--clients 32]
+
+Starts `testimony-portal serve` on loopback with a throwaway key, lets
+`--clients` threads submit a mix of text-only testimony and testimony with
+attachments (random bytes, 1 KiB to `--max-kib`), and prints throughput and
+latency. Then it opens every stored submission with the private key and
+checks each against what was sent: a confirmed submission that is missing is
+"lost"; one that fails to decrypt, or whose text, names, sizes or SHA-256
+differ, is "corrupt". The exit status is non-zero unless both are 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import random
+import secrets
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from portal.age import X25519Identity  # noqa: E402
+from portal.store import SubmissionStore  # noqa: E402
+from tests.support import RECEIVED_MARKERS, Client, start_server  # noqa: E402
+
+
+@dataclass
+class Sent:
+    marker: str
+    files: list[tuple[str, int, str]]  # name, size, sha256
+
+
+@dataclass
+class Results:
+    latencies: list[float] = field(default_factory=list)
+    confirmed: list[Sent] = field(default_factory=list)
+    refused: dict[int, int] = field(default_factory=dict)
+    errors: int = 0
+    bytes_sent: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def make_submission(number: int, attachment_share: float, max_kib: int) -> tuple[Sent, list]:
+    rng = random.Random(number)
+    marker = f"load-{number}-{secrets.token_hex(6)}"
+    files = []
+    if rng.random() < attachment_share:
+        for index in range(rng.choice((1, 1, 2, 3))):
+            data = rng.randbytes(rng.randint(1024, max_kib * 1024))
+            files.append((f"{marker}-{index}.bin", data, "application/octet-stream"))
+    sent = Sent(marker, [(n, len(d), hashlib.sha256(d).hexdigest()) for n, d, _ in files])
+    return sent, files
+
+
+def witness(
+    url: str, jobs: list[int], lock: threading.Lock, results: Results, args: argparse.Namespace
+) -> None:
+    client = Client(url, timeout=300)
+    while True:
+        with lock:
+            if not jobs:
+                return
+            number = jobs.pop()
+        sent, files = make_submission(number, args.attachment_share, args.max_kib)
+        start = time.perf_counter()
+        try:
+            response = client.submit(f"Testimony {sent.marker}\n증언 {number}", files)
+        except OSError:
+            with results.lock:
+                results.errors += 1
+            continue
+        elapsed = time.perf_counter() - start
+        with results.lock:
+            results.latencies.append(elapsed)
+            results.bytes_sent += sum(len(d) for _, d, _ in files)
+            if response.status == 200 and all(m in response.body for m in RECEIVED_MARKERS):
+                results.confirmed.append(sent)
+            else:
+                results.refused[response.status] = results.refused.get(response.status, 0) + 1
+
+
+def audit(data_dir: Path, identity: X25519Identity, confirmed: list[Sent]) -> tuple[int, int, int]:
+    """Open every stored submission; return (stored, lost, corrupt)."""
+    from tests.support import open_submission
+
+    expected = {s.marker: s for s in confirmed}
+    seen: set[str] = set()
+    corrupt = 0
+    store = SubmissionStore(data_dir)
+    ids = store.ids()
+    for submission_id in ids:
+        try:
+            manifest, files = open_submission(store.path(submission_id), [identity])
+            marker = manifest["fields"]["testimony"].split()[1]
+            sent = expected[marker]
+            got = [(a["name"], a["size"], a["sha256"]) for a in manifest["attachments"]]
+            if got != sent.files or len(files) != len(sent.files):
+                raise ValueError("attachments differ from what was sent")
+            seen.add(marker)
+        except Exception as exc:  # every failure to open or match is corruption
+            corrupt += 1
+            print(f"  corrupt: {submission_id}: {type(exc).__name__}: {exc}", file=sys.stderr)
+    lost = len(set(expected) - seen)
+    return len(ids), lost, corrupt
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--submissions", type=int, default=2000)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument(
+        "--attachment-share",
+        type=float,
+        default=0.5,
+        help="share of submissions with attachments (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-kib", type=int, default=256, help="largest attachment in KiB (default %(default)s)"
+    )
+    args = parser.parse_args(argv)
+
+    identity = X25519Identity.generate()
+    with tempfile.TemporaryDirectory(prefix="portal-load-") as tmp:
+        root = Path(tmp)
+        identity_file = root / "identity.txt"
+        identity_file.write_text(f"{identity}\n")
+        server = start_server(root / "server", str(identity.recipient), identity_file)
+        results = Results()
+        jobs = list(range(args.submissions))[::-1]
+        lock = threading.Lock()
+        threads = [
+            threading.Thread(target=witness, args=(server.url, jobs, lock, results, args))
+            for _ in range(args.clients)
+        ]
+        try:
+            started = time.perf_counter()
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            wall = time.perf_counter() - started
+        finally:
+            server.stop()
+        log_errors = sum(1 for line in server.log().splitlines() if line.startswith("[ERROR]"))
+        audit_start = time.perf_counter()
+        stored, lost, corrupt = audit(server.data_dir, identity, results.confirmed)
+        audit_time = time.perf_counter() - audit_start
+
+    lat = results.latencies
+    rows = [
+        ("clients", f"{args.clients}"),
+        ("submissions sent", f"{args.submissions}"),
+        ("confirmed (received page)", f"{len(results.confirmed)}"),
+        ("refused (by status) / errors", f"{results.refused or 0} / {results.errors}"),
+        ("attachment data sent", f"{results.bytes_sent / 2**20:.1f} MiB"),
+        ("wall time", f"{wall:.1f} s"),
+        ("submissions/s", f"{len(results.confirmed) / wall:.1f}"),
+        ("latency p50", f"{statistics.median(lat) * 1000:.0f} ms" if lat else "-"),
+        ("latency p99", f"{percentile(lat, 0.99) * 1000:.0f} ms" if lat else "-"),
+        ("latency max", f"{max(lat) * 1000:.0f} ms" if lat else "-"),
+        ("server log errors", f"{log_errors}"),
+        ("stored submissions", f"{stored}"),
+        ("audit (decrypt + verify all)", f"{audit_time:.1f} s"),
+        ("result", f"lost {lost}, corrupt {corrupt}"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    print(f"{'load test: real gunicorn server, 2 workers x 16 threads':^{width + 30}}")
+    for name, value in rows:
+        print(f"  {name:<{width}}  {value}")
+    ok = lost == 0 and corrupt == 0 and stored == len(results.confirmed)
+    return 0 if ok and results.confirmed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

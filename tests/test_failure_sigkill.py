@@ -1,0 +1,161 @@
+"""The server killed with SIGKILL during concurrent uploads loses nothing it confirmed.
+
+After the restart: no partial submission exists, staging is swept, every
+committed submission opens completely, and every testimony whose witness saw
+the "received" page is among them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import secrets
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from portal.store import SubmissionStore
+from tests.support import RECEIVED_MARKERS, Client, MultipartBody, open_submission, start_server
+
+pytestmark = pytest.mark.slow
+CLIENTS = 12
+
+
+def process_tree(pid: int) -> list[int]:
+    """The pid and all its descendants (gunicorn master and workers)."""
+    pids = [pid]
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                pids += process_tree(int(child))
+    except FileNotFoundError:  # a thread ended while we looked
+        pass
+    return pids
+
+
+def slow_body(body: MultipartBody, pause: float) -> Iterator[bytes]:
+    """The body in small pieces with pauses, as over a slow Tor circuit."""
+    for piece in body:
+        for i in range(0, len(piece), 32 * 1024):
+            yield piece[i : i + 32 * 1024]
+            time.sleep(pause)
+
+
+class Witness(threading.Thread):
+    """Submits testimony after testimony until the server goes away."""
+
+    def __init__(self, url: str, number: int, stop: threading.Event) -> None:
+        super().__init__(daemon=True)
+        self.url, self.number, self.stop = url, number, stop
+        self.confirmed: list[str] = []
+        self.attempted = 0
+
+    def run(self) -> None:
+        count = 0
+        while not self.stop.is_set():
+            count += 1
+            marker = f"witness-{self.number}-{count}-{secrets.token_hex(4)}"
+            files = []
+            if count % 2:
+                files = [(f"{marker}.bin", os.urandom(50_000 + 30_000 * self.number), "video/mp4")]
+            try:
+                client = Client(self.url, timeout=30)
+                fields = {"csrf_token": client.csrf_token(), "testimony": marker}
+                body = MultipartBody(fields, files)
+            except (OSError, http.client.HTTPException):
+                return  # the server is gone
+            self.attempted += 1
+            if self.post(client, body):
+                self.confirmed.append(marker)
+
+    def post(self, client: Client, body: MultipartBody) -> bool:
+        """True if the server answered 200, even if the page itself was cut off.
+
+        A 200 to a POST is only ever sent after the commit, and a browser may
+        show a partial page: counting these makes the test stricter.
+        """
+        conn = http.client.HTTPConnection(client.host, client.port, timeout=30)
+        try:
+            conn.request(
+                "POST",
+                "/submit",
+                body=slow_body(body, pause=0.002 * (self.number % 4)),
+                headers={
+                    "Content-Type": body.content_type,
+                    "Cookie": client.cookie or "",
+                    "Transfer-Encoding": "chunked",
+                },
+                encode_chunked=True,
+            )
+            response = conn.getresponse()
+        except (OSError, http.client.HTTPException):
+            return False
+        try:
+            page = response.read().decode("utf-8", "replace")
+        except (OSError, http.client.HTTPException):
+            return response.status == 200
+        finally:
+            conn.close()
+        return response.status == 200 and all(m in page for m in RECEIVED_MARKERS)
+
+
+def test_sigkill_during_concurrent_uploads_loses_nothing_confirmed(
+    tmp_path, identity, identity_file
+) -> None:  # type: ignore[no-untyped-def]
+    root = tmp_path / "server"
+    server = start_server(root, str(identity.recipient), identity_file)
+    stop = threading.Event()
+    witnesses = [Witness(server.url, n, stop) for n in range(CLIENTS)]
+    try:
+        for witness in witnesses:
+            witness.start()
+        # Let uploads run until some are confirmed and several are in flight.
+        deadline = time.monotonic() + 30
+        staging = server.data_dir / "staging"
+        while time.monotonic() < deadline:
+            confirmed = sum(len(w.confirmed) for w in witnesses)
+            if confirmed >= 20 and len(list(staging.iterdir())) >= 2:
+                break
+            time.sleep(0.01)
+        in_flight = len(list(staging.iterdir()))
+        for pid in process_tree(server.process.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        server.process.wait(timeout=10)
+        stop.set()
+        for witness in witnesses:
+            witness.join(timeout=60)
+    finally:
+        stop.set()
+        server.stop()
+    confirmed = [marker for w in witnesses for marker in w.confirmed]
+    assert len(confirmed) >= 20, "too few submissions completed before the kill"
+    assert in_flight >= 1, "no upload was in flight when the server was killed"
+
+    restarted = start_server(
+        root, str(identity.recipient), identity_file, data_dir=server.data_dir, log_name="after.log"
+    )
+    try:
+        store = SubmissionStore(restarted.data_dir)
+        assert list(store.staging_dir.iterdir()) == [], "staging was not swept at start-up"
+        stored = {}
+        for submission_id in store.ids():
+            manifest, files = open_submission(store.path(submission_id), [identity])
+            marker = manifest["fields"]["testimony"]
+            stored[marker] = manifest
+            for entry in manifest["attachments"]:
+                assert entry["name"] == f"{marker}.bin"
+        missing = set(confirmed) - set(stored)
+        assert not missing, f"{len(missing)} confirmed submissions were lost: {sorted(missing)[:5]}"
+        # Nothing but complete submissions is in the data directory.
+        entries = {p.name for p in store.submissions_dir.iterdir()}
+        assert entries == set(store.ids())
+        # And the restarted server takes new testimony.
+        assert restarted.client().submit("after the restart").status == 200
+    finally:
+        restarted.stop()

@@ -1,0 +1,268 @@
+"""HTTP hardening, through the Flask app: headers, cookies, CSRF window, hosts, no script."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import re
+import time
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from portal.config import Config
+from portal.store import SubmissionStore
+from portal.web import create_app
+
+CSRF_RE = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
+REQUIRED_HEADERS = {
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
+# Every kind of page a witness can see, as (method, path).
+PAGES = [
+    ("GET", "/"),
+    ("GET", "/ko/"),
+    ("GET", "/zh/submit"),
+    ("GET", "/submit"),
+    ("GET", "/robots.txt"),
+    ("GET", "/no/such/page"),
+    ("POST", "/submit"),  # no CSRF token: the error page
+    ("PUT", "/submit"),  # 405
+]
+
+
+def app_with(config: Config, **changes: object) -> Flask:
+    return create_app(dataclasses.replace(config, **changes), TESTING=True)
+
+
+def csp_directives(header: str) -> dict[str, str]:
+    return {
+        part.strip().split(" ", 1)[0]: part.strip().partition(" ")[2]
+        for part in header.split(";")
+        if part.strip()
+    }
+
+
+def token(client: FlaskClient, path: str = "/submit") -> str:
+    match = CSRF_RE.search(client.get(path).get_data(as_text=True))
+    assert match
+    return match.group(1)
+
+
+@pytest.mark.parametrize(("method", "path"), PAGES)
+def test_every_response_carries_the_security_headers(client, method, path) -> None:  # type: ignore[no-untyped-def]
+    response = client.open(path, method=method)
+    for name, value in REQUIRED_HEADERS.items():
+        assert response.headers.get(name) == value, name
+    permissions = response.headers["Permissions-Policy"]
+    for feature in ("camera", "microphone", "geolocation"):
+        assert f"{feature}=()" in permissions
+    csp = csp_directives(response.headers["Content-Security-Policy"])
+    assert csp["default-src"] == "'none'"
+    assert csp["style-src"] == "'self'"
+    assert csp["img-src"] == "'self'"
+    assert csp["form-action"] == "'self'"
+    assert csp["frame-ancestors"] == "'none'"
+    assert csp["base-uri"] == "'none'"
+    assert "script-src" not in csp  # falls back to default-src 'none'
+    assert "unsafe-inline" not in response.headers["Content-Security-Policy"]
+    assert response.headers["Cache-Control"] == "no-store"
+    assert "Strict-Transport-Security" not in response.headers
+    assert "Server" not in response.headers
+
+
+def test_static_files_carry_the_headers_but_may_be_cached(client) -> None:  # type: ignore[no-untyped-def]
+    response = client.get("/static/style.css")
+    assert response.status_code == 200
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert "no-store" not in response.headers.get("Cache-Control", "")
+
+
+def test_hsts_only_when_tls_is_configured(config) -> None:  # type: ignore[no-untyped-def]
+    plain = app_with(config).test_client().get("/")
+    assert "Strict-Transport-Security" not in plain.headers
+    tls = app_with(config, tls=True).test_client().get("/")
+    assert tls.headers["Strict-Transport-Security"].startswith("max-age=")
+    assert int(tls.headers["Strict-Transport-Security"].split("=")[1]) >= 31536000
+
+
+def session_cookie(response) -> str:  # type: ignore[no-untyped-def]
+    [cookie] = [v for v in response.headers.getlist("Set-Cookie") if v.startswith("session=")]
+    return cookie
+
+
+def test_session_cookie_is_httponly_strict_and_not_persistent(client) -> None:  # type: ignore[no-untyped-def]
+    cookie = session_cookie(client.get("/submit"))
+    attributes = {a.strip().split("=")[0].lower() for a in cookie.split(";")[1:]}
+    assert "httponly" in attributes
+    assert "samesite=strict" in cookie.lower()
+    assert "secure" not in attributes  # plain HTTP over Tor: Secure would drop it
+    assert "expires" not in attributes and "max-age" not in attributes
+
+
+def test_session_cookie_is_secure_under_tls(config) -> None:  # type: ignore[no-untyped-def]
+    cookie = session_cookie(app_with(config, tls=True).test_client().get("/submit"))
+    assert "secure" in {a.strip().lower() for a in cookie.split(";")[1:]}
+
+
+def test_session_holds_only_the_csrf_token(app, client) -> None:  # type: ignore[no-untyped-def]
+    client.get("/submit", headers={"User-Agent": "MarkerAgent/1", "X-Forwarded-For": "203.0.113.9"})
+    with client.session_transaction() as session:
+        assert set(session) == {"csrf_token"}
+        assert re.fullmatch(r"[0-9a-f]{40}", session["csrf_token"])
+
+
+def test_no_cookie_on_pages_without_a_form(client) -> None:  # type: ignore[no-untyped-def]
+    for path in ("/", "/ko/", "/robots.txt", "/static/style.css"):
+        assert "Set-Cookie" not in client.get(path).headers, path
+
+
+def test_csrf_window_covers_a_slow_upload_over_tor(app, client, config, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    assert app.config["WTF_CSRF_TIME_LIMIT"] >= 6 * 3600
+    csrf = token(client)
+    # Eight hours later, as after a very slow upload, the form is still accepted.
+    later = time.time() + 8 * 3600
+    monkeypatch.setattr(time, "time", lambda: later)
+    response = client.post(
+        "/submit",
+        data={"csrf_token": csrf, "testimony": "slow but safe"},
+        content_type="multipart/form-data",
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert len(SubmissionStore(config.data_dir).ids()) == 1
+
+
+def test_csrf_token_expires_eventually(client, config, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    csrf = token(client)
+    later = time.time() + 3 * 24 * 3600
+    monkeypatch.setattr(time, "time", lambda: later)
+    response = client.post(
+        "/submit",
+        data={"csrf_token": csrf, "testimony": "stale"},
+        content_type="multipart/form-data",
+    )
+    assert response.status_code == 400
+    assert "NOT saved" in response.get_data(as_text=True)
+    assert SubmissionStore(config.data_dir).ids() == []
+
+
+def test_unknown_host_gets_a_clear_400_page(config) -> None:  # type: ignore[no-untyped-def]
+    client = app_with(config, allowed_hosts=("abcdef.onion",)).test_client()
+    foreign = client.get("/", headers={"Host": "evil.example"})
+    assert foreign.status_code == 400
+    assert "<h1>" in foreign.get_data(as_text=True)
+    assert foreign.headers["X-Frame-Options"] == "DENY"
+    assert client.get("/", headers={"Host": "abcdef.onion"}).status_code == 200
+    assert client.get("/", headers={"Host": "abcdef.onion:8080"}).status_code == 200
+
+
+def test_unknown_host_cannot_submit(config) -> None:  # type: ignore[no-untyped-def]
+    client = app_with(config, allowed_hosts=("abcdef.onion",)).test_client()
+    page = client.get("/submit", headers={"Host": "abcdef.onion"}).get_data(as_text=True)
+    csrf = CSRF_RE.search(page)
+    assert csrf
+    response = client.post(
+        "/submit",
+        data={
+            "csrf_token": csrf.group(1),
+            "testimony": "x",
+            "attachments": (io.BytesIO(b"x"), "a.txt"),
+        },
+        headers={"Host": "evil.example"},
+        content_type="multipart/form-data",
+    )
+    assert response.status_code == 400
+    assert SubmissionStore(config.data_dir).ids() == []
+    assert list(SubmissionStore(config.data_dir).staging_dir.iterdir()) == []
+
+
+def test_onion_location_is_sent_and_cannot_be_injected(config) -> None:  # type: ignore[no-untyped-def]
+    onion = "http://" + "a" * 56 + ".onion"
+    client = app_with(config, onion_location=onion).test_client()
+    assert client.get("/ko/submit").headers["Onion-Location"] == onion + "/ko/submit"
+    for path in ("/%0d%0aX-Injected:%201", "/%ED%95%9C", "/a%00b"):
+        response = client.get(path)
+        assert response.status_code == 404, path
+        assert "X-Injected" not in response.headers
+        value = response.headers["Onion-Location"]
+        assert value.startswith(onion + "/") and value.isascii()
+        assert "\r" not in value and "\n" not in value
+    assert "Onion-Location" not in app_with(config).test_client().get("/").headers
+
+
+def test_robots_txt_disallows_everything(client) -> None:  # type: ignore[no-untyped-def]
+    response = client.get("/robots.txt")
+    assert response.status_code == 200
+    lines = response.get_data(as_text=True).splitlines()
+    assert "User-agent: *" in lines and "Disallow: /" in lines
+
+
+class ScriptFinder(HTMLParser):
+    """Collects anything in a page that could run script."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in ("script", "iframe", "object", "embed", "frame"):
+            self.found.append(f"<{tag}>")
+        for name, value in attrs:
+            if name.startswith("on"):
+                self.found.append(f"{tag} {name}=")
+            if value and value.strip().lower().startswith(("javascript:", "data:")):
+                self.found.append(f"{tag} {name}={value[:20]}")
+            if name in ("src", "href", "action") and value and "//" in value:
+                self.found.append(f"outside resource {value}")
+
+
+def witness_pages(client: FlaskClient, config: Config) -> dict[str, str]:
+    pages = {}
+    for lang in ("", "/ko", "/zh"):
+        for path in (f"{lang}/", f"{lang}/submit", f"{lang}/nowhere"):
+            pages[path] = client.get(path).get_data(as_text=True)
+        post = f"{lang}/submit"
+        pages[post + " (invalid)"] = client.post(
+            post,
+            data={"csrf_token": token(client, post), "testimony": "", "website": "bot"},
+            content_type="multipart/form-data",
+        ).get_data(as_text=True)
+        pages[post + " (csrf)"] = client.post(post, data={}).get_data(as_text=True)
+        pages[post + " (received)"] = client.post(
+            post,
+            data={"csrf_token": token(client, post), "testimony": "<script>alert(1)</script>"},
+            content_type="multipart/form-data",
+        ).get_data(as_text=True)
+    return pages
+
+
+def test_witness_pages_contain_no_script_at_all(client, config) -> None:  # type: ignore[no-untyped-def]
+    pages = witness_pages(client, config)
+    assert any("notice ok" in page for page in pages.values())
+    for name, page in pages.items():
+        finder = ScriptFinder()
+        finder.feed(page)
+        assert finder.found == [], name
+        assert "<script" not in page.lower(), name
+
+
+def test_template_folder_has_no_script_tags() -> None:
+    templates = Path(__file__).resolve().parents[1] / "templates"
+    for template in templates.glob("*.html"):
+        text = template.read_text("utf-8").lower()
+        assert "<script" not in text and "javascript:" not in text, template.name
+
+
+@pytest.mark.parametrize("host", ["h" * 64 + ".onion", "a..b", "a." + "b" * 300])
+def test_unparseable_host_gets_a_clear_400_not_a_500(client, host) -> None:  # type: ignore[no-untyped-def]
+    response = client.get("/submit", headers={"Host": host})
+    assert response.status_code == 400
+    assert "<h1>" in response.get_data(as_text=True)
+    assert response.headers["X-Frame-Options"] == "DENY"
