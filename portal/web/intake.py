@@ -122,13 +122,38 @@ class GuardedInput:
     client's fault, and the witness must see a page saying nothing was saved.
     """
 
+    # The body is read from the server in blocks this large and handed out
+    # from memory. Werkzeug's parser asks for 64 KiB at a time; gunicorn
+    # receives up to 1 MiB per recv() and, when asked for less, copies what
+    # it has left over on every call, so small reads cost more than the
+    # encryption. Bounded: one block per request in progress.
+    READ_AHEAD = 1024 * 1024
+
     def __init__(self, stream: IO[bytes]) -> None:
         self._stream = stream
+        self._block = b""
+        self._pos = 0
+
+    def _buffered(self, size: int) -> bytes:
+        data = self._block[self._pos : self._pos + size]
+        self._pos += len(data)
+        return data
 
     def read(self, size: int = -1) -> bytes:
-        return self._guard(self._stream.read, size)
+        if size is None or size < 0:
+            rest = self._buffered(len(self._block))
+            return rest + self._guard(self._stream.read, size)
+        if self._pos >= len(self._block):
+            self._block = self._guard(self._stream.read, max(size, self.READ_AHEAD))
+            self._pos = 0
+        return self._buffered(size)
 
     def readline(self, size: int = -1) -> bytes:
+        if self._pos < len(self._block):
+            end = self._block.find(b"\n", self._pos) + 1 or len(self._block)
+            if size is not None and size >= 0:
+                end = min(end, self._pos + size)
+            return self._buffered(end - self._pos)
         return self._guard(self._stream.readline, size)
 
     @staticmethod
