@@ -281,3 +281,21 @@ def open_submission(
         assert hashlib.sha256(data).hexdigest() == entry["sha256"], f"{entry['path']}: bad hash"
         files[entry["path"]] = data
     return manifest, files
+
+
+def flask_post_form(client: Any, data: dict[str, object], path: str = "/submit") -> Any:
+    """Post the form through a Flask test client, with a fresh CSRF token from `path`."""
+    match = CSRF_RE.search(client.get(path).get_data(as_text=True))
+    assert match, f"no CSRF token on {path}"
+    return client.post(
+        path, data={"csrf_token": match.group(1), **data}, content_type="multipart/form-data"
+    )
+
+
+def assert_nothing_kept(data_dir: Path) -> None:
+    """No committed submission and no staging left: what a refused request must leave."""
+    from portal.store import SubmissionStore
+
+    store = SubmissionStore(data_dir)
+    assert store.ids() == []
+    assert list(store.staging_dir.iterdir()) == [], "staging was not cleaned"

@@ -10,21 +10,19 @@ import dataclasses
 import errno
 import io
 import os
-import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 import pytest
-from flask.testing import FlaskClient
 
 from portal.config import Config
 from portal.store import SubmissionStore
 from portal.web import create_app
-from tests.support import open_submission, start_server
+from tests.support import assert_nothing_kept, open_submission, start_server
+from tests.support import flask_post_form as post
 
-CSRF_RE = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
 NOT_SAVED = "NOT saved"
 
 
@@ -41,20 +39,6 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         yield mountpoint
     finally:
         subprocess.run(["umount", "-l", str(mountpoint)], check=False)
-
-
-def post(client: FlaskClient, data: dict[str, object], path: str = "/submit"):  # type: ignore[no-untyped-def]
-    match = CSRF_RE.search(client.get(path).get_data(as_text=True))
-    assert match
-    return client.post(
-        path, data={"csrf_token": match.group(1), **data}, content_type="multipart/form-data"
-    )
-
-
-def assert_nothing_kept(data_dir: Path) -> None:
-    store = SubmissionStore(data_dir)
-    assert store.ids() == []
-    assert list(store.staging_dir.iterdir()) == [], "staging was not cleaned"
 
 
 def fill(directory: Path) -> Path:

@@ -10,19 +10,17 @@ import re
 import signal
 import socket
 import threading
-from pathlib import Path
 
 import pytest
 from flask import Flask
-from flask.testing import FlaskClient
 
 from portal.config import Config
 from portal.store import SubmissionStore
 from portal.web import create_app
 from portal.web.ratelimit import TokenBucket
-from tests.support import MultipartBody, start_server
+from tests.support import CSRF_RE, MultipartBody, assert_nothing_kept, start_server
+from tests.support import flask_post_form as post
 
-CSRF_RE = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
 NOT_SAVED = "NOT saved"
 
 
@@ -36,20 +34,6 @@ class FakeClock:
 
 def app_with(config: Config, **changes: object) -> Flask:
     return create_app(dataclasses.replace(config, **changes), TESTING=True)
-
-
-def post(client: FlaskClient, data: dict[str, object], path: str = "/submit"):  # type: ignore[no-untyped-def]
-    match = CSRF_RE.search(client.get(path).get_data(as_text=True))
-    assert match
-    return client.post(
-        path, data={"csrf_token": match.group(1), **data}, content_type="multipart/form-data"
-    )
-
-
-def assert_nothing_kept(data_dir: Path) -> None:
-    store = SubmissionStore(data_dir)
-    assert store.ids() == []
-    assert list(store.staging_dir.iterdir()) == []
 
 
 def test_too_many_files_get_a_clear_page_and_nothing_is_kept(config) -> None:  # type: ignore[no-untyped-def]

@@ -13,8 +13,8 @@ import pytest
 from portal.age import X25519Identity, decrypt
 from portal.config import Config, ConfigError
 from portal.store import SubmissionStore
-
-CSRF_RE = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
+from tests.support import CSRF_RE
+from tests.support import flask_post_form as post
 
 
 def csrf_token(client, path: str = "/submit") -> str:  # type: ignore[no-untyped-def]
@@ -23,11 +23,6 @@ def csrf_token(client, path: str = "/submit") -> str:  # type: ignore[no-untyped
     match = CSRF_RE.search(page.get_data(as_text=True))
     assert match
     return match.group(1)
-
-
-def post(client, data: dict, path: str = "/submit"):  # type: ignore[no-untyped-def]
-    data = {"csrf_token": csrf_token(client, path), **data}
-    return client.post(path, data=data, content_type="multipart/form-data")
 
 
 def open_only_submission(config: Config, identity: X25519Identity) -> tuple[dict, Path]:
