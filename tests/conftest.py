@@ -17,6 +17,14 @@ AGE_TESTKIT = Path(
 )
 
 
+@pytest.fixture(autouse=True)
+def private_custody_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Reviewer-tool runs in tests log custody to a temporary file, never to $HOME."""
+    path = tmp_path / "custody.jsonl"
+    monkeypatch.setenv("TESTIMONY_REVIEW_CUSTODY", str(path))
+    return path
+
+
 @pytest.fixture
 def identity() -> X25519Identity:
     return X25519Identity.generate()
