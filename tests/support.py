@@ -299,3 +299,23 @@ def assert_nothing_kept(data_dir: Path) -> None:
     store = SubmissionStore(data_dir)
     assert store.ids() == []
     assert list(store.staging_dir.iterdir()) == [], "staging was not cleaned"
+
+
+def add_failing_routes(app: Any) -> Any:
+    """Add test-only views that fail with 403 and with a bug (500), in every language.
+
+    Nothing in the portal raises 403 and nothing should raise 500; these
+    routes let tests see those error pages all the same.
+    """
+    from flask import abort
+
+    def forbidden(lang: str = "en") -> None:
+        abort(403)
+
+    def broken(lang: str = "en") -> None:
+        raise RuntimeError("a bug in a view")
+
+    for name, view in (("forbidden", forbidden), ("broken", broken)):
+        app.add_url_rule(f"/test-{name}", f"test_{name}", view)
+        app.add_url_rule(f"/<lang:lang>/test-{name}", f"test_{name}_lang", view)
+    return app

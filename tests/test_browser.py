@@ -28,14 +28,13 @@ from pathlib import Path
 
 import pytest
 from babel.support import Translations
-from flask import abort
 from playwright.sync_api import Browser, BrowserContext, Page, Response, sync_playwright
 from werkzeug.serving import make_server
 
 from portal.age import X25519Identity
 from portal.config import Config
 from portal.web.i18n import DEFAULT_LANGUAGE, LANGUAGES, TRANSLATIONS_DIR
-from tests.support import REPO, LiveServer, start_server
+from tests.support import REPO, LiveServer, add_failing_routes, start_server
 
 pytestmark = pytest.mark.browser
 
@@ -118,18 +117,7 @@ def _faulty_app(root: Path, recipient: str):  # type: ignore[no-untyped-def]
         secret_key=b"browser test only",
         min_free_mb=0,
     )
-    app = create_app(config)
-
-    def forbidden(lang: str = DEFAULT_LANGUAGE) -> None:
-        abort(403)
-
-    def broken(lang: str = DEFAULT_LANGUAGE) -> None:
-        raise RuntimeError("a bug in a view")
-
-    for name, view in (("forbidden", forbidden), ("broken", broken)):
-        app.add_url_rule(f"/test-{name}", f"test_{name}", view)
-        app.add_url_rule(f"/<lang:lang>/test-{name}", f"test_{name}_lang", view)
-    return app
+    return add_failing_routes(create_app(config))
 
 
 @pytest.fixture(scope="module")

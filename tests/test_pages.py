@@ -17,11 +17,11 @@ from html.parser import HTMLParser
 
 import pytest
 from babel.support import Translations
-from flask import Flask, abort
+from flask import Flask
 
 from portal.config import Config
 from portal.web.i18n import DEFAULT_LANGUAGE, LANGUAGES, TRANSLATIONS_DIR
-from tests.support import CSRF_RE, REPO
+from tests.support import CSRF_RE, REPO, add_failing_routes
 
 
 def _load_bench_module():  # type: ignore[no-untyped-def]
@@ -85,18 +85,7 @@ def make_app(config: Config) -> Callable[..., Flask]:
     from portal.web import create_app
 
     def factory(**limits: int) -> Flask:
-        app = create_app(dataclasses.replace(config, **limits), TESTING=True)
-
-        def forbidden(lang: str = DEFAULT_LANGUAGE) -> None:
-            abort(403)
-
-        def broken(lang: str = DEFAULT_LANGUAGE) -> None:
-            raise RuntimeError("a bug in a view")
-
-        for name, view in (("forbidden", forbidden), ("broken", broken)):
-            app.add_url_rule(f"/test-{name}", f"test_{name}", view)
-            app.add_url_rule(f"/<lang:lang>/test-{name}", f"test_{name}_lang", view)
-        return app
+        return add_failing_routes(create_app(dataclasses.replace(config, **limits), TESTING=True))
 
     return factory
 
