@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from portal.age import decrypt, parse_identities
 from portal.cli import main as portal_cli
 from portal.export import run_export
 from portal.review.cli import ExitStatus
@@ -47,6 +48,16 @@ def test_server_to_export_to_open_with_tamper_detection_and_purge(
     store = SubmissionStore(live_server.data_dir)
     ids = store.ids()
     assert len(ids) == len(SUBMISSIONS)
+    # Ids are random: find which is which, so that the submission kept back
+    # and the one tampered with are never the hostile-HTML one checked below.
+    identities = parse_identities(live_server.identity_file.read_text())
+    id_of = {
+        json.loads(decrypt((store.path(sid) / "testimony.age").read_bytes(), identities))["fields"][
+            "testimony"
+        ]: sid
+        for sid in ids
+    }
+    ids = [id_of[SUBMISSIONS[0][0]]] + [sid for sid in ids if sid != id_of[SUBMISSIONS[0][0]]]
 
     # One submission cannot be verified on the medium (a different file is in
     # its place): it must stay on the server while the others are purged.
@@ -71,9 +82,7 @@ def test_server_to_export_to_open_with_tamper_detection_and_purge(
     shutil.rmtree(usb / "submissions" / kept)
 
     # In transit, one byte of one exported attachment flips.
-    tampered = next(
-        sid for sid in ids[1:] if (usb / "submissions" / sid / "files" / "1.age").exists()
-    )
+    tampered = id_of[SUBMISSIONS[3][0]]
     flip_byte(usb / "submissions" / tampered / "files" / "1.age", -100)
 
     # The air-gapped side: a fresh folder, only the identity and the medium.
