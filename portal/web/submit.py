@@ -12,14 +12,8 @@ bp = Blueprint("submit", __name__)
 
 
 def _form_page(form: SubmissionForm, status: int = 200) -> tuple[str, int]:
-    config = portal_state().config
-    page = render_template(
-        "submit.html",
-        form=form,
-        max_upload_mb=config.max_upload_mb,
-        max_files=config.max_files,
-    )
-    return page, status
+    # The limits shown on the form come from the pages blueprint's context processor.
+    return render_template("submit.html", form=form), status
 
 
 @bp.get("/submit", defaults={"lang": "en"})
