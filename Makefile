@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-APT_PACKAGES := age chromium chromium-driver fonts-noto-cjk
+APT_PACKAGES := age chromium chromium-driver fonts-noto-cjk media-types
 
 .PHONY: help run test test-fast bench lint format system-deps wheel wheelhouse clean
 
@@ -17,11 +17,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
-system-deps: ## install the Debian packages the tests use (age CLI, Chromium, CJK fonts)
+system-deps: ## install the Debian packages the tests use (age CLI, Chromium, CJK fonts, MIME table)
 	@missing=""; \
 	command -v age >/dev/null || missing="$$missing age"; \
 	command -v chromium >/dev/null || missing="$$missing chromium chromium-driver"; \
 	dpkg -s fonts-noto-cjk >/dev/null 2>&1 || missing="$$missing fonts-noto-cjk"; \
+	[ -f /etc/mime.types ] || missing="$$missing media-types"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
