@@ -207,8 +207,7 @@ class CustodyLog:
             valid = False
         if not valid or not _HASH_RE.fullmatch(anchor.head):
             raise CustodyDamaged(
-                f"{self.anchor_path} (the recorded head of {self.path}) is damaged: "
-                "it was edited"
+                f"{self.anchor_path} (the recorded head of {self.path}) is damaged: it was edited"
             )
         return anchor
 

@@ -12,6 +12,7 @@ behind. An `opened.json` record inside makes re-runs skip what is done.
 
 from __future__ import annotations
 
+import codecs
 import datetime as dt
 import hashlib
 import json
@@ -36,7 +37,13 @@ from portal.age import (
     decrypt_to_path,
 )
 from portal.review import inert, report
-from portal.review.manifest import AttachmentEntry, Manifest, ManifestError, parse_manifest
+from portal.review.manifest import (
+    AttachmentEntry,
+    Manifest,
+    ManifestError,
+    parse_manifest,
+    parse_manifest_text,
+)
 from portal.review.safenames import NameAllocator
 from portal.store import (
     MANIFEST_NAME,
@@ -164,7 +171,7 @@ def remove_tree(path: Path) -> None:
         shutil.rmtree(path)
 
 
-def _write_new(path: Path, data: bytes) -> None:
+def _write_new(path: Path, data: bytes | bytearray) -> None:
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     fd = os.open(path, flags, 0o600)
     try:
@@ -430,20 +437,20 @@ class Opener:
         except StoreError as exc:
             raise SubmissionFailure(TAMPERED, str(exc)) from None
         by_rel = {path.relative_to(source_dir).as_posix(): path for path in files}
-        manifest_plain, manifest_cipher_hash = self._decrypt_manifest(by_rel[MANIFEST_NAME])
-        manifest_hash = hashlib.sha256(manifest_plain).hexdigest()
+        text, manifest_hash, manifest_cipher_hash = self._decrypt_manifest(
+            by_rel[MANIFEST_NAME], work / MANIFEST_JSON
+        )
         try:
-            manifest = parse_manifest(manifest_plain)
+            manifest = parse_manifest_text(text)
         except ManifestError as exc:
             raise SubmissionFailure(TAMPERED, str(exc)) from None
+        del text
         if manifest.id != submission_id:
             raise SubmissionFailure(
                 TAMPERED,
                 "the manifest belongs to another submission (its id does not match the folder "
                 "name): it was moved or substituted",
             )
-        _write_new(work / MANIFEST_JSON, manifest_plain)
-        del manifest_plain  # a large testimony need not stay in memory twice
         allocator = NameAllocator(work, reserved=RESERVED_NAMES)
         jobs = []
         for entry in manifest.attachments:
@@ -466,6 +473,7 @@ class Opener:
             "id": submission_id,
             "opened": self.now().replace(microsecond=0).isoformat(),
             "received": manifest.received,
+            "preview": report.preview(manifest.testimony),
             "language": manifest.language,
             "manifest": {
                 "file": MANIFEST_JSON,
@@ -479,20 +487,39 @@ class Opener:
         }
         return record, manifest
 
-    def _decrypt_manifest(self, path: Path) -> tuple[bytes, str]:
-        # Streamed, so the ciphertext is never held in memory beside the plaintext.
+    def _decrypt_manifest(self, path: Path, dest: Path) -> tuple[str, str, str]:
+        """Decrypt the manifest into `dest`; return its text and plaintext and ciphertext hashes.
+
+        Streamed: the plaintext goes to disk and through the hash and the
+        UTF-8 decoder chunk by chunk, so a 60 MB testimony is held in memory
+        only as the decoded text (the bytes and the ciphertext never are).
+        """
         with _open_ciphertext(path) as raw:
             if os.fstat(raw.fileno()).st_size > MAX_MANIFEST_CIPHERTEXT:
                 raise SubmissionFailure(TAMPERED, f"{MANIFEST_NAME} is implausibly large")
             reader = HashingReader(raw)
-            plaintext = bytearray()
+            decoder = codecs.getincrementaldecoder("utf-8")()
+            digest = hashlib.sha256()
+            parts = []
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(dest, flags, 0o600)
             try:
                 for chunk in Reader(cast(BinaryIO, reader), self.identities).chunks():
-                    plaintext += chunk
+                    digest.update(chunk)
+                    write_all(fd, chunk)
+                    parts.append(decoder.decode(chunk))
+                parts.append(decoder.decode(b"", final=True))
+                os.fsync(fd)
             except AgeError as exc:
                 raise _age_failure(MANIFEST_NAME, exc) from None
+            except UnicodeDecodeError:
+                raise SubmissionFailure(TAMPERED, "manifest is not UTF-8") from None
+            finally:
+                os.close(fd)
             reader.drain()
-        return bytes(plaintext), reader.hexdigest()
+        text = "".join(parts)
+        del parts
+        return text, digest.hexdigest(), reader.hexdigest()
 
     def _decrypt_attachments(
         self, jobs: list[tuple[AttachmentEntry, Path, str]], work: Path
@@ -754,24 +781,36 @@ def read_record(folder: Path) -> dict[str, Any] | None:
 
 
 def load_opened(out_dir: Path) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    """Every opened submission in `out_dir`: its record and its manifest document."""
+    """Every opened submission in `out_dir`: its record and what the index shows of it.
+
+    The index needs the date, the language and the start of the testimony,
+    which the record keeps; reading every manifest again would cost a run
+    over thousands of submissions (or one of 60 MB) far more.
+    """
     found = []
     for entry in sorted(os.scandir(out_dir), key=lambda e: e.name):
         if not is_valid_id(entry.name) or not entry.is_dir(follow_symlinks=False):
             continue
         folder = Path(entry.path)
         record = read_record(folder)
-        if record is None:
+        if record is None or not isinstance(record.get("manifest"), dict):
             continue
-        try:
-            manifest = parse_manifest((folder / MANIFEST_JSON).read_bytes())
-        except (OSError, ManifestError):
+        if not isinstance(record.get("attachments"), list):
             continue
-        if not isinstance(record.get("manifest"), dict) or not isinstance(
-            record.get("attachments"), list
-        ):
-            continue
-        found.append((record, manifest.document))
+        preview = record.get("preview")
+        if not isinstance(preview, str):
+            # Opened by an older version, which kept no preview.
+            try:
+                manifest = parse_manifest((folder / MANIFEST_JSON).read_bytes())
+            except (OSError, ManifestError):
+                continue
+            preview = report.preview(manifest.testimony)
+        shown = {
+            "received": str(record.get("received", "")),
+            "language": str(record.get("language", "")),
+            "fields": {"testimony": preview},
+        }
+        found.append((record, shown))
     return found
 
 

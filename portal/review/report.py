@@ -193,6 +193,11 @@ def render_submission_page(
     return _page(f"Submission {record['id']}", "\n".join(parts))
 
 
+def preview(text: str) -> str:
+    """The start of a testimony as the index shows it: whitespace folded, cut at PREVIEW_CHARS."""
+    return _preview(text)
+
+
 def _preview(text: str) -> str:
     # Cut first: splitting a 60 MB testimony would copy all of it.
     text = " ".join(text[: PREVIEW_CHARS * 4].split())
