@@ -101,8 +101,8 @@ def test_an_emptied_or_missing_log_is_caught_by_the_head_kept_beside_the_log(
     log.path.unlink()
     with pytest.raises(CustodyError, match="has only 0 entries"):
         log.verify()
-    run = review(["custody", "verify", "--custody", log.path.parent / "custody.jsonl"])
-    assert run.status != ExitStatus.SUCCESS
+    run = review(["custody", "verify", "--custody", log.path])
+    assert run.status == ExitStatus.INTEGRITY and "has only 0 entries" in run.err
 
 
 def test_a_deleted_last_line_is_caught_by_the_recorded_head(log: CustodyLog) -> None:

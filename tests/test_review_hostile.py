@@ -456,6 +456,7 @@ def test_every_command_accepts_an_existing_id_that_starts_with_a_dash(
     # Without `--` the id reads as an option: a usage error that says what to do.
     run = review([*base, "--out", tmp_path / "three.age", dash_id])
     assert run.status == ExitStatus.USAGE
+    assert "goes after `--`, or as --id=ID" in run.err
 
 
 def test_a_60_mb_testimony_makes_a_small_page_and_keeps_the_full_text_as_a_file(

@@ -68,7 +68,12 @@ class _UsageError(Exception):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        raise _UsageError(f"{self.prog}: error: {message} (see `{self.prog} --help`)")
+        hint = f"see `{self.prog} --help`"
+        words = message.replace(",", " ").split()
+        if any(w.startswith("-") and is_valid_id(w) for w in words):
+            # About one id in 64 made before new ids stopped starting with "-".
+            hint = "a submission id that starts with `-` goes after `--`, or as --id=ID; " + hint
+        raise _UsageError(f"{self.prog}: error: {message} ({hint})")
 
 
 @contextlib.contextmanager
@@ -565,7 +570,7 @@ class _IntegrityError(Exception):
 
 def cmd_custody_verify(ctx: Context, args: argparse.Namespace) -> ExitStatus:
     log = ctx.custody(args.custody)
-    if not log.path.exists():
+    if not log.path.exists() and not log.anchor_path.exists():
         raise UserError(f"no custody log at {log.path} (give its path with --custody)")
     try:
         result = log.verify(expect_head=args.expect_head)
