@@ -24,7 +24,6 @@ from urllib.parse import unquote, urlparse
 import pytest
 from playwright.sync_api import Browser, Error, Page, sync_playwright
 
-from portal.age import X25519Identity
 from portal.review import inert
 from portal.review.cli import ExitStatus
 from tests.review_support import make_store, open_args, review, submit, write_identity

@@ -147,7 +147,8 @@ def test_restore_protects_the_new_file_with_a_passphrase_and_refuses_to_overwrit
     passphrase = tmp_path / "pass.txt"
     passphrase.write_text("a long enough passphrase\n")
     out = tmp_path / "restored.age"
-    run = review(["key", "restore", "--out", out, "--passphrase-file", passphrase, *sheets[:3]])  # fmt: skip
+    run = review(["key", "restore", "--out", out, "--passphrase-file", passphrase,
+                  *sheets[:3]])  # fmt: skip
     assert run.status == ExitStatus.SUCCESS, run.err
     assert out.read_bytes().startswith(b"age-encryption.org/v1\n-> scrypt ")
     again = restore(out, *sheets[:3])
