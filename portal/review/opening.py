@@ -437,6 +437,8 @@ class Opener:
         except StoreError as exc:
             raise SubmissionFailure(TAMPERED, str(exc)) from None
         by_rel = {path.relative_to(source_dir).as_posix(): path for path in files}
+        if MANIFEST_NAME not in by_rel:
+            raise SubmissionFailure(TAMPERED, f"{MANIFEST_NAME} is missing")
         text, manifest_hash, manifest_cipher_hash = self._decrypt_manifest(
             by_rel[MANIFEST_NAME], work / MANIFEST_JSON
         )
