@@ -81,10 +81,7 @@ def _what_is_wrong(line: str) -> str:
     if lower.startswith(("ssh-", "ecdsa-sha2-", "sk-ssh-", "sk-ecdsa-")):
         return f"found an SSH public key, which this portal does not encrypt to; {EXPECTED_RECIPIENT}"
     if lower.startswith("age1") and len(line.split()) > 1:
-        return (
-            "found text after the key (a trailing comment?); put the key alone on its line "
-            "and any comment on a line of its own starting with '#'"
-        )
+        return f"found text after the key (a trailing comment?); {EXPECTED_RECIPIENT}"
     if lower.startswith("age1") and lower.rfind("1") > len("age"):
         return f"found an age plugin recipient, which this portal does not support; {EXPECTED_RECIPIENT}"
     return f"this is not an age public key; {EXPECTED_RECIPIENT}"
