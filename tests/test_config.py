@@ -143,7 +143,9 @@ def test_mentions_of_the_prefix_are_not_key_material(tmp_path: Path) -> None:
     ],
     ids=["ssh", "trailing-comment", "junk"],
 )
-def test_bad_recipients_line_gives_one_clear_error(tmp_path: Path, line: str, expected: str) -> None:
+def test_bad_recipients_line_gives_one_clear_error(
+    tmp_path: Path, line: str, expected: str
+) -> None:
     path = tmp_path / "recipients.txt"
     recipient = pq_identity().recipient
     path.write_text(f"# keys\n{recipient}\n{line.format(recipient=recipient)}\n")

@@ -79,11 +79,16 @@ def _what_is_wrong(line: str) -> str:
             "public keys. Remove it and keep it offline"
         )
     if lower.startswith(("ssh-", "ecdsa-sha2-", "sk-ssh-", "sk-ecdsa-")):
-        return f"found an SSH public key, which this portal does not encrypt to; {EXPECTED_RECIPIENT}"
+        return (
+            f"found an SSH public key, which this portal does not encrypt to; {EXPECTED_RECIPIENT}"
+        )
     if lower.startswith("age1") and len(line.split()) > 1:
         return f"found text after the key (a trailing comment?); {EXPECTED_RECIPIENT}"
     if lower.startswith("age1") and lower.rfind("1") > len("age"):
-        return f"found an age plugin recipient, which this portal does not support; {EXPECTED_RECIPIENT}"
+        return (
+            "found an age plugin recipient, which this portal does not support; "
+            f"{EXPECTED_RECIPIENT}"
+        )
     return f"this is not an age public key; {EXPECTED_RECIPIENT}"
 
 

@@ -1,4 +1,4 @@
-"""The hybrid post-quantum recipient type: "age1pq1..." recipients, "AGE-SECRET-KEY-PQ-1..." identities.
+"""The hybrid post-quantum recipient type: "age1pq1..." and "AGE-SECRET-KEY-PQ-1..." keys.
 
 The C2SP age specification (c2sp.org/age) defines it on HPKE (RFC 9180) with
 the MLKEM768-X25519 KEM (X-Wing, from draft-ietf-hpke-pq), HKDF-SHA256 and
@@ -77,9 +77,7 @@ class MLKEM768X25519Recipient:
                 f"an mlkem768x25519 public key is {PUBLIC_KEY_SIZE} bytes, not {len(public_key)}"
             )
         try:
-            mlkem_public = mlkem.MLKEM768PublicKey.from_public_bytes(
-                public_key[:MLKEM_PUBLIC_SIZE]
-            )
+            mlkem_public = mlkem.MLKEM768PublicKey.from_public_bytes(public_key[:MLKEM_PUBLIC_SIZE])
         except ValueError:
             raise KeyFormatError("not a usable ML-KEM-768 public key") from None
         x25519_bytes = public_key[MLKEM_PUBLIC_SIZE:]
