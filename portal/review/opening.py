@@ -32,8 +32,8 @@ from portal.age import (
     HMACError,
     NoIdentityMatchError,
     PayloadError,
+    PrivateKey,
     Reader,
-    X25519Identity,
     decrypt_to_path,
 )
 from portal.review import inert, report
@@ -284,7 +284,7 @@ class Opener:
     def __init__(
         self,
         out_dir: Path,
-        identities: Sequence[X25519Identity],
+        identities: Sequence[PrivateKey],
         *,
         say: SayFn | None = None,
         on_bytes: BytesFn | None = None,
