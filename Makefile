@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-APT_PACKAGES := age chromium chromium-driver fonts-noto-cjk nodejs npm
+APT_PACKAGES := age chromium chromium-driver fonts-noto-cjk nodejs npm media-types
 NODE_ORACLE := tests/node_oracle
 NODE_ORACLE_STAMP := $(NODE_ORACLE)/node_modules/.installed
 
@@ -19,13 +19,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
-system-deps: ## install the Debian packages the tests use (age CLI, Chromium, CJK fonts, node)
+system-deps: ## install the Debian packages the tests use (age CLI, Chromium, CJK fonts, node, MIME table)
 	@missing=""; \
 	command -v age >/dev/null || missing="$$missing age"; \
 	command -v node >/dev/null || missing="$$missing nodejs"; \
 	command -v npm >/dev/null || missing="$$missing npm"; \
 	command -v chromium >/dev/null || missing="$$missing chromium chromium-driver"; \
 	dpkg -s fonts-noto-cjk >/dev/null 2>&1 || missing="$$missing fonts-noto-cjk"; \
+	[ -f /etc/mime.types ] || missing="$$missing media-types"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \

@@ -25,6 +25,19 @@ def private_custody_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path
     return path
 
 
+@pytest.fixture(autouse=True)
+def fast_identity_scrypt(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Identity files written in tests use a low scrypt work factor: fast, same code path.
+
+    A test marked `production_kdf` keeps the production value (and proves it).
+    """
+    if request.node.get_closest_marker("production_kdf") is None:
+        from portal.review import keys
+        from tests.review_support import TEST_WORK_FACTOR
+
+        monkeypatch.setattr(keys, "IDENTITY_WORK_FACTOR", TEST_WORK_FACTOR)
+
+
 @pytest.fixture
 def identity() -> X25519Identity:
     return X25519Identity.generate()

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import pty
 import select
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from portal.age import X25519Identity
-from portal.intake import store_submission
+from portal.age import Recipient, X25519Identity, encrypt
+from portal.intake import Attachment, build_manifest, store_submission
 from portal.review.cli import ExitStatus, main
 from portal.store import SubmissionStore
 
@@ -71,6 +72,49 @@ def submit(
         [(name, "application/octet-stream", content) for name, content in files],
         language,
     )
+
+
+ManifestMaker = Callable[[str, list[Attachment]], bytes]
+
+
+def honest_manifest(fields: dict[str, str] | None = None, language: str = "en") -> ManifestMaker:
+    """A maker of the manifest the server itself would write."""
+    return lambda sid, attachments: build_manifest(
+        sid, fields or {"testimony": "crafted"}, language, attachments
+    )
+
+
+def craft(
+    store: SubmissionStore,
+    recipient: Recipient,
+    manifest: ManifestMaker | bytes,
+    files: Sequence[tuple[str, bytes]] = (),
+    *,
+    file_recipient: Recipient | None = None,
+) -> str:
+    """A submission made as an attacker would: the project's writer and the public key only.
+
+    `manifest` is the manifest plaintext, or a function of the submission id
+    and the honest attachment entries that returns it, so a test can write
+    any bytes the server never would.
+    """
+    staging = store.begin()
+    attachments = []
+    for name, content in files:
+        relpath, staged = staging.create_attachment()
+        staged.write(encrypt(content, [file_recipient or recipient]))
+        staged.finish()
+        digest = hashlib.sha256(content).hexdigest()
+        attachments.append(
+            Attachment(relpath, name, "application/octet-stream", len(content), digest)
+        )
+    plaintext = (
+        manifest if isinstance(manifest, bytes) else manifest(staging.submission_id, attachments)
+    )
+    staged = staging.create_manifest()
+    staged.write(encrypt(plaintext, [recipient]))
+    staged.finish()
+    return store.commit(staging)
 
 
 def flip_byte(path: Path, offset: int) -> None:

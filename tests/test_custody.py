@@ -73,10 +73,44 @@ def test_reordered_lines_are_detected(log: CustodyLog) -> None:
         log.verify()
 
 
+def test_a_deleted_last_line_is_caught_by_the_head_kept_beside_the_log(log: CustodyLog) -> None:
+    _write(log, _lines(log)[:-1])
+    with pytest.raises(CustodyError, match="has only 4 entries: the last head this tool wrote"):
+        log.verify()
+
+
+def test_an_edited_last_line_is_caught_by_the_head_kept_beside_the_log(
+    log: CustodyLog,
+) -> None:
+    lines = _lines(log)
+    entry = json.loads(lines[-1])
+    entry["reviewer"] = "Someone Else"
+    lines[-1] = canonical(entry) + b"\n"
+    _write(log, lines)
+    # Still a valid chain: nothing after the last line carries its hash.
+    with pytest.raises(CustodyError, match="holds another line 5 than was written"):
+        log.verify()
+
+
+def test_an_emptied_or_missing_log_is_caught_by_the_head_kept_beside_the_log(
+    log: CustodyLog,
+) -> None:
+    log.path.write_bytes(b"")
+    with pytest.raises(CustodyError, match="has only 0 entries"):
+        log.verify()
+    log.path.unlink()
+    with pytest.raises(CustodyError, match="has only 0 entries"):
+        log.verify()
+    run = review(["custody", "verify", "--custody", log.path])
+    assert run.status == ExitStatus.INTEGRITY and "has only 0 entries" in run.err
+
+
 def test_a_deleted_last_line_is_caught_by_the_recorded_head(log: CustodyLog) -> None:
     head = log.verify().head
+    # Someone with write access cuts the log and removes the head file too.
     _write(log, _lines(log)[:-1])
-    # The shortened chain is still a valid chain; only the recorded head shows it.
+    log.anchor_path.unlink()
+    # The shortened chain is still a valid chain; only the head written down shows it.
     assert log.verify().count == 4
     with pytest.raises(CustodyError, match="removed from the end"):
         log.verify(expect_head=head)
@@ -90,6 +124,9 @@ def test_a_rewritten_chain_is_caught_by_the_recorded_head(log: CustodyLog, tmp_p
         details["reviewer"] = "Forger"
         forged.append(details.pop("action"), details.pop("reviewer"), **details)
     log.path.write_bytes(forged.path.read_bytes())
+    log.anchor_path.write_bytes(forged.anchor_path.read_bytes())
+    # A forger who rewrites the log and its head file together is caught only
+    # by a head kept somewhere else.
     assert log.verify().count == 5
     with pytest.raises(CustodyError, match="not in the log"):
         log.verify(expect_head=head)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from portal.age import X25519Identity, decrypt
+from portal.intake import Attachment, build_manifest
 from portal.review.cli import ExitStatus
 from portal.review.custody import CustodyLog
 from tests.review_support import Run, make_store, open_args, review, submit, write_identity
@@ -183,3 +184,75 @@ def test_a_doctored_opened_record_cannot_smuggle_other_files_into_the_bundle(
     run = forward(ids[1:2], out_dir, custody, str(identity.recipient), tmp_path / "b.age")
     assert run.status == ExitStatus.ERROR and "is damaged" in run.err
     assert not (tmp_path / "b.age").exists()
+
+
+def test_a_redacted_bundle_carries_nothing_computed_from_the_omitted_field(
+    tmp_path: Path, opened: tuple[list[str], Path, Path], partner: tuple[X25519Identity, Path]
+) -> None:
+    ids, out_dir, custody = opened
+    identity, _key = partner
+    bundle = tmp_path / "b.tar.age"
+    run = forward(ids[:1], out_dir, custody, str(identity.recipient), bundle,
+                  "--omit-field", "contact")  # fmt: skip
+    assert run.status == ExitStatus.SUCCESS, run.err
+    everything = b"".join(_members(bundle, identity).values())
+    redacted = json.loads(_members(bundle, identity)[f"{ids[0]}/testimony.json"])
+
+    # The partner's attack: rebuild the original manifest for each guess of
+    # the phone number, hash it, and look for the hash in the bundle.
+    def original_with(guess: str) -> bytes:
+        fields = {"testimony": redacted["fields"]["testimony"], "contact": guess}
+        return build_manifest(
+            redacted["id"], fields, redacted["language"],
+            [Attachment(**a) for a in redacted["attachments"]], received=redacted["received"],
+        )  # fmt: skip
+
+    guesses = [f"phone {n}" for n in range(100, 200)]
+    assert "phone 123" in guesses
+    for guess in guesses:
+        digest = hashlib.sha256(original_with(guess)).hexdigest()
+        assert digest.encode() not in everything, guess
+    # Nor any hash our own records hold of the full manifest or its ciphertext.
+    record = json.loads((out_dir / ids[0] / "opened.json").read_text())
+    assert hashlib.sha256(original_with("phone 123")).hexdigest() == record["manifest"]["sha256"]
+    for key in ("sha256", "ciphertext_sha256"):
+        assert record["manifest"][key].encode() not in everything
+    for entry in CustodyLog(custody).entries():
+        assert entry.hash.encode() not in everything
+
+
+def test_bundle_custody_lines_hold_no_local_paths_or_other_partners_keys(
+    tmp_path: Path, opened: tuple[list[str], Path, Path], partner: tuple[X25519Identity, Path]
+) -> None:
+    ids, out_dir, custody = opened
+    identity, _key = partner
+    earlier = X25519Identity.generate().recipient
+    assert forward(ids[:1], out_dir, custody, str(earlier), tmp_path / "a.age").status == 0
+    bundle = tmp_path / "b.tar.age"
+    assert forward(ids[:1], out_dir, custody, str(identity.recipient), bundle).status == 0
+
+    lines = [json.loads(line) for line in _members(bundle, identity)["custody.jsonl"].splitlines()]
+    assert [line["action"] for line in lines] == ["open", "forward"]
+    text = json.dumps(lines)
+    assert str(earlier) not in text
+    assert str(tmp_path) not in text and "a.age" not in text
+    assert lines[0]["submission"] == ids[0]
+    files = {a["file"]: a["sha256"] for a in lines[0]["attachments"]}
+    assert files == {name: hashlib.sha256(content).hexdigest() for name, content in FILES}
+    # Unredacted, the lines name their place in our log, to be proven later.
+    log = {e.data["seq"]: e.hash for e in CustodyLog(custody).entries()}
+    assert all(log[line["seq"]] == line["log_line_sha256"] for line in lines)
+
+
+def test_omitting_a_field_the_submission_does_not_have_is_refused(
+    tmp_path: Path, opened: tuple[list[str], Path, Path], partner: tuple[X25519Identity, Path]
+) -> None:
+    ids, out_dir, custody = opened
+    identity, _key = partner
+    before = custody.read_bytes()
+    bundle = tmp_path / "b.tar.age"
+    run = forward(ids[:1], out_dir, custody, str(identity.recipient), bundle,
+                  "--omit-field", "testimon")  # fmt: skip
+    assert run.status == ExitStatus.ERROR
+    assert "has no field 'testimon' to omit; its fields are: 'contact', 'testimony'" in run.err
+    assert not bundle.exists() and custody.read_bytes() == before

@@ -25,7 +25,6 @@ from portal.review.cli import ExitStatus
 from portal.review.keys import IDENTITY_WORK_FACTOR
 from tests import node_oracle
 from tests.review_support import (
-    TEST_WORK_FACTOR,
     Run,
     age_with_passphrase,
     make_store,
@@ -46,7 +45,7 @@ def passphrase_file(tmp_path: Path) -> Path:
 
 
 def keygen(out: Path, *extra: object) -> Run:
-    return review(["keygen", "--out", out, "--work-factor", TEST_WORK_FACTOR, *extra])
+    return review(["keygen", "--out", out, *extra])
 
 
 def test_keygen_without_passphrase_writes_a_private_age_identity_file(tmp_path: Path) -> None:
@@ -152,7 +151,7 @@ def test_on_a_terminal_keygen_asks_twice_and_refuses_a_mismatch(
     stderr = io.StringIO()
     out = tmp_path / "identity.age"
     status = cli.main(
-        ["keygen", "--out", str(out), "--work-factor", str(TEST_WORK_FACTOR)],
+        ["keygen", "--out", str(out)],
         stdin=_Terminal(),
         stdout=io.StringIO(),
         stderr=stderr,
@@ -164,7 +163,7 @@ def test_on_a_terminal_keygen_asks_twice_and_refuses_a_mismatch(
 
     answers = iter([PASSPHRASE, PASSPHRASE])
     status = cli.main(
-        ["keygen", "--out", str(out), "--work-factor", str(TEST_WORK_FACTOR)],
+        ["keygen", "--out", str(out)],
         stdin=_Terminal(),
         stdout=io.StringIO(),
         stderr=io.StringIO(),
@@ -174,6 +173,7 @@ def test_on_a_terminal_keygen_asks_twice_and_refuses_a_mismatch(
     assert out.read_bytes().startswith(b"age-encryption.org/v1\n-> scrypt ")
 
 
+@pytest.mark.production_kdf
 def test_production_identity_files_use_work_factor_18_and_stock_age_reads_them(
     tmp_path: Path, passphrase_file: Path
 ) -> None:

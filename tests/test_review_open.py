@@ -149,7 +149,7 @@ def test_hostile_names_never_escape_the_folder_or_overwrite_anything(
     # The tool's own files were not overwritten by attachments named like them.
     assert json.loads((folder / "testimony.json").read_text())["id"] == sid
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        [*outside_before, "out", "custody.jsonl"]
+        [*outside_before, "out", "custody.jsonl", "custody.jsonl.head"]
     )
     assert not (tmp_path / "escape.txt").exists()
     assert {p.name for p in (tmp_path / "out").iterdir()} == {sid, "index.html"}
@@ -347,8 +347,9 @@ def test_opened_folder_edited_afterwards_is_not_silently_skipped(
     assert _open(tmp_path, store.root, key).status == ExitStatus.SUCCESS
     (tmp_path / "out" / sid / "a.txt").write_bytes(b"changed!")
     run = _open(tmp_path, store.root, key)
-    assert run.status == ExitStatus.ERROR
-    assert "missing or changed since it was opened" in run.err
+    assert run.status == ExitStatus.INTEGRITY
+    assert f"NOT OPENED: {sid}: changed since opened" in run.err
+    assert "a.txt is missing or changed" in run.err
 
 
 def test_interrupted_open_leaves_no_plaintext_and_resumes(

@@ -14,7 +14,7 @@ from shamir_mnemonic.wordlist import WORDLIST
 from portal.age import KeyFormatError, MLKEM768X25519Identity, X25519Identity, parse_identities
 from portal.review import shares
 from portal.review.cli import ExitStatus, main
-from tests.review_support import TEST_WORK_FACTOR, review, write_identity
+from tests.review_support import review, write_identity
 
 
 @pytest.fixture
@@ -148,7 +148,7 @@ def test_restore_protects_the_new_file_with_a_passphrase_and_refuses_to_overwrit
     passphrase.write_text("a long enough passphrase\n")
     out = tmp_path / "restored.age"
     run = review(["key", "restore", "--out", out, "--passphrase-file", passphrase,
-                  "--work-factor", TEST_WORK_FACTOR, *sheets[:3]])  # fmt: skip
+                  *sheets[:3]])  # fmt: skip
     assert run.status == ExitStatus.SUCCESS, run.err
     assert out.read_bytes().startswith(b"age-encryption.org/v1\n-> scrypt ")
     again = restore(out, *sheets[:3])
@@ -172,8 +172,7 @@ def test_backup_of_an_encrypted_identity_asks_for_its_passphrase(tmp_path: Path)
     passphrase = tmp_path / "pass.txt"
     passphrase.write_text("a long enough passphrase\n")
     key = tmp_path / "id.age"
-    run = review(["keygen", "--out", key, "--passphrase-file", passphrase,
-                  "--work-factor", TEST_WORK_FACTOR])  # fmt: skip
+    run = review(["keygen", "--out", key, "--passphrase-file", passphrase])  # fmt: skip
     recipient = run.out.strip()
     run = review(["key", "backup", "--identity", key, "--out", tmp_path / "s",
                   "--passphrase-file", passphrase, "--shares", "2",

@@ -29,10 +29,23 @@ from portal.age import (
     parse_recipient,
 )
 from portal.review import keys, shares
-from portal.review.custody import CustodyError, CustodyLog
+from portal.review.custody import CustodyDamaged, CustodyError, CustodyLog, Session
 from portal.review.forward import ForwardError, collect, write_bundle
-from portal.review.opening import TAMPERED, Opener, SourceError
+from portal.review.opening import (
+    INTEGRITY_KINDS,
+    MANIFEST_JSON,
+    RECORD_NAME,
+    Opener,
+    SourceError,
+    SubmissionFailure,
+    check_ciphertext,
+    check_opened_files,
+    find_submissions,
+    leftovers,
+    read_record,
+)
 from portal.review.report import human_size
+from portal.store import is_valid_id
 
 PROG = "testimony-review"
 CUSTODY_ENV = "TESTIMONY_REVIEW_CUSTODY"
@@ -46,6 +59,8 @@ class ExitStatus(IntEnum):
     # Something failed an integrity check: a tampered or damaged submission,
     # or a broken custody log.
     INTEGRITY = 3
+    # A bug: an exception nobody anticipated (EX_SOFTWARE).
+    BUG = 70
     INTERRUPTED = 130
 
 
@@ -59,7 +74,12 @@ class _UsageError(Exception):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        raise _UsageError(f"{self.prog}: error: {message} (see `{self.prog} --help`)")
+        hint = f"see `{self.prog} --help`"
+        words = message.replace(",", " ").split()
+        if any(w.startswith("-") and is_valid_id(w) for w in words):
+            # About one id in 64 made before new ids stopped starting with "-".
+            hint = "a submission id that starts with `-` goes after `--`, or as --id=ID; " + hint
+        raise _UsageError(f"{self.prog}: error: {message} ({hint})")
 
 
 @contextlib.contextmanager
@@ -163,7 +183,9 @@ def _new_passphrase(ctx: Context, args: argparse.Namespace) -> bytes | None:
 def _write_identity(ctx: Context, args: argparse.Namespace, identity: PrivateKey, note: str) -> str:
     passphrase = _new_passphrase(ctx, args)
     text = keys.identity_file_text(identity, note=note)
-    data = text if passphrase is None else keys.protect(text, passphrase, args.work_factor)
+    # Read at call time, so the test suite can lower the module constant.
+    work_factor = keys.IDENTITY_WORK_FACTOR
+    data = text if passphrase is None else keys.protect(text, passphrase, work_factor)
     keys.write_new_file(Path(args.out), data)
     return "unencrypted (no passphrase)" if passphrase is None else "encrypted with your passphrase"
 
@@ -322,53 +344,95 @@ class _Progress:
         print(message, file=self.stream, flush=True)
 
 
+def _damaged_log(exc: CustodyError, nothing: str) -> _IntegrityError:
+    return _IntegrityError(
+        f"{exc}. {nothing} Keep the damaged log and its .head file as evidence; restore the "
+        "log from your backup, or start a new one with --custody NEW-FILE (and a new --out "
+        "folder for `open`)"
+    )
+
+
+def _opened_ids(out_dir: Path) -> list[str]:
+    """Ids of the submissions `open` has written into out_dir."""
+    if not out_dir.is_dir():
+        return []
+    return sorted(
+        entry.name
+        for entry in os.scandir(out_dir)
+        if is_valid_id(entry.name) and (Path(entry.path) / RECORD_NAME).is_file()
+    )
+
+
+def _say_head(ctx: Context, session: Session) -> None:
+    ctx.err(
+        f"Custody log {session.log.path}: {session.count} entries, head {session.head}\n"
+        "Write this head in your paper logbook (or send it to a colleague): "
+        "`testimony-review custody verify --expect-head HEAD` proves later that nothing "
+        "after it was cut off or changed."
+    )
+
+
 def cmd_open(ctx: Context, args: argparse.Namespace) -> ExitStatus:
     log = ctx.custody(args.custody)
-    try:
-        log.verify()
-    except CustodyError as exc:
-        raise _IntegrityError(
-            f"{exc}. Nothing was opened. Keep the damaged log as evidence and start a new "
-            "one with --custody NEW-FILE"
-        ) from None
     reviewer = ctx.reviewer(args.reviewer)
     identities = keys.load_identities(
         [Path(p) for p in args.identity], _unlock_source(ctx, args.passphrase_file)
     )
+    out = Path(args.out)
     progress = _Progress(ctx.stderr, enabled=ctx.stderr.isatty() and not args.quiet)
+    try:
+        with log.session() as session:
+            opened_before = _opened_ids(out)
+            if session.count == 0 and opened_before:
+                raise _IntegrityError(
+                    f"{out} holds {len(opened_before)} opened submission(s), but the custody "
+                    f"log {log.path} is missing or empty: it was deleted, emptied or is not "
+                    "the log they were opened with. Nothing was opened. Give the right log "
+                    "with --custody, restore it from your backup, or open into a new --out "
+                    "folder"
+                )
 
-    def log_opened(record: dict[str, Any]) -> None:
-        log.append(
-            "open",
-            reviewer,
-            submission=record["id"],
-            output=str(Path(args.out) / record["id"]),
-            manifest=record["manifest"],
-            attachments=[
-                {key: entry[key] for key in ("path", "file", "size", "sha256", "ciphertext_sha256")}
-                for entry in record["attachments"]
-            ],
-        )
+            def log_opened(record: dict[str, Any]) -> None:
+                session.append(
+                    "open",
+                    reviewer,
+                    submission=record["id"],
+                    output=str(out / record["id"]),
+                    manifest=record["manifest"],
+                    attachments=[
+                        {
+                            key: entry[key]
+                            for key in ("path", "file", "size", "sha256", "ciphertext_sha256")
+                        }
+                        for entry in record["attachments"]
+                    ],
+                )
 
-    opener = Opener(
-        Path(args.out),
-        identities,
-        say=progress.say,
-        on_bytes=progress.on_bytes,
-        on_opened=log_opened,
-        jobs=args.jobs,
-    )
-    result = opener.open_all(Path(args.src))
+            opener = Opener(
+                out,
+                identities,
+                say=progress.say,
+                on_bytes=progress.on_bytes,
+                on_opened=log_opened,
+                jobs=args.jobs,
+            )
+            try:
+                result = opener.open_all(Path(args.src))
+            finally:
+                if session.count:
+                    _say_head(ctx, session)
+    except CustodyDamaged as exc:
+        raise _damaged_log(exc, "Nothing was opened.") from None
     ctx.err(
-        f"{len(result.opened)} opened, {len(result.skipped)} already opened, "
-        f"{len(result.failed)} NOT opened. Overview: {result.index_path}"
+        f"{len(result.opened)} opened, {len(result.skipped)} already opened (every hash "
+        f"checked again), {len(result.failed)} NOT opened. Overview: {result.index_path}"
     )
     for outcome in result.failed:
         ctx.err(f"NOT OPENED: {outcome.submission_id}: {outcome.kind}: {outcome.reason}")
-    if any(o.kind == TAMPERED for o in result.failed):
+    if any(o.kind in INTEGRITY_KINDS for o in result.failed):
         ctx.err(
-            "Tampered or damaged submissions were not written out. Keep their ciphertext and "
-            "compare it with the server's copy or another export."
+            "Tampered, damaged or changed submissions were not written out. Keep their "
+            "ciphertext and compare it with the server's copy or another export."
         )
         return ExitStatus.INTEGRITY
     return ExitStatus.ERROR if result.failed else ExitStatus.SUCCESS
@@ -378,6 +442,12 @@ def cmd_open(ctx: Context, args: argparse.Namespace) -> ExitStatus:
 
 
 def cmd_forward(ctx: Context, args: argparse.Namespace) -> ExitStatus:
+    ids = [*args.ids, *args.id]
+    if not ids:
+        raise _UsageError(
+            f"{PROG} forward: error: give at least one submission ID (an id that starts with "
+            "`-` goes after `--`, or as --id=ID)"
+        )
     try:
         recipient = parse_recipient(args.to)
     except KeyFormatError as exc:
@@ -387,28 +457,36 @@ def cmd_forward(ctx: Context, args: argparse.Namespace) -> ExitStatus:
         ) from None
     log = ctx.custody(args.custody)
     try:
-        entries = log.entries_for(set(args.ids))
-    except CustodyError as exc:
-        raise _IntegrityError(f"{exc}. Nothing was sent") from None
-    members, listing = collect(Path(args.source), args.ids, args.omit_field)
-    result = write_bundle(
-        Path(args.out),
-        members,
-        recipient,
-        custody_lines=entries,
-        submission_ids=args.ids,
-        omit_fields=args.omit_field,
-        mtime=int(time.time()) // 86400 * 86400,
-    )
-    log.append(
-        "forward",
-        ctx.reviewer(args.reviewer),
-        submissions=sorted(set(args.ids)),
-        recipient=str(recipient),
-        bundle={"file": str(result.path), "sha256": result.sha256, "size": result.size},
-        omitted_fields=sorted(set(args.omit_field)),
-        files=listing,
-    )
+        with log.session() as session:
+            members, listing = collect(Path(args.source), ids, args.omit_field)
+            entries = log.entries_for(set(ids))
+            if missing := sorted(set(ids) - _logged_ids(entries)):
+                raise _IntegrityError(
+                    f"the custody log {log.path} has no entry for the opening of "
+                    f"{', '.join(missing)}: it is not the log they were opened with, or it "
+                    "was emptied. Nothing was sent. Give the right log with --custody"
+                )
+            result = write_bundle(
+                Path(args.out),
+                members,
+                recipient,
+                custody_lines=entries,
+                submission_ids=ids,
+                omit_fields=args.omit_field,
+                mtime=int(time.time()) // 86400 * 86400,
+            )
+            session.append(
+                "forward",
+                ctx.reviewer(args.reviewer),
+                submissions=sorted(set(ids)),
+                recipient=str(recipient),
+                bundle={"file": str(result.path), "sha256": result.sha256, "size": result.size},
+                omitted_fields=sorted(set(args.omit_field)),
+                files=listing,
+            )
+            _say_head(ctx, session)
+    except CustodyDamaged as exc:
+        raise _damaged_log(exc, "Nothing was sent.") from None
     print(result.path, file=ctx.stdout, flush=True)
     ctx.err(
         f"Wrote {result.path} ({human_size(result.size)}, SHA-256 {result.sha256}) for {recipient}."
@@ -416,6 +494,92 @@ def cmd_forward(ctx: Context, args: argparse.Namespace) -> ExitStatus:
         "\nand checks it with:  sha256sum -c SHA256SUMS"
     )
     return ExitStatus.SUCCESS
+
+
+def _logged_ids(entries: Sequence[Any]) -> set[str]:
+    return {
+        e.data["submission"]
+        for e in entries
+        if e.data.get("action") == "open" and isinstance(e.data.get("submission"), str)
+    }
+
+
+# ---------------------------------------------------------------- verify
+
+
+def _verify_one(
+    folder: Path, custody: dict[str, dict[str, Any]], source: Path | None
+) -> str | None:
+    """What is wrong with one opened submission, or None if every hash holds."""
+    record = read_record(folder)
+    if record is None or record.get("id") != folder.name:
+        return f"{RECORD_NAME} is missing or damaged"
+    try:
+        check_opened_files(folder, record)
+        if source is not None:
+            if not (source / folder.name).exists():
+                return f"its ciphertext is not in {source}"
+            check_ciphertext(source / folder.name, record)
+    except SubmissionFailure as exc:
+        return str(exc)
+    entry = custody.get(folder.name)
+    if entry is None:
+        return "the custody log has no entry for its opening"
+    logged = {(a.get("file"), a.get("sha256")) for a in entry.get("attachments") or []}
+    recorded = {(a.get("file"), a.get("sha256")) for a in record["attachments"]}
+    if (entry.get("manifest") or {}).get("sha256") != record["manifest"]["sha256"]:
+        return f"{MANIFEST_JSON} differs from the one the custody log recorded"
+    if logged != recorded:
+        return "its attachments differ from those the custody log recorded"
+    return None
+
+
+def cmd_verify(ctx: Context, args: argparse.Namespace) -> ExitStatus:
+    out = Path(args.dir)
+    if not out.is_dir():
+        raise UserError(f"{out} is not a folder written by `testimony-review open`")
+    log = ctx.custody(args.custody)
+    if not log.path.exists():
+        raise _IntegrityError(
+            f"no custody log at {log.path}: give the log these submissions were opened with "
+            "(--custody FILE)"
+        )
+    try:
+        result = log.verify(expect_head=args.expect_head)
+        custody = {
+            e.data["submission"]: e.data
+            for e in log.entries()
+            if e.data.get("action") == "open" and isinstance(e.data.get("submission"), str)
+        }
+    except CustodyDamaged as exc:
+        raise _IntegrityError(str(exc)) from None
+    source = None
+    if args.src:
+        source, _ids = find_submissions(Path(args.src))
+    ids = sorted(set(args.ids) | set(args.id)) or _opened_ids(out)
+    bad = 0
+    for submission_id in ids:
+        folder = out / submission_id
+        if not is_valid_id(submission_id) or folder.is_symlink() or not folder.is_dir():
+            problem: str | None = f"{folder} is not an opened submission"
+        else:
+            problem = _verify_one(folder, custody, source)
+        if problem:
+            bad += 1
+            print(f"CHANGED {submission_id}: {problem}", file=ctx.stdout, flush=True)
+        else:
+            print(f"ok {submission_id}", file=ctx.stdout, flush=True)
+    for path in leftovers(out):
+        ctx.err(
+            f"note: {path} was left by an interrupted `open` (it may hold plaintext); the "
+            f"next `open` into {out} removes it"
+        )
+    what = "ciphertext, opened files" if source else "opened files"
+    ctx.err(
+        f"{len(ids) - bad} of {len(ids)} submission(s) verified ({what} and custody log "
+        f"hashed again); custody log: {result.count} entries, head {result.head}"
+    )
+    return ExitStatus.INTEGRITY if bad else ExitStatus.SUCCESS
 
 
 # ---------------------------------------------------------------- custody
@@ -427,7 +591,7 @@ class _IntegrityError(Exception):
 
 def cmd_custody_verify(ctx: Context, args: argparse.Namespace) -> ExitStatus:
     log = ctx.custody(args.custody)
-    if not log.path.exists():
+    if not log.path.exists() and not log.anchor_path.exists():
         raise UserError(f"no custody log at {log.path} (give its path with --custody)")
     try:
         result = log.verify(expect_head=args.expect_head)
@@ -447,13 +611,6 @@ def cmd_custody_verify(ctx: Context, args: argparse.Namespace) -> ExitStatus:
 # ---------------------------------------------------------------- parser
 
 
-def _work_factor(value: str) -> int:
-    number = int(value)
-    if not 1 <= number <= 22:
-        raise argparse.ArgumentTypeError("the work factor must be between 1 and 22")
-    return number
-
-
 def _add_new_key_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument(
@@ -463,13 +620,6 @@ def _add_new_key_options(parser: argparse.ArgumentParser) -> None:
         "--no-passphrase",
         action="store_true",
         help="store the identity unencrypted (throwaway test keys only)",
-    )
-    # Lowered only by tests: the production default is age's own.
-    parser.add_argument(
-        "--work-factor",
-        type=_work_factor,
-        default=keys.IDENTITY_WORK_FACTOR,
-        help=argparse.SUPPRESS,
     )
 
 
@@ -550,8 +700,16 @@ def build_parser() -> argparse.ArgumentParser:
     opener.add_argument("--quiet", "-q", action="store_true", help="no progress display")
     opener.set_defaults(handler=cmd_open)
 
-    forward = sub.add_parser("forward", help="send opened submissions to a partner, encrypted")
-    forward.add_argument("ids", nargs="+", metavar="ID")
+    forward = sub.add_parser(
+        "forward",
+        help="send opened submissions to a partner, encrypted",
+        epilog="An ID that starts with `-` goes after `--` (forward --from DIR ... -- -ID) "
+        "or as --id=-ID.",
+    )
+    forward.add_argument("ids", nargs="*", metavar="ID")
+    forward.add_argument(
+        "--id", action="append", default=[], metavar="ID", help="a submission id (repeatable)"
+    )
     forward.add_argument(
         "--from", dest="source", required=True, metavar="DIR", help="the folder written by `open`"
     )
@@ -572,6 +730,25 @@ def build_parser() -> argparse.ArgumentParser:
     forward.add_argument("--custody", metavar="FILE")
     forward.add_argument("--reviewer", metavar="NAME")
     forward.set_defaults(handler=cmd_forward)
+
+    verifier = sub.add_parser(
+        "verify",
+        help="hash an opened folder again against its manifests and the custody log",
+        epilog="An ID that starts with `-` goes after `--` or as --id=-ID.",
+    )
+    verifier.add_argument("dir", metavar="DIR", help="the folder written by `open`")
+    verifier.add_argument(
+        "ids", nargs="*", metavar="ID", help="only these submissions (default: all in DIR)"
+    )
+    verifier.add_argument("--id", action="append", default=[], metavar="ID")
+    verifier.add_argument(
+        "--src", metavar="SRC", help="also hash the ciphertext in SRC (an export or data dir)"
+    )
+    verifier.add_argument("--custody", metavar="FILE")
+    verifier.add_argument(
+        "--expect-head", metavar="HASH", help="a head written down earlier; it must be in the log"
+    )
+    verifier.set_defaults(handler=cmd_verify)
 
     custody = sub.add_parser("custody", help="the chain-of-custody log")
     custody_sub = custody.add_subparsers(
@@ -603,6 +780,28 @@ def main(
         os.environ if env is None else env,
     )
     try:
+        return _run(ctx, argv)
+    except Exception as exc:  # noqa: BLE001 (the last line of defence: never a traceback)
+        detail = " ".join(str(exc).split())[:300]
+        _print_safely(
+            ctx,
+            f"{PROG}: unexpected error ({type(exc).__name__}: {detail}). This is a bug in the "
+            "tool; finished work is kept. Please report it, without any testimony.",
+        )
+        return ExitStatus.BUG
+
+
+def _print_safely(ctx: Context, message: str) -> None:
+    # A message may hold text that the stream's encoding cannot represent.
+    try:
+        ctx.err(message)
+    except (UnicodeError, OSError):
+        with contextlib.suppress(UnicodeError, OSError):
+            ctx.err(message.encode("ascii", "backslashreplace").decode("ascii"))
+
+
+def _run(ctx: Context, argv: Sequence[str] | None) -> ExitStatus:
+    try:
         with _redirect(ctx.stdout, ctx.stderr):
             args = build_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
     except _UsageError as exc:
@@ -613,6 +812,9 @@ def main(
     try:
         status: ExitStatus = args.handler(ctx, args)
         return status
+    except _UsageError as exc:
+        ctx.err(str(exc))
+        return ExitStatus.USAGE
     except KeyboardInterrupt:
         ctx.err(f"{PROG}: interrupted. Finished work is kept; run the same command to go on.")
         return ExitStatus.INTERRUPTED

@@ -7,34 +7,54 @@ reordering or deleting any line therefore breaks the link into the line after
 it, and `verify()` names the first broken line.
 
 What a hash chain alone cannot show is that lines were cut off the end: a
-shortened log is still a valid chain. Against that, `verify()` returns the
-head (the hash of the last line) and the count; a reviewer writes both down
-after each session (or sends them to a colleague), and a later
-`verify(expect_head=...)` proves that the head recorded then is still in the
-chain.
+shortened log is still a valid chain. Against that, the head (the hash of the
+last line) is anchored in two places:
+
+- the tool keeps the last head it wrote, with its line number, in a second
+  file beside the log (`custody.jsonl.head`) and checks on every run that the
+  log still holds that line with that hash: truncating or editing the tail
+  then fails, and so does a missing or emptied log;
+- `open` and `forward` print the new head, and the reviewer writes it down
+  (or sends it to a colleague); `verify(expect_head=...)` proves later that
+  the head recorded then is still in the chain. Someone with write access to
+  the folder can rewrite the log and the head file together; only a head
+  kept elsewhere catches that.
+
+A run verifies the whole chain once, under an exclusive lock, and then
+appends in constant time (`CustodyLog.session()`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import errno
 import fcntl
 import hashlib
 import json
 import os
+import re
+import secrets
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from portal.store import write_all
+from portal.store import fsync_dir, write_all
 
 CUSTODY_FORMAT = "testimony-review/custody/1"
+ANCHOR_FORMAT = "testimony-review/custody-head/1"
 GENESIS = "0" * 64
 FILE_MODE = 0o600
+_HASH_RE = re.compile(r"[0-9a-f]{64}")
 
 
 class CustodyError(Exception):
     """The custody log is damaged, or could not be read or written."""
+
+
+class CustodyDamaged(CustodyError):
+    """The custody log or its recorded head fails a check: it was edited, cut or replaced."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +70,15 @@ class Verification:
     count: int
     head: str
     expected_head_line: int | None = None
+    anchored_line: int | None = None
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """The last head this tool wrote: line `seq` of the log has hash `head`."""
+
+    seq: int
+    head: str
 
 
 def canonical(entry: Mapping[str, Any]) -> bytes:
@@ -87,7 +116,7 @@ class CustodyLog:
         with handle:
             for number, line in enumerate(handle, start=1):
                 if not line.endswith(b"\n"):
-                    raise CustodyError(
+                    raise CustodyDamaged(
                         f"{self.path}: line {number} is incomplete (no newline): the log was "
                         "cut off or edited"
                     )
@@ -95,18 +124,18 @@ class CustodyLog:
                 try:
                     data = json.loads(raw)
                 except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                    raise CustodyError(f"{self.path}: line {number} is not JSON") from exc
+                    raise CustodyDamaged(f"{self.path}: line {number} is not JSON") from exc
                 if not isinstance(data, dict) or canonical(data) != raw:
-                    raise CustodyError(
+                    raise CustodyDamaged(
                         f"{self.path}: line {number} is not in canonical form: it was edited"
                     )
                 if data.get("format") != CUSTODY_FORMAT or data.get("seq") != number:
-                    raise CustodyError(
+                    raise CustodyDamaged(
                         f"{self.path}: line {number} has the wrong sequence number "
                         f"({data.get('seq')!r}): lines were deleted, added or reordered"
                     )
                 if data.get("prev") != prev:
-                    raise CustodyError(
+                    raise CustodyDamaged(
                         f"{self.path}: line {number} does not carry the hash of line "
                         f"{number - 1}: a line before it was edited, deleted or reordered"
                     )
@@ -121,23 +150,96 @@ class CustodyLog:
             CustodyError: the chain is broken, or `expect_head` is not in it
                 (entries were cut off the end, or the log was replaced).
         """
-        count, head, found = 0, GENESIS, None
+        anchor = self.read_anchor()
+        count, head, found, anchored = 0, GENESIS, None, None
         for entry in self.entries():
             count, head = entry.line_number, entry.hash
             if expect_head is not None and entry.hash == expect_head.strip().lower():
                 found = entry.line_number
+            if anchor is not None and entry.line_number == anchor.seq:
+                anchored = entry.hash
         if expect_head is not None and found is None:
-            raise CustodyError(
+            raise CustodyDamaged(
                 f"{self.path}: the head you recorded ({expect_head}) is not in the log: "
                 "entries were removed from the end, or this is a different log"
             )
-        return Verification(count=count, head=head, expected_head_line=found)
+        if anchor is not None and anchored != anchor.head:
+            what = (
+                f"has only {count} entries"
+                if anchored is None
+                else f"holds another line {anchor.seq} than was written"
+            )
+            raise CustodyDamaged(
+                f"{self.path} {what}: the last head this tool wrote (line {anchor.seq}, "
+                f"{anchor.head}, kept in {self.anchor_path}) is not in it. The log was "
+                "truncated, emptied, replaced or its end edited"
+            )
+        return Verification(
+            count=count,
+            head=head,
+            expected_head_line=found,
+            anchored_line=anchor.seq if anchor else None,
+        )
 
-    def append(self, action: str, reviewer: str, **details: Any) -> Entry:
-        """Verify the chain, then durably append one entry and return it.
+    @property
+    def anchor_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".head")
 
-        Refusing to write after a broken link keeps the damage visible at
-        the place it happened instead of burying it under new entries.
+    def read_anchor(self) -> Anchor | None:
+        """The head recorded beside the log, or None if none was ever written.
+
+        Raises:
+            CustodyError: the head file exists but is damaged.
+        """
+        try:
+            fd = os.open(self.anchor_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise CustodyError(f"cannot read {self.anchor_path}: {exc.strerror}") from exc
+        with open(fd, "rb") as handle:
+            raw = handle.read(4096)
+        try:
+            data = json.loads(raw)
+            anchor = Anchor(int(data["seq"]), str(data["head"]))
+            valid = data.get("format") == ANCHOR_FORMAT and anchor.seq >= 1
+        except (ValueError, KeyError, TypeError):
+            valid = False
+        if not valid or not _HASH_RE.fullmatch(anchor.head):
+            raise CustodyDamaged(
+                f"{self.anchor_path} (the recorded head of {self.path}) is damaged: it was edited"
+            )
+        return anchor
+
+    def _write_anchor(self, seq: int, head: str) -> None:
+        """Replace the head file in one step (temporary file, fsync, rename)."""
+        data = canonical({"format": ANCHOR_FORMAT, "seq": seq, "head": head}) + b"\n"
+        temp = self.anchor_path.with_name(f".{self.anchor_path.name}.{secrets.token_hex(6)}")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fd = os.open(temp, flags, FILE_MODE)
+            try:
+                write_all(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(temp, self.anchor_path)
+            fsync_dir(self.anchor_path.parent)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            raise CustodyError(f"cannot write {self.anchor_path}: {exc.strerror}") from exc
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Session]:
+        """Lock the log, verify it once, and yield a Session that appends in constant time.
+
+        The recorded head is brought up to date when the session ends, also
+        after an error or an interrupt.
+
+        Raises:
+            CustodyError: the log is damaged, its recorded head is not in it,
+                or another run holds it.
         """
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -146,29 +248,35 @@ class CustodyLog:
         except OSError as exc:
             raise CustodyError(f"cannot open the custody log {self.path}: {exc.strerror}") from exc
         try:
-            # One writer at a time: two `open` runs must not both link to the
-            # same previous line.
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            last: Entry | None = None
-            for last in self.entries():  # noqa: B007 (we want the last one)
-                pass
-            data = {
-                **details,
-                "format": CUSTODY_FORMAT,
-                "seq": (last.line_number + 1) if last else 1,
-                "prev": last.hash if last else GENESIS,
-                "time": _now(),
-                "reviewer": reviewer,
-                "action": action,
-            }
-            raw = canonical(data)
-            write_all(fd, raw + b"\n")
-            os.fsync(fd)
-        except OSError as exc:
-            raise CustodyError(f"cannot write the custody log {self.path}: {exc.strerror}") from exc
+            try:
+                # One writer at a time: two runs must not both link to the
+                # same previous line.
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    raise CustodyError(
+                        f"another testimony-review command is using the custody log {self.path}; "
+                        "wait for it to finish, then run this again"
+                    ) from None
+                raise CustodyError(f"cannot lock {self.path}: {exc.strerror}") from exc
+            result = self.verify()
+            session = Session(self, fd, result.count, result.head)
+            try:
+                yield session
+            finally:
+                if session.count and session.count != (result.anchored_line or 0):
+                    self._write_anchor(session.count, session.head)
         finally:
             os.close(fd)
-        return Entry(data["seq"], raw, line_hash(raw), data)
+
+    def append(self, action: str, reviewer: str, **details: Any) -> Entry:
+        """Verify the chain, then durably append one entry and return it.
+
+        Refusing to write after a broken link keeps the damage visible at
+        the place it happened instead of burying it under new entries.
+        """
+        with self.session() as session:
+            return session.append(action, reviewer, **details)
 
     def entries_for(self, submission_ids: set[str]) -> list[Entry]:
         """The entries that concern any of these submissions, in order."""
@@ -178,3 +286,41 @@ class CustodyLog:
             if submission_ids.intersection(i for i in ids if isinstance(i, str)):
                 found.append(entry)
         return found
+
+
+class Session:
+    """Appends to a custody log that was verified once and stays locked meanwhile."""
+
+    def __init__(self, log: CustodyLog, fd: int, count: int, head: str) -> None:
+        self.log = log
+        self._fd = fd
+        self.count = count
+        self.head = head
+        self._broken = False
+
+    def append(self, action: str, reviewer: str, **details: Any) -> Entry:
+        """Durably append one entry linked to the last one; constant time."""
+        if self._broken:
+            raise CustodyError(f"an earlier write to {self.log.path} failed; nothing more is added")
+        data = {
+            **details,
+            "format": CUSTODY_FORMAT,
+            "seq": self.count + 1,
+            "prev": self.head,
+            "time": _now(),
+            "reviewer": reviewer,
+            "action": action,
+        }
+        raw = canonical(data)
+        try:
+            write_all(self._fd, raw + b"\n")
+            os.fsync(self._fd)
+        except OSError as exc:
+            # A partly written line may be in the file: the next run reports it.
+            self._broken = True
+            raise CustodyError(
+                f"cannot write the custody log {self.log.path}: {exc.strerror}"
+            ) from exc
+        entry = Entry(data["seq"], raw, line_hash(raw), data)
+        self.count, self.head = entry.line_number, entry.hash
+        return entry

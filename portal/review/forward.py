@@ -3,8 +3,16 @@
 The partner needs nothing of ours: `age -d -i partner-key.txt -o bundle.tar
 FILE` and `tar -xf bundle.tar` give them, per submission, `<id>/testimony.json`
 (the manifest), the attachments byte for byte as the witness sent them, and
-at the top `SHA256SUMS` (for `sha256sum -c`), `custody.jsonl` (our custody
-entries for these submissions) and `README.txt`.
+at the top `SHA256SUMS` (for `sha256sum -c`), `custody.jsonl` (what our
+custody log says about these submissions, cut to what the partner needs) and
+`README.txt`.
+
+A redacted bundle (`--omit-field`) carries nothing computed from what was
+left out: no hash of the full manifest, of its ciphertext, or of a custody
+line that holds one. Otherwise a partner could confirm guesses of the
+omitted value by hashing each guess. A field name that a submission does not
+have is refused, so a typo cannot send the full testimony under a bundle
+that claims it was redacted.
 
 Every file is checked against the SHA-256 in its manifest before the bundle
 is made and again while it is copied in, so a file changed on the reviewer's
@@ -33,6 +41,7 @@ from portal.review.opening import MANIFEST_JSON, RECORD_NAME, is_plain_name, rea
 from portal.store import is_valid_id
 
 BUNDLE_FORMAT = "testimony-review/forward/1"
+BUNDLE_CUSTODY_FORMAT = "testimony-review/bundle-custody/1"
 _READ_SIZE = 1 << 20
 
 
@@ -135,14 +144,14 @@ def collect(
         if hashlib.sha256(manifest_bytes).hexdigest() != record["manifest"]["sha256"]:
             raise ForwardError(f"{manifest_path} was changed after it was opened; not sent")
         by_path = {entry.path: entry for entry in manifest.attachments}
-        document: dict[str, Any] = manifest.document
+        if missing := sorted(set(omit_fields) - set(manifest.fields)):
+            present = ", ".join(repr(name) for name in sorted(manifest.fields)) or "none"
+            raise ForwardError(
+                f"submission {submission_id} has no field {', '.join(map(repr, missing))} to "
+                f"omit; its fields are: {present}. Nothing was sent; check the spelling"
+            )
         if omit_fields:
-            document = dict(document)
-            document["fields"] = {
-                k: v for k, v in manifest.fields.items() if k not in set(omit_fields)
-            }
-            document["omitted_fields"] = sorted(set(omit_fields))
-            manifest_bytes = json.dumps(document, ensure_ascii=False, indent=1).encode()
+            manifest_bytes = _redacted_manifest(manifest.document, omit_fields)
         members.append(_Member(f"{submission_id}/{MANIFEST_JSON}", data=manifest_bytes))
         for entry in record["attachments"]:
             expected = by_path.get(entry["path"])
@@ -173,6 +182,62 @@ def collect(
     return members, listing
 
 
+def _redacted_manifest(document: dict[str, Any], omit_fields: Sequence[str]) -> bytes:
+    """The manifest without the omitted fields, serialised afresh."""
+    omitted = set(omit_fields)
+    redacted = dict(document)
+    redacted["fields"] = {k: v for k, v in document["fields"].items() if k not in omitted}
+    redacted["omitted_fields"] = sorted(omitted)
+    return json.dumps(redacted, ensure_ascii=False, indent=1, sort_keys=True).encode()
+
+
+def partner_custody(
+    entries: Sequence[Entry], submission_ids: Sequence[str], *, redacted: bool
+) -> bytes:
+    """Our custody entries for these submissions, cut to what a partner needs.
+
+    Left out: local paths, other partners' keys and bundles, submissions not
+    in this bundle. In a redacted bundle also every hash that was computed
+    from the full manifest (its plaintext and ciphertext hashes, and the
+    hash of our own log line, which holds them).
+    """
+    wanted = set(submission_ids)
+    lines = []
+    for entry in entries:
+        data = entry.data
+        line: dict[str, Any] = {
+            "format": BUNDLE_CUSTODY_FORMAT,
+            "seq": data.get("seq"),
+            "time": data.get("time"),
+            "reviewer": data.get("reviewer"),
+            "action": data.get("action"),
+        }
+        if not redacted:
+            line["log_line_sha256"] = entry.hash
+        if data.get("action") == "open":
+            line["submission"] = data.get("submission")
+            if not redacted:
+                manifest = data.get("manifest") or {}
+                line["manifest"] = {
+                    "sha256": manifest.get("sha256"),
+                    "ciphertext_sha256": manifest.get("ciphertext_sha256"),
+                }
+            line["attachments"] = [
+                {key: item.get(key) for key in ("file", "size", "sha256", "ciphertext_sha256")}
+                for item in data.get("attachments") or []
+                if isinstance(item, dict)
+            ]
+        elif data.get("action") == "forward":
+            line["submissions"] = sorted(
+                i for i in data.get("submissions") or [] if isinstance(i, str) and i in wanted
+            )
+            line["omitted_fields"] = data.get("omitted_fields") or []
+        else:
+            continue
+        lines.append(json.dumps(line, sort_keys=True, ensure_ascii=False) + "\n")
+    return "".join(lines).encode()
+
+
 def _readme(submission_ids: Sequence[str], omit_fields: Sequence[str]) -> bytes:
     omitted = (
         f"\nAt the sender's request these fields were left out of each testimony.json:\n"
@@ -193,9 +258,12 @@ To check that every file is intact, run in this folder:
 
     sha256sum -c SHA256SUMS
 
-custody.jsonl holds the sender's chain-of-custody entries for these
-submissions (one JSON object per line; each line's "prev" is the SHA-256 of
-the line before it in the sender's full log).
+custody.jsonl holds what the sender's chain-of-custody log records about
+these submissions (one JSON object per line): when each was decrypted and
+by whom, the SHA-256 of each file's ciphertext and plaintext, and earlier
+forwards. "seq" is the line's number in the sender's full log, and
+"log_line_sha256" (absent when fields were left out) the SHA-256 of that
+line, so the sender's log can prove these lines later.
 
 Attachments are untrusted: open them in a sandbox or on a machine without
 network access, never by double-clicking them on your everyday computer.
@@ -231,7 +299,7 @@ def write_bundle(
     """
     if out_path.exists() or out_path.is_symlink():
         raise ForwardError(f"{out_path} already exists; refusing to overwrite it")
-    custody_bytes = b"".join(entry.raw + b"\n" for entry in custody_lines)
+    custody_bytes = partner_custody(custody_lines, submission_ids, redacted=bool(omit_fields))
     top = [
         _Member("README.txt", data=_readme(submission_ids, omit_fields)),
         _Member("custody.jsonl", data=custody_bytes),

@@ -17,6 +17,15 @@ from typing import Any
 MANIFEST_FORMAT = "testimony-portal/submission/1"
 _PATH_RE = re.compile(r"files/[1-9][0-9]{0,5}\.age")
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+# No honest manifest holds a number longer than a file size. Python refuses
+# to convert integers over 4,300 digits with a ValueError of its own; this
+# limit turns every oversized number into one clear ManifestError first.
+MAX_INTEGER_DIGITS = 20
+# The server writes values three levels deep (an attachment's members).
+# Anything much deeper is not a manifest; the parser's own recursion limit
+# stops absurd nesting before this check sees it.
+MAX_DEPTH = 8
 
 
 class ManifestError(Exception):
@@ -57,21 +66,86 @@ def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key, value in pairs:
         if key in result:
-            raise ManifestError(f"manifest has the key {key!r} twice")
+            raise ManifestError(f"manifest has the key {key[:80]!r} twice")
         result[key] = value
     return result
+
+
+def _parse_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INTEGER_DIGITS:
+        raise ManifestError(f"manifest holds a number of {len(text)} digits")
+    return int(text)
+
+
+def _parse_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON; Python's parser accepts them by default.
+    raise ManifestError(f"manifest holds {name}, which is not JSON")
+
+
+def _check_values(document: Any) -> None:
+    """Every key and string must be encodable text, and nesting must stay shallow.
+
+    JSON escapes can spell a lone surrogate such as "\\ud800", which Python
+    keeps in a str but which cannot be written to a UTF-8 page or file name
+    later. The walk is iterative, so it cannot exhaust the stack itself.
+    """
+    stack: list[tuple[Any, int]] = [(document, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise ManifestError(f"manifest is nested more than {MAX_DEPTH} levels deep")
+        if isinstance(item, str):
+            texts: list[str] = [item]
+        elif isinstance(item, dict):
+            stack.extend((value, depth + 1) for value in item.values())
+            texts = list(item)
+        elif isinstance(item, list):
+            stack.extend((value, depth + 1) for value in item)
+            continue
+        else:
+            continue
+        # A search, not an encode: a 60 MB testimony is not copied to check it.
+        if any(_SURROGATE_RE.search(text) for text in texts):
+            raise ManifestError(
+                "manifest holds a string that is not valid Unicode (a lone surrogate)"
+            )
 
 
 def parse_manifest(plaintext: bytes) -> Manifest:
     """Parse and check a manifest.
 
+    The JSON object may be followed by whitespace (a writer may pad the
+    plaintext with spaces to hide its length), and by nothing else.
+
     Raises:
         ManifestError: not UTF-8 JSON of the expected format and shape.
     """
     try:
-        document = json.loads(plaintext.decode("utf-8"), object_pairs_hook=_reject_duplicate_keys)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise ManifestError("manifest is not UTF-8 JSON") from exc
+        text = plaintext.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ManifestError("manifest is not UTF-8") from exc
+    return parse_manifest_text(text)
+
+
+def parse_manifest_text(text: str) -> Manifest:
+    """`parse_manifest` for a manifest already decoded from UTF-8.
+
+    Raises:
+        ManifestError: not JSON of the expected format and shape.
+    """
+    try:
+        document = json.loads(
+            text,
+            object_pairs_hook=_reject_duplicate_keys,
+            parse_int=_parse_int,
+            parse_constant=_parse_constant,
+        )
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise ManifestError(f"manifest is not JSON ({str(exc)[:120]})") from exc
+    except ValueError as exc:
+        # Anything else the parser raises for a malformed number.
+        raise ManifestError(f"manifest holds a malformed value ({str(exc)[:120]})") from exc
+    _check_values(document)
     _require(isinstance(document, dict), "manifest is not a JSON object")
     _require(
         document.get("format") == MANIFEST_FORMAT,

@@ -12,6 +12,7 @@ behind. An `opened.json` record inside makes re-runs skip what is done.
 
 from __future__ import annotations
 
+import codecs
 import datetime as dt
 import hashlib
 import json
@@ -33,11 +34,16 @@ from portal.age import (
     PayloadError,
     PrivateKey,
     Reader,
-    decrypt,
     decrypt_to_path,
 )
-from portal.review import report
-from portal.review.manifest import AttachmentEntry, Manifest, ManifestError, parse_manifest
+from portal.review import inert, report
+from portal.review.manifest import (
+    AttachmentEntry,
+    Manifest,
+    ManifestError,
+    parse_manifest,
+    parse_manifest_text,
+)
 from portal.review.safenames import NameAllocator
 from portal.store import (
     MANIFEST_NAME,
@@ -78,6 +84,11 @@ class SubmissionFailure(Exception):
 TAMPERED = "tampered or damaged"
 NO_KEY = "no matching key"
 CONFLICT = "output conflict"
+# An opened submission whose ciphertext or opened files no longer match the
+# hashes recorded when it was opened.
+CHANGED = "changed since opened"
+UNEXPECTED = "unexpected error"
+INTEGRITY_KINDS = frozenset({TAMPERED, CHANGED})
 
 
 @dataclass
@@ -160,7 +171,7 @@ def remove_tree(path: Path) -> None:
         shutil.rmtree(path)
 
 
-def _write_new(path: Path, data: bytes) -> None:
+def _write_new(path: Path, data: bytes | bytearray) -> None:
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     fd = os.open(path, flags, 0o600)
     try:
@@ -170,7 +181,24 @@ def _write_new(path: Path, data: bytes) -> None:
         os.close(fd)
 
 
-def _age_failure(what: str, exc: AgeError) -> SubmissionFailure:
+def sha256_file(path: Path) -> str:
+    """The SHA-256 of a file, read without following a symbolic link."""
+    digest = hashlib.sha256()
+    with _open_ciphertext(path) as handle:
+        while chunk := handle.read(_READ_SIZE):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _age_failure(what: str, exc: AgeError, *, attachment: bool = False) -> SubmissionFailure:
+    if isinstance(exc, NoIdentityMatchError) and attachment:
+        # The manifest opened with these identities, so an honest server
+        # encrypted every file of this submission to the same keys.
+        return SubmissionFailure(
+            TAMPERED,
+            f"{what} is encrypted to another key than its manifest: it was substituted "
+            "or its header was altered",
+        )
     if isinstance(exc, NoIdentityMatchError):
         return SubmissionFailure(
             NO_KEY,
@@ -204,6 +232,13 @@ def find_submissions(source: Path) -> tuple[Path, list[str]]:
         raise SourceError(f"{source} is not a folder (give the export folder or data directory)")
     if (source / MANIFEST_NAME).is_file() and is_valid_id(source.name):
         return source.parent, [source.name]
+    if (source / "submissions").is_symlink():
+        # An export never holds links; one here would make the tool read
+        # (and the custody log vouch for) whatever folder it points to.
+        raise SourceError(
+            f"{source / 'submissions'} is a symbolic link, not a folder; not followed. "
+            "Use the export exactly as `testimony-portal export` wrote it"
+        )
     base = source / "submissions" if (source / "submissions").is_dir() else source
     # Symbolic links are listed too, so that they are reported, not followed.
     ids = sorted(
@@ -268,11 +303,10 @@ class Opener:
         self._files: ThreadPoolExecutor | None = None
 
     def prepare(self) -> None:
-        """Create the output folder (0700) and sweep work folders a crash left behind."""
+        """Create the output folder (0700) and sweep what a killed run left behind."""
         self.out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        for entry in os.scandir(self.out_dir):
-            if entry.name.startswith(PARTIAL_PREFIX):
-                remove_tree(Path(entry.path))
+        for path in leftovers(self.out_dir):
+            remove_tree(path)
 
     def open_all(self, source: Path) -> OpenReport:
         base, ids = find_submissions(source)
@@ -309,10 +343,31 @@ class Opener:
             raise
         result.outcomes.sort(key=lambda o: o.submission_id)
         failures = {o.submission_id: f"{o.kind}: {o.reason}" for o in result.failed}
-        result.index_path = report.write_index(self.out_dir, load_opened(self.out_dir), failures)
+        checked = {o.submission_id: "opened" for o in result.opened}
+        checked.update((o.submission_id, "verified") for o in result.skipped)
+        result.index_path = report.write_index(
+            self.out_dir, load_opened(self.out_dir), failures, checked
+        )
         return result
 
     def _prepare_one(self, source_dir: Path, submission_id: str) -> _Prepared:
+        try:
+            return self._prepare_checked(source_dir, submission_id)
+        except _Cancelled:
+            raise
+        except Exception as exc:  # noqa: BLE001 (one hostile submission must not stop the run)
+            detail = " ".join(str(exc).split())[:300]
+            return _Prepared(
+                Outcome(
+                    submission_id,
+                    "failed",
+                    f"{type(exc).__name__}: {detail}. Keep its ciphertext; please report this "
+                    "(without any testimony in the report)",
+                    UNEXPECTED,
+                )
+            )
+
+    def _prepare_checked(self, source_dir: Path, submission_id: str) -> _Prepared:
         final = self.out_dir / submission_id
         if final.exists() or final.is_symlink():
             try:
@@ -325,9 +380,10 @@ class Opener:
         work.mkdir(mode=0o700)
         try:
             record, manifest = self._decrypt_into(source_dir, submission_id, work)
-            report.write_atomically(
-                work / report.PAGE_NAME, report.render_submission_page(record, manifest.document)
+            page = report.render_submission_page(
+                record, manifest.document, text_previews(work, record)
             )
+            report.write_atomically(work / report.PAGE_NAME, page)
             _write_new(work / RECORD_NAME, json.dumps(record, indent=1).encode())
             fsync_dir(work)
         except SubmissionFailure as exc:
@@ -356,6 +412,11 @@ class Opener:
         return prepared.outcome
 
     def _check_existing(self, source_dir: Path, final: Path, submission_id: str) -> None:
+        """Check an opened submission again: every file hashed, against what was recorded.
+
+        Sizes alone are not evidence: a second export with other ciphertext of
+        the same sizes, a flipped bit, or an edited opened file must all show.
+        """
         record = read_record(final)
         if record is None or record.get("id") != submission_id:
             raise SubmissionFailure(
@@ -363,29 +424,8 @@ class Opener:
                 f"{final} exists but was not completely opened by this tool; "
                 "move it aside and run again",
             )
-        for entry in record["attachments"]:
-            if not is_plain_name(entry.get("file")):
-                raise SubmissionFailure(CONFLICT, f"{final / RECORD_NAME} is damaged")
-            path = final / entry["file"]
-            if path.is_symlink() or not path.is_file() or path.stat().st_size != entry["size"]:
-                raise SubmissionFailure(
-                    CONFLICT,
-                    f"{final}: {entry['file']} is missing or changed since it was opened; "
-                    "move the folder aside and run again",
-                )
-        try:
-            sizes = {
-                path.relative_to(source_dir).as_posix(): path.stat().st_size
-                for path in submission_files(source_dir)
-            }
-        except StoreError as exc:
-            raise SubmissionFailure(TAMPERED, str(exc)) from None
-        if sizes != record.get("ciphertext_sizes"):
-            raise SubmissionFailure(
-                CONFLICT,
-                f"{final} was opened from different ciphertext than {source_dir} holds now; "
-                "compare the two copies before trusting either",
-            )
+        check_opened_files(final, record)
+        check_ciphertext(source_dir, record)
 
     def _decrypt_into(
         self, source_dir: Path, submission_id: str, work: Path
@@ -397,18 +437,22 @@ class Opener:
         except StoreError as exc:
             raise SubmissionFailure(TAMPERED, str(exc)) from None
         by_rel = {path.relative_to(source_dir).as_posix(): path for path in files}
-        manifest_plain, manifest_cipher_hash = self._decrypt_manifest(by_rel[MANIFEST_NAME])
+        if MANIFEST_NAME not in by_rel:
+            raise SubmissionFailure(TAMPERED, f"{MANIFEST_NAME} is missing")
+        text, manifest_hash, manifest_cipher_hash = self._decrypt_manifest(
+            by_rel[MANIFEST_NAME], work / MANIFEST_JSON
+        )
         try:
-            manifest = parse_manifest(manifest_plain)
+            manifest = parse_manifest_text(text)
         except ManifestError as exc:
             raise SubmissionFailure(TAMPERED, str(exc)) from None
+        del text
         if manifest.id != submission_id:
             raise SubmissionFailure(
                 TAMPERED,
                 "the manifest belongs to another submission (its id does not match the folder "
                 "name): it was moved or substituted",
             )
-        _write_new(work / MANIFEST_JSON, manifest_plain)
         allocator = NameAllocator(work, reserved=RESERVED_NAMES)
         jobs = []
         for entry in manifest.attachments:
@@ -419,6 +463,7 @@ class Opener:
                 )
             jobs.append((entry, cipher_path, allocator.create(entry.name)))
         attachments = self._decrypt_attachments(jobs, work)
+        long_fields = _write_long_fields(manifest, allocator, work)
         listed = {entry.path for entry in manifest.attachments} | {MANIFEST_NAME}
         ignored = []
         for rel in sorted(set(by_rel) - listed):
@@ -430,28 +475,53 @@ class Opener:
             "id": submission_id,
             "opened": self.now().replace(microsecond=0).isoformat(),
             "received": manifest.received,
+            "preview": report.preview(manifest.testimony),
             "language": manifest.language,
             "manifest": {
                 "file": MANIFEST_JSON,
-                "sha256": hashlib.sha256(manifest_plain).hexdigest(),
+                "sha256": manifest_hash,
                 "ciphertext_sha256": manifest_cipher_hash,
             },
             "attachments": attachments,
+            "long_fields": long_fields,
             "ignored_empty_parts": ignored,
             "ciphertext_sizes": {rel: path.stat().st_size for rel, path in by_rel.items()},
         }
         return record, manifest
 
-    def _decrypt_manifest(self, path: Path) -> tuple[bytes, str]:
+    def _decrypt_manifest(self, path: Path, dest: Path) -> tuple[str, str, str]:
+        """Decrypt the manifest into `dest`; return its text and plaintext and ciphertext hashes.
+
+        Streamed: the plaintext goes to disk and through the hash and the
+        UTF-8 decoder chunk by chunk, so a 60 MB testimony is held in memory
+        only as the decoded text (the bytes and the ciphertext never are).
+        """
         with _open_ciphertext(path) as raw:
             if os.fstat(raw.fileno()).st_size > MAX_MANIFEST_CIPHERTEXT:
                 raise SubmissionFailure(TAMPERED, f"{MANIFEST_NAME} is implausibly large")
-            ciphertext = raw.read()
-        try:
-            plaintext = decrypt(ciphertext, self.identities)
-        except AgeError as exc:
-            raise _age_failure(MANIFEST_NAME, exc) from None
-        return plaintext, hashlib.sha256(ciphertext).hexdigest()
+            reader = HashingReader(raw)
+            decoder = codecs.getincrementaldecoder("utf-8")()
+            digest = hashlib.sha256()
+            parts = []
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(dest, flags, 0o600)
+            try:
+                for chunk in Reader(cast(BinaryIO, reader), self.identities).chunks():
+                    digest.update(chunk)
+                    write_all(fd, chunk)
+                    parts.append(decoder.decode(chunk))
+                parts.append(decoder.decode(b"", final=True))
+                os.fsync(fd)
+            except AgeError as exc:
+                raise _age_failure(MANIFEST_NAME, exc) from None
+            except UnicodeDecodeError:
+                raise SubmissionFailure(TAMPERED, "manifest is not UTF-8") from None
+            finally:
+                os.close(fd)
+            reader.drain()
+        text = "".join(parts)
+        del parts
+        return text, digest.hexdigest(), reader.hexdigest()
 
     def _decrypt_attachments(
         self, jobs: list[tuple[AttachmentEntry, Path, str]], work: Path
@@ -501,13 +571,20 @@ class Opener:
                     cast(BinaryIO, reader), self.identities, dest, mode=0o600
                 )
             except AgeError as exc:
-                raise _age_failure(entry.path, exc) from None
+                raise _age_failure(entry.path, exc, attachment=True) from None
             reader.drain()
         if size != entry.size or digest != entry.sha256:
             raise SubmissionFailure(
                 TAMPERED, f"{entry.path}: the decrypted file's SHA-256 does not match the manifest"
             )
-        return {"size": size, "sha256": digest, "ciphertext_sha256": reader.hexdigest()}
+        view = inert.decide(dest.name, inert.read_head(dest))
+        return {
+            "size": size,
+            "sha256": digest,
+            "ciphertext_sha256": reader.hexdigest(),
+            "view": view.kind,
+            "view_reason": view.reason,
+        }
 
     def _check_unlisted(self, path: Path, rel: str) -> str:
         # The server stores the empty, unnamed file part a browser sends when
@@ -525,6 +602,159 @@ class Opener:
                 raise _age_failure(rel, exc) from None
             reader.drain()
         return reader.hexdigest()
+
+
+def _write_long_fields(
+    manifest: Manifest, allocator: NameAllocator, work: Path
+) -> list[dict[str, Any]]:
+    """Write each field the page cannot show in full to a text file of its own.
+
+    The text is encoded and written a slice at a time, so a 60 MB testimony
+    costs no second copy in memory.
+    """
+    written = []
+    shown = report.shown_chars(manifest.fields)
+    for field_name, value in manifest.fields.items():
+        if shown[field_name] >= len(value):
+            continue
+        name = allocator.create(f"{field_name or 'field'}.txt")
+        digest, size = hashlib.sha256(), 0
+        fd = os.open(work / name, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            for start in range(0, len(value), _READ_SIZE):
+                data = value[start : start + _READ_SIZE].encode("utf-8")
+                digest.update(data)
+                size += len(data)
+                write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        written.append(
+            {"field": field_name, "file": name, "size": size, "sha256": digest.hexdigest()}
+        )
+    return written
+
+
+def text_previews(folder: Path, record: dict[str, Any]) -> dict[str, str]:
+    """The start of each plain-text attachment, to show (escaped) on the submission page."""
+    previews = {}
+    for entry in record.get("attachments", []):
+        name = entry.get("file")
+        if entry.get("view") == inert.TEXT and is_plain_name(name):
+            head = inert.read_head(folder / name)
+            previews[name] = head.decode("utf-8", errors="replace")
+    return previews
+
+
+def _changed(folder: Path, what: str) -> SubmissionFailure:
+    return SubmissionFailure(
+        CHANGED,
+        f"{folder}: {what} since it was opened. Do not trust this copy: keep it as evidence, "
+        "move the folder aside and open the submission again from the ciphertext",
+    )
+
+
+def check_opened_files(folder: Path, record: dict[str, Any]) -> Manifest:
+    """Hash every file of an opened submission against its record and manifest.
+
+    Raises:
+        SubmissionFailure: (CHANGED) a file is missing, added by a link, or
+            differs from the SHA-256 recorded when it was opened.
+    """
+    manifest_record = record.get("manifest")
+    if not isinstance(manifest_record, dict):
+        raise _changed(folder, f"{RECORD_NAME} is damaged")
+    manifest_path = folder / MANIFEST_JSON
+    if manifest_path.is_symlink() or not manifest_path.is_file():
+        raise _changed(folder, f"{MANIFEST_JSON} is missing")
+    manifest_bytes = manifest_path.read_bytes()
+    if hashlib.sha256(manifest_bytes).hexdigest() != manifest_record.get("sha256"):
+        raise _changed(folder, f"{MANIFEST_JSON} was edited")
+    try:
+        manifest = parse_manifest(manifest_bytes)
+    except ManifestError as exc:
+        raise _changed(folder, f"{MANIFEST_JSON} is damaged ({exc})") from None
+    del manifest_bytes
+    by_path = {entry.path: entry for entry in manifest.attachments}
+    entries = record.get("attachments")
+    if not isinstance(entries, list) or len(entries) != len(by_path):
+        raise _changed(folder, f"{RECORD_NAME} no longer lists the manifest's attachments")
+    files: list[tuple[Any, Any, Any]] = []
+    for entry in entries:
+        expected = by_path.get(str(entry.get("path"))) if isinstance(entry, dict) else None
+        if expected is None or expected.sha256 != entry.get("sha256"):
+            raise _changed(folder, f"{RECORD_NAME} does not match {MANIFEST_JSON}")
+        files.append((entry.get("file"), expected.sha256, expected.size))
+    fields = manifest.fields
+    for entry in record.get("long_fields", []):
+        if not isinstance(entry, dict) or entry.get("field") not in fields:
+            raise _changed(folder, f"{RECORD_NAME} is damaged")
+        text = fields[entry["field"]]
+        digest = hashlib.sha256()
+        for start in range(0, len(text), _READ_SIZE):
+            digest.update(text[start : start + _READ_SIZE].encode("utf-8"))
+        files.append((entry.get("file"), digest.hexdigest(), None))
+    for name, sha256, size in files:
+        if not is_plain_name(name):
+            raise _changed(folder, f"{RECORD_NAME} is damaged (a file name is not plain)")
+        path = folder / name
+        if path.is_symlink() or not path.is_file():
+            raise _changed(folder, f"{name} is missing or changed")
+        if (size is not None and path.stat().st_size != size) or sha256_file(path) != sha256:
+            raise _changed(folder, f"{name} is missing or changed (its SHA-256 differs)")
+    return manifest
+
+
+def recorded_ciphertext(record: dict[str, Any]) -> dict[str, str]:
+    """The SHA-256 of each ciphertext file as recorded when opened, by relative path."""
+    expected = {MANIFEST_NAME: record["manifest"]["ciphertext_sha256"]}
+    for entry in [*record.get("attachments", []), *record.get("ignored_empty_parts", [])]:
+        expected[entry["path"]] = entry["ciphertext_sha256"]
+    return expected
+
+
+def check_ciphertext(source_dir: Path, record: dict[str, Any]) -> None:
+    """Hash a submission's ciphertext against what was recorded when it was opened.
+
+    Raises:
+        SubmissionFailure: (CHANGED) a file was added, removed or altered.
+    """
+    try:
+        expected = recorded_ciphertext(record)
+    except (KeyError, TypeError):
+        raise SubmissionFailure(CHANGED, f"{RECORD_NAME} of {source_dir.name} is damaged") from None
+    if source_dir.is_symlink():
+        raise SubmissionFailure(TAMPERED, f"{source_dir} is a symbolic link; not followed")
+    try:
+        files = submission_files(source_dir)
+    except StoreError as exc:
+        raise SubmissionFailure(TAMPERED, str(exc)) from None
+    actual = {path.relative_to(source_dir).as_posix(): path for path in files}
+    if set(actual) != set(expected):
+        raise SubmissionFailure(
+            CHANGED,
+            f"{source_dir} holds other files than the ciphertext it was opened from "
+            f"({', '.join(sorted(set(actual) ^ set(expected)))}): compare this copy with "
+            "the server's or another export before trusting either",
+        )
+    for rel, path in sorted(actual.items()):
+        if sha256_file(path) != expected[rel]:
+            raise SubmissionFailure(
+                CHANGED,
+                f"{source_dir / rel} differs from the ciphertext this submission was opened "
+                "from (its SHA-256 changed): a different export, or altered; compare the "
+                "copies before trusting either",
+            )
+
+
+def leftovers(out_dir: Path) -> list[Path]:
+    """What a killed run can leave in the output folder: work folders and temporary pages."""
+    found = []
+    for entry in os.scandir(out_dir):
+        name = entry.name
+        if name.startswith(PARTIAL_PREFIX) or (name.startswith(".") and name.endswith(".tmp")):
+            found.append(Path(entry.path))
+    return sorted(found)
 
 
 def is_plain_name(name: object) -> bool:
@@ -553,26 +783,45 @@ def read_record(folder: Path) -> dict[str, Any] | None:
 
 
 def load_opened(out_dir: Path) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    """Every opened submission in `out_dir`: its record and its manifest document."""
+    """Every opened submission in `out_dir`: its record and what the index shows of it.
+
+    The index needs the date, the language and the start of the testimony,
+    which the record keeps; reading every manifest again would cost a run
+    over thousands of submissions (or one of 60 MB) far more.
+    """
     found = []
     for entry in sorted(os.scandir(out_dir), key=lambda e: e.name):
         if not is_valid_id(entry.name) or not entry.is_dir(follow_symlinks=False):
             continue
         folder = Path(entry.path)
         record = read_record(folder)
-        if record is None:
+        if record is None or not isinstance(record.get("manifest"), dict):
             continue
-        try:
-            manifest = parse_manifest((folder / MANIFEST_JSON).read_bytes())
-        except (OSError, ManifestError):
+        if not isinstance(record.get("attachments"), list):
             continue
-        found.append((record, manifest.document))
+        preview = record.get("preview")
+        if not isinstance(preview, str):
+            # Opened by an older version, which kept no preview.
+            try:
+                manifest = parse_manifest((folder / MANIFEST_JSON).read_bytes())
+            except (OSError, ManifestError):
+                continue
+            preview = report.preview(manifest.testimony)
+        shown = {
+            "received": str(record.get("received", "")),
+            "language": str(record.get("language", "")),
+            "fields": {"testimony": preview},
+        }
+        found.append((record, shown))
     return found
 
 
 __all__ = [
     "OpenReport",
     "Opener",
+    "check_ciphertext",
+    "check_opened_files",
+    "leftovers",
     "Outcome",
     "SourceError",
     "SubmissionFailure",

@@ -22,9 +22,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from portal.review import inert
+
 PREVIEW_CHARS = 280
 INDEX_NAME = "index.html"
 PAGE_NAME = "testimony.html"
+MANIFEST_JSON_NAME = "testimony.json"
 
 _STYLE = """
 body { font: 15px/1.5 system-ui, sans-serif; margin: 2em auto; max-width: 72em; padding: 0 1em;
@@ -47,13 +50,10 @@ _CSP = (
     f"style-src 'sha256-{_STYLE_HASH}'; "
     "img-src 'none'; base-uri 'none'; form-action 'none'"
 )
-# Attachments of these types are not linked: a browser would render them as
-# a page from a local file, with whatever script they carry. The reviewer can
-# still open them deliberately, in a text editor or a disposable viewer.
-_ACTIVE_SUFFIXES = frozenset(
-    {".htm", ".html", ".xhtml", ".shtml", ".xht", ".svg", ".svgz", ".xml", ".xsl", ".xslt"}
-    | {".mht", ".mhtml", ".js", ".mjs", ".hta", ".swf", ".pdf"}
-)
+# A page shows at most this much of the witness's text fields together (a
+# field beyond it is cut, and its full text is kept as a file beside the
+# page), so a 60 MB testimony makes a page of a few hundred KiB, not 240 MB.
+PAGE_TEXT_CHARS = 200_000
 _LANG_RE = re.compile(r"[A-Za-z]{1,8}(-[A-Za-z0-9]{1,8}){0,4}")
 
 
@@ -84,25 +84,61 @@ def _page(title: str, body: str) -> str:
     )
 
 
-def _attachment_link(entry: Mapping[str, Any], prefix: str) -> str:
+def shown_chars(fields: Mapping[str, str]) -> dict[str, int]:
+    """How many characters of each field the submission page shows (testimony first)."""
+    budget = PAGE_TEXT_CHARS
+    shown = {}
+    for name, value in _ordered(fields):
+        shown[name] = min(len(value), budget)
+        budget -= shown[name]
+    return shown
+
+
+def _ordered(fields: Mapping[str, str]) -> list[tuple[str, str]]:
+    return sorted(fields.items(), key=lambda item: (item[0] != "testimony", item[0]))
+
+
+def _attachment_link(entry: Mapping[str, Any], prefix: str, number: int) -> str:
+    """The file's name: a link if it is an inert medium, else the reason it is not linked."""
     name = str(entry.get("file", ""))
     label = f"<bdi>{esc(name)}</bdi>"
-    if os.path.splitext(name)[1].lower() in _ACTIVE_SUFFIXES:
-        return f'{label} <span class="note">(not linked: a browser would run it)</span>'
-    return f'<a href="{esc(prefix + quote(name))}">{label}</a>'
+    kind = entry.get("view")
+    if kind == inert.TEXT:
+        href = f"{prefix}{PAGE_NAME}#file-{number}"
+        return f'<a href="{esc(href)}">{label}</a> (text, shown on the page)'
+    # The name is checked again here, so a doctored record cannot make an
+    # active type linkable.
+    if isinstance(kind, str) and inert.is_linkable(name, kind):
+        return f'<a href="{esc(prefix + quote(name))}">{label}</a>'
+    reason = entry.get("view_reason") or "not linked"
+    return f'{label} <span class="note">({esc(reason)})</span>'
 
 
-def _status(entry: Mapping[str, Any]) -> str:
-    if entry.get("status") == "verified":
-        return '<span class="ok">SHA-256 verified</span>'
-    return f'<span class="bad">{esc(entry.get("status", "unknown"))}</span>'
+def _status(entry: Mapping[str, Any], state: str | None = "opened") -> str:
+    """The integrity status to show: `state` is what this run found for the submission."""
+    if state is None:
+        return '<span class="note">not checked in this run</span>'
+    if state not in ("opened", "verified") or entry.get("status") != "verified":
+        return '<span class="bad">NOT verified</span>'
+    if state == "opened":
+        return '<span class="ok">SHA-256 verified when opened</span>'
+    return '<span class="ok">SHA-256 verified</span>'
 
 
-def render_submission_page(record: Mapping[str, Any], manifest: Mapping[str, Any]) -> str:
-    """The readable page for one opened submission (written as `DIR/<id>/testimony.html`)."""
+def render_submission_page(
+    record: Mapping[str, Any],
+    manifest: Mapping[str, Any],
+    texts: Mapping[str, str] | None = None,
+) -> str:
+    """The readable page for one opened submission (written as `DIR/<id>/testimony.html`).
+
+    `texts` holds the start of each plain-text attachment, by file name.
+    """
     fields = manifest.get("fields") or {}
     language = str(manifest.get("language", ""))
-    ordered = sorted(fields.items(), key=lambda item: (item[0] != "testimony", item[0]))
+    ordered = _ordered(fields)
+    shown = shown_chars(fields)
+    full_texts = {t.get("field"): t for t in record.get("long_fields", [])}
     parts = [
         '<p><a href="../index.html">All submissions</a></p>',
         f"<h1>Submission <code>{esc(record['id'])}</code></h1>",
@@ -116,7 +152,15 @@ def render_submission_page(record: Mapping[str, Any], manifest: Mapping[str, Any
     ]
     for name, value in ordered:
         parts.append(f'<h2 dir="auto">{esc(name)}</h2>')
-        parts.append(f'<div class="text" dir="auto"{_lang_attr(language)}>{esc(value)}</div>')
+        start = value[: shown[name]]
+        parts.append(f'<div class="text" dir="auto"{_lang_attr(language)}>{esc(start)}</div>')
+        if len(start) < len(value):
+            where = full_texts.get(name, {}).get("file", MANIFEST_JSON_NAME)
+            parts.append(
+                f'<p class="note">Only the first {len(start):,} of {len(value):,} characters '
+                f"are shown. The full text is in <bdi>{esc(where)}</bdi> in this folder: open it "
+                "in a text editor.</p>"
+            )
     attachments = record.get("attachments", [])
     parts.append(f"<h2>Attachments ({len(attachments)})</h2>")
     if attachments:
@@ -124,9 +168,9 @@ def render_submission_page(record: Mapping[str, Any], manifest: Mapping[str, Any
             "<table><tr><th>File</th><th>Name as sent</th><th>Type</th><th>Size</th>"
             "<th>SHA-256</th><th>Integrity</th></tr>"
         )
-        for entry in attachments:
+        for number, entry in enumerate(attachments, start=1):
             parts.append(
-                f"<tr><td>{_attachment_link(entry, '')}</td>"
+                f"<tr><td>{_attachment_link(entry, '', number)}</td>"
                 f"<td><bdi>{esc(entry.get('name', ''))}</bdi></td>"
                 f"<td><bdi>{esc(entry.get('type', ''))}</bdi></td>"
                 f"<td>{esc(human_size(int(entry.get('size', 0))))}</td>"
@@ -134,25 +178,52 @@ def render_submission_page(record: Mapping[str, Any], manifest: Mapping[str, Any
                 f"<td>{_status(entry)}</td></tr>"
             )
         parts.append("</table>")
+    for number, entry in enumerate(attachments, start=1):
+        text = (texts or {}).get(str(entry.get("file")))
+        if entry.get("view") != inert.TEXT or text is None:
+            continue
+        size = int(entry.get("size", 0))
+        parts.append(f'<h2 id="file-{number}">Text of <bdi>{esc(entry.get("file"))}</bdi></h2>')
+        parts.append(f'<div class="text" dir="auto">{esc(text)}</div>')
+        if size > inert.SNIFF_BYTES:
+            parts.append(
+                f'<p class="note">The first {human_size(inert.SNIFF_BYTES)} of '
+                f"{human_size(size)} are shown; open the file in a text editor for the rest.</p>"
+            )
     return _page(f"Submission {record['id']}", "\n".join(parts))
 
 
+def preview(text: str) -> str:
+    """The start of a testimony as the index shows it: whitespace folded, cut at PREVIEW_CHARS."""
+    return _preview(text)
+
+
 def _preview(text: str) -> str:
-    text = " ".join(text.split())
+    # Cut first: splitting a 60 MB testimony would copy all of it.
+    text = " ".join(text[: PREVIEW_CHARS * 4].split())
     return text if len(text) <= PREVIEW_CHARS else text[:PREVIEW_CHARS] + "…"
 
 
 def render_index(
     entries: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]],
     failures: Mapping[str, str],
+    checked: Mapping[str, str] | None = None,
 ) -> str:
-    """The overview of every opened submission, newest first, and this run's failures."""
+    """The overview of every opened submission, newest first, and this run's failures.
+
+    `checked` says, per submission id, what this run found: "opened" (just
+    decrypted and verified) or "verified" (opened before, every hash checked
+    again now). Other submissions are shown as not checked in this run.
+    """
+    checked = checked or {}
     rows = sorted(entries, key=lambda pair: (str(pair[1].get("received", "")), pair[0]["id"]))
     rows.reverse()
     parts = [
         "<h1>Opened submissions</h1>",
-        f"<p>{len(rows)} submission(s). Every attachment listed as verified was decrypted and "
-        "its SHA-256 matched the encrypted manifest.</p>",
+        f"<p>{len(rows)} submission(s). An attachment shown as verified was checked in the run "
+        "that wrote this page: its SHA-256 matched the encrypted manifest, and for a submission "
+        "opened earlier, the ciphertext and every opened file still matched the hashes "
+        "recorded then.</p>",
     ]
     if failures:
         parts.append(f'<h2 class="bad">Not opened in the last run ({len(failures)})</h2><ul>')
@@ -167,11 +238,14 @@ def render_index(
         submission_id = str(record["id"])
         prefix = quote(submission_id) + "/"
         testimony = str((manifest.get("fields") or {}).get("testimony", ""))
+        state = checked.get(submission_id)
+        if submission_id in failures:
+            state = "failed"
         files = []
-        for entry in record.get("attachments", []):
+        for number, entry in enumerate(record.get("attachments", []), start=1):
             files.append(
-                f"<li>{_attachment_link(entry, prefix)}, "
-                f"{esc(human_size(int(entry.get('size', 0))))}, {_status(entry)}<br>"
+                f"<li>{_attachment_link(entry, prefix, number)}, "
+                f"{esc(human_size(int(entry.get('size', 0))))}, {_status(entry, state)}<br>"
                 f'<span class="hash">{esc(entry.get("sha256", ""))}</span></li>'
             )
         language = str(manifest.get("language", ""))
@@ -209,7 +283,8 @@ def write_index(
     out_dir: Path,
     entries: Iterable[tuple[Mapping[str, Any], Mapping[str, Any]]],
     failures: Mapping[str, str],
+    checked: Mapping[str, str] | None = None,
 ) -> Path:
     path = out_dir / INDEX_NAME
-    write_atomically(path, render_index(list(entries), failures))
+    write_atomically(path, render_index(list(entries), failures, checked))
     return path

@@ -64,7 +64,8 @@ def safe_name(name: str, fallback: str = FALLBACK_STEM) -> str:
     """Return one harmless path component derived from an untrusted name.
 
     The result is NFC-normalised, has no separators, control or format
-    characters, does not start with a dot (no hidden files, no `.`/`..`), does
+    characters, does not start with a dot (no hidden files, no `.`/`..`) or a
+    dash (no option look-alikes), does
     not end with a dot or space (Windows drops them), is not a Windows device
     name and fits in MAX_NAME_BYTES of UTF-8. It keeps a short extension.
     """
@@ -73,7 +74,9 @@ def safe_name(name: str, fallback: str = FALLBACK_STEM) -> str:
     # Whitespace other than the plain space (tabs are Cc already; this catches
     # no-break and ideographic spaces) becomes a space, then runs collapse.
     text = " ".join(text.split())
-    text = text.strip(" ._")
+    # A leading "-" would make the name read as an option to a command such
+    # as `rm` or `xdg-open` typed in this folder.
+    text = text.lstrip(" ._-").rstrip(" ._")
     if not text:
         text = fallback
     stem, suffix = _split_suffix(text)
