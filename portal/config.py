@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from portal import questionnaire
 from portal.age import (
     KeyFormatError,
     PublicKey,
@@ -20,6 +21,7 @@ from portal.age import (
     looks_encrypted_identity,
     parse_recipients,
 )
+from portal.questionnaire import Questionnaire
 
 
 class ConfigError(Exception):
@@ -47,6 +49,8 @@ class Config:
     allowed_hosts: tuple[str, ...] = ()
     onion_location: str | None = None
     tls: bool = False
+    # None: the default questionnaire shipped in the package.
+    questionnaire_file: Path | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -75,6 +79,9 @@ class Config:
             allowed_hosts=tuple(h for h in hosts if h),
             onion_location=env.get("PORTAL_ONION_LOCATION") or None,
             tls=env.get("PORTAL_TLS", "").lower() in ("1", "true", "yes"),
+            questionnaire_file=Path(env["PORTAL_QUESTIONNAIRE"])
+            if env.get("PORTAL_QUESTIONNAIRE")
+            else None,
         )
 
     @property
@@ -93,6 +100,20 @@ def _positive_int(env: Mapping[str, str], name: str, default: int, allow_zero: b
     if value < 0 or (value == 0 and not allow_zero):
         raise ConfigError(f"{name}={raw!r} must be a positive number")
     return value
+
+
+def load_questionnaire(config: Config, languages: Iterable[str]) -> Questionnaire:
+    """The questionnaire the form asks (PORTAL_QUESTIONNAIRE, or the shipped default).
+
+    Raises:
+        ConfigError: one line naming the file, the line and the first mistake.
+    """
+    try:
+        return questionnaire.load_questionnaire(
+            config.questionnaire_file or questionnaire.DEFAULT_QUESTIONNAIRE, languages
+        )
+    except questionnaire.QuestionnaireError as exc:
+        raise ConfigError(f"PORTAL_QUESTIONNAIRE: {exc}") from None
 
 
 def find_private_keys(recipients_file: Path) -> list[Path]:

@@ -15,12 +15,14 @@ import json
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from portal.age import Recipient, Writer
 from portal.store import StagedFile, Staging, SubmissionStore, received_date
 
-MANIFEST_FORMAT = "testimony-portal/submission/1"
+# Version 2 adds the sealed questionnaire (issue 12) and the witness's reply
+# recipient (issue 11); the reviewer tool reads versions 1 and 2.
+MANIFEST_FORMAT = "testimony-portal/submission/2"
 # Names and types come from the witness's browser: keep them, but bounded,
 # so a hostile client cannot bloat the manifest. The reviewer tool makes
 # them safe for its file system; here they are only data.
@@ -176,12 +178,24 @@ class Submission:
             kept.append(sink.attachment())
         return kept
 
-    def commit(self, fields: Mapping[str, str], language: str) -> str:
-        """Encrypt the manifest, then durably commit everything; returns the id."""
+    def commit(
+        self,
+        fields: Mapping[str, str],
+        language: str,
+        *,
+        questionnaire: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Encrypt the manifest, then durably commit everything; returns the id.
+
+        `questionnaire` is what `Questionnaire.sealed()` returns: the exact
+        questions the witness saw, sealed with their answers.
+        """
         try:
             attachments = self.attachments()
             staging = self._ensure_staging()
-            manifest = build_manifest(staging.submission_id, fields, language, attachments)
+            manifest = build_manifest(
+                staging.submission_id, fields, language, attachments, questionnaire=questionnaire
+            )
             staged = staging.create_manifest()
             writer = Writer(staged, self._recipients)
             writer.write(manifest)
@@ -209,9 +223,10 @@ def build_manifest(
     attachments: Iterable[Attachment],
     *,
     received: str | None = None,
+    questionnaire: Mapping[str, Any] | None = None,
 ) -> bytes:
     """The manifest's plaintext: UTF-8 JSON as documented in docs/FORMAT.md."""
-    document = {
+    document: dict[str, Any] = {
         "format": MANIFEST_FORMAT,
         "id": submission_id,
         "received": received or received_date(),
@@ -219,6 +234,8 @@ def build_manifest(
         "fields": dict(fields),
         "attachments": [asdict(a) for a in attachments],
     }
+    if questionnaire is not None:
+        document["questionnaire"] = dict(questionnaire)
     return json.dumps(document, ensure_ascii=False, indent=1).encode("utf-8")
 
 

@@ -7,9 +7,9 @@ from typing import Any
 
 from flask import Flask
 
-from portal.config import Config, load_recipients
+from portal.config import Config, load_questionnaire, load_recipients
 from portal.store import SubmissionStore
-from portal.web import errors, i18n, intake, pages, security, submit
+from portal.web import errors, i18n, intake, pages, questions, security, submit
 from portal.web.extensions import PortalState, csrf
 
 
@@ -30,6 +30,7 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     """
     config = config or Config.from_env()
     recipients = load_recipients(config.recipients_file)
+    questionnaire = load_questionnaire(config, i18n.LANGUAGES)
     store = SubmissionStore(config.data_dir)
     store.initialise()
 
@@ -38,6 +39,7 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     app.config.update(security.flask_settings(config))
     app.config.update(overrides)
     app.extensions["portal"] = PortalState(config=config, store=store, recipients=recipients)
+    questions.init_app(app, questionnaire)
 
     i18n.init_app(app)
     security.init_app(app)
