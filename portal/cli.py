@@ -8,10 +8,11 @@ import os
 import shutil
 import stat
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TextIO
 
+from portal import questionnaire
 from portal.config import Config, ConfigError, describe_protection, load_recipients
 
 DEFAULT_HOST = "127.0.0.1"
@@ -116,6 +117,8 @@ def _check(config: Config, env: Mapping[str, str], out: TextIO) -> int:
     except ConfigError as exc:
         report(False, str(exc))
 
+    _check_questionnaire(config, report)
+
     data = config.data_dir
     if not data.exists():
         report(True, f"data directory {data} will be created (mode 0700) at start")
@@ -156,6 +159,24 @@ def _check(config: Config, env: Mapping[str, str], out: TextIO) -> int:
         )
     print("all checks passed" if not problems else f"{problems} problem(s) found", file=out)
     return ExitStatus.OK if not problems else ExitStatus.ERROR
+
+
+def _check_questionnaire(config: Config, report: Callable[[bool, str], None]) -> None:
+    """Every mistake in the questionnaire, each with its line: the server would refuse it."""
+    from portal.web.i18n import LANGUAGES
+
+    path = config.questionnaire_file or questionnaire.DEFAULT_QUESTIONNAIRE
+    try:
+        loaded = questionnaire.load_questionnaire(path, LANGUAGES)
+    except questionnaire.QuestionnaireError as exc:
+        for line in exc.lines():
+            report(False, line)
+        return
+    report(
+        True,
+        f"questionnaire {path}: {loaded.id!r} version {loaded.version!r}, "
+        f"{len(loaded.questions)} questions in {', '.join(LANGUAGES)}, with consent",
+    )
 
 
 def _loose_permissions(root: Path) -> list[Path]:

@@ -366,7 +366,9 @@ class _Checker:
         choices = self._choices(raw.get("choices"), kind, number, start, end, line("choices"))
         if label is None or help_texts is None or choices is None or not ok:
             return None
-        return Question(qid, kind, flags["required"], flags["identifying"], label, help_texts, choices)
+        return Question(
+            qid, kind, flags["required"], flags["identifying"], label, help_texts, choices
+        )
 
     def _texts(self, raw: Any, line: int, what: str, *, required: bool) -> dict[str, str] | None:
         if raw is None and not required:
@@ -452,7 +454,9 @@ class _Checker:
                 self.problem(line("id"), f"{where}: the choice id {cid!r} is used twice")
                 continue
             seen.add(cid)
-            label = self._texts(item.get("label"), line("label"), f"{where}: 'label'", required=True)
+            label = self._texts(
+                item.get("label"), line("label"), f"{where}: 'label'", required=True
+            )
             if label is not None:
                 choices.append(Choice(cid, label))
         if kind == YES_NO and seen != {"yes", "no"}:

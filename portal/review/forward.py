@@ -232,13 +232,20 @@ def partner_custody(
                 i for i in data.get("submissions") or [] if isinstance(i, str) and i in wanted
             )
             line["omitted_fields"] = data.get("omitted_fields") or []
+            line["consent"] = [
+                item
+                for item in data.get("consent") or []
+                if isinstance(item, dict) and item.get("submission") in wanted
+            ]
         else:
             continue
         lines.append(json.dumps(line, sort_keys=True, ensure_ascii=False) + "\n")
     return "".join(lines).encode()
 
 
-def _readme(submission_ids: Sequence[str], omit_fields: Sequence[str]) -> bytes:
+def _readme(
+    submission_ids: Sequence[str], omit_fields: Sequence[str], consent_note: str = ""
+) -> bytes:
     omitted = (
         f"\nAt the sender's request these fields were left out of each testimony.json:\n"
         f'  {", ".join(sorted(set(omit_fields)))}\n(its "omitted_fields" member lists them).\n'
@@ -254,6 +261,7 @@ Each folder holds testimony.json (the submission's manifest: the testimony,
 the date received, and each attachment's original name, type, size and
 SHA-256) and the attachments exactly as the witness sent them.
 {omitted}
+{consent_note}
 To check that every file is intact, run in this folder:
 
     sha256sum -c SHA256SUMS
@@ -290,6 +298,8 @@ def write_bundle(
     submission_ids: Sequence[str],
     omit_fields: Sequence[str],
     mtime: int,
+    consent_note: str = "",
+    consent_records: Sequence[dict[str, Any]] = (),
 ) -> ForwardResult:
     """Write the encrypted tar bundle to `out_path`, which must not exist yet.
 
@@ -301,9 +311,13 @@ def write_bundle(
         raise ForwardError(f"{out_path} already exists; refusing to overwrite it")
     custody_bytes = partner_custody(custody_lines, submission_ids, redacted=bool(omit_fields))
     top = [
-        _Member("README.txt", data=_readme(submission_ids, omit_fields)),
+        _Member("README.txt", data=_readme(submission_ids, omit_fields, consent_note)),
         _Member("custody.jsonl", data=custody_bytes),
     ]
+    if consent_records:
+        # Each witness's consent and every override with its reason (issue 12).
+        consent_json = json.dumps(list(consent_records), ensure_ascii=False, indent=1) + "\n"
+        top.append(_Member("consent.json", data=consent_json.encode()))
     for member in members + top:
         if member.data is not None:
             member.sha256 = hashlib.sha256(member.data).hexdigest()
@@ -344,8 +358,8 @@ def write_bundle(
 
 def _key(member: _Member) -> tuple[int, str]:
     # README first, then the checksums and custody, then submissions by name.
-    order = {"README.txt": 0, "SHA256SUMS": 1, "custody.jsonl": 2}
-    return (order.get(member.name, 3), member.name)
+    order = {"README.txt": 0, "SHA256SUMS": 1, "custody.jsonl": 2, "consent.json": 3}
+    return (order.get(member.name, 4), member.name)
 
 
 def _add(tar: tarfile.TarFile, member: _Member, mtime: int) -> None:

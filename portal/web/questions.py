@@ -152,4 +152,3 @@ def form_questions(
         else:
             result.questions.append(view)
     return result
-
