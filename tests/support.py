@@ -99,7 +99,8 @@ class Client:
     ) -> Response:
         """Post the form; `token` reuses a CSRF token fetched earlier with `csrf_token()`."""
         token = token or self.csrf_token(lang)
-        fields = {"csrf_token": token, "testimony": text, **(extra_fields or {})}
+        # Consent is the one required question of the default questionnaire.
+        fields = {"csrf_token": token, "consent": "yes", "testimony": text, "consent": "yes", **(extra_fields or {})}
         body = MultipartBody(fields, list(files))
         headers = {"Content-Type": body.content_type}
         if chunked:
@@ -287,8 +288,11 @@ def flask_post_form(client: Any, data: dict[str, object], path: str = "/submit")
     """Post the form through a Flask test client, with a fresh CSRF token from `path`."""
     match = CSRF_RE.search(client.get(path).get_data(as_text=True))
     assert match, f"no CSRF token on {path}"
+    # Consent is the one required question of the default questionnaire.
     return client.post(
-        path, data={"csrf_token": match.group(1), **data}, content_type="multipart/form-data"
+        path,
+        data={"csrf_token": match.group(1), "consent": "yes", **data},
+        content_type="multipart/form-data",
     )
 
 

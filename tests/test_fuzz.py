@@ -270,7 +270,7 @@ def assert_healthy(portal: Portal) -> None:
     assert client.get("/").status_code == 200
     response = client.post(
         "/submit",
-        data={"csrf_token": fresh_token(client), "testimony": "still here"},
+        data={"csrf_token": fresh_token(client), "consent": "yes", "testimony": "still here"},
         content_type="multipart/form-data",
     )
     assert response.status_code == 200
@@ -341,7 +341,11 @@ def test_fuzz_well_formed_forms(
 ) -> None:
     client = portal.app.test_client()
     token = token_of_kind(portal, client, kind)
-    fields = [("csrf_token", token), ("testimony", testimony.encode("utf-8", "replace"))]
+    fields = [
+        ("csrf_token", token),
+        ("consent", b"yes"),
+        ("testimony", testimony.encode("utf-8", "replace")),
+    ]
     if website:
         fields.append(("website", website.encode("utf-8", "replace")))
     delimiter = b"--" + BOUNDARY.encode()
@@ -393,6 +397,8 @@ def test_fuzz_upload_sizes_around_the_limit(portal: Portal, size: int, framing: 
         + b'\r\nContent-Disposition: form-data; name="csrf_token"\r\n\r\n'
         + token
         + b"\r\n"
+        + delimiter
+        + b'\r\nContent-Disposition: form-data; name="consent"\r\n\r\nyes\r\n'
         + delimiter
         + b'\r\nContent-Disposition: form-data; name="attachments"; filename="v.mp4"\r\n\r\n'
         + b"v" * size

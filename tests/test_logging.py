@@ -126,7 +126,7 @@ def test_debug_log_and_data_hold_no_address_agent_referrer_or_query(debug_server
     # A complete submission, with the identifying headers on every request.
     token = client.csrf_token()
     body = MultipartBody(
-        {"csrf_token": token, "testimony": f"I saw it. {MARKER}text"},
+        {"csrf_token": token, "consent": "yes", "testimony": f"I saw it. {MARKER}text"},
         [(f"{MARKER}name.txt", f"file {MARKER}content".encode(), "text/plain")],
     )
     headers = {**identifying, "Content-Type": body.content_type, "Content-Length": str(body.length)}
@@ -177,7 +177,7 @@ def test_debug_log_and_data_hold_no_address_agent_referrer_or_query(debug_server
     store = SubmissionStore(server.data_dir)
     [submission_id] = store.ids()
     manifest, files = open_submission(store.path(submission_id), [identity])
-    assert manifest["fields"] == {"testimony": f"I saw it. {MARKER}text"}
+    assert manifest["fields"] == {"testimony": f"I saw it. {MARKER}text", "consent": "yes"}
     text = repr(manifest)
     for needle in (MARKER_UA, MARKER_XFF, CLIENT_IP, MARKER_REFERER, f"{MARKER}=1"):
         assert needle not in text

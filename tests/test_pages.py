@@ -158,7 +158,7 @@ def test_form_errors_are_in_the_witness_language(make_app, lang: str) -> None:  
     }
     for text, message in cases.items():
         response = client.post(
-            path, data={"csrf_token": csrf_token(client, lang), "testimony": text}
+            path, data={"csrf_token": csrf_token(client, lang), "consent": "yes", "testimony": text}
         )
         page = response.get_data(as_text=True)
         assert response.status_code == 400
@@ -185,7 +185,7 @@ def trigger(make_app, code: int, lang: str):  # type: ignore[no-untyped-def]
         return client.post(f"{base}/submit", data=data), True
     if code == 429:
         client = make_app(rate_burst=1, rate_per_minute=1).test_client()
-        data = {"csrf_token": csrf_token(client, lang), "testimony": "first"}
+        data = {"csrf_token": csrf_token(client, lang), "consent": "yes", "testimony": "first"}
         assert client.post(f"{base}/submit", data=data).status_code == 200
         return client.post(f"{base}/submit", data={**data, "testimony": "second"}), True
     if code == 500:

@@ -132,7 +132,7 @@ def test_csrf_window_covers_a_slow_upload_over_tor(app, client, config, monkeypa
     monkeypatch.setattr(time, "time", lambda: later)
     response = client.post(
         "/submit",
-        data={"csrf_token": csrf, "testimony": "slow but safe"},
+        data={"csrf_token": csrf, "consent": "yes", "testimony": "slow but safe"},
         content_type="multipart/form-data",
     )
     assert response.status_code == 200, response.get_data(as_text=True)
@@ -145,7 +145,7 @@ def test_csrf_token_expires_eventually(client, config, monkeypatch) -> None:  # 
     monkeypatch.setattr(time, "time", lambda: later)
     response = client.post(
         "/submit",
-        data={"csrf_token": csrf, "testimony": "stale"},
+        data={"csrf_token": csrf, "consent": "yes", "testimony": "stale"},
         content_type="multipart/form-data",
     )
     assert response.status_code == 400
@@ -172,6 +172,7 @@ def test_unknown_host_cannot_submit(config) -> None:  # type: ignore[no-untyped-
         "/submit",
         data={
             "csrf_token": csrf.group(1),
+            "consent": "yes",
             "testimony": "x",
             "attachments": (io.BytesIO(b"x"), "a.txt"),
         },
@@ -237,7 +238,11 @@ def witness_pages(client: FlaskClient, config: Config) -> dict[str, str]:
         pages[post + " (csrf)"] = client.post(post, data={}).get_data(as_text=True)
         pages[post + " (received)"] = client.post(
             post,
-            data={"csrf_token": token(client, post), "testimony": "<script>alert(1)</script>"},
+            data={
+                "csrf_token": token(client, post),
+                "consent": "yes",
+                "testimony": "<script>alert(1)</script>",
+            },
             content_type="multipart/form-data",
         ).get_data(as_text=True)
     return pages
