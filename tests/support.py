@@ -100,7 +100,13 @@ class Client:
         """Post the form; `token` reuses a CSRF token fetched earlier with `csrf_token()`."""
         token = token or self.csrf_token(lang)
         # Consent is the one required question of the default questionnaire.
-        fields = {"csrf_token": token, "consent": "yes", "testimony": text, "consent": "yes", **(extra_fields or {})}
+        fields = {
+            "csrf_token": token,
+            "consent": "yes",
+            "testimony": text,
+            "consent": "yes",
+            **(extra_fields or {}),
+        }
         body = MultipartBody(fields, list(files))
         headers = {"Content-Type": body.content_type}
         if chunked:
