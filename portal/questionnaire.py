@@ -363,7 +363,9 @@ class _Checker:
             flags[key] = value is True
         label = self._texts(raw.get("label"), line("label"), f"{number}: 'label'", required=True)
         help_texts = self._texts(raw.get("help"), line("help"), f"{number}: 'help'", required=False)
-        choices = self._choices(raw.get("choices"), kind, number, start, end, line("choices"))
+        first_choice = self._headers(r"\[\[\s*questions\.choices\s*\]\]", start, end)
+        choices_line = first_choice[0] + 1 if first_choice else line("choices")
+        choices = self._choices(raw.get("choices"), kind, number, start, end, choices_line)
         if label is None or help_texts is None or choices is None or not ok:
             return None
         return Question(
