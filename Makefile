@@ -17,9 +17,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
-system-deps: ## install the Debian packages the tests use (age CLI, Chromium, CJK fonts)
+system-deps: ## install the Debian packages the tests use (age CLI, jq, Chromium, CJK fonts)
 	@missing=""; \
 	command -v age >/dev/null || missing="$$missing age"; \
+	command -v jq >/dev/null || missing="$$missing jq"; \
 	command -v chromium >/dev/null || missing="$$missing chromium chromium-driver"; \
 	dpkg -s fonts-noto-cjk >/dev/null 2>&1 || missing="$$missing fonts-noto-cjk"; \
 	if [ -n "$$missing" ]; then \
