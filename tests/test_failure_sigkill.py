@@ -267,9 +267,7 @@ def test_server_runs_the_daily_seal_itself(tmp_path, identity, identity_file) ->
             assert server.client().submit(marker).status == 200
         store = SubmissionStore(server.data_dir)
         before = {i: (store.path(i) / "testimony.age").stat().st_ino for i in store.ids()}
-        first_arrival_ctime = min(
-            (store.path(i) / "testimony.age").stat().st_ctime for i in before
-        )
+        first_arrival_ctime = min((store.path(i) / "testimony.age").stat().st_ctime for i in before)
         state = server.data_dir / ".sealed"
         deadline = time.monotonic() + 240
         while not state.exists():

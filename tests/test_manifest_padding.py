@@ -1,4 +1,4 @@
-"""The sealed manifest is padded to a size bucket: its ciphertext size hides the testimony's length."""
+"""The sealed manifest is padded to a size bucket: its size hides the testimony's length."""
 
 from __future__ import annotations
 

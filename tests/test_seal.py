@@ -24,7 +24,9 @@ import pytest
 
 from portal.age import X25519Identity
 from portal.cli import main as cli_main
+from portal.config import Config
 from portal.export import export_submissions
+from portal.scheduler import next_seal
 from portal.seal import STATE_FILE, WORK_DIR, SealError, seal
 from portal.store import SubmissionStore, day_timestamp
 from tests.review_support import make_store, submit
@@ -39,9 +41,7 @@ def birth_time_ns(path: Path) -> int | None:
     """The birth time from statx(2), or None when the file system does not keep one."""
     libc = ctypes.CDLL(None, use_errno=True)
     buffer = ctypes.create_string_buffer(256)
-    result = libc.statx(
-        _AT_FDCWD, os.fsencode(path), _AT_SYMLINK_NOFOLLOW, _STATX_BTIME, buffer
-    )
+    result = libc.statx(_AT_FDCWD, os.fsencode(path), _AT_SYMLINK_NOFOLLOW, _STATX_BTIME, buffer)
     if result != 0:
         code = ctypes.get_errno()
         raise OSError(code, os.strerror(code), str(path))
@@ -486,3 +486,24 @@ def test_sigkill_at_random_moments_of_a_large_seal_loses_nothing(
         store.initialise()
         _assert_complete(store, identity, expected)
     assert interrupted >= 1, "no kill landed during a seal; make the store larger"
+
+
+@pytest.mark.parametrize(
+    ("raw", "parsed"), [("04:00", (4, 0)), ("23:59", (23, 59)), ("7:05", (7, 5)), ("off", None)]
+)
+def test_seal_time_setting(raw: str, parsed: tuple[int, int] | None) -> None:
+    assert Config.from_env({"PORTAL_SEAL_TIME": raw}).seal_time == parsed
+
+
+@pytest.mark.parametrize("raw", ["4", "24:00", "04:60", "noon", "04:00:00"])
+def test_a_bad_seal_time_is_one_clear_line(raw: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["check"], env={"PORTAL_SEAL_TIME": raw}) == 1
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert "PORTAL_SEAL_TIME" in line and "HH:MM" in line
+
+
+def test_next_seal_is_the_next_daily_slot() -> None:
+    at = dt.datetime(2026, 11, 29, 3, 59, 59, tzinfo=dt.UTC)
+    assert next_seal(at, (4, 0)) == dt.datetime(2026, 11, 29, 4, 0, tzinfo=dt.UTC)
+    at = dt.datetime(2026, 11, 29, 4, 0, tzinfo=dt.UTC)
+    assert next_seal(at, (4, 0)) == dt.datetime(2026, 11, 30, 4, 0, tzinfo=dt.UTC)
