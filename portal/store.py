@@ -23,6 +23,7 @@ import re
 import secrets
 import shutil
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -221,7 +222,8 @@ class Staging:
         # An open descriptor of the staging folder holding an exclusive
         # flock: the sign that a live request owns it. The kernel drops the
         # lock when the worker dies, and the sweep then removes the folder.
-        self._owner_fd: int | None = owner_fd
+        # A request that forgets its staging releases it when collected.
+        self._owner = weakref.finalize(self, os.close, owner_fd)
         # The id is chosen now, not at commit, so that the encrypted manifest
         # can name it: the reviewer then detects a manifest moved between
         # submission directories. The staging name is a different random
@@ -266,9 +268,7 @@ class Staging:
 
     def release(self) -> None:
         """Give up ownership of the folder (after commit or discard)."""
-        if self._owner_fd is not None:
-            os.close(self._owner_fd)
-            self._owner_fd = None
+        self._owner()  # closes the descriptor once; later calls do nothing
 
 
 class SubmissionStore:

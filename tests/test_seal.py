@@ -185,9 +185,9 @@ def test_inode_order_follows_the_seals_random_order_not_arrival(
     rankings = []
     for name, rng in (("a", Ordered(reverse=False)), ("b", Ordered(reverse=True))):
         store = make_store(tmp_path / name)
-        ids = arrive(store, identity, 6)
-        before = ranking(manifest_inodes(store, ids))
-        assert before == list(range(6)), "inode numbers should follow arrival before the seal"
+        ids = arrive(store, identity, 8)
+        # (Before the seal the order usually follows arrival, but on a busy
+        # file system freed inode numbers are reused, so that is not asserted.)
         with store.maintenance():
             seal(store, rng=rng)
         rankings.append(ranking(manifest_inodes(store, ids)))

@@ -239,3 +239,14 @@ def test_begin_never_hands_out_a_folder_a_sweep_removed(
     staging = store.begin()
     assert raced and staging.path != raced[0] and staging.path.is_dir()
     staging.discard()
+
+
+def test_a_forgotten_staging_is_released_when_collected(store: SubmissionStore) -> None:
+    import gc
+
+    staging = store.begin()
+    folder = staging.path
+    del staging
+    gc.collect()
+    assert store.sweep_abandoned_staging() == 1
+    assert not folder.exists()
