@@ -1,11 +1,13 @@
 """Housekeeping inside the running server: the staging sweep and the daily seal.
 
-Every gunicorn worker starts a `Housekeeper` thread after it forks, but only
-the worker holding an flock on `.housekeeper.lock` in the data directory
-works; the others retry each round, so when that worker dies (the kernel
-then drops its lock) another one takes over within one round. The seal
-itself also holds the maintenance lock, so it never runs beside a
-`testimony-portal seal`, `export` or purge started by hand.
+The seal runs daily at `PORTAL_SEAL_TIME` (UTC), and soon after a start if
+the server was off at that time since the last seal. Every gunicorn worker
+starts a `Housekeeper` thread after it forks, but only the worker holding an
+flock on `.housekeeper.lock` in the data directory works; the others retry
+each round, so when that worker dies (the kernel then drops its lock)
+another one takes over within one round. The seal itself also holds the
+maintenance lock, so it never runs beside a `testimony-portal seal`,
+`export` or purge started by hand.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import threading
 from typing import Any
 
 from portal.config import Config
-from portal.seal import SealError, seal
+from portal.seal import SealError, last_seal_start, seal
 from portal.store import FILE_MODE, SubmissionStore
 
 LOCK_NAME = ".housekeeper.lock"
@@ -35,14 +37,37 @@ def next_seal(after: dt.datetime, seal_time: tuple[int, int]) -> dt.datetime:
     return slot if slot > after else slot + dt.timedelta(days=1)
 
 
+def first_due(now: dt.datetime, last: dt.datetime, seal_time: tuple[int, int]) -> dt.datetime:
+    """When a starting server should seal: now if it missed a seal time since `last`.
+
+    `last` is when the last seal started or, if none ever ran, when the data
+    directory was set up. A server that was off at the seal time (a machine
+    shut down at night) thus seals soon after it starts again.
+    """
+    missed = next_seal(last, seal_time)
+    return now if missed <= now else missed
+
+
+def last_seal_or_set_up(store: SubmissionStore) -> dt.datetime:
+    """When the last seal started; if none ever did, when the data directory was set up."""
+    last = last_seal_start(store)
+    if last is not None:
+        return last
+    # The lock file is created once at set-up and never written again.
+    try:
+        created = store.maintenance_lock.stat().st_mtime
+    except FileNotFoundError:
+        return dt.datetime.now(dt.UTC)
+    return dt.datetime.fromtimestamp(created, dt.UTC)
+
+
 class Housekeeper(threading.Thread):
     def __init__(self, store: SubmissionStore, config: Config) -> None:
         super().__init__(name="housekeeper", daemon=True)
         self.store = store
         self.interval = config.staging_sweep_seconds
         self.seal_time = config.seal_time
-        now = dt.datetime.now(dt.UTC)
-        self.due = next_seal(now, self.seal_time) if self.seal_time else None
+        self.due: dt.datetime | None = None
         self.stopping = threading.Event()
         self._lock_fd: int | None = None
 
@@ -64,6 +89,9 @@ class Housekeeper(threading.Thread):
                 os.close(fd)
                 return False
             self._lock_fd = fd  # held for the life of this worker
+            if self.seal_time is not None:
+                now = dt.datetime.now(dt.UTC)
+                self.due = first_due(now, last_seal_or_set_up(self.store), self.seal_time)
         return True
 
     def round(self) -> None:

@@ -26,11 +26,11 @@ from portal.age import X25519Identity
 from portal.cli import main as cli_main
 from portal.config import Config
 from portal.export import export_submissions
-from portal.scheduler import next_seal
-from portal.seal import STATE_FILE, WORK_DIR, SealError, seal
+from portal.scheduler import first_due, next_seal
+from portal.seal import STATE_FILE, WORK_DIR, SealError, last_seal_start, seal
 from portal.store import SubmissionStore, day_timestamp
 from tests.review_support import make_store, submit
-from tests.support import REPO, open_submission
+from tests.support import REPO, open_submission, start_server
 
 _STATX_BTIME = 0x800
 _AT_FDCWD = -100
@@ -507,3 +507,42 @@ def test_next_seal_is_the_next_daily_slot() -> None:
     assert next_seal(at, (4, 0)) == dt.datetime(2026, 11, 29, 4, 0, tzinfo=dt.UTC)
     at = dt.datetime(2026, 11, 29, 4, 0, tzinfo=dt.UTC)
     assert next_seal(at, (4, 0)) == dt.datetime(2026, 11, 30, 4, 0, tzinfo=dt.UTC)
+
+
+def test_a_server_that_missed_the_seal_time_seals_soon_after_start() -> None:
+    now = dt.datetime(2026, 11, 29, 10, 0, tzinfo=dt.UTC)
+    # Sealed yesterday at 04:00, off at 04:00 today: due at once.
+    assert first_due(now, now - dt.timedelta(hours=30), (4, 0)) == now
+    # Sealed today at 04:00: next is tomorrow.
+    tomorrow = dt.datetime(2026, 11, 30, 4, 0, tzinfo=dt.UTC)
+    assert first_due(now, now - dt.timedelta(hours=6), (4, 0)) == tomorrow
+    # Set up at 09:00 today, never sealed: the first seal is tomorrow's.
+    assert first_due(now, now - dt.timedelta(hours=1), (4, 0)) == tomorrow
+
+
+def test_real_server_catches_up_a_missed_seal(
+    tmp_path: Path, identity: X25519Identity, identity_file: Path
+) -> None:
+    data = tmp_path / "server" / "data"
+    store = make_store(data)
+    ids = arrive(store, identity, 3)
+    two_days_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=2)
+    (data / STATE_FILE).write_text(two_days_ago.strftime("%Y-%m-%dT%H:%M:%SZ\n"))
+    started = time.time()
+    server = start_server(
+        tmp_path / "server",
+        str(identity.recipient),
+        identity_file,
+        data_dir=data,
+        env={"PORTAL_STAGING_SWEEP_SECONDS": "1"},
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while last_seal_start(store) == two_days_ago.replace(microsecond=0):
+            assert time.monotonic() < deadline, f"no catch-up seal:\n{server.log()}"
+            time.sleep(0.2)
+        for submission_id in ids:
+            assert (store.path(submission_id) / "testimony.age").stat().st_ctime >= started
+            open_submission(store.path(submission_id), [identity])
+    finally:
+        server.stop()
