@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
-from portal.seal import recover_interrupted_seal
+from portal.seal import WORK_DIR, recover_interrupted_seal
 from portal.store import (
     StoreError,
     SubmissionStore,
@@ -286,7 +286,13 @@ def export_submissions(
             say("waiting for a running seal, export or purge to finish...")
             stack.enter_context(store.maintenance())
         # A seal killed half-way left some submissions in its work folder.
-        recover_interrupted_seal(store)
+        try:
+            recover_interrupted_seal(store)
+        except OSError as exc:
+            raise ExportError(
+                f"an interrupted seal left {store.root / WORK_DIR} and it could not be tidied "
+                f"({exc.strerror or exc}); run `testimony-portal seal` once, then export again"
+            ) from exc
         return _export_all(store, dest, purge, say, opener)
 
 
