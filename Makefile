@@ -4,7 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-APT_PACKAGES := age chromium chromium-driver fonts-noto-cjk
+APT_PACKAGES := age jq chromium chromium-driver fonts-noto-cjk nodejs npm
+NODE_ORACLE := tests/node_oracle
+NODE_ORACLE_STAMP := $(NODE_ORACLE)/node_modules/.installed
 
 .PHONY: help run test test-fast bench lint format system-deps wheel wheelhouse clean
 
@@ -17,10 +19,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
-system-deps: ## install the Debian packages the tests use (age CLI, jq, Chromium, CJK fonts)
+system-deps: ## install the Debian packages the tests use (age CLI, jq, Chromium, CJK fonts, node)
 	@missing=""; \
 	command -v age >/dev/null || missing="$$missing age"; \
 	command -v jq >/dev/null || missing="$$missing jq"; \
+	command -v node >/dev/null || missing="$$missing nodejs"; \
+	command -v npm >/dev/null || missing="$$missing npm"; \
 	command -v chromium >/dev/null || missing="$$missing chromium chromium-driver"; \
 	dpkg -s fonts-noto-cjk >/dev/null 2>&1 || missing="$$missing fonts-noto-cjk"; \
 	if [ -n "$$missing" ]; then \
@@ -45,7 +49,13 @@ run: $(STAMP) ## set up and start the portal on http://127.0.0.1:8080 (demo key 
 	fi; \
 	exec $(BIN)/testimony-portal serve
 
-test: system-deps $(STAMP) ## set up and run every test (unit, server, browser, interop)
+# The age authors' TypeScript age (npm age-encryption), pinned by the committed
+# package-lock.json: the post-quantum interoperability oracle.
+$(NODE_ORACLE_STAMP): $(NODE_ORACLE)/package.json $(NODE_ORACLE)/package-lock.json
+	npm ci --prefix $(NODE_ORACLE) --no-audit --no-fund --loglevel=error
+	touch $@
+
+test: system-deps $(STAMP) $(NODE_ORACLE_STAMP) ## set up and run every test (unit, server, browser, interop)
 	$(BIN)/python -m pytest
 
 test-fast: $(STAMP) ## the tests without the real browser and the slow server runs
@@ -57,6 +67,7 @@ bench: $(STAMP) system-deps ## run the benchmarks against the stock age CLI (tak
 	$(BIN)/python bench/bench_open.py
 	$(BIN)/python bench/load.py
 	$(BIN)/python bench/page_weight.py
+	$(BIN)/python bench/bench_pq.py
 
 lint: $(STAMP) ## ruff (lint and format check) and mypy
 	$(BIN)/ruff check portal tests bench
@@ -78,4 +89,4 @@ wheelhouse: $(STAMP) ## folder of wheels to install the reviewer tool offline (p
 	@echo "  python3 -m venv review-env && review-env/bin/pip install --no-index --find-links $(WHEELHOUSE) testimony-portal"
 
 clean: ## remove the virtualenv and build output (keeps instance/)
-	rm -rf $(VENV) dist build wheelhouse .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) dist build wheelhouse .pytest_cache .mypy_cache .ruff_cache $(NODE_ORACLE)/node_modules

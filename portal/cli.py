@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TextIO
 
-from portal.config import Config, ConfigError, load_recipients
+from portal.config import Config, ConfigError, describe_protection, load_recipients
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
@@ -162,6 +162,9 @@ def _check(config: Config, env: Mapping[str, str], out: TextIO) -> int:
     try:
         recipients = load_recipients(config.recipients_file)
         report(True, f"{len(recipients)} recipient(s) in {config.recipients_file}, no private keys")
+        post_quantum, protection = describe_protection(recipients)
+        # Classic keys are allowed (partners' tools may be older): a note, not a problem.
+        print(f"[{'ok' if post_quantum else 'note'}] protection: {protection}", file=out)
     except ConfigError as exc:
         report(False, str(exc))
 

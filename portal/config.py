@@ -13,7 +13,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from portal.age import KeyFormatError, X25519Recipient, looks_encrypted_identity, parse_recipients
+from portal.age import (
+    KeyFormatError,
+    PublicKey,
+    contains_secret_key,
+    is_post_quantum,
+    looks_encrypted_identity,
+    parse_recipients,
+)
 
 
 class ConfigError(Exception):
@@ -21,7 +28,6 @@ class ConfigError(Exception):
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-_SECRET_KEY_RE = re.compile(rb"AGE-SECRET-KEY-", re.IGNORECASE)
 # Files this size or larger in the keys folder are not key files; reading
 # them whole to look for a private key would be a waste.
 _KEY_SCAN_LIMIT = 1 << 20
@@ -113,7 +119,9 @@ def find_private_keys(recipients_file: Path) -> list[Path]:
     The server can only encrypt: a private key anywhere it reads keys from
     means someone copied the wrong file, and one seizure of the server would
     then reveal every testimony. Plain identities and passphrase-protected
-    (age-encrypted) identity files are both found.
+    (age-encrypted) identity files are both found. Only real key material
+    counts (the full Bech32 syntax, classic or post-quantum), not text that
+    mentions the prefix, like the comment in the shipped recipients file.
     """
     found = []
     folder = recipients_file.parent if recipients_file.parent != Path("") else Path(".")
@@ -127,12 +135,12 @@ def find_private_keys(recipients_file: Path) -> list[Path]:
             data = path.read_bytes()
         except OSError:
             continue
-        if _SECRET_KEY_RE.search(data) or looks_encrypted_identity(data):
+        if contains_secret_key(data) or looks_encrypted_identity(data):
             found.append(path)
     return found
 
 
-def load_recipients(recipients_file: Path) -> list[X25519Recipient]:
+def load_recipients(recipients_file: Path) -> list[PublicKey]:
     """The organisation's public keys, refusing private keys and empty files.
 
     Raises:
@@ -163,3 +171,21 @@ def load_recipients(recipients_file: Path) -> list[X25519Recipient]:
     if not recipients:
         raise ConfigError(f"no recipients in {recipients_file}: {keygen_hint}")
     return recipients
+
+
+def describe_protection(recipients: list[PublicKey]) -> tuple[bool, str]:
+    """Whether new submissions are post-quantum protected, and one line saying so.
+
+    `load_recipients` has already refused a post-quantum/classic mix, so the
+    list is all of one kind.
+    """
+    if recipients and all(is_post_quantum(r) for r in recipients):
+        return True, (
+            "post-quantum: new submissions are encrypted with hybrid ML-KEM-768 + X25519 "
+            "(mlkem768x25519); opening them needs age >= 1.3 or testimony-review"
+        )
+    return False, (
+        "classic X25519 only: secure today, but ciphertext copied now could be opened by a "
+        "future quantum computer. Move to post-quantum keys (docs/REVIEWER.md, "
+        "'Moving to a post-quantum key')"
+    )

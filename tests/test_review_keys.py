@@ -10,11 +10,20 @@ from pathlib import Path
 
 import pytest
 
-from portal.age import ScryptIdentity, X25519Recipient, decrypt, encrypt, parse_identities
+from portal.age import (
+    MLKEM768X25519Recipient,
+    ScryptIdentity,
+    X25519Recipient,
+    decrypt,
+    encrypt,
+    parse_identities,
+    parse_recipient,
+)
 from portal.intake import store_submission
 from portal.review import cli
 from portal.review.cli import ExitStatus
 from portal.review.keys import IDENTITY_WORK_FACTOR
+from tests import node_oracle
 from tests.review_support import (
     TEST_WORK_FACTOR,
     Run,
@@ -48,11 +57,25 @@ def test_keygen_without_passphrase_writes_a_private_age_identity_file(tmp_path: 
     recipient = run.out.strip()
     [identity] = parse_identities(out.read_text())
     assert str(identity.recipient) == recipient
-    assert X25519Recipient.parse(recipient)
+    # Post-quantum by default.
+    assert MLKEM768X25519Recipient.parse(recipient)
+    assert out.read_text().splitlines()[2].startswith("AGE-SECRET-KEY-PQ-1")
     assert f"# public key: {recipient}" in out.read_text()
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
-    # It tells how to add the key beside the old one (key rotation).
-    assert "keys/recipients.txt" in run.err and "BESIDE" in run.err
+    # It tells how to switch: replace the classic lines, a mix is refused.
+    assert "keys/recipients.txt" in run.err and "REPLACE every age1..." in run.err
+    assert "post-quantum" in run.err
+
+
+def test_keygen_classic_writes_an_x25519_identity(tmp_path: Path) -> None:
+    out = tmp_path / "identity.txt"
+    run = keygen(out, "--no-passphrase", "--classic")
+    assert run.status == ExitStatus.SUCCESS, run.err
+    [identity] = parse_identities(out.read_text())
+    assert X25519Recipient.parse(run.out.strip()) == identity.recipient
+    assert out.read_text().splitlines()[2].startswith("AGE-SECRET-KEY-1")
+    # A classic key goes beside the old one (key rotation).
+    assert "BESIDE" in run.err and "classic X25519" in run.err
 
 
 def test_keygen_refuses_to_overwrite_an_existing_file(tmp_path: Path) -> None:
@@ -85,9 +108,7 @@ def test_encrypted_identity_opens_submissions_and_a_wrong_passphrase_is_named(
     key = tmp_path / "identity.age"
     recipient = keygen(key, "--passphrase-file", passphrase_file).out.strip()
     store = make_store(tmp_path / "data")
-    sid = store_submission(
-        store, [X25519Recipient.parse(recipient)], {"testimony": "hello"}, [], "en"
-    )
+    sid = store_submission(store, [parse_recipient(recipient)], {"testimony": "hello"}, [], "en")
     args = open_args(store.root, key, tmp_path / "out", tmp_path / "c.jsonl")
 
     run = review([*args, "--passphrase-file", passphrase_file])
@@ -158,7 +179,8 @@ def test_production_identity_files_use_work_factor_18_and_stock_age_reads_them(
 ) -> None:
     assert IDENTITY_WORK_FACTOR == 18
     key = tmp_path / "identity.age"
-    run = review(["keygen", "--out", key, "--passphrase-file", passphrase_file])
+    # Debian's age 1.1.1 reads only classic keys; post-quantum ones need age >= 1.3.
+    run = review(["keygen", "--classic", "--out", key, "--passphrase-file", passphrase_file])
     assert run.status == ExitStatus.SUCCESS, run.err
     header = key.read_bytes().split(b"\n")[1].split()
     assert header[:2] == [b"->", b"scrypt"] and header[3] == b"18"
@@ -176,7 +198,7 @@ def test_production_identity_files_use_work_factor_18_and_stock_age_reads_them(
 @needs_age
 def test_stock_age_decrypts_submissions_with_a_plain_keygen_identity(tmp_path: Path) -> None:
     key = tmp_path / "identity.txt"
-    recipient = keygen(key, "--no-passphrase").out.strip()
+    recipient = keygen(key, "--no-passphrase", "--classic").out.strip()
     store = make_store(tmp_path / "data")
     identity = parse_identities(key.read_text())[0]
     assert str(identity.recipient) == recipient
@@ -187,3 +209,18 @@ def test_stock_age_decrypts_submissions_with_a_plain_keygen_identity(tmp_path: P
         check=True,
     )
     assert result.stdout == b"attachment"
+
+
+def test_typescript_age_decrypts_submissions_with_a_post_quantum_keygen_identity(
+    tmp_path: Path,
+) -> None:
+    node_oracle.require()
+    key = tmp_path / "identity.txt"
+    recipient = keygen(key, "--no-passphrase").out.strip()
+    store = make_store(tmp_path / "data")
+    identity = parse_identities(key.read_text())[0]
+    assert str(identity.recipient) == recipient and recipient.startswith("age1pq1")
+    sid = submit(store, [identity], "hello", [("a.txt", b"attachment")])
+    ciphertext = (store.path(sid) / "files" / "1.age").read_bytes()
+    assert b"-> mlkem768x25519 " in ciphertext
+    assert node_oracle.decrypt(ciphertext, str(identity)) == b"attachment"

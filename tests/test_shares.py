@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from shamir_mnemonic.wordlist import WORDLIST
 
-from portal.age import X25519Identity, parse_identities
+from portal.age import KeyFormatError, MLKEM768X25519Identity, X25519Identity, parse_identities
 from portal.review import shares
 from portal.review.cli import ExitStatus, main
 from tests.review_support import TEST_WORK_FACTOR, review, write_identity
@@ -230,3 +230,85 @@ def test_backup_refuses_a_folder_holding_sheets_of_another_backup(
                   tmp_path / "sheets"])  # fmt: skip
     assert run.status == ExitStatus.ERROR and "choose an empty folder" in run.err
     assert {p: p.read_bytes() for p in sorted((tmp_path / "sheets").iterdir())} == before
+
+
+# --- post-quantum identities ------------------------------------------------------------
+
+
+@pytest.fixture
+def pq_backup(tmp_path: Path) -> tuple[MLKEM768X25519Identity, list[Path]]:
+    key = tmp_path / "pq-identity.txt"
+    run = review(["keygen", "--out", key, "--no-passphrase"])
+    assert run.status == ExitStatus.SUCCESS, run.err
+    [identity] = parse_identities(key.read_text())
+    assert isinstance(identity, MLKEM768X25519Identity)
+    run = review(["key", "backup", "--identity", key, "--out", tmp_path / "pq-sheets"])
+    assert run.status == ExitStatus.SUCCESS, run.err
+    assert run.out.strip() == str(identity.recipient)
+    return identity, sorted((tmp_path / "pq-sheets").iterdir())
+
+
+def test_post_quantum_sheets_print_a_fingerprint_and_the_kind(
+    pq_backup: tuple[MLKEM768X25519Identity, list[Path]],
+) -> None:
+    identity, sheets = pq_backup
+    fingerprint = shares.public_key_check(identity.recipient)
+    assert re.fullmatch(r"SHA256:([0-9a-f]{4} ){7}[0-9a-f]{4}", fingerprint)
+    for sheet in sheets:
+        text = sheet.read_text("utf-8")
+        assert f"Public key fingerprint (for checking): {fingerprint}" in text
+        assert "Key kind: post-quantum (age1pq1...)" in text
+        # Neither the 1,950-character public key nor the secret is printed.
+        assert str(identity.recipient) not in text and str(identity) not in text
+        # 32-byte seed plus the 2-byte kind tag: 35 words.
+        assert len(sheet_words(sheet)) == 35
+
+
+def test_any_three_post_quantum_sheets_restore_the_post_quantum_identity(
+    tmp_path: Path, pq_backup: tuple[MLKEM768X25519Identity, list[Path]]
+) -> None:
+    identity, sheets = pq_backup
+    for combination in itertools.combinations(sheets, 3):
+        inputs = [shares.parse_sheet(p.read_text(), p.name) for p in combination]
+        restored = shares.combine_shares(inputs)
+        assert isinstance(restored, MLKEM768X25519Identity)
+        assert str(restored) == str(identity)
+    out = tmp_path / "restored.txt"
+    run = restore(out, sheets[1], sheets[3], sheets[4])
+    assert run.status == ExitStatus.SUCCESS, run.err
+    assert run.out.strip() == str(identity.recipient)
+    assert [str(i) for i in parse_identities(out.read_text())] == [str(identity)]
+
+
+def test_typed_post_quantum_shares_restore_without_the_sheets(
+    tmp_path: Path, pq_backup: tuple[MLKEM768X25519Identity, list[Path]]
+) -> None:
+    # Typed words carry no public key: the kind must come from the words alone.
+    identity, sheets = pq_backup
+    typed = "\n".join(" ".join(sheet_words(p)) for p in sheets[:3]) + "\n"
+    run = restore(tmp_path / "typed.txt", stdin=typed)
+    assert run.status == ExitStatus.SUCCESS, run.err
+    assert run.out.strip() == str(identity.recipient)
+
+
+def test_a_post_quantum_sheet_with_another_fingerprint_is_refused(
+    tmp_path: Path, pq_backup: tuple[MLKEM768X25519Identity, list[Path]]
+) -> None:
+    _identity, sheets = pq_backup
+    other = shares.public_key_check(MLKEM768X25519Identity.generate().recipient)
+    edited = tmp_path / "edited.txt"
+    edited.write_text(re.sub(r"SHA256:[0-9a-f ]+", other, sheets[0].read_text()))
+    run = restore(tmp_path / "restored.txt", edited, sheets[1], sheets[2])
+    assert run.status == ExitStatus.ERROR
+    assert "differs from the one printed on the sheets" in run.err
+
+
+def test_shared_secret_kinds_cannot_be_confused() -> None:
+    classic = X25519Identity.generate()
+    pq = MLKEM768X25519Identity.generate()
+    assert len(shares.identity_secret(classic)) == 32
+    assert shares.identity_secret(pq)[:2] == b"PQ" and len(shares.identity_secret(pq)) == 34
+    assert str(shares.identity_from_secret(shares.identity_secret(classic))) == str(classic)
+    assert str(shares.identity_from_secret(shares.identity_secret(pq))) == str(pq)
+    with pytest.raises(KeyFormatError):
+        shares.identity_from_secret(b"XX" + bytes(32))

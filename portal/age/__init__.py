@@ -3,7 +3,8 @@
 The server needs push-style encryption (Werkzeug calls write() as bytes
 arrive), which is what Writer provides; Reader and decrypt_to_path are for
 the offline reviewer. Files interoperate with the age CLI, rage and pyrage.
-X25519 and scrypt recipients are supported; other recipient types are ignored
+Hybrid post-quantum (mlkem768x25519), X25519 and scrypt recipients are
+supported; other recipient types are ignored
 when decrypting, as the spec requires.
 """
 
@@ -19,7 +20,19 @@ from portal.age.errors import (
 )
 from portal.age.files import decrypt_to_path
 from portal.age.format import Stanza
-from portal.age.keys import looks_encrypted_identity, parse_identities, parse_recipients
+from portal.age.keys import (
+    PrivateKey,
+    PublicKey,
+    check_mix,
+    contains_secret_key,
+    is_post_quantum,
+    looks_encrypted_identity,
+    parse_identities,
+    parse_identity,
+    parse_recipient,
+    parse_recipients,
+)
+from portal.age.mlkem768x25519 import MLKEM768X25519Identity, MLKEM768X25519Recipient
 from portal.age.scrypt import ScryptIdentity, ScryptRecipient
 from portal.age.x25519 import X25519Identity, X25519Recipient
 
@@ -30,8 +43,12 @@ __all__ = [
     "HeaderError",
     "Identity",
     "KeyFormatError",
+    "MLKEM768X25519Identity",
+    "MLKEM768X25519Recipient",
     "NoIdentityMatchError",
     "PayloadError",
+    "PrivateKey",
+    "PublicKey",
     "Reader",
     "Recipient",
     "ScryptIdentity",
@@ -40,10 +57,15 @@ __all__ = [
     "Writer",
     "X25519Identity",
     "X25519Recipient",
+    "check_mix",
+    "contains_secret_key",
     "decrypt",
     "decrypt_to_path",
     "encrypt",
+    "is_post_quantum",
     "looks_encrypted_identity",
     "parse_identities",
+    "parse_identity",
+    "parse_recipient",
     "parse_recipients",
 ]

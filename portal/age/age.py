@@ -19,6 +19,7 @@ from portal.age.format import (
     marshal_without_mac,
     parse_header,
 )
+from portal.age.mlkem768x25519 import STANZA_TYPE as PQ_STANZA_TYPE
 from portal.age.primitives import FILE_KEY_SIZE, header_mac, payload_key
 from portal.age.scrypt import STANZA_TYPE as SCRYPT_STANZA_TYPE
 from portal.age.stream import NONCE_SIZE, StreamEncryptor, decrypt_chunks
@@ -84,6 +85,15 @@ class Writer:
         stanzas = [s for r in recipients for s in r.wrap(file_key, rng)]
         if len(stanzas) > 1 and any(s.type == SCRYPT_STANZA_TYPE for s in stanzas):
             raise ValueError("a passphrase (scrypt) recipient must be the file's only recipient")
+        pq = [s.type == PQ_STANZA_TYPE for s in stanzas]
+        if any(pq) and not all(pq):
+            # c2sp.org/age: a post-quantum file SHOULD NOT also be encrypted
+            # to a classic recipient, which would be its weak door; the age
+            # CLI refuses it, and so do we.
+            raise ValueError(
+                "post-quantum (mlkem768x25519) recipients cannot be mixed with classic ones "
+                "in one file: the classic stanza would void the post-quantum protection"
+            )
         header = marshal_without_mac(stanzas)
         nonce = _random(rng, NONCE_SIZE)
         self._armor = ArmorWriter(out) if armor else None

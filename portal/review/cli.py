@@ -21,7 +21,13 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
-from portal.age import KeyFormatError, X25519Identity, X25519Recipient
+from portal.age import (
+    KeyFormatError,
+    MLKEM768X25519Identity,
+    PrivateKey,
+    X25519Identity,
+    parse_recipient,
+)
 from portal.review import keys, shares
 from portal.review.custody import CustodyError, CustodyLog
 from portal.review.forward import ForwardError, collect, write_bundle
@@ -154,9 +160,7 @@ def _new_passphrase(ctx: Context, args: argparse.Namespace) -> bytes | None:
     return secret
 
 
-def _write_identity(
-    ctx: Context, args: argparse.Namespace, identity: X25519Identity, note: str
-) -> str:
+def _write_identity(ctx: Context, args: argparse.Namespace, identity: PrivateKey, note: str) -> str:
     passphrase = _new_passphrase(ctx, args)
     text = keys.identity_file_text(identity, note=note)
     data = text if passphrase is None else keys.protect(text, passphrase, args.work_factor)
@@ -165,24 +169,41 @@ def _write_identity(
 
 
 _ROTATION_HELP = """\
-Wrote {out} ({how}).
+Wrote {out} ({how}, {kind}).
 The line printed above is its public key (recipient). To start using it:
-  1. Add that age1... line to keys/recipients.txt on the server, on a line of
-     its own BESIDE any recipient already there. New submissions are then
-     encrypted to every listed key; do not remove the old line yet.
-  2. Open with both the old and the new identity while both are in use:
+  1. Put that {prefix} line in keys/recipients.txt on the server, on a line of
+     its own. {placement}
+  2. Open with both the old and the new identity while old submissions exist:
        testimony-review open SRC --identity OLD-KEY --identity {out} --out DIR
-  3. Remove the old recipient only when every reviewer can open with the new
-     key, and keep the old identity for the submissions encrypted to it.
+  3. Keep the old identity for the submissions encrypted to it.
   4. Make a paper backup now, before anything is encrypted to this key:
        testimony-review key backup --identity {out} --out BACKUP-DIR"""
 
+_PQ_PLACEMENT = """\
+A post-quantum key must not be listed beside
+     classic age1... keys (the server refuses the mix): REPLACE every age1...
+     line with the age1pq1... keys of all reviewers, then restart the server.
+     See docs/REVIEWER.md, "Moving to a post-quantum key"."""
+
+_CLASSIC_PLACEMENT = """\
+List it BESIDE any recipient already there;
+     remove the old line only when every reviewer can open with the new key.
+     A classic key is not protected against a future quantum computer."""
+
 
 def cmd_keygen(ctx: Context, args: argparse.Namespace) -> ExitStatus:
-    identity = X25519Identity.generate()
+    identity: PrivateKey
+    if args.classic:
+        identity = X25519Identity.generate()
+        kind, prefix, placement = "classic X25519", "age1...", _CLASSIC_PLACEMENT
+    else:
+        identity = MLKEM768X25519Identity.generate()
+        kind, prefix, placement = "post-quantum mlkem768x25519", "age1pq1...", _PQ_PLACEMENT
     how = _write_identity(ctx, args, identity, "created")
     print(identity.recipient, file=ctx.stdout, flush=True)
-    ctx.err(_ROTATION_HELP.format(out=args.out, how=how))
+    ctx.err(
+        _ROTATION_HELP.format(out=args.out, how=how, kind=kind, prefix=prefix, placement=placement)
+    )
     return ExitStatus.SUCCESS
 
 
@@ -358,11 +379,11 @@ def cmd_open(ctx: Context, args: argparse.Namespace) -> ExitStatus:
 
 def cmd_forward(ctx: Context, args: argparse.Namespace) -> ExitStatus:
     try:
-        recipient = X25519Recipient.parse(args.to.strip())
+        recipient = parse_recipient(args.to)
     except KeyFormatError as exc:
         raise UserError(
-            f"--to {args.to!r} is not an age public key ({exc}); ask the partner for the "
-            "age1... line that `age-keygen` printed for them"
+            f"--to is not an age public key ({exc}); ask the partner for the age1pq1... "
+            "or age1... line that `age-keygen` printed for them"
         ) from None
     log = ctx.custody(args.custody)
     try:
@@ -460,6 +481,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     keygen = sub.add_parser("keygen", help="create a new reviewer identity (key pair)")
     keygen.add_argument("--out", required=True, metavar="FILE", help="identity file to create")
+    keygen.add_argument(
+        "--classic",
+        action="store_true",
+        help="make a classic X25519 key (age1...) instead of a post-quantum one (age1pq1...), "
+        "for partners whose age tools are older than 1.3",
+    )
     _add_new_key_options(keygen)
     keygen.set_defaults(handler=cmd_keygen)
 
@@ -529,7 +556,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--from", dest="source", required=True, metavar="DIR", help="the folder written by `open`"
     )
     forward.add_argument(
-        "--to", required=True, metavar="RECIPIENT", help="the partner's age public key (age1...)"
+        "--to",
+        required=True,
+        metavar="RECIPIENT",
+        help="the partner's age public key (age1pq1... or age1...)",
     )
     forward.add_argument("--out", required=True, metavar="FILE", help="the bundle to create")
     forward.add_argument(

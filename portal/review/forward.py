@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
-from portal.age import Writer, X25519Recipient
+from portal.age import PublicKey, Writer
 from portal.review.custody import Entry
 from portal.review.manifest import ManifestError, parse_manifest
 from portal.review.opening import MANIFEST_JSON, RECORD_NAME, is_plain_name, read_record
@@ -216,7 +216,7 @@ def _tarinfo(name: str, size: int, mtime: int) -> tarfile.TarInfo:
 def write_bundle(
     out_path: Path,
     members: list[_Member],
-    recipient: X25519Recipient,
+    recipient: PublicKey,
     *,
     custody_lines: Sequence[Entry],
     submission_ids: Sequence[str],

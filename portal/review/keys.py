@@ -1,7 +1,9 @@
 """Reviewer identity files: create them passphrase-protected, and load them.
 
 An identity file is the text age-keygen writes ("# created: ...", "# public
-key: age1...", "AGE-SECRET-KEY-1..."). By default it is stored encrypted
+key: age1pq1...", "AGE-SECRET-KEY-PQ-1..." for a post-quantum identity,
+the same with "age1..." and "AGE-SECRET-KEY-1..." for a classic X25519 one).
+By default it is stored encrypted
 with an age scrypt (passphrase) stanza, exactly like `age -p` output, so the
 stock CLI reads it too: `age -d -i reviewer-identity.age` asks for the
 passphrase. A lost laptop then gives away nothing without the passphrase.
@@ -19,9 +21,9 @@ from portal.age import (
     HMACError,
     KeyFormatError,
     NoIdentityMatchError,
+    PrivateKey,
     ScryptIdentity,
     ScryptRecipient,
-    X25519Identity,
     decrypt,
     encrypt,
     looks_encrypted_identity,
@@ -45,7 +47,7 @@ class KeyFileError(Exception):
 PassphraseSource = Callable[[Path], bytes]
 
 
-def identity_file_text(identity: X25519Identity, *, note: str = "created") -> bytes:
+def identity_file_text(identity: PrivateKey, *, note: str = "created") -> bytes:
     """The text `age-keygen` writes for an identity, with a day-precision date."""
     today = dt.datetime.now(dt.UTC).date().isoformat()
     return (f"# {note}: {today}\n# public key: {identity.recipient}\n{identity}\n").encode("ascii")
@@ -114,22 +116,25 @@ def read_identity_text(path: Path, passphrase: PassphraseSource) -> bytes:
         raise KeyFileError(f"{path} is not a readable encrypted identity: {exc}") from exc
 
 
-def load_identities(paths: Sequence[Path], passphrase: PassphraseSource) -> list[X25519Identity]:
+def load_identities(paths: Sequence[Path], passphrase: PassphraseSource) -> list[PrivateKey]:
     """Every identity in the given files, in order.
 
     Raises:
         KeyFileError: a file cannot be read or unlocked, or holds no identity.
     """
-    identities: list[X25519Identity] = []
+    identities: list[PrivateKey] = []
     for path in paths:
         text = read_identity_text(path, passphrase)
         try:
             found = parse_identities(text.decode("utf-8"))
         except (UnicodeDecodeError, KeyFormatError) as exc:
             raise KeyFileError(
-                f"{path} is not an age identity file (expected a line AGE-SECRET-KEY-1...)"
+                f"{path} is not an age identity file "
+                "(expected a line AGE-SECRET-KEY-PQ-1... or AGE-SECRET-KEY-1...)"
             ) from exc
         if not found:
-            raise KeyFileError(f"{path} holds no identity (no AGE-SECRET-KEY-1... line)")
+            raise KeyFileError(
+                f"{path} holds no identity (no AGE-SECRET-KEY-PQ-1... or AGE-SECRET-KEY-1... line)"
+            )
         identities.extend(found)
     return identities

@@ -31,8 +31,8 @@ from portal.age import (
     HMACError,
     NoIdentityMatchError,
     PayloadError,
+    PrivateKey,
     Reader,
-    X25519Identity,
     decrypt,
     decrypt_to_path,
 )
@@ -249,7 +249,7 @@ class Opener:
     def __init__(
         self,
         out_dir: Path,
-        identities: Sequence[X25519Identity],
+        identities: Sequence[PrivateKey],
         *,
         say: SayFn | None = None,
         on_bytes: BytesFn | None = None,

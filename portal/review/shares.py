@@ -1,17 +1,24 @@
 """Paper backups of a reviewer identity, split among trustees with SLIP-39.
 
-The 32-byte X25519 secret is split into word shares by Shamir's secret
+The identity's 32-byte secret is split into word shares by Shamir's secret
 sharing as SLIP-39 specifies it (the `shamir-mnemonic` reference code): any
 `threshold` shares rebuild it, fewer reveal nothing about it. SLIP-39 words
 carry a checksum, so a mistyped word is caught, and a digest inside the
 shared secret catches shares from different backups mixed together. Each
-sheet also prints the public key, so the restored identity can be checked
-against it before anyone relies on it.
+sheet also prints the public key (for a post-quantum key, whose public key
+is about 1,950 characters, a SHA-256 fingerprint of it), so the restored
+identity can be checked against it before anyone relies on it.
+
+Both kinds of identity have a 32-byte secret, so the kind travels inside the
+shared secret: an X25519 identity is shared as its 32 bytes alone (33 words,
+as before post-quantum keys existed, so old backups still restore), a
+post-quantum one as a 2-byte tag followed by its 32-byte seed (35 words).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -19,13 +26,25 @@ from dataclasses import dataclass
 import shamir_mnemonic  # type: ignore[import-untyped]
 from shamir_mnemonic import MnemonicError, Share
 
-from portal.age import KeyFormatError, X25519Identity, X25519Recipient
+from portal.age import (
+    KeyFormatError,
+    MLKEM768X25519Identity,
+    PrivateKey,
+    PublicKey,
+    X25519Identity,
+    is_post_quantum,
+)
 from portal.age.bech32 import decode as bech32_decode
 
 MAX_SHARES = 16
 WORDS_BEGIN = "----- BEGIN SHARE WORDS -----"
 WORDS_END = "----- END SHARE WORDS -----"
 _PUBLIC_KEY_RE = re.compile(r"^Public key \(for checking\):\s*(age1[0-9a-z]+)\s*$", re.MULTILINE)
+_FINGERPRINT_RE = re.compile(
+    r"^Public key fingerprint \(for checking\):\s*(SHA256:[0-9a-f ]+?)\s*$", re.MULTILINE
+)
+# Prefixed to a post-quantum seed in the shared secret; an X25519 secret has none.
+PQ_TAG = b"PQ"
 _WORD_COLUMNS = 3
 
 
@@ -42,14 +61,39 @@ class ShareInput:
     public_key: str | None = None
 
 
-def identity_secret(identity: X25519Identity) -> bytes:
-    # portal.age keeps the raw scalar private; its canonical text encoding is
+def identity_secret(identity: PrivateKey) -> bytes:
+    """The secret that is shared: the raw key, tagged if it is post-quantum."""
+    # portal.age keeps the raw key private; its canonical text encoding is
     # the public way to get at it.
     _hrp, secret = bech32_decode(str(identity))
+    if isinstance(identity, MLKEM768X25519Identity):
+        return PQ_TAG + secret
     return secret
 
 
-def split_identity(identity: X25519Identity, shares: int, threshold: int) -> list[str]:
+def identity_from_secret(secret: bytes) -> PrivateKey:
+    """The identity a shared secret encodes (see identity_secret).
+
+    Raises:
+        KeyFormatError: neither a 32-byte X25519 key nor a tagged 32-byte seed.
+    """
+    if len(secret) == 32:
+        return X25519Identity(secret)
+    if len(secret) == 34 and secret.startswith(PQ_TAG):
+        return MLKEM768X25519Identity(secret[len(PQ_TAG) :])
+    raise KeyFormatError(f"a {len(secret)}-byte secret is not an age identity")
+
+
+def public_key_check(recipient: PublicKey) -> str:
+    """What a sheet prints to check a restored key: the key, or a fingerprint of a long one."""
+    if is_post_quantum(recipient):
+        digest = hashlib.sha256(str(recipient).encode("ascii")).hexdigest()[:32]
+        # Groups of four are easier to compare by eye on paper.
+        return "SHA256:" + " ".join(digest[i : i + 4] for i in range(0, len(digest), 4))
+    return str(recipient)
+
+
+def split_identity(identity: PrivateKey, shares: int, threshold: int) -> list[str]:
     """Split an identity into `shares` SLIP-39 mnemonics, any `threshold` of which rebuild it.
 
     Raises:
@@ -74,7 +118,7 @@ def split_identity(identity: X25519Identity, shares: int, threshold: int) -> lis
 
 
 def render_sheet(
-    mnemonic: str, *, index: int, shares: int, threshold: int, recipient: X25519Recipient
+    mnemonic: str, *, index: int, shares: int, threshold: int, recipient: PublicKey
 ) -> str:
     """One printable trustee sheet (plain UTF-8 text)."""
     words = mnemonic.split()
@@ -89,6 +133,13 @@ def render_sheet(
         lines.append("   ".join(cells).rstrip())
     today = dt.datetime.now(dt.UTC).date().isoformat()
     set_words = " ".join(words[:2])
+    check = public_key_check(recipient)
+    if is_post_quantum(recipient):
+        kind = "post-quantum (age1pq1...)"
+        check_line = f"Public key fingerprint (for checking): {check}"
+    else:
+        kind = "X25519 (age1...)"
+        check_line = f"Public key (for checking): {check}"
     return f"""TESTIMONY PORTAL - REVIEWER KEY BACKUP - SHARE {index} OF {shares}
 
 Any {threshold} of the {shares} shares of this backup together rebuild the
@@ -98,8 +149,9 @@ is connected to a network.
 
 Share: {index} of {shares}            Needed to restore: {threshold}
 Backup made: {today}          Words: {len(words)}
+Key kind: {kind}
 All shares of this backup begin with: {set_words}
-Public key (for checking): {recipient}
+{check_line}
 
 {WORDS_BEGIN}
 {chr(10).join(lines)}
@@ -123,7 +175,7 @@ def parse_sheet(text: str, source: str) -> ShareInput:
     lines; any other text is taken as words, with numbering ("1." or "1)")
     and punctuation ignored.
     """
-    public = _PUBLIC_KEY_RE.search(text)
+    public = _PUBLIC_KEY_RE.search(text) or _FINGERPRINT_RE.search(text)
     body = text
     if WORDS_BEGIN in text:
         body = text.split(WORDS_BEGIN, 1)[1].split(WORDS_END, 1)[0]
@@ -137,7 +189,8 @@ def parse_sheet(text: str, source: str) -> ShareInput:
     else:
         words = re.findall(r"[A-Za-z]+", body)
     words = [word.lower() for word in words]
-    return ShareInput(" ".join(words), source, public.group(1) if public else None)
+    checked = " ".join(public.group(1).split()) if public else None
+    return ShareInput(" ".join(words), source, checked)
 
 
 def _decode(share: ShareInput) -> Share:
@@ -162,7 +215,7 @@ def _decode(share: ShareInput) -> Share:
         raise ShareError(f"share from {share.source}: {detail}") from None
 
 
-def combine_shares(inputs: Sequence[ShareInput]) -> X25519Identity:
+def combine_shares(inputs: Sequence[ShareInput]) -> PrivateKey:
     """Rebuild the identity from enough shares, checking it against printed public keys.
 
     Raises:
@@ -199,11 +252,11 @@ def combine_shares(inputs: Sequence[ShareInput]) -> X25519Identity:
     chosen = [share.mnemonic() for share in list(unique.values())[:needed]]
     try:
         secret = shamir_mnemonic.combine_mnemonics(chosen, passphrase=b"")
-        identity = X25519Identity(secret)
+        identity = identity_from_secret(secret)
     except (MnemonicError, KeyFormatError) as exc:
         raise ShareError(f"the shares do not fit together: {exc}") from None
     expected = {item.public_key for _share, item in decoded if item.public_key}
-    actual = str(identity.recipient)
+    actual = public_key_check(identity.recipient)
     if expected and expected != {actual}:
         raise ShareError(
             f"the rebuilt key's public key {actual} differs from the one printed on the "

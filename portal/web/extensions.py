@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from flask import current_app
 from flask_wtf.csrf import CSRFProtect
 
-from portal.age import X25519Recipient
+from portal.age import PublicKey
 from portal.config import Config
 from portal.store import SubmissionStore
 from portal.web.ratelimit import TokenBucket
@@ -22,7 +22,7 @@ class PortalState:
 
     config: Config
     store: SubmissionStore
-    recipients: Sequence[X25519Recipient]
+    recipients: Sequence[PublicKey]
     bucket: TokenBucket = field(init=False)
 
     def __post_init__(self) -> None:
