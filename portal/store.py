@@ -305,20 +305,15 @@ class SubmissionStore:
             BlockingIOError: `wait` is false and another process holds it.
         """
         operation = fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB
-        try:
-            lock = flocked(self.maintenance_lock, operation)
-            lock.__enter__()
-        except OSError as exc:
-            if exc.errno != errno.EROFS:
-                raise
-            # A read-only data directory (a mounted copy): nothing can seal
-            # or purge it, so there is nothing to wait for.
+        with contextlib.ExitStack() as stack:
+            try:
+                stack.enter_context(flocked(self.maintenance_lock, operation))
+            except OSError as exc:
+                # A read-only data directory (a mounted copy) cannot hold a
+                # new lock file, and nothing can seal or purge it either.
+                if exc.errno != errno.EROFS:
+                    raise
             yield
-            return
-        try:
-            yield
-        finally:
-            lock.__exit__(None, None, None)
 
     def recover(self) -> bool:
         """Finish the clean-up of a seal that was killed; True if there was one.
