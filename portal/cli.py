@@ -132,6 +132,9 @@ def _seal(config: Config, args: argparse.Namespace, stdout: TextIO, stderr: Text
     except (SealError, StoreError) as exc:
         print(f"seal failed: {exc}", file=stderr)
         return ExitStatus.ERROR
+    except KeyboardInterrupt:
+        print("seal interrupted; every submission is in place. Run it again later.", file=stderr)
+        return 130
     except OSError as exc:
         print(
             f"seal failed: {exc.strerror or exc} ({exc.filename}); check that the data "

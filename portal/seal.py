@@ -187,7 +187,9 @@ class _Sealer:
         self._swap()
         _write_state(self.store, self.started)
         self.checkpoint("state written")
-        shutil.rmtree(self.work)
+        # What is left is the old, now empty `submissions/` and `staging/`;
+        # recovery deletes them, and would rescue anything that was not.
+        recover_interrupted_seal(self.store)
         midnight = day_timestamp(self.started)
         os.utime(self.store.root, (midnight, midnight))
         fsync_dir(self.store.root)
@@ -339,8 +341,13 @@ def seal(
     sealer = _Sealer(store, rng or secrets.SystemRandom(), checkpoint, everything)
     try:
         return sealer.run()
-    except OSError as exc:
+    except BaseException as exc:
+        # Put every submission back in place now rather than at the next
+        # start (also after Ctrl-C); if even that fails, the next start does.
         with contextlib.suppress(OSError):
             recover_interrupted_seal(store)
-        reason = "the disk is full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else exc.strerror
-        raise SealError(f"the seal stopped: {reason or exc}; no submission was lost") from exc
+        if not isinstance(exc, OSError):
+            raise
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        reason = "the disk is full" if full else (exc.strerror or str(exc))
+        raise SealError(f"the seal stopped: {reason}; no submission was lost") from exc

@@ -546,3 +546,19 @@ def test_real_server_catches_up_a_missed_seal(
             open_submission(store.path(submission_id), [identity])
     finally:
         server.stop()
+
+
+def test_an_interrupted_seal_puts_everything_back_at_once(
+    tmp_path: Path, identity: X25519Identity
+) -> None:
+    store = make_store(tmp_path / "data")
+    ids = arrive(store, identity, 3)
+    expected = {i: open_submission(store.path(i), [identity]) for i in ids}
+
+    def interrupt(step: str) -> None:
+        if step == "original moved to the trash":
+            raise KeyboardInterrupt
+
+    with store.maintenance(), pytest.raises(KeyboardInterrupt):
+        seal(store, checkpoint=interrupt)
+    _assert_complete(store, identity, expected)
