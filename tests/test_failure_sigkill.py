@@ -22,6 +22,7 @@ import pytest
 
 from portal.store import SubmissionStore
 from tests.support import RECEIVED_MARKERS, Client, MultipartBody, open_submission, start_server
+from tests.test_seal import birth_time_ns
 
 pytestmark = pytest.mark.slow
 CLIENTS = 12
@@ -282,6 +283,8 @@ def test_server_runs_the_daily_seal_itself(tmp_path, identity, identity_file) ->
             for path in (store.path(submission_id), *store.files(submission_id)):
                 info = path.stat()
                 assert info.st_ctime >= slot > first_arrival_ctime, path
+                born = birth_time_ns(path)  # None where the file system keeps none
+                assert born is None or born >= slot * 1_000_000_000, path
         assert store.submissions_dir.stat().st_ctime >= slot
         assert server.client().submit("after the seal").status == 200
     finally:
