@@ -128,7 +128,8 @@ def _seal(config: Config, args: argparse.Namespace, stdout: TextIO, stderr: Text
             except BlockingIOError:
                 print("waiting for a running seal, export or purge to finish...", file=stderr)
                 stack.enter_context(store.maintenance())
-            report = seal(store, everything=args.all)
+            reserve = config.min_free_mb * 1024 * 1024
+            report = seal(store, everything=args.all, reserve_bytes=reserve)
     except (SealError, StoreError) as exc:
         print(f"seal failed: {exc}", file=stderr)
         return ExitStatus.ERROR

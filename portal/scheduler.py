@@ -67,6 +67,7 @@ class Housekeeper(threading.Thread):
         self.store = store
         self.interval = config.staging_sweep_seconds
         self.seal_time = config.seal_time
+        self.reserve_bytes = config.min_free_mb * 1024 * 1024
         self.due: dt.datetime | None = None
         self.stopping = threading.Event()
         self._lock_fd: int | None = None
@@ -103,7 +104,7 @@ class Housekeeper(threading.Thread):
             return
         try:
             with self.store.maintenance(wait=False):
-                report = seal(self.store)
+                report = seal(self.store, reserve_bytes=self.reserve_bytes)
         except BlockingIOError:
             return  # an export or a seal by hand is running: try next round
         except SealError as exc:

@@ -104,20 +104,39 @@ def exchange(first: Path, second: Path) -> None:
         raise OSError(code, os.strerror(code), str(first))
 
 
-def last_seal_start(store: SubmissionStore) -> dt.datetime | None:
-    """When the last completed seal started (UTC), or None if never or unreadable."""
+def _read_state(store: SubmissionStore) -> tuple[dt.datetime, float] | None:
+    """The last seal's start, and the midnight from which the next must rewrite."""
     try:
-        text = (store.root / STATE_FILE).read_text("ascii").strip()
-        return dt.datetime.fromisoformat(text).astimezone(dt.UTC)
-    except (OSError, ValueError, UnicodeDecodeError):
+        lines = (store.root / STATE_FILE).read_text("ascii").split()
+        started = dt.datetime.fromisoformat(lines[0]).astimezone(dt.UTC)
+        rewrite_from = day_timestamp(started)
+        if len(lines) == 3 and lines[1] == "rewrite-from":
+            day = dt.date.fromisoformat(lines[2])
+            rewrite_from = min(rewrite_from, day_timestamp(dt.datetime(*day.timetuple()[:3])))
+        return started, rewrite_from
+    except (OSError, ValueError, IndexError, UnicodeDecodeError):
         return None
 
 
-def _write_state(store: SubmissionStore, started: dt.datetime) -> None:
+def last_seal_start(store: SubmissionStore) -> dt.datetime | None:
+    """When the last completed seal started (UTC), or None if never or unreadable."""
+    state = _read_state(store)
+    return None if state is None else state[0]
+
+
+def _write_state(store: SubmissionStore, started: dt.datetime, rewrite_from: float) -> None:
+    """Record the seal; the next one rewrites what is dated `rewrite_from` or later.
+
+    That is the day this seal started (a commit during the seal carries
+    that day) or, if a submission could not be sealed, the day of the
+    oldest such one, so it is tried again.
+    """
+    day = dt.datetime.fromtimestamp(rewrite_from, dt.UTC).date().isoformat()
+    text = f"{started.strftime('%Y-%m-%dT%H:%M:%SZ')}\nrewrite-from {day}\n"
     temp = store.root / f"{STATE_FILE}.{secrets.token_hex(4)}.tmp"
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, FILE_MODE)
     try:
-        os.write(fd, started.strftime("%Y-%m-%dT%H:%M:%SZ\n").encode("ascii"))
+        os.write(fd, text.encode("ascii"))
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -160,18 +179,21 @@ class _Sealer:
         rng: random.Random,
         checkpoint: Checkpoint | None,
         everything: bool,
+        reserve_bytes: int,
     ) -> None:
         self.store = store
+        self.reserve_bytes = reserve_bytes
         self.rng = rng
         self.checkpoint = checkpoint or (lambda _step: None)
         self.work = store.root / WORK_DIR
         self.new = self.work / "new"
         self.trash = self.work / "trash"
         self.started = dt.datetime.now(dt.UTC)
-        previous = None if everything else last_seal_start(store)
+        previous = None if everything else _read_state(store)
         # Whatever was committed on or after the day the last seal started
         # may postdate it; older submissions were rewritten by it or before.
-        self.sealed_before = None if previous is None else day_timestamp(previous)
+        self.sealed_before = None if previous is None else previous[1]
+        self.rewrite_from = day_timestamp(self.started)
         self.report = SealReport()
 
     def run(self) -> SealReport:
@@ -185,7 +207,7 @@ class _Sealer:
             self._seal_one(submission_id)
         fsync_dir(self.new)
         self._swap()
-        _write_state(self.store, self.started)
+        _write_state(self.store, self.started, self.rewrite_from)
         self.checkpoint("state written")
         # What is left is the old, now empty `submissions/` and `staging/`;
         # recovery deletes them, and would rescue anything that was not.
@@ -197,6 +219,7 @@ class _Sealer:
 
     def _seal_one(self, submission_id: str) -> None:
         source = self.store.submissions_dir / submission_id
+        day: float | None = None
         try:
             day = _day_floor((source / "testimony.age").lstat().st_mtime)
             if self.sealed_before is not None and day < self.sealed_before:
@@ -205,9 +228,21 @@ class _Sealer:
                 self.checkpoint("moved a sealed submission")
                 return
             files = submission_files(source)
+            size = sum(path.lstat().st_size for path in files)
         except (OSError, StoreError) as exc:
-            # Left where it is; the swap carries it over unchanged.
+            # Left where it is; the swap carries it over unchanged, and the
+            # next seal tries again.
             self.report.not_sealed[submission_id] = str(exc)
+            if day is not None:
+                self.rewrite_from = min(self.rewrite_from, day)
+            return
+        if self.store.free_bytes() - size < self.reserve_bytes:
+            # The copy would eat into the room kept for witnesses' uploads.
+            self.rewrite_from = min(self.rewrite_from, day)
+            self.report.not_sealed[submission_id] = (
+                f"not enough free disk space to copy its {size} bytes and keep "
+                "PORTAL_MIN_FREE_MB free; export and purge, then seal again"
+            )
             return
         self._rewrite(submission_id, source, files, day)
         self.report.rewritten += 1
@@ -325,6 +360,7 @@ def seal(
     everything: bool = False,
     rng: random.Random | None = None,
     checkpoint: Checkpoint | None = None,
+    reserve_bytes: int = 0,
 ) -> SealReport:
     """Rewrite what arrived since the last seal into fresh files, in random order.
 
@@ -332,13 +368,15 @@ def seal(
     as one (a planted file, a symlink) is left as it is and reported.
     `checkpoint` is called after each durable step (tests kill the process
     there). With `everything`, submissions sealed before are rewritten too.
+    A submission whose copy would leave less than `reserve_bytes` free is
+    left unsealed and reported: witnesses' uploads come first.
 
     Raises:
         SealError: the seal stopped (a full disk, an I/O error); the data
             directory has been restored to complete submissions.
     """
     recover_interrupted_seal(store)
-    sealer = _Sealer(store, rng or secrets.SystemRandom(), checkpoint, everything)
+    sealer = _Sealer(store, rng or secrets.SystemRandom(), checkpoint, everything, reserve_bytes)
     try:
         return sealer.run()
     except BaseException as exc:

@@ -375,7 +375,7 @@ def test_seal_command_reports_and_refuses_a_wrong_folder(
 ) -> None:
     store = make_store(tmp_path / "data")
     arrive(store, identity, 2)
-    env = {"PORTAL_DATA_DIR": str(store.root)}
+    env = {"PORTAL_DATA_DIR": str(store.root), "PORTAL_MIN_FREE_MB": "0"}
     assert cli_main(["seal"], env=env) == 0
     assert "2 submission(s) rewritten" in capsys.readouterr().out
     assert cli_main(["seal"], env={"PORTAL_DATA_DIR": str(tmp_path / "nowhere")}) == 1
@@ -470,7 +470,7 @@ def test_sigkill_at_random_moments_of_a_large_seal_loses_nothing(
         process = subprocess.Popen(
             [sys.executable, "-m", "portal.cli", "seal", "--all"],
             cwd=REPO,
-            env={**os.environ, "PORTAL_DATA_DIR": str(store.root)},
+            env={**os.environ, "PORTAL_DATA_DIR": str(store.root), "PORTAL_MIN_FREE_MB": "0"},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -562,3 +562,23 @@ def test_an_interrupted_seal_puts_everything_back_at_once(
     with store.maintenance(), pytest.raises(KeyboardInterrupt):
         seal(store, checkpoint=interrupt)
     _assert_complete(store, identity, expected)
+
+
+def test_seal_leaves_the_witnesses_disk_reserve_alone(
+    tmp_path: Path, identity: X25519Identity
+) -> None:
+    store = make_store(tmp_path / "data")
+    ids = arrive(store, identity, 2)
+    yesterday = day_timestamp() - 86400
+    for submission_id in ids:  # they arrived yesterday
+        for path in store.files(submission_id):
+            os.utime(path, (yesterday, yesterday))
+    before = {i: manifest_inodes(store, [i]) for i in ids}
+    with store.maintenance():
+        report = seal(store, reserve_bytes=store.free_bytes())
+    assert sorted(report.not_sealed) == sorted(ids) and report.rewritten == 0
+    assert "PORTAL_MIN_FREE_MB" in report.not_sealed[ids[0]]
+    assert {i: manifest_inodes(store, [i]) for i in ids} == before  # untouched
+    # Older than today's seal, yet the next seal still rewrites them.
+    with store.maintenance():
+        assert seal(store, reserve_bytes=0).rewritten == 2
