@@ -582,3 +582,41 @@ def test_seal_leaves_the_witnesses_disk_reserve_alone(
     # Older than today's seal, yet the next seal still rewrites them.
     with store.maintenance():
         assert seal(store, reserve_bytes=0).rewritten == 2
+
+
+def test_without_rename_exchange_the_two_rename_fallback_is_safe(
+    tmp_path: Path, identity: X25519Identity, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """File systems without RENAME_EXCHANGE: a crash between the two renames loses nothing."""
+    import errno as errno_module
+
+    import portal.seal as seal_module
+
+    def no_exchange(first: Path, second: Path) -> None:
+        raise OSError(errno_module.EINVAL, "not supported", str(first))
+
+    monkeypatch.setattr(seal_module, "exchange", no_exchange)
+    store = make_store(tmp_path / "data")
+    ids = arrive(store, identity, 3)
+    expected = {i: open_submission(store.path(i), [identity]) for i in ids}
+    with store.maintenance():
+        report = seal(store)
+    assert report.rewritten == 3 and not report.staging_recreated
+    _assert_complete(store, identity, expected)
+
+    # Killed right after `submissions/` moved aside: no `submissions/` at all.
+    real_rename = os.rename
+
+    def die_after_moving_aside(source: object, target: object) -> None:
+        real_rename(source, target)  # type: ignore[arg-type]
+        if Path(str(target)).name == "old":
+            raise SystemExit("killed")
+
+    monkeypatch.setattr(os, "rename", die_after_moving_aside)
+    monkeypatch.setattr(seal_module, "recover_interrupted_seal", lambda _store: False)
+    with store.maintenance(), pytest.raises(SystemExit):
+        seal(store, everything=True)
+    monkeypatch.undo()
+    assert not store.submissions_dir.exists()
+    store.initialise()
+    _assert_complete(store, identity, expected)
