@@ -7,6 +7,7 @@ at import time. Every variable is documented in README.md.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -47,6 +48,9 @@ class Config:
     allowed_hosts: tuple[str, ...] = ()
     onion_location: str | None = None
     tls: bool = False
+    # UTC hour and minute of the daily seal (docs/FORMAT.md), None when off.
+    seal_time: tuple[int, int] | None = (4, 0)
+    staging_sweep_seconds: int = 60
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -75,6 +79,8 @@ class Config:
             allowed_hosts=tuple(h for h in hosts if h),
             onion_location=env.get("PORTAL_ONION_LOCATION") or None,
             tls=env.get("PORTAL_TLS", "").lower() in ("1", "true", "yes"),
+            seal_time=_seal_time(env.get("PORTAL_SEAL_TIME", "04:00")),
+            staging_sweep_seconds=_positive_int(env, "PORTAL_STAGING_SWEEP_SECONDS", 60),
         )
 
     @property
@@ -93,6 +99,18 @@ def _positive_int(env: Mapping[str, str], name: str, default: int, allow_zero: b
     if value < 0 or (value == 0 and not allow_zero):
         raise ConfigError(f"{name}={raw!r} must be a positive number")
     return value
+
+
+def _seal_time(raw: str) -> tuple[int, int] | None:
+    if raw.strip().lower() == "off":
+        return None
+    match = re.fullmatch(r"\s*([01]?[0-9]|2[0-3]):([0-5][0-9])\s*", raw)
+    if not match:
+        raise ConfigError(
+            f"PORTAL_SEAL_TIME={raw!r} is not a time of day: use HH:MM in UTC, "
+            "e.g. 04:00, or `off` to run `testimony-portal seal` yourself"
+        )
+    return int(match.group(1)), int(match.group(2))
 
 
 def find_private_keys(recipients_file: Path) -> list[Path]:
