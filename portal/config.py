@@ -7,6 +7,7 @@ at import time. Every variable is documented in README.md.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -51,6 +52,9 @@ class Config:
     tls: bool = False
     # None: the default questionnaire shipped in the package.
     questionnaire_file: Path | None = None
+    # UTC hour and minute of the daily seal (docs/FORMAT.md), None when off.
+    seal_time: tuple[int, int] | None = (4, 0)
+    staging_sweep_seconds: int = 60
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -82,6 +86,8 @@ class Config:
             questionnaire_file=Path(env["PORTAL_QUESTIONNAIRE"])
             if env.get("PORTAL_QUESTIONNAIRE")
             else None,
+            seal_time=_seal_time(env.get("PORTAL_SEAL_TIME", "04:00")),
+            staging_sweep_seconds=_positive_int(env, "PORTAL_STAGING_SWEEP_SECONDS", 60),
         )
 
     @property
@@ -114,6 +120,18 @@ def load_questionnaire(config: Config, languages: Iterable[str]) -> Questionnair
         )
     except questionnaire.QuestionnaireError as exc:
         raise ConfigError(f"PORTAL_QUESTIONNAIRE: {exc}") from None
+
+
+def _seal_time(raw: str) -> tuple[int, int] | None:
+    if raw.strip().lower() == "off":
+        return None
+    match = re.fullmatch(r"\s*([01]?[0-9]|2[0-3]):([0-5][0-9])\s*", raw)
+    if not match:
+        raise ConfigError(
+            f"PORTAL_SEAL_TIME={raw!r} is not a time of day: use HH:MM in UTC, "
+            "e.g. 04:00, or `off` to run `testimony-portal seal` yourself"
+        )
+    return int(match.group(1)), int(match.group(2))
 
 
 def find_private_keys(recipients_file: Path) -> list[Path]:
