@@ -104,7 +104,6 @@ class Client:
             "csrf_token": token,
             "consent": "yes",
             "testimony": text,
-            "consent": "yes",
             **(extra_fields or {}),
         }
         body = MultipartBody(fields, list(files))
