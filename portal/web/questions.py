@@ -98,14 +98,18 @@ def read_posted_answers(long_text_limit: int) -> Answers:
 
 def problem_text(problem: Problem, question: Question, limit: int) -> str:
     if problem is Problem.REQUIRED:
-        return _("Please answer this question.")
+        return str(_("Please answer this question."))
     if problem is Problem.BAD_CHOICE:
-        return _("Please choose one of the answers shown.")
+        return str(_("Please choose one of the answers shown."))
     if problem is Problem.BAD_DATE:
-        return _("Please write the date as a year (2019), a month (2019-05) or a day (2019-05-14).")
-    return _(
-        "Your answer is longer than %(max)s characters. Please shorten it.",
-        max=question.max_chars(limit),
+        return str(
+            _("Please write the date as a year (2019), a month (2019-05) or a day (2019-05-14).")
+        )
+    return str(
+        _(
+            "Your answer is longer than %(max)s characters. Please shorten it.",
+            max=question.max_chars(limit),
+        )
     )
 
 
