@@ -271,8 +271,8 @@ def test_witness_answers_the_korean_questionnaire_without_javascript(
 ) -> None:
     """Every question of the default questionnaire, a mistake first, then open: each answer
     under its question. Screenshots of the form and the reviewer's page go to docs/screenshots/."""
-    from portal.review.cli import main as review
     from portal.questionnaire import DEFAULT_QUESTIONNAIRE, load_questionnaire
+    from portal.review.cli import main as review
     from tests.test_questionnaire_web import KOREAN_ANSWERS, assert_each_answer_under_its_question
 
     questionnaire = load_questionnaire(DEFAULT_QUESTIONNAIRE, LANGUAGES)
