@@ -82,7 +82,8 @@ def witness_pages(app: Flask) -> Iterator[tuple[str, str, str]]:
             "received",
             lang,
             client.post(
-                f"{base}/submit", data={"csrf_token": token, "consent": "yes", "testimony": "page weight"}
+                f"{base}/submit",
+                data={"csrf_token": token, "consent": "yes", "testimony": "page weight"},
             ).get_data(as_text=True),
         )
         yield "error 400", lang, client.post(f"{base}/submit", data={}).get_data(as_text=True)
