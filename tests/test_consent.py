@@ -238,3 +238,39 @@ def test_table_refuses_a_manifest_changed_after_opening(box: Opened) -> None:
     run = review(["table", "--from", box.out, "--out", box.tmp / "t.csv"])
     assert run.status == ExitStatus.ERROR and "was changed after it was opened" in run.err
     assert not (box.tmp / "t.csv").exists()
+
+
+def _manifest_with(questionnaire: object, fmt: str = "testimony-portal/submission/2") -> bytes:
+    document = json.loads(v1_manifest("a" * 24))
+    document["format"] = fmt
+    document["questionnaire"] = questionnaire
+    return json.dumps(document).encode()
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda s: "not an object",
+        lambda s: {**s, "sha256": "F" * 64},
+        lambda s: {**s, "questions": {}},
+        lambda s: {**s, "questions": [*s["questions"], s["questions"][0]]},
+        lambda s: {**s, "questions": [{**s["questions"][0], "label": 7}]},
+        lambda s: {**s, "questions": [{**s["questions"][0], "identifying": "yes"}]},
+        lambda s: {**s, "questions": [{**s["questions"][-1], "choices": [{"id": "yes"}]}]},
+    ],
+)
+def test_a_malformed_sealed_questionnaire_is_refused(damage) -> None:  # type: ignore[no-untyped-def]
+    from portal.review.manifest import ManifestError, parse_manifest
+
+    sealed = QUESTIONNAIRE.sealed("ko")
+    assert parse_manifest(_manifest_with(sealed)).questionnaire is not None
+    with pytest.raises(ManifestError, match="questionnaire"):
+        parse_manifest(_manifest_with(damage(sealed)))
+
+
+def test_a_version_1_manifest_cannot_carry_a_questionnaire() -> None:
+    from portal.review.manifest import ManifestError, parse_manifest
+
+    bad = _manifest_with(QUESTIONNAIRE.sealed("en"), fmt="testimony-portal/submission/1")
+    with pytest.raises(ManifestError, match="version 1 manifest cannot hold a questionnaire"):
+        parse_manifest(bad)
