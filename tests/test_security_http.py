@@ -16,8 +16,8 @@ from flask.testing import FlaskClient
 from portal.config import Config
 from portal.store import SubmissionStore
 from portal.web import create_app
+from tests.support import form_fields
 
-CSRF_RE = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
 REQUIRED_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "X-Content-Type-Options": "nosniff",
@@ -50,10 +50,9 @@ def csp_directives(header: str) -> dict[str, str]:
     }
 
 
-def token(client: FlaskClient, path: str = "/submit") -> str:
-    match = CSRF_RE.search(client.get(path).get_data(as_text=True))
-    assert match
-    return match.group(1)
+def hidden_fields(client: FlaskClient, path: str = "/submit") -> dict[str, str]:
+    """Open the form: its CSRF token and one-time value."""
+    return form_fields(client.get(path).get_data(as_text=True))
 
 
 @pytest.mark.parametrize(("method", "path"), PAGES)
@@ -126,13 +125,13 @@ def test_no_cookie_on_pages_without_a_form(client) -> None:  # type: ignore[no-u
 
 def test_csrf_window_covers_a_slow_upload_over_tor(app, client, config, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     assert app.config["WTF_CSRF_TIME_LIMIT"] >= 6 * 3600
-    csrf = token(client)
+    fields = hidden_fields(client)
     # Eight hours later, as after a very slow upload, the form is still accepted.
     later = time.time() + 8 * 3600
     monkeypatch.setattr(time, "time", lambda: later)
     response = client.post(
         "/submit",
-        data={"csrf_token": csrf, "testimony": "slow but safe"},
+        data={**fields, "testimony": "slow but safe"},
         content_type="multipart/form-data",
     )
     assert response.status_code == 200, response.get_data(as_text=True)
@@ -140,12 +139,12 @@ def test_csrf_window_covers_a_slow_upload_over_tor(app, client, config, monkeypa
 
 
 def test_csrf_token_expires_eventually(client, config, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    csrf = token(client)
+    fields = hidden_fields(client)
     later = time.time() + 3 * 24 * 3600
     monkeypatch.setattr(time, "time", lambda: later)
     response = client.post(
         "/submit",
-        data={"csrf_token": csrf, "testimony": "stale"},
+        data={**fields, "testimony": "stale"},
         content_type="multipart/form-data",
     )
     assert response.status_code == 400
@@ -166,12 +165,10 @@ def test_unknown_host_gets_a_clear_400_page(config) -> None:  # type: ignore[no-
 def test_unknown_host_cannot_submit(config) -> None:  # type: ignore[no-untyped-def]
     client = app_with(config, allowed_hosts=("abcdef.onion",)).test_client()
     page = client.get("/submit", headers={"Host": "abcdef.onion"}).get_data(as_text=True)
-    csrf = CSRF_RE.search(page)
-    assert csrf
     response = client.post(
         "/submit",
         data={
-            "csrf_token": csrf.group(1),
+            **form_fields(page),
             "testimony": "x",
             "attachments": (io.BytesIO(b"x"), "a.txt"),
         },
@@ -231,13 +228,13 @@ def witness_pages(client: FlaskClient, config: Config) -> dict[str, str]:
         post = f"{lang}/submit"
         pages[post + " (invalid)"] = client.post(
             post,
-            data={"csrf_token": token(client, post), "testimony": "", "website": "bot"},
+            data={**hidden_fields(client, post), "testimony": "", "website": "bot"},
             content_type="multipart/form-data",
         ).get_data(as_text=True)
         pages[post + " (csrf)"] = client.post(post, data={}).get_data(as_text=True)
         pages[post + " (received)"] = client.post(
             post,
-            data={"csrf_token": token(client, post), "testimony": "<script>alert(1)</script>"},
+            data={**hidden_fields(client, post), "testimony": "<script>alert(1)</script>"},
             content_type="multipart/form-data",
         ).get_data(as_text=True)
     return pages
