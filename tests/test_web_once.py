@@ -192,6 +192,23 @@ def test_ledger_holds_its_capacity_of_stored_forms() -> None:
     assert all(isinstance(ledger.claim(form(n)), AlreadyStored) for n in range(500))
 
 
+def test_ledger_keeps_stored_forms_through_many_failed_attempts() -> None:
+    # Released claims leave tombstones; the table is rebuilt in place when
+    # they pile up, and what was stored must survive every rebuild.
+    clock = Clock()
+    ledger = FormLedger(capacity=8, clock=clock)
+    for n in range(4):
+        claim = ledger.claim(form(n))
+        assert isinstance(claim, Claimed)
+        ledger.complete(claim, f"page {n}".encode())
+    for n in range(100, 1100):
+        claim = ledger.claim(form(n))
+        assert isinstance(claim, Claimed)
+        ledger.release(claim)
+    for n in range(4):
+        assert ledger.claim(form(n)) == AlreadyStored(page_state=f"page {n}".encode())
+
+
 def test_ledger_is_shared_by_forked_workers() -> None:
     ledger = FormLedger(capacity=100, clock=Clock())
     pid = os.fork()

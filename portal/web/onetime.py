@@ -28,7 +28,7 @@ import multiprocessing
 import os
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
@@ -49,9 +49,9 @@ PAGE_STATE_SIZE = 64
 _SEAL_OVERHEAD = 12 + 16  # ChaCha20-Poly1305 nonce and tag
 _SEALED_SIZE = 2 + PAGE_STATE_SIZE + _SEAL_OVERHEAD
 _SLOT_BYTES = KEY_SIZE + _SEALED_SIZE
-SLOTS_PER_BUCKET = 8
 
-EMPTY, STORING, STORED = 0, 1, 2
+# Slot states. FREE is a tombstone: probes go on past it.
+NEVER, STORING, STORED, FREE = 0, 1, 2, 3
 
 
 class InvalidFormValue(Exception):
@@ -112,11 +112,13 @@ ClaimResult = Claimed | AlreadyStored | StillStoring
 class FormLedger:
     """The set of forms already used, in memory shared by every worker.
 
-    A fixed table of buckets of `SLOTS_PER_BUCKET` entries; a value's keyed
-    hash picks its bucket. `capacity` should cover every submission the rate
-    limit lets through in `FORM_LIFETIME`; if a bucket is ever full of live
-    entries, the one that expires first is forgotten (that form could then
-    be stored once more).
+    An open-addressing hash table (linear probing) of twice `capacity`
+    slots; a value's keyed hash picks where its probe starts. Released and
+    expired entries stay as tombstones until the table is rebuilt in place,
+    which happens when fewer than a quarter of the slots were never used.
+    `capacity` should cover every submission the rate limit lets through
+    in `FORM_LIFETIME`; if ever every slot holds a live entry, the one that
+    expires first is forgotten (that form could then be stored once more).
     """
 
     def __init__(
@@ -126,12 +128,12 @@ class FormLedger:
         clock: Callable[[], float] = time.monotonic,
         alive: Callable[[int], bool] | None = None,
     ) -> None:
-        self._buckets = max(1, -(-2 * capacity // SLOTS_PER_BUCKET))
-        slots = self._buckets * SLOTS_PER_BUCKET
-        self._data = multiprocessing.RawArray("B", slots * _SLOT_BYTES)
-        self._state = multiprocessing.RawArray("b", slots)
-        self._owner = multiprocessing.RawArray("i", slots)
-        self._expires = multiprocessing.RawArray("d", slots)
+        self._size = max(4, 2 * capacity)
+        self._data = multiprocessing.RawArray("B", self._size * _SLOT_BYTES)
+        self._state = multiprocessing.RawArray("b", self._size)
+        self._owner = multiprocessing.RawArray("i", self._size)
+        self._expires = multiprocessing.RawArray("d", self._size)
+        self._used = multiprocessing.RawArray("q", 1)  # slots that are not NEVER
         self._clock = clock
         self._alive = alive or _process_alive
         self._lock = SharedLock("portal-form-ledger")
@@ -148,11 +150,7 @@ class FormLedger:
                 if self._state[slot] == STORED:
                     return AlreadyStored(_unseal(page_key, self._sealed(slot)))
                 return StillStoring()
-            slot = self._free_slot(key, now)
-            self._write(slot, key, b"")
-            self._state[slot] = STORING
-            self._owner[slot] = os.getpid()
-            self._expires[slot] = now + form.seconds_left + 60
+            self._put(key, STORING, os.getpid(), now + form.seconds_left + 60, b"", now)
         return Claimed(key=key, page_key=page_key)
 
     def complete(self, claim: Claimed, page_state: bytes = b"") -> None:
@@ -169,31 +167,54 @@ class FormLedger:
         with self._lock:
             slot = self._find(claim.key, self._clock())
             if slot is not None and self._state[slot] == STORING:
-                self._state[slot] = EMPTY
+                self._state[slot] = FREE
 
     def _live(self, slot: int, now: float) -> bool:
         state = self._state[slot]
-        if state == EMPTY or self._expires[slot] <= now:
+        if state in (NEVER, FREE) or self._expires[slot] <= now:
             return False
         # A worker killed while storing leaves its claim behind; it holds nothing.
         return state == STORED or self._alive(self._owner[slot])
 
-    def _slots(self, key: bytes) -> range:
-        first = int.from_bytes(key[:8], "big") % self._buckets * SLOTS_PER_BUCKET
-        return range(first, first + SLOTS_PER_BUCKET)
+    def _probe(self, key: bytes) -> Iterator[int]:
+        start = int.from_bytes(key[:8], "big") % self._size
+        for step in range(self._size):
+            yield (start + step) % self._size
 
     def _find(self, key: bytes, now: float) -> int | None:
-        for slot in self._slots(key):
+        for slot in self._probe(key):
+            if self._state[slot] == NEVER:
+                return None
             if self._live(slot, now) and self._key(slot) == key:
                 return slot
         return None
 
-    def _free_slot(self, key: bytes, now: float) -> int:
-        slots = self._slots(key)
-        for slot in slots:
-            if not self._live(slot, now):
-                return slot
-        return min(slots, key=lambda slot: self._expires[slot])
+    def _put(self, key: bytes, state: int, owner: int, expires: float, sealed: bytes,
+             now: float) -> None:  # fmt: skip
+        if self._used[0] >= self._size * 3 // 4:
+            self._rebuild(now)
+        slot = next((s for s in self._probe(key) if not self._live(s, now)), None)
+        if slot is None:  # every slot live: forget the entry that expires first
+            slot = min(range(self._size), key=lambda s: self._expires[s])
+        if self._state[slot] == NEVER:
+            self._used[0] += 1
+        self._write(slot, key, sealed)
+        self._state[slot] = state
+        self._owner[slot] = owner
+        self._expires[slot] = expires
+
+    def _rebuild(self, now: float) -> None:
+        """Drop tombstones and expired entries: put the live ones back in place."""
+        live = [
+            (self._key(s), self._state[s], self._owner[s], self._expires[s], self._sealed(s))
+            for s in range(self._size)
+            if self._live(s, now)
+        ]
+        for slot in range(self._size):
+            self._state[slot] = NEVER
+        self._used[0] = 0
+        for key, state, owner, expires, sealed in live:
+            self._put(key, state, owner, expires, sealed, now)
 
     def _key(self, slot: int) -> bytes:
         start = slot * _SLOT_BYTES
