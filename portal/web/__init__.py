@@ -8,6 +8,7 @@ from typing import Any
 from flask import Flask
 
 from portal.config import Config, load_recipients
+from portal.freespace import FreeSpaceFloor
 from portal.store import SubmissionStore
 from portal.web import errors, i18n, intake, pages, security, submit
 from portal.web.extensions import PortalState, csrf
@@ -30,7 +31,9 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     """
     config = config or Config.from_env()
     recipients = load_recipients(config.recipients_file)
-    store = SubmissionStore(config.data_dir)
+    # Every write of every upload keeps PORTAL_MIN_FREE_MB free on the disk.
+    floor = FreeSpaceFloor(config.data_dir, config.min_free_mb * 1024 * 1024)
+    store = SubmissionStore(config.data_dir, opener=floor.opener)
     store.initialise()
 
     app = Flask(__name__, template_folder=str(template_folder()))
