@@ -84,6 +84,30 @@ def test_static_files_carry_the_headers_but_may_be_cached(client) -> None:  # ty
     assert "no-store" not in response.headers.get("Cache-Control", "")
 
 
+def test_static_files_do_not_date_the_install(client) -> None:  # type: ignore[no-untyped-def]
+    path = "/static/style.css"
+    response = client.get(path)
+    assert response.status_code == 200 and response.data
+    assert "ETag" not in response.headers
+    assert "Last-Modified" not in response.headers
+    # Nor can the date be probed with conditional requests: always the whole file.
+    for header in (
+        {"If-Modified-Since": "Sun, 01 Jan 2040 00:00:00 GMT"},
+        {"If-Unmodified-Since": "Sat, 01 Jan 2000 00:00:00 GMT"},
+        {"If-None-Match": "*"},
+        {"Range": "bytes=0-0"},
+    ):
+        again = client.get(path, headers=header)
+        assert again.status_code == 200, header
+        assert again.data == response.data
+
+
+def test_a_missing_static_file_is_a_404_page(client) -> None:  # type: ignore[no-untyped-def]
+    response = client.get("/static/no-such-file.css")
+    assert response.status_code == 404
+    assert "<h1>" in response.get_data(as_text=True)
+
+
 def test_hsts_only_when_tls_is_configured(config) -> None:  # type: ignore[no-untyped-def]
     plain = app_with(config).test_client().get("/")
     assert "Strict-Transport-Security" not in plain.headers

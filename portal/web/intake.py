@@ -52,6 +52,25 @@ class LowDiskSpace(ServiceUnavailable):
 
 
 class IntakeRequest(Request):
+    @property
+    def max_content_length(self) -> int | None:
+        """PORTAL_MAX_UPLOAD_MB, inclusive: a body of exactly that size is accepted.
+
+        Under gunicorn, Werkzeug reads the body through a stream that raises
+        413 on any read once the limit is reached, and that is also the read
+        that finds the end of a body of exactly the limit. One byte of room
+        makes the limit inclusive; a declared Content-Length is held to the
+        exact limit.
+        """
+        limit: int | None = super().max_content_length
+        if limit is None or (self.content_length is not None and self.content_length > limit):
+            return limit
+        return limit + 1
+
+    @max_content_length.setter
+    def max_content_length(self, value: int | None) -> None:
+        self._max_content_length = value
+
     def _load_form_data(self) -> None:
         super()._load_form_data()
         # Werkzeug names a part whose Content-Disposition it cannot read
