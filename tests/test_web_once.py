@@ -23,7 +23,13 @@ from portal.web.onetime import (
     InvalidFormValue,
     StillStoring,
 )
-from tests.support import MultipartBody, assert_nothing_kept, form_fields, open_submission
+from tests.support import (
+    MultipartBody,
+    assert_nothing_kept,
+    form_fields,
+    open_submission,
+    start_server,
+)
 from tests.test_failure_disk import failing_after
 
 RECEIVED = 'class="notice ok"'
@@ -266,3 +272,34 @@ def test_live_double_click_while_the_first_is_still_storing_stores_once(
         for path in Path(root).rglob("*"):
             if path.is_file():
                 assert nonce not in path.read_bytes(), path
+
+
+@pytest.mark.slow
+def test_live_a_restart_lets_a_stored_form_be_stored_once_more_at_most(  # type: ignore[no-untyped-def]
+    tmp_path, identity, identity_file
+) -> None:
+    # The ledger is memory only. With a fixed secret key, a form drawn before
+    # a restart stays valid after it: re-sent then, it is stored once more,
+    # and from then on it is known again (docs/THREAT_MODEL.md says so).
+    env = {"PORTAL_SECRET_KEY": "fixed-for-this-test-" + os.urandom(8).hex()}
+    root = tmp_path / "server"
+    server = start_server(root, str(identity.recipient), identity_file, env=env)
+    try:
+        client = server.client()
+        body = MultipartBody({**client.form_fields(), "testimony": "before the restart"}, [])
+        data, headers = b"".join(body), {"Content-Type": body.content_type}
+        assert client.request("POST", "/submit", body=data, headers=headers).status == 200
+        assert client.request("POST", "/submit", body=data, headers=headers).status == 200
+        assert len(SubmissionStore(server.data_dir).ids()) == 1
+    finally:
+        server.stop()
+    server = start_server(root, str(identity.recipient), identity_file, env=env)
+    try:
+        again = server.client()
+        again.cookie = client.cookie  # the same browser, reloading the old page
+        for _ in range(3):
+            response = again.request("POST", "/submit", body=data, headers=headers)
+            assert response.status == 200 and RECEIVED in response.body
+        assert len(SubmissionStore(server.data_dir).ids()) == 2
+    finally:
+        server.stop()
