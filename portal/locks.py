@@ -17,10 +17,20 @@ class SharedLock:
     so a worker killed while holding it (gunicorn kills hung workers with
     SIGKILL) cannot leave every other worker waiting forever, as a
     semaphore such as multiprocessing.Lock would.
+
+    Record locks belong to a process, not a thread, and the kernel refuses
+    with EDEADLK a wait that would close a cycle between processes: worker A
+    holding one lock while another of its threads waits for a second, and
+    worker B the other way round, looks like a deadlock although it is not.
+    So the thread lock is one for all instances: in each worker, at most one
+    thread holds or waits for any of these locks, and no cycle can form.
+    Every critical section is short (a bucket update, a table look-up, one
+    64 KiB write), so sharing it costs little. Never take one inside another.
     """
 
+    _thread_lock = threading.Lock()
+
     def __init__(self, name: str) -> None:
-        self._thread_lock = threading.Lock()
         self._process_lock = os.memfd_create(name, os.MFD_CLOEXEC)
 
     def __enter__(self) -> None:
