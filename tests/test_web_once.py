@@ -111,6 +111,60 @@ def test_a_form_that_failed_to_store_can_be_sent_again(config) -> None:  # type:
     assert len(stored(config)) == 1
 
 
+def test_a_repeat_while_the_first_is_still_storing_waits_for_it(config) -> None:  # type: ignore[no-untyped-def]
+    # The first copy's disk is slow: its writes wait until released. The
+    # second copy of the same form arrives meanwhile; it must not store, and
+    # must not say "received" before the first copy is durably stored.
+    app = create_app(config, TESTING=True)
+    store = app.extensions["portal"].store
+    healthy, release, writing = store.opener, threading.Event(), threading.Event()
+
+    class SlowFile(io.RawIOBase):
+        def __init__(self, fd: int) -> None:
+            self._raw = healthy(fd)
+
+        def write(self, data) -> int:  # type: ignore[no-untyped-def, override]
+            writing.set()
+            release.wait(timeout=60)
+            return self._raw.write(data)
+
+        def writable(self) -> bool:
+            return True
+
+        def fileno(self) -> int:
+            return self._raw.fileno()
+
+        def close(self) -> None:
+            super().close()
+            self._raw.close()
+
+    store.opener = SlowFile
+    setup = app.test_client()
+    fields = form_fields(setup.get("/submit").get_data(as_text=True))
+    answers: dict[str, tuple[int, str]] = {}
+
+    def send(name: str) -> None:
+        client = app.test_client()
+        client.set_cookie("session", setup.get_cookie("session").value)  # type: ignore[union-attr]
+        response = client.post("/submit", data={**fields, "testimony": "slow disk"})
+        answers[name] = (response.status_code, response.get_data(as_text=True))
+
+    first = threading.Thread(target=send, args=("first",))
+    first.start()
+    assert writing.wait(timeout=30), "the first copy never started writing"
+    second = threading.Thread(target=send, args=("second",))
+    second.start()
+    second.join(timeout=1.0)
+    assert second.is_alive(), "the repeat answered before the first copy was stored"
+    assert "second" not in answers
+    release.set()
+    first.join(timeout=60)
+    second.join(timeout=60)
+    assert answers["first"][0] == 200 and RECEIVED in answers["first"][1]
+    assert answers["second"][0] == 200 and RECEIVED in answers["second"][1]
+    assert len(stored(config)) == 1
+
+
 def test_a_repeated_form_gives_its_rate_token_back(config) -> None:  # type: ignore[no-untyped-def]
     client = create_app(
         dataclasses.replace(config, rate_burst=2, rate_per_minute=1), TESTING=True
