@@ -16,6 +16,8 @@ BURST = 10
 JUNK_PER_SECOND = 20
 SECONDS = 20
 WITNESS_SUBMISSIONS = 10
+# Several flooding threads, so that a slow answer does not slow the flood.
+FLOODERS = 4
 
 
 @pytest.fixture
@@ -56,17 +58,17 @@ def test_junk_posts_do_not_lock_a_witness_out(limited_server) -> None:  # type: 
 
     def flood(offset: int) -> None:
         client = Client(limited_server.url, timeout=30)
-        interval = 2 / JUNK_PER_SECOND  # two flooding threads
+        interval = FLOODERS / JUNK_PER_SECOND
         n = offset
         next_at = time.monotonic()
         while time.monotonic() < stop:
             method, path, body, headers = junk[n % len(junk)]
             statuses[client.request(method, path, body=body, headers=headers).status] += 1
-            n += 2
+            n += FLOODERS
             next_at += interval
             time.sleep(max(0.0, next_at - time.monotonic()))
 
-    flooders = [threading.Thread(target=flood, args=(k,)) for k in range(2)]
+    flooders = [threading.Thread(target=flood, args=(k,)) for k in range(FLOODERS)]
     for thread in flooders:
         thread.start()
     results = []
