@@ -68,7 +68,9 @@ def test_the_form_asks_every_question_with_consent_last_and_nothing_chosen(clien
         assert html.escape(question.label["ko"], quote=False) in page, question.id
         assert question.label["en"] not in page
     parsed = controls(page)
-    named = [c for c in parsed.controls if c.get("name") not in ("csrf_token", "website")]
+    named = [
+        c for c in parsed.controls if c.get("name") not in ("csrf_token", "form_id", "website")
+    ]
     names = [c.get("name") or c["tag"] for c in named]
     # Consent comes after every other question and right before the send button.
     assert names[-5:] == ["consent", "consent", "consent", "consent", "button"]
