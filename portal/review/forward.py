@@ -4,8 +4,8 @@ The partner needs nothing of ours: `age -d -i partner-key.txt -o bundle.tar
 FILE` and `tar -xf bundle.tar` give them, per submission, `<id>/testimony.json`
 (the manifest), the attachments byte for byte as the witness sent them, and
 at the top `SHA256SUMS` (for `sha256sum -c`), `custody.jsonl` (what our
-custody log says about these submissions, cut to what the partner needs) and
-`README.txt`, and `consent.json` (each witness's consent as checked, and any
+custody log says about these submissions, cut to what the partner needs),
+`README.txt` and `consent.json` (each witness's consent as checked, and any
 override with its reason; see portal/review/consent.py).
 
 A redacted bundle (`--omit-field`) carries nothing computed from what was
