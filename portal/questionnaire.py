@@ -483,6 +483,11 @@ class _Checker:
                 )
             else:
                 ids[qid] = self._key_line("id", start + 1, end, start)
+        testimony = next((q for q in questions if q.id == TESTIMONY_ID), None)
+        if testimony is not None and testimony.type != LONG_TEXT:
+            # The free text is the form's testimony field, with its own
+            # length limit (PORTAL_MAX_TESTIMONY_CHARS).
+            self.problem(ids[TESTIMONY_ID], "the question 'testimony' must be of type long_text")
         files = [q for q in questions if q.type == FILES]
         if len(files) > 1:
             self.problem(ids[files[1].id], "only one question may be of type files")

@@ -167,6 +167,11 @@ MISTAKES = {
     ),
     "consent-wrong-choices": (edit('id = "ask"', 'id = "later"'), 23, "exactly yes, anonymous"),
     "no-questions": ('id = "x"\nversion = "1"\n', 1, "no questions"),
+    "testimony-not-long-text": (
+        edit('id = "what"\ntype = "long_text"', 'id = "testimony"\ntype = "short_text"'),
+        5,
+        "'testimony' must be of type long_text",
+    ),
 }
 
 
