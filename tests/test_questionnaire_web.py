@@ -82,6 +82,13 @@ def test_the_form_asks_every_question_with_consent_last_and_nothing_chosen(clien
         assert f'<label for="{control["id"]}">' in page, control
 
 
+def test_the_files_question_states_the_limits(client, config) -> None:  # type: ignore[no-untyped-def]
+    page = client.get("/submit").get_data(as_text=True)
+    limits = f"up to {config.max_upload_mb} MB in all, at most {config.max_files} files."
+    assert limits in page
+    assert '<input type="file" name="attachments" id="q-files" multiple' in page
+
+
 def test_every_language_shows_its_own_question_texts(client) -> None:  # type: ignore[no-untyped-def]
     for lang, path in (("en", "/submit"), ("ko", "/ko/submit"), ("zh", "/zh/submit")):
         page = client.get(path).get_data(as_text=True)
@@ -101,7 +108,7 @@ def test_without_consent_nothing_is_saved_and_every_answer_is_kept(client, confi
     assert "증언이 저장되지 않았습니다" in page
     # The error summary links to the first answer of the consent question.
     consent_label = html.escape(QUESTIONNAIRE.question("consent").label["ko"], quote=False)  # type: ignore[union-attr]
-    assert f'<a href="#q-consent-yes">{consent_label}: 이 질문에 답해 주세요.</a>' in page
+    assert f'<a href="#q-consent-yes">{consent_label} — 이 질문에 답해 주세요.</a>' in page
     assert (
         'id="q-consent-error"' in page
         and 'aria-describedby="q-consent-hint q-consent-error"' in page
