@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from portal import questionnaire as q
 from portal.age import X25519Identity
@@ -377,3 +379,37 @@ def test_sealed_texts_are_the_witness_language_with_english_beside() -> None:
     assert consent["choices"][2]["label"] == "먼저 저에게 물어봐 주세요"
     confirm = next(x for x in sealed["questions"] if x["id"] == "confirm")
     assert confirm["identifying"] is True
+
+
+# ------------------------------------------------------------------ fuzzing
+
+
+_PIECES = [
+    "[[questions]]", "[[questions.choices]]", "id = ", '"', "=", "{", "}", "[", "]", "\n",
+    "label", ".en", "true", "42", 'type = "files"', "# x", "\\", "é", "\0",
+]  # fmt: skip
+
+
+@settings(
+    max_examples=300,
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    cut=st.integers(0, len(VALID)),
+    length=st.integers(0, 40),
+    insert=st.lists(st.sampled_from(_PIECES), max_size=4).map("".join),
+)
+def test_any_damaged_questionnaire_is_refused_with_a_line_never_a_crash(
+    tmp_path: Path, cut: int, length: int, insert: str
+) -> None:
+    text = VALID[:cut] + insert + VALID[cut + length :]
+    path = tmp_path / "fuzzed.toml"
+    path.write_text(text, encoding="utf-8")
+    try:
+        load_questionnaire(path, LANGUAGES)
+    except QuestionnaireError as exc:
+        last = text.count("\n") + 1
+        assert exc.problems and all(1 <= line <= last for line, _ in exc.problems), exc.problems
+        assert str(exc).startswith(f"questionnaire {path} line ")
