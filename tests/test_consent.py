@@ -274,3 +274,22 @@ def test_a_version_1_manifest_cannot_carry_a_questionnaire() -> None:
     bad = _manifest_with(QUESTIONNAIRE.sealed("en"), fmt="testimony-portal/submission/1")
     with pytest.raises(ManifestError, match="version 1 manifest cannot hold a questionnaire"):
         parse_manifest(bad)
+
+
+def test_hostile_question_texts_are_shown_as_text(box: Opened) -> None:
+    sealed = QUESTIONNAIRE.sealed("ko")
+    sealed["language"] = '"><script>'
+    sealed["questions"][0]["label"] = "<script>alert('q')</script>"
+    sealed["questions"][-1]["choices"][0]["label_en"] = "<img src=x onerror=alert(1)>"
+
+    def manifest(sid: str, _attachments: object) -> bytes:
+        document = json.loads(_manifest_with(sealed))
+        document.update(id=sid, fields={"testimony": "x", "consent": "yes"})
+        return json.dumps(document).encode()
+
+    sid = craft(box.store, box.identity.recipient, manifest)
+    box.open()
+    page = (box.out / sid / "testimony.html").read_text("utf-8")
+    assert "<script" not in page and "<img" not in page
+    assert "&lt;script&gt;alert(&#x27;q&#x27;)&lt;/script&gt;" in page
+    assert "&lt;img src=x onerror=alert(1)&gt;" in page
