@@ -33,7 +33,6 @@ import resource
 import select
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -62,6 +61,8 @@ INSTALL_HINT = (
     "for development only"
 )
 _PR_SET_PDEATHSIG = 1
+_MAX_SOCKET_PATH = 100
+_SHORT_TMP = "/tmp"  # noqa: S108 (a private folder made by mkdtemp, only for the socket)
 
 # Which of the portal's error pages stands for each status nginx answers
 # itself. The status code the client sees is nginx's; the page is ours.
@@ -310,6 +311,9 @@ class Supervisor:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
                 preexec_fn=_die_with_parent,  # noqa: PLW1509 (no threads run here yet)
+                # Its own process group, so that its workers can be stopped
+                # even if its master process died first.
+                process_group=0,
             )
             self._wait_for_nginx()
             self.app = subprocess.Popen(
@@ -324,6 +328,8 @@ class Supervisor:
         self._stopping = True
 
     def _wait_for_nginx(self) -> None:
+        # nginx writes its pid file only once it listens: a port held by
+        # another program (which would answer a probe) is told apart.
         assert self.nginx is not None
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline and not self._stopping:
@@ -335,13 +341,8 @@ class Supervisor:
                     f"{self.settings.host}:{self.settings.port}; see the nginx line above "
                     "(is the port already in use?)"
                 )
-            family = socket.AF_INET6 if ":" in self.settings.host else socket.AF_INET
-            with socket.socket(family) as probe:
-                probe.settimeout(1)
-                host = "127.0.0.1" if self.settings.host == "0.0.0.0" else self.settings.host  # noqa: S104
-                host = "::1" if host == "::" else host
-                if probe.connect_ex((host, self.settings.port)) == 0:
-                    return
+            if (self.runtime / "nginx.pid").exists():
+                return
         raise FrontError("the front proxy (nginx) did not start listening within 15 s")
 
     def _watch(self) -> int:
@@ -395,6 +396,10 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        if self.nginx is not None:
+            # nginx workers outlive a master that was killed outright.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.nginx.pid, signal.SIGKILL)
 
 
 def run_front(
@@ -406,16 +411,22 @@ def run_front(
     """Serve through nginx: write its configuration and pages, run it and the app server."""
     nginx = find_nginx()
     runtime = Path(tempfile.mkdtemp(prefix="testimony-portal-"))
+    sockets = runtime
     try:
         for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
             (runtime / "temp" / name).mkdir(parents=True, mode=0o700)
         write_error_pages(app, runtime / "pages")
-        upstream = runtime / "app.sock"
+        if len(str(runtime / "app.sock")) > _MAX_SOCKET_PATH:
+            # A Unix socket path has at most 107 bytes; TMPDIR can be deeper.
+            sockets = Path(tempfile.mkdtemp(prefix="tp-", dir=_SHORT_TMP))
+        upstream = sockets / "app.sock"
         (runtime / "nginx.conf").write_text(nginx_config(settings, runtime, upstream), "utf-8")
         command = [*app_command, "--unix-socket", str(upstream)]
         return Supervisor(settings, runtime, stderr).run(nginx, command)
     finally:
         shutil.rmtree(runtime, ignore_errors=True)
+        if sockets != runtime:
+            shutil.rmtree(sockets, ignore_errors=True)
 
 
 def app_server_command(workers: int, threads: int, body_timeout: float) -> list[str]:
