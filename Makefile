@@ -4,9 +4,13 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The server alone (no test tools): what `make run` installs.
+RUN_STAMP := $(VENV)/.installed-run
 APT_PACKAGES := age chromium chromium-driver fonts-noto-cjk
+SERVER_APT_PACKAGES := nginx libnginx-mod-http-headers-more-filter
+NGINX_MODULE := /usr/lib/nginx/modules/ngx_http_headers_more_filter_module.so
 
-.PHONY: help run test test-fast bench lint format system-deps wheel wheelhouse clean
+.PHONY: help run test test-fast bench lint format system-deps server-deps wheel wheelhouse clean
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -15,9 +19,28 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@ $(RUN_STAMP)
+
+$(RUN_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -e .
 	touch $@
 
-system-deps: ## install the Debian packages the tests use (age CLI, Chromium, CJK fonts)
+server-deps: ## install the Debian packages the server needs (nginx, in front of the app)
+	@missing=""; \
+	{ command -v nginx || test -x /usr/sbin/nginx; } >/dev/null || missing="$$missing nginx"; \
+	test -f $(NGINX_MODULE) || missing="$$missing libnginx-mod-http-headers-more-filter"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	  if command -v systemctl >/dev/null && systemctl is-enabled nginx >/dev/null 2>&1; then \
+	    echo "the portal runs its own nginx: disabling the system nginx service that was just installed"; \
+	    $$SUDO systemctl disable --now nginx >/dev/null 2>&1 || true; \
+	  fi; \
+	fi
+
+system-deps: server-deps ## install the Debian packages the server and the tests use (nginx, age CLI, Chromium, CJK fonts)
 	@missing=""; \
 	command -v age >/dev/null || missing="$$missing age"; \
 	command -v chromium >/dev/null || missing="$$missing chromium chromium-driver"; \
@@ -28,7 +51,7 @@ system-deps: ## install the Debian packages the tests use (age CLI, Chromium, CJ
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-run: $(STAMP) ## set up and start the portal on http://127.0.0.1:8080 (demo key if none configured)
+run: server-deps $(RUN_STAMP) ## set up and start the portal on http://127.0.0.1:8080 (demo key if none configured)
 	@set -e; \
 	if [ -z "$$PORTAL_RECIPIENTS" ] && ! grep -q '^age1' keys/recipients.txt; then \
 	  if [ ! -s instance/demo-keys/recipients.txt ]; then \
