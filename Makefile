@@ -77,7 +77,7 @@ bench: $(STAMP) system-deps ## run the benchmarks against the stock age CLI (tak
 	$(BIN)/python bench/bench_age_writer.py
 	$(BIN)/python bench/bench_upload.py
 	$(BIN)/python bench/bench_open.py
-	$(BIN)/python bench/load.py
+	$(BIN)/python bench/load.py --attack
 	$(BIN)/python bench/page_weight.py
 
 lint: $(STAMP) ## ruff (lint and format check) and mypy
