@@ -145,6 +145,8 @@ def nginx_config(settings: FrontSettings, runtime: Path, upstream: Path) -> str:
 master_process on;
 worker_processes 1;
 worker_rlimit_nofile {settings.nofile};
+# On a stop, requests in flight get as long as gunicorn gives them.
+worker_shutdown_timeout 60s;
 pid {runtime}/nginx.pid;
 error_log stderr warn;
 load_module {HEADERS_MORE};
@@ -388,7 +390,9 @@ class Supervisor:
         children = [p for p in (self.app, self.nginx) if p is not None]
         for process in children:
             if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
+                # SIGQUIT is nginx's graceful stop: it stops accepting and
+                # lets uploads in flight finish, as gunicorn does on SIGTERM.
+                process.send_signal(signal.SIGQUIT if process is self.nginx else signal.SIGTERM)
         deadline = time.monotonic() + 75  # gunicorn's graceful timeout is 60 s
         for process in children:
             try:
