@@ -88,13 +88,19 @@ def _peak_rss(pid: int) -> int:
 def _send(
     server: LiveServer, content_type: str, make: Callable[[], Iterator[bytes]], chunked: bool
 ) -> int:
-    """Post the body, stopping early if the server answers; the status it gave."""
+    """Post the body, stopping early if the server answers; the status it gave.
+
+    The request carries the form's session, as a real attempt does: without
+    it the portal refuses a submit POST before reading any of its body.
+    """
+    client = server.client()
+    client.form_fields("ko")
     with socket.create_connection(("127.0.0.1", server.port), timeout=120) as sock:
         length = sum(len(piece) for piece in make())
         framing = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {length}"
         sock.sendall(
             f"POST /ko/submit HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n"
-            f"{framing}\r\n\r\n".encode()
+            f"Cookie: {client.cookie}\r\n{framing}\r\n\r\n".encode()
         )
         answer = bytearray()
 
