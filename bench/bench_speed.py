@@ -567,18 +567,19 @@ def securedrop_row(args: argparse.Namespace, root: Path, portal: Run) -> Row:
 
 
 def open_once(data_dir: Path, identity_file: Path, root: Path, mib: int) -> dict[str, float]:
-    out, custody = root / "opened", root / "custody.jsonl"
-    shutil.rmtree(out, ignore_errors=True)
-    custody.unlink(missing_ok=True)
+    # A fresh folder each time: `open` keeps its custody log's head beside the log,
+    # and refuses a log that went missing while its head stayed.
+    work = Path(tempfile.mkdtemp(prefix="open-", dir=root))
+    out, custody = work / "opened", work / "custody.jsonl"
     command = [
         sys.executable, "-m", "portal.review.cli", "open", str(data_dir), "--identity",
         str(identity_file), "--out", str(out), "--custody", str(custody), "--reviewer", "bench",
         "--quiet",
     ]  # fmt: skip
     start = time.perf_counter()
-    subprocess.run(command, check=True, stderr=subprocess.DEVNULL)
+    subprocess.run(command, check=True)
     elapsed = time.perf_counter() - start
-    shutil.rmtree(out)
+    shutil.rmtree(work)
     return {"rate": mib / elapsed}
 
 
