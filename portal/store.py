@@ -121,10 +121,16 @@ class StagedFile:
     flushes to disk every `SYNC_EVERY` bytes, so the final fsync of a large
     upload has little left to do. An error in the thread (a full disk) is
     raised by the next `write()` or by `finish()`.
+
+    The first `INLINE_BYTES` are written by the caller itself, and the
+    thread starts only for a file that grows past them: most files (every
+    manifest, a short attachment) are a few kilobytes, and starting and
+    joining a thread for them cost more than the write.
     """
 
     QUEUE_DEPTH = 32
     SYNC_EVERY = 32 * 1024 * 1024
+    INLINE_BYTES = 1024 * 1024
 
     def __init__(self, raw: BinaryIO, path: Path) -> None:
         self._raw = raw
@@ -132,8 +138,15 @@ class StagedFile:
         self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=self.QUEUE_DEPTH)
         self._error: OSError | None = None
         self._closed = False
-        self._thread = threading.Thread(target=self._drain, name="staged-write", daemon=True)
-        self._thread.start()
+        self._inline = 0
+        self._thread: threading.Thread | None = None
+
+    def _write_raw(self, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data)
+        while view:
+            written = self._raw.write(view)
+            # Unbuffered files may write only part of the data.
+            view = view[written if written is not None else len(view) :]
 
     def _drain(self) -> None:
         unsynced = 0
@@ -141,11 +154,7 @@ class StagedFile:
             if self._error is not None:
                 continue  # keep emptying the queue so the writer never blocks
             try:
-                view = memoryview(item)
-                while view:
-                    written = self._raw.write(view)
-                    # Unbuffered files may write only part of the data.
-                    view = view[written if written is not None else len(view) :]
+                self._write_raw(item)
                 unsynced += len(item)
                 if unsynced >= self.SYNC_EVERY:
                     os.fdatasync(self._raw.fileno())
@@ -161,15 +170,32 @@ class StagedFile:
         self._raise_pending()
         if self._closed:
             raise StoreError("write to a finished file")
+        if self._thread is None:
+            if self._inline + len(data) <= self.INLINE_BYTES:
+                try:
+                    self._write_raw(data)
+                except OSError as exc:
+                    self._error = exc
+                    raise _translate_os_error(exc) from exc
+                self._inline += len(data)
+                return len(data)
+            self._thread = threading.Thread(target=self._drain, name="staged-write", daemon=True)
+            self._thread.start()
         # A copy: the caller (the age writer) reuses its buffer.
         self._queue.put(bytes(data))
         return len(data)
 
+    @property
+    def threaded(self) -> bool:
+        """Whether this file grew large enough to be written by a helper thread."""
+        return self._thread is not None
+
     def _stop(self) -> None:
         if not self._closed:
             self._closed = True
-            self._queue.put(None)
-            self._thread.join()
+            if self._thread is not None:
+                self._queue.put(None)
+                self._thread.join()
 
     def finish(self) -> None:
         """Write out, fsync and close: after this the bytes are on disk."""

@@ -11,6 +11,7 @@ import pytest
 from portal.store import (
     DIR_MODE,
     FILE_MODE,
+    StagedFile,
     StorageFullError,
     StoreError,
     SubmissionStore,
@@ -169,3 +170,65 @@ def test_purge_removes_one_submission(store: SubmissionStore) -> None:
     gone = store.commit(_stage(store, [b"b"]))
     store.purge(gone)
     assert store.ids() == [keep]
+
+
+# --- per-submission overheads (issue 14): inline small files ---
+
+
+def test_small_file_is_written_inline_and_a_large_one_by_the_writer_thread(
+    store: SubmissionStore,
+) -> None:
+    staging = store.begin()
+    _small_path, small = staging.create_attachment()
+    small.write(b"a" * 1000)
+    _large_path, large = staging.create_attachment()
+    chunk = os.urandom(64 * 1024)
+    chunks = StagedFile.INLINE_BYTES // len(chunk) + 3
+    for _ in range(chunks):
+        large.write(chunk)
+    assert not small.threaded
+    assert large.threaded
+    small.finish()
+    large.finish()
+    assert small.path.read_bytes() == b"a" * 1000
+    assert large.path.read_bytes() == chunk * chunks
+    staging.discard()
+
+
+class _FailingAfter:
+    """A file that fails with ENOSPC once `budget` bytes were written."""
+
+    def __init__(self, fd: int, budget: int) -> None:
+        self.fd, self.left = fd, budget
+
+    def write(self, data: bytes) -> int:
+        if len(data) > self.left:
+            raise OSError(28, "No space left on device")
+        self.left -= len(data)
+        return os.write(self.fd, data)
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+@pytest.mark.parametrize("budget", [0, 500, StagedFile.INLINE_BYTES + 100_000])
+def test_disk_full_inline_or_on_the_writer_thread_is_storage_full(
+    tmp_path: Path, budget: int
+) -> None:
+    store = SubmissionStore(tmp_path / "data", opener=lambda fd: _FailingAfter(fd, budget))  # type: ignore[arg-type, return-value]
+    store.initialise()
+    staging = store.begin()
+    _relpath, f = staging.create_attachment()
+    with pytest.raises(StorageFullError):
+        for _ in range(3 * StagedFile.INLINE_BYTES // 65536):
+            f.write(os.urandom(65536))
+        f.finish()
+    assert f.threaded == (budget > StagedFile.INLINE_BYTES)
+    staging.discard()
+    assert list(store.staging_dir.iterdir()) == []
