@@ -111,6 +111,49 @@ def _translate_os_error(exc: OSError) -> StoreError:
     return StoreError(f"storage error: {exc.strerror or exc}")
 
 
+class SharedSync:
+    """One directory's fsync, shared by the threads that need it at the same moment.
+
+    A commit is durable once its rename is, that is once an fsync of the
+    directory that *started after* the rename has returned. While one thread
+    runs that fsync, the commits that arrive wait; the next fsync, started
+    when the running one ends, covers every one of them at once, instead of
+    one fsync each. No caller ever returns before an fsync that began after
+    its call; if that fsync fails, its caller gets the error and the others
+    it would have covered run one of their own.
+    """
+
+    def __init__(self, sync: Callable[[], None]) -> None:
+        self._sync = sync
+        self._lock = threading.Condition()
+        self._tickets = 0  # calls so far: a call's ticket is taken after its change
+        self._durable = 0  # every ticket up to this one is covered by a finished fsync
+        self._running = False
+        self.syncs = 0  # fsyncs run, for tests and benchmarks
+
+    def __call__(self) -> None:
+        with self._lock:
+            self._tickets += 1
+            ticket = self._tickets
+            while self._durable < ticket:
+                if self._running:
+                    self._lock.wait()
+                    continue
+                # No fsync is running: this thread runs one for every ticket
+                # taken so far, its own included, all taken before it starts.
+                covers = self._tickets
+                self._running = True
+                self._lock.release()
+                try:
+                    self._sync()
+                    self.syncs += 1
+                finally:
+                    self._lock.acquire()
+                    self._running = False
+                    self._lock.notify_all()
+                self._durable = max(self._durable, covers)
+
+
 class StagedFile:
     """A write-only file inside a staging directory, durably closed with `finish()`.
 
@@ -241,7 +284,8 @@ class Staging:
             raise StoreError("this submission is already committed or discarded")
         path = self.path / relpath
         try:
-            path.parent.mkdir(mode=DIR_MODE, exist_ok=True)
+            if path.parent != self.path:  # files/ for attachments; the manifest sits at the top
+                path.parent.mkdir(mode=DIR_MODE, exist_ok=True)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, FILE_MODE)
             raw = self._store.opener(fd)
         except OSError as exc:
@@ -279,6 +323,9 @@ class SubmissionStore:
         # The opener turns a raw descriptor into a file object. It is a seam
         # for tests that inject faults such as ENOSPC half-way through a file.
         self.opener: Callable[[int], BinaryIO] = opener or _open_unbuffered
+        # Commits of one worker's threads at the same moment share the fsync
+        # that makes their renames into submissions/ durable.
+        self.sync_submissions_dir = SharedSync(lambda: fsync_dir(self.submissions_dir))
 
     def initialise(self) -> None:
         """Create the directories (0700) and sweep staging left by a crash."""
@@ -328,7 +375,7 @@ class SubmissionStore:
                 fsync_dir(Path(dirpath))
                 os.utime(dirpath, (stamp, stamp))
             os.rename(staging.path, target)
-            fsync_dir(self.submissions_dir)
+            self.sync_submissions_dir()
             # The rename moved the directories' clocks to now: set them back.
             os.utime(self.submissions_dir, (stamp, stamp))
             os.utime(self.staging_dir, (stamp, stamp))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ import pytest
 from portal.store import (
     DIR_MODE,
     FILE_MODE,
+    SharedSync,
     StagedFile,
     StorageFullError,
     StoreError,
@@ -172,7 +175,7 @@ def test_purge_removes_one_submission(store: SubmissionStore) -> None:
     assert store.ids() == [keep]
 
 
-# --- per-submission overheads (issue 14): inline small files ---
+# --- per-submission overheads (issue 14): inline small files, shared fsyncs ---
 
 
 def test_small_file_is_written_inline_and_a_large_one_by_the_writer_thread(
@@ -232,3 +235,78 @@ def test_disk_full_inline_or_on_the_writer_thread_is_storage_full(
     assert f.threaded == (budget > StagedFile.INLINE_BYTES)
     staging.discard()
     assert list(store.staging_dir.iterdir()) == []
+
+
+def test_shared_sync_covers_waiting_callers_with_one_fsync_started_after_them() -> None:
+    events: list[str] = []
+    first_started, release_first = threading.Event(), threading.Event()
+
+    def fsync() -> None:
+        events.append("start")
+        if not first_started.is_set():
+            first_started.set()
+            release_first.wait(timeout=60)
+        events.append("end")
+
+    shared = SharedSync(fsync)
+    returned: list[int] = []
+
+    def commit(number: int) -> None:
+        shared()
+        returned.append(number)
+
+    leader = threading.Thread(target=commit, args=(0,))
+    leader.start()
+    assert first_started.wait(timeout=60)
+    # Four commits arrive while the first fsync runs: it may not cover them.
+    followers = [threading.Thread(target=commit, args=(n,)) for n in range(1, 5)]
+    for thread in followers:
+        thread.start()
+    deadline = time.monotonic() + 60
+    while shared._tickets < 5 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert returned == []
+    release_first.set()
+    for thread in [leader, *followers]:
+        thread.join(timeout=60)
+    assert sorted(returned) == [0, 1, 2, 3, 4]
+    # One fsync for the first commit, one shared by the four that waited.
+    assert shared.syncs == 2
+    assert events == ["start", "end", "start", "end"]
+
+
+def test_shared_sync_failure_is_never_taken_for_durability() -> None:
+    calls: list[int] = []
+
+    def fsync() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError(5, "Input/output error")
+
+    shared = SharedSync(fsync)
+    with pytest.raises(OSError):
+        shared()
+    assert shared.syncs == 0
+    # The next caller gets an fsync of its own, not the failed one.
+    shared()
+    assert shared.syncs == 1 and len(calls) == 2
+
+
+def test_concurrent_commits_share_the_submissions_fsync_and_all_survive(
+    store: SubmissionStore,
+) -> None:
+    barrier = threading.Barrier(8)
+    ids: list[str] = []
+
+    def submit() -> None:
+        staging = _stage(store, [b"x" * 100])
+        barrier.wait(timeout=60)
+        ids.append(store.commit(staging))
+
+    threads = [threading.Thread(target=submit) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(ids) == store.ids()
+    assert 1 <= store.sync_submissions_dir.syncs <= 8
