@@ -1,8 +1,9 @@
-"""The `testimony-portal` command: serve, check, export."""
+"""The `testimony-portal` command: serve, check, export, seal."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import enum
 import os
 import shutil
@@ -12,7 +13,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TextIO
 
-from portal.config import Config, ConfigError, describe_protection, load_recipients
+from portal.config import (
+    Config,
+    ConfigError,
+    check_data_dir,
+    describe_protection,
+    load_recipients,
+)
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
@@ -52,6 +59,14 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="delete each server copy once its exported copy has been read back and verified",
     )
+    seal = sub.add_parser(
+        "seal",
+        help="rewrite recent submissions into fresh files so no file time tells their order "
+        "(the server does this daily at PORTAL_SEAL_TIME)",
+    )
+    seal.add_argument(
+        "--all", action="store_true", help="rewrite every submission, not only recent ones"
+    )
     return parser
 
 
@@ -72,6 +87,8 @@ def main(
             return _serve(config, args, stderr)
         if args.command == "check":
             return _check(config, env, stdout)
+        if args.command == "seal":
+            return _seal(config, args, stdout, stderr)
         return _export(config, args, stdout, stderr)
     except ConfigError as exc:
         print(f"testimony-portal: {exc}", file=stderr)
@@ -98,6 +115,51 @@ def _export(config: Config, args: argparse.Namespace, stdout: TextIO, stderr: Te
     return run_export(config.data_dir, args.dest, purge=args.purge, stdout=stdout, stderr=stderr)
 
 
+def _seal(config: Config, args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    from portal.seal import SealError, seal
+    from portal.store import StoreError, SubmissionStore
+
+    store = SubmissionStore(config.data_dir)
+    if not store.submissions_dir.is_dir() or not store.staging_dir.is_dir():
+        print(
+            f"seal failed: {config.data_dir} is not a portal data directory; check "
+            "PORTAL_DATA_DIR (start the server once to create it). Nothing was changed.",
+            file=stderr,
+        )
+        return ExitStatus.ERROR
+    try:
+        with contextlib.ExitStack() as stack:
+            try:
+                stack.enter_context(store.maintenance(wait=False))
+            except BlockingIOError:
+                print("waiting for a running seal, export or purge to finish...", file=stderr)
+                stack.enter_context(store.maintenance())
+            reserve = config.min_free_mb * 1024 * 1024
+            report = seal(store, everything=args.all, reserve_bytes=reserve)
+    except (SealError, StoreError) as exc:
+        print(f"seal failed: {exc}", file=stderr)
+        return ExitStatus.ERROR
+    except KeyboardInterrupt:
+        print("seal interrupted; every submission is in place. Run it again later.", file=stderr)
+        return 130
+    except OSError as exc:
+        print(
+            f"seal failed: {exc.strerror or exc} ({exc.filename}); check that the data "
+            "directory belongs to this user. Run the command again: nothing was lost.",
+            file=stderr,
+        )
+        return ExitStatus.ERROR
+    print(
+        f"sealed: {report.rewritten} submission(s) rewritten into fresh files, "
+        f"{report.already_sealed} sealed before, {report.arrived_during_seal} arrived during "
+        "the seal (sealed next time)",
+        file=stdout,
+    )
+    for submission_id, reason in report.not_sealed.items():
+        print(f"not sealed: {submission_id}: {reason}", file=stderr)
+    return ExitStatus.OK if report.ok else ExitStatus.ERROR
+
+
 def _check(config: Config, env: Mapping[str, str], out: TextIO) -> int:
     """A readable report of everything the portal needs; non-zero if anything is wrong."""
     problems = 0
@@ -117,28 +179,27 @@ def _check(config: Config, env: Mapping[str, str], out: TextIO) -> int:
         report(False, str(exc))
 
     data = config.data_dir
-    if not data.exists():
-        report(True, f"data directory {data} will be created (mode 0700) at start")
-        probe = next((p for p in data.parents if p.exists()), Path("."))
-    else:
-        probe = data
-        if data.is_symlink() or not data.is_dir():
-            report(False, f"{data} is not a directory")
-        else:
-            mode = stat.S_IMODE(data.stat().st_mode)
-            report(
-                mode & 0o077 == 0,
-                f"data directory {data} has mode {mode:04o}"
-                + ("" if mode & 0o077 == 0 else f" — run `chmod 700 {data}`"),
-            )
-            report(os.access(data, os.W_OK), f"data directory {data} is writable")
-            loose = _loose_permissions(data)
-            report(
-                not loose,
-                "all stored files are 0600 and folders 0700"
-                if not loose
-                else f"{len(loose)} stored item(s) readable by others, e.g. {loose[0]}",
-            )
+    try:
+        report(True, check_data_dir(data))
+        usable = True
+    except ConfigError as exc:
+        report(False, str(exc))
+        usable = False
+    if usable and data.is_dir():
+        mode = stat.S_IMODE(data.stat().st_mode)
+        report(
+            mode & 0o077 == 0,
+            f"data directory {data} has mode {mode:04o}"
+            + ("" if mode & 0o077 == 0 else f" — run `chmod 700 {data}`"),
+        )
+        loose = _loose_permissions(data)
+        report(
+            not loose,
+            "all stored files are 0600 and folders 0700"
+            if not loose
+            else f"{len(loose)} stored item(s) readable by others, e.g. {loose[0]}",
+        )
+    probe = next((p for p in (data, *data.parents) if p.is_dir()), Path("."))
 
     free_mb = shutil.disk_usage(probe).free // (1024 * 1024)
     report(
