@@ -391,3 +391,27 @@ def test_a_forgotten_staging_is_released_when_collected(store: SubmissionStore) 
     gc.collect()
     assert store.sweep_abandoned_staging() == 1
     assert not folder.exists()
+
+
+def test_large_file_starts_write_back_without_waiting_and_is_fsynced_once_at_the_end(
+    store: SubmissionStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(StagedFile, "SYNC_EVERY", 256 * 1024)
+    monkeypatch.setattr(os, "fdatasync", lambda fd: calls.append("fdatasync"))
+    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append("fsync"), real_fsync(fd))[1])
+    monkeypatch.setattr(
+        os, "posix_fadvise", lambda fd, offset, length, advice: calls.append("writeback")
+    )
+    staging = store.begin()
+    _relpath, f = staging.create_attachment()
+    chunk = os.urandom(64 * 1024)
+    for _ in range((StagedFile.INLINE_BYTES + 1024 * 1024) // len(chunk)):
+        f.write(chunk)
+    f.finish()
+    # Write-back was started along the way; durability comes from the one fsync at the end.
+    assert calls.count("writeback") >= 3
+    assert "fdatasync" not in calls
+    assert calls[-1] == "fsync" and calls.count("fsync") == 1
+    staging.discard()
