@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import io
-import os
 
 import pytest
 from werkzeug.exceptions import ClientDisconnected
 
 from portal.web.intake import GuardedInput
-from tests.support import form_fields
 
 
 class CountingStream(io.BytesIO):
@@ -51,33 +49,3 @@ def test_a_server_parse_error_becomes_a_client_error() -> None:
     with pytest.raises(ClientDisconnected) as info:
         GuardedInput(Broken()).read(10)
     assert "zz" not in str(info.value)
-
-
-def test_file_parts_reach_the_sink_in_large_pieces(app) -> None:  # type: ignore[no-untyped-def]
-    """Werkzeug's parser hands file bytes over in BUFFER_SIZE pieces, not 64 KiB ones."""
-    from portal.intake import AttachmentSink
-    from portal.web.intake import IntakeFormParser
-
-    sizes: list[int] = []
-    original = AttachmentSink.write
-
-    def recording_write(self, data):  # type: ignore[no-untyped-def]
-        sizes.append(len(data))
-        return original(self, data)
-
-    payload = os.urandom(3 * IntakeFormParser.BUFFER_SIZE)
-    client = app.test_client()
-    fields = form_fields(client.get("/submit").get_data(as_text=True))
-    AttachmentSink.write = recording_write  # type: ignore[method-assign]
-    try:
-        response = client.post(
-            "/submit",
-            data={**fields, "testimony": "t", "attachments": (io.BytesIO(payload), "a.bin")},
-            content_type="multipart/form-data",
-        )
-    finally:
-        AttachmentSink.write = original  # type: ignore[method-assign]
-    assert response.status_code == 200
-    assert sum(sizes) == len(payload)
-    assert max(sizes) > 64 * 1024
-    assert len(sizes) <= 8
