@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import base64
-import errno
 import hashlib
 import io
 import os
 import random
 import re
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -495,35 +493,6 @@ def test_decrypt_to_path_writes_verified_plaintext_with_private_mode(
     assert dest.read_bytes() == plaintext
     assert dest.stat().st_mode & 0o777 == 0o600
     assert [p.name for p in tmp_path.iterdir()] == ["testimony.bin"]
-
-
-def test_decrypt_to_path_writes_many_batches_in_order_beside_decryption(
-    identity: X25519Identity, tmp_path: Path
-) -> None:
-    # More chunks than one hand-over batch times the queue depth, and a tail.
-    plaintext = os.urandom(100 * CHUNK + 123)
-    dest = tmp_path / "large.bin"
-    size, digest = decrypt_to_path(
-        io.BytesIO(encrypt(plaintext, [identity.recipient])), [identity], dest
-    )
-    assert (size, digest) == (len(plaintext), hashlib.sha256(plaintext).hexdigest())
-    assert dest.read_bytes() == plaintext
-    assert not any(t.name == "age-plaintext" for t in threading.enumerate())
-
-
-def test_decrypt_to_path_full_disk_leaves_nothing_and_no_thread(
-    identity: X25519Identity, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def full(fd: int, buffers: object) -> int:
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(os, "writev", full)
-    ciphertext = encrypt(os.urandom(40 * CHUNK), [identity.recipient])
-    with pytest.raises(OSError) as raised:
-        decrypt_to_path(io.BytesIO(ciphertext), [identity], tmp_path / "f")
-    assert raised.value.errno == errno.ENOSPC
-    assert list(tmp_path.iterdir()) == []
-    assert not any(t.name == "age-plaintext" for t in threading.enumerate())
 
 
 def test_decrypt_to_path_honours_the_requested_mode_despite_umask(
