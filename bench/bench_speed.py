@@ -393,6 +393,7 @@ def securedrop_app(out_dir: Path, gnupghome: str, recipient: str) -> Any:
 
 
 def serve_reference(kind: str, port: int, extra: list[str]) -> None:
+    from portal.cli import DEFAULT_THREADS
     from portal.server import PortalServer, gunicorn_options
 
     if kind == "minimal":
@@ -400,8 +401,13 @@ def serve_reference(kind: str, port: int, extra: list[str]) -> None:
     else:
         out_dir, gnupghome, recipient = extra
         app = securedrop_app(Path(out_dir), gnupghome, recipient)
-    # The portal's own gunicorn settings: 2 workers x 16 threads, gthread, preload.
-    options = gunicorn_options(SimpleNamespace(log_level="warning"), "127.0.0.1", port, 2, 16)  # type: ignore[arg-type]
+    # The portal's own gunicorn settings: 2 workers, gthread, its thread limit, preload.
+    options = gunicorn_options(
+        SimpleNamespace(log_level="warning"),  # type: ignore[arg-type]
+        f"127.0.0.1:{port}",
+        2,
+        DEFAULT_THREADS,
+    )
     # The portal's housekeeping thread (staging sweep, daily seal) has no place here.
     options.pop("post_worker_init", None)
     PortalServer(app, options).run()
