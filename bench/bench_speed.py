@@ -586,20 +586,23 @@ def securedrop_row(args: argparse.Namespace, root: Path, portal: Run) -> Row:
     out_dir.mkdir()
     spool = root / "securedrop-tmp"
     spool.mkdir()
-    source = random_file(root / "sd-upload.bin", args.sd_mib)
-    server = start_reference("securedrop", spool, [str(out_dir), gnupghome, uid])
+    server: Reference | None = None
     try:
+        source = random_file(root / "sd-upload.bin", args.sd_mib)
+        server = reference = start_reference("securedrop", spool, [str(out_dir), gnupghome, uid])
 
         def sd_upload() -> dict[str, float]:
             for old in out_dir.iterdir():
                 old.unlink()
-            return upload_once(server.port, server.process.pid, source, None)
+            return upload_once(reference.port, reference.process.pid, source, None)
 
         runs = repeat(args.repeat, sd_upload)
     finally:
-        server.stop()
+        # The throwaway key's gpg-agent is stopped whatever happened.
+        if server is not None:
+            server.stop()
         stop_gpg(gnupghome)
-        source.unlink()
+        (root / "sd-upload.bin").unlink(missing_ok=True)
     s = median_run(runs, "rate")
     return Row(
         f"same, against a SecureDrop-style pipeline ({args.sd_mib} MiB: Werkzeug spooling, "
