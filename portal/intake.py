@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import BinaryIO
 
@@ -55,36 +55,54 @@ class AttachmentSink:
     Werkzeug's form parser writes each chunk as it arrives and calls
     `seek(0)` when the part ends; that is when the ciphertext is finished
     and fsynced.
+
+    The staging file is made at the first byte, not when the part starts: a
+    browser sends an empty, unnamed file part whenever the witness chose no
+    file, and such a part then costs no file, no key exchange and no fsync.
+    A named part is stored even when empty.
     """
 
     def __init__(
         self,
-        staged: StagedFile,
-        relpath: str,
+        create: Callable[[], tuple[str, StagedFile]],
         name: str,
         content_type: str,
         recipients: Sequence[Recipient],
     ) -> None:
-        self._staged = staged
-        self._writer = Writer(staged, recipients)
+        self._create = create
+        self._recipients = recipients
+        self._staged: StagedFile | None = None
+        self._writer: Writer | None = None
         self._sha256 = hashlib.sha256()
         self._size = 0
-        self._relpath = relpath
+        self._relpath = ""
         self._name = _clean_text(name, MAX_NAME_CHARS)
         self._type = _clean_text(content_type, MAX_TYPE_CHARS) or "application/octet-stream"
         self.finished = False
         self.deleted = False
 
+    def _open(self) -> Writer:
+        if self._writer is None:
+            self._relpath, self._staged = self._create()
+            self._writer = Writer(self._staged, self._recipients)
+        return self._writer
+
     def write(self, data: bytes | bytearray | memoryview) -> int:
+        if self.finished:
+            raise IntakeError("write to a finished attachment")
+        if not data:
+            return 0
         self._sha256.update(data)
         self._size += len(data)
-        self._writer.write(data)
+        self._open().write(data)
         return len(data)
 
     def finish(self) -> None:
         if not self.finished:
-            self._writer.close()
-            self._staged.finish()
+            if self._writer is not None or self._name:
+                self._open().close()
+                assert self._staged is not None
+                self._staged.finish()
             self.finished = True
 
     def seek(self, offset: int, whence: int = 0) -> int:
@@ -116,7 +134,8 @@ class AttachmentSink:
     def delete(self) -> None:
         """Remove this part's file: it will not be part of the submission."""
         self.finish()
-        self._staged.path.unlink(missing_ok=True)
+        if self._staged is not None:
+            self._staged.path.unlink(missing_ok=True)
         self.deleted = True
 
     @property
@@ -128,7 +147,7 @@ class AttachmentSink:
         return self._name
 
     def attachment(self) -> Attachment:
-        if not self.finished:
+        if not self.finished or self._staged is None:
             raise IntakeError("attachment was not completely received")
         return Attachment(
             path=self._relpath,
@@ -155,8 +174,12 @@ class Submission:
         return self._staging
 
     def open_attachment(self, name: str, content_type: str) -> AttachmentSink:
-        relpath, staged = self._ensure_staging().create_attachment()
-        sink = AttachmentSink(staged, relpath, name, content_type, self._recipients)
+        sink = AttachmentSink(
+            lambda: self._ensure_staging().create_attachment(),
+            name,
+            content_type,
+            self._recipients,
+        )
         self._sinks.append(sink)
         return sink
 

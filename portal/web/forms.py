@@ -2,14 +2,41 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
+from babel.support import Translations
+from flask import current_app
+from flask_babel import get_locale
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import HiddenField, MultipleFileField, StringField, TextAreaField
+from wtforms.i18n import messages_path
 from wtforms.validators import Length, Optional, ValidationError
 
 from portal.web.onetime import FormSigner, FormValue, InvalidFormValue
+
+
+@functools.lru_cache(maxsize=8)
+def _wtforms_catalogue(locale: str) -> Translations:
+    return Translations.load(messages_path(), [locale], domain="wtforms")
+
+
+class _WTFormsMessages:
+    """WTForms' own messages in the page's language, each catalogue parsed once.
+
+    Flask-WTF parses WTForms' catalogue again for every request that builds
+    a form, which cost more than the rest of drawing the form's fields.
+    """
+
+    def gettext(self, string: str) -> str:
+        return _wtforms_catalogue(str(get_locale())).ugettext(string)
+
+    def ngettext(self, singular: str, plural: str, n: int) -> str:
+        return _wtforms_catalogue(str(get_locale())).ungettext(singular, plural, n)
+
+
+_WTFORMS_MESSAGES = _WTFormsMessages()
 
 
 class TextOnlyAreaField(TextAreaField):
@@ -49,6 +76,12 @@ class TextOnlyHiddenField(HiddenField):
 
 
 class SubmissionForm(FlaskForm):
+    class Meta:
+        def get_translations(self, form: Any) -> Any:
+            if not current_app.config.get("WTF_I18N_ENABLED", True):
+                return super().get_translations(form)  # type: ignore[misc]
+            return _WTFORMS_MESSAGES
+
     testimony = TextOnlyAreaField(_l("Your testimony"))
     attachments = MultipleFileField(_l("Files (optional)"))
     # A honeypot: hidden from sighted people by CSS and labelled "leave
