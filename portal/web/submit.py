@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from flask import Blueprint, render_template
 
+from portal.receipt import new_receipt
 from portal.web.extensions import portal_state
+from portal.web.followup import conversation
 from portal.web.forms import SubmissionForm
 from portal.web.intake import current_submission
 
@@ -32,5 +34,15 @@ def receive(lang: str) -> tuple[str, int]:
         return _form_page(form, status=400)
     submission = current_submission(create=True)
     assert submission is not None
-    submission.commit({"testimony": form.testimony.data or ""}, language=lang)
-    return render_template("received.html"), 200
+    # The receipt is drawn and turned into the witness's recipient in
+    # memory; only that recipient is kept, inside the encrypted manifest.
+    receipt = new_receipt()
+    identity = conversation().keys.derive(receipt)
+    testimony = form.testimony.data or ""
+    submission.commit({"testimony": testimony}, language=lang, reply_to=str(identity.recipient))
+    return render_template(
+        "received.html",
+        receipt=receipt.display(),
+        testimony_chars=len(testimony),
+        arrived=submission.committed_attachments,
+    ), 200
