@@ -52,6 +52,11 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="delete each server copy once its exported copy has been read back and verified",
     )
+    replies = sub.add_parser(
+        "import-replies",
+        help="store the replies from an outbox written by `testimony-review reply`",
+    )
+    replies.add_argument("outbox", type=Path, help="the outbox folder, e.g. on a USB drive")
     return parser
 
 
@@ -72,6 +77,8 @@ def main(
             return _serve(config, args, stderr)
         if args.command == "check":
             return _check(config, env, stdout)
+        if args.command == "import-replies":
+            return _import_replies(config, args.outbox, stdout, stderr)
         return _export(config, args, stdout, stderr)
     except ConfigError as exc:
         print(f"testimony-portal: {exc}", file=stderr)
@@ -96,6 +103,35 @@ def _export(config: Config, args: argparse.Namespace, stdout: TextIO, stderr: Te
     from portal.export import run_export
 
     return run_export(config.data_dir, args.dest, purge=args.purge, stdout=stdout, stderr=stderr)
+
+
+def _import_replies(config: Config, outbox: Path, stdout: TextIO, stderr: TextIO) -> int:
+    from portal.mailbox import MailboxError, ReplyStore, import_outbox
+
+    if not outbox.is_dir():
+        print(
+            f"testimony-portal: no outbox folder at {outbox}: give the folder that "
+            "`testimony-review reply --out` wrote",
+            file=stderr,
+        )
+        return ExitStatus.ERROR
+    store = ReplyStore(config.data_dir)
+    try:
+        store.initialise()
+        result = import_outbox(store, outbox)
+        expired = store.purge_older_than(config.reply_days)
+    except (MailboxError, OSError) as exc:
+        print(f"testimony-portal: import-replies: {exc}", file=stderr)
+        return ExitStatus.ERROR
+    for problem in result.rejected:
+        print(f"testimony-portal: NOT imported: {problem}", file=stderr)
+    print(
+        f"{result.added} reply(ies) imported, {result.already} already here, "
+        f"{len(result.rejected)} refused; {expired} older than PORTAL_REPLY_DAYS="
+        f"{config.reply_days} deleted",
+        file=stdout,
+    )
+    return ExitStatus.OK if not result.rejected else ExitStatus.ERROR
 
 
 def _check(config: Config, env: Mapping[str, str], out: TextIO) -> int:

@@ -63,6 +63,21 @@ class KdfCost:
 DEFAULT_COST = KdfCost(opslimit=3, memlimit=64 * 1024 * 1024)
 
 
+def configured_cost(opslimit: int | None, memory_kib: int | None) -> KdfCost:
+    """The cost from settings; unset values take `DEFAULT_COST` (read now, not at import)."""
+    cost = KdfCost(
+        opslimit=opslimit or DEFAULT_COST.opslimit,
+        memlimit=(memory_kib * 1024) if memory_kib else DEFAULT_COST.memlimit,
+    )
+    if cost.opslimit < argon2id.OPSLIMIT_MIN or cost.memlimit < argon2id.MEMLIMIT_MIN:
+        raise MailboxError(
+            f"receipt key derivation needs at least {argon2id.OPSLIMIT_MIN} pass and "
+            f"{argon2id.MEMLIMIT_MIN // 1024} KiB (PORTAL_RECEIPT_KDF_OPS, "
+            "PORTAL_RECEIPT_KDF_MEMORY_KIB)"
+        )
+    return cost
+
+
 def ensure_salt(data_dir: Path) -> bytes:
     """The deployment's salt, created (random, 0600, fsynced) the first time.
 

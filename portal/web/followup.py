@@ -16,7 +16,7 @@ from werkzeug.exceptions import BadRequest
 
 from portal.age import X25519Identity
 from portal.config import Config
-from portal.mailbox import DEFAULT_COST, KdfCost, ReceiptKeys, Reply, ReplyStore, ensure_salt
+from portal.mailbox import ReceiptKeys, Reply, ReplyStore, configured_cost, ensure_salt
 from portal.receipt import Receipt, ReceiptError, parse_receipt
 from portal.web.forms import FollowupForm, ReceiptForm, ReplyDeleteForm
 from portal.web.intake import current_submission
@@ -30,13 +30,6 @@ class Conversation:
     replies: ReplyStore
 
 
-def kdf_cost(config: Config) -> KdfCost:
-    return KdfCost(
-        opslimit=config.receipt_kdf_ops or DEFAULT_COST.opslimit,
-        memlimit=(config.receipt_kdf_memory_kib or DEFAULT_COST.memlimit // 1024) * 1024,
-    )
-
-
 def conversation() -> Conversation:
     state: Conversation = current_app.extensions["portal.conversation"]
     return state
@@ -47,7 +40,8 @@ def init_app(app: Flask) -> None:
     replies = ReplyStore(config.data_dir)
     replies.initialise()
     replies.purge_older_than(config.reply_days)
-    keys = ReceiptKeys(ensure_salt(config.data_dir), kdf_cost(config), config.receipt_kdf_concurrency)
+    cost = configured_cost(config.receipt_kdf_ops, config.receipt_kdf_memory_kib)
+    keys = ReceiptKeys(ensure_salt(config.data_dir), cost, config.receipt_kdf_concurrency)
     app.extensions["portal.conversation"] = Conversation(keys=keys, replies=replies)
     app.register_blueprint(bp)
 
