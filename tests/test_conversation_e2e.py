@@ -71,7 +71,11 @@ def test_korean_witness_gets_a_reply_and_sends_more_in_one_thread(
 
     # ... and sends more, with another file, from the same page.
     more = send_followup(
-        client, page.body, "수용소는 강 건너편에 있었습니다.", [("지도.pdf", DOCUMENT, "application/pdf")], "ko"
+        client,
+        page.body,
+        "수용소는 강 건너편에 있었습니다.",
+        [("지도.pdf", DOCUMENT, "application/pdf")],
+        "ko",
     )
     assert more.status == 200 and any(m in more.body for m in RECEIVED_MARKERS), more.body
     assert hashlib.sha256(DOCUMENT).hexdigest() in more.body
