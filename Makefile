@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-APT_PACKAGES := age chromium chromium-driver fonts-noto-cjk nodejs npm media-types
+APT_PACKAGES := age jq chromium chromium-driver fonts-noto-cjk nodejs npm media-types
 NODE_ORACLE := tests/node_oracle
 NODE_ORACLE_STAMP := $(NODE_ORACLE)/node_modules/.installed
 
@@ -19,9 +19,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
-system-deps: ## install the Debian packages the tests use (age CLI, Chromium, CJK fonts, node, MIME table)
+system-deps: ## install the Debian packages the tests use (age CLI, jq, Chromium, CJK fonts, node, MIME table)
 	@missing=""; \
 	command -v age >/dev/null || missing="$$missing age"; \
+	command -v jq >/dev/null || missing="$$missing jq"; \
 	command -v node >/dev/null || missing="$$missing nodejs"; \
 	command -v npm >/dev/null || missing="$$missing npm"; \
 	command -v chromium >/dev/null || missing="$$missing chromium chromium-driver"; \

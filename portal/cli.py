@@ -1,8 +1,9 @@
-"""The `testimony-portal` command: serve, check, export."""
+"""The `testimony-portal` command: serve, check, export, seal."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import enum
 import os
 import shutil
@@ -57,6 +58,14 @@ def _parser() -> argparse.ArgumentParser:
         help="store the replies from an outbox written by `testimony-review reply`",
     )
     replies.add_argument("outbox", type=Path, help="the outbox folder, e.g. on a USB drive")
+    seal = sub.add_parser(
+        "seal",
+        help="rewrite recent submissions into fresh files so no file time tells their order "
+        "(the server does this daily at PORTAL_SEAL_TIME)",
+    )
+    seal.add_argument(
+        "--all", action="store_true", help="rewrite every submission, not only recent ones"
+    )
     return parser
 
 
@@ -79,6 +88,8 @@ def main(
             return _check(config, env, stdout)
         if args.command == "import-replies":
             return _import_replies(config, args.outbox, stdout, stderr)
+        if args.command == "seal":
+            return _seal(config, args, stdout, stderr)
         return _export(config, args, stdout, stderr)
     except ConfigError as exc:
         print(f"testimony-portal: {exc}", file=stderr)
@@ -132,6 +143,51 @@ def _import_replies(config: Config, outbox: Path, stdout: TextIO, stderr: TextIO
         file=stdout,
     )
     return ExitStatus.OK if not result.rejected else ExitStatus.ERROR
+
+
+def _seal(config: Config, args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    from portal.seal import SealError, seal
+    from portal.store import StoreError, SubmissionStore
+
+    store = SubmissionStore(config.data_dir)
+    if not store.submissions_dir.is_dir() or not store.staging_dir.is_dir():
+        print(
+            f"seal failed: {config.data_dir} is not a portal data directory; check "
+            "PORTAL_DATA_DIR (start the server once to create it). Nothing was changed.",
+            file=stderr,
+        )
+        return ExitStatus.ERROR
+    try:
+        with contextlib.ExitStack() as stack:
+            try:
+                stack.enter_context(store.maintenance(wait=False))
+            except BlockingIOError:
+                print("waiting for a running seal, export or purge to finish...", file=stderr)
+                stack.enter_context(store.maintenance())
+            reserve = config.min_free_mb * 1024 * 1024
+            report = seal(store, everything=args.all, reserve_bytes=reserve)
+    except (SealError, StoreError) as exc:
+        print(f"seal failed: {exc}", file=stderr)
+        return ExitStatus.ERROR
+    except KeyboardInterrupt:
+        print("seal interrupted; every submission is in place. Run it again later.", file=stderr)
+        return 130
+    except OSError as exc:
+        print(
+            f"seal failed: {exc.strerror or exc} ({exc.filename}); check that the data "
+            "directory belongs to this user. Run the command again: nothing was lost.",
+            file=stderr,
+        )
+        return ExitStatus.ERROR
+    print(
+        f"sealed: {report.rewritten} submission(s) rewritten into fresh files, "
+        f"{report.already_sealed} sealed before, {report.arrived_during_seal} arrived during "
+        "the seal (sealed next time)",
+        file=stdout,
+    )
+    for submission_id, reason in report.not_sealed.items():
+        print(f"not sealed: {submission_id}: {reason}", file=stderr)
+    return ExitStatus.OK if report.ok else ExitStatus.ERROR
 
 
 def _check(config: Config, env: Mapping[str, str], out: TextIO) -> int:

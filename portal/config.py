@@ -7,6 +7,7 @@ at import time. Every variable is documented in README.md.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -53,6 +54,9 @@ class Config:
     receipt_kdf_ops: int | None = None
     receipt_kdf_memory_kib: int | None = None
     receipt_kdf_concurrency: int = 2
+    # UTC hour and minute of the daily seal (docs/FORMAT.md), None when off.
+    seal_time: tuple[int, int] | None = (4, 0)
+    staging_sweep_seconds: int = 60
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -85,6 +89,8 @@ class Config:
             receipt_kdf_ops=_optional_int(env, "PORTAL_RECEIPT_KDF_OPS"),
             receipt_kdf_memory_kib=_optional_int(env, "PORTAL_RECEIPT_KDF_MEMORY_KIB"),
             receipt_kdf_concurrency=_positive_int(env, "PORTAL_RECEIPT_KDF_CONCURRENCY", 2),
+            seal_time=_seal_time(env.get("PORTAL_SEAL_TIME", "04:00")),
+            staging_sweep_seconds=_positive_int(env, "PORTAL_STAGING_SWEEP_SECONDS", 60),
         )
 
     @property
@@ -109,6 +115,18 @@ def _optional_int(env: Mapping[str, str], name: str) -> int | None:
     if not env.get(name):
         return None
     return _positive_int(env, name, 0)
+
+
+def _seal_time(raw: str) -> tuple[int, int] | None:
+    if raw.strip().lower() == "off":
+        return None
+    match = re.fullmatch(r"\s*([01]?[0-9]|2[0-3]):([0-5][0-9])\s*", raw)
+    if not match:
+        raise ConfigError(
+            f"PORTAL_SEAL_TIME={raw!r} is not a time of day: use HH:MM in UTC, "
+            "e.g. 04:00, or `off` to run `testimony-portal seal` yourself"
+        )
+    return int(match.group(1)), int(match.group(2))
 
 
 def find_private_keys(recipients_file: Path) -> list[Path]:

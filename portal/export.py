@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
+from portal.seal import WORK_DIR, recover_interrupted_seal
 from portal.store import (
     StoreError,
     SubmissionStore,
@@ -256,7 +257,9 @@ def export_submissions(
     """Copy every committed submission to `dest`, verify it, and optionally purge the server copy.
 
     A submission is purged only after each of its files has been read back
-    from `dest` and matched by SHA-256. The export stops at the first sign
+    from `dest` and matched by SHA-256. The export holds the data
+    directory's maintenance lock, so it waits for a running seal (and a seal
+    for it) and never sees submissions half-way through a swap. The export stops at the first sign
     that `dest` is unusable (full, read-only, removed), reporting what was
     done; a single submission that cannot be exported (a conflicting file
     on `dest`, a damaged server directory) is reported and the rest go on.
@@ -276,6 +279,26 @@ def export_submissions(
     except OSError as exc:
         reason = _is_fatal(exc, dest) or exc.strerror
         raise ExportError(f"cannot prepare {dest}: {reason}") from exc
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(store.maintenance(wait=False))
+        except BlockingIOError:
+            say("waiting for a running seal, export or purge to finish...")
+            stack.enter_context(store.maintenance())
+        # A seal killed half-way left some submissions in its work folder.
+        try:
+            recover_interrupted_seal(store)
+        except OSError as exc:
+            raise ExportError(
+                f"an interrupted seal left {store.root / WORK_DIR} and it could not be tidied "
+                f"({exc.strerror or exc}); run `testimony-portal seal` once, then export again"
+            ) from exc
+        return _export_all(store, dest, purge, say, opener)
+
+
+def _export_all(
+    store: SubmissionStore, dest: Path, purge: bool, say: Progress, opener: Opener
+) -> ExportReport:
     exporter = _Exporter(store, dest, opener)
     ids = store.ids()
     report = ExportReport()

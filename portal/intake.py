@@ -24,6 +24,7 @@ from portal.store import StagedFile, Staging, SubmissionStore, received_date
 # Version 2 adds the optional `reply_to` and `thread` (issue 11) and
 # `questionnaire` (issue 12); the reviewer reads versions 1 and 2.
 MANIFEST_FORMAT = "testimony-portal/submission/2"
+MANIFEST_MIN_BUCKET = 4096
 # Names and types come from the witness's browser: keep them, but bounded,
 # so a hostile client cannot bloat the manifest. The reviewer tool makes
 # them safe for its file system; here they are only data.
@@ -236,7 +237,24 @@ def build_manifest(
     if reply_to is not None:
         document["reply_to"] = reply_to
         document["thread"] = thread_id(reply_to)
-    return json.dumps(document, ensure_ascii=False, indent=1).encode("utf-8")
+    data = json.dumps(document, ensure_ascii=False, indent=1).encode("utf-8")
+    # Trailing spaces after the JSON object (JSON readers and `jq` skip
+    # them) fill the plaintext to its size bucket, so the ciphertext size
+    # says only which bucket the testimony's length falls in.
+    return data + b" " * (padded_size(len(data)) - len(data))
+
+
+def padded_size(length: int) -> int:
+    """The manifest size bucket for `length` bytes: 4 KiB, then each power of two.
+
+    4 KiB holds about 3,500 ASCII or 1,100 Korean characters of testimony, so
+    short ones all look alike and a one-line testimony costs 4 KiB on disk;
+    above that, the size reveals at most the power of two.
+    """
+    bucket = MANIFEST_MIN_BUCKET
+    while bucket < length:
+        bucket *= 2
+    return bucket
 
 
 def store_submission(

@@ -29,6 +29,7 @@ from gunicorn.glogging import Logger
 from gunicorn.http import wsgi as gunicorn_wsgi
 
 from portal.config import Config
+from portal.scheduler import start_housekeeping
 
 LOG_FORMAT = "[%(levelname)s] %(name)s: %(message)s"
 REDACTED = "[redacted]"
@@ -169,6 +170,9 @@ def gunicorn_options(
         "loglevel": config.log_level,
         "logger_class": QuietLogger,
         "pre_request": _no_request_log,
+        # Each worker starts a housekeeping thread; one at a time (an flock)
+        # sweeps abandoned staging folders and runs the daily seal.
+        "post_worker_init": start_housekeeping(config),
         # The app (and its shared rate-limit state) is built once, before
         # the workers fork; a bad configuration stops the master at once.
         "preload_app": True,

@@ -16,12 +16,14 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import errno
+import fcntl
 import os
 import queue
 import re
 import secrets
 import shutil
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -30,6 +32,13 @@ MANIFEST_NAME = "testimony.age"
 FILES_DIR = "files"
 DIR_MODE = 0o700
 FILE_MODE = 0o600
+# Lock files at the top of the data directory. They are created once and
+# never written, so their times say only when the directory was set up.
+# Maintenance (seal, export, purge) holds MAINTENANCE_LOCK exclusively; a
+# commit or a new staging folder holds COMMIT_LOCK shared, and the seal takes
+# it exclusively only while it swaps directories.
+MAINTENANCE_LOCK = ".maintenance.lock"
+COMMIT_LOCK = ".commit.lock"
 
 # 18 random bytes: 144 bits, more than the 128 the design asks for, and a
 # multiple of three so the URL-safe base64 form has no padding.
@@ -77,6 +86,23 @@ def day_timestamp(now: dt.datetime | None = None) -> float:
 def received_date(now: dt.datetime | None = None) -> str:
     now = now or dt.datetime.now(dt.UTC)
     return now.date().isoformat()
+
+
+@contextlib.contextmanager
+def flocked(path: Path, operation: int) -> Iterator[None]:
+    """Hold an flock on `path` (created 0600 if missing) for the block.
+
+    Raises:
+        BlockingIOError: `operation` includes LOCK_NB and the lock is held.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
+    try:
+        fcntl.flock(fd, operation)
+        yield
+    finally:
+        # Closing the descriptor releases the lock; so does the death of the
+        # process, which is why a killed worker never leaves a lock behind.
+        os.close(fd)
 
 
 def fsync_dir(path: Path) -> None:
@@ -198,9 +224,14 @@ class StagedFile:
 class Staging:
     """A submission being received: a private directory that holds ciphertext only."""
 
-    def __init__(self, store: SubmissionStore, path: Path) -> None:
+    def __init__(self, store: SubmissionStore, path: Path, owner_fd: int) -> None:
         self._store = store
         self.path = path
+        # An open descriptor of the staging folder holding an exclusive
+        # flock: the sign that a live request owns it. The kernel drops the
+        # lock when the worker dies, and the sweep then removes the folder.
+        # A request that forgets its staging releases it when collected.
+        self._owner = weakref.finalize(self, os.close, owner_fd)
         # The id is chosen now, not at commit, so that the encrypted manifest
         # can name it: the reviewer then detects a manifest moved between
         # submission directories. The staging name is a different random
@@ -241,6 +272,11 @@ class Staging:
         for staged in self._open:
             staged.abandon()
         shutil.rmtree(self.path, ignore_errors=True)
+        self.release()
+
+    def release(self) -> None:
+        """Give up ownership of the folder (after commit or discard)."""
+        self._owner()  # closes the descriptor once; later calls do nothing
 
 
 class SubmissionStore:
@@ -253,6 +289,8 @@ class SubmissionStore:
         # The opener turns a raw descriptor into a file object. It is a seam
         # for tests that inject faults such as ENOSPC half-way through a file.
         self.opener: Callable[[int], BinaryIO] = opener or _open_unbuffered
+        self.maintenance_lock = self.root / MAINTENANCE_LOCK
+        self.commit_lock = self.root / COMMIT_LOCK
 
     def initialise(self) -> None:
         """Create the directories (0700) and sweep staging left by a crash."""
@@ -261,7 +299,43 @@ class SubmissionStore:
             if path.is_symlink():
                 raise StoreError(f"{path} is a symbolic link; refusing to use it")
             os.chmod(path, DIR_MODE)
+        for lock in (self.maintenance_lock, self.commit_lock):
+            with flocked(lock, fcntl.LOCK_SH):
+                pass  # creates the file once; its times never change after
+        self.recover()
         self.sweep_staging()
+
+    @contextlib.contextmanager
+    def maintenance(self, *, wait: bool = True) -> Iterator[None]:
+        """Hold the maintenance lock: one seal, export or purge at a time.
+
+        Raises:
+            BlockingIOError: `wait` is false and another process holds it.
+        """
+        operation = fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB
+        with contextlib.ExitStack() as stack:
+            try:
+                stack.enter_context(flocked(self.maintenance_lock, operation))
+            except OSError as exc:
+                # A read-only data directory (a mounted copy) cannot hold a
+                # new lock file, and nothing can seal or purge it either.
+                if exc.errno != errno.EROFS:
+                    raise
+            yield
+
+    def recover(self) -> bool:
+        """Finish the clean-up of a seal that was killed; True if there was one.
+
+        Skipped (False) while a seal, an export or a purge runs: that
+        process owns the seal's work folder.
+        """
+        from portal.seal import recover_interrupted_seal
+
+        try:
+            with flocked(self.maintenance_lock, fcntl.LOCK_EX | fcntl.LOCK_NB):
+                return recover_interrupted_seal(self)
+        except BlockingIOError:
+            return False
 
     def sweep_staging(self) -> int:
         """Remove every staging directory; run at start-up, before any request."""
@@ -274,13 +348,49 @@ class SubmissionStore:
             removed += 1
         return removed
 
+    def sweep_abandoned_staging(self) -> int:
+        """Remove staging folders that no live request owns; safe while serving.
+
+        A request holds an exclusive flock on its folder until it commits or
+        discards. A folder whose lock can be taken was left by a worker that
+        died (SIGKILL, the OOM killer, a hung-worker timeout): nothing will
+        ever finish it, and its ciphertext is useless without its manifest.
+        """
+        removed = 0
+        for entry in os.scandir(self.staging_dir):
+            path = Path(entry.path)
+            if not entry.is_dir(follow_symlinks=False):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                removed += 1
+                continue
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except OSError:
+                continue  # committed or discarded meanwhile
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue  # a live request owns it
+            try:
+                shutil.rmtree(path, ignore_errors=True)
+                removed += 1
+            finally:
+                os.close(fd)
+        return removed
+
     def begin(self) -> Staging:
-        path = self.staging_dir / new_id()
-        try:
-            path.mkdir(mode=DIR_MODE)
-        except OSError as exc:
-            raise _translate_os_error(exc) from exc
-        return Staging(self, path)
+        while True:
+            path = self.staging_dir / new_id()
+            try:
+                with flocked(self.commit_lock, fcntl.LOCK_SH):
+                    path.mkdir(mode=DIR_MODE)
+                owner_fd = _lock_directory(path)
+            except OSError as exc:
+                raise _translate_os_error(exc) from exc
+            if owner_fd is not None:
+                return Staging(self, path, owner_fd)
 
     def commit(self, staging: Staging) -> str:
         """Make a staged submission durable and visible, atomically.
@@ -301,15 +411,19 @@ class SubmissionStore:
                     os.utime(os.path.join(dirpath, name), (stamp, stamp))
                 fsync_dir(Path(dirpath))
                 os.utime(dirpath, (stamp, stamp))
-            os.rename(staging.path, target)
-            fsync_dir(self.submissions_dir)
-            # The rename moved the directories' clocks to now: set them back.
-            os.utime(self.submissions_dir, (stamp, stamp))
-            os.utime(self.staging_dir, (stamp, stamp))
+            # Shared with other commits; a seal takes it exclusively while it
+            # swaps `submissions/`, so no commit lands in the old copy.
+            with flocked(self.commit_lock, fcntl.LOCK_SH):
+                os.rename(staging.path, target)
+                fsync_dir(self.submissions_dir)
+                # The rename moved the directories' clocks to now: set them back.
+                os.utime(self.submissions_dir, (stamp, stamp))
+                os.utime(self.staging_dir, (stamp, stamp))
         except OSError as exc:
             staging.discard()
             raise _translate_os_error(exc) from exc
         staging.closed = True
+        staging.release()
         return submission_id
 
     def ids(self) -> list[str]:
@@ -334,12 +448,34 @@ class SubmissionStore:
         return iter(submission_files(self.path(submission_id)))
 
     def purge(self, submission_id: str) -> None:
+        """Delete one committed submission; call it holding `maintenance()`."""
         shutil.rmtree(self.path(submission_id))
         fsync_dir(self.submissions_dir)
 
     def free_bytes(self) -> int:
         stats = os.statvfs(self.root)
         return stats.f_bavail * stats.f_frsize
+
+
+def _lock_directory(path: Path) -> int | None:
+    """Open `path` and hold an exclusive flock on it; None if a sweep removed it first."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        # A sweep may have taken the lock between mkdir and flock and
+        # deleted the folder: then this descriptor names a removed folder.
+        if os.fstat(fd).st_nlink == 0 or os.stat(path).st_ino != os.fstat(fd).st_ino:
+            raise FileNotFoundError(path)
+    except (BlockingIOError, FileNotFoundError):
+        os.close(fd)
+        return None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def submission_files(directory: Path) -> list[Path]:

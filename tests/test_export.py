@@ -280,3 +280,39 @@ def test_a_wrong_data_directory_is_named(tmp_path: Path) -> None:
     assert status == 1
     assert "check PORTAL_DATA_DIR" in err.getvalue()
     assert not (tmp_path / "usb").exists()
+
+
+def test_export_finishes_an_interrupted_seal_first(
+    tmp_path: Path, store: SubmissionStore, identity: X25519Identity
+) -> None:
+    """A seal killed after moving a submission to its work folder: export still gets it."""
+    from portal.seal import WORK_DIR
+
+    ids = store.ids()
+    work = store.root / WORK_DIR / "new"
+    work.mkdir(parents=True)
+    os.rename(store.path(ids[0]), work / ids[0])
+    report = export_submissions(store, tmp_path / "usb")
+    assert report.ok and sorted(report.copied) == ids
+    assert store.ids() == ids and not (store.root / WORK_DIR).exists()
+
+
+def test_export_reads_a_read_only_data_directory_without_lock_files(
+    tmp_path: Path, store: SubmissionStore
+) -> None:
+    """A read-only copy of a data directory from before the seal existed still exports."""
+    from portal.store import COMMIT_LOCK, MAINTENANCE_LOCK
+
+    for name in (MAINTENANCE_LOCK, COMMIT_LOCK):
+        (store.root / name).unlink()
+    mounted = tmp_path / "readonly"
+    mounted.mkdir()
+    bind = subprocess.run(["mount", "--bind", "-o", "ro", str(store.root), str(mounted)],
+                          capture_output=True)  # fmt: skip
+    if bind.returncode != 0:
+        pytest.skip("cannot bind-mount read-only here (not root?)")
+    try:
+        report = export_submissions(SubmissionStore(mounted), tmp_path / "usb")
+        assert report.ok and sorted(report.copied) == store.ids()
+    finally:
+        subprocess.run(["umount", "-l", str(mounted)], check=False)

@@ -1,4 +1,4 @@
-"""The server killed with SIGKILL during concurrent uploads loses nothing it confirmed.
+"""SIGKILL during uploads: nothing confirmed is lost, nothing half-written stays.
 
 After the restart: no partial submission exists, staging is swept, every
 committed submission opens completely, and every testimony whose witness saw
@@ -8,6 +8,7 @@ the "received" page is among them.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import http.client
 import os
 import secrets
@@ -21,6 +22,7 @@ import pytest
 
 from portal.store import SubmissionStore
 from tests.support import RECEIVED_MARKERS, Client, MultipartBody, open_submission, start_server
+from tests.test_seal import birth_time_ns
 
 pytestmark = pytest.mark.slow
 CLIENTS = 12
@@ -159,3 +161,131 @@ def test_sigkill_during_concurrent_uploads_loses_nothing_confirmed(
         assert restarted.client().submit("after the restart").status == 200
     finally:
         restarted.stop()
+
+
+def _owner_of(folder: Path, pids: list[int]) -> int | None:
+    """The process holding an open descriptor on `folder` (its staging lock)."""
+    for pid in pids:
+        try:
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd) == str(folder):
+                        return pid
+        except FileNotFoundError:
+            continue
+    return None
+
+
+def test_worker_killed_mid_upload_leaves_no_staging_without_a_restart(
+    tmp_path, identity, identity_file
+) -> None:  # type: ignore[no-untyped-def]
+    server = start_server(
+        tmp_path / "server",
+        str(identity.recipient),
+        identity_file,
+        env={"PORTAL_STAGING_SWEEP_SECONDS": "1"},
+    )
+    hold = threading.Event()
+    try:
+        client = server.client()
+        body = MultipartBody(
+            {"csrf_token": client.csrf_token(), "testimony": "cut off"},
+            [("video.mp4", os.urandom(4_000_000), "video/mp4")],
+        )
+
+        def first_half_then_wait() -> Iterator[bytes]:
+            sent = 0
+            for piece in body:
+                for i in range(0, len(piece), 64 * 1024):
+                    yield piece[i : i + 64 * 1024]
+                    sent += 64 * 1024
+                    # Past the server's 1 MiB read-ahead, so the file part
+                    # has certainly reached staging.
+                    if sent > 2_500_000:
+                        hold.wait(120)
+                        return
+
+        def upload() -> None:
+            conn = http.client.HTTPConnection(client.host, client.port, timeout=120)
+            with contextlib.suppress(OSError, http.client.HTTPException):
+                conn.request(
+                    "POST",
+                    "/submit",
+                    body=first_half_then_wait(),
+                    headers={
+                        "Content-Type": body.content_type,
+                        "Cookie": client.cookie or "",
+                        "Transfer-Encoding": "chunked",
+                    },
+                    encode_chunked=True,
+                )
+                conn.getresponse().read()
+            conn.close()
+
+        uploader = threading.Thread(target=upload, daemon=True)
+        uploader.start()
+        staging = server.data_dir / "staging"
+        deadline = time.monotonic() + 60
+        while not list(staging.iterdir()):
+            assert time.monotonic() < deadline, "the upload never reached staging"
+            time.sleep(0.05)
+        [folder] = list(staging.iterdir())
+        master = server.process.pid
+        workers = [pid for pid in process_tree(master) if pid != master]
+        # The sweep must leave a live upload alone.
+        time.sleep(3)
+        assert folder.is_dir(), "the sweep removed the folder of a live upload"
+        owner = _owner_of(folder, workers)
+        assert owner is not None, "no worker holds the staging folder"
+        os.kill(owner, signal.SIGKILL)
+        deadline = time.monotonic() + 120
+        while folder.exists():
+            assert time.monotonic() < deadline, "the dead worker's staging folder was not swept"
+            time.sleep(0.1)
+        assert server.process.poll() is None and server.process.pid == master
+        assert server.client().submit("after the worker died").status == 200
+        assert list(staging.iterdir()) == []
+        assert len(SubmissionStore(server.data_dir).ids()) == 1
+    finally:
+        hold.set()
+        server.stop()
+
+
+def test_server_runs_the_daily_seal_itself(tmp_path, identity, identity_file) -> None:  # type: ignore[no-untyped-def]
+    """The seal time is set to the next minute; the server seals without being asked."""
+    at = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)
+    if at.second > 50:  # leave time to submit before the seal starts
+        at += dt.timedelta(minutes=1)
+    server = start_server(
+        tmp_path / "server",
+        str(identity.recipient),
+        identity_file,
+        env={"PORTAL_SEAL_TIME": at.strftime("%H:%M"), "PORTAL_STAGING_SWEEP_SECONDS": "1"},
+    )
+    try:
+        markers = [f"before the seal {n}" for n in range(3)]
+        for marker in markers:
+            assert server.client().submit(marker).status == 200
+        store = SubmissionStore(server.data_dir)
+        before = {i: (store.path(i) / "testimony.age").stat().st_ino for i in store.ids()}
+        first_arrival_ctime = min((store.path(i) / "testimony.age").stat().st_ctime for i in before)
+        state = server.data_dir / ".sealed"
+        deadline = time.monotonic() + 240
+        while not state.exists():
+            assert time.monotonic() < deadline, f"no seal ran:\n{server.log()}"
+            time.sleep(0.5)
+        assert "daily seal: 3 submission(s) rewritten" in server.log()
+        assert sorted(before) == store.ids()
+        slot = at.replace(second=0, microsecond=0).timestamp()
+        for submission_id in before:
+            manifest, _files = open_submission(store.path(submission_id), [identity])
+            assert manifest["fields"]["testimony"] in markers
+            for path in (store.path(submission_id), *store.files(submission_id)):
+                info = path.stat()
+                assert info.st_ctime >= slot > first_arrival_ctime, path
+                born = birth_time_ns(path)  # None where the file system keeps none
+                assert born is None or born >= slot * 1_000_000_000, path
+        assert store.submissions_dir.stat().st_ctime >= slot
+        assert server.client().submit("after the seal").status == 200
+    finally:
+        server.stop()

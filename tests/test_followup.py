@@ -186,7 +186,7 @@ def test_a_follow_up_with_a_bad_receipt_stores_nothing(client: Any, config: Conf
 def test_production_cost_is_the_measured_one_and_derives_the_documented_identity(
     tmp_path: Path,
 ) -> None:
-    assert DEFAULT_COST == KdfCost(opslimit=3, memlimit=64 * 1024 * 1024)
+    assert KdfCost(opslimit=3, memlimit=64 * 1024 * 1024) == DEFAULT_COST
     config = Config.from_env({"PORTAL_DATA_DIR": str(tmp_path)})
     assert configured_cost(config.receipt_kdf_ops, config.receipt_kdf_memory_kib) == DEFAULT_COST
     receipt = new_receipt()

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -169,3 +172,81 @@ def test_purge_removes_one_submission(store: SubmissionStore) -> None:
     gone = store.commit(_stage(store, [b"b"]))
     store.purge(gone)
     assert store.ids() == [keep]
+
+
+def test_live_sweep_keeps_folders_of_live_requests(store: SubmissionStore) -> None:
+    live = store.begin()
+    _relpath, f = live.create_attachment()
+    f.write(b"ciphertext so far")
+    assert store.sweep_abandoned_staging() == 0
+    assert live.path.is_dir()
+    f.finish()
+    manifest = live.create_manifest()
+    manifest.write(b"stand-in")
+    manifest.finish()
+    assert store.commit(live) in store.ids()
+
+
+_BEGIN_AND_HANG = """
+import sys, time
+from pathlib import Path
+from portal.store import SubmissionStore
+staging = SubmissionStore(Path(sys.argv[1])).begin()
+_rel, part = staging.create_attachment()
+part.write(b"half an upload")
+print(staging.path, flush=True)
+time.sleep(600)
+"""
+
+
+def test_live_sweep_removes_the_folder_of_a_killed_process(store: SubmissionStore) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-c", _BEGIN_AND_HANG, str(store.root)],
+        cwd=Path(__file__).resolve().parents[1],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        folder = Path(process.stdout.readline().strip())
+        assert folder.parent == store.staging_dir and folder.is_dir()
+        assert store.sweep_abandoned_staging() == 0, "swept while its owner was alive"
+        process.send_signal(signal.SIGKILL)
+        process.wait(30)
+        assert store.sweep_abandoned_staging() == 1
+        assert list(store.staging_dir.iterdir()) == []
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_begin_never_hands_out_a_folder_a_sweep_removed(
+    store: SubmissionStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sweep may run between mkdir and the owner's flock: begin() then starts afresh."""
+    import portal.store as store_module
+
+    real_lock = store_module._lock_directory
+    raced = []
+
+    def sweep_first(path: Path) -> int | None:
+        if not raced:
+            raced.append(path)
+            assert store.sweep_abandoned_staging() == 1
+        return real_lock(path)
+
+    monkeypatch.setattr(store_module, "_lock_directory", sweep_first)
+    staging = store.begin()
+    assert raced and staging.path != raced[0] and staging.path.is_dir()
+    staging.discard()
+
+
+def test_a_forgotten_staging_is_released_when_collected(store: SubmissionStore) -> None:
+    import gc
+
+    staging = store.begin()
+    folder = staging.path
+    del staging
+    gc.collect()
+    assert store.sweep_abandoned_staging() == 1
+    assert not folder.exists()
