@@ -118,6 +118,7 @@ def _export(config: Config, args: argparse.Namespace, stdout: TextIO, stderr: Te
 
 def _import_replies(config: Config, outbox: Path, stdout: TextIO, stderr: TextIO) -> int:
     from portal.mailbox import MailboxError, ReplyStore, import_outbox
+    from portal.store import StoreError, SubmissionStore
 
     if not outbox.is_dir():
         print(
@@ -128,10 +129,12 @@ def _import_replies(config: Config, outbox: Path, stdout: TextIO, stderr: TextIO
         return ExitStatus.ERROR
     store = ReplyStore(config.data_dir)
     try:
-        store.initialise()
-        result = import_outbox(store, outbox)
-        expired = store.purge_older_than(config.reply_days)
-    except (MailboxError, OSError) as exc:
+        # The daily seal rewrites replies/ too: never import in the middle of it.
+        with SubmissionStore(config.data_dir).maintenance():
+            store.initialise()
+            result = import_outbox(store, outbox)
+            expired = store.purge_older_than(config.reply_days)
+    except (MailboxError, StoreError, OSError) as exc:
         print(f"testimony-portal: import-replies: {exc}", file=stderr)
         return ExitStatus.ERROR
     for problem in result.rejected:
@@ -146,6 +149,7 @@ def _import_replies(config: Config, outbox: Path, stdout: TextIO, stderr: TextIO
 
 
 def _seal(config: Config, args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    from portal.mailbox import ReplyStore
     from portal.seal import SealError, seal
     from portal.store import StoreError, SubmissionStore
 
@@ -166,6 +170,7 @@ def _seal(config: Config, args: argparse.Namespace, stdout: TextIO, stderr: Text
                 stack.enter_context(store.maintenance())
             reserve = config.min_free_mb * 1024 * 1024
             report = seal(store, everything=args.all, reserve_bytes=reserve)
+            replies_kept = ReplyStore(config.data_dir).reseal(config.reply_days)
     except (SealError, StoreError) as exc:
         print(f"seal failed: {exc}", file=stderr)
         return ExitStatus.ERROR
@@ -182,7 +187,7 @@ def _seal(config: Config, args: argparse.Namespace, stdout: TextIO, stderr: Text
     print(
         f"sealed: {report.rewritten} submission(s) rewritten into fresh files, "
         f"{report.already_sealed} sealed before, {report.arrived_during_seal} arrived during "
-        "the seal (sealed next time)",
+        f"the seal (sealed next time); {replies_kept} reply(ies) rewritten",
         file=stdout,
     )
     for submission_id, reason in report.not_sealed.items():

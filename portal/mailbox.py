@@ -17,7 +17,9 @@ import datetime as dt
 import hashlib
 import io
 import os
+import random
 import re
+import shutil
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -33,6 +35,9 @@ from portal.store import DIR_MODE, FILE_MODE, day_timestamp, fsync_dir, write_al
 
 SALT_NAME = "receipt-salt"
 REPLIES_DIR = "replies"
+# Work folders of `ReplyStore.reseal`, beside `replies/` in the data directory.
+RESEAL_NEW = ".replies-new"
+RESEAL_OLD = ".replies-old"
 _KDF_LABEL = b"testimony-portal/receipt-identity/1"
 _REPLY_RE = re.compile(r"[0-9a-f]{32}\.age")
 # A reply is a short text; anything near this size is not one.
@@ -187,6 +192,7 @@ class ReplyStore:
         self.root = Path(data_dir) / REPLIES_DIR
 
     def initialise(self) -> None:
+        self._recover_reseal()
         self.root.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
         if self.root.is_symlink():
             raise MailboxError(f"{self.root} is a symbolic link; refusing to use it")
@@ -229,7 +235,8 @@ class ReplyStore:
         removed = 0
         for path in list(self._entries(mailbox)):
             if path.name in wanted:
-                path.unlink()
+                # missing_ok: the daily reseal may have just swapped the folder.
+                path.unlink(missing_ok=True)
                 removed += 1
         if removed:
             self._tidy(mailbox)
@@ -279,6 +286,75 @@ class ReplyStore:
             for e in os.scandir(self.root)
             if is_mailbox_name(e.name) and e.is_dir(follow_symlinks=False)
         )
+
+    @property
+    def _fresh(self) -> Path:
+        return self.root.with_name(RESEAL_NEW)
+
+    @property
+    def _old(self) -> Path:
+        return self.root.with_name(RESEAL_OLD)
+
+    def _recover_reseal(self) -> None:
+        """Finish or undo a reseal that a crash interrupted; nothing is lost either way."""
+        if self._fresh.is_dir() and not self.root.exists():
+            os.rename(self._fresh, self.root)  # the swap was half done: finish it
+        shutil.rmtree(self._fresh, ignore_errors=True)
+        shutil.rmtree(self._old, ignore_errors=True)
+
+    def reseal(self, days: int, rng: random.Random | None = None) -> int:
+        """Rewrite `replies/` into fresh files and folders, in random order; returns replies kept.
+
+        Importing replies and a witness deleting them after reading change
+        the ctime and birth time of the folders and files involved, to the
+        second. Like the daily seal does for submissions, this copies every
+        reply still within `days` into a fresh folder, mailbox after mailbox
+        in a random order, sets each mtime back to its day, and swaps the
+        fresh folder in; afterwards no file-system time under `replies/`
+        says more than that the seal ran. Expired replies are not copied.
+        """
+        rng = rng or random.SystemRandom()
+        self._recover_reseal()
+        if not self.root.is_dir():
+            return 0
+        cutoff = day_timestamp() - days * 86400
+        fresh = self._fresh
+        fresh.mkdir(mode=DIR_MODE)
+        kept = 0
+        mailboxes = self.mailboxes()
+        rng.shuffle(mailboxes)
+        for mailbox in mailboxes:
+            entries = [(p, p.stat().st_mtime) for p in self._entries(mailbox)]
+            entries = [(p, t) for p, t in entries if t >= cutoff]
+            if not entries:
+                continue
+            rng.shuffle(entries)
+            box = fresh / mailbox
+            box.mkdir(mode=DIR_MODE)
+            for path, stamp in entries:
+                target = box / path.name
+                fd = os.open(
+                    target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, FILE_MODE
+                )
+                try:
+                    write_all(fd, path.read_bytes())
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                day = stamp - stamp % 86400
+                os.utime(target, (day, day))
+                kept += 1
+            fsync_dir(box)
+        today = day_timestamp()
+        for folder in [*fresh.iterdir(), fresh]:
+            os.utime(folder, (today, today))
+        fsync_dir(fresh)
+        os.rename(self.root, self._old)
+        os.rename(fresh, self.root)
+        fsync_dir(self.root.parent)
+        shutil.rmtree(self._old)
+        os.utime(self.root.parent, (today, today))
+        return kept
 
     def purge_older_than(self, days: int, now: dt.datetime | None = None) -> int:
         """Delete replies imported more than `days` days ago; returns how many."""
