@@ -1,6 +1,7 @@
 """Load test: concurrent witnesses against the real gunicorn server, then a full audit.
 
     python bench/load.py [--submissions 2000] [--clients 32]
+    python bench/load.py --followup-logins 200 [--clients 8]
 
 Starts `testimony-portal serve` on loopback with a throwaway key, lets
 `--clients` threads submit a mix of text-only testimony and testimony with
@@ -9,6 +10,11 @@ latency. Then it opens every stored submission with the private key and
 checks each against what was sent: a confirmed submission that is missing is
 "lost"; one that fails to decrypt, or whose text, names, sizes or SHA-256
 differ, is "corrupt". The exit status is non-zero unless both are 0.
+
+With `--followup-logins N`, it instead sends N follow-up logins (well-formed
+random receipts, each one a full argon2id derivation at the production cost)
+and prints logins per second, latency, and the memory the derivations need
+at the configured concurrency next to the workers' measured peak.
 """
 
 from __future__ import annotations
@@ -118,6 +124,108 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
+def _worker_peaks(pid: int) -> list[int]:
+    """Peak resident memory (VmHWM, bytes) of each child of the gunicorn master."""
+    peaks = []
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return peaks
+    for child in children:
+        try:
+            status = Path(f"/proc/{child}/status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                peaks.append(int(line.split()[1]) * 1024)
+    return peaks
+
+
+def followup_logins(count: int, clients: int) -> int:
+    """Follow-up logins per second at the production argon2id cost."""
+    from urllib.parse import urlencode
+
+    from portal.mailbox import DEFAULT_COST
+    from portal.receipt import new_receipt
+    from tests.support import CSRF_RE
+
+    workers, concurrency = 2, 2
+    env = {
+        "PORTAL_RECEIPT_KDF_OPS": str(DEFAULT_COST.opslimit),
+        "PORTAL_RECEIPT_KDF_MEMORY_KIB": str(DEFAULT_COST.memlimit // 1024),
+        "PORTAL_RECEIPT_KDF_CONCURRENCY": str(concurrency),
+    }
+    identity = X25519Identity.generate()
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    lock = threading.Lock()
+    jobs = list(range(count))
+    with tempfile.TemporaryDirectory(prefix="portal-followup-") as tmp:
+        root = Path(tmp)
+        identity_file = root / "identity.txt"
+        identity_file.write_text(f"{identity}\n")
+        server = start_server(root / "server", str(identity.recipient), identity_file, env=env)
+
+        def login() -> None:
+            client = Client(server.url)
+            token = CSRF_RE.search(client.get("/followup").body)
+            assert token
+            while True:
+                with lock:
+                    if not jobs:
+                        return
+                    jobs.pop()
+                body = urlencode(
+                    {"csrf_token": token.group(1), "receipt": new_receipt().display()}
+                ).encode()
+                start = time.perf_counter()
+                response = client.request(
+                    "POST",
+                    "/followup",
+                    body=body,
+                    headers={
+                        "Content-Type": "application/x-www-form-urlencoded",
+                        "Content-Length": str(len(body)),
+                    },
+                )
+                with lock:
+                    latencies.append(time.perf_counter() - start)
+                    statuses[response.status] = statuses.get(response.status, 0) + 1
+
+        threads = [threading.Thread(target=login) for _ in range(clients)]
+        try:
+            started = time.perf_counter()
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            wall = time.perf_counter() - started
+            peaks = _worker_peaks(server.process.pid)
+        finally:
+            server.stop()
+    ok = statuses.get(200, 0)
+    need = workers * concurrency * DEFAULT_COST.memlimit
+    rows = [
+        ("argon2id cost", f"opslimit {DEFAULT_COST.opslimit}, "
+         f"memlimit {DEFAULT_COST.memlimit // 2**20} MiB"),
+        ("clients / workers / derivations per worker", f"{clients} / {workers} / {concurrency}"),
+        ("logins sent / answered 200", f"{count} / {ok} (statuses {statuses})"),
+        ("follow-up logins/s", f"{ok / wall:.2f}"),
+        ("latency p50 / p99", f"{statistics.median(latencies) * 1000:.0f} ms / "
+         f"{percentile(latencies, 0.99) * 1000:.0f} ms"),
+        ("memory for derivations at this concurrency",
+         f"{need // 2**20} MiB ({workers} workers x {concurrency} x "
+         f"{DEFAULT_COST.memlimit // 2**20} MiB)"),
+        ("measured peak RSS per worker", ", ".join(f"{p // 2**20} MiB" for p in peaks) or "-"),
+    ]  # fmt: skip
+    width = max(len(name) for name, _ in rows)
+    print(f"{'follow-up logins: real gunicorn server, production argon2id cost':^{width + 30}}")
+    for name, value in rows:
+        print(f"  {name:<{width}}  {value}")
+    return 0 if ok == count else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--submissions", type=int, default=2000)
@@ -131,7 +239,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--max-kib", type=int, default=256, help="largest attachment in KiB (default %(default)s)"
     )
+    parser.add_argument(
+        "--followup-logins",
+        type=int,
+        metavar="N",
+        help="instead: measure N follow-up logins at the production argon2id cost",
+    )
     args = parser.parse_args(argv)
+    if args.followup_logins:
+        return followup_logins(args.followup_logins, args.clients)
 
     identity = X25519Identity.generate()
     with tempfile.TemporaryDirectory(prefix="portal-load-") as tmp:
