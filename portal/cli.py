@@ -9,7 +9,7 @@ import os
 import shutil
 import stat
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TextIO
 
@@ -251,8 +251,36 @@ def _check(config: Config, env: Mapping[str, str], out: TextIO) -> int:
         print(
             "[note] PORTAL_SECRET_KEY is not set: open forms stop working after a restart", file=out
         )
+    _check_conversation(config, report, out)
     print("all checks passed" if not problems else f"{problems} problem(s) found", file=out)
     return ExitStatus.OK if not problems else ExitStatus.ERROR
+
+
+def _check_conversation(config: Config, report: Callable[[bool, str], None], out: TextIO) -> None:
+    """The receipts' salt and key-derivation cost (issue 11)."""
+    from portal.mailbox import SALT_NAME, MailboxError, configured_cost
+
+    salt = config.data_dir / SALT_NAME
+    if salt.is_file():
+        report(
+            True,
+            f"receipt salt {salt} present: back it up with the data; without it no "
+            "witness can read replies",
+        )
+    else:
+        print(f"[note] receipt salt {salt} will be created at first start", file=out)
+    try:
+        cost = configured_cost(config.receipt_kdf_ops, config.receipt_kdf_memory_kib)
+    except MailboxError as exc:
+        report(False, str(exc))
+        return
+    per_worker = cost.memlimit * config.receipt_kdf_concurrency // 2**20
+    print(
+        f"[note] receipts: argon2id opslimit {cost.opslimit}, {cost.memlimit // 2**20} MiB each; "
+        f"up to {per_worker} MiB per worker (PORTAL_RECEIPT_KDF_CONCURRENCY="
+        f"{config.receipt_kdf_concurrency}); replies kept {config.reply_days} days",
+        file=out,
+    )
 
 
 def _loose_permissions(root: Path) -> list[Path]:

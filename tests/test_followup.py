@@ -248,3 +248,13 @@ def test_concurrent_derivations_are_bounded(monkeypatch: pytest.MonkeyPatch) -> 
     for thread in threads:
         thread.join(timeout=60)
     assert keys.derivations == 8 and peak == 2
+
+
+def test_a_damaged_salt_stops_the_server_with_the_fix(config: Config) -> None:
+    from portal.config import ConfigError
+    from portal.web import create_app
+
+    create_app(config)
+    (config.data_dir / mailbox.SALT_NAME).write_text("damaged\n")
+    with pytest.raises(ConfigError, match="Restore it from your backup"):
+        create_app(config)

@@ -15,8 +15,15 @@ from flask import Blueprint, Flask, current_app, render_template
 from werkzeug.exceptions import BadRequest
 
 from portal.age import X25519Identity
-from portal.config import Config
-from portal.mailbox import ReceiptKeys, Reply, ReplyStore, configured_cost, ensure_salt
+from portal.config import Config, ConfigError
+from portal.mailbox import (
+    MailboxError,
+    ReceiptKeys,
+    Reply,
+    ReplyStore,
+    configured_cost,
+    ensure_salt,
+)
 from portal.receipt import Receipt, ReceiptError, parse_receipt
 from portal.web.forms import FollowupForm, ReceiptForm, ReplyDeleteForm
 from portal.web.intake import current_submission
@@ -37,11 +44,15 @@ def conversation() -> Conversation:
 
 def init_app(app: Flask) -> None:
     config: Config = app.extensions["portal"].config
-    replies = ReplyStore(config.data_dir)
-    replies.initialise()
-    replies.purge_older_than(config.reply_days)
-    cost = configured_cost(config.receipt_kdf_ops, config.receipt_kdf_memory_kib)
-    keys = ReceiptKeys(ensure_salt(config.data_dir), cost, config.receipt_kdf_concurrency)
+    try:
+        replies = ReplyStore(config.data_dir)
+        replies.initialise()
+        replies.purge_older_than(config.reply_days)
+        cost = configured_cost(config.receipt_kdf_ops, config.receipt_kdf_memory_kib)
+        keys = ReceiptKeys(ensure_salt(config.data_dir), cost, config.receipt_kdf_concurrency)
+    except MailboxError as exc:
+        # A damaged salt or an impossible cost: the operator must act.
+        raise ConfigError(str(exc)) from None
     app.extensions["portal.conversation"] = Conversation(keys=keys, replies=replies)
     app.register_blueprint(bp)
 
