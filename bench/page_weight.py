@@ -31,6 +31,7 @@ from werkzeug.exceptions import (
 BUDGET_BYTES = 30 * 1024
 STYLESHEET_RE = re.compile(r'<link rel="stylesheet" href="([^"]+)"')
 CSRF_RE = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
+FORM_ID_RE = re.compile(r'name="form_id" type="hidden" value="([^"]+)"')
 
 
 @dataclass(frozen=True)
@@ -67,26 +68,31 @@ def witness_pages(app: Flask) -> Iterator[tuple[str, str, str]]:
     for lang in LANGUAGES:
         base = _prefix(lang)
         form = client.get(f"{base}/submit").get_data(as_text=True)
-        token_match = CSRF_RE.search(form)
-        assert token_match, "no CSRF token on the form"
-        token = token_match.group(1)
+        token_match, form_id_match = CSRF_RE.search(form), FORM_ID_RE.search(form)
+        assert token_match and form_id_match, "no CSRF token or one-time value on the form"
+        hidden = {"csrf_token": token_match.group(1), "form_id": form_id_match.group(1)}
         yield "landing", lang, client.get(f"{base}/").get_data(as_text=True)
         yield "form", lang, form
         yield (
             "form, with errors",
             lang,
-            client.post(f"{base}/submit", data={"csrf_token": token, "testimony": ""}).get_data(
-                as_text=True
-            ),
+            client.post(f"{base}/submit", data={**hidden, "testimony": ""}).get_data(as_text=True),
         )
         yield (
             "received",
             lang,
-            client.post(
-                f"{base}/submit", data={"csrf_token": token, "testimony": "page weight"}
-            ).get_data(as_text=True),
+            client.post(f"{base}/submit", data={**hidden, "testimony": "page weight"}).get_data(
+                as_text=True
+            ),
         )
-        yield from _followup_pages(client, base, lang, token)
+        yield (
+            "received, repeated",
+            lang,
+            client.post(f"{base}/submit", data={**hidden, "testimony": "page weight"}).get_data(
+                as_text=True
+            ),
+        )
+        yield from _followup_pages(client, base, lang, hidden["csrf_token"])
         yield "error 400", lang, client.post(f"{base}/submit", data={}).get_data(as_text=True)
         yield "error 403", lang, _rendered_error(app, lang, Forbidden())
         yield "error 404", lang, client.get(f"{base}/no-such-page").get_data(as_text=True)

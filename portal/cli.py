@@ -13,7 +13,13 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TextIO
 
-from portal.config import Config, ConfigError, describe_protection, load_recipients
+from portal.config import (
+    Config,
+    ConfigError,
+    check_data_dir,
+    describe_protection,
+    load_recipients,
+)
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
@@ -214,28 +220,27 @@ def _check(config: Config, env: Mapping[str, str], out: TextIO) -> int:
         report(False, str(exc))
 
     data = config.data_dir
-    if not data.exists():
-        report(True, f"data directory {data} will be created (mode 0700) at start")
-        probe = next((p for p in data.parents if p.exists()), Path("."))
-    else:
-        probe = data
-        if data.is_symlink() or not data.is_dir():
-            report(False, f"{data} is not a directory")
-        else:
-            mode = stat.S_IMODE(data.stat().st_mode)
-            report(
-                mode & 0o077 == 0,
-                f"data directory {data} has mode {mode:04o}"
-                + ("" if mode & 0o077 == 0 else f" — run `chmod 700 {data}`"),
-            )
-            report(os.access(data, os.W_OK), f"data directory {data} is writable")
-            loose = _loose_permissions(data)
-            report(
-                not loose,
-                "all stored files are 0600 and folders 0700"
-                if not loose
-                else f"{len(loose)} stored item(s) readable by others, e.g. {loose[0]}",
-            )
+    try:
+        report(True, check_data_dir(data))
+        usable = True
+    except ConfigError as exc:
+        report(False, str(exc))
+        usable = False
+    if usable and data.is_dir():
+        mode = stat.S_IMODE(data.stat().st_mode)
+        report(
+            mode & 0o077 == 0,
+            f"data directory {data} has mode {mode:04o}"
+            + ("" if mode & 0o077 == 0 else f" — run `chmod 700 {data}`"),
+        )
+        loose = _loose_permissions(data)
+        report(
+            not loose,
+            "all stored files are 0600 and folders 0700"
+            if not loose
+            else f"{len(loose)} stored item(s) readable by others, e.g. {loose[0]}",
+        )
+    probe = next((p for p in (data, *data.parents) if p.is_dir()), Path("."))
 
     free_mb = shutil.disk_usage(probe).free // (1024 * 1024)
     report(

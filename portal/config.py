@@ -6,6 +6,8 @@ at import time. Every variable is documented in README.md.
 
 from __future__ import annotations
 
+import array
+import fcntl
 import os
 import re
 import secrets
@@ -205,3 +207,72 @@ def describe_protection(recipients: list[PublicKey]) -> tuple[bool, str]:
         "future quantum computer. Move to post-quantum keys (docs/REVIEWER.md, "
         "'Moving to a post-quantum key')"
     )
+
+
+# From linux/fs.h: read a file's attribute flags, and the "immutable" one.
+_FS_IOC_GETFLAGS = 0x80086601
+_FS_IMMUTABLE_FL = 0x00000010
+
+
+def check_data_dir(data_dir: Path) -> str:
+    """Make sure the portal can keep submissions under `data_dir`; say how it stands.
+
+    The folder need not exist yet, but then the nearest existing folder
+    above it must let the portal create it. Returns a line for `check`.
+
+    Raises:
+        ConfigError: one line naming what is wrong and how to fix it.
+    """
+    setting = f"PORTAL_DATA_DIR={data_dir}"
+    existing = next((p for p in (data_dir, *data_dir.parents) if os.path.lexists(p)), Path("/"))
+    if existing.is_symlink():
+        raise ConfigError(
+            f"{setting}: {existing} is a symbolic link; give the real folder's path instead"
+        )
+    if not existing.is_dir():
+        what = "the data directory" if existing == data_dir else f"{existing}, a folder above it,"
+        raise ConfigError(
+            f"{setting}: {what} is a file, not a folder; choose a folder for the data directory"
+        )
+    to_check = [existing]
+    if existing == data_dir:
+        to_check += [data_dir / name for name in ("staging", "submissions")]
+    for folder in to_check:
+        if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+            raise ConfigError(
+                f"{setting}: {folder} is not a folder; move it away so the portal can create it"
+            )
+        if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+            raise ConfigError(f"{setting}: {_why_not_writable(folder)}")
+    if existing == data_dir:
+        return f"data directory {data_dir} is writable"
+    return f"data directory {data_dir} will be created (mode 0700) at start, in {existing}"
+
+
+def _why_not_writable(folder: Path) -> str:
+    if os.statvfs(folder).f_flag & os.ST_RDONLY:
+        return (
+            f"{folder} is on a read-only file system; mount it read-write "
+            "(under Docker, give the data directory a writable volume)"
+        )
+    if _is_immutable(folder):
+        return f"{folder} is marked immutable; run `chattr -i {folder}` as root"
+    return (
+        f"{folder} is not writable by this user (uid {os.geteuid()}); "
+        f"make the user own it: `chown -R {os.geteuid()} {folder}` and `chmod 700 {folder}`"
+    )
+
+
+def _is_immutable(path: Path) -> bool:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return False
+    try:
+        flags = array.array("l", [0])
+        fcntl.ioctl(fd, _FS_IOC_GETFLAGS, flags, True)
+        return bool(flags[0] & _FS_IMMUTABLE_FL)
+    except OSError:  # a file system without attribute flags
+        return False
+    finally:
+        os.close(fd)

@@ -9,7 +9,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 from portal.cli import main as portal_cli
-from tests.support import CSRF_RE, Client, MultipartBody, Response
+from tests.support import CSRF_RE, Client, MultipartBody, Response, form_fields
 
 RECEIPT_RE = re.compile(r'<p class="receipt" id="receipt"[^>]*>([0-9 ]+)</p>')
 REPLY_RE = re.compile(r'<article class="reply"[^>]*>.*?<div class="reply-text">(.*?)</div>', re.S)
@@ -61,10 +61,8 @@ def send_followup(
 ) -> Response:
     """Send more testimony from the follow-up page, as its form does."""
     form = mailbox_page[mailbox_page.index('action="' + followup_path(lang, "send")) :]
-    token = CSRF_RE.search(form)
-    assert token
     fields = {
-        "csrf_token": token.group(1),
+        **form_fields(form),
         "receipt": hidden(form, "receipt"),
         "testimony": text,
     }

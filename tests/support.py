@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 REPO = Path(__file__).resolve().parents[1]
 CSRF_RE = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
+FORM_ID_RE = re.compile(r'name="form_id" type="hidden" value="([^"]+)"')
 RECEIVED_MARKERS = ('class="notice ok"',)
 
 
@@ -49,6 +50,7 @@ class Client:
         self.port = parts.port or 80
         self.timeout = timeout
         self.cookie: str | None = None
+        self.form_id: str | None = None
 
     def _connection(self) -> http.client.HTTPConnection:
         return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
@@ -82,10 +84,16 @@ class Client:
         return self.request("GET", path)
 
     def csrf_token(self, lang: str = "en") -> str:
+        """Open the form; its one-time value is kept for the next `submit(token=...)`."""
+        return self.form_fields(lang)["csrf_token"]
+
+    def form_fields(self, lang: str = "en") -> dict[str, str]:
+        """Open the form and return its hidden fields: the CSRF token and the one-time value."""
         page = self.get(_submit_path(lang))
-        match = CSRF_RE.search(page.body)
-        assert page.status == 200 and match, f"no CSRF token on the form ({page.status})"
-        return match.group(1)
+        assert page.status == 200, f"the form did not load ({page.status})"
+        fields = form_fields(page.body)
+        self.form_id = fields["form_id"]
+        return fields
 
     def submit(
         self,
@@ -99,7 +107,12 @@ class Client:
     ) -> Response:
         """Post the form; `token` reuses a CSRF token fetched earlier with `csrf_token()`."""
         token = token or self.csrf_token(lang)
-        fields = {"csrf_token": token, "testimony": text, **(extra_fields or {})}
+        fields = {
+            "csrf_token": token,
+            "form_id": self.form_id or "",
+            "testimony": text,
+            **(extra_fields or {}),
+        }
         body = MultipartBody(fields, list(files))
         headers = {"Content-Type": body.content_type}
         if chunked:
@@ -107,6 +120,13 @@ class Client:
         else:
             headers["Content-Length"] = str(body.length)
         return self.request("POST", _submit_path(lang), body=iter(body), headers=headers)
+
+
+def form_fields(page: str) -> dict[str, str]:
+    """The hidden fields of a submit form page: CSRF token and one-time form value."""
+    csrf, form_id = CSRF_RE.search(page), FORM_ID_RE.search(page)
+    assert csrf and form_id, "no CSRF token or form value on the page"
+    return {"csrf_token": csrf.group(1), "form_id": form_id.group(1)}
 
 
 def _submit_path(lang: str) -> str:
@@ -286,12 +306,9 @@ def open_submission(
 
 
 def flask_post_form(client: Any, data: dict[str, object], path: str = "/submit") -> Any:
-    """Post the form through a Flask test client, with a fresh CSRF token from `path`."""
-    match = CSRF_RE.search(client.get(path).get_data(as_text=True))
-    assert match, f"no CSRF token on {path}"
-    return client.post(
-        path, data={"csrf_token": match.group(1), **data}, content_type="multipart/form-data"
-    )
+    """Post the form through a Flask test client, with a fresh CSRF token and form value."""
+    fields = form_fields(client.get(path).get_data(as_text=True))
+    return client.post(path, data={**fields, **data}, content_type="multipart/form-data")
 
 
 def assert_nothing_kept(data_dir: Path) -> None:

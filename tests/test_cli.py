@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from portal.age import X25519Identity
 from portal.cli import ExitStatus, main
@@ -90,3 +94,117 @@ def test_console_script_serve_refuses_without_recipients(tmp_path: Path) -> None
     assert proc.returncode == 1
     assert "testimony-review keygen" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+# --- a data directory the portal cannot use: one clear line from check and serve
+
+
+def refused_by_check_and_serve(env: dict[str, str], *words: str) -> None:
+    """`check` reports the problem and fails; `serve` says it in one line and fails."""
+    status, out, _ = run(["check"], env)
+    assert status == ExitStatus.ERROR, out
+    assert "all checks passed" not in out
+    problems = [line for line in out.splitlines() if line.startswith("[PROBLEM]")]
+    assert problems, out
+    assert all(word in problems[0] for word in words), out
+    assert not any(line.startswith("[ok] data directory") for line in out.splitlines()), out
+    status, _, err = run(["serve", "--port", "1"], env)
+    assert status == ExitStatus.ERROR
+    assert len(err.strip().splitlines()) == 1, err
+    assert all(word in err for word in words), err
+    assert "Traceback" not in err
+
+
+def test_data_directory_under_a_file_is_refused(tmp_path: Path) -> None:
+    env = env_for(tmp_path, f"{X25519Identity.generate().recipient}\n")
+    (tmp_path / "notes.txt").write_text("a file, not a folder")
+    env["PORTAL_DATA_DIR"] = str(tmp_path / "notes.txt" / "data")
+    refused_by_check_and_serve(env, "notes.txt", "is a file, not a folder")
+    env["PORTAL_DATA_DIR"] = str(tmp_path / "notes.txt")
+    refused_by_check_and_serve(env, "notes.txt", "is a file, not a folder")
+
+
+def test_console_script_serve_under_a_file_prints_no_traceback(tmp_path: Path) -> None:
+    env = env_for(tmp_path, f"{X25519Identity.generate().recipient}\n")
+    (tmp_path / "notes.txt").write_text("a file")
+    env["PORTAL_DATA_DIR"] = str(tmp_path / "notes.txt" / "data")
+    proc = subprocess.run(
+        [sys.executable, "-m", "portal.cli", "serve", "--port", "1"],
+        env={"PATH": "/usr/bin:/bin", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.count("\n") == 1 and "is a file, not a folder" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.fixture
+def read_only_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real file system holding a prepared data directory, remounted read-only."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
+    disk = tmp_path / "ro-disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], check=True)
+    try:
+        for name in ("staging", "submissions"):
+            (disk / "data" / name).mkdir(mode=0o700, parents=True)
+        (disk / "data").chmod(0o700)
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_data_directory_on_a_read_only_mount_is_refused(tmp_path: Path, read_only_disk) -> None:  # type: ignore[no-untyped-def]
+    env = env_for(tmp_path, f"{X25519Identity.generate().recipient}\n")
+    env["PORTAL_DATA_DIR"] = str(read_only_disk / "data")
+    refused_by_check_and_serve(env, str(read_only_disk / "data"), "read-only file system")
+    # Not there yet, on a read-only disk: it could not be created.
+    env["PORTAL_DATA_DIR"] = str(read_only_disk / "new-data")
+    refused_by_check_and_serve(env, str(read_only_disk), "read-only file system")
+
+
+@pytest.fixture
+def immutable_dir(tmp_path: Path) -> Iterator[Path]:
+    folder = tmp_path / "data"
+    for name in ("staging", "submissions"):
+        (folder / name).mkdir(mode=0o700, parents=True)
+    folder.chmod(0o700)
+    if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("this file system does not support chattr +i (ext4, xfs and btrfs do)")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=False)
+
+
+def test_immutable_data_directory_is_refused(tmp_path: Path, immutable_dir: Path) -> None:
+    env = env_for(tmp_path, f"{X25519Identity.generate().recipient}\n")
+    env["PORTAL_DATA_DIR"] = str(immutable_dir)
+    refused_by_check_and_serve(env, str(immutable_dir), "immutable", "chattr -i")
+
+
+def test_immutable_staging_folder_is_refused(tmp_path: Path) -> None:
+    env = env_for(tmp_path, f"{X25519Identity.generate().recipient}\n")
+    data = tmp_path / "data"
+    for name in ("staging", "submissions"):
+        (data / name).mkdir(mode=0o700, parents=True)
+    data.chmod(0o700)
+    staging = data / "staging"
+    if subprocess.run(["chattr", "+i", str(staging)], capture_output=True).returncode != 0:
+        pytest.skip("this file system does not support chattr +i (ext4, xfs and btrfs do)")
+    try:
+        refused_by_check_and_serve(env, str(staging), "immutable")
+    finally:
+        subprocess.run(["chattr", "-i", str(staging)], check=False)
+
+
+def test_check_names_the_data_directory_as_writable_only_when_it_is(tmp_path: Path) -> None:
+    env = env_for(tmp_path, f"{X25519Identity.generate().recipient}\n")
+    (tmp_path / "data").mkdir(mode=0o700)
+    status, out, _ = run(["check"], env)
+    assert status == ExitStatus.OK, out
+    assert f"[ok] data directory {tmp_path / 'data'} is writable" in out

@@ -6,11 +6,14 @@ through the store's `opener` seam for failures at exact points.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import io
 import os
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -26,19 +29,27 @@ from tests.support import flask_post_form as post
 NOT_SAVED = "NOT saved"
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A real 1 MiB file system, unmounted afterwards whatever happens."""
+@contextlib.contextmanager
+def tmpfs(mountpoint: Path, size_mb: int) -> Iterator[Path]:
+    """A real file system of `size_mb` MiB, unmounted afterwards whatever happens."""
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root (CI runs as root)")
-    mountpoint = tmp_path / "small-disk"
     mountpoint.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(mountpoint)],
-                   check=True)  # fmt: skip
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size_mb}m,mode=0700", "tmpfs", str(mountpoint)],
+        check=True,
+    )
     try:
         yield mountpoint
     finally:
         subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 1 MiB file system."""
+    with tmpfs(tmp_path / "small-disk", 1) as mountpoint:
+        yield mountpoint
 
 
 def fill(directory: Path) -> Path:
@@ -106,6 +117,113 @@ def test_disk_full_through_the_real_server(small_disk, tmp_path, identity, ident
     finally:
         server.stop()
     assert "StorageFull" in server.log()
+
+
+# --- the free-space floor holds while uploads are written ------------------
+
+DISK_MB = 24
+FLOOR_MB = 8
+# The store writes age ciphertext one chunk at a time: 64 KiB plus its tag.
+WRITE_CHUNK = 64 * 1024 + 16
+MIB = 1024 * 1024
+
+
+class FreeSpaceWatcher(threading.Thread):
+    """Samples a file system's free space until stopped; keeps the lowest value seen."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(daemon=True)
+        self.path = path
+        self.lowest = self.free()
+        self._stop_event = threading.Event()
+
+    def free(self) -> int:
+        stats = os.statvfs(self.path)
+        return stats.f_bavail * stats.f_frsize
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            self.lowest = min(self.lowest, self.free())
+            time.sleep(0.0005)
+
+    def stop(self) -> int:
+        self._stop_event.set()
+        self.join()
+        return min(self.lowest, self.free())
+
+
+@pytest.fixture
+def floored_server(tmp_path, identity, identity_file):  # type: ignore[no-untyped-def]
+    """A real server whose data directory is on a 24 MiB disk with an 8 MiB floor."""
+    with tmpfs(tmp_path / "disk", DISK_MB) as disk:
+        server = start_server(
+            tmp_path / "server",
+            str(identity.recipient),
+            identity_file,
+            data_dir=disk / "data",
+            env={"PORTAL_MIN_FREE_MB": str(FLOOR_MB)},
+        )
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+@pytest.mark.slow
+def test_live_one_upload_cannot_take_the_disk_below_the_floor(floored_server, identity) -> None:  # type: ignore[no-untyped-def]
+    watcher = FreeSpaceWatcher(floored_server.data_dir)
+    assert watcher.free() > 20 * MIB  # the upload starts well above the floor
+    watcher.start()
+    # 18 MiB fits on the disk, but would leave 6 MiB: below the 8 MiB floor.
+    response = floored_server.client().submit(
+        "a long video", [("video.mp4", os.urandom(18 * MIB), "video/mp4")], lang="ko"
+    )
+    lowest = watcher.stop()
+    assert response.status == 503, response.status
+    assert 'lang="ko"' in response.body and "<strong>" in response.body
+    assert_nothing_kept(floored_server.data_dir)
+    assert lowest >= FLOOR_MB * MIB - WRITE_CHUNK, lowest / MIB
+    # The space is back: a submission that fits is stored whole.
+    fits = os.urandom(4 * MIB)
+    assert floored_server.client().submit("fits", [("a.mp4", fits, "video/mp4")]).status == 200
+    store = SubmissionStore(floored_server.data_dir)
+    [submission_id] = store.ids()
+    _, files = open_submission(store.path(submission_id), [identity])
+    assert list(files.values()) == [fits]
+
+
+@pytest.mark.slow
+def test_live_concurrent_uploads_cannot_take_the_disk_below_the_floor(
+    floored_server, identity
+) -> None:  # type: ignore[no-untyped-def]
+    # Three 7 MiB uploads at once: 21 MiB, where only 16 MiB lie above the floor.
+    videos = [os.urandom(7 * MIB) for _ in range(3)]
+    statuses: list[int] = []
+    clients = [floored_server.client() for _ in videos]
+    tokens = [client.csrf_token() for client in clients]  # every form open before any upload
+
+    def upload(n: int) -> None:
+        video = [(f"video{n}.mp4", videos[n], "video/mp4")]
+        statuses.append(clients[n].submit(f"video {n}", video, token=tokens[n]).status)
+
+    watcher = FreeSpaceWatcher(floored_server.data_dir)
+    watcher.start()
+    uploads = [threading.Thread(target=upload, args=(n,)) for n in range(3)]
+    for thread in uploads:
+        thread.start()
+    for thread in uploads:
+        thread.join(timeout=300)
+    lowest = watcher.stop()
+    # Whatever the order, only the upload that crossed the floor is refused:
+    # its space comes back at once, and the other two fit.
+    assert sorted(statuses) == [200, 200, 503], statuses
+    assert lowest >= FLOOR_MB * MIB - WRITE_CHUNK, lowest / MIB
+    store = SubmissionStore(floored_server.data_dir)
+    assert len(store.ids()) == statuses.count(200)
+    assert list(store.staging_dir.iterdir()) == [], "a refused upload left files behind"
+    for submission_id in store.ids():
+        _, files = open_submission(store.path(submission_id), [identity])
+        assert list(files.values())[0] in videos
 
 
 # --- failures at exact points, through the store's opener seam -------------

@@ -27,7 +27,7 @@ from portal.mailbox import (
     ensure_salt,
 )
 from portal.receipt import new_receipt, parse_receipt
-from tests.support import CSRF_RE
+from tests.support import CSRF_RE, flask_post_form, form_fields
 
 RECEIPT_RE = re.compile(r'id="receipt"[^>]*>([0-9 ]+)<')
 
@@ -38,12 +38,7 @@ def _keys(app: Any) -> ReceiptKeys:
 
 
 def _submit(client: Any, text: str = "first account") -> str:
-    token = CSRF_RE.search(client.get("/submit").get_data(as_text=True)).group(1)
-    response = client.post(
-        "/submit",
-        data={"csrf_token": token, "testimony": text},
-        content_type="multipart/form-data",
-    )
+    response = flask_post_form(client, {"testimony": text})
     assert response.status_code == 200
     return RECEIPT_RE.search(response.get_data(as_text=True)).group(1)
 
@@ -142,11 +137,10 @@ def test_a_follow_up_is_an_independent_submission_carrying_the_same_recipient(
     receipt = _submit(client)
     page = _followup(client, receipt).get_data(as_text=True)
     form = page[page.index('action="/followup/send"') :]
-    token = CSRF_RE.search(form).group(1)
     response = client.post(
         "/followup/send",
         data={
-            "csrf_token": token,
+            **form_fields(form),
             "receipt": receipt,
             "testimony": "more",
             "attachments": [(io.BytesIO(b"second file"), "b.txt", "text/plain")],
@@ -167,11 +161,11 @@ def test_a_follow_up_is_an_independent_submission_carrying_the_same_recipient(
 def test_a_follow_up_with_a_bad_receipt_stores_nothing(client: Any, config: Config) -> None:
     from tests.support import assert_nothing_kept
 
-    token = CSRF_RE.search(client.get("/followup").get_data(as_text=True)).group(1)
+    page = _followup(client, new_receipt().display()).get_data(as_text=True)
     response = client.post(
         "/followup/send",
         data={
-            "csrf_token": token,
+            **form_fields(page),
             "receipt": "123",
             "testimony": "more",
             "attachments": [(io.BytesIO(b"file"), "b.txt", "text/plain")],
@@ -258,3 +252,33 @@ def test_a_damaged_salt_stops_the_server_with_the_fix(config: Config) -> None:
     (config.data_dir / mailbox.SALT_NAME).write_text("damaged\n")
     with pytest.raises(ConfigError, match="Restore it from your backup"):
         create_app(config)
+
+
+def test_a_repeated_follow_up_form_is_stored_once(client: Any, config: Config) -> None:
+    from portal.store import SubmissionStore
+
+    receipt = _submit(client)
+    page = _followup(client, receipt).get_data(as_text=True)
+    form = page[page.index('action="/followup/send"') :]
+    data = {**form_fields(form), "receipt": receipt, "testimony": "more, once"}
+    answers = [
+        client.post("/followup/send", data=dict(data), content_type="multipart/form-data")
+        for _ in range(2)
+    ]
+    assert [a.status_code for a in answers] == [200, 200]
+    assert "What arrived" in answers[0].get_data(as_text=True)
+    assert "What arrived" not in answers[1].get_data(as_text=True)
+    assert len(SubmissionStore(config.data_dir).ids()) == 2  # the first one and this one
+
+
+def test_follow_up_logins_spend_the_global_rate_budget(config: Config) -> None:
+    import dataclasses
+
+    from portal.web import create_app
+
+    app = create_app(dataclasses.replace(config, rate_burst=2, rate_per_minute=1), TESTING=True)
+    client = app.test_client()
+    keys = _keys(app)
+    statuses = [_followup(client, new_receipt().display()).status_code for _ in range(3)]
+    assert statuses == [200, 200, 429]
+    assert keys.derivations == 2

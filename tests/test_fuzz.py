@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -31,9 +30,8 @@ from portal.age import X25519Identity
 from portal.config import Config
 from portal.store import SubmissionStore
 from portal.web import create_app
-from tests.support import open_submission
+from tests.support import form_fields, open_submission
 
-CSRF_RE = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
 BOUNDARY = "fuzzb0undary"
 MAX_FILES = 4
 MAX_CHARS = 2000
@@ -139,8 +137,10 @@ def parts(draw: st.DrawFn) -> bytes:
 
 
 @st.composite
-def multipart_bodies(draw: st.DrawFn, csrf: bytes) -> bytes:
+def multipart_bodies(draw: st.DrawFn, csrf: bytes, form_id: bytes = b"") -> bytes:
     chunks = [b'Content-Disposition: form-data; name="csrf_token"\r\n\r\n' + csrf]
+    if form_id:
+        chunks.append(b'Content-Disposition: form-data; name="form_id"\r\n\r\n' + form_id)
     if draw(st.booleans()):
         chunks.append(b'Content-Disposition: form-data; name="testimony"\r\n\r\n' + draw(contents))
     chunks += draw(st.lists(parts(), max_size=6))
@@ -186,9 +186,15 @@ CSRF_KINDS = ["valid", "valid", "valid", "missing", "garbage", "other-session", 
 
 
 def fresh_token(client: FlaskClient, path: str = "/submit") -> str:
-    match = CSRF_RE.search(client.get(path).get_data(as_text=True))
-    assert match
-    return match.group(1)
+    """Open the form: its CSRF token; its one-time value is kept for `form_value`."""
+    fields = form_fields(client.get(path).get_data(as_text=True))
+    client.form_id = fields["form_id"]  # type: ignore[attr-defined]
+    return fields["csrf_token"]
+
+
+def form_value(client: FlaskClient) -> bytes:
+    """The one-time value of the form `client` opened last (empty if none)."""
+    return str(getattr(client, "form_id", "")).encode()
 
 
 def token_of_kind(portal: Portal, client: FlaskClient, kind: str) -> bytes:
@@ -270,7 +276,11 @@ def assert_healthy(portal: Portal) -> None:
     assert client.get("/").status_code == 200
     response = client.post(
         "/submit",
-        data={"csrf_token": fresh_token(client), "testimony": "still here"},
+        data={
+            "csrf_token": fresh_token(client),
+            "form_id": form_value(client).decode(),
+            "testimony": "still here",
+        },
         content_type="multipart/form-data",
     )
     assert response.status_code == 200
@@ -285,7 +295,8 @@ def assert_healthy(portal: Portal) -> None:
 def test_fuzz_multipart_bodies(portal: Portal, data: st.DataObject) -> None:
     client = portal.app.test_client()
     kind = data.draw(st.sampled_from(CSRF_KINDS), label="csrf")
-    body = data.draw(multipart_bodies(token_of_kind(portal, client, kind)), label="body")
+    token = token_of_kind(portal, client, kind)
+    body = data.draw(multipart_bodies(token, form_value(client)), label="body")
     path = data.draw(st.sampled_from(["/submit", "/ko/submit", "/zh/submit"]), label="path")
     framing = data.draw(st.sampled_from(["length", "length", "chunked", "short", "long"]))
     content_type = f"multipart/form-data; boundary={BOUNDARY}"
@@ -341,7 +352,11 @@ def test_fuzz_well_formed_forms(
 ) -> None:
     client = portal.app.test_client()
     token = token_of_kind(portal, client, kind)
-    fields = [("csrf_token", token), ("testimony", testimony.encode("utf-8", "replace"))]
+    fields = [
+        ("csrf_token", token),
+        ("form_id", form_value(client)),
+        ("testimony", testimony.encode("utf-8", "replace")),
+    ]
     if website:
         fields.append(("website", website.encode("utf-8", "replace")))
     delimiter = b"--" + BOUNDARY.encode()
@@ -372,7 +387,8 @@ def test_fuzz_well_formed_forms(
         kind == "valid"
         and not website
         and len(files) <= MAX_FILES
-        and len(testimony) <= MAX_CHARS
+        # Line breaks count once, as the browser counts them.
+        and len(testimony.replace("\r\n", "\n")) <= MAX_CHARS
         and (testimony.strip() or any(name or content for name, content in files))
     )
     if response.status_code == 200:
@@ -392,6 +408,10 @@ def test_fuzz_upload_sizes_around_the_limit(portal: Portal, size: int, framing: 
         delimiter
         + b'\r\nContent-Disposition: form-data; name="csrf_token"\r\n\r\n'
         + token
+        + b"\r\n"
+        + delimiter
+        + b'\r\nContent-Disposition: form-data; name="form_id"\r\n\r\n'
+        + form_value(client)
         + b"\r\n"
         + delimiter
         + b'\r\nContent-Disposition: form-data; name="attachments"; filename="v.mp4"\r\n\r\n'
@@ -436,6 +456,7 @@ def test_fuzzer_findings_stay_fixed(portal: Portal, case: str, csrf: str) -> Non
     token = token_of_kind(portal, client, csrf)
     body = (
         _part('Content-Disposition: form-data; name="csrf_token"', token)
+        + _part('Content-Disposition: form-data; name="form_id"', form_value(client))
         + FOUND[case]
         + b"--"
         + BOUNDARY.encode()

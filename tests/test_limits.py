@@ -172,8 +172,50 @@ def test_rate_limit_answers_429_with_retry_after_and_stores_nothing(config) -> N
 def test_rate_limit_is_checked_before_csrf_so_floods_cost_nothing(config) -> None:  # type: ignore[no-untyped-def]
     app = app_with(config)
     app.extensions["portal"].bucket = TokenBucket(rate_per_second=1e-3, burst=0, clock=FakeClock())
-    response = app.test_client().post("/submit", data={"testimony": "no token"})
+    client = app.test_client()
+    client.get("/submit")  # the form's session
+    response = client.post("/submit", data={"testimony": "no token"})
     assert response.status_code == 429
+
+
+def test_junk_posts_never_spend_the_rate_budget(config) -> None:  # type: ignore[no-untyped-def]
+    app = app_with(config)
+    bucket = TokenBucket(rate_per_second=1e-6, burst=1, clock=FakeClock())
+    app.extensions["portal"].bucket = bucket
+    client = app.test_client()
+    junk = [
+        ("/nowhere", {}, 404),  # not a submit route
+        ("/", {}, 405),
+        ("/robots.txt", {}, 405),
+        ("/ko/submit", {"testimony": "no session"}, 400),  # no form session: refused unread
+    ]
+    for path, data, status in junk:
+        response = client.post(path, data=data)
+        assert response.status_code == status, path
+    assert client.get_cookie("session") is None
+    # With the form's session, refused forms give their token back.
+    refused: list[dict[str, object]] = [
+        {"testimony": ""},  # empty
+        {"testimony": "bot", "website": "filled"},  # honeypot
+        {"testimony": "forged", "form_id": "x.y.z"},  # forged one-time value
+    ]
+    for data in refused:
+        assert post(client, data).status_code == 400
+    bad_csrf = client.post("/submit", data={"csrf_token": "bad", "testimony": "x"})
+    assert bad_csrf.status_code == 400
+    assert_nothing_kept(config.data_dir)
+    # The one token is still there for the witness; after that, the bucket is empty.
+    assert post(client, {"testimony": "the witness"}).status_code == 200
+    assert post(client, {"testimony": "one too many"}).status_code == 429
+
+
+def test_a_refused_upload_gives_its_token_back(config) -> None:  # type: ignore[no-untyped-def]
+    app = app_with(config, max_files=1)
+    app.extensions["portal"].bucket = TokenBucket(rate_per_second=1e-6, burst=1, clock=FakeClock())
+    client = app.test_client()
+    files = [(io.BytesIO(b"a"), "a"), (io.BytesIO(b"b"), "b")]
+    assert post(client, {"testimony": "two files", "attachments": files}).status_code == 413
+    assert post(client, {"testimony": "the witness"}).status_code == 200
 
 
 def test_low_disk_space_refuses_before_any_byte_is_stored(config, monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -200,16 +242,12 @@ def test_disk_floor_is_checked_again_for_each_file(config, monkeypatch) -> None:
     free = iter([10 << 20, 10 << 20, 0, 0, 0])  # before the request, file 1, file 2
     monkeypatch.setattr(store, "free_bytes", lambda: next(free, 0))
     client = app.test_client()
-    match = CSRF_RE.search(client.get("/submit").get_data(as_text=True))
-    assert match
-    response = client.post(
-        "/submit",
-        data={
-            "csrf_token": match.group(1),
+    response = post(
+        client,
+        {
             "testimony": "two files",
             "attachments": [(io.BytesIO(b"a" * 1000), "a"), (io.BytesIO(b"b" * 1000), "b")],
         },
-        content_type="multipart/form-data",
     )
     assert response.status_code == 503
     assert_nothing_kept(config.data_dir)

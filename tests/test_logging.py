@@ -124,9 +124,8 @@ def test_debug_log_and_data_hold_no_address_agent_referrer_or_query(debug_server
         assert client.request("GET", path, headers=identifying).status in (200, 404)
 
     # A complete submission, with the identifying headers on every request.
-    token = client.csrf_token()
     body = MultipartBody(
-        {"csrf_token": token, "testimony": f"I saw it. {MARKER}text"},
+        {**client.form_fields(), "testimony": f"I saw it. {MARKER}text"},
         [(f"{MARKER}name.txt", f"file {MARKER}content".encode(), "text/plain")],
     )
     headers = {**identifying, "Content-Type": body.content_type, "Content-Length": str(body.length)}

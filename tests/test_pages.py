@@ -21,7 +21,7 @@ from flask import Flask
 
 from portal.config import Config
 from portal.web.i18n import DEFAULT_LANGUAGE, LANGUAGES, TRANSLATIONS_DIR
-from tests.support import CSRF_RE, REPO, add_failing_routes
+from tests.support import REPO, add_failing_routes, form_fields
 
 
 def _load_bench_module():  # type: ignore[no-untyped-def]
@@ -90,10 +90,9 @@ def make_app(config: Config) -> Callable[..., Flask]:
     return factory
 
 
-def csrf_token(client, lang: str) -> str:  # type: ignore[no-untyped-def]
-    match = CSRF_RE.search(client.get(f"{prefix(lang)}/submit").get_data(as_text=True))
-    assert match
-    return match.group(1)
+def hidden_fields(client, lang: str) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """Open the form: its CSRF token and one-time value."""
+    return form_fields(client.get(f"{prefix(lang)}/submit").get_data(as_text=True))
 
 
 # ------------------------------------------------------------------ language
@@ -157,9 +156,7 @@ def test_form_errors_are_in_the_witness_language(make_app, lang: str) -> None:  
         "Please shorten it, or attach it as a file.",
     }
     for text, message in cases.items():
-        response = client.post(
-            path, data={"csrf_token": csrf_token(client, lang), "testimony": text}
-        )
+        response = client.post(path, data={**hidden_fields(client, lang), "testimony": text})
         page = response.get_data(as_text=True)
         assert response.status_code == 400
         assert translate(lang, message).replace("%(max)d", "10") in page
@@ -181,18 +178,20 @@ def trigger(make_app, code: int, lang: str):  # type: ignore[no-untyped-def]
     if code == 413:
         client = make_app(max_upload_mb=1).test_client()
         big = io.BytesIO(b"\0" * (2 << 20))
-        data = {"csrf_token": csrf_token(client, lang), "attachments": (big, "video.mp4")}
+        data = {**hidden_fields(client, lang), "attachments": (big, "video.mp4")}
         return client.post(f"{base}/submit", data=data), True
     if code == 429:
         client = make_app(rate_burst=1, rate_per_minute=1).test_client()
-        data = {"csrf_token": csrf_token(client, lang), "testimony": "first"}
+        data = {**hidden_fields(client, lang), "testimony": "first"}
         assert client.post(f"{base}/submit", data=data).status_code == 200
-        return client.post(f"{base}/submit", data={**data, "testimony": "second"}), True
+        data = {**hidden_fields(client, lang), "testimony": "second"}
+        return client.post(f"{base}/submit", data=data), True
     if code == 500:
         return make_app().test_client().get(f"{base}/test-broken"), False
     if code == 503:
         client = make_app(min_free_mb=1 << 40).test_client()
-        return client.post(f"{base}/submit", data={"testimony": "x"}), True
+        data = {**hidden_fields(client, lang), "testimony": "x"}
+        return client.post(f"{base}/submit", data=data), True
     raise AssertionError(code)
 
 

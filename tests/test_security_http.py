@@ -16,8 +16,8 @@ from flask.testing import FlaskClient
 from portal.config import Config
 from portal.store import SubmissionStore
 from portal.web import create_app
+from tests.support import form_fields
 
-CSRF_RE = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
 REQUIRED_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "X-Content-Type-Options": "nosniff",
@@ -50,10 +50,9 @@ def csp_directives(header: str) -> dict[str, str]:
     }
 
 
-def token(client: FlaskClient, path: str = "/submit") -> str:
-    match = CSRF_RE.search(client.get(path).get_data(as_text=True))
-    assert match
-    return match.group(1)
+def hidden_fields(client: FlaskClient, path: str = "/submit") -> dict[str, str]:
+    """Open the form: its CSRF token and one-time value."""
+    return form_fields(client.get(path).get_data(as_text=True))
 
 
 @pytest.mark.parametrize(("method", "path"), PAGES)
@@ -83,6 +82,30 @@ def test_static_files_carry_the_headers_but_may_be_cached(client) -> None:  # ty
     assert response.status_code == 200
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert "no-store" not in response.headers.get("Cache-Control", "")
+
+
+def test_static_files_do_not_date_the_install(client) -> None:  # type: ignore[no-untyped-def]
+    path = "/static/style.css"
+    response = client.get(path)
+    assert response.status_code == 200 and response.data
+    assert "ETag" not in response.headers
+    assert "Last-Modified" not in response.headers
+    # Nor can the date be probed with conditional requests: always the whole file.
+    for header in (
+        {"If-Modified-Since": "Sun, 01 Jan 2040 00:00:00 GMT"},
+        {"If-Unmodified-Since": "Sat, 01 Jan 2000 00:00:00 GMT"},
+        {"If-None-Match": "*"},
+        {"Range": "bytes=0-0"},
+    ):
+        again = client.get(path, headers=header)
+        assert again.status_code == 200, header
+        assert again.data == response.data
+
+
+def test_a_missing_static_file_is_a_404_page(client) -> None:  # type: ignore[no-untyped-def]
+    response = client.get("/static/no-such-file.css")
+    assert response.status_code == 404
+    assert "<h1>" in response.get_data(as_text=True)
 
 
 def test_hsts_only_when_tls_is_configured(config) -> None:  # type: ignore[no-untyped-def]
@@ -126,13 +149,13 @@ def test_no_cookie_on_pages_without_a_form(client) -> None:  # type: ignore[no-u
 
 def test_csrf_window_covers_a_slow_upload_over_tor(app, client, config, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     assert app.config["WTF_CSRF_TIME_LIMIT"] >= 6 * 3600
-    csrf = token(client)
+    fields = hidden_fields(client)
     # Eight hours later, as after a very slow upload, the form is still accepted.
     later = time.time() + 8 * 3600
     monkeypatch.setattr(time, "time", lambda: later)
     response = client.post(
         "/submit",
-        data={"csrf_token": csrf, "testimony": "slow but safe"},
+        data={**fields, "testimony": "slow but safe"},
         content_type="multipart/form-data",
     )
     assert response.status_code == 200, response.get_data(as_text=True)
@@ -140,12 +163,12 @@ def test_csrf_window_covers_a_slow_upload_over_tor(app, client, config, monkeypa
 
 
 def test_csrf_token_expires_eventually(client, config, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    csrf = token(client)
+    fields = hidden_fields(client)
     later = time.time() + 3 * 24 * 3600
     monkeypatch.setattr(time, "time", lambda: later)
     response = client.post(
         "/submit",
-        data={"csrf_token": csrf, "testimony": "stale"},
+        data={**fields, "testimony": "stale"},
         content_type="multipart/form-data",
     )
     assert response.status_code == 400
@@ -166,12 +189,10 @@ def test_unknown_host_gets_a_clear_400_page(config) -> None:  # type: ignore[no-
 def test_unknown_host_cannot_submit(config) -> None:  # type: ignore[no-untyped-def]
     client = app_with(config, allowed_hosts=("abcdef.onion",)).test_client()
     page = client.get("/submit", headers={"Host": "abcdef.onion"}).get_data(as_text=True)
-    csrf = CSRF_RE.search(page)
-    assert csrf
     response = client.post(
         "/submit",
         data={
-            "csrf_token": csrf.group(1),
+            **form_fields(page),
             "testimony": "x",
             "attachments": (io.BytesIO(b"x"), "a.txt"),
         },
@@ -231,13 +252,13 @@ def witness_pages(client: FlaskClient, config: Config) -> dict[str, str]:
         post = f"{lang}/submit"
         pages[post + " (invalid)"] = client.post(
             post,
-            data={"csrf_token": token(client, post), "testimony": "", "website": "bot"},
+            data={**hidden_fields(client, post), "testimony": "", "website": "bot"},
             content_type="multipart/form-data",
         ).get_data(as_text=True)
         pages[post + " (csrf)"] = client.post(post, data={}).get_data(as_text=True)
         pages[post + " (received)"] = client.post(
             post,
-            data={"csrf_token": token(client, post), "testimony": "<script>alert(1)</script>"},
+            data={**hidden_fields(client, post), "testimony": "<script>alert(1)</script>"},
             content_type="multipart/form-data",
         ).get_data(as_text=True)
     return pages

@@ -60,8 +60,13 @@ RECORD_NAME = "opened.json"
 PARTIAL_PREFIX = ".partial-"
 RESERVED_NAMES = (MANIFEST_JSON, RECORD_NAME, report.PAGE_NAME)
 # A manifest holds text fields and a list of attachments; the server caps
-# both far below this. A larger one is not trusted into memory.
-MAX_MANIFEST_CIPHERTEXT = 64 * 1024 * 1024
+# both far below this. A larger one is not trusted into memory. The server
+# pads a manifest to a power of two, so the limit is one whole bucket plus
+# age's overhead: a 16-byte tag per 64 KiB chunk and room for the header.
+MAX_MANIFEST_PLAINTEXT = 64 * 1024 * 1024
+MAX_MANIFEST_CIPHERTEXT = (
+    MAX_MANIFEST_PLAINTEXT + 16 * (MAX_MANIFEST_PLAINTEXT // 65536 + 1) + 65536
+)
 _READ_SIZE = 1 << 20
 
 SayFn = Callable[[str], None]

@@ -7,8 +7,9 @@ from typing import Any
 
 from flask import Flask
 
-from portal.config import Config, load_recipients
-from portal.store import SubmissionStore
+from portal.config import Config, ConfigError, check_data_dir, load_recipients
+from portal.freespace import FreeSpaceFloor
+from portal.store import StoreError, SubmissionStore
 from portal.web import errors, followup, i18n, intake, pages, security, submit
 from portal.web.extensions import PortalState, csrf
 
@@ -30,8 +31,20 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     """
     config = config or Config.from_env()
     recipients = load_recipients(config.recipients_file)
-    store = SubmissionStore(config.data_dir)
-    store.initialise()
+    # Every write of every upload keeps PORTAL_MIN_FREE_MB free on the disk.
+    floor = FreeSpaceFloor(config.data_dir, config.min_free_mb * 1024 * 1024)
+    store = SubmissionStore(config.data_dir, opener=floor.opener)
+    check_data_dir(config.data_dir)
+    try:
+        store.initialise()
+    except (OSError, StoreError) as exc:
+        # What check_data_dir cannot foresee (a full disk, a folder that
+        # changed under us): still one line, never a traceback.
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(
+            f"cannot prepare the data directory {config.data_dir}: {reason}; "
+            "run `testimony-portal check` for details"
+        ) from None
 
     app = Flask(__name__, template_folder=str(template_folder()))
     app.request_class = intake.IntakeRequest

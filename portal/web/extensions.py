@@ -11,9 +11,11 @@ from flask_wtf.csrf import CSRFProtect
 from portal.age import PublicKey
 from portal.config import Config
 from portal.store import SubmissionStore
+from portal.web.onetime import FORM_LIFETIME, FormLedger, FormSigner
 from portal.web.ratelimit import TokenBucket
 
 csrf = CSRFProtect()
+MAX_FORM_LEDGER = 1 << 16
 
 
 @dataclass
@@ -24,11 +26,20 @@ class PortalState:
     store: SubmissionStore
     recipients: Sequence[PublicKey]
     bucket: TokenBucket = field(init=False)
+    forms: FormSigner = field(init=False)
+    used_forms: FormLedger = field(init=False)
 
     def __post_init__(self) -> None:
         self.bucket = TokenBucket(
             rate_per_second=self.config.rate_per_minute / 60, burst=self.config.rate_burst
         )
+        self.forms = FormSigner(self.config.secret_key)
+        # Every form stored within a form's lifetime must fit: the rate limit
+        # bounds how many that can be. Capped, so a generous limit does not
+        # take unbounded memory (14 MiB at the cap, 9 MiB at the default rate).
+        hours = FORM_LIFETIME.total_seconds() / 3600
+        capacity = int(self.config.rate_per_minute * 60 * hours) + self.config.rate_burst
+        self.used_forms = FormLedger(capacity=min(capacity, MAX_FORM_LEDGER))
 
 
 def portal_state() -> PortalState:

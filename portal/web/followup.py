@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flask import Blueprint, Flask, current_app, render_template
+from flask import Blueprint, Flask, current_app, render_template, request
 from werkzeug.exceptions import BadRequest
 
 from portal.age import X25519Identity
@@ -25,8 +25,10 @@ from portal.mailbox import (
     ensure_salt,
 )
 from portal.receipt import Receipt, ReceiptError, parse_receipt
+from portal.web.extensions import portal_state
 from portal.web.forms import FollowupForm, ReceiptForm, ReplyDeleteForm
 from portal.web.intake import current_submission
+from portal.web.onetime import AlreadyStored
 
 bp = Blueprint("followup", __name__)
 
@@ -57,6 +59,30 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
 
 
+def _spend_rate_budget() -> None:
+    """Every follow-up login and deletion spends the global rate budget.
+
+    Each one derives a key with argon2id, so a flood of them is a flood of
+    64 MiB derivations: the same bucket that bounds submissions bounds them
+    (a typo'd receipt included, though it costs no derivation). Runs after
+    the CSRF check, so requests without the form's session spend nothing.
+    """
+    from portal.web.intake import TooManyRequests
+
+    if request.endpoint in ("followup.mailbox", "followup.delete"):
+        wait = portal_state().bucket.take()
+        if wait:
+            raise TooManyRequests(retry_after=max(1, int(wait + 0.999)))
+
+
+bp.before_request(_spend_rate_budget)
+
+
+def _followup_form() -> FollowupForm:
+    state = portal_state()
+    return FollowupForm(max_chars=state.config.max_testimony_chars, signer=state.forms)
+
+
 def _login_page(form: ReceiptForm, status: int = 200) -> tuple[str, int]:
     return render_template("followup_login.html", form=form), status
 
@@ -78,13 +104,8 @@ def _mailbox_page(
         replies=replies,
         deleted=deleted,
         delete_form=ReplyDeleteForm(),
-        send_form=FollowupForm(max_chars=_max_chars()),
+        send_form=_followup_form().fresh(),
     ), 200
-
-
-def _max_chars() -> int:
-    max_chars: int = current_app.extensions["portal"].config.max_testimony_chars
-    return max_chars
 
 
 @bp.get("/followup", defaults={"lang": "en"})
@@ -118,16 +139,27 @@ def delete(lang: str) -> tuple[str, int]:
 @bp.post("/followup/send", defaults={"lang": "en"})
 @bp.post("/<lang:lang>/followup/send")
 def send(lang: str) -> tuple[str, int]:
-    form = FollowupForm(max_chars=_max_chars())
-    if not form.validate():
+    from portal.web.submit import _claim
+
+    form = _followup_form()
+    if not form.validate() or form.once is None:
         # Files already streamed in are discarded when the request ends.
         return render_template("followup_failed.html", form=form), 400
     receipt = _checked_receipt(form.receipt.data)
-    identity = conversation().keys.derive(receipt)
+    # One submission per form, as on the main form: a reload stores nothing.
+    claim = _claim(form.once)
+    if isinstance(claim, AlreadyStored):
+        return render_template("received.html", receipt=None, followup=True), 200
     submission = current_submission(create=True)
     assert submission is not None
     testimony = form.testimony.data or ""
-    submission.commit({"testimony": testimony}, language=lang, reply_to=str(identity.recipient))
+    try:
+        identity = conversation().keys.derive(receipt)
+        submission.commit({"testimony": testimony}, language=lang, reply_to=str(identity.recipient))
+    except BaseException:
+        portal_state().used_forms.release(claim)
+        raise
+    portal_state().used_forms.complete(claim, b"")
     return render_template(
         "received.html",
         receipt=None,

@@ -6,25 +6,43 @@ from typing import Any
 
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import MultipleFileField, StringField, TextAreaField
+from wtforms import HiddenField, MultipleFileField, StringField, TextAreaField
 from wtforms.validators import Length, Optional, ValidationError
+
+from portal.web.onetime import FormSigner, FormValue, InvalidFormValue
 
 
 class TextOnlyAreaField(TextAreaField):
-    """A text area that ignores a file part sent under its name.
+    """A text area that ignores a file part sent under its name, with line breaks as LF.
 
     Flask-WTF mixes file parts into the form data, so a hostile client can
     send `testimony` as a file; validators that expect text would then fail
     with a TypeError (a 500). A browser never does this; the file is still
     kept as an attachment like any other.
+
+    Browsers send line breaks as CRLF but count them as one character
+    against `maxlength`; the text is normalised to LF before it is counted
+    and stored, so the limit the witness's browser enforces is ours.
     """
+
+    def process_formdata(self, valuelist: list[Any]) -> None:
+        text = [_lf(value) for value in valuelist if isinstance(value, str)]
+        super().process_formdata(text)
+
+
+def _lf(text: str) -> str:
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+class TextOnlyField(StringField):
+    """A one-line text field that ignores a file part sent under its name."""
 
     def process_formdata(self, valuelist: list[Any]) -> None:
         super().process_formdata([value for value in valuelist if isinstance(value, str)])
 
 
-class TextOnlyField(StringField):
-    """A one-line text field that ignores a file part sent under its name."""
+class TextOnlyHiddenField(HiddenField):
+    """A hidden field that ignores a file part sent under its name."""
 
     def process_formdata(self, valuelist: list[Any]) -> None:
         super().process_formdata([value for value in valuelist if isinstance(value, str)])
@@ -38,9 +56,15 @@ class SubmissionForm(FlaskForm):
     # No Optional() here: it would skip the check below for a value that is
     # only white space, and a honeypot must refuse anything at all.
     website = TextOnlyField(_l("Leave this field empty"))
+    # The one-time value that makes each form store at most one submission
+    # (see portal/web/onetime.py); checked and claimed by the view.
+    form_id = TextOnlyHiddenField()
 
-    def __init__(self, *args: Any, max_chars: int, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, max_chars: int, signer: FormSigner, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.max_chars = max_chars
+        self._signer = signer
+        self.once: FormValue | None = None
         self.testimony.validators = [
             Optional(),
             Length(
@@ -62,12 +86,25 @@ class SubmissionForm(FlaskForm):
         files = [f for f in (self.attachments.data or []) if getattr(f, "filename", "")]
         return bool(text or files)
 
+    def validate_form_id(self, field: HiddenField) -> None:
+        try:
+            self.once = self._signer.verify(field.data)
+        except InvalidFormValue:
+            raise ValidationError(
+                _l("This form is incomplete or too old. Please open the form again.")
+            ) from None
+
     def validate(self, extra_validators: Any = None) -> bool:
         valid = super().validate(extra_validators)
         if valid and not self.has_content():
             self.testimony.errors = [_l("Please write your testimony or attach a file.")]
             return False
         return valid
+
+    def fresh(self) -> SubmissionForm:
+        """This form, to be drawn again: with a new one-time value."""
+        self.form_id.data = self._signer.issue()
+        return self
 
 
 class ReceiptField(TextOnlyField):

@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import IO, Any
 
-from flask import Flask, Request, request
+from flask import Flask, Request, current_app, request, session
+from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import (
     ClientDisconnected,
     HTTPException,
@@ -23,6 +24,7 @@ from portal.intake import Submission
 from portal.web.extensions import portal_state
 
 _SUBMISSION_KEY = "portal.submission"
+_HOLDS_RATE_SLOT = "portal.holds_rate_slot"
 # Room for the multipart framing and the small fields around the files.
 _FORM_OVERHEAD = 1 << 20
 # Seconds a request body may send nothing at all before it is dropped.
@@ -50,6 +52,25 @@ class LowDiskSpace(ServiceUnavailable):
 
 
 class IntakeRequest(Request):
+    @property
+    def max_content_length(self) -> int | None:
+        """PORTAL_MAX_UPLOAD_MB, inclusive: a body of exactly that size is accepted.
+
+        Under gunicorn, Werkzeug reads the body through a stream that raises
+        413 on any read once the limit is reached, and that is also the read
+        that finds the end of a body of exactly the limit. One byte of room
+        makes the limit inclusive; a declared Content-Length is held to the
+        exact limit.
+        """
+        limit: int | None = super().max_content_length
+        if limit is None or (self.content_length is not None and self.content_length > limit):
+            return limit
+        return limit + 1
+
+    @max_content_length.setter
+    def max_content_length(self, value: int | None) -> None:
+        self._max_content_length = value
+
     def _load_form_data(self) -> None:
         super()._load_form_data()
         # Werkzeug names a part whose Content-Disposition it cannot read
@@ -91,14 +112,27 @@ def current_submission(create: bool = False) -> Submission | None:
     return submission
 
 
-def _refuse_when_full_or_flooded() -> None:
-    """Runs before CSRF checking parses the body, so refused bytes are never stored."""
-    if request.method != "POST":
+def _admit_submission() -> None:
+    """Let only a request that can become a submission spend the global rate budget.
+
+    Runs before CSRF checking parses the body, so refused bytes are never
+    stored. A POST anywhere but a submit route is answered by routing (404,
+    405) without touching the bucket; a POST to a submit route without the
+    form's session cannot pass the CSRF check, so it is refused here, before
+    its body is read, also without touching the bucket. The token taken by
+    the rest is given back when the request stores nothing (a form error, a
+    repeated form, a refused upload): only stored submissions spend it.
+    """
+    # followup.send is the follow-up page's form: a new submission like any other.
+    if request.method != "POST" or request.endpoint not in ("submit.receive", "followup.send"):
         return
+    if not session.get(current_app.config["WTF_CSRF_FIELD_NAME"]):
+        raise CSRFError("The CSRF session token is missing.")
     _refuse_when_low_on_disk()
     wait = portal_state().bucket.take()
     if wait:
         raise TooManyRequests(retry_after=max(1, int(wait + 0.999)))
+    request.environ[_HOLDS_RATE_SLOT] = True
 
 
 def _refuse_when_low_on_disk() -> None:
@@ -109,8 +143,11 @@ def _refuse_when_low_on_disk() -> None:
 
 def _discard_uncommitted(_exc: BaseException | None) -> None:
     submission = request.environ.get(_SUBMISSION_KEY)
+    stored = submission is not None and submission.committed_id is not None
     if submission is not None:
         submission.discard()
+    if request.environ.pop(_HOLDS_RATE_SLOT, False) and not stored:
+        portal_state().bucket.give_back()
 
 
 class GuardedInput:
@@ -202,6 +239,6 @@ def init_app(app: Flask) -> None:
     # (four bytes per character at most in UTF-8) rather than Flask's 500 KB.
     app.config["MAX_FORM_MEMORY_SIZE"] = config.max_testimony_chars * 4 + _FORM_OVERHEAD
     app.config["MAX_FORM_PARTS"] = config.max_files + 16
-    app.before_request(_refuse_when_full_or_flooded)
+    app.before_request(_admit_submission)
     app.teardown_request(_discard_uncommitted)
     app.wsgi_app = GuardedInputMiddleware(app.wsgi_app)  # type: ignore[method-assign]

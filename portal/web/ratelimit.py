@@ -9,13 +9,11 @@ not double the limit; nothing of it is ever written to disk.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import multiprocessing
-import os
-import threading
 import time
 from collections.abc import Callable
+
+from portal.locks import SharedLock
 
 
 class TokenBucket:
@@ -27,23 +25,24 @@ class TokenBucket:
         self._clock = clock
         # [tokens, last refill time]; CLOCK_MONOTONIC is the same in every process.
         self._state = multiprocessing.RawArray("d", [float(burst), clock()])
-        # Threads of one worker exclude each other with a thread lock, and
-        # worker processes with a POSIX record lock on an anonymous memory
-        # file. The kernel drops a record lock when its process dies, so a
-        # worker killed while updating the bucket (gunicorn kills hung
-        # workers with SIGKILL) cannot leave every other worker waiting
-        # forever, as a semaphore such as multiprocessing.Lock would.
-        self._thread_lock = threading.Lock()
-        self._process_lock = os.memfd_create("portal-rate-limit", os.MFD_CLOEXEC)
+        self._lock = SharedLock("portal-rate-limit")
 
     def take(self) -> float:
         """Take one token; return 0 on success, else seconds until one is free."""
-        with self._thread_lock:
-            fcntl.lockf(self._process_lock, fcntl.LOCK_EX)
-            try:
-                return self._take()
-            finally:
-                fcntl.lockf(self._process_lock, fcntl.LOCK_UN)
+        with self._lock:
+            return self._take()
+
+    def give_back(self) -> None:
+        """Return a token taken for a request that stored nothing.
+
+        Only stored submissions spend the budget: a form error, a refused
+        upload or a repeated form costs the witnesses nothing.
+        """
+        with self._lock:
+            tokens, last = self._state[0], self._state[1]
+            now = self._clock()
+            tokens = min(self._burst, tokens + max(0.0, now - last) * self._rate + 1)
+            self._state[0], self._state[1] = tokens, now
 
     def _take(self) -> float:
         tokens, last = self._state[0], self._state[1]
@@ -54,7 +53,3 @@ class TokenBucket:
             return 0.0
         self._state[0], self._state[1] = tokens, now
         return (1 - tokens) / self._rate
-
-    def __del__(self) -> None:
-        with contextlib.suppress(AttributeError, OSError):
-            os.close(self._process_lock)

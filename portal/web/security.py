@@ -6,7 +6,7 @@ import datetime as dt
 from typing import Any
 from urllib.parse import quote
 
-from flask import Flask, Response, request
+from flask import Flask, Response, current_app, request, send_from_directory
 from werkzeug.exceptions import BadRequest, HTTPException
 from werkzeug.sansio.utils import host_is_trusted
 
@@ -105,8 +105,31 @@ def add_security_headers(response: Response) -> Response:
     return response
 
 
+def static_file(filename: str) -> Response:
+    """A static file with no validator that dates the install.
+
+    Flask sends an ETag and Last-Modified taken from the file's modification
+    time, and answers If-Modified-Since with 304: either tells a visitor when
+    this copy of the portal was installed, which can link an onion service
+    to a server seen elsewhere. The file is sent without them, and always
+    whole; it may still be cached for its max age.
+    """
+    folder = current_app.static_folder
+    assert folder is not None
+    response = send_from_directory(
+        folder,
+        filename,
+        etag=False,
+        conditional=False,
+        max_age=current_app.get_send_file_max_age(filename),
+    )
+    del response.headers["Last-Modified"]
+    return response
+
+
 def init_app(app: Flask) -> None:
     config: Config = app.extensions["portal"].config
+    app.view_functions["static"] = static_file
 
     # Registered before every other before_request function, so that a
     # request for a foreign host name is refused before it costs anything.

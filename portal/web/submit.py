@@ -2,44 +2,93 @@
 
 from __future__ import annotations
 
+import time
+
 from flask import Blueprint, render_template
+from werkzeug.exceptions import ServiceUnavailable
 
 from portal.receipt import new_receipt
 from portal.web.extensions import portal_state
 from portal.web.followup import conversation
 from portal.web.forms import SubmissionForm
 from portal.web.intake import current_submission
+from portal.web.onetime import AlreadyStored, Claimed, FormValue, StillStoring
 
 bp = Blueprint("submit", __name__)
+
+# A repeated form waits this long for the first request with it to finish
+# storing. The first one has received its whole body by then, so what is
+# left (fsync, the manifest, a rename) takes seconds.
+REPEAT_WAIT_SECONDS = 300.0
+_REPEAT_POLL_SECONDS = 0.1
+
+
+class RepeatStillStoring(ServiceUnavailable):
+    description = "The same form is still being stored."
+
+
+def _new_form() -> SubmissionForm:
+    state = portal_state()
+    return SubmissionForm(max_chars=state.config.max_testimony_chars, signer=state.forms)
 
 
 def _form_page(form: SubmissionForm, status: int = 200) -> tuple[str, int]:
     # The limits shown on the form come from the pages blueprint's context processor.
-    return render_template("submit.html", form=form), status
+    return render_template("submit.html", form=form.fresh()), status
+
+
+def _received_page(page_state: bytes) -> tuple[str, int]:
+    # `page_state` is what this page shows of its own submission; a repeated
+    # form gets the same bytes back from the ledger. The receipt is never
+    # kept there: it is shown on the first answer only (received.html says so).
+    return render_template("received.html"), 200
+
+
+def _claim(once: FormValue) -> Claimed | AlreadyStored:
+    """Claim the form for this request, waiting while another request stores it."""
+    ledger = portal_state().used_forms
+    deadline = time.monotonic() + REPEAT_WAIT_SECONDS
+    while isinstance(claim := ledger.claim(once), StillStoring):
+        if time.monotonic() > deadline:
+            raise RepeatStillStoring()
+        time.sleep(_REPEAT_POLL_SECONDS)
+    return claim
 
 
 @bp.get("/submit", defaults={"lang": "en"})
 @bp.get("/<lang:lang>/submit")
 def form(lang: str) -> tuple[str, int]:
-    return _form_page(SubmissionForm(max_chars=portal_state().config.max_testimony_chars))
+    return _form_page(_new_form())
 
 
 @bp.post("/submit", defaults={"lang": "en"})
 @bp.post("/<lang:lang>/submit")
 def receive(lang: str) -> tuple[str, int]:
-    form = SubmissionForm(max_chars=portal_state().config.max_testimony_chars)
-    if not form.validate():
+    form = _new_form()
+    if not form.validate() or form.once is None:
         # Files already streamed in are discarded when the request ends;
         # the page tells the witness that nothing was saved.
         return _form_page(form, status=400)
+    claim = _claim(form.once)
+    if isinstance(claim, AlreadyStored):
+        # A reload, a double click or a replay: stored once already.
+        return _received_page(claim.page_state)
     submission = current_submission(create=True)
     assert submission is not None
-    # The receipt is drawn and turned into the witness's recipient in
-    # memory; only that recipient is kept, inside the encrypted manifest.
-    receipt = new_receipt()
-    identity = conversation().keys.derive(receipt)
     testimony = form.testimony.data or ""
-    submission.commit({"testimony": testimony}, language=lang, reply_to=str(identity.recipient))
+    try:
+        # The receipt is drawn and turned into the witness's recipient in
+        # memory; only that recipient is kept, inside the encrypted manifest.
+        receipt = new_receipt()
+        identity = conversation().keys.derive(receipt)
+        submission.commit({"testimony": testimony}, language=lang, reply_to=str(identity.recipient))
+    except BaseException:
+        portal_state().used_forms.release(claim)
+        raise
+    # Nothing of the receipt goes into the ledger: a repeat of this form
+    # (a reload, perhaps by the next person on a shared device) is told it
+    # was stored, but is not shown the receipt again.
+    portal_state().used_forms.complete(claim, b"")
     return render_template(
         "received.html",
         receipt=receipt.display(),
