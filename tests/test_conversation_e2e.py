@@ -99,6 +99,9 @@ def test_korean_witness_gets_a_reply_and_sends_more_in_one_thread(
     assert all(sid in section for sid in ids)
     assert "그 수용소의 위치를" in section
     assert section.index("그 수용소의 위치를") < max(section.index(sid) for sid in ids)
+    # The reply's custody entry and its copy do not disturb a later check.
+    run = review(["verify", out, "--custody", custody])
+    assert run.status == ExitStatus.SUCCESS, run.err
 
 
 def test_another_receipt_is_another_thread_and_sees_no_reply(
