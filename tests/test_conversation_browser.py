@@ -138,3 +138,43 @@ def test_korean_witness_reads_a_reply_and_sends_more_without_javascript(
     index = (out / "index.html").read_text("utf-8")
     section = index[index.index(f'id="thread-{threads.pop()[:16]}"') :]
     assert REPLY in section and all(i in section for i in ids)
+
+
+@pytest.mark.parametrize("lang", ["en", "ko", "zh"])
+def test_follow_up_pages_have_no_accessibility_violations(
+    browser: Browser, live_server: LiveServer, lang: str
+) -> None:
+    from axe_playwright_python.sync_playwright import Axe
+
+    from portal.age import encrypt
+    from portal.conversation import mailbox_name
+    from portal.mailbox import ReplyStore
+    from tests.conversation_support import receipt_of
+    from tests.test_conversation_server import _identity_of
+
+    receipt = receipt_of(live_server.client().submit("for the audit", [], lang).body)
+    identity = _identity_of(live_server, receipt)
+    ReplyStore(live_server.data_dir).add(
+        mailbox_name(str(identity.recipient)),
+        encrypt("답장 回复 reply".encode(), [identity.recipient]),
+    )
+    context = browser.new_context(java_script_enabled=True, viewport=VIEWPORTS["phone"])
+    page = context.new_page()
+    base = "" if lang == "en" else f"/{lang}"
+    try:
+        page.goto(f"{live_server.url}{base}/followup")
+        assert Axe().run(page).violations_count == 0
+        field = page.locator("input[name=receipt]")
+        field.fill("12345")
+        with page.expect_navigation():
+            page.locator("form button[type=submit]").click()
+        result = Axe().run(page)
+        assert result.violations_count == 0, result.generate_report()
+        page.locator("input[name=receipt]").fill(receipt)
+        with page.expect_navigation():
+            page.locator("form button[type=submit]").click()
+        assert page.locator(".reply").count() == 1
+        result = Axe().run(page)
+        assert result.violations_count == 0, result.generate_report()
+    finally:
+        context.close()
