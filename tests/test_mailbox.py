@@ -84,3 +84,16 @@ def test_a_reseal_cut_off_before_its_swap_is_finished_at_the_next_start(tmp_path
     _store(tmp_path)
     assert [r.text for r in store.read(witness)] == ["kept"]
     assert not (tmp_path / RESEAL_NEW).exists()
+
+
+def test_receipts_mailboxes_and_replies_never_import_flask() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, portal.receipt, portal.mailbox, portal.conversation, portal.review.reply; "
+        "bad = [m for m in ('flask', 'jinja2', 'werkzeug', 'portal.web') if m in sys.modules]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
