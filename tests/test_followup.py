@@ -282,3 +282,26 @@ def test_follow_up_logins_spend_the_global_rate_budget(config: Config) -> None:
     statuses = [_followup(client, new_receipt().display()).status_code for _ in range(3)]
     assert statuses == [200, 200, 429]
     assert keys.derivations == 2
+
+
+@pytest.mark.production_kdf
+def test_check_names_the_salt_to_back_up_and_the_memory_receipts_need(
+    app: Any, config: Config
+) -> None:
+    from portal.cli import main as portal_cli
+
+    out = io.StringIO()
+    portal_cli(
+        ["check"],
+        env={
+            "PORTAL_DATA_DIR": str(config.data_dir),
+            "PORTAL_RECIPIENTS": str(config.recipients_file),
+            "PORTAL_MIN_FREE_MB": "0",
+            "PORTAL_RECEIPT_KDF_CONCURRENCY": "3",
+        },
+        stdout=out,
+        stderr=io.StringIO(),
+    )
+    text = out.getvalue()
+    assert f"[ok] receipt salt {config.data_dir / mailbox.SALT_NAME} present: back it up" in text
+    assert "up to 192 MiB per worker" in text
