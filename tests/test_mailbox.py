@@ -97,3 +97,25 @@ def test_receipts_mailboxes_and_replies_never_import_flask() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_seal_command_also_rewrites_the_replies(tmp_path: Path) -> None:
+    import io
+
+    from portal.cli import main as portal_cli
+    from portal.store import SubmissionStore
+
+    SubmissionStore(tmp_path).initialise()
+    store = _store(tmp_path)
+    witness = X25519Identity.generate()
+    store.add(mailbox_name(str(witness.recipient)), _reply(witness, "kept"))
+    (before,) = store.root.rglob("*.age")
+    inode = before.stat().st_ino
+    out = io.StringIO()
+    status = portal_cli(
+        ["seal"], env={"PORTAL_DATA_DIR": str(tmp_path)}, stdout=out, stderr=io.StringIO()
+    )
+    assert status == 0 and "1 reply(ies) rewritten" in out.getvalue()
+    (after,) = store.root.rglob("*.age")
+    assert after.stat().st_ino != inode
+    assert [r.text for r in store.read(witness)] == ["kept"]
