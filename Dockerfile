@@ -6,7 +6,15 @@
 #     -e PORTAL_SECRET_KEY="$(openssl rand -hex 32)" -p 127.0.0.1:8080:8080 testimony-portal
 #
 # The root filesystem can be read-only: the app writes only to /data (the
-# ciphertext store) and gunicorn's heartbeat files go to /dev/shm.
+# ciphertext store), gunicorn's heartbeat files go to /dev/shm, and nginx's
+# configuration, pages and (always empty) temporary folders go to a private
+# folder under /tmp that is removed when the server stops.
+#
+# `testimony-portal serve` runs nginx in front of gunicorn, as `make run`
+# does (see docs/DEPLOYMENT.md): nginx takes the slow and silent
+# connections, streams bodies through unbuffered, and names no software.
+# This file is not built by the project's tests (they run without a Docker
+# engine); the stack it starts is the one they test.
 
 FROM python:3.11-slim AS build
 WORKDIR /src
@@ -22,7 +30,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PORTAL_DATA_DIR=/data \
     PORTAL_RECIPIENTS=/keys/recipients.txt
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels \
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends nginx libnginx-mod-http-headers-more-filter \
+    && rm -rf /var/lib/apt/lists/* \
+    && pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels \
     && useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin portal \
     && mkdir -p /data /keys && chown portal:portal /data && chmod 700 /data
 USER portal

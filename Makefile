@@ -4,11 +4,15 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The server alone (no test tools): what `make run` installs.
+RUN_STAMP := $(VENV)/.installed-run
 APT_PACKAGES := age jq chromium chromium-driver fonts-noto-cjk nodejs npm media-types
+SERVER_APT_PACKAGES := nginx libnginx-mod-http-headers-more-filter
+NGINX_MODULE := /usr/lib/nginx/modules/ngx_http_headers_more_filter_module.so
 NODE_ORACLE := tests/node_oracle
 NODE_ORACLE_STAMP := $(NODE_ORACLE)/node_modules/.installed
 
-.PHONY: help run test test-fast bench lint format system-deps wheel wheelhouse clean
+.PHONY: help run test test-fast bench lint format system-deps server-deps wheel wheelhouse clean
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -17,9 +21,28 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@ $(RUN_STAMP)
+
+$(RUN_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -e .
 	touch $@
 
-system-deps: ## install the Debian packages the tests use (age CLI, jq, Chromium, CJK fonts, node, MIME table)
+server-deps: ## install the Debian packages the server needs (nginx, in front of the app)
+	@missing=""; \
+	{ command -v nginx || test -x /usr/sbin/nginx; } >/dev/null || missing="$$missing nginx"; \
+	test -f $(NGINX_MODULE) || missing="$$missing libnginx-mod-http-headers-more-filter"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	  if command -v systemctl >/dev/null && systemctl is-enabled nginx >/dev/null 2>&1; then \
+	    echo "the portal runs its own nginx: disabling the system nginx service that was just installed"; \
+	    $$SUDO systemctl disable --now nginx >/dev/null 2>&1 || true; \
+	  fi; \
+	fi
+
+system-deps: server-deps ## install the Debian packages the server and the tests use (nginx, age CLI, jq, Chromium, CJK fonts, node, MIME table)
 	@missing=""; \
 	command -v age >/dev/null || missing="$$missing age"; \
 	command -v jq >/dev/null || missing="$$missing jq"; \
@@ -34,7 +57,7 @@ system-deps: ## install the Debian packages the tests use (age CLI, jq, Chromium
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-run: $(STAMP) ## set up and start the portal on http://127.0.0.1:8080 (demo key if none configured)
+run: server-deps $(RUN_STAMP) ## set up and start the portal on http://127.0.0.1:8080 (demo key if none configured)
 	@set -e; \
 	if [ -z "$$PORTAL_RECIPIENTS" ] && ! grep -q '^age1' keys/recipients.txt; then \
 	  if [ ! -s instance/demo-keys/recipients.txt ]; then \
@@ -66,7 +89,7 @@ bench: $(STAMP) system-deps ## run the benchmarks against the stock age CLI (tak
 	$(BIN)/python bench/bench_age_writer.py
 	$(BIN)/python bench/bench_upload.py
 	$(BIN)/python bench/bench_open.py
-	$(BIN)/python bench/load.py
+	$(BIN)/python bench/load.py --attack
 	$(BIN)/python bench/page_weight.py
 	$(BIN)/python bench/bench_pq.py
 

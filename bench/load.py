@@ -1,15 +1,22 @@
-"""Load test: concurrent witnesses against the real gunicorn server, then a full audit.
+"""Load test: concurrent witnesses against the documented stack, then a full audit.
 
-    python bench/load.py [--submissions 2000] [--clients 32]
+    python bench/load.py [--submissions 2000] [--clients 32] [--attack]
     python bench/load.py --followup-logins 200 [--clients 8]
 
-Starts `testimony-portal serve` on loopback with a throwaway key, lets
+Starts `testimony-portal serve` (nginx in front of gunicorn) on loopback with a throwaway key, lets
 `--clients` threads submit a mix of text-only testimony and testimony with
 attachments (random bytes, 1 KiB to `--max-kib`), and prints throughput and
 latency. Then it opens every stored submission with the private key and
 checks each against what was sent: a confirmed submission that is missing is
 "lost"; one that fails to decrypt, or whose text, names, sizes or SHA-256
 differ, is "corrupt". The exit status is non-zero unless both are 0.
+
+With `--attack` it runs twice, on two fresh servers, and prints the two
+side by side: once quiet, once while `--hostile` connections (a quarter
+each: silent and dribbling, in the header block and in the body; each one
+the server drops is opened again) and `--junk-per-second` junk POSTs keep
+coming. The client's own cost (its threads, the CPU time it used, the load
+average) is printed too: the client shares the machine with the server.
 
 With `--followup-logins N`, it instead sends N follow-up logins (well-formed
 random receipts, each one a full argon2id derivation at the production cost)
@@ -20,8 +27,11 @@ at the configured concurrency next to the workers' measured peak.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
+import os
 import random
+import resource
 import secrets
 import statistics
 import sys
@@ -36,6 +46,7 @@ sys.path.insert(0, str(REPO))
 
 from portal.age import X25519Identity  # noqa: E402
 from portal.store import SubmissionStore  # noqa: E402
+from tests.attackers import KINDS, HostileSwarm  # noqa: E402
 from tests.support import RECEIVED_MARKERS, Client, start_server  # noqa: E402
 
 
@@ -124,21 +135,119 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
-def _worker_peaks(pid: int) -> list[int]:
-    """Peak resident memory (VmHWM, bytes) of each child of the gunicorn master."""
-    peaks = []
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return peaks
-    for child in children:
+def junk_poster(url: str, per_second: float, stop: threading.Event, sent: list[int]) -> None:
+    """Empty and tokenless POSTs, to a missing page and to the form, at a steady rate."""
+    client = Client(url, timeout=30)
+    paths = ("/ko/nowhere", "/ko/submit")
+    number = 0
+    while not stop.wait(1 / per_second):
+        with contextlib.suppress(OSError):
+            client.request(
+                "POST",
+                paths[number % 2],
+                body=b"x=1",
+                headers={
+                    "Content-Type": "application/x-www-form-urlencoded",
+                    "Content-Length": "3",
+                },
+            )
+        number += 1
+        sent[0] = number
+
+
+def run_once(args: argparse.Namespace, attack: bool) -> dict[str, str]:
+    identity = X25519Identity.generate()
+    with tempfile.TemporaryDirectory(prefix="portal-load-") as tmp:
+        root = Path(tmp)
+        identity_file = root / "identity.txt"
+        identity_file.write_text(f"{identity}\n")
+        server = start_server(root / "server", str(identity.recipient), identity_file, front=True)
+        results = Results()
+        jobs = list(range(args.submissions))[::-1]
+        lock = threading.Lock()
+        threads = [
+            threading.Thread(target=witness, args=(server.url, jobs, lock, results, args))
+            for _ in range(args.clients)
+        ]
+        swarm = HostileSwarm("127.0.0.1", server.port, args.hostile, KINDS) if attack else None
+        stop_junk = threading.Event()
+        junk_sent = [0]
+        junk = threading.Thread(
+            target=junk_poster, args=(server.url, args.junk_per_second, stop_junk, junk_sent)
+        )
+        hostile_open = "-"
         try:
-            status = Path(f"/proc/{child}/status").read_text()
+            if swarm is not None:
+                swarm.start()
+                junk.start()
+                time.sleep(5)  # let the swarm reach the server's threads
+            cpu_start = resource.getrusage(resource.RUSAGE_SELF)
+            started = time.perf_counter()
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            wall = time.perf_counter() - started
+            cpu_end = resource.getrusage(resource.RUSAGE_SELF)
+            load = os.getloadavg()[0]
+            if swarm is not None:
+                hostile_open = f"{swarm.open} open, {swarm.dropped} dropped and reopened"
+        finally:
+            stop_junk.set()
+            if swarm is not None:
+                junk.join()
+                swarm.stop()
+            server.stop()
+        log_errors = sum(1 for line in server.log().splitlines() if line.startswith("[ERROR]"))
+        stored, lost, corrupt = audit(server.data_dir, identity, results.confirmed)
+
+    lat = results.latencies
+    cpu = (cpu_end.ru_utime - cpu_start.ru_utime) + (cpu_end.ru_stime - cpu_start.ru_stime)
+    client_threads = f"{args.clients} witnesses" + (" + 1 swarm + 1 junk" if attack else "")
+    return {
+        "hostile connections": hostile_open if attack else "0",
+        "junk POSTs sent": f"{junk_sent[0]}" if attack else "0",
+        "submissions sent": f"{args.submissions}",
+        "confirmed (received page)": f"{len(results.confirmed)}",
+        "refused (by status) / errors": f"{results.refused or 0} / {results.errors}",
+        "attachment data sent": f"{results.bytes_sent / 2**20:.1f} MiB",
+        "wall time": f"{wall:.1f} s",
+        "submissions/s": f"{len(results.confirmed) / wall:.1f}",
+        "latency p50": f"{statistics.median(lat) * 1000:.0f} ms" if lat else "-",
+        "latency p99": f"{percentile(lat, 0.99) * 1000:.0f} ms" if lat else "-",
+        "latency max": f"{max(lat) * 1000:.0f} ms" if lat else "-",
+        "server log errors": f"{log_errors}",
+        "stored submissions": f"{stored}",
+        "result": f"lost {lost}, corrupt {corrupt}",
+        "client: 1 process, threads": client_threads,
+        "client CPU time (share of wall)": f"{cpu:.1f} s ({100 * cpu / wall:.0f}% of one core)",
+        "load average (1 min) at the end": f"{load:.1f} on {os.cpu_count()} cores",
+        "ok": "yes" if lost == 0 and corrupt == 0 and stored == len(results.confirmed) else "no",
+    }
+
+
+def _worker_peaks(pid: int) -> list[int]:
+    """Peak resident memory (VmHWM, bytes) of the Python processes under `pid` (not nginx)."""
+    peaks = []
+    pending = [pid]
+    while pending:
+        parent = pending.pop()
+        try:
+            children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
         except OSError:
             continue
-        for line in status.splitlines():
-            if line.startswith("VmHWM:"):
-                peaks.append(int(line.split()[1]) * 1024)
+        for child in children:
+            pending.append(int(child))
+            try:
+                comm = Path(f"/proc/{child}/comm").read_text().strip()
+                status = Path(f"/proc/{child}/status").read_text()
+            except OSError:
+                continue
+            if comm.startswith("nginx"):
+                continue
+            for line in status.splitlines():
+                if line.startswith("VmHWM:"):
+                    peaks.append(int(line.split()[1]) * 1024)
     return peaks
 
 
@@ -165,7 +274,9 @@ def followup_logins(count: int, clients: int) -> int:
         root = Path(tmp)
         identity_file = root / "identity.txt"
         identity_file.write_text(f"{identity}\n")
-        server = start_server(root / "server", str(identity.recipient), identity_file, env=env)
+        server = start_server(
+            root / "server", str(identity.recipient), identity_file, env=env, front=True
+        )
 
         def login() -> None:
             client = Client(server.url)
@@ -217,10 +328,11 @@ def followup_logins(count: int, clients: int) -> int:
         ("memory for derivations at this concurrency",
          f"{need // 2**20} MiB ({workers} workers x {concurrency} x "
          f"{DEFAULT_COST.memlimit // 2**20} MiB)"),
-        ("measured peak RSS per worker", ", ".join(f"{p // 2**20} MiB" for p in peaks) or "-"),
+        ("measured peak RSS per Python process",
+         ", ".join(f"{p // 2**20} MiB" for p in peaks) or "-"),
     ]  # fmt: skip
     width = max(len(name) for name, _ in rows)
-    print(f"{'follow-up logins: real gunicorn server, production argon2id cost':^{width + 30}}")
+    print(f"{'follow-up logins: nginx + gunicorn, production argon2id cost':^{width + 30}}")
     for name, value in rows:
         print(f"  {name:<{width}}  {value}")
     return 0 if ok == count else 1
@@ -240,6 +352,11 @@ def main(argv: list[str] | None = None) -> int:
         "--max-kib", type=int, default=256, help="largest attachment in KiB (default %(default)s)"
     )
     parser.add_argument(
+        "--attack", action="store_true", help="also run under attack and print both side by side"
+    )
+    parser.add_argument("--hostile", type=int, default=1000, help="hostile connections")
+    parser.add_argument("--junk-per-second", type=float, default=20, help="junk POSTs a second")
+    parser.add_argument(
         "--followup-logins",
         type=int,
         metavar="N",
@@ -249,56 +366,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.followup_logins:
         return followup_logins(args.followup_logins, args.clients)
 
-    identity = X25519Identity.generate()
-    with tempfile.TemporaryDirectory(prefix="portal-load-") as tmp:
-        root = Path(tmp)
-        identity_file = root / "identity.txt"
-        identity_file.write_text(f"{identity}\n")
-        server = start_server(root / "server", str(identity.recipient), identity_file)
-        results = Results()
-        jobs = list(range(args.submissions))[::-1]
-        lock = threading.Lock()
-        threads = [
-            threading.Thread(target=witness, args=(server.url, jobs, lock, results, args))
-            for _ in range(args.clients)
-        ]
-        try:
-            started = time.perf_counter()
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-            wall = time.perf_counter() - started
-        finally:
-            server.stop()
-        log_errors = sum(1 for line in server.log().splitlines() if line.startswith("[ERROR]"))
-        audit_start = time.perf_counter()
-        stored, lost, corrupt = audit(server.data_dir, identity, results.confirmed)
-        audit_time = time.perf_counter() - audit_start
-
-    lat = results.latencies
-    rows = [
-        ("clients", f"{args.clients}"),
-        ("submissions sent", f"{args.submissions}"),
-        ("confirmed (received page)", f"{len(results.confirmed)}"),
-        ("refused (by status) / errors", f"{results.refused or 0} / {results.errors}"),
-        ("attachment data sent", f"{results.bytes_sent / 2**20:.1f} MiB"),
-        ("wall time", f"{wall:.1f} s"),
-        ("submissions/s", f"{len(results.confirmed) / wall:.1f}"),
-        ("latency p50", f"{statistics.median(lat) * 1000:.0f} ms" if lat else "-"),
-        ("latency p99", f"{percentile(lat, 0.99) * 1000:.0f} ms" if lat else "-"),
-        ("latency max", f"{max(lat) * 1000:.0f} ms" if lat else "-"),
-        ("server log errors", f"{log_errors}"),
-        ("stored submissions", f"{stored}"),
-        ("audit (decrypt + verify all)", f"{audit_time:.1f} s"),
-        ("result", f"lost {lost}, corrupt {corrupt}"),
-    ]
-    width = max(len(name) for name, _ in rows)
-    print(f"{'load test: real gunicorn server, 2 workers x 16 threads':^{width + 30}}")
-    for name, value in rows:
-        print(f"  {name:<{width}}  {value}")
-    ok = lost == 0 and corrupt == 0 and stored == len(results.confirmed)
-    return 0 if ok and results.confirmed else 1
+    runs = {"quiet": run_once(args, attack=False)}
+    if args.attack:
+        runs["under attack"] = run_once(args, attack=True)
+    names = [name for name in runs["quiet"] if name != "ok"]
+    width = max(len(name) for name in names)
+    columns = list(runs)
+    col = max(28, *(len(run[n]) for run in runs.values() for n in names))
+    print("load test: nginx in front of gunicorn (2 workers), loopback, fresh server per run")
+    print(f"  {'':<{width}}  " + "  ".join(f"{c:<{col}}" for c in columns))
+    for name in names:
+        print(f"  {name:<{width}}  " + "  ".join(f"{runs[c][name]:<{col}}" for c in columns))
+    ok = all(run["ok"] == "yes" for run in runs.values())
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

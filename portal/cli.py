@@ -23,6 +23,9 @@ from portal.config import (
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
+DEFAULT_THREADS = 1024
+DEFAULT_HEADER_TIMEOUT = 10.0
+DEFAULT_BODY_TIMEOUT = 60.0
 
 
 class ExitStatus(enum.IntEnum):
@@ -38,7 +41,9 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Configuration comes from PORTAL_* environment variables; see README.md.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run the web portal (gunicorn, threaded workers)")
+    serve = sub.add_parser(
+        "serve", help="run the web portal (nginx in front of gunicorn's threaded workers)"
+    )
     serve.add_argument(
         "--host", default=DEFAULT_HOST, help="address to listen on (default %(default)s)"
     )
@@ -47,8 +52,33 @@ def _parser() -> argparse.ArgumentParser:
         "--workers", type=int, default=2, help="worker processes (default %(default)s)"
     )
     serve.add_argument(
-        "--threads", type=int, default=16, help="threads per worker (default %(default)s)"
+        "--threads",
+        type=int,
+        default=DEFAULT_THREADS,
+        help="most threads per worker, started as needed; one per request in flight "
+        "(default %(default)s)",
     )
+    serve.add_argument(
+        "--header-timeout",
+        type=float,
+        default=DEFAULT_HEADER_TIMEOUT,
+        help="seconds a client has to send its whole request header block (default %(default)s)",
+    )
+    serve.add_argument(
+        "--body-timeout",
+        type=float,
+        default=DEFAULT_BODY_TIMEOUT,
+        help="a request body is dropped if it sends nothing for this many seconds, or less "
+        "than 64 KiB in this many seconds (default %(default)s)",
+    )
+    serve.add_argument(
+        "--no-front",
+        action="store_true",
+        help="serve with gunicorn alone, without nginx in front: for development and tests "
+        "only, it does not withstand slow or silent connections",
+    )
+    # Used by the front proxy to start the app server behind it.
+    serve.add_argument("--unix-socket", type=Path, help=argparse.SUPPRESS)
     sub.add_parser("check", help="check configuration, keys, permissions and free space")
     export = sub.add_parser(
         "export", help="copy committed submissions (ciphertext) to DEST, verified"
@@ -103,17 +133,52 @@ def main(
 
 
 def _serve(config: Config, args: argparse.Namespace, stderr: TextIO) -> int:
-    from portal.server import serve
-    from portal.web import create_app
-
-    app = create_app(config)
-    print(
-        f"testimony-portal: serving on http://{args.host}:{args.port} "
-        f"(data in {config.data_dir}, keys from {config.recipients_file})",
-        file=stderr,
+    from portal.front import (
+        FrontError,
+        FrontSettings,
+        app_server_command,
+        raise_open_file_limit,
+        run_front,
     )
-    serve(app, config, args.host, args.port, args.workers, args.threads)
-    return ExitStatus.OK
+    from portal.server import bind_address, configure_logging, serve
+    from portal.web import create_app
+    from portal.web.intake import BODY_PROGRESS_WINDOW_KEY
+
+    if min(args.workers, args.threads) < 1 or min(args.header_timeout, args.body_timeout) <= 0:
+        print("testimony-portal: workers, threads and timeouts must be positive", file=stderr)
+        return ExitStatus.USAGE
+    nofile = raise_open_file_limit()
+    app = create_app(config, **{BODY_PROGRESS_WINDOW_KEY: args.body_timeout})
+    if args.unix_socket is None:
+        front = "" if args.no_front else "nginx in front, "
+        print(
+            f"testimony-portal: serving on http://{bind_address(args.host, args.port)} "
+            f"({front}data in {config.data_dir}, keys from {config.recipients_file})",
+            file=stderr,
+        )
+    if args.no_front or args.unix_socket is not None:
+        bind = bind_address(args.host, args.port)
+        if args.unix_socket is not None:
+            bind = f"unix:{args.unix_socket}"
+        serve(app, config, bind, args.workers, args.threads)
+        return ExitStatus.OK
+    configure_logging(config.log_level)
+    settings = FrontSettings(
+        host=args.host,
+        port=args.port,
+        header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
+        # The app answers oversized uploads with its own page; nginx's limit
+        # is only a backstop above it.
+        max_body_bytes=config.max_upload_bytes + 16 * 1024 * 1024,
+        nofile=nofile,
+    )
+    command = app_server_command(args.workers, args.threads, args.body_timeout)
+    try:
+        return run_front(app, settings, command, stderr)
+    except FrontError as exc:
+        print(f"testimony-portal: {exc}", file=stderr)
+        return ExitStatus.ERROR
 
 
 def _export(config: Config, args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:

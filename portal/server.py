@@ -5,6 +5,13 @@ it never spools bodies to disk (waitress and buffering proxies do, which
 would put plaintext uploads on disk). Threaded workers keep slow Tor
 uploads from blocking each other. There is no access log at all.
 
+In the documented deployment gunicorn listens on a private Unix socket
+behind nginx (see `portal.front`), which absorbs slow and silent
+connections; each request body still holds one thread while it streams, so
+there are enough threads for a thousand slow bodies at once (they are
+started only when needed), and the app drops a body that stops making
+progress (`portal.web.intake.ProgressWatchdog`).
+
 Every log line, gunicorn's included, goes through `SafeFormatter`: no time
 stamp, no IP address, no exception message (those can quote what a client
 sent), only exception types and where they were raised.
@@ -24,12 +31,16 @@ from typing import Any
 
 from flask import Flask
 from flask.logging import default_handler
+from gunicorn import util as gunicorn_util
 from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger
 from gunicorn.http import wsgi as gunicorn_wsgi
+from werkzeug.exceptions import HTTPException, default_exceptions
 
 from portal.config import Config
 from portal.scheduler import start_housekeeping
+from portal.web.errors import render_error
+from portal.web.security import STATIC_HEADERS
 
 LOG_FORMAT = "[%(levelname)s] %(name)s: %(message)s"
 REDACTED = "[redacted]"
@@ -137,6 +148,40 @@ class AnonymousResponse(gunicorn_wsgi.Response):  # type: ignore[misc]
         return [line for line in headers if not line.lower().startswith("server:")]
 
 
+def render_page(app: Flask, code: int, lang: str = "en", method: str = "GET") -> str:
+    """The portal's error page for `code`, as the app would answer at `/<lang>/submit`."""
+    path = "/submit" if lang == "en" else f"/{lang}/submit"
+    with app.test_request_context(path, method=method):
+        exc: HTTPException = default_exceptions[code]()
+        return render_error(exc)[0]
+
+
+def protocol_error_writer(app: Flask) -> Any:
+    """A replacement for gunicorn's `util.write_error`, which answers malformed requests.
+
+    gunicorn's own page quotes what the client sent and carries none of the
+    security headers; this one is the portal's error page (in English: a
+    request that could not be parsed has no language) with the same headers
+    as every other page. The status line is gunicorn's.
+    """
+    pages = {code: render_page(app, code).encode("utf-8") for code in (400, 500)}
+
+    def write_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:
+        body = pages[500 if status_int in (500, 502, 503, 504) else 400]
+        head = [
+            f"HTTP/1.1 {status_int} {reason}",
+            "Connection: close",
+            "Content-Type: text/html; charset=utf-8",
+            f"Content-Length: {len(body)}",
+            "Cache-Control: no-store",
+            *(f"{name}: {value}" for name, value in STATIC_HEADERS.items()),
+        ]
+        head_bytes = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1")
+        gunicorn_util.write_nonblock(sock, head_bytes + body)
+
+    return write_error
+
+
 class PortalServer(BaseApplication):  # type: ignore[misc]
     def __init__(self, app: Flask, options: dict[str, Any]) -> None:
         self._app = app
@@ -156,14 +201,25 @@ def _no_request_log(worker: Any, req: Any) -> None:
     return None
 
 
-def gunicorn_options(
-    config: Config, host: str, port: int, workers: int, threads: int
-) -> dict[str, Any]:
+# Each worker thread's stack: threads are many (one per request body in
+# flight) and the app's call depth is small.
+THREAD_STACK_BYTES = 1024 * 1024
+
+
+def bind_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def gunicorn_options(config: Config, bind: str, workers: int, threads: int) -> dict[str, Any]:
     return {
-        "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+        "bind": bind,
         "workers": workers,
         "worker_class": "gthread",
         "threads": threads,
+        # gthread queues accepted connections for its threads; it must
+        # accept at least as many as it has threads.
+        "worker_connections": max(1000, threads + 64),
+        "backlog": 4096,
         "accesslog": None,
         "disable_redirect_access_to_syslog": True,
         "errorlog": "-",
@@ -231,11 +287,15 @@ def forbid_core_dumps() -> None:
         pass
 
 
-def serve(app: Flask, config: Config, host: str, port: int, workers: int, threads: int) -> None:
+def serve(app: Flask, config: Config, bind: str, workers: int, threads: int) -> None:
+    """Run gunicorn on `bind` (`host:port` or `unix:PATH`) until it is stopped."""
     configure_logging(config.log_level)
     # Flask adds its own handler (with time stamps) if the app logged before.
     app.logger.removeHandler(default_handler)
     forbid_core_dumps()
     # gunicorn builds each response through this module attribute.
     gunicorn_wsgi.Response = AnonymousResponse
-    PortalServer(app, gunicorn_options(config, host, port, workers, threads)).run()
+    # gunicorn's workers answer malformed requests through this attribute.
+    gunicorn_util.write_error = protocol_error_writer(app)
+    threading.stack_size(THREAD_STACK_BYTES)
+    PortalServer(app, gunicorn_options(config, bind, workers, threads)).run()

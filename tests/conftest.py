@@ -105,3 +105,15 @@ def live_server(
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def front_server(
+    tmp_path: Path, identity: X25519Identity, identity_file: Path
+) -> Iterator[LiveServer]:
+    """The documented stack on loopback: nginx in front of gunicorn, as `make run` starts it."""
+    server = start_server(tmp_path / "server", str(identity.recipient), identity_file, front=True)
+    try:
+        yield server
+    finally:
+        server.stop()

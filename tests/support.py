@@ -227,8 +227,14 @@ def start_server(
     data_dir: Path | None = None,
     log_name: str = "server.log",
     python: str = sys.executable,
+    front: bool = False,
+    serve_args: Sequence[str] = (),
 ) -> LiveServer:
-    """Start `testimony-portal serve` in a subprocess and wait until it answers."""
+    """Start `testimony-portal serve` in a subprocess and wait until it answers.
+
+    With `front`, the documented stack (nginx in front of gunicorn) serves;
+    otherwise gunicorn alone (`--no-front`), which starts faster.
+    """
     root.mkdir(parents=True, exist_ok=True)
     keys = root / "keys"
     keys.mkdir(exist_ok=True)
@@ -253,8 +259,10 @@ def start_server(
         **(env or {}),
     }
     log = log_path.open("ab")
+    command = [python, "-m", "portal.cli", "serve", "--port", str(port), "--workers", "2"]
+    command += [*([] if front else ["--no-front"]), *serve_args]
     process = subprocess.Popen(
-        [python, "-m", "portal.cli", "serve", "--port", str(port), "--workers", "2"],
+        command,
         cwd=root,
         env=full_env,
         stdout=log,
