@@ -3,13 +3,17 @@
 Submit with a photo -> receipt -> (export, open, reply in Korean, import) ->
 the follow-up page with the receipt shows the reply -> send more with another
 file -> (export, open) -> both submissions in one thread, with the reply.
-Screenshots of each witness page go to docs/screenshots/.
+Screenshots of each witness page go to test-output/screenshots/; with
+UPDATE_SCREENSHOTS=1 they also replace the ones in docs/screenshots/ (the
+receipt is random, so every run draws new pixels: the committed ones change
+only when asked).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,7 +28,8 @@ from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, VIEWPORTS
 
 pytestmark = pytest.mark.browser
 
-SCREENSHOTS = REPO / "docs" / "screenshots"
+SCREENSHOTS = REPO / "test-output" / "screenshots"
+DOC_SCREENSHOTS = REPO / "docs" / "screenshots"
 REPLY = "증언 감사합니다. 사진을 찍은 날짜를 기억하십니까?"
 
 
@@ -49,6 +54,8 @@ def _shot(page: Page, name: str) -> None:
     assert page.evaluate("document.documentElement.scrollWidth") <= VIEWPORTS["phone"]["width"]
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=SCREENSHOTS / f"ko-{name}-phone.png", full_page=True)
+    if os.environ.get("UPDATE_SCREENSHOTS") == "1":
+        page.screenshot(path=DOC_SCREENSHOTS / f"ko-{name}-phone.png", full_page=True)
 
 
 def _click(page: Page, button: str) -> int:
