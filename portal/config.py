@@ -50,6 +50,12 @@ class Config:
     allowed_hosts: tuple[str, ...] = ()
     onion_location: str | None = None
     tls: bool = False
+    # The conversation (issue 11): how long replies wait, and the receipt's
+    # argon2id costs (None: portal.mailbox.DEFAULT_COST, measured and chosen).
+    reply_days: int = 90
+    receipt_kdf_ops: int | None = None
+    receipt_kdf_memory_kib: int | None = None
+    receipt_kdf_concurrency: int = 2
     # UTC hour and minute of the daily seal (docs/FORMAT.md), None when off.
     seal_time: tuple[int, int] | None = (4, 0)
     staging_sweep_seconds: int = 60
@@ -81,6 +87,10 @@ class Config:
             allowed_hosts=tuple(h for h in hosts if h),
             onion_location=env.get("PORTAL_ONION_LOCATION") or None,
             tls=env.get("PORTAL_TLS", "").lower() in ("1", "true", "yes"),
+            reply_days=_positive_int(env, "PORTAL_REPLY_DAYS", 90),
+            receipt_kdf_ops=_optional_int(env, "PORTAL_RECEIPT_KDF_OPS"),
+            receipt_kdf_memory_kib=_optional_int(env, "PORTAL_RECEIPT_KDF_MEMORY_KIB"),
+            receipt_kdf_concurrency=_positive_int(env, "PORTAL_RECEIPT_KDF_CONCURRENCY", 2),
             seal_time=_seal_time(env.get("PORTAL_SEAL_TIME", "04:00")),
             staging_sweep_seconds=_positive_int(env, "PORTAL_STAGING_SWEEP_SECONDS", 60),
         )
@@ -101,6 +111,12 @@ def _positive_int(env: Mapping[str, str], name: str, default: int, allow_zero: b
     if value < 0 or (value == 0 and not allow_zero):
         raise ConfigError(f"{name}={raw!r} must be a positive number")
     return value
+
+
+def _optional_int(env: Mapping[str, str], name: str) -> int | None:
+    if not env.get(name):
+        return None
+    return _positive_int(env, name, 0)
 
 
 def _seal_time(raw: str) -> tuple[int, int] | None:

@@ -18,9 +18,12 @@ from dataclasses import asdict, dataclass
 from typing import BinaryIO
 
 from portal.age import Recipient, Writer
+from portal.conversation import thread_id
 from portal.store import StagedFile, Staging, SubmissionStore, received_date
 
-MANIFEST_FORMAT = "testimony-portal/submission/1"
+# Version 2 adds the optional `reply_to` and `thread` (issue 11) and
+# `questionnaire` (issue 12); the reviewer reads versions 1 and 2.
+MANIFEST_FORMAT = "testimony-portal/submission/2"
 MANIFEST_MIN_BUCKET = 4096
 # Names and types come from the witness's browser: keep them, but bounded,
 # so a hostile client cannot bloat the manifest. The reviewer tool makes
@@ -167,6 +170,7 @@ class Submission:
         self._staging: Staging | None = None
         self._sinks: list[AttachmentSink] = []
         self.committed_id: str | None = None
+        self.committed_attachments: list[Attachment] = []
 
     def _ensure_staging(self) -> Staging:
         if self._staging is None:
@@ -200,18 +204,27 @@ class Submission:
             kept.append(sink.attachment())
         return kept
 
-    def commit(self, fields: Mapping[str, str], language: str) -> str:
-        """Encrypt the manifest, then durably commit everything; returns the id."""
+    def commit(
+        self, fields: Mapping[str, str], language: str, *, reply_to: str | None = None
+    ) -> str:
+        """Encrypt the manifest, then durably commit everything; returns the id.
+
+        `reply_to` (the witness's own age recipient, from their receipt) is
+        written only inside the encrypted manifest.
+        """
         try:
             attachments = self.attachments()
             staging = self._ensure_staging()
-            manifest = build_manifest(staging.submission_id, fields, language, attachments)
+            manifest = build_manifest(
+                staging.submission_id, fields, language, attachments, reply_to=reply_to
+            )
             staged = staging.create_manifest()
             writer = Writer(staged, self._recipients)
             writer.write(manifest)
             writer.close()
             staged.finish()
             self.committed_id = self._store.commit(staging)
+            self.committed_attachments = attachments
         except BaseException:
             self.discard()
             raise
@@ -233,9 +246,10 @@ def build_manifest(
     attachments: Iterable[Attachment],
     *,
     received: str | None = None,
+    reply_to: str | None = None,
 ) -> bytes:
     """The manifest's plaintext: UTF-8 JSON as documented in docs/FORMAT.md."""
-    document = {
+    document: dict[str, object] = {
         "format": MANIFEST_FORMAT,
         "id": submission_id,
         "received": received or received_date(),
@@ -243,6 +257,9 @@ def build_manifest(
         "fields": dict(fields),
         "attachments": [asdict(a) for a in attachments],
     }
+    if reply_to is not None:
+        document["reply_to"] = reply_to
+        document["thread"] = thread_id(reply_to)
     data = json.dumps(document, ensure_ascii=False, indent=1).encode("utf-8")
     # Trailing spaces after the JSON object (JSON readers and `jq` skip
     # them) fill the plaintext to its size bucket, so the ciphertext size
@@ -271,6 +288,7 @@ def store_submission(
     language: str = "en",
     *,
     chunk_size: int = 64 * 1024,
+    reply_to: str | None = None,
 ) -> str:
     """Store a submission without the web layer (tools, tests, load generators)."""
     submission = Submission(store, recipients)
@@ -286,4 +304,4 @@ def store_submission(
     except BaseException:
         submission.discard()
         raise
-    return submission.commit(fields, language)
+    return submission.commit(fields, language, reply_to=reply_to)

@@ -438,6 +438,45 @@ def cmd_open(ctx: Context, args: argparse.Namespace) -> ExitStatus:
     return ExitStatus.ERROR if result.failed else ExitStatus.SUCCESS
 
 
+# ---------------------------------------------------------------- reply
+
+
+def cmd_reply(ctx: Context, args: argparse.Namespace) -> ExitStatus:
+    from portal.review.reply import ReplyError, read_message, write_reply
+
+    try:
+        message = read_message(Path(args.message_file))
+    except ReplyError as exc:
+        raise UserError(str(exc)) from None
+    log = ctx.custody(args.custody)
+    try:
+        with log.session() as session:
+            try:
+                sent = write_reply(Path(args.source), args.id, message, Path(args.out))
+            except ReplyError as exc:
+                raise UserError(str(exc)) from None
+            except SubmissionFailure as exc:
+                raise _IntegrityError(f"{args.id}: {exc}. Nothing was written") from None
+            session.append(
+                "reply",
+                ctx.reviewer(args.reviewer),
+                submission=args.id,
+                thread=sent.thread,
+                mailbox=sent.mailbox,
+                reply={"file": str(sent.path), "sha256": sent.sha256, "size": sent.size},
+            )
+            _say_head(ctx, session)
+    except CustodyDamaged as exc:
+        raise _damaged_log(exc, "The reply was written but not logged.") from None
+    print(sent.path, file=ctx.stdout, flush=True)
+    ctx.err(
+        f"Wrote the reply for {args.id} to {sent.path} ({human_size(sent.size)}), encrypted "
+        "to the witness alone. Carry the whole outbox folder to the server and run "
+        f"`testimony-portal import-replies {args.out}` there."
+    )
+    return ExitStatus.SUCCESS
+
+
 # ---------------------------------------------------------------- forward
 
 
@@ -730,6 +769,28 @@ def build_parser() -> argparse.ArgumentParser:
     forward.add_argument("--custody", metavar="FILE")
     forward.add_argument("--reviewer", metavar="NAME")
     forward.set_defaults(handler=cmd_forward)
+
+    replier = sub.add_parser(
+        "reply",
+        help="write a reply to a witness, encrypted to them, into an outbox for the server",
+        epilog="An ID that starts with `-` goes after `--`.",
+    )
+    replier.add_argument("id", metavar="ID", help="the submission to answer")
+    replier.add_argument(
+        "--from", dest="source", required=True, metavar="DIR", help="the folder written by `open`"
+    )
+    replier.add_argument(
+        "--message-file",
+        required=True,
+        metavar="FILE",
+        help="the reply, UTF-8 text in any language",
+    )
+    replier.add_argument(
+        "--out", required=True, metavar="OUTBOX", help="the outbox folder (may exist already)"
+    )
+    replier.add_argument("--custody", metavar="FILE")
+    replier.add_argument("--reviewer", metavar="NAME")
+    replier.set_defaults(handler=cmd_reply)
 
     verifier = sub.add_parser(
         "verify",

@@ -12,9 +12,14 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from portal.age import KeyFormatError, X25519Recipient
+from portal.conversation import thread_id, thread_of_one
+
 # The same string as portal.intake.MANIFEST_FORMAT (a test keeps them equal);
-# the reviewer tool does not import the server's intake code.
-MANIFEST_FORMAT = "testimony-portal/submission/1"
+# the reviewer tool does not import the server's intake code. Version 1
+# manifests (before the conversation) are still read.
+MANIFEST_FORMAT = "testimony-portal/submission/2"
+MANIFEST_FORMATS = ("testimony-portal/submission/1", MANIFEST_FORMAT)
 _PATH_RE = re.compile(r"files/[1-9][0-9]{0,5}\.age")
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
@@ -49,6 +54,10 @@ class Manifest:
     fields: dict[str, str]
     attachments: tuple[AttachmentEntry, ...]
     document: dict[str, Any]
+    # The witness's own age recipient (from their receipt), and the opaque
+    # thread shared by every submission made with that receipt.
+    reply_to: str | None = None
+    thread: str = ""
 
     @property
     def testimony(self) -> str:
@@ -148,7 +157,7 @@ def parse_manifest_text(text: str) -> Manifest:
     _check_values(document)
     _require(isinstance(document, dict), "manifest is not a JSON object")
     _require(
-        document.get("format") == MANIFEST_FORMAT,
+        document.get("format") in MANIFEST_FORMATS,
         f"manifest format is {str(document.get('format'))[:80]!r}, expected {MANIFEST_FORMAT!r}",
     )
     for key in ("id", "received", "language"):
@@ -182,7 +191,10 @@ def parse_manifest_text(text: str) -> Manifest:
             f"{where}: sha256 is not 64 lowercase hex digits",
         )
         attachments.append(AttachmentEntry(path, name, kind, size, digest))
+    reply_to, thread = _conversation(document)
     return Manifest(
+        reply_to=reply_to,
+        thread=thread,
         id=document["id"],
         received=document["received"],
         language=document["language"],
@@ -190,3 +202,25 @@ def parse_manifest_text(text: str) -> Manifest:
         attachments=tuple(attachments),
         document=document,
     )
+
+
+def _conversation(document: dict[str, Any]) -> tuple[str | None, str]:
+    """The reply recipient and thread, checked against each other.
+
+    A manifest without a recipient (version 1) is a thread of its own.
+    """
+    reply_to = document.get("reply_to")
+    if reply_to is None:
+        _require("thread" not in document, "manifest has a thread but no reply recipient")
+        return None, thread_of_one(str(document["id"]))
+    _require(isinstance(reply_to, str), "manifest member 'reply_to' is not a string")
+    _require(document["format"] != MANIFEST_FORMATS[0], "a version 1 manifest has no 'reply_to'")
+    try:
+        X25519Recipient.parse(reply_to)
+    except KeyFormatError:
+        raise ManifestError("manifest member 'reply_to' is not an X25519 age recipient") from None
+    _require(
+        document.get("thread") == thread_id(reply_to),
+        "manifest member 'thread' does not belong to its reply recipient",
+    )
+    return reply_to, thread_id(reply_to)

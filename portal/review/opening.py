@@ -482,6 +482,7 @@ class Opener:
             "received": manifest.received,
             "preview": report.preview(manifest.testimony),
             "language": manifest.language,
+            "thread": manifest.thread,
             "manifest": {
                 "file": MANIFEST_JSON,
                 "sha256": manifest_hash,
@@ -813,6 +814,7 @@ def load_opened(out_dir: Path) -> list[tuple[dict[str, Any], dict[str, Any]]]:
                 continue
             preview = report.preview(manifest.testimony)
         shown = {
+            "thread": str(record.get("thread", "")),
             "received": str(record.get("received", "")),
             "language": str(record.get("language", "")),
             "fields": {"testimony": preview},

@@ -10,7 +10,7 @@ from flask import Flask
 from portal.config import Config, ConfigError, check_data_dir, load_recipients
 from portal.freespace import FreeSpaceFloor
 from portal.store import StoreError, SubmissionStore
-from portal.web import errors, i18n, intake, pages, security, submit
+from portal.web import errors, followup, i18n, intake, pages, security, submit
 from portal.web.extensions import PortalState, csrf
 
 
@@ -59,4 +59,5 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     errors.init_app(app)
     app.register_blueprint(pages.bp)
     app.register_blueprint(submit.bp)
+    followup.init_app(app)
     return app

@@ -138,3 +138,43 @@ class SubmissionForm(FlaskForm):
         """This form, to be drawn again: with a new one-time value."""
         self.form_id.data = self._signer.issue()
         return self
+
+
+class ReceiptField(TextOnlyField):
+    """The receipt as typed; checked (never derived from) by the form."""
+
+
+def _check_receipt(form: FlaskForm, field: StringField) -> None:
+    # Imported here so the forms module stays light for the submission form.
+    from portal.receipt import ReceiptError, parse_receipt
+
+    try:
+        parse_receipt(field.data or "")
+    except ReceiptError as exc:
+        if exc.group is not None:
+            raise ValidationError(
+                _l(
+                    "Group %(n)s of the receipt has a mistake. Check it against "
+                    "what you wrote down.",
+                    n=exc.group,
+                )
+            ) from None
+        raise ValidationError(
+            _l("A receipt is 30 digits, in five groups of six. Check what you typed.")
+        ) from None
+
+
+class ReceiptForm(FlaskForm):
+    receipt = ReceiptField(_l("Your receipt"), validators=[_check_receipt])
+
+
+class ReplyDeleteForm(FlaskForm):
+    receipt = ReceiptField()
+    replies = TextOnlyField()
+
+    def reply_ids(self) -> list[str]:
+        return [part for part in (self.replies.data or "").split(",") if part][:1000]
+
+
+class FollowupForm(SubmissionForm):
+    receipt = ReceiptField()
