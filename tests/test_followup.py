@@ -180,7 +180,7 @@ def test_a_follow_up_with_a_bad_receipt_stores_nothing(client: Any, config: Conf
 def test_production_cost_is_the_measured_one_and_derives_the_documented_identity(
     tmp_path: Path,
 ) -> None:
-    assert KdfCost(opslimit=3, memlimit=64 * 1024 * 1024) == DEFAULT_COST
+    assert KdfCost(opslimit=2, memlimit=19 * 1024 * 1024) == DEFAULT_COST
     config = Config.from_env({"PORTAL_DATA_DIR": str(tmp_path)})
     assert configured_cost(config.receipt_kdf_ops, config.receipt_kdf_memory_kib) == DEFAULT_COST
     receipt = new_receipt()
@@ -189,8 +189,8 @@ def test_production_cost_is_the_measured_one_and_derives_the_documented_identity
         32,
         b"testimony-portal/receipt-identity/1\x00" + receipt.digits.encode(),
         salt,
-        opslimit=3,
-        memlimit=64 * 1024 * 1024,
+        opslimit=2,
+        memlimit=19 * 1024 * 1024,
     )
     assert str(derive_identity(receipt, salt, DEFAULT_COST)) == str(X25519Identity(expected))
 
@@ -304,4 +304,4 @@ def test_check_names_the_salt_to_back_up_and_the_memory_receipts_need(
     )
     text = out.getvalue()
     assert f"[ok] receipt salt {config.data_dir / mailbox.SALT_NAME} present: back it up" in text
-    assert "up to 192 MiB per worker" in text
+    assert f"up to {3 * mailbox.DEFAULT_COST.memlimit // 2**20} MiB per worker" in text

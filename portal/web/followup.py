@@ -63,7 +63,7 @@ def _spend_rate_budget() -> None:
     """Every follow-up login and deletion spends the global rate budget.
 
     Each one derives a key with argon2id, so a flood of them is a flood of
-    64 MiB derivations: the same bucket that bounds submissions bounds them
+    argon2id derivations: the same bucket that bounds submissions bounds them
     (a typo'd receipt included, though it costs no derivation). Runs after
     the CSRF check, so requests without the form's session spend nothing.
     """
