@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -527,3 +528,23 @@ def test_a_submission_folder_that_is_a_symlink_is_reported_not_followed(
     assert run.status == ExitStatus.INTEGRITY
     assert f"NOT OPENED: {fake}: tampered or damaged" in run.err and "symbolic link" in run.err
     assert (tmp_path / "out" / real / "a.txt").exists()
+
+
+@pytest.mark.parametrize("kind", ["file", "fifo"])
+def test_a_file_named_like_a_submission_is_reported_not_skipped(
+    tmp_path: Path, store: SubmissionStore, reviewer: tuple[X25519Identity, Path], kind: str
+) -> None:
+    # Anyone who handles the export drive can drop one; a reviewer must hear
+    # about it (and the tool must never read a FIFO, which would hang).
+    identity, key = reviewer
+    real = submit(store, [identity], "real", [("a.txt", b"a")])
+    fake = "F" * 24
+    if kind == "file":
+        (store.submissions_dir / fake).write_text("not a submission")
+    else:
+        os.mkfifo(store.submissions_dir / fake)
+    run = _open(tmp_path, store.root, key)
+    assert run.status == ExitStatus.INTEGRITY
+    assert f"NOT OPENED: {fake}: tampered or damaged" in run.err and "not a folder" in run.err
+    assert (tmp_path / "out" / real / "a.txt").exists()
+    assert fake in (tmp_path / "out" / "index.html").read_text()
