@@ -290,7 +290,20 @@ def test_symlink_planted_in_a_submission_is_refused(
     (store.path(sid) / "files" / "9.age").symlink_to("/etc/passwd")
     run = _open(tmp_path, store.root, key)
     assert run.status == ExitStatus.INTEGRITY
-    assert "unexpected entry files/9.age" in run.err
+    assert "files/9.age is a symbolic link" in run.err
+
+
+def test_a_symlinked_manifest_is_named_as_a_link_not_as_missing(
+    tmp_path: Path, store: SubmissionStore, reviewer: tuple[X25519Identity, Path]
+) -> None:
+    identity, key = reviewer
+    real = submit(store, [identity], "real")
+    sid = submit(store, [identity], "x")
+    (store.path(sid) / "testimony.age").unlink()
+    (store.path(sid) / "testimony.age").symlink_to(store.path(real) / "testimony.age")
+    run = _open(tmp_path, store.root, key)
+    assert run.status == ExitStatus.INTEGRITY
+    assert f"{sid}: testimony.age is a symbolic link; not followed" in run.err
 
 
 def test_submission_for_another_key_says_which_identity_is_missing(
