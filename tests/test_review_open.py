@@ -561,3 +561,20 @@ def test_a_file_named_like_a_submission_is_reported_not_skipped(
     assert f"NOT OPENED: {fake}: tampered or damaged" in run.err and "not a folder" in run.err
     assert (tmp_path / "out" / real / "a.txt").exists()
     assert fake in (tmp_path / "out" / "index.html").read_text()
+
+
+@pytest.mark.parametrize("inside", [".", "submissions", "submissions/ID"])
+def test_open_refuses_to_write_plaintext_inside_src(
+    tmp_path: Path, store: SubmissionStore, reviewer: tuple[X25519Identity, Path], inside: str
+) -> None:
+    # The export drive travels; plaintext written onto it (or into a data
+    # directory) would leave the air-gapped machine.
+    identity, key = reviewer
+    sid = submit(store, [identity], "secret words", [("a.txt", b"a")])
+    before = {p: p.read_bytes() for p in store.root.rglob("*") if p.is_file()}
+    out = store.root / inside.replace("ID", sid)
+    run = review(open_args(store.root, key, out, tmp_path / "custody.jsonl"))
+    assert run.status == ExitStatus.ERROR, run.err
+    assert "inside SRC" in run.err
+    after = {p: p.read_bytes() for p in store.root.rglob("*") if p.is_file()}
+    assert after == before
