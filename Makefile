@@ -63,7 +63,8 @@ run: server-deps $(RUN_STAMP) ## set up and start the portal on http://127.0.0.1
 	  if [ ! -s instance/demo-keys/recipients.txt ]; then \
 	    mkdir -p instance/demo-keys instance/demo-reviewer; chmod 700 instance/demo-reviewer; \
 	    $(BIN)/testimony-review keygen --no-passphrase --out instance/demo-reviewer/identity.txt \
-	      > instance/demo-keys/recipients.txt; \
+	      > instance/demo-keys/recipients.txt 2> instance/demo-reviewer/keygen.log \
+	      || { cat instance/demo-reviewer/keygen.log >&2; exit 1; }; \
 	  fi; \
 	  export PORTAL_RECIPIENTS=instance/demo-keys/recipients.txt; \
 	  echo "*** DEMO KEY: keys/recipients.txt has no recipients, so a throwaway demo identity is in"; \
