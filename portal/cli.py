@@ -141,9 +141,7 @@ def _serve(config: Config, args: argparse.Namespace, stderr: TextIO) -> int:
     timeouts = (args.header_timeout, args.body_timeout)
     # nan and inf parse as floats but make the deadlines meaningless (and
     # crash the server's own arithmetic), so only finite timeouts pass.
-    if min(args.workers, args.threads) < 1 or not all(
-        math.isfinite(t) and t > 0 for t in timeouts
-    ):
+    if min(args.workers, args.threads) < 1 or not all(math.isfinite(t) and t > 0 for t in timeouts):
         print(
             "testimony-portal: workers, threads and timeouts must be positive "
             "(timeouts in seconds, e.g. --header-timeout 10)",
