@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from portal.age import X25519Identity
-from tests.support import LiveServer, start_server
+from tests.support import LiveServer, flask_post_form, start_server
 
 BODY = 256 * 1024 * 1024
 BOUND = 64 * 1024 * 1024
@@ -88,13 +88,19 @@ def _peak_rss(pid: int) -> int:
 def _send(
     server: LiveServer, content_type: str, make: Callable[[], Iterator[bytes]], chunked: bool
 ) -> int:
-    """Post the body, stopping early if the server answers; the status it gave."""
+    """Post the body, stopping early if the server answers; the status it gave.
+
+    The request carries the form's session, as a real attempt does: without
+    it the portal refuses a submit POST before reading any of its body.
+    """
+    client = server.client()
+    client.form_fields("ko")
     with socket.create_connection(("127.0.0.1", server.port), timeout=120) as sock:
         length = sum(len(piece) for piece in make())
         framing = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {length}"
         sock.sendall(
             f"POST /ko/submit HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n"
-            f"{framing}\r\n\r\n".encode()
+            f"Cookie: {client.cookie}\r\n{framing}\r\n\r\n".encode()
         )
         answer = bytearray()
 
@@ -167,6 +173,7 @@ def test_urlencoded_text_over_the_form_budget_is_refused_before_it_is_held(clien
             return piece
 
     body = b"testimony=" + b"a" * (budget * 4)
+    client.get("/submit")  # the form's session: without it the body is never read
     response = client.post(
         "/submit",
         data=b"",
@@ -181,6 +188,7 @@ def test_many_text_fields_share_one_budget(client) -> None:  # type: ignore[no-u
     """Each field under Werkzeug's per-field bound; together over the request's budget: 413."""
     field = client.application.config["MAX_FORM_MEMORY_SIZE"] - 1024
     data = {f"f{n}": "a" * field for n in range(4)}
+    client.get("/submit")  # the form's session: without it the body is never read
     response = client.post("/submit", data=data, content_type="multipart/form-data")
     assert response.status_code == 413
 
@@ -188,19 +196,9 @@ def test_many_text_fields_share_one_budget(client) -> None:  # type: ignore[no-u
 def test_files_do_not_count_against_the_text_budget(client) -> None:  # type: ignore[no-untyped-def]
     """Bytes streamed into encrypted attachments are not held; a large file still goes in."""
     import io
-    import re
 
-    page = client.get("/submit").get_data(as_text=True)
-    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page)
-    assert token
     big = os.urandom(8 * 1024 * 1024)
-    response = client.post(
-        "/submit",
-        data={
-            "csrf_token": token.group(1),
-            "testimony": "with a file",
-            "attachments": (io.BytesIO(big), "big.bin"),
-        },
-        content_type="multipart/form-data",
+    response = flask_post_form(
+        client, {"testimony": "with a file", "attachments": (io.BytesIO(big), "big.bin")}
     )
     assert response.status_code == 200, response.get_data(as_text=True)[:500]

@@ -81,9 +81,8 @@ def test_a_header_block_must_arrive_within_the_deadline(server: LiveServer, drib
 
 def _stalled_post(server: LiveServer) -> socket.socket:
     client = server.client()
-    token = client.csrf_token("ko")
     body = MultipartBody(
-        {"csrf_token": token, "testimony": "slow"},
+        {**client.form_fields("ko"), "testimony": "slow"},
         [("v.bin", os.urandom(1 << 20), "application/octet-stream")],
     )
     head = (
@@ -114,10 +113,9 @@ def test_a_body_that_stops_moving_is_dropped_and_leaves_nothing(
 def test_a_slow_but_steady_upload_succeeds(server: LiveServer) -> None:
     """20 KB/s, the speed of a poor Tor circuit, for longer than several windows."""
     client = server.client()
-    token = client.csrf_token("ko")
     attachment = os.urandom(20_000 * BODY_TIMEOUT * 3)
     body = MultipartBody(
-        {"csrf_token": token, "testimony": "천천히"},
+        {**client.form_fields("ko"), "testimony": "천천히"},
         [("slow.bin", attachment, "application/octet-stream")],
     )
 
