@@ -578,3 +578,18 @@ def test_open_refuses_to_write_plaintext_inside_src(
     assert "inside SRC" in run.err
     after = {p: p.read_bytes() for p in store.root.rglob("*") if p.is_file()}
     assert after == before
+
+
+def test_a_right_to_left_override_in_a_name_is_shown_not_obeyed(
+    tmp_path: Path, store: SubmissionStore, reviewer: tuple[X25519Identity, Path]
+) -> None:
+    # "invoice\u202egpj.exe" would read "invoiceexe.jpg" in the "name as sent"
+    # column; the reviewer must see the control, not its effect.
+    identity, key = reviewer
+    sid = submit(store, [identity], "x", [("invoice\u202egpj.exe", b"MZ")])
+    assert _open(tmp_path, store.root, key).status == ExitStatus.SUCCESS
+    page = (tmp_path / "out" / sid / "testimony.html").read_text(encoding="utf-8")
+    assert "invoice[U+202E]gpj.exe" in page
+    assert "\u202e" not in page
+    manifest = json.loads((tmp_path / "out" / sid / "testimony.json").read_text("utf-8"))
+    assert manifest["attachments"][0]["name"] == "invoice\u202egpj.exe"
