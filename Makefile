@@ -64,13 +64,14 @@ run: server-deps $(RUN_STAMP) ## set up and start the portal on http://127.0.0.1
 	  if [ ! -s instance/demo-keys/recipients.txt ]; then \
 	    mkdir -p instance/demo-keys instance/demo-reviewer; chmod 700 instance/demo-reviewer; \
 	    $(BIN)/testimony-review keygen --no-passphrase --out instance/demo-reviewer/identity.txt \
-	      > instance/demo-keys/recipients.txt; \
+	      > instance/demo-keys/recipients.txt 2> instance/demo-reviewer/keygen.log \
+	      || { cat instance/demo-reviewer/keygen.log >&2; exit 1; }; \
 	  fi; \
 	  export PORTAL_RECIPIENTS=instance/demo-keys/recipients.txt; \
 	  echo "*** DEMO KEY: keys/recipients.txt has no recipients, so a throwaway demo identity is in"; \
 	  echo "*** instance/demo-reviewer/identity.txt. It is NOT for real testimony: its private key"; \
 	  echo "*** sits on this machine. Decrypt what you submit with:"; \
-	  echo "***   $(BIN)/testimony-review open $${PORTAL_DATA_DIR:-instance/data} --identity instance/demo-reviewer/identity.txt --out instance/opened"; \
+	  echo "***   $(BIN)/testimony-review open $${PORTAL_DATA_DIR:-instance/data} --identity instance/demo-reviewer/identity.txt --out instance/opened --custody instance/demo-reviewer/custody.jsonl"; \
 	fi; \
 	exec $(BIN)/testimony-portal serve
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import enum
+import math
 import os
 import shutil
 import stat
@@ -144,8 +145,18 @@ def _serve(config: Config, args: argparse.Namespace, stderr: TextIO) -> int:
     from portal.web import create_app
     from portal.web.intake import BODY_PROGRESS_WINDOW_KEY
 
-    if min(args.workers, args.threads) < 1 or min(args.header_timeout, args.body_timeout) <= 0:
-        print("testimony-portal: workers, threads and timeouts must be positive", file=stderr)
+    timeouts = (args.header_timeout, args.body_timeout)
+    # nan and inf parse as floats but make the deadlines meaningless (and
+    # crash the server's own arithmetic), so only finite timeouts pass.
+    if min(args.workers, args.threads) < 1 or not all(math.isfinite(t) and t > 0 for t in timeouts):
+        print(
+            "testimony-portal: workers, threads and timeouts must be positive "
+            "(timeouts in seconds, e.g. --header-timeout 10)",
+            file=stderr,
+        )
+        return ExitStatus.USAGE
+    if not 0 < args.port < 65536:
+        print(f"testimony-portal: --port {args.port} is not a TCP port (1-65535)", file=stderr)
         return ExitStatus.USAGE
     nofile = raise_open_file_limit()
     app = create_app(config, **{BODY_PROGRESS_WINDOW_KEY: args.body_timeout})

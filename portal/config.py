@@ -180,8 +180,17 @@ def load_recipients(recipients_file: Path) -> list[PublicKey]:
         text = recipients_file.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"no recipients file at {recipients_file}: {keygen_hint}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read {recipients_file}: {exc}") from None
+    except IsADirectoryError:
+        raise ConfigError(
+            f"PORTAL_RECIPIENTS={recipients_file} is a folder; give the file that lists the "
+            "age public keys, e.g. keys/recipients.txt"
+        ) from None
+    except UnicodeDecodeError:
+        raise ConfigError(
+            f"{recipients_file} is not UTF-8 text; it must list age public keys, one per line"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {recipients_file}: {exc.strerror or exc}") from None
     try:
         recipients = parse_recipients(text)
     except KeyFormatError as exc:

@@ -578,14 +578,18 @@ def submission_files(directory: Path) -> list[Path]:
         StoreError: the directory holds a symlink or is missing its manifest.
     """
     manifest = directory / MANIFEST_NAME
-    if manifest.is_symlink() or not manifest.is_file():
-        raise StoreError(f"{directory.name}: {MANIFEST_NAME} is missing")
+    if manifest.is_symlink():
+        raise StoreError(f"{directory.name}: {MANIFEST_NAME} is a symbolic link; not followed")
+    if not manifest.is_file():
+        raise StoreError(f"{directory.name}: {MANIFEST_NAME} is missing or not a file")
     found = [manifest]
     files_dir = directory / FILES_DIR
     if files_dir.is_symlink():
         raise StoreError(f"{directory.name}: {FILES_DIR} is a symbolic link")
     if files_dir.is_dir():
         for entry in sorted(os.scandir(files_dir), key=lambda e: e.name):
+            if entry.is_symlink():
+                raise StoreError(f"{directory.name}: files/{entry.name} is a symbolic link")
             if not _ATTACHMENT_RE.fullmatch(entry.name) or not entry.is_file(follow_symlinks=False):
                 raise StoreError(f"{directory.name}: unexpected entry files/{entry.name}")
             found.append(Path(entry.path))

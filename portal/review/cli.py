@@ -373,6 +373,18 @@ def _say_head(ctx: Context, session: Session) -> None:
 
 
 def cmd_open(ctx: Context, args: argparse.Namespace) -> ExitStatus:
+    if args.jobs is not None and args.jobs < 1:
+        raise UserError(f"--jobs {args.jobs}: give 1 or more files to decrypt at a time")
+    src_root, out_root = Path(args.src).resolve(), Path(args.out).resolve()
+    if out_root == src_root or src_root in out_root.parents:
+        # Opened files are plaintext: inside SRC they would land on the
+        # export drive (which travels) or in a data directory, and the
+        # extra entries would make the submissions look tampered.
+        raise UserError(
+            f"--out {args.out} is inside SRC {args.src}: opened files are plaintext and "
+            "must not be written onto the export drive or into a data directory; give a "
+            "folder on the reviewer machine's encrypted disk"
+        )
     log = ctx.custody(args.custody)
     reviewer = ctx.reviewer(args.reviewer)
     identities = keys.load_identities(
@@ -596,6 +608,13 @@ def cmd_verify(ctx: Context, args: argparse.Namespace) -> ExitStatus:
     if args.src:
         source, _ids = find_submissions(Path(args.src))
     ids = sorted(set(args.ids) | set(args.id)) or _opened_ids(out)
+    if not ids:
+        # "0 of 0 verified" with exit 0 reads as a pass to whoever asked for
+        # the check; an empty or wrong folder proves nothing.
+        raise UserError(
+            f"no opened submissions in {out}: give the folder `testimony-review open` "
+            "wrote (its --out)"
+        )
     bad = 0
     for submission_id in ids:
         folder = out / submission_id

@@ -65,6 +65,17 @@ def esc(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
+# Bidirectional controls: inside a name they reorder what follows, so
+# "evil\u202egpj.exe" shows as "evilexe.jpg". <bdi> only keeps them from
+# reordering the page around the name.
+_BIDI_CONTROLS = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def esc_name(value: object) -> str:
+    """A witness-given name as HTML, with each bidirectional control shown as its code."""
+    return esc(_BIDI_CONTROLS.sub(lambda m: f"[U+{ord(m.group()):04X}]", str(value)))
+
+
 def human_size(size: int) -> str:
     value = float(size)
     for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
@@ -175,7 +186,7 @@ def render_submission_page(
         for number, entry in enumerate(attachments, start=1):
             parts.append(
                 f"<tr><td>{_attachment_link(entry, '', number)}</td>"
-                f"<td><bdi>{esc(entry.get('name', ''))}</bdi></td>"
+                f"<td><bdi>{esc_name(entry.get('name', ''))}</bdi></td>"
                 f"<td><bdi>{esc(entry.get('type', ''))}</bdi></td>"
                 f"<td>{esc(human_size(int(entry.get('size', 0))))}</td>"
                 f'<td class="hash">{esc(entry.get("sha256", ""))}</td>'
