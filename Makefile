@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # The server alone (no test tools): what `make run` installs.
 RUN_STAMP := $(VENV)/.installed-run
-APT_PACKAGES := age jq chromium chromium-driver fonts-noto-cjk nodejs npm media-types
+APT_PACKAGES := age jq chromium chromium-driver fonts-noto-cjk nodejs npm media-types gnupg
 SERVER_APT_PACKAGES := nginx libnginx-mod-http-headers-more-filter
 NGINX_MODULE := /usr/lib/nginx/modules/ngx_http_headers_more_filter_module.so
 NODE_ORACLE := tests/node_oracle
@@ -51,6 +51,7 @@ system-deps: server-deps ## install the Debian packages the server and the tests
 	command -v chromium >/dev/null || missing="$$missing chromium chromium-driver"; \
 	dpkg -s fonts-noto-cjk >/dev/null 2>&1 || missing="$$missing fonts-noto-cjk"; \
 	[ -f /etc/mime.types ] || missing="$$missing media-types"; \
+	command -v gpg >/dev/null || missing="$$missing gnupg"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
@@ -63,13 +64,14 @@ run: server-deps $(RUN_STAMP) ## set up and start the portal on http://127.0.0.1
 	  if [ ! -s instance/demo-keys/recipients.txt ]; then \
 	    mkdir -p instance/demo-keys instance/demo-reviewer; chmod 700 instance/demo-reviewer; \
 	    $(BIN)/testimony-review keygen --no-passphrase --out instance/demo-reviewer/identity.txt \
-	      > instance/demo-keys/recipients.txt; \
+	      > instance/demo-keys/recipients.txt 2> instance/demo-reviewer/keygen.log \
+	      || { cat instance/demo-reviewer/keygen.log >&2; exit 1; }; \
 	  fi; \
 	  export PORTAL_RECIPIENTS=instance/demo-keys/recipients.txt; \
 	  echo "*** DEMO KEY: keys/recipients.txt has no recipients, so a throwaway demo identity is in"; \
 	  echo "*** instance/demo-reviewer/identity.txt. It is NOT for real testimony: its private key"; \
 	  echo "*** sits on this machine. Decrypt what you submit with:"; \
-	  echo "***   $(BIN)/testimony-review open $${PORTAL_DATA_DIR:-instance/data} --identity instance/demo-reviewer/identity.txt --out instance/opened"; \
+	  echo "***   $(BIN)/testimony-review open $${PORTAL_DATA_DIR:-instance/data} --identity instance/demo-reviewer/identity.txt --out instance/opened --custody instance/demo-reviewer/custody.jsonl"; \
 	fi; \
 	exec $(BIN)/testimony-portal serve
 
@@ -85,7 +87,8 @@ test: system-deps $(STAMP) $(NODE_ORACLE_STAMP) ## set up and run every test (un
 test-fast: $(STAMP) ## the tests without the real browser and the slow server runs
 	$(BIN)/python -m pytest -m "not browser and not slow"
 
-bench: $(STAMP) system-deps ## run the benchmarks against the stock age CLI (takes minutes)
+bench: $(STAMP) system-deps ## the speed table of issue 14 (portal vs references, ratios), then the other benchmarks (takes minutes)
+	$(BIN)/python bench/bench_speed.py
 	$(BIN)/python bench/bench_age_writer.py
 	$(BIN)/python bench/bench_upload.py
 	$(BIN)/python bench/bench_open.py

@@ -1,6 +1,7 @@
 """Load test: concurrent witnesses against the documented stack, then a full audit.
 
     python bench/load.py [--submissions 2000] [--clients 32] [--attack]
+    python bench/load.py --followup-logins 200 [--clients 8]
 
 Starts `testimony-portal serve` (nginx in front of gunicorn) on loopback with a throwaway key, lets
 `--clients` threads submit a mix of text-only testimony and testimony with
@@ -16,6 +17,11 @@ each: silent and dribbling, in the header block and in the body; each one
 the server drops is opened again) and `--junk-per-second` junk POSTs keep
 coming. The client's own cost (its threads, the CPU time it used, the load
 average) is printed too: the client shares the machine with the server.
+
+With `--followup-logins N`, it instead sends N follow-up logins (well-formed
+random receipts, each one a full argon2id derivation at the production cost)
+and prints logins per second, latency, and the memory the derivations need
+at the configured concurrency next to the workers' measured peak.
 """
 
 from __future__ import annotations
@@ -220,6 +226,118 @@ def run_once(args: argparse.Namespace, attack: bool) -> dict[str, str]:
     }
 
 
+def _worker_peaks(pid: int) -> list[int]:
+    """Peak resident memory (VmHWM, bytes) of the Python processes under `pid` (not nginx)."""
+    peaks = []
+    pending = [pid]
+    while pending:
+        parent = pending.pop()
+        try:
+            children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+        except OSError:
+            continue
+        for child in children:
+            pending.append(int(child))
+            try:
+                comm = Path(f"/proc/{child}/comm").read_text().strip()
+                status = Path(f"/proc/{child}/status").read_text()
+            except OSError:
+                continue
+            if comm.startswith("nginx"):
+                continue
+            for line in status.splitlines():
+                if line.startswith("VmHWM:"):
+                    peaks.append(int(line.split()[1]) * 1024)
+    return peaks
+
+
+def followup_logins(count: int, clients: int) -> int:
+    """Follow-up logins per second at the production argon2id cost."""
+    from urllib.parse import urlencode
+
+    from portal.mailbox import DEFAULT_COST
+    from portal.receipt import new_receipt
+    from tests.support import CSRF_RE
+
+    workers, concurrency = 2, 2
+    env = {
+        "PORTAL_RECEIPT_KDF_OPS": str(DEFAULT_COST.opslimit),
+        "PORTAL_RECEIPT_KDF_MEMORY_KIB": str(DEFAULT_COST.memlimit // 1024),
+        "PORTAL_RECEIPT_KDF_CONCURRENCY": str(concurrency),
+    }
+    identity = X25519Identity.generate()
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    lock = threading.Lock()
+    jobs = list(range(count))
+    with tempfile.TemporaryDirectory(prefix="portal-followup-") as tmp:
+        root = Path(tmp)
+        identity_file = root / "identity.txt"
+        identity_file.write_text(f"{identity}\n")
+        server = start_server(
+            root / "server", str(identity.recipient), identity_file, env=env, front=True
+        )
+
+        def login() -> None:
+            client = Client(server.url)
+            token = CSRF_RE.search(client.get("/followup").body)
+            assert token
+            while True:
+                with lock:
+                    if not jobs:
+                        return
+                    jobs.pop()
+                body = urlencode(
+                    {"csrf_token": token.group(1), "receipt": new_receipt().display()}
+                ).encode()
+                start = time.perf_counter()
+                response = client.request(
+                    "POST",
+                    "/followup",
+                    body=body,
+                    headers={
+                        "Content-Type": "application/x-www-form-urlencoded",
+                        "Content-Length": str(len(body)),
+                    },
+                )
+                with lock:
+                    latencies.append(time.perf_counter() - start)
+                    statuses[response.status] = statuses.get(response.status, 0) + 1
+
+        threads = [threading.Thread(target=login) for _ in range(clients)]
+        try:
+            started = time.perf_counter()
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            wall = time.perf_counter() - started
+            peaks = _worker_peaks(server.process.pid)
+        finally:
+            server.stop()
+    ok = statuses.get(200, 0)
+    need = workers * concurrency * DEFAULT_COST.memlimit
+    rows = [
+        ("argon2id cost", f"opslimit {DEFAULT_COST.opslimit}, "
+         f"memlimit {DEFAULT_COST.memlimit // 2**20} MiB"),
+        ("clients / workers / derivations per worker", f"{clients} / {workers} / {concurrency}"),
+        ("logins sent / answered 200", f"{count} / {ok} (statuses {statuses})"),
+        ("follow-up logins/s", f"{ok / wall:.2f}"),
+        ("latency p50 / p99", f"{statistics.median(latencies) * 1000:.0f} ms / "
+         f"{percentile(latencies, 0.99) * 1000:.0f} ms"),
+        ("memory for derivations at this concurrency",
+         f"{need // 2**20} MiB ({workers} workers x {concurrency} x "
+         f"{DEFAULT_COST.memlimit // 2**20} MiB)"),
+        ("measured peak RSS per Python process",
+         ", ".join(f"{p // 2**20} MiB" for p in peaks) or "-"),
+    ]  # fmt: skip
+    width = max(len(name) for name, _ in rows)
+    print(f"{'follow-up logins: nginx + gunicorn, production argon2id cost':^{width + 30}}")
+    for name, value in rows:
+        print(f"  {name:<{width}}  {value}")
+    return 0 if ok == count else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--submissions", type=int, default=2000)
@@ -238,7 +356,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--hostile", type=int, default=1000, help="hostile connections")
     parser.add_argument("--junk-per-second", type=float, default=20, help="junk POSTs a second")
+    parser.add_argument(
+        "--followup-logins",
+        type=int,
+        metavar="N",
+        help="instead: measure N follow-up logins at the production argon2id cost",
+    )
     args = parser.parse_args(argv)
+    if args.followup_logins:
+        return followup_logins(args.followup_logins, args.clients)
 
     runs = {"quiet": run_once(args, attack=False)}
     if args.attack:

@@ -17,6 +17,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from flask import Flask
 from werkzeug.exceptions import (
@@ -84,6 +85,14 @@ def witness_pages(app: Flask) -> Iterator[tuple[str, str, str]]:
                 f"{base}/submit", data={**hidden, "consent": "yes", "testimony": "page weight"}
             ).get_data(as_text=True),
         )
+        yield (
+            "received, repeated",
+            lang,
+            client.post(f"{base}/submit", data={**hidden, "testimony": "page weight"}).get_data(
+                as_text=True
+            ),
+        )
+        yield from _followup_pages(client, base, lang, hidden["csrf_token"])
         yield "error 400", lang, client.post(f"{base}/submit", data={}).get_data(as_text=True)
         yield "error 403", lang, _rendered_error(app, lang, Forbidden())
         yield "error 404", lang, client.get(f"{base}/no-such-page").get_data(as_text=True)
@@ -91,6 +100,27 @@ def witness_pages(app: Flask) -> Iterator[tuple[str, str, str]]:
         yield "error 429", lang, _rendered_error(app, lang, _too_many_requests())
         yield "error 500", lang, _rendered_error(app, lang, InternalServerError())
         yield "error 503", lang, _rendered_error(app, lang, ServiceUnavailable())
+
+
+def _followup_pages(
+    client: Any, base: str, lang: str, token: str
+) -> Iterator[tuple[str, str, str]]:
+    """The follow-up pages (issue 11): the receipt form, a typo, and an empty mailbox."""
+    from portal.receipt import new_receipt
+
+    yield "follow-up", lang, client.get(f"{base}/followup").get_data(as_text=True)
+    typo = {"csrf_token": token, "receipt": "123456"}
+    yield (
+        "follow-up, typo",
+        lang,
+        client.post(f"{base}/followup", data=typo).get_data(as_text=True),
+    )
+    receipt = {"csrf_token": token, "receipt": new_receipt().display()}
+    yield (
+        "follow-up, mailbox",
+        lang,
+        client.post(f"{base}/followup", data=receipt).get_data(as_text=True),
+    )
 
 
 def page_weights(app: Flask) -> list[PageWeight]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import enum
+import math
 import os
 import shutil
 import stat
@@ -90,6 +91,11 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="delete each server copy once its exported copy has been read back and verified",
     )
+    replies = sub.add_parser(
+        "import-replies",
+        help="store the replies from an outbox written by `testimony-review reply`",
+    )
+    replies.add_argument("outbox", type=Path, help="the outbox folder, e.g. on a USB drive")
     seal = sub.add_parser(
         "seal",
         help="rewrite recent submissions into fresh files so no file time tells their order "
@@ -118,6 +124,8 @@ def main(
             return _serve(config, args, stderr)
         if args.command == "check":
             return _check(config, env, stdout)
+        if args.command == "import-replies":
+            return _import_replies(config, args.outbox, stdout, stderr)
         if args.command == "seal":
             return _seal(config, args, stdout, stderr)
         return _export(config, args, stdout, stderr)
@@ -138,8 +146,18 @@ def _serve(config: Config, args: argparse.Namespace, stderr: TextIO) -> int:
     from portal.web import create_app
     from portal.web.intake import BODY_PROGRESS_WINDOW_KEY
 
-    if min(args.workers, args.threads) < 1 or min(args.header_timeout, args.body_timeout) <= 0:
-        print("testimony-portal: workers, threads and timeouts must be positive", file=stderr)
+    timeouts = (args.header_timeout, args.body_timeout)
+    # nan and inf parse as floats but make the deadlines meaningless (and
+    # crash the server's own arithmetic), so only finite timeouts pass.
+    if min(args.workers, args.threads) < 1 or not all(math.isfinite(t) and t > 0 for t in timeouts):
+        print(
+            "testimony-portal: workers, threads and timeouts must be positive "
+            "(timeouts in seconds, e.g. --header-timeout 10)",
+            file=stderr,
+        )
+        return ExitStatus.USAGE
+    if not 0 < args.port < 65536:
+        print(f"testimony-portal: --port {args.port} is not a TCP port (1-65535)", file=stderr)
         return ExitStatus.USAGE
     nofile = raise_open_file_limit()
     app = create_app(config, **{BODY_PROGRESS_WINDOW_KEY: args.body_timeout})
@@ -181,7 +199,40 @@ def _export(config: Config, args: argparse.Namespace, stdout: TextIO, stderr: Te
     return run_export(config.data_dir, args.dest, purge=args.purge, stdout=stdout, stderr=stderr)
 
 
+def _import_replies(config: Config, outbox: Path, stdout: TextIO, stderr: TextIO) -> int:
+    from portal.mailbox import MailboxError, ReplyStore, import_outbox
+    from portal.store import StoreError, SubmissionStore
+
+    if not outbox.is_dir():
+        print(
+            f"testimony-portal: no outbox folder at {outbox}: give the folder that "
+            "`testimony-review reply --out` wrote",
+            file=stderr,
+        )
+        return ExitStatus.ERROR
+    store = ReplyStore(config.data_dir)
+    try:
+        # The daily seal rewrites replies/ too: never import in the middle of it.
+        with SubmissionStore(config.data_dir).maintenance():
+            store.initialise()
+            result = import_outbox(store, outbox)
+            expired = store.purge_older_than(config.reply_days)
+    except (MailboxError, StoreError, OSError) as exc:
+        print(f"testimony-portal: import-replies: {exc}", file=stderr)
+        return ExitStatus.ERROR
+    for problem in result.rejected:
+        print(f"testimony-portal: NOT imported: {problem}", file=stderr)
+    print(
+        f"{result.added} reply(ies) imported, {result.already} already here, "
+        f"{len(result.rejected)} refused; {expired} older than PORTAL_REPLY_DAYS="
+        f"{config.reply_days} deleted",
+        file=stdout,
+    )
+    return ExitStatus.OK if not result.rejected else ExitStatus.ERROR
+
+
 def _seal(config: Config, args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    from portal.mailbox import ReplyStore
     from portal.seal import SealError, seal
     from portal.store import StoreError, SubmissionStore
 
@@ -202,6 +253,7 @@ def _seal(config: Config, args: argparse.Namespace, stdout: TextIO, stderr: Text
                 stack.enter_context(store.maintenance())
             reserve = config.min_free_mb * 1024 * 1024
             report = seal(store, everything=args.all, reserve_bytes=reserve)
+            replies_kept = ReplyStore(config.data_dir).reseal(config.reply_days)
     except (SealError, StoreError) as exc:
         print(f"seal failed: {exc}", file=stderr)
         return ExitStatus.ERROR
@@ -218,7 +270,7 @@ def _seal(config: Config, args: argparse.Namespace, stdout: TextIO, stderr: Text
     print(
         f"sealed: {report.rewritten} submission(s) rewritten into fresh files, "
         f"{report.already_sealed} sealed before, {report.arrived_during_seal} arrived during "
-        "the seal (sealed next time)",
+        f"the seal (sealed next time); {replies_kept} reply(ies) rewritten",
         file=stdout,
     )
     for submission_id, reason in report.not_sealed.items():
@@ -283,6 +335,7 @@ def _check(config: Config, env: Mapping[str, str], out: TextIO) -> int:
         print(
             "[note] PORTAL_SECRET_KEY is not set: open forms stop working after a restart", file=out
         )
+    _check_conversation(config, report, out)
     print("all checks passed" if not problems else f"{problems} problem(s) found", file=out)
     return ExitStatus.OK if not problems else ExitStatus.ERROR
 
@@ -302,6 +355,33 @@ def _check_questionnaire(config: Config, report: Callable[[bool, str], None]) ->
         True,
         f"questionnaire {path}: {loaded.id!r} version {loaded.version!r}, "
         f"{len(loaded.questions)} questions in {', '.join(LANGUAGES)}, with consent",
+    )
+
+
+def _check_conversation(config: Config, report: Callable[[bool, str], None], out: TextIO) -> None:
+    """The receipts' salt and key-derivation cost (issue 11)."""
+    from portal.mailbox import SALT_NAME, MailboxError, configured_cost
+
+    salt = config.data_dir / SALT_NAME
+    if salt.is_file():
+        report(
+            True,
+            f"receipt salt {salt} present: back it up with the data; without it no "
+            "witness can read replies",
+        )
+    else:
+        print(f"[note] receipt salt {salt} will be created at first start", file=out)
+    try:
+        cost = configured_cost(config.receipt_kdf_ops, config.receipt_kdf_memory_kib)
+    except MailboxError as exc:
+        report(False, str(exc))
+        return
+    per_worker = cost.memlimit * config.receipt_kdf_concurrency // 2**20
+    print(
+        f"[note] receipts: argon2id opslimit {cost.opslimit}, {cost.memlimit // 2**20} MiB each; "
+        f"up to {per_worker} MiB per worker (PORTAL_RECEIPT_KDF_CONCURRENCY="
+        f"{config.receipt_kdf_concurrency}); replies kept {config.reply_days} days",
+        file=out,
     )
 
 

@@ -54,6 +54,12 @@ class Config:
     tls: bool = False
     # None: the default questionnaire shipped in the package.
     questionnaire_file: Path | None = None
+    # The conversation (issue 11): how long replies wait, and the receipt's
+    # argon2id costs (None: portal.mailbox.DEFAULT_COST, measured and chosen).
+    reply_days: int = 90
+    receipt_kdf_ops: int | None = None
+    receipt_kdf_memory_kib: int | None = None
+    receipt_kdf_concurrency: int = 2
     # UTC hour and minute of the daily seal (docs/FORMAT.md), None when off.
     seal_time: tuple[int, int] | None = (4, 0)
     staging_sweep_seconds: int = 60
@@ -88,6 +94,10 @@ class Config:
             questionnaire_file=Path(env["PORTAL_QUESTIONNAIRE"])
             if env.get("PORTAL_QUESTIONNAIRE")
             else None,
+            reply_days=_positive_int(env, "PORTAL_REPLY_DAYS", 90),
+            receipt_kdf_ops=_optional_int(env, "PORTAL_RECEIPT_KDF_OPS"),
+            receipt_kdf_memory_kib=_optional_int(env, "PORTAL_RECEIPT_KDF_MEMORY_KIB"),
+            receipt_kdf_concurrency=_positive_int(env, "PORTAL_RECEIPT_KDF_CONCURRENCY", 2),
             seal_time=_seal_time(env.get("PORTAL_SEAL_TIME", "04:00")),
             staging_sweep_seconds=_positive_int(env, "PORTAL_STAGING_SWEEP_SECONDS", 60),
         )
@@ -122,6 +132,12 @@ def load_questionnaire(config: Config, languages: Iterable[str]) -> Questionnair
         )
     except questionnaire.QuestionnaireError as exc:
         raise ConfigError(f"PORTAL_QUESTIONNAIRE: {exc}") from None
+
+
+def _optional_int(env: Mapping[str, str], name: str) -> int | None:
+    if not env.get(name):
+        return None
+    return _positive_int(env, name, 0)
 
 
 def _seal_time(raw: str) -> tuple[int, int] | None:
@@ -185,8 +201,17 @@ def load_recipients(recipients_file: Path) -> list[PublicKey]:
         text = recipients_file.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"no recipients file at {recipients_file}: {keygen_hint}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read {recipients_file}: {exc}") from None
+    except IsADirectoryError:
+        raise ConfigError(
+            f"PORTAL_RECIPIENTS={recipients_file} is a folder; give the file that lists the "
+            "age public keys, e.g. keys/recipients.txt"
+        ) from None
+    except UnicodeDecodeError:
+        raise ConfigError(
+            f"{recipients_file} is not UTF-8 text; it must list age public keys, one per line"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {recipients_file}: {exc.strerror or exc}") from None
     try:
         recipients = parse_recipients(text)
     except KeyFormatError as exc:

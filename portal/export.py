@@ -179,6 +179,13 @@ class _Exporter:
 
     def _verify_or_copy(self, source: Path, target: Path, report: ExportReport) -> tuple[str, bool]:
         """Make `target` a verified copy of `source`; return its hash and whether it was copied."""
+        # A link planted on the export medium (`submissions -> /etc`) would
+        # make the copy land wherever it points: no folder below DEST may be one.
+        for folder in target.relative_to(self.dest).parents:
+            if folder != Path(".") and (self.dest / folder).is_symlink():
+                raise VerificationError(
+                    f"{self.dest / folder} is a symbolic link; refusing to write through it"
+                )
         target.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
         if target.is_symlink():
             raise VerificationError(f"{target} is a symbolic link; refusing to touch it")
@@ -275,6 +282,11 @@ def export_submissions(
     try:
         if dest.is_symlink() and not dest.is_dir():
             raise ExportError(f"{dest} is a broken symbolic link")
+        if (dest / SUBMISSIONS_DIR).is_symlink():
+            raise ExportError(
+                f"{dest / SUBMISSIONS_DIR} is a symbolic link; export to a folder that holds "
+                "none (a fresh folder on the medium)"
+            )
         (dest / SUBMISSIONS_DIR).mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
     except OSError as exc:
         reason = _is_fatal(exc, dest) or exc.strerror

@@ -67,11 +67,15 @@ _SHORT_TMP = "/tmp"  # noqa: S108 (a private folder made by mkdtemp, only for th
 # Which of the portal's error pages stands for each status nginx answers
 # itself. The status code the client sees is nginx's; the page is ours.
 # 494 is nginx's name for "header block too large": it is sent as 431.
+# 404 (a request for the internal error folder), 405 (TRACE, CONNECT) and
+# 505 (a request line naming HTTP/2.0 or 9.9) would otherwise be nginx's own
+# pages: no security headers and the word "nginx" in the body. A version
+# nginx cannot parse is the client's mistake, so it is sent as 400.
 PAGE_FOR_STATUS = {
-    400: 400, 408: 400, 413: 413, 414: 400, 494: 400, 500: 500, 501: 400,
-    502: 503, 503: 503, 504: 503,
+    400: 400, 404: 404, 405: 405, 408: 400, 413: 413, 414: 400, 494: 400, 500: 500,
+    501: 400, 502: 503, 503: 503, 504: 503, 505: 400,
 }  # fmt: skip
-SENT_STATUS = {494: 431, 502: 503, 504: 503}
+SENT_STATUS = {494: 431, 502: 503, 504: 503, 505: 400}
 
 
 class FrontError(Exception):

@@ -13,15 +13,16 @@ from __future__ import annotations
 import hashlib
 import json
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, BinaryIO
 
 from portal.age import Recipient, Writer
+from portal.conversation import thread_id
 from portal.store import StagedFile, Staging, SubmissionStore, received_date
 
-# Version 2 adds the sealed questionnaire (issue 12) and the witness's reply
-# recipient (issue 11); the reviewer tool reads versions 1 and 2.
+# Version 2 adds the optional `reply_to` and `thread` (issue 11) and
+# `questionnaire` (issue 12); the reviewer reads versions 1 and 2.
 MANIFEST_FORMAT = "testimony-portal/submission/2"
 MANIFEST_MIN_BUCKET = 4096
 # Names and types come from the witness's browser: keep them, but bounded,
@@ -57,36 +58,54 @@ class AttachmentSink:
     Werkzeug's form parser writes each chunk as it arrives and calls
     `seek(0)` when the part ends; that is when the ciphertext is finished
     and fsynced.
+
+    The staging file is made at the first byte, not when the part starts: a
+    browser sends an empty, unnamed file part whenever the witness chose no
+    file, and such a part then costs no file, no key exchange and no fsync.
+    A named part is stored even when empty.
     """
 
     def __init__(
         self,
-        staged: StagedFile,
-        relpath: str,
+        create: Callable[[], tuple[str, StagedFile]],
         name: str,
         content_type: str,
         recipients: Sequence[Recipient],
     ) -> None:
-        self._staged = staged
-        self._writer = Writer(staged, recipients)
+        self._create = create
+        self._recipients = recipients
+        self._staged: StagedFile | None = None
+        self._writer: Writer | None = None
         self._sha256 = hashlib.sha256()
         self._size = 0
-        self._relpath = relpath
+        self._relpath = ""
         self._name = _clean_text(name, MAX_NAME_CHARS)
         self._type = _clean_text(content_type, MAX_TYPE_CHARS) or "application/octet-stream"
         self.finished = False
         self.deleted = False
 
+    def _open(self) -> Writer:
+        if self._writer is None:
+            self._relpath, self._staged = self._create()
+            self._writer = Writer(self._staged, self._recipients)
+        return self._writer
+
     def write(self, data: bytes | bytearray | memoryview) -> int:
+        if self.finished:
+            raise IntakeError("write to a finished attachment")
+        if not data:
+            return 0
         self._sha256.update(data)
         self._size += len(data)
-        self._writer.write(data)
+        self._open().write(data)
         return len(data)
 
     def finish(self) -> None:
         if not self.finished:
-            self._writer.close()
-            self._staged.finish()
+            if self._writer is not None or self._name:
+                self._open().close()
+                assert self._staged is not None
+                self._staged.finish()
             self.finished = True
 
     def seek(self, offset: int, whence: int = 0) -> int:
@@ -118,7 +137,8 @@ class AttachmentSink:
     def delete(self) -> None:
         """Remove this part's file: it will not be part of the submission."""
         self.finish()
-        self._staged.path.unlink(missing_ok=True)
+        if self._staged is not None:
+            self._staged.path.unlink(missing_ok=True)
         self.deleted = True
 
     @property
@@ -130,7 +150,7 @@ class AttachmentSink:
         return self._name
 
     def attachment(self) -> Attachment:
-        if not self.finished:
+        if not self.finished or self._staged is None:
             raise IntakeError("attachment was not completely received")
         return Attachment(
             path=self._relpath,
@@ -150,6 +170,7 @@ class Submission:
         self._staging: Staging | None = None
         self._sinks: list[AttachmentSink] = []
         self.committed_id: str | None = None
+        self.committed_attachments: list[Attachment] = []
 
     def _ensure_staging(self) -> Staging:
         if self._staging is None:
@@ -157,8 +178,12 @@ class Submission:
         return self._staging
 
     def open_attachment(self, name: str, content_type: str) -> AttachmentSink:
-        relpath, staged = self._ensure_staging().create_attachment()
-        sink = AttachmentSink(staged, relpath, name, content_type, self._recipients)
+        sink = AttachmentSink(
+            lambda: self._ensure_staging().create_attachment(),
+            name,
+            content_type,
+            self._recipients,
+        )
         self._sinks.append(sink)
         return sink
 
@@ -184,18 +209,26 @@ class Submission:
         fields: Mapping[str, str],
         language: str,
         *,
+        reply_to: str | None = None,
         questionnaire: Mapping[str, Any] | None = None,
     ) -> str:
         """Encrypt the manifest, then durably commit everything; returns the id.
 
-        `questionnaire` is what `Questionnaire.sealed()` returns: the exact
-        questions the witness saw, sealed with their answers.
+        `reply_to` (the witness's own age recipient, from their receipt) is
+        written only inside the encrypted manifest. `questionnaire` is what
+        `Questionnaire.sealed()` returns: the exact questions the witness
+        saw, sealed with their answers.
         """
         try:
             attachments = self.attachments()
             staging = self._ensure_staging()
             manifest = build_manifest(
-                staging.submission_id, fields, language, attachments, questionnaire=questionnaire
+                staging.submission_id,
+                fields,
+                language,
+                attachments,
+                reply_to=reply_to,
+                questionnaire=questionnaire,
             )
             staged = staging.create_manifest()
             writer = Writer(staged, self._recipients)
@@ -203,6 +236,7 @@ class Submission:
             writer.close()
             staged.finish()
             self.committed_id = self._store.commit(staging)
+            self.committed_attachments = attachments
         except BaseException:
             self.discard()
             raise
@@ -224,6 +258,7 @@ def build_manifest(
     attachments: Iterable[Attachment],
     *,
     received: str | None = None,
+    reply_to: str | None = None,
     questionnaire: Mapping[str, Any] | None = None,
 ) -> bytes:
     """The manifest's plaintext: UTF-8 JSON as documented in docs/FORMAT.md."""
@@ -235,6 +270,9 @@ def build_manifest(
         "fields": dict(fields),
         "attachments": [asdict(a) for a in attachments],
     }
+    if reply_to is not None:
+        document["reply_to"] = reply_to
+        document["thread"] = thread_id(reply_to)
     if questionnaire is not None:
         document["questionnaire"] = dict(questionnaire)
     data = json.dumps(document, ensure_ascii=False, indent=1).encode("utf-8")
@@ -265,6 +303,7 @@ def store_submission(
     language: str = "en",
     *,
     chunk_size: int = 64 * 1024,
+    reply_to: str | None = None,
 ) -> str:
     """Store a submission without the web layer (tools, tests, load generators)."""
     submission = Submission(store, recipients)
@@ -280,4 +319,4 @@ def store_submission(
     except BaseException:
         submission.discard()
         raise
-    return submission.commit(fields, language)
+    return submission.commit(fields, language, reply_to=reply_to)

@@ -20,6 +20,7 @@ import threading
 from typing import Any
 
 from portal.config import Config
+from portal.mailbox import ReplyStore
 from portal.seal import SealError, last_seal_start, seal
 from portal.store import FILE_MODE, SubmissionStore
 
@@ -68,6 +69,7 @@ class Housekeeper(threading.Thread):
         self.interval = config.staging_sweep_seconds
         self.seal_time = config.seal_time
         self.reserve_bytes = config.min_free_mb * 1024 * 1024
+        self.reply_days = config.reply_days
         self.due: dt.datetime | None = None
         self.stopping = threading.Event()
         self._lock_fd: int | None = None
@@ -112,6 +114,8 @@ class Housekeeper(threading.Thread):
             self.due = now + RETRY_AFTER
             return
         self.due = next_seal(dt.datetime.now(dt.UTC), self.seal_time)
+        kept = ReplyStore(self.store.root).reseal(self.reply_days)
+        log.info("daily seal: %d reply(ies) rewritten", kept)
         log.info(
             "daily seal: %d submission(s) rewritten, %d already sealed, %d not sealed",
             report.rewritten,

@@ -126,6 +126,19 @@ def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
         view = view[os.write(fd, view) :]
 
 
+def _start_writeback(fd: int) -> None:
+    """Ask the kernel to start writing a file's dirty pages out, without waiting.
+
+    On Linux, POSIX_FADV_DONTNEED starts write-back of the dirty pages and
+    drops the clean ones (the server never reads its ciphertext back). It
+    makes nothing durable: `StagedFile.finish()` still fsyncs. It only keeps
+    the disk busy while the upload goes on, so that the final fsync has little
+    left to do, without stopping the writer the way fdatasync did.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+
+
 def _open_unbuffered(fd: int) -> BinaryIO:
     # Unbuffered: every write goes to the kernel at once, so fsync sees it all.
     return open(fd, "wb", buffering=0)  # noqa: SIM115 - closed by StagedFile
@@ -137,20 +150,71 @@ def _translate_os_error(exc: OSError) -> StoreError:
     return StoreError(f"storage error: {exc.strerror or exc}")
 
 
+class SharedSync:
+    """One directory's fsync, shared by the threads that need it at the same moment.
+
+    A commit is durable once its rename is, that is once an fsync of the
+    directory that *started after* the rename has returned. While one thread
+    runs that fsync, the commits that arrive wait; the next fsync, started
+    when the running one ends, covers every one of them at once, instead of
+    one fsync each. No caller ever returns before an fsync that began after
+    its call; if that fsync fails, its caller gets the error and the others
+    it would have covered run one of their own.
+    """
+
+    def __init__(self, sync: Callable[[], None]) -> None:
+        self._sync = sync
+        self._lock = threading.Condition()
+        self._tickets = 0  # calls so far: a call's ticket is taken after its change
+        self._durable = 0  # every ticket up to this one is covered by a finished fsync
+        self._running = False
+        self.syncs = 0  # fsyncs run, for tests and benchmarks
+
+    def __call__(self) -> None:
+        with self._lock:
+            self._tickets += 1
+            ticket = self._tickets
+            while self._durable < ticket:
+                if self._running:
+                    self._lock.wait()
+                    continue
+                # No fsync is running: this thread runs one for every ticket
+                # taken so far, its own included, all taken before it starts.
+                covers = self._tickets
+                self._running = True
+                self._lock.release()
+                try:
+                    self._sync()
+                    self.syncs += 1
+                finally:
+                    self._lock.acquire()
+                    self._running = False
+                    self._lock.notify_all()
+                self._durable = max(self._durable, covers)
+
+
 class StagedFile:
     """A write-only file inside a staging directory, durably closed with `finish()`.
 
     Writes are handed to a helper thread, so the disk copies one chunk of
     ciphertext while the request thread parses and encrypts the next (the
-    kernel's write and fdatasync release the GIL). The queue is bounded, so
-    memory stays bounded however fast the witness sends. The thread also
-    flushes to disk every `SYNC_EVERY` bytes, so the final fsync of a large
-    upload has little left to do. An error in the thread (a full disk) is
+    kernel's write and fsync release the GIL). The queue is bounded, so
+    memory stays bounded however fast the witness sends. Every `SYNC_EVERY`
+    bytes the thread asks the kernel to start writing the file out, without
+    waiting for it (an fdatasync here stopped the writer, and so the upload,
+    while the disk caught up), so the final fsync of a large upload has
+    little left to do. An error in the thread (a full disk) is
     raised by the next `write()` or by `finish()`.
+
+    The first `INLINE_BYTES` are written by the caller itself, and the
+    thread starts only for a file that grows past them: most files (every
+    manifest, a short attachment) are a few kilobytes, and starting and
+    joining a thread for them cost more than the write.
     """
 
     QUEUE_DEPTH = 32
     SYNC_EVERY = 32 * 1024 * 1024
+    INLINE_BYTES = 1024 * 1024
 
     def __init__(self, raw: BinaryIO, path: Path) -> None:
         self._raw = raw
@@ -158,8 +222,15 @@ class StagedFile:
         self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=self.QUEUE_DEPTH)
         self._error: OSError | None = None
         self._closed = False
-        self._thread = threading.Thread(target=self._drain, name="staged-write", daemon=True)
-        self._thread.start()
+        self._inline = 0
+        self._thread: threading.Thread | None = None
+
+    def _write_raw(self, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data)
+        while view:
+            written = self._raw.write(view)
+            # Unbuffered files may write only part of the data.
+            view = view[written if written is not None else len(view) :]
 
     def _drain(self) -> None:
         unsynced = 0
@@ -167,14 +238,10 @@ class StagedFile:
             if self._error is not None:
                 continue  # keep emptying the queue so the writer never blocks
             try:
-                view = memoryview(item)
-                while view:
-                    written = self._raw.write(view)
-                    # Unbuffered files may write only part of the data.
-                    view = view[written if written is not None else len(view) :]
+                self._write_raw(item)
                 unsynced += len(item)
                 if unsynced >= self.SYNC_EVERY:
-                    os.fdatasync(self._raw.fileno())
+                    _start_writeback(self._raw.fileno())
                     unsynced = 0
             except OSError as exc:
                 self._error = exc
@@ -187,15 +254,32 @@ class StagedFile:
         self._raise_pending()
         if self._closed:
             raise StoreError("write to a finished file")
+        if self._thread is None:
+            if self._inline + len(data) <= self.INLINE_BYTES:
+                try:
+                    self._write_raw(data)
+                except OSError as exc:
+                    self._error = exc
+                    raise _translate_os_error(exc) from exc
+                self._inline += len(data)
+                return len(data)
+            self._thread = threading.Thread(target=self._drain, name="staged-write", daemon=True)
+            self._thread.start()
         # A copy: the caller (the age writer) reuses its buffer.
         self._queue.put(bytes(data))
         return len(data)
 
+    @property
+    def threaded(self) -> bool:
+        """Whether this file grew large enough to be written by a helper thread."""
+        return self._thread is not None
+
     def _stop(self) -> None:
         if not self._closed:
             self._closed = True
-            self._queue.put(None)
-            self._thread.join()
+            if self._thread is not None:
+                self._queue.put(None)
+                self._thread.join()
 
     def finish(self) -> None:
         """Write out, fsync and close: after this the bytes are on disk."""
@@ -246,7 +330,8 @@ class Staging:
             raise StoreError("this submission is already committed or discarded")
         path = self.path / relpath
         try:
-            path.parent.mkdir(mode=DIR_MODE, exist_ok=True)
+            if path.parent != self.path:  # files/ for attachments; the manifest sits at the top
+                path.parent.mkdir(mode=DIR_MODE, exist_ok=True)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, FILE_MODE)
             raw = self._store.opener(fd)
         except OSError as exc:
@@ -291,6 +376,9 @@ class SubmissionStore:
         self.opener: Callable[[int], BinaryIO] = opener or _open_unbuffered
         self.maintenance_lock = self.root / MAINTENANCE_LOCK
         self.commit_lock = self.root / COMMIT_LOCK
+        # Commits of one worker's threads at the same moment share the fsync
+        # that makes their renames into submissions/ durable.
+        self.sync_submissions_dir = SharedSync(lambda: fsync_dir(self.submissions_dir))
 
     def initialise(self) -> None:
         """Create the directories (0700) and sweep staging left by a crash."""
@@ -412,10 +500,12 @@ class SubmissionStore:
                 fsync_dir(Path(dirpath))
                 os.utime(dirpath, (stamp, stamp))
             # Shared with other commits; a seal takes it exclusively while it
-            # swaps `submissions/`, so no commit lands in the old copy.
+            # swaps `submissions/`, so no commit lands in the old copy. Every
+            # commit waiting for the shared fsync still holds its own share,
+            # so the fsync is always of the `submissions/` it renamed into.
             with flocked(self.commit_lock, fcntl.LOCK_SH):
                 os.rename(staging.path, target)
-                fsync_dir(self.submissions_dir)
+                self.sync_submissions_dir()
                 # The rename moved the directories' clocks to now: set them back.
                 os.utime(self.submissions_dir, (stamp, stamp))
                 os.utime(self.staging_dir, (stamp, stamp))
@@ -488,14 +578,18 @@ def submission_files(directory: Path) -> list[Path]:
         StoreError: the directory holds a symlink or is missing its manifest.
     """
     manifest = directory / MANIFEST_NAME
-    if manifest.is_symlink() or not manifest.is_file():
-        raise StoreError(f"{directory.name}: {MANIFEST_NAME} is missing")
+    if manifest.is_symlink():
+        raise StoreError(f"{directory.name}: {MANIFEST_NAME} is a symbolic link; not followed")
+    if not manifest.is_file():
+        raise StoreError(f"{directory.name}: {MANIFEST_NAME} is missing or not a file")
     found = [manifest]
     files_dir = directory / FILES_DIR
     if files_dir.is_symlink():
         raise StoreError(f"{directory.name}: {FILES_DIR} is a symbolic link")
     if files_dir.is_dir():
         for entry in sorted(os.scandir(files_dir), key=lambda e: e.name):
+            if entry.is_symlink():
+                raise StoreError(f"{directory.name}: files/{entry.name} is a symbolic link")
             if not _ATTACHMENT_RE.fullmatch(entry.name) or not entry.is_file(follow_symlinks=False):
                 raise StoreError(f"{directory.name}: unexpected entry files/{entry.name}")
             found.append(Path(entry.path))

@@ -38,6 +38,21 @@ def fast_identity_scrypt(request: pytest.FixtureRequest, monkeypatch: pytest.Mon
         monkeypatch.setattr(keys, "IDENTITY_WORK_FACTOR", TEST_WORK_FACTOR)
 
 
+@pytest.fixture(autouse=True)
+def fast_receipt_kdf(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Receipts derive their keys with a tiny argon2id cost in tests: fast, same code path.
+
+    Servers started by tests inherit it through PORTAL_RECEIPT_KDF_*; a test
+    marked `production_kdf` keeps the production cost (and proves it).
+    """
+    if request.node.get_closest_marker("production_kdf") is None:
+        from portal import mailbox
+
+        monkeypatch.setattr(mailbox, "DEFAULT_COST", mailbox.KdfCost(1, 8 * 1024))
+        monkeypatch.setenv("PORTAL_RECEIPT_KDF_OPS", "1")
+        monkeypatch.setenv("PORTAL_RECEIPT_KDF_MEMORY_KIB", "8")
+
+
 @pytest.fixture
 def identity() -> X25519Identity:
     return X25519Identity.generate()

@@ -259,6 +259,8 @@ def start_server(
         "PORTAL_MIN_FREE_MB": "0",
         "PORTAL_RATE_PER_MINUTE": "100000",
         "PORTAL_RATE_BURST": "100000",
+        # The receipt's argon2id cost, lowered by the autouse fixture in conftest.py.
+        **{k: v for k, v in os.environ.items() if k.startswith("PORTAL_RECEIPT_KDF_")},
         **(env or {}),
     }
     log = log_path.open("ab")

@@ -208,3 +208,24 @@ def test_check_names_the_data_directory_as_writable_only_when_it_is(tmp_path: Pa
     status, out, _ = run(["check"], env)
     assert status == ExitStatus.OK, out
     assert f"[ok] data directory {tmp_path / 'data'} is writable" in out
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--header-timeout", "nan"],
+        ["--body-timeout", "inf"],
+        ["--header-timeout", "-1"],
+        ["--port", "99999"],
+        ["--port", "0"],
+    ],
+)
+def test_serve_refuses_meaningless_numbers_in_one_line(tmp_path: Path, flags: list[str]) -> None:
+    # nan and inf used to reach the server's deadline arithmetic and end in a
+    # traceback; port 99999 reached nginx and its config error.
+    env = env_for(tmp_path, f"{X25519Identity.generate().recipient}\n")
+    status, out, err = run(["serve", *flags], env)
+    assert status == ExitStatus.USAGE
+    assert len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err + out
+    assert "serving on" not in err

@@ -59,6 +59,20 @@ def test_missing_file_says_how_to_make_one(tmp_path: Path) -> None:
         load_recipients(tmp_path / "absent.txt")
 
 
+def test_a_folder_or_binary_file_as_recipients_is_named_without_an_errno(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "keys"
+    folder.mkdir()
+    with pytest.raises(ConfigError, match="is a folder; give the file") as caught:
+        load_recipients(folder)
+    assert "Errno" not in str(caught.value)
+    binary = tmp_path / "recipients.txt"
+    binary.write_bytes(b"\xff\xfe age1")
+    with pytest.raises(ConfigError, match="is not UTF-8 text"):
+        load_recipients(binary)
+
+
 def test_private_key_in_recipients_file_is_refused(tmp_path: Path) -> None:
     identity = X25519Identity.generate()
     path = tmp_path / "recipients.txt"

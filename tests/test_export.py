@@ -110,6 +110,42 @@ def test_a_different_file_on_dest_is_not_overwritten_and_its_submission_not_purg
     assert sorted(report.purged) == sorted(set(report.copied))
 
 
+def test_a_symlinked_submissions_folder_on_dest_is_refused(
+    tmp_path: Path, store: SubmissionStore
+) -> None:
+    # Someone who handled the medium planted `submissions -> elsewhere`;
+    # the export used to write every submission there.
+    dest, elsewhere = tmp_path / "usb", tmp_path / "elsewhere"
+    dest.mkdir()
+    elsewhere.mkdir()
+    (dest / "submissions").symlink_to(elsewhere)
+    server = _server_files(store)
+    with pytest.raises(ExportError, match="symbolic link"):
+        export_submissions(store, dest, purge=True)
+    assert list(elsewhere.iterdir()) == []
+    assert _server_files(store) == server
+
+
+@pytest.mark.parametrize("link", ["ID", "ID/files"])
+def test_a_symlinked_folder_inside_the_export_is_not_written_through(
+    tmp_path: Path, store: SubmissionStore, link: str
+) -> None:
+    dest, elsewhere = tmp_path / "usb", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    victim = store.ids()[0]
+    planted = dest / "submissions" / link.replace("ID", victim)
+    planted.parent.mkdir(parents=True)
+    planted.symlink_to(elsewhere)
+    victim_files = tree(store.path(victim))
+
+    report = export_submissions(store, dest, purge=True)
+
+    assert list(report.failed) == [victim] and "symbolic link" in report.failed[victim]
+    assert list(elsewhere.iterdir()) == []
+    assert tree(store.path(victim)) == victim_files
+    assert len(report.copied) == 2
+
+
 def test_purge_deletes_only_copies_that_were_read_back_and_verified(
     tmp_path: Path, store: SubmissionStore
 ) -> None:

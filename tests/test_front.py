@@ -46,6 +46,15 @@ PROTOCOL_ERRORS = {
         400,
     ),
     "control bytes in a header": (b"GET /ko/ HTTP/1.1\r\nHost: x\r\nX-A: \x01\x02\r\n\r\n", 400),
+    # nginx refuses these itself, before any location: they used to get its
+    # own pages (no security headers, "nginx" in the body).
+    "TRACE": (b"TRACE /ko/ HTTP/1.1\r\nHost: x\r\n\r\n", 405),
+    "CONNECT": (b"CONNECT / HTTP/1.1\r\nHost: x\r\n\r\n", 405),
+    "HTTP/2.0 request line": (b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", 400),
+    "internal error folder": (
+        b"GET /.portal-error/en/get/400.html HTTP/1.1\r\nHost: x\r\n\r\n",
+        404,
+    ),
 }
 
 

@@ -97,3 +97,19 @@ def test_compiled_catalogue_matches_its_source(lang: str) -> None:
     assert committed == compiled.getvalue(), (
         f"{lang}: messages.mo is out of date: run `pybabel compile -d portal/translations`"
     )
+
+
+def test_wtforms_messages_follow_the_page_language_from_catalogues_parsed_once(app) -> None:  # type: ignore[no-untyped-def]
+    from portal.web.forms import _wtforms_catalogue
+    from portal.web.submit import _new_form
+
+    _wtforms_catalogue.cache_clear()
+    seen = {}
+    for path in ("/ko/submit", "/ko/submit", "/zh/submit", "/submit"):
+        with app.test_request_context(path):
+            form = _new_form()
+            seen[path] = form.meta.get_translations(form).gettext("This field is required.")
+    assert seen["/ko/submit"] == "이 항목은 필수입니다."
+    assert seen["/submit"] == "This field is required."
+    assert seen["/zh/submit"] not in (seen["/submit"], seen["/ko/submit"])
+    assert _wtforms_catalogue.cache_info().misses == 3  # ko, zh, en: each parsed once

@@ -101,3 +101,44 @@ def test_unfinished_attachment_cannot_be_committed_twice(store, identity) -> Non
     submission.commit({"testimony": "once"}, "en")
     with pytest.raises(StoreError):
         submission.commit({"testimony": "twice"}, "en")
+
+
+def _counting_store(tmp_path: Path) -> tuple[SubmissionStore, list[int]]:
+    opened: list[int] = []
+
+    def opener(fd: int):  # type: ignore[no-untyped-def]
+        opened.append(fd)
+        return open(fd, "wb", buffering=0)  # noqa: SIM115 - closed by StagedFile
+
+    store = SubmissionStore(tmp_path / "data", opener=opener)
+    store.initialise()
+    return store, opened
+
+
+def test_empty_unnamed_file_part_makes_no_file_at_all(tmp_path: Path, identity) -> None:  # type: ignore[no-untyped-def]
+    # What a browser sends when the witness chose no file.
+    store, opened = _counting_store(tmp_path)
+    submission = Submission(store, [identity.recipient])
+    sink = submission.open_attachment("", "application/octet-stream")
+    sink.write(b"")
+    sink.seek(0)
+    submission_id = submission.commit({"testimony": "text only"}, "en")
+    assert len(opened) == 1  # the manifest, nothing else
+    assert not (store.path(submission_id) / "files").exists()
+    assert read_manifest(store, submission_id, identity)["attachments"] == []
+
+
+def test_named_empty_file_is_kept_and_numbering_follows_stored_files(
+    tmp_path: Path, identity
+) -> None:  # type: ignore[no-untyped-def]
+    store, _opened = _counting_store(tmp_path)
+    submission = Submission(store, [identity.recipient])
+    submission.open_attachment("", "application/octet-stream").seek(0)
+    submission.open_attachment("empty.txt", "text/plain").seek(0)
+    submission_id = submission.commit({"testimony": ""}, "en")
+    [entry] = read_manifest(store, submission_id, identity)["attachments"]
+    assert entry["name"] == "empty.txt" and entry["size"] == 0
+    assert entry["sha256"] == hashlib.sha256(b"").hexdigest()
+    stored = (store.path(submission_id) / entry["path"]).read_bytes()
+    assert decrypt(stored, [identity]) == b""
+    assert entry["path"] == "files/1.age"

@@ -238,7 +238,7 @@ def pages(app) -> list[tuple[str, str, str]]:  # type: ignore[no-untyped-def]
 
 def test_translated_pages_show_no_english(pages) -> None:  # type: ignore[no-untyped-def]
     # Names that stay in Latin letters in Korean and Chinese text.
-    allowed = {"Tor", "JavaScript", "Cookie", "IP", "MB"}
+    allowed = {"Tor", "JavaScript", "Cookie", "IP", "MB", "SHA"}
     leftovers = {}
     for page, lang, html in pages:
         if lang != DEFAULT_LANGUAGE:
@@ -274,3 +274,28 @@ def test_error_page_for_an_unroutable_request_still_has_working_links(client) ->
     assert response.status_code == 400
     assert html_lang(page) == "ko ltr"
     assert '<a href="/ko/">' in page and 'href="/static/style.css"' in page
+
+
+def test_landing_page_is_drawn_once_per_language_and_served_whole(client, app) -> None:  # type: ignore[no-untyped-def]
+    from flask import template_rendered
+
+    drawn: list[str] = []
+
+    def record(sender, template, context, **extra):  # type: ignore[no-untyped-def]
+        drawn.append(template.name)
+
+    template_rendered.connect(record, app)
+    try:
+        pages = {path: [client.get(path) for _ in range(3)] for path in ("/", "/ko/", "/zh/")}
+    finally:
+        template_rendered.disconnect(record, app)
+    assert drawn.count("landing.html") == 3
+    for path, responses in pages.items():
+        bodies = {r.get_data(as_text=True) for r in responses}
+        assert len(bodies) == 1, path
+        assert all(
+            r.status_code == 200 and r.headers["Cache-Control"] == "no-store" for r in responses
+        )
+    assert 'lang="ko"' in pages["/ko/"][0].get_data(as_text=True)
+    assert 'lang="zh-Hans"' in pages["/zh/"][0].get_data(as_text=True)
+    assert pages["/"][0].get_data() != pages["/ko/"][0].get_data()

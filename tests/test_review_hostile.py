@@ -284,6 +284,32 @@ def test_verify_refuses_an_opened_folder_the_custody_log_does_not_vouch_for(
     assert f"CHANGED {sid}: the custody log has no entry for its opening" in run.out
 
 
+def test_verify_of_a_folder_with_no_opened_submissions_is_not_a_pass(
+    tmp_path: Path, store: SubmissionStore, reviewer: tuple[X25519Identity, Path]
+) -> None:
+    # "0 of 0 verified" with exit 0 would read as a pass to a court.
+    identity, key = reviewer
+    submit(store, [identity], "x")
+    assert _open(tmp_path, store.root, key).status == ExitStatus.SUCCESS
+    wrong = tmp_path / "wrong"
+    wrong.mkdir()
+    run = review(["verify", wrong, "--custody", tmp_path / "custody.jsonl"])
+    assert run.status == ExitStatus.ERROR, run.err
+    assert "no opened submissions in" in run.err and "Traceback" not in run.err
+
+
+@pytest.mark.parametrize("jobs", ["0", "-3"])
+def test_open_refuses_a_job_count_below_one(
+    tmp_path: Path, store: SubmissionStore, reviewer: tuple[X25519Identity, Path], jobs: str
+) -> None:
+    identity, key = reviewer
+    submit(store, [identity], "x")
+    args = open_args(store.root, key, tmp_path / "out", tmp_path / "custody.jsonl")
+    run = review([*args, "--jobs", jobs])
+    assert run.status == ExitStatus.ERROR
+    assert "--jobs" in run.err and not (tmp_path / "out").exists()
+
+
 # ---------------------------------------------------------------- 5 and 6: custody
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -289,7 +290,20 @@ def test_symlink_planted_in_a_submission_is_refused(
     (store.path(sid) / "files" / "9.age").symlink_to("/etc/passwd")
     run = _open(tmp_path, store.root, key)
     assert run.status == ExitStatus.INTEGRITY
-    assert "unexpected entry files/9.age" in run.err
+    assert "files/9.age is a symbolic link" in run.err
+
+
+def test_a_symlinked_manifest_is_named_as_a_link_not_as_missing(
+    tmp_path: Path, store: SubmissionStore, reviewer: tuple[X25519Identity, Path]
+) -> None:
+    identity, key = reviewer
+    real = submit(store, [identity], "real")
+    sid = submit(store, [identity], "x")
+    (store.path(sid) / "testimony.age").unlink()
+    (store.path(sid) / "testimony.age").symlink_to(store.path(real) / "testimony.age")
+    run = _open(tmp_path, store.root, key)
+    assert run.status == ExitStatus.INTEGRITY
+    assert f"{sid}: testimony.age is a symbolic link; not followed" in run.err
 
 
 def test_submission_for_another_key_says_which_identity_is_missing(
@@ -527,3 +541,55 @@ def test_a_submission_folder_that_is_a_symlink_is_reported_not_followed(
     assert run.status == ExitStatus.INTEGRITY
     assert f"NOT OPENED: {fake}: tampered or damaged" in run.err and "symbolic link" in run.err
     assert (tmp_path / "out" / real / "a.txt").exists()
+
+
+@pytest.mark.parametrize("kind", ["file", "fifo"])
+def test_a_file_named_like_a_submission_is_reported_not_skipped(
+    tmp_path: Path, store: SubmissionStore, reviewer: tuple[X25519Identity, Path], kind: str
+) -> None:
+    # Anyone who handles the export drive can drop one; a reviewer must hear
+    # about it (and the tool must never read a FIFO, which would hang).
+    identity, key = reviewer
+    real = submit(store, [identity], "real", [("a.txt", b"a")])
+    fake = "F" * 24
+    if kind == "file":
+        (store.submissions_dir / fake).write_text("not a submission")
+    else:
+        os.mkfifo(store.submissions_dir / fake)
+    run = _open(tmp_path, store.root, key)
+    assert run.status == ExitStatus.INTEGRITY
+    assert f"NOT OPENED: {fake}: tampered or damaged" in run.err and "not a folder" in run.err
+    assert (tmp_path / "out" / real / "a.txt").exists()
+    assert fake in (tmp_path / "out" / "index.html").read_text()
+
+
+@pytest.mark.parametrize("inside", [".", "submissions", "submissions/ID"])
+def test_open_refuses_to_write_plaintext_inside_src(
+    tmp_path: Path, store: SubmissionStore, reviewer: tuple[X25519Identity, Path], inside: str
+) -> None:
+    # The export drive travels; plaintext written onto it (or into a data
+    # directory) would leave the air-gapped machine.
+    identity, key = reviewer
+    sid = submit(store, [identity], "secret words", [("a.txt", b"a")])
+    before = {p: p.read_bytes() for p in store.root.rglob("*") if p.is_file()}
+    out = store.root / inside.replace("ID", sid)
+    run = review(open_args(store.root, key, out, tmp_path / "custody.jsonl"))
+    assert run.status == ExitStatus.ERROR, run.err
+    assert "inside SRC" in run.err
+    after = {p: p.read_bytes() for p in store.root.rglob("*") if p.is_file()}
+    assert after == before
+
+
+def test_a_right_to_left_override_in_a_name_is_shown_not_obeyed(
+    tmp_path: Path, store: SubmissionStore, reviewer: tuple[X25519Identity, Path]
+) -> None:
+    # "invoice\u202egpj.exe" would read "invoiceexe.jpg" in the "name as sent"
+    # column; the reviewer must see the control, not its effect.
+    identity, key = reviewer
+    sid = submit(store, [identity], "x", [("invoice\u202egpj.exe", b"MZ")])
+    assert _open(tmp_path, store.root, key).status == ExitStatus.SUCCESS
+    page = (tmp_path / "out" / sid / "testimony.html").read_text(encoding="utf-8")
+    assert "invoice[U+202E]gpj.exe" in page
+    assert "\u202e" not in page
+    manifest = json.loads((tmp_path / "out" / sid / "testimony.json").read_text("utf-8"))
+    assert manifest["attachments"][0]["name"] == "invoice\u202egpj.exe"

@@ -184,6 +184,7 @@ def test_unknown_host_gets_a_clear_400_page(config) -> None:  # type: ignore[no-
     assert foreign.headers["X-Frame-Options"] == "DENY"
     assert client.get("/", headers={"Host": "abcdef.onion"}).status_code == 200
     assert client.get("/", headers={"Host": "abcdef.onion:8080"}).status_code == 200
+    assert client.get("/", headers={"Host": "ABCDEF.Onion"}).status_code == 200
 
 
 def test_unknown_host_cannot_submit(config) -> None:  # type: ignore[no-untyped-def]

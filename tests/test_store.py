@@ -7,6 +7,8 @@ import signal
 import stat
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,8 @@ import pytest
 from portal.store import (
     DIR_MODE,
     FILE_MODE,
+    SharedSync,
+    StagedFile,
     StorageFullError,
     StoreError,
     SubmissionStore,
@@ -174,6 +178,143 @@ def test_purge_removes_one_submission(store: SubmissionStore) -> None:
     assert store.ids() == [keep]
 
 
+# --- per-submission overheads (issue 14): inline small files, shared fsyncs ---
+
+
+def test_small_file_is_written_inline_and_a_large_one_by_the_writer_thread(
+    store: SubmissionStore,
+) -> None:
+    staging = store.begin()
+    _small_path, small = staging.create_attachment()
+    small.write(b"a" * 1000)
+    _large_path, large = staging.create_attachment()
+    chunk = os.urandom(64 * 1024)
+    chunks = StagedFile.INLINE_BYTES // len(chunk) + 3
+    for _ in range(chunks):
+        large.write(chunk)
+    assert not small.threaded
+    assert large.threaded
+    small.finish()
+    large.finish()
+    assert small.path.read_bytes() == b"a" * 1000
+    assert large.path.read_bytes() == chunk * chunks
+    staging.discard()
+
+
+class _FailingAfter:
+    """A file that fails with ENOSPC once `budget` bytes were written."""
+
+    def __init__(self, fd: int, budget: int) -> None:
+        self.fd, self.left = fd, budget
+
+    def write(self, data: bytes) -> int:
+        if len(data) > self.left:
+            raise OSError(28, "No space left on device")
+        self.left -= len(data)
+        return os.write(self.fd, data)
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+@pytest.mark.parametrize("budget", [0, 500, StagedFile.INLINE_BYTES + 100_000])
+def test_disk_full_inline_or_on_the_writer_thread_is_storage_full(
+    tmp_path: Path, budget: int
+) -> None:
+    store = SubmissionStore(tmp_path / "data", opener=lambda fd: _FailingAfter(fd, budget))  # type: ignore[arg-type, return-value]
+    store.initialise()
+    staging = store.begin()
+    _relpath, f = staging.create_attachment()
+    with pytest.raises(StorageFullError):
+        for _ in range(3 * StagedFile.INLINE_BYTES // 65536):
+            f.write(os.urandom(65536))
+        f.finish()
+    assert f.threaded == (budget > StagedFile.INLINE_BYTES)
+    staging.discard()
+    assert list(store.staging_dir.iterdir()) == []
+
+
+def test_shared_sync_covers_waiting_callers_with_one_fsync_started_after_them() -> None:
+    events: list[str] = []
+    first_started, release_first = threading.Event(), threading.Event()
+
+    def fsync() -> None:
+        events.append("start")
+        if not first_started.is_set():
+            first_started.set()
+            release_first.wait(timeout=60)
+        events.append("end")
+
+    shared = SharedSync(fsync)
+    returned: list[int] = []
+
+    def commit(number: int) -> None:
+        shared()
+        returned.append(number)
+
+    leader = threading.Thread(target=commit, args=(0,))
+    leader.start()
+    assert first_started.wait(timeout=60)
+    # Four commits arrive while the first fsync runs: it may not cover them.
+    followers = [threading.Thread(target=commit, args=(n,)) for n in range(1, 5)]
+    for thread in followers:
+        thread.start()
+    deadline = time.monotonic() + 60
+    while shared._tickets < 5 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert returned == []
+    release_first.set()
+    for thread in [leader, *followers]:
+        thread.join(timeout=60)
+    assert sorted(returned) == [0, 1, 2, 3, 4]
+    # One fsync for the first commit, one shared by the four that waited.
+    assert shared.syncs == 2
+    assert events == ["start", "end", "start", "end"]
+
+
+def test_shared_sync_failure_is_never_taken_for_durability() -> None:
+    calls: list[int] = []
+
+    def fsync() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError(5, "Input/output error")
+
+    shared = SharedSync(fsync)
+    with pytest.raises(OSError):
+        shared()
+    assert shared.syncs == 0
+    # The next caller gets an fsync of its own, not the failed one.
+    shared()
+    assert shared.syncs == 1 and len(calls) == 2
+
+
+def test_concurrent_commits_share_the_submissions_fsync_and_all_survive(
+    store: SubmissionStore,
+) -> None:
+    barrier = threading.Barrier(8)
+    ids: list[str] = []
+
+    def submit() -> None:
+        staging = _stage(store, [b"x" * 100])
+        barrier.wait(timeout=60)
+        ids.append(store.commit(staging))
+
+    threads = [threading.Thread(target=submit) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(ids) == store.ids()
+    assert 1 <= store.sync_submissions_dir.syncs <= 8
+
+
 def test_live_sweep_keeps_folders_of_live_requests(store: SubmissionStore) -> None:
     live = store.begin()
     _relpath, f = live.create_attachment()
@@ -250,3 +391,27 @@ def test_a_forgotten_staging_is_released_when_collected(store: SubmissionStore) 
     gc.collect()
     assert store.sweep_abandoned_staging() == 1
     assert not folder.exists()
+
+
+def test_large_file_starts_write_back_without_waiting_and_is_fsynced_once_at_the_end(
+    store: SubmissionStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(StagedFile, "SYNC_EVERY", 256 * 1024)
+    monkeypatch.setattr(os, "fdatasync", lambda fd: calls.append("fdatasync"))
+    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append("fsync"), real_fsync(fd))[1])
+    monkeypatch.setattr(
+        os, "posix_fadvise", lambda fd, offset, length, advice: calls.append("writeback")
+    )
+    staging = store.begin()
+    _relpath, f = staging.create_attachment()
+    chunk = os.urandom(64 * 1024)
+    for _ in range((StagedFile.INLINE_BYTES + 1024 * 1024) // len(chunk)):
+        f.write(chunk)
+    f.finish()
+    # Write-back was started along the way; durability comes from the one fsync at the end.
+    assert calls.count("writeback") >= 3
+    assert "fdatasync" not in calls
+    assert calls[-1] == "fsync" and calls.count("fsync") == 1
+    staging.discard()

@@ -373,6 +373,18 @@ def _say_head(ctx: Context, session: Session) -> None:
 
 
 def cmd_open(ctx: Context, args: argparse.Namespace) -> ExitStatus:
+    if args.jobs is not None and args.jobs < 1:
+        raise UserError(f"--jobs {args.jobs}: give 1 or more files to decrypt at a time")
+    src_root, out_root = Path(args.src).resolve(), Path(args.out).resolve()
+    if out_root == src_root or src_root in out_root.parents:
+        # Opened files are plaintext: inside SRC they would land on the
+        # export drive (which travels) or in a data directory, and the
+        # extra entries would make the submissions look tampered.
+        raise UserError(
+            f"--out {args.out} is inside SRC {args.src}: opened files are plaintext and "
+            "must not be written onto the export drive or into a data directory; give a "
+            "folder on the reviewer machine's encrypted disk"
+        )
     log = ctx.custody(args.custody)
     reviewer = ctx.reviewer(args.reviewer)
     identities = keys.load_identities(
@@ -436,6 +448,45 @@ def cmd_open(ctx: Context, args: argparse.Namespace) -> ExitStatus:
         )
         return ExitStatus.INTEGRITY
     return ExitStatus.ERROR if result.failed else ExitStatus.SUCCESS
+
+
+# ---------------------------------------------------------------- reply
+
+
+def cmd_reply(ctx: Context, args: argparse.Namespace) -> ExitStatus:
+    from portal.review.reply import ReplyError, read_message, write_reply
+
+    try:
+        message = read_message(Path(args.message_file))
+    except ReplyError as exc:
+        raise UserError(str(exc)) from None
+    log = ctx.custody(args.custody)
+    try:
+        with log.session() as session:
+            try:
+                sent = write_reply(Path(args.source), args.id, message, Path(args.out))
+            except ReplyError as exc:
+                raise UserError(str(exc)) from None
+            except SubmissionFailure as exc:
+                raise _IntegrityError(f"{args.id}: {exc}. Nothing was written") from None
+            session.append(
+                "reply",
+                ctx.reviewer(args.reviewer),
+                submission=args.id,
+                thread=sent.thread,
+                mailbox=sent.mailbox,
+                reply={"file": str(sent.path), "sha256": sent.sha256, "size": sent.size},
+            )
+            _say_head(ctx, session)
+    except CustodyDamaged as exc:
+        raise _damaged_log(exc, "The reply was written but not logged.") from None
+    print(sent.path, file=ctx.stdout, flush=True)
+    ctx.err(
+        f"Wrote the reply for {args.id} to {sent.path} ({human_size(sent.size)}), encrypted "
+        "to the witness alone. Carry the whole outbox folder to the server and run "
+        f"`testimony-portal import-replies {args.out}` there."
+    )
+    return ExitStatus.SUCCESS
 
 
 # ---------------------------------------------------------------- forward
@@ -574,6 +625,13 @@ def cmd_verify(ctx: Context, args: argparse.Namespace) -> ExitStatus:
     if args.src:
         source, _ids = find_submissions(Path(args.src))
     ids = sorted(set(args.ids) | set(args.id)) or _opened_ids(out)
+    if not ids:
+        # "0 of 0 verified" with exit 0 reads as a pass to whoever asked for
+        # the check; an empty or wrong folder proves nothing.
+        raise UserError(
+            f"no opened submissions in {out}: give the folder `testimony-review open` "
+            "wrote (its --out)"
+        )
     bad = 0
     for submission_id in ids:
         folder = out / submission_id
@@ -769,6 +827,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="csv (UTF-8 with BOM, for spreadsheets; default) or jsonl (one JSON object a line)",
     )
     tabler.set_defaults(handler=cmd_table)
+
+    replier = sub.add_parser(
+        "reply",
+        help="write a reply to a witness, encrypted to them, into an outbox for the server",
+        epilog="An ID that starts with `-` goes after `--`.",
+    )
+    replier.add_argument("id", metavar="ID", help="the submission to answer")
+    replier.add_argument(
+        "--from", dest="source", required=True, metavar="DIR", help="the folder written by `open`"
+    )
+    replier.add_argument(
+        "--message-file",
+        required=True,
+        metavar="FILE",
+        help="the reply, UTF-8 text in any language",
+    )
+    replier.add_argument(
+        "--out", required=True, metavar="OUTBOX", help="the outbox folder (may exist already)"
+    )
+    replier.add_argument("--custody", metavar="FILE")
+    replier.add_argument("--reviewer", metavar="NAME")
+    replier.set_defaults(handler=cmd_reply)
 
     verifier = sub.add_parser(
         "verify",

@@ -12,9 +12,13 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from portal.age import KeyFormatError, X25519Recipient
+from portal.conversation import thread_id, thread_of_one
+
 # The same string as portal.intake.MANIFEST_FORMAT (a test keeps them equal);
 # the reviewer tool does not import the server's intake code. Version 2 adds
-# the sealed questionnaire; submissions of version 1 are still read.
+# the conversation's reply recipient and the sealed questionnaire; version 1
+# manifests are still read.
 MANIFEST_FORMAT = "testimony-portal/submission/2"
 MANIFEST_FORMATS = ("testimony-portal/submission/1", MANIFEST_FORMAT)
 _PATH_RE = re.compile(r"files/[1-9][0-9]{0,5}\.age")
@@ -51,6 +55,10 @@ class Manifest:
     fields: dict[str, str]
     attachments: tuple[AttachmentEntry, ...]
     document: dict[str, Any]
+    # The witness's own age recipient (from their receipt), and the opaque
+    # thread shared by every submission made with that receipt.
+    reply_to: str | None = None
+    thread: str = ""
 
     questionnaire: SealedQuestionnaire | None = None
 
@@ -194,7 +202,10 @@ def parse_manifest_text(text: str) -> Manifest:
             "a version 1 manifest cannot hold a questionnaire",
         )
         questionnaire = parse_sealed_questionnaire(document["questionnaire"])
+    reply_to, thread = _conversation(document)
     return Manifest(
+        reply_to=reply_to,
+        thread=thread,
         id=document["id"],
         received=document["received"],
         language=document["language"],
@@ -308,3 +319,25 @@ def parse_sealed_questionnaire(raw: Any) -> SealedQuestionnaire:
         language=_string(raw, "language", where),
         questions=tuple(questions),
     )
+
+
+def _conversation(document: dict[str, Any]) -> tuple[str | None, str]:
+    """The reply recipient and thread, checked against each other.
+
+    A manifest without a recipient (version 1) is a thread of its own.
+    """
+    reply_to = document.get("reply_to")
+    if reply_to is None:
+        _require("thread" not in document, "manifest has a thread but no reply recipient")
+        return None, thread_of_one(str(document["id"]))
+    _require(isinstance(reply_to, str), "manifest member 'reply_to' is not a string")
+    _require(document["format"] != MANIFEST_FORMATS[0], "a version 1 manifest has no 'reply_to'")
+    try:
+        X25519Recipient.parse(reply_to)
+    except KeyFormatError:
+        raise ManifestError("manifest member 'reply_to' is not an X25519 age recipient") from None
+    _require(
+        document.get("thread") == thread_id(reply_to),
+        "manifest member 'thread' does not belong to its reply recipient",
+    )
+    return reply_to, thread_id(reply_to)

@@ -245,12 +245,9 @@ def find_submissions(source: Path) -> tuple[Path, list[str]]:
             "Use the export exactly as `testimony-portal export` wrote it"
         )
     base = source / "submissions" if (source / "submissions").is_dir() else source
-    # Symbolic links are listed too, so that they are reported, not followed.
-    ids = sorted(
-        entry.name
-        for entry in os.scandir(base)
-        if is_valid_id(entry.name) and (entry.is_dir(follow_symlinks=False) or entry.is_symlink())
-    )
+    # Symbolic links, files and devices named like a submission are listed
+    # too, so that they are reported (and never read), not silently skipped.
+    ids = sorted(entry.name for entry in os.scandir(base) if is_valid_id(entry.name))
     if ids and not any((base / sid / MANIFEST_NAME).exists() for sid in ids):
         raise SourceError(
             f"{source} holds no encrypted submissions (no <id>/testimony.age); is it a folder "
@@ -437,6 +434,8 @@ class Opener:
     ) -> tuple[dict[str, Any], Manifest]:
         if source_dir.is_symlink():
             raise SubmissionFailure(TAMPERED, f"{source_dir} is a symbolic link; not followed")
+        if not source_dir.is_dir():
+            raise SubmissionFailure(TAMPERED, f"{source_dir} is not a folder; not read")
         try:
             files = submission_files(source_dir)
         except StoreError as exc:
@@ -482,6 +481,7 @@ class Opener:
             "received": manifest.received,
             "preview": report.preview(manifest.testimony),
             "language": manifest.language,
+            "thread": manifest.thread,
             "manifest": {
                 "file": MANIFEST_JSON,
                 "sha256": manifest_hash,
@@ -730,6 +730,8 @@ def check_ciphertext(source_dir: Path, record: dict[str, Any]) -> None:
         raise SubmissionFailure(CHANGED, f"{RECORD_NAME} of {source_dir.name} is damaged") from None
     if source_dir.is_symlink():
         raise SubmissionFailure(TAMPERED, f"{source_dir} is a symbolic link; not followed")
+    if not source_dir.is_dir():
+        raise SubmissionFailure(TAMPERED, f"{source_dir} is not a folder; not read")
     try:
         files = submission_files(source_dir)
     except StoreError as exc:
@@ -813,6 +815,7 @@ def load_opened(out_dir: Path) -> list[tuple[dict[str, Any], dict[str, Any]]]:
                 continue
             preview = report.preview(manifest.testimony)
         shown = {
+            "thread": str(record.get("thread", "")),
             "received": str(record.get("received", "")),
             "language": str(record.get("language", "")),
             "fields": {"testimony": preview},

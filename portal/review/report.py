@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
+import json
 import os
 import re
 import secrets
@@ -33,6 +34,9 @@ PREVIEW_CHARS = 280
 INDEX_NAME = "index.html"
 PAGE_NAME = "testimony.html"
 MANIFEST_JSON_NAME = "testimony.json"
+# Copies of the replies sent with `testimony-review reply`, one JSON file each.
+SENT_REPLIES_DIR = "replies"
+SENT_REPLY_FORMAT = "testimony-review/sent-reply/1"
 
 _STYLE = """
 body { font: 15px/1.5 system-ui, sans-serif; margin: 2em auto; max-width: 72em; padding: 0 1em;
@@ -64,6 +68,17 @@ _LANG_RE = re.compile(r"[A-Za-z]{1,8}(-[A-Za-z0-9]{1,8}){0,4}")
 
 def esc(value: object) -> str:
     return html.escape(str(value), quote=True)
+
+
+# Bidirectional controls: inside a name they reorder what follows, so
+# "evil\u202egpj.exe" shows as "evilexe.jpg". <bdi> only keeps them from
+# reordering the page around the name.
+_BIDI_CONTROLS = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def esc_name(value: object) -> str:
+    """A witness-given name as HTML, with each bidirectional control shown as its code."""
+    return esc(_BIDI_CONTROLS.sub(lambda m: f"[U+{ord(m.group()):04X}]", str(value)))
 
 
 def human_size(size: int) -> str:
@@ -174,7 +189,7 @@ def render_submission_page(
         for number, entry in enumerate(attachments, start=1):
             parts.append(
                 f"<tr><td>{_attachment_link(entry, '', number)}</td>"
-                f"<td><bdi>{esc(entry.get('name', ''))}</bdi></td>"
+                f"<td><bdi>{esc_name(entry.get('name', ''))}</bdi></td>"
                 f"<td><bdi>{esc(entry.get('type', ''))}</bdi></td>"
                 f"<td>{esc(human_size(int(entry.get('size', 0))))}</td>"
                 f'<td class="hash">{esc(entry.get("sha256", ""))}</td>'
@@ -275,10 +290,63 @@ def _preview(text: str) -> str:
     return text if len(text) <= PREVIEW_CHARS else text[:PREVIEW_CHARS] + "…"
 
 
+def load_sent_replies(out_dir: Path) -> dict[str, list[dict[str, str]]]:
+    """The replies sent from this folder, by thread, oldest first."""
+    folder = out_dir / SENT_REPLIES_DIR
+    found: dict[str, list[dict[str, str]]] = {}
+    if folder.is_symlink() or not folder.is_dir():
+        return found
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        if not entry.name.endswith(".json") or not entry.is_file(follow_symlinks=False):
+            continue
+        try:
+            copy = json.loads(Path(entry.path).read_bytes())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(copy, dict) or copy.get("format") != SENT_REPLY_FORMAT:
+            continue
+        fields = {k: copy.get(k) for k in ("thread", "sent", "message", "submission")}
+        if all(isinstance(v, str) for v in fields.values()):
+            found.setdefault(str(fields["thread"]), []).append(
+                {k: str(v) for k, v in fields.items()}
+            )
+    for replies in found.values():
+        replies.sort(key=lambda r: r["sent"])
+    return found
+
+
+def _thread_rows(thread: str, members: int, replies: Sequence[Mapping[str, str]]) -> list[str]:
+    """The heading row of one conversation and the replies sent to it."""
+    rows = [
+        f'<tr class="thread" id="thread-{esc(thread[:16])}"><th colspan="5">Conversation '
+        f"<code>{esc(thread[:16])}</code>: {members} submission(s), {len(replies)} "
+        "reply(ies) sent</th></tr>"
+    ]
+    for reply in replies:
+        rows.append(
+            f'<tr class="sent-reply"><td>{esc(reply["sent"])}</td><td colspan="4">'
+            f"<strong>Reply sent</strong> (to <code>{esc(reply['submission'])}</code>)"
+            f'<div class="reply-text" dir="auto">{esc(reply["message"])}</div></td></tr>'
+        )
+    return rows
+
+
+def _by_thread(
+    rows: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]],
+) -> list[tuple[str, list[tuple[Mapping[str, Any], Mapping[str, Any]]]]]:
+    """Rows grouped by conversation, the conversation with the newest submission first."""
+    groups: dict[str, list[tuple[Mapping[str, Any], Mapping[str, Any]]]] = {}
+    for row in rows:
+        thread = str(row[0].get("thread") or "") or "single:" + str(row[0]["id"])
+        groups.setdefault(thread, []).append(row)
+    return list(groups.items())
+
+
 def render_index(
     entries: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]],
     failures: Mapping[str, str],
     checked: Mapping[str, str] | None = None,
+    replies: Mapping[str, Sequence[Mapping[str, str]]] | None = None,
 ) -> str:
     """The overview of every opened submission, newest first, and this run's failures.
 
@@ -287,6 +355,7 @@ def render_index(
     again now). Other submissions are shown as not checked in this run.
     """
     checked = checked or {}
+    replies = replies or {}
     rows = sorted(entries, key=lambda pair: (str(pair[1].get("received", "")), pair[0]["id"]))
     rows.reverse()
     parts = [
@@ -305,31 +374,45 @@ def render_index(
         "<table><tr><th>Received</th><th>Language</th><th>Testimony (start)</th>"
         "<th>Attachments</th><th>Submission</th></tr>"
     )
-    for record, manifest in rows:
-        submission_id = str(record["id"])
-        prefix = quote(submission_id) + "/"
-        testimony = str((manifest.get("fields") or {}).get("testimony", ""))
-        state = checked.get(submission_id)
-        if submission_id in failures:
-            state = "failed"
-        files = []
-        for number, entry in enumerate(record.get("attachments", []), start=1):
-            files.append(
-                f"<li>{_attachment_link(entry, prefix, number)}, "
-                f"{esc(human_size(int(entry.get('size', 0))))}, {_status(entry, state)}<br>"
-                f'<span class="hash">{esc(entry.get("sha256", ""))}</span></li>'
-            )
-        language = str(manifest.get("language", ""))
-        parts.append(
-            f'<tr><td dir="auto">{esc(manifest.get("received", ""))}</td>'
-            f'<td dir="auto">{esc(language)}</td>'
-            f'<td class="preview" dir="auto"{_lang_attr(language)}>{esc(_preview(testimony))}</td>'
-            f'<td><ul class="files">{"".join(files)}</ul></td>'
-            f'<td><a href="{esc(prefix + PAGE_NAME)}">read</a><br>'
-            f"<code>{esc(submission_id)}</code></td></tr>"
-        )
+    # Submissions made with one receipt form a conversation: shown together,
+    # under a heading row, with the replies sent to it.
+    for thread, members in _by_thread(rows):
+        if not thread.startswith("single:"):
+            parts.extend(_thread_rows(thread, len(members), replies.get(thread, [])))
+        for record, manifest in members:
+            parts.append(_index_row(record, manifest, checked, failures))
     parts.append("</table>")
     return _page("Opened submissions", "\n".join(parts))
+
+
+def _index_row(
+    record: Mapping[str, Any],
+    manifest: Mapping[str, Any],
+    checked: Mapping[str, str],
+    failures: Mapping[str, str],
+) -> str:
+    submission_id = str(record["id"])
+    prefix = quote(submission_id) + "/"
+    testimony = str((manifest.get("fields") or {}).get("testimony", ""))
+    state = checked.get(submission_id)
+    if submission_id in failures:
+        state = "failed"
+    files = []
+    for number, entry in enumerate(record.get("attachments", []), start=1):
+        files.append(
+            f"<li>{_attachment_link(entry, prefix, number)}, "
+            f"{esc(human_size(int(entry.get('size', 0))))}, {_status(entry, state)}<br>"
+            f'<span class="hash">{esc(entry.get("sha256", ""))}</span></li>'
+        )
+    language = str(manifest.get("language", ""))
+    return (
+        f'<tr><td dir="auto">{esc(manifest.get("received", ""))}</td>'
+        f'<td dir="auto">{esc(language)}</td>'
+        f'<td class="preview" dir="auto"{_lang_attr(language)}>{esc(_preview(testimony))}</td>'
+        f'<td><ul class="files">{"".join(files)}</ul></td>'
+        f'<td><a href="{esc(prefix + PAGE_NAME)}">read</a><br>'
+        f"<code>{esc(submission_id)}</code></td></tr>"
+    )
 
 
 def write_atomically(path: Path, text: str) -> None:
@@ -357,5 +440,6 @@ def write_index(
     checked: Mapping[str, str] | None = None,
 ) -> Path:
     path = out_dir / INDEX_NAME
-    write_atomically(path, render_index(list(entries), failures, checked))
+    replies = load_sent_replies(out_dir)
+    write_atomically(path, render_index(list(entries), failures, checked, replies))
     return path

@@ -16,7 +16,7 @@ from portal.config import (
 )
 from portal.freespace import FreeSpaceFloor
 from portal.store import StoreError, SubmissionStore
-from portal.web import errors, i18n, intake, pages, questions, security, submit
+from portal.web import errors, followup, i18n, intake, pages, questions, security, submit
 from portal.web.extensions import PortalState, csrf
 
 
@@ -67,4 +67,5 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     errors.init_app(app)
     app.register_blueprint(pages.bp)
     app.register_blueprint(submit.bp)
+    followup.init_app(app)
     return app

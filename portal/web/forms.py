@@ -2,14 +2,41 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
+from babel.support import Translations
+from flask import current_app
+from flask_babel import get_locale
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import HiddenField, MultipleFileField, StringField, TextAreaField
+from wtforms.i18n import messages_path
 from wtforms.validators import Length, Optional, ValidationError
 
 from portal.web.onetime import FormSigner, FormValue, InvalidFormValue
+
+
+@functools.lru_cache(maxsize=8)
+def _wtforms_catalogue(locale: str) -> Translations:
+    return Translations.load(messages_path(), [locale], domain="wtforms")
+
+
+class _WTFormsMessages:
+    """WTForms' own messages in the page's language, each catalogue parsed once.
+
+    Flask-WTF parses WTForms' catalogue again for every request that builds
+    a form, which cost more than the rest of drawing the form's fields.
+    """
+
+    def gettext(self, string: str) -> str:
+        return _wtforms_catalogue(str(get_locale())).ugettext(string)
+
+    def ngettext(self, singular: str, plural: str, n: int) -> str:
+        return _wtforms_catalogue(str(get_locale())).ungettext(singular, plural, n)
+
+
+_WTFORMS_MESSAGES = _WTFormsMessages()
 
 
 class TextOnlyAreaField(TextAreaField):
@@ -49,6 +76,12 @@ class TextOnlyHiddenField(HiddenField):
 
 
 class SubmissionForm(FlaskForm):
+    class Meta:
+        def get_translations(self, form: Any) -> Any:
+            if not current_app.config.get("WTF_I18N_ENABLED", True):
+                return super().get_translations(form)  # type: ignore[misc]
+            return _WTFORMS_MESSAGES
+
     testimony = TextOnlyAreaField(_l("Your testimony"))
     attachments = MultipleFileField(_l("Files (optional)"))
     # A honeypot: hidden from sighted people by CSS and labelled "leave
@@ -108,3 +141,43 @@ class SubmissionForm(FlaskForm):
         """This form, to be drawn again: with a new one-time value."""
         self.form_id.data = self._signer.issue()
         return self
+
+
+class ReceiptField(TextOnlyField):
+    """The receipt as typed; checked (never derived from) by the form."""
+
+
+def _check_receipt(form: FlaskForm, field: StringField) -> None:
+    # Imported here so the forms module stays light for the submission form.
+    from portal.receipt import ReceiptError, parse_receipt
+
+    try:
+        parse_receipt(field.data or "")
+    except ReceiptError as exc:
+        if exc.group is not None:
+            raise ValidationError(
+                _l(
+                    "Group %(n)s of the receipt has a mistake. Check it against "
+                    "what you wrote down.",
+                    n=exc.group,
+                )
+            ) from None
+        raise ValidationError(
+            _l("A receipt is 30 digits, in five groups of six. Check what you typed.")
+        ) from None
+
+
+class ReceiptForm(FlaskForm):
+    receipt = ReceiptField(_l("Your receipt"), validators=[_check_receipt])
+
+
+class ReplyDeleteForm(FlaskForm):
+    receipt = ReceiptField()
+    replies = TextOnlyField()
+
+    def reply_ids(self) -> list[str]:
+        return [part for part in (self.replies.data or "").split(",") if part][:1000]
+
+
+class FollowupForm(SubmissionForm):
+    receipt = ReceiptField()

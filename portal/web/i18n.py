@@ -28,6 +28,7 @@ _MENU_TARGETS = {
     "pages.landing": "pages.landing",
     "submit.form": "submit.form",
     "submit.receive": "pages.landing",
+    "followup.form": "followup.form",
 }
 TRANSLATIONS_DIR = Path(__file__).resolve().parent.parent / "translations"
 

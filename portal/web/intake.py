@@ -181,7 +181,8 @@ def _admit_submission() -> None:
     the rest is given back when the request stores nothing (a form error, a
     repeated form, a refused upload): only stored submissions spend it.
     """
-    if request.method != "POST" or request.endpoint != "submit.receive":
+    # followup.send is the follow-up page's form: a new submission like any other.
+    if request.method != "POST" or request.endpoint not in ("submit.receive", "followup.send"):
         return
     if not session.get(current_app.config["WTF_CSRF_FIELD_NAME"]):
         raise CSRFError("The CSRF session token is missing.")

@@ -137,7 +137,10 @@ def init_app(app: Flask) -> None:
     def _check_host() -> None:
         if request.environ.get(_BAD_HOST_KEY):
             raise UnknownHost()
-        if config.allowed_hosts and not host_is_trusted(request.host, config.allowed_hosts):
+        # Host names are case-insensitive (RFC 9110); the configured ones
+        # are stored lower-case, and Werkzeug compares them as given.
+        host = request.host.lower()
+        if config.allowed_hosts and not host_is_trusted(host, config.allowed_hosts):
             raise UnknownHost()
 
     app.wsgi_app = HostGuard(app)  # type: ignore[method-assign]

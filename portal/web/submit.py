@@ -8,7 +8,9 @@ from flask import Blueprint, render_template
 from werkzeug.exceptions import ServiceUnavailable
 
 from portal.questionnaire import Answers
+from portal.receipt import new_receipt
 from portal.web.extensions import portal_state
+from portal.web.followup import conversation
 from portal.web.forms import SubmissionForm
 from portal.web.intake import current_submission
 from portal.web.onetime import AlreadyStored, Claimed, FormValue, StillStoring
@@ -49,8 +51,8 @@ def _form_page(
 
 def _received_page(page_state: bytes) -> tuple[str, int]:
     # `page_state` is what this page shows of its own submission; a repeated
-    # form gets the same bytes back from the ledger, so the same page.
-    # (Nothing per submission yet; a receipt will go here.)
+    # form gets the same bytes back from the ledger. The receipt is never
+    # kept there: it is shown on the first answer only (received.html says so).
     return render_template("received.html"), 200
 
 
@@ -87,15 +89,28 @@ def receive(lang: str) -> tuple[str, int]:
         return _received_page(claim.page_state)
     submission = current_submission(create=True)
     assert submission is not None
+    testimony = form.testimony.data or ""
     try:
+        # The receipt is drawn and turned into the witness's recipient in
+        # memory; only that recipient is kept, inside the encrypted manifest.
+        receipt = new_receipt()
+        identity = conversation().keys.derive(receipt)
         submission.commit(
-            {"testimony": form.testimony.data or "", **answers.values},
+            {"testimony": testimony, **answers.values},
             language=lang,
+            reply_to=str(identity.recipient),
             questionnaire=current_questionnaire().sealed(lang),
         )
     except BaseException:
         portal_state().used_forms.release(claim)
         raise
-    page_state = b""
-    portal_state().used_forms.complete(claim, page_state)
-    return _received_page(page_state)
+    # Nothing of the receipt goes into the ledger: a repeat of this form
+    # (a reload, perhaps by the next person on a shared device) is told it
+    # was stored, but is not shown the receipt again.
+    portal_state().used_forms.complete(claim, b"")
+    return render_template(
+        "received.html",
+        receipt=receipt.display(),
+        testimony_chars=len(testimony),
+        arrived=submission.committed_attachments,
+    ), 200
