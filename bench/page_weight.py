@@ -70,7 +70,12 @@ def witness_pages(app: Flask) -> Iterator[tuple[str, str, str]]:
         form = client.get(f"{base}/submit").get_data(as_text=True)
         token_match, form_id_match = CSRF_RE.search(form), FORM_ID_RE.search(form)
         assert token_match and form_id_match, "no CSRF token or one-time value on the form"
-        hidden = {"csrf_token": token_match.group(1), "form_id": form_id_match.group(1)}
+        # With the one required answer, consent: only the text makes the difference.
+        hidden = {
+            "csrf_token": token_match.group(1),
+            "form_id": form_id_match.group(1),
+            "consent": "yes",
+        }
         yield "landing", lang, client.get(f"{base}/").get_data(as_text=True)
         yield "form", lang, form
         yield (

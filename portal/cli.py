@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TextIO
 
+from portal import questionnaire
 from portal.config import (
     Config,
     ConfigError,
@@ -295,6 +296,8 @@ def _check(config: Config, env: Mapping[str, str], out: TextIO) -> int:
     except ConfigError as exc:
         report(False, str(exc))
 
+    _check_questionnaire(config, report)
+
     data = config.data_dir
     try:
         report(True, check_data_dir(data))
@@ -335,6 +338,24 @@ def _check(config: Config, env: Mapping[str, str], out: TextIO) -> int:
     _check_conversation(config, report, out)
     print("all checks passed" if not problems else f"{problems} problem(s) found", file=out)
     return ExitStatus.OK if not problems else ExitStatus.ERROR
+
+
+def _check_questionnaire(config: Config, report: Callable[[bool, str], None]) -> None:
+    """Every mistake in the questionnaire, each with its line: the server would refuse it."""
+    from portal.web.i18n import LANGUAGES
+
+    path = config.questionnaire_file or questionnaire.DEFAULT_QUESTIONNAIRE
+    try:
+        loaded = questionnaire.load_questionnaire(path, LANGUAGES)
+    except questionnaire.QuestionnaireError as exc:
+        for line in exc.lines():
+            report(False, line)
+        return
+    report(
+        True,
+        f"questionnaire {path}: {loaded.id!r} version {loaded.version!r}, "
+        f"{len(loaded.questions)} questions in {', '.join(LANGUAGES)}, with consent",
+    )
 
 
 def _check_conversation(config: Config, report: Callable[[bool, str], None], out: TextIO) -> None:

@@ -11,10 +11,11 @@ import fcntl
 import os
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from portal import questionnaire
 from portal.age import (
     KeyFormatError,
     PublicKey,
@@ -23,6 +24,7 @@ from portal.age import (
     looks_encrypted_identity,
     parse_recipients,
 )
+from portal.questionnaire import Questionnaire
 
 
 class ConfigError(Exception):
@@ -50,6 +52,8 @@ class Config:
     allowed_hosts: tuple[str, ...] = ()
     onion_location: str | None = None
     tls: bool = False
+    # None: the default questionnaire shipped in the package.
+    questionnaire_file: Path | None = None
     # The conversation (issue 11): how long replies wait, and the receipt's
     # argon2id costs (None: portal.mailbox.DEFAULT_COST, measured and chosen).
     reply_days: int = 90
@@ -87,6 +91,9 @@ class Config:
             allowed_hosts=tuple(h for h in hosts if h),
             onion_location=env.get("PORTAL_ONION_LOCATION") or None,
             tls=env.get("PORTAL_TLS", "").lower() in ("1", "true", "yes"),
+            questionnaire_file=Path(env["PORTAL_QUESTIONNAIRE"])
+            if env.get("PORTAL_QUESTIONNAIRE")
+            else None,
             reply_days=_positive_int(env, "PORTAL_REPLY_DAYS", 90),
             receipt_kdf_ops=_optional_int(env, "PORTAL_RECEIPT_KDF_OPS"),
             receipt_kdf_memory_kib=_optional_int(env, "PORTAL_RECEIPT_KDF_MEMORY_KIB"),
@@ -111,6 +118,20 @@ def _positive_int(env: Mapping[str, str], name: str, default: int, allow_zero: b
     if value < 0 or (value == 0 and not allow_zero):
         raise ConfigError(f"{name}={raw!r} must be a positive number")
     return value
+
+
+def load_questionnaire(config: Config, languages: Iterable[str]) -> Questionnaire:
+    """The questionnaire the form asks (PORTAL_QUESTIONNAIRE, or the shipped default).
+
+    Raises:
+        ConfigError: one line naming the file, the line and the first mistake.
+    """
+    try:
+        return questionnaire.load_questionnaire(
+            config.questionnaire_file or questionnaire.DEFAULT_QUESTIONNAIRE, languages
+        )
+    except questionnaire.QuestionnaireError as exc:
+        raise ConfigError(f"PORTAL_QUESTIONNAIRE: {exc}") from None
 
 
 def _optional_int(env: Mapping[str, str], name: str) -> int | None:

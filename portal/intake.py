@@ -15,7 +15,7 @@ import json
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from portal.age import Recipient, Writer
 from portal.conversation import thread_id
@@ -205,18 +205,30 @@ class Submission:
         return kept
 
     def commit(
-        self, fields: Mapping[str, str], language: str, *, reply_to: str | None = None
+        self,
+        fields: Mapping[str, str],
+        language: str,
+        *,
+        reply_to: str | None = None,
+        questionnaire: Mapping[str, Any] | None = None,
     ) -> str:
         """Encrypt the manifest, then durably commit everything; returns the id.
 
         `reply_to` (the witness's own age recipient, from their receipt) is
-        written only inside the encrypted manifest.
+        written only inside the encrypted manifest. `questionnaire` is what
+        `Questionnaire.sealed()` returns: the exact questions the witness
+        saw, sealed with their answers.
         """
         try:
             attachments = self.attachments()
             staging = self._ensure_staging()
             manifest = build_manifest(
-                staging.submission_id, fields, language, attachments, reply_to=reply_to
+                staging.submission_id,
+                fields,
+                language,
+                attachments,
+                reply_to=reply_to,
+                questionnaire=questionnaire,
             )
             staged = staging.create_manifest()
             writer = Writer(staged, self._recipients)
@@ -247,9 +259,10 @@ def build_manifest(
     *,
     received: str | None = None,
     reply_to: str | None = None,
+    questionnaire: Mapping[str, Any] | None = None,
 ) -> bytes:
     """The manifest's plaintext: UTF-8 JSON as documented in docs/FORMAT.md."""
-    document: dict[str, object] = {
+    document: dict[str, Any] = {
         "format": MANIFEST_FORMAT,
         "id": submission_id,
         "received": received or received_date(),
@@ -260,6 +273,8 @@ def build_manifest(
     if reply_to is not None:
         document["reply_to"] = reply_to
         document["thread"] = thread_id(reply_to)
+    if questionnaire is not None:
+        document["questionnaire"] = dict(questionnaire)
     data = json.dumps(document, ensure_ascii=False, indent=1).encode("utf-8")
     # Trailing spaces after the JSON object (JSON readers and `jq` skip
     # them) fill the plaintext to its size bucket, so the ciphertext size

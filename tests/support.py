@@ -111,6 +111,7 @@ class Client:
             "csrf_token": token,
             "form_id": self.form_id or "",
             "testimony": text,
+            **CONSENT,
             **(extra_fields or {}),
         }
         body = MultipartBody(fields, list(files))
@@ -122,11 +123,15 @@ class Client:
         return self.request("POST", _submit_path(lang), body=iter(body), headers=headers)
 
 
+# The one required answer of the default questionnaire: the witness's consent.
+CONSENT = {"consent": "yes"}
+
+
 def form_fields(page: str) -> dict[str, str]:
-    """The hidden fields of a submit form page: CSRF token and one-time form value."""
+    """What a form from this page needs to be accepted: CSRF token, one-time value, consent."""
     csrf, form_id = CSRF_RE.search(page), FORM_ID_RE.search(page)
     assert csrf and form_id, "no CSRF token or form value on the page"
-    return {"csrf_token": csrf.group(1), "form_id": form_id.group(1)}
+    return {"csrf_token": csrf.group(1), "form_id": form_id.group(1), **CONSENT}
 
 
 def _submit_path(lang: str) -> str:

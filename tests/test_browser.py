@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import re
 import threading
 from collections.abc import Iterator
@@ -50,6 +51,12 @@ CHROMIUM_ARGS = [
 ]
 VIEWPORTS = {"phone": {"width": 360, "height": 740}, "desktop": {"width": 1280, "height": 800}}
 SCREENSHOTS = REPO / "test-output" / "screenshots"
+# The few screenshots the documentation shows (the questionnaire in Korean)
+# are rewritten in docs/screenshots/ only when asked, so that a test run
+# leaves the checkout clean: UPDATE_DOCS_SCREENSHOTS=1 pytest tests/test_browser.py
+DOCS_SCREENSHOTS = (
+    REPO / "docs" / "screenshots" if os.environ.get("UPDATE_DOCS_SCREENSHOTS") else SCREENSHOTS
+)
 
 # Each page: the status it answers with and the heading it shows.
 PAGES = {
@@ -207,6 +214,7 @@ def visit(page: Page, servers: Servers, name: str, lang: str) -> Response:
     """Reach page `name` in `lang` the way a witness would."""
     base = prefix(lang)
     testimony = page.locator("textarea[name=testimony]")
+    consent = page.locator("#q-consent-yes")
 
     def form(server: LiveServer) -> None:
         response = page.goto(f"{server.url}{base}/submit")
@@ -222,11 +230,13 @@ def visit(page: Page, servers: Servers, name: str, lang: str) -> Response:
     elif name == "received":
         form(servers.main)
         testimony.fill(f"browser test ({lang})")
+        consent.check()
         response = send(page)
     elif name == "error-400":
         form(servers.main)
         page.context.clear_cookies()  # the session holding the CSRF token is gone
         testimony.fill("too late")
+        consent.check()
         response = send(page)
     elif name == "error-403":
         response = page.goto(f"{servers.faulty_url}{base}/test-forbidden")
@@ -241,6 +251,7 @@ def visit(page: Page, servers: Servers, name: str, lang: str) -> Response:
         for _ in range(2):
             form(servers.flooded)
             testimony.fill("one of many")
+            consent.check()
             response = send(page)
             if response.status == 429:
                 break
@@ -249,6 +260,7 @@ def visit(page: Page, servers: Servers, name: str, lang: str) -> Response:
     elif name == "error-503":
         form(servers.disk_full)
         testimony.fill("no room")
+        consent.check()
         response = send(page)
     else:
         raise AssertionError(name)
@@ -259,15 +271,21 @@ def visit(page: Page, servers: Servers, name: str, lang: str) -> Response:
 # -------------------------------------------------------------------- tests
 
 
-def test_witness_submits_korean_testimony_without_javascript(
+def test_witness_answers_the_korean_questionnaire_without_javascript(
     witness_page: Page, servers: Servers, reviewer: Reviewer, tmp_path: Path
 ) -> None:
+    """Every question of the default questionnaire, a mistake first, then open: each answer
+    under its question. Screenshots of the form and the reviewer's page go to docs/screenshots/."""
+    from portal.questionnaire import DEFAULT_QUESTIONNAIRE, load_questionnaire
     from portal.review.cli import main as review
+    from tests.test_questionnaire_web import KOREAN_ANSWERS, assert_each_answer_under_its_question
 
+    questionnaire = load_questionnaire(DEFAULT_QUESTIONNAIRE, LANGUAGES)
     page = witness_page
-    text = "2019년 겨울, 청진의 집결소에서 본 일을 증언합니다.\n밤마다 사람들이 끌려 나갔습니다."
+    answers = dict(KOREAN_ANSWERS)
+    answers["testimony"] += "\n밤마다 사람들이 끌려 나갔습니다."
     photo = tmp_path / "집결소 사진.jpg"
-    photo.write_bytes(b"\xff\xd8\xff\xe0" + hashlib.sha256(text.encode()).digest() * 20_000)
+    photo.write_bytes(b"\xff\xd8\xff\xe0" + hashlib.sha256(b"photo").digest() * 20_000)
 
     page.set_content("<title>off</title><script>document.title = 'on'</script>")
     assert page.title() == "off", "JavaScript must be disabled for the witness"
@@ -277,13 +295,42 @@ def test_witness_submits_korean_testimony_without_javascript(
     with page.expect_navigation():
         page.get_by_role("link", name="증언하기").first.click()
     assert page.url == f"{servers.main.url}/ko/submit"
-    page.get_by_label("증언 내용").fill(text)
-    page.get_by_label("파일 (선택)").set_input_files(photo)
-    with page.expect_navigation() as navigation:
-        page.get_by_role("button", name="안전하게 보내기").click()
-    assert navigation.value is not None and navigation.value.status == 200
+
+    def label(question_id: str) -> str:
+        question = questionnaire.question(question_id)
+        assert question is not None
+        return question.label["ko"]
+
+    def choice(question_id: str, choice_id: str) -> str:
+        question = questionnaire.question(question_id)
+        assert question is not None
+        return next(c.label["ko"] for c in question.choices if c.id == choice_id)
+
+    for question_id in ("testimony", "when", "where", "responsible", "confirm", "anything_else"):
+        page.get_by_label(label(question_id), exact=True).fill(answers[question_id])
+    page.get_by_label(choice("how_known", "saw"), exact=True).check()
+    page.get_by_label(label("files"), exact=True).set_input_files(photo)
+    DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=DOCS_SCREENSHOTS / "ko-questionnaire-filled-phone.png", full_page=True)
+
+    # Sent without the one required answer: nothing is saved, the summary links to it.
+    response = send(page)
+    assert response.status == 400
+    summary = page.get_by_role("alert")
+    assert "증언이 저장되지 않았습니다" in summary.inner_text()
+    summary.get_by_role("link").click()
+    assert page.evaluate("document.activeElement.id") == "q-consent-yes"
+    page.screenshot(path=DOCS_SCREENSHOTS / "ko-questionnaire-error-phone.png", full_page=True)
+    for question_id in ("testimony", "when", "where", "responsible", "confirm", "anything_else"):
+        kept = page.get_by_label(label(question_id), exact=True).input_value()
+        assert kept.replace("\r\n", "\n") == answers[question_id], (question_id, kept)
+    assert page.get_by_label(choice("how_known", "saw"), exact=True).is_checked()
+
+    page.get_by_label(choice("consent", "anonymous"), exact=True).check()
+    page.get_by_label(label("files"), exact=True).set_input_files(photo)  # files are chosen again
+    response = send(page)
+    assert response.status == 200
     assert page.locator("h1").inner_text() == "증언이 접수되었습니다"
-    assert "도착하는 즉시 암호화되어 안전하게 보관되었습니다." in page.locator("main").inner_text()
 
     out = tmp_path / "opened"
     stderr = io.StringIO()
@@ -296,17 +343,19 @@ def test_witness_submits_korean_testimony_without_javascript(
     assert status == 0, stderr.getvalue()
     manifests = [json.loads(p.read_text("utf-8")) for p in out.glob("*/testimony.json")]
     [manifest] = [m for m in manifests if "청진" in m["fields"]["testimony"]]
+    assert manifest["language"] == "ko" and manifest["questionnaire"]["language"] == "ko"
     # Browsers send a textarea's line breaks as CRLF (HTML form submission rules).
-    assert manifest["fields"]["testimony"].replace("\r\n", "\n") == text
-    assert manifest["language"] == "ko"
+    fields = {k: v.replace("\r\n", "\n") for k, v in manifest["fields"].items()}
+    assert fields == answers
     [attachment] = manifest["attachments"]
     assert attachment["name"] == photo.name
     assert attachment["sha256"] == hashlib.sha256(photo.read_bytes()).hexdigest()
-    opened = [
-        p for p in (out / manifest["id"]).rglob("*")
-        if p.is_file() and p.read_bytes() == photo.read_bytes()
-    ]  # fmt: skip
-    assert len(opened) == 1
+    reviewer_page = out / manifest["id"] / "testimony.html"
+    shown = reviewer_page.read_text("utf-8").replace("\r\n", "\n")
+    assert_each_answer_under_its_question(shown, answers)
+    page.set_viewport_size(VIEWPORTS["desktop"])
+    page.goto(reviewer_page.as_uri())
+    page.screenshot(path=DOCS_SCREENSHOTS / "ko-questionnaire-opened-desktop.png", full_page=True)
 
 
 @pytest.mark.parametrize(("lang", "name"), ALL_PAGES)
@@ -359,7 +408,7 @@ def test_keyboard_reaches_every_control_in_reading_order(
         " + ' ' + (e.getAttribute('name') || e.textContent.trim()); }"
     )
     order = []
-    for _ in range(8):
+    for _ in range(18):
         page.keyboard.press("Tab")
         order.append(page.evaluate(describe))
         if order[-1] == "a 본문으로 건너뛰기":
@@ -374,6 +423,17 @@ def test_keyboard_reaches_every_control_in_reading_order(
         "a 한국어",
         "a 简体中文",
         "textarea testimony",
+        "input when",
+        "input where",
+        "textarea responsible",
+        "input how_known",
+        "input how_known",
+        "input how_known",
+        "input how_known",
+        "textarea confirm",
+        "textarea anything_else",
         "input attachments",
+        # A group of radio buttons is one stop for the Tab key.
+        "input consent",
         "button 안전하게 보내기",
     ]

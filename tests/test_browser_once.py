@@ -42,6 +42,7 @@ def test_reloading_the_received_page_stores_nothing_more(server, identity) -> No
             page.on("request", count)
             page.goto(f"{server.url}/ko/submit")
             page.locator("textarea[name=testimony]").fill("한 번만 저장되어야 합니다")
+            page.locator("#q-consent-yes").check()  # the one required answer
             with page.expect_navigation() as navigation:
                 page.locator("form button[type=submit]").click()
             assert navigation.value is not None and navigation.value.status == 200

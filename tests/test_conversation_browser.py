@@ -76,8 +76,9 @@ def test_korean_witness_reads_a_reply_and_sends_more_without_javascript(
     second.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(5000))
 
     page.goto(f"{live_server.url}/ko/submit")
-    page.get_by_label("증언 내용").fill("2019년 겨울, 집결소에서 본 일을 증언합니다.")
-    page.get_by_label("파일 (선택)").set_input_files(photo)
+    page.get_by_label("무슨 일이 있었습니까?").fill("2019년 겨울, 집결소에서 본 일을 증언합니다.")
+    page.get_by_label("사진, 동영상, 녹음이나 문서가 있습니까?").set_input_files(photo)
+    page.get_by_label("먼저 저에게 물어봐 주세요").check()  # the questionnaire's consent
     assert _click(page, "안전하게 보내기") == 200
     receipt = page.locator("#receipt").inner_text().strip()
     assert len(receipt.replace(" ", "")) == 30

@@ -38,7 +38,7 @@ def start_upload(server: LiveServer, *, chunked: bool) -> socket.socket:
     client = server.client()
     token = client.csrf_token()
     body = MultipartBody(
-        {"csrf_token": token, "testimony": "cut off"},
+        {"csrf_token": token, "consent": "yes", "testimony": "cut off"},
         [("video.mp4", os.urandom(4 << 20), "video/mp4")],
     )
     framing = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {body.length}"
@@ -90,7 +90,7 @@ def test_stalled_upload_is_dropped_and_leaves_nothing(config) -> None:  # type: 
     token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page)
     assert token
     multipart = MultipartBody(
-        {"csrf_token": token.group(1), "testimony": "stalled"},
+        {"csrf_token": token.group(1), "consent": "yes", "testimony": "stalled"},
         [("video.mp4", os.urandom(1 << 20), "video/mp4")],
     )
     body = b"".join(multipart)

@@ -21,15 +21,20 @@ from tests.review_support import Run, make_store, open_args, review, submit, wri
 FILES = [("scan.pdf", b"%PDF-1.7 " + bytes(range(256)) * 800), ("녹음.m4a", b"audio" * 3000)]
 
 
+# The witnesses' consent to passing their testimony on (tests/test_consent.py
+# covers the other answers).
+YES = {"consent": "yes"}
+
+
 @pytest.fixture
 def opened(tmp_path: Path) -> tuple[list[str], Path, Path]:
     """Three opened submissions: ids, the `open` output folder, the custody log."""
     identity = write_identity(tmp_path / "id.txt")
     store = make_store(tmp_path / "data")
     ids = [
-        submit(store, [identity], "first testimony", FILES, fields={"contact": "phone 123"}),
-        submit(store, [identity], "second testimony", [("x.txt", b"x")]),
-        submit(store, [identity], "third, not forwarded", [("y.txt", b"y")]),
+        submit(store, [identity], "first testimony", FILES, fields={"contact": "phone 123", **YES}),
+        submit(store, [identity], "second testimony", [("x.txt", b"x")], fields=YES),
+        submit(store, [identity], "third, not forwarded", [("y.txt", b"y")], fields=YES),
     ]
     custody = tmp_path / "custody.jsonl"
     run = review(open_args(store.root, tmp_path / "id.txt", tmp_path / "out", custody))
@@ -113,11 +118,11 @@ def test_members_are_regular_files_under_safe_names_in_a_fixed_order(
     with tarfile.open(fileobj=io.BytesIO(decrypt(bundle.read_bytes(), [identity]))) as tar:
         members = tar.getmembers()
     names = [m.name for m in members]
-    assert names[:3] == ["README.txt", "SHA256SUMS", "custody.jsonl"]
-    assert names[3:] == sorted(names[3:])
+    assert names[:4] == ["README.txt", "SHA256SUMS", "custody.jsonl", "consent.json"]
+    assert names[4:] == sorted(names[4:])
     assert all(m.isreg() and m.mode == 0o600 and m.uid == 0 for m in members)
     assert all(not n.startswith("/") and ".." not in n.split("/") for n in names)
-    assert all(n.split("/")[0] in set(ids) for n in names[3:])
+    assert all(n.split("/")[0] in set(ids) for n in names[4:])
 
 
 def test_omit_field_leaves_contact_details_out(
@@ -201,7 +206,7 @@ def test_a_redacted_bundle_carries_nothing_computed_from_the_omitted_field(
     # The partner's attack: rebuild the original manifest for each guess of
     # the phone number, hash it, and look for the hash in the bundle.
     def original_with(guess: str) -> bytes:
-        fields = {"testimony": redacted["fields"]["testimony"], "contact": guess}
+        fields = {"testimony": redacted["fields"]["testimony"], "contact": guess, **YES}
         return build_manifest(
             redacted["id"], fields, redacted["language"],
             [Attachment(**a) for a in redacted["attachments"]], received=redacted["received"],
@@ -254,5 +259,8 @@ def test_omitting_a_field_the_submission_does_not_have_is_refused(
     run = forward(ids[:1], out_dir, custody, str(identity.recipient), bundle,
                   "--omit-field", "testimon")  # fmt: skip
     assert run.status == ExitStatus.ERROR
-    assert "has no field 'testimon' to omit; its fields are: 'contact', 'testimony'" in run.err
+    assert (
+        "has no field 'testimon' to omit; its fields are: 'consent', 'contact', 'testimony'"
+        in run.err
+    )
     assert not bundle.exists() and custody.read_bytes() == before

@@ -279,6 +279,7 @@ def assert_healthy(portal: Portal) -> None:
         data={
             "csrf_token": fresh_token(client),
             "form_id": form_value(client).decode(),
+            "consent": "yes",
             "testimony": "still here",
         },
         content_type="multipart/form-data",
@@ -355,6 +356,7 @@ def test_fuzz_well_formed_forms(
     fields = [
         ("csrf_token", token),
         ("form_id", form_value(client)),
+        ("consent", b"yes"),
         ("testimony", testimony.encode("utf-8", "replace")),
     ]
     if website:
@@ -413,6 +415,8 @@ def test_fuzz_upload_sizes_around_the_limit(portal: Portal, size: int, framing: 
         + b'\r\nContent-Disposition: form-data; name="form_id"\r\n\r\n'
         + form_value(client)
         + b"\r\n"
+        + delimiter
+        + b'\r\nContent-Disposition: form-data; name="consent"\r\n\r\nyes\r\n'
         + delimiter
         + b'\r\nContent-Disposition: form-data; name="attachments"; filename="v.mp4"\r\n\r\n'
         + b"v" * size

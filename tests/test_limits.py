@@ -72,7 +72,7 @@ def test_a_text_field_beyond_the_memory_bound_gets_413(config) -> None:  # type:
 def test_thousands_of_parts_get_413(config, client) -> None:  # type: ignore[no-untyped-def]
     match = CSRF_RE.search(client.get("/submit").get_data(as_text=True))
     assert match
-    fields = {"csrf_token": match.group(1), "testimony": "parts"}
+    fields = {"csrf_token": match.group(1), "consent": "yes", "testimony": "parts"}
     fields.update({f"f{n}": "" for n in range(3000)})
     body = MultipartBody(fields, [])
     response = client.post("/submit", data=b"".join(body), content_type=body.content_type)

@@ -176,7 +176,7 @@ def test_debug_log_and_data_hold_no_address_agent_referrer_or_query(debug_server
     store = SubmissionStore(server.data_dir)
     [submission_id] = store.ids()
     manifest, files = open_submission(store.path(submission_id), [identity])
-    assert manifest["fields"] == {"testimony": f"I saw it. {MARKER}text"}
+    assert manifest["fields"] == {"testimony": f"I saw it. {MARKER}text", "consent": "yes"}
     text = repr(manifest)
     for needle in (MARKER_UA, MARKER_XFF, CLIENT_IP, MARKER_REFERER, f"{MARKER}=1"):
         assert needle not in text

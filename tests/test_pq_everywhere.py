@@ -98,7 +98,9 @@ def test_forward_to_a_post_quantum_partner_key(tmp_path: Path) -> None:
     reviewer = X25519Identity.generate()  # the organisation's own key may still be classic
     (tmp_path / "id.txt").write_text(f"{reviewer}\n")
     store = make_store(tmp_path / "data")
-    sid = submit(store, [reviewer], KOREAN, [("scan.pdf", b"%PDF-1.7 scan")])
+    sid = submit(
+        store, [reviewer], KOREAN, [("scan.pdf", b"%PDF-1.7 scan")], fields={"consent": "yes"}
+    )
     custody = tmp_path / "custody.jsonl"
     run = review(open_args(store.root, tmp_path / "id.txt", tmp_path / "out", custody))
     assert run.status == ExitStatus.SUCCESS, run.err

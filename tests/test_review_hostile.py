@@ -339,7 +339,7 @@ def test_open_and_forward_print_the_new_head_to_write_down(
     tmp_path: Path, store: SubmissionStore, reviewer: tuple[X25519Identity, Path]
 ) -> None:
     identity, key = reviewer
-    sid = submit(store, [identity], "x", [("a.txt", b"a")])
+    sid = submit(store, [identity], "x", [("a.txt", b"a")], fields={"consent": "yes"})
     run = _open(tmp_path, store.root, key)
     log = CustodyLog(tmp_path / "custody.jsonl")
     head = log.verify().head
@@ -463,7 +463,8 @@ def test_every_command_accepts_an_existing_id_that_starts_with_a_dash(
     identity, key = reviewer
     dash_id = "-" + "x" * 23
     monkeypatch.setattr(store_module, "new_id", lambda: dash_id)
-    assert submit(store, [identity], "old id", [("a.txt", b"a")]) == dash_id
+    consent = {"consent": "yes"}
+    assert submit(store, [identity], "old id", [("a.txt", b"a")], fields=consent) == dash_id
     assert _open(tmp_path, store.root, key).status == ExitStatus.SUCCESS
     partner = str(X25519Identity.generate().recipient)
     base = ["forward", "--from", tmp_path / "out", "--to", partner,

@@ -60,7 +60,7 @@ def test_submission_is_stored_encrypted_with_a_manifest(client, config, identity
     manifest, directory = open_only_submission(config, identity)
     assert manifest["format"] == "testimony-portal/submission/2"
     assert manifest["reply_to"].startswith("age1") and len(manifest["thread"]) == 64
-    assert manifest["fields"] == {"testimony": "I saw the camp at 12 o'clock."}
+    assert manifest["fields"] == {"testimony": "I saw the camp at 12 o'clock.", "consent": "yes"}
     assert manifest["language"] == "en"
     assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", manifest["received"])
     by_name = {a["name"]: a for a in manifest["attachments"]}

@@ -30,6 +30,9 @@ def test_wheel_contains_templates_and_static_files(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     for page in ("base.html", "landing.html", "submit.html", "received.html", "error.html"):
         assert f"portal/templates/{page}" in names
+    assert "portal/templates/_question.html" in names
+    # The default questionnaire: without it the server refuses to start.
+    assert "portal/questionnaires/default.toml" in names
     assert "portal/web/static/style.css" in names
     assert not any(name.startswith("tests/") for name in names)
 

@@ -28,7 +28,7 @@ from portal.age import (
     X25519Identity,
     parse_recipient,
 )
-from portal.review import keys, shares
+from portal.review import consent, keys, shares, table
 from portal.review.custody import CustodyDamaged, CustodyError, CustodyLog, Session
 from portal.review.forward import ForwardError, collect, write_bundle
 from portal.review.opening import (
@@ -499,6 +499,11 @@ def cmd_forward(ctx: Context, args: argparse.Namespace) -> ExitStatus:
             f"{PROG} forward: error: give at least one submission ID (an id that starts with "
             "`-` goes after `--`, or as --id=ID)"
         )
+    if args.override_consent is not None and not args.override_consent.strip():
+        raise _UsageError(
+            f"{PROG} forward: error: --override-consent needs a reason, for example "
+            '--override-consent "witness agreed by phone on 2026-11-20"'
+        )
     try:
         recipient = parse_recipient(args.to)
     except KeyFormatError as exc:
@@ -510,6 +515,9 @@ def cmd_forward(ctx: Context, args: argparse.Namespace) -> ExitStatus:
     try:
         with log.session() as session:
             members, listing = collect(Path(args.source), ids, args.omit_field)
+            decisions = consent.check_folder(
+                Path(args.source), ids, args.omit_field, args.override_consent
+            )
             entries = log.entries_for(set(ids))
             if missing := sorted(set(ids) - _logged_ids(entries)):
                 raise _IntegrityError(
@@ -525,6 +533,8 @@ def cmd_forward(ctx: Context, args: argparse.Namespace) -> ExitStatus:
                 submission_ids=ids,
                 omit_fields=args.omit_field,
                 mtime=int(time.time()) // 86400 * 86400,
+                consent_note=consent.bundle_note(decisions),
+                consent_records=[d.as_record() for d in decisions],
             )
             session.append(
                 "forward",
@@ -534,6 +544,7 @@ def cmd_forward(ctx: Context, args: argparse.Namespace) -> ExitStatus:
                 bundle={"file": str(result.path), "sha256": result.sha256, "size": result.size},
                 omitted_fields=sorted(set(args.omit_field)),
                 files=listing,
+                consent=[d.as_record() for d in decisions],
             )
             _say_head(ctx, session)
     except CustodyDamaged as exc:
@@ -544,6 +555,12 @@ def cmd_forward(ctx: Context, args: argparse.Namespace) -> ExitStatus:
         "\nThe partner opens it with:  age -d -i THEIR-KEY -o bundle.tar FILE && tar -xf bundle.tar"
         "\nand checks it with:  sha256sum -c SHA256SUMS"
     )
+    return ExitStatus.SUCCESS
+
+
+def cmd_table(ctx: Context, args: argparse.Namespace) -> ExitStatus:
+    count = table.write_table(Path(args.source), Path(args.out), args.format)
+    ctx.err(f"Wrote {args.out}: {count} submission(s), one row each ({args.format}).")
     return ExitStatus.SUCCESS
 
 
@@ -785,9 +802,31 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="leave this manifest field out (repeatable)",
     )
+    forward.add_argument(
+        "--override-consent",
+        metavar="REASON",
+        help="send even where the witness's consent does not allow it; REASON is recorded "
+        "in the custody log and the bundle",
+    )
     forward.add_argument("--custody", metavar="FILE")
     forward.add_argument("--reviewer", metavar="NAME")
     forward.set_defaults(handler=cmd_forward)
+
+    tabler = sub.add_parser(
+        "table",
+        help="write the answers of all opened submissions as CSV or JSON Lines, one row each",
+    )
+    tabler.add_argument(
+        "--from", dest="source", required=True, metavar="DIR", help="the folder written by `open`"
+    )
+    tabler.add_argument("--out", required=True, metavar="FILE", help="the table to write")
+    tabler.add_argument(
+        "--format",
+        choices=table.FORMATS,
+        default="csv",
+        help="csv (UTF-8 with BOM, for spreadsheets; default) or jsonl (one JSON object a line)",
+    )
+    tabler.set_defaults(handler=cmd_table)
 
     replier = sub.add_parser(
         "reply",
@@ -908,6 +947,8 @@ def _run(ctx: Context, argv: Sequence[str] | None) -> ExitStatus:
         SourceError,
         CustodyError,
         ForwardError,
+        consent.ConsentRefused,
+        table.TableError,
     ) as exc:
         ctx.err(f"{PROG}: error: {exc}")
         return ExitStatus.ERROR

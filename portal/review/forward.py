@@ -4,8 +4,9 @@ The partner needs nothing of ours: `age -d -i partner-key.txt -o bundle.tar
 FILE` and `tar -xf bundle.tar` give them, per submission, `<id>/testimony.json`
 (the manifest), the attachments byte for byte as the witness sent them, and
 at the top `SHA256SUMS` (for `sha256sum -c`), `custody.jsonl` (what our
-custody log says about these submissions, cut to what the partner needs) and
-`README.txt`.
+custody log says about these submissions, cut to what the partner needs),
+`README.txt` and `consent.json` (each witness's consent as checked, and any
+override with its reason; see portal/review/consent.py).
 
 A redacted bundle (`--omit-field`) carries nothing computed from what was
 left out: no hash of the full manifest, of its ciphertext, or of a custody
@@ -232,13 +233,20 @@ def partner_custody(
                 i for i in data.get("submissions") or [] if isinstance(i, str) and i in wanted
             )
             line["omitted_fields"] = data.get("omitted_fields") or []
+            line["consent"] = [
+                item
+                for item in data.get("consent") or []
+                if isinstance(item, dict) and item.get("submission") in wanted
+            ]
         else:
             continue
         lines.append(json.dumps(line, sort_keys=True, ensure_ascii=False) + "\n")
     return "".join(lines).encode()
 
 
-def _readme(submission_ids: Sequence[str], omit_fields: Sequence[str]) -> bytes:
+def _readme(
+    submission_ids: Sequence[str], omit_fields: Sequence[str], consent_note: str = ""
+) -> bytes:
     omitted = (
         f"\nAt the sender's request these fields were left out of each testimony.json:\n"
         f'  {", ".join(sorted(set(omit_fields)))}\n(its "omitted_fields" member lists them).\n'
@@ -254,6 +262,7 @@ Each folder holds testimony.json (the submission's manifest: the testimony,
 the date received, and each attachment's original name, type, size and
 SHA-256) and the attachments exactly as the witness sent them.
 {omitted}
+{consent_note}
 To check that every file is intact, run in this folder:
 
     sha256sum -c SHA256SUMS
@@ -290,6 +299,8 @@ def write_bundle(
     submission_ids: Sequence[str],
     omit_fields: Sequence[str],
     mtime: int,
+    consent_note: str = "",
+    consent_records: Sequence[dict[str, Any]] = (),
 ) -> ForwardResult:
     """Write the encrypted tar bundle to `out_path`, which must not exist yet.
 
@@ -301,9 +312,13 @@ def write_bundle(
         raise ForwardError(f"{out_path} already exists; refusing to overwrite it")
     custody_bytes = partner_custody(custody_lines, submission_ids, redacted=bool(omit_fields))
     top = [
-        _Member("README.txt", data=_readme(submission_ids, omit_fields)),
+        _Member("README.txt", data=_readme(submission_ids, omit_fields, consent_note)),
         _Member("custody.jsonl", data=custody_bytes),
     ]
+    if consent_records:
+        # Each witness's consent and every override with its reason (issue 12).
+        consent_json = json.dumps(list(consent_records), ensure_ascii=False, indent=1) + "\n"
+        top.append(_Member("consent.json", data=consent_json.encode()))
     for member in members + top:
         if member.data is not None:
             member.sha256 = hashlib.sha256(member.data).hexdigest()
@@ -344,8 +359,8 @@ def write_bundle(
 
 def _key(member: _Member) -> tuple[int, str]:
     # README first, then the checksums and custody, then submissions by name.
-    order = {"README.txt": 0, "SHA256SUMS": 1, "custody.jsonl": 2}
-    return (order.get(member.name, 3), member.name)
+    order = {"README.txt": 0, "SHA256SUMS": 1, "custody.jsonl": 2, "consent.json": 3}
+    return (order.get(member.name, 4), member.name)
 
 
 def _add(tar: tarfile.TarFile, member: _Member, mtime: int) -> None:

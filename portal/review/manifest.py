@@ -16,8 +16,9 @@ from portal.age import KeyFormatError, X25519Recipient
 from portal.conversation import thread_id, thread_of_one
 
 # The same string as portal.intake.MANIFEST_FORMAT (a test keeps them equal);
-# the reviewer tool does not import the server's intake code. Version 1
-# manifests (before the conversation) are still read.
+# the reviewer tool does not import the server's intake code. Version 2 adds
+# the conversation's reply recipient and the sealed questionnaire; version 1
+# manifests are still read.
 MANIFEST_FORMAT = "testimony-portal/submission/2"
 MANIFEST_FORMATS = ("testimony-portal/submission/1", MANIFEST_FORMAT)
 _PATH_RE = re.compile(r"files/[1-9][0-9]{0,5}\.age")
@@ -58,6 +59,8 @@ class Manifest:
     # thread shared by every submission made with that receipt.
     reply_to: str | None = None
     thread: str = ""
+
+    questionnaire: SealedQuestionnaire | None = None
 
     @property
     def testimony(self) -> str:
@@ -158,7 +161,8 @@ def parse_manifest_text(text: str) -> Manifest:
     _require(isinstance(document, dict), "manifest is not a JSON object")
     _require(
         document.get("format") in MANIFEST_FORMATS,
-        f"manifest format is {str(document.get('format'))[:80]!r}, expected {MANIFEST_FORMAT!r}",
+        f"manifest format is {str(document.get('format'))[:80]!r}, expected one of "
+        f"{', '.join(map(repr, MANIFEST_FORMATS))}",
     )
     for key in ("id", "received", "language"):
         _require(isinstance(document.get(key), str), f"manifest member {key!r} is not a string")
@@ -191,6 +195,13 @@ def parse_manifest_text(text: str) -> Manifest:
             f"{where}: sha256 is not 64 lowercase hex digits",
         )
         attachments.append(AttachmentEntry(path, name, kind, size, digest))
+    questionnaire = None
+    if "questionnaire" in document:
+        _require(
+            document["format"] != MANIFEST_FORMATS[0],
+            "a version 1 manifest cannot hold a questionnaire",
+        )
+        questionnaire = parse_sealed_questionnaire(document["questionnaire"])
     reply_to, thread = _conversation(document)
     return Manifest(
         reply_to=reply_to,
@@ -201,6 +212,112 @@ def parse_manifest_text(text: str) -> Manifest:
         fields=dict(fields),
         attachments=tuple(attachments),
         document=document,
+        questionnaire=questionnaire,
+    )
+
+
+@dataclass(frozen=True)
+class SealedChoice:
+    id: str
+    label: str
+    label_en: str
+
+
+@dataclass(frozen=True)
+class SealedQuestion:
+    """A question exactly as the witness saw it, sealed in the manifest."""
+
+    id: str
+    type: str
+    required: bool
+    identifying: bool
+    label: str
+    label_en: str
+    help: str
+    choices: tuple[SealedChoice, ...]
+
+    def answer_text(self, value: str, *, english: bool = False) -> str:
+        """A stored answer in words: choice ids become their labels."""
+        if not self.choices:
+            return value
+        labels = {c.id: (c.label_en if english else c.label) for c in self.choices}
+        return "; ".join(labels.get(part, part) for part in value.split(","))
+
+
+@dataclass(frozen=True)
+class SealedQuestionnaire:
+    id: str
+    version: str
+    sha256: str
+    language: str
+    questions: tuple[SealedQuestion, ...]
+
+    @property
+    def identifying(self) -> tuple[str, ...]:
+        return tuple(q.id for q in self.questions if q.identifying)
+
+
+def _string(item: dict[str, Any], key: str, where: str, *, optional: bool = False) -> str:
+    value = item.get(key, "" if optional else None)
+    _require(isinstance(value, str), f"{where}: {key!r} is not a string")
+    return str(value)
+
+
+def parse_sealed_questionnaire(raw: Any) -> SealedQuestionnaire:
+    """Check the `questionnaire` member of a version 2 manifest.
+
+    Raises:
+        ManifestError: a member is missing or of the wrong type.
+    """
+    where = "manifest questionnaire"
+    _require(isinstance(raw, dict), f"{where} is not an object")
+    _require(
+        isinstance(raw.get("sha256"), str) and bool(_SHA256_RE.fullmatch(raw["sha256"])),
+        f"{where}: sha256 is not 64 lowercase hex digits",
+    )
+    questions_raw = raw.get("questions")
+    _require(isinstance(questions_raw, list), f"{where}: 'questions' is not a list")
+    questions = []
+    seen: set[str] = set()
+    for index, item in enumerate(questions_raw, start=1):
+        at = f"{where}, question {index}"
+        _require(isinstance(item, dict), f"{at} is not an object")
+        qid = _string(item, "id", at)
+        _require(qid not in seen, f"{at}: id {qid[:80]!r} is listed twice")
+        seen.add(qid)
+        for flag in ("required", "identifying"):
+            _require(isinstance(item.get(flag, False), bool), f"{at}: {flag!r} is not true/false")
+        choices_raw = item.get("choices", [])
+        _require(isinstance(choices_raw, list), f"{at}: 'choices' is not a list")
+        choices = []
+        for number, choice in enumerate(choices_raw, start=1):
+            cat = f"{at}, choice {number}"
+            _require(isinstance(choice, dict), f"{cat} is not an object")
+            choices.append(
+                SealedChoice(
+                    _string(choice, "id", cat),
+                    _string(choice, "label", cat),
+                    _string(choice, "label_en", cat),
+                )
+            )
+        questions.append(
+            SealedQuestion(
+                id=qid,
+                type=_string(item, "type", at),
+                required=item.get("required", False) is True,
+                identifying=item.get("identifying", False) is True,
+                label=_string(item, "label", at),
+                label_en=_string(item, "label_en", at),
+                help=_string(item, "help", at, optional=True),
+                choices=tuple(choices),
+            )
+        )
+    return SealedQuestionnaire(
+        id=_string(raw, "id", where),
+        version=_string(raw, "version", where),
+        sha256=raw["sha256"],
+        language=_string(raw, "language", where),
+        questions=tuple(questions),
     )
 
 

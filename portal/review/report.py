@@ -24,6 +24,11 @@ from typing import Any
 from urllib.parse import quote
 
 from portal.review import inert
+from portal.review.manifest import (
+    ManifestError,
+    SealedQuestionnaire,
+    parse_sealed_questionnaire,
+)
 
 PREVIEW_CHARS = 280
 INDEX_NAME = "index.html"
@@ -165,17 +170,15 @@ def render_submission_page(
         f'<td class="hash">{esc(record["manifest"]["sha256"])}</td></tr>',
         "</table>",
     ]
+    sealed = _sealed_questionnaire(manifest)
+    if sealed is not None:
+        parts.extend(_questionnaire_answers(sealed, fields, language, shown, full_texts))
+    asked = {q.id for q in sealed.questions} if sealed is not None else set()
     for name, value in ordered:
+        if name in asked:
+            continue
         parts.append(f'<h2 dir="auto">{esc(name)}</h2>')
-        start = value[: shown[name]]
-        parts.append(f'<div class="text" dir="auto"{_lang_attr(language)}>{esc(start)}</div>')
-        if len(start) < len(value):
-            where = full_texts.get(name, {}).get("file", MANIFEST_JSON_NAME)
-            parts.append(
-                f'<p class="note">Only the first {len(start):,} of {len(value):,} characters '
-                f"are shown. The full text is in <bdi>{esc(where)}</bdi> in this folder: open it "
-                "in a text editor.</p>"
-            )
+        parts.extend(_text_block(name, value, language, shown, full_texts))
     attachments = record.get("attachments", [])
     parts.append(f"<h2>Attachments ({len(attachments)})</h2>")
     if attachments:
@@ -206,6 +209,74 @@ def render_submission_page(
                 f"{human_size(size)} are shown; open the file in a text editor for the rest.</p>"
             )
     return _page(f"Submission {record['id']}", "\n".join(parts))
+
+
+def _text_block(
+    name: str,
+    value: str,
+    language: str,
+    shown: Mapping[str, int],
+    full_texts: Mapping[Any, Any],
+) -> list[str]:
+    start = value[: shown[name]]
+    parts = [f'<div class="text" dir="auto"{_lang_attr(language)}>{esc(start)}</div>']
+    if len(start) < len(value):
+        where = full_texts.get(name, {}).get("file", MANIFEST_JSON_NAME)
+        parts.append(
+            f'<p class="note">Only the first {len(start):,} of {len(value):,} characters '
+            f"are shown. The full text is in <bdi>{esc(where)}</bdi> in this folder: open it "
+            "in a text editor.</p>"
+        )
+    return parts
+
+
+def _sealed_questionnaire(manifest: Mapping[str, Any]) -> SealedQuestionnaire | None:
+    raw = manifest.get("questionnaire")
+    if raw is None:
+        return None
+    try:
+        return parse_sealed_questionnaire(raw)
+    except ManifestError:
+        # `open` refused such a manifest already; a page is never the place to fail.
+        return None
+
+
+def _questionnaire_answers(
+    sealed: SealedQuestionnaire,
+    fields: Mapping[str, str],
+    language: str,
+    shown: Mapping[str, int],
+    full_texts: Mapping[Any, Any],
+) -> list[str]:
+    """Each answer under its question as the witness saw it, the English label beside it."""
+    lang = _lang_attr(sealed.language or language)
+    parts = [
+        '<p class="note">Questionnaire <bdi>'
+        f"{esc(sealed.id)}</bdi>, version <bdi>{esc(sealed.version)}</bdi>, SHA-256 "
+        f'<span class="hash">{esc(sealed.sha256)}</span>. The questions below are the exact '
+        "texts the witness saw, sealed with the answers; the English label is beside each.</p>"
+    ]
+    for question in sealed.questions:
+        parts.append(
+            f'<h2><span dir="auto"{lang}>{esc(question.label)}</span> '
+            f'<span class="note">(<bdi>{esc(question.label_en)}</bdi>; '
+            f"<code>{esc(question.id)}</code>)</span></h2>"
+        )
+        if question.type == "files":
+            parts.append('<p class="note">See the attachments below.</p>')
+            continue
+        value = fields.get(question.id)
+        if not value:
+            parts.append('<p class="note">No answer.</p>')
+        elif question.choices:
+            parts.append(
+                f'<p><span dir="auto"{lang}>{esc(question.answer_text(value))}</span> '
+                f'<span class="note">(<bdi>{esc(question.answer_text(value, english=True))}'
+                f"</bdi>; <code>{esc(value)}</code>)</span></p>"
+            )
+        else:
+            parts.extend(_text_block(question.id, value, language, shown, full_texts))
+    return parts
 
 
 def preview(text: str) -> str:

@@ -7,10 +7,16 @@ from typing import Any
 
 from flask import Flask
 
-from portal.config import Config, ConfigError, check_data_dir, load_recipients
+from portal.config import (
+    Config,
+    ConfigError,
+    check_data_dir,
+    load_questionnaire,
+    load_recipients,
+)
 from portal.freespace import FreeSpaceFloor
 from portal.store import StoreError, SubmissionStore
-from portal.web import errors, followup, i18n, intake, pages, security, submit
+from portal.web import errors, followup, i18n, intake, pages, questions, security, submit
 from portal.web.extensions import PortalState, csrf
 
 
@@ -31,6 +37,7 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     """
     config = config or Config.from_env()
     recipients = load_recipients(config.recipients_file)
+    questionnaire = load_questionnaire(config, i18n.LANGUAGES)
     # Every write of every upload keeps PORTAL_MIN_FREE_MB free on the disk.
     floor = FreeSpaceFloor(config.data_dir, config.min_free_mb * 1024 * 1024)
     store = SubmissionStore(config.data_dir, opener=floor.opener)
@@ -51,6 +58,7 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     app.config.update(security.flask_settings(config))
     app.config.update(overrides)
     app.extensions["portal"] = PortalState(config=config, store=store, recipients=recipients)
+    questions.init_app(app, questionnaire)
 
     i18n.init_app(app)
     security.init_app(app)

@@ -114,10 +114,13 @@ class SubmissionForm(FlaskForm):
         if field.data:
             raise ValidationError(_l("Leave this field empty."))
 
+    # Set by the view: the witness wrote an answer to another question.
+    answered_other_questions = False
+
     def has_content(self) -> bool:
         text = (self.testimony.data or "").strip()
         files = [f for f in (self.attachments.data or []) if getattr(f, "filename", "")]
-        return bool(text or files)
+        return bool(text or files or self.answered_other_questions)
 
     def validate_form_id(self, field: HiddenField) -> None:
         try:

@@ -393,7 +393,9 @@ def init_app(app: Flask) -> None:
     # Text fields are held in memory; bound them by the testimony limit
     # (four bytes per character at most in UTF-8) rather than Flask's 500 KB.
     app.config["MAX_FORM_MEMORY_SIZE"] = config.max_testimony_chars * 4 + _FORM_OVERHEAD
-    app.config["MAX_FORM_PARTS"] = config.max_files + 16
+    # One part per question at most, one per box of a multiple-choice question.
+    questionnaire = app.extensions["questionnaire"]
+    app.config["MAX_FORM_PARTS"] = config.max_files + 16 + questionnaire.form_parts
     app.before_request(_admit_submission)
     app.teardown_request(_discard_uncommitted)
     window = float(app.config.get(BODY_PROGRESS_WINDOW_KEY, BODY_PROGRESS_WINDOW))

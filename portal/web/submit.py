@@ -7,12 +7,14 @@ import time
 from flask import Blueprint, render_template
 from werkzeug.exceptions import ServiceUnavailable
 
+from portal.questionnaire import Answers
 from portal.receipt import new_receipt
 from portal.web.extensions import portal_state
 from portal.web.followup import conversation
 from portal.web.forms import SubmissionForm
 from portal.web.intake import current_submission
 from portal.web.onetime import AlreadyStored, Claimed, FormValue, StillStoring
+from portal.web.questions import current_questionnaire, form_questions, read_posted_answers
 
 bp = Blueprint("submit", __name__)
 
@@ -32,9 +34,19 @@ def _new_form() -> SubmissionForm:
     return SubmissionForm(max_chars=state.config.max_testimony_chars, signer=state.forms)
 
 
-def _form_page(form: SubmissionForm, status: int = 200) -> tuple[str, int]:
+def _form_page(
+    form: SubmissionForm, lang: str, answers: Answers | None = None, status: int = 200
+) -> tuple[str, int]:
     # The limits shown on the form come from the pages blueprint's context processor.
-    return render_template("submit.html", form=form.fresh()), status
+    # The witness's answers are drawn again after a mistake; files cannot be.
+    questions = form_questions(
+        lang,
+        portal_state().config.max_testimony_chars,
+        answers,
+        testimony=form.testimony.data or "",
+        testimony_errors=tuple(str(e) for e in form.testimony.errors),
+    )
+    return render_template("submit.html", form=form.fresh(), questions=questions), status
 
 
 def _received_page(page_state: bytes) -> tuple[str, int]:
@@ -58,17 +70,19 @@ def _claim(once: FormValue) -> Claimed | AlreadyStored:
 @bp.get("/submit", defaults={"lang": "en"})
 @bp.get("/<lang:lang>/submit")
 def form(lang: str) -> tuple[str, int]:
-    return _form_page(_new_form())
+    return _form_page(_new_form(), lang)
 
 
 @bp.post("/submit", defaults={"lang": "en"})
 @bp.post("/<lang:lang>/submit")
 def receive(lang: str) -> tuple[str, int]:
     form = _new_form()
-    if not form.validate() or form.once is None:
+    answers = read_posted_answers(portal_state().config.max_testimony_chars)
+    form.answered_other_questions = answers.has_text
+    if not form.validate() or answers.problems or form.once is None:
         # Files already streamed in are discarded when the request ends;
         # the page tells the witness that nothing was saved.
-        return _form_page(form, status=400)
+        return _form_page(form, lang, answers, status=400)
     claim = _claim(form.once)
     if isinstance(claim, AlreadyStored):
         # A reload, a double click or a replay: stored once already.
@@ -81,7 +95,12 @@ def receive(lang: str) -> tuple[str, int]:
         # memory; only that recipient is kept, inside the encrypted manifest.
         receipt = new_receipt()
         identity = conversation().keys.derive(receipt)
-        submission.commit({"testimony": testimony}, language=lang, reply_to=str(identity.recipient))
+        submission.commit(
+            {"testimony": testimony, **answers.values},
+            language=lang,
+            reply_to=str(identity.recipient),
+            questionnaire=current_questionnaire().sealed(lang),
+        )
     except BaseException:
         portal_state().used_forms.release(claim)
         raise
