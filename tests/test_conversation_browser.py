@@ -4,7 +4,7 @@ Submit with a photo -> receipt -> (export, open, reply in Korean, import) ->
 the follow-up page with the receipt shows the reply -> send more with another
 file -> (export, open) -> both submissions in one thread, with the reply.
 Screenshots of each witness page go to test-output/screenshots/; with
-UPDATE_SCREENSHOTS=1 they also replace the ones in docs/screenshots/ (the
+UPDATE_DOCS_SCREENSHOTS=1 they also replace the ones in docs/screenshots/ (the
 receipt is random, so every run draws new pixels: the committed ones change
 only when asked).
 """
@@ -54,7 +54,7 @@ def _shot(page: Page, name: str) -> None:
     assert page.evaluate("document.documentElement.scrollWidth") <= VIEWPORTS["phone"]["width"]
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=SCREENSHOTS / f"ko-{name}-phone.png", full_page=True)
-    if os.environ.get("UPDATE_SCREENSHOTS") == "1":
+    if os.environ.get("UPDATE_DOCS_SCREENSHOTS") == "1":
         page.screenshot(path=DOC_SCREENSHOTS / f"ko-{name}-phone.png", full_page=True)
 
 
