@@ -31,7 +31,7 @@ from portal.age import AgeError, X25519Identity, decrypt
 from portal.age.format import BufferedSource, parse_header
 from portal.conversation import is_mailbox_name, mailbox_name
 from portal.receipt import Receipt
-from portal.store import DIR_MODE, FILE_MODE, day_timestamp, fsync_dir, write_all
+from portal.store import DIR_MODE, day_timestamp, fsync_dir, write_new_file
 
 SALT_NAME = "receipt-salt"
 REPLIES_DIR = "replies"
@@ -98,15 +98,10 @@ def ensure_salt(data_dir: Path) -> bytes:
     if path.is_symlink():
         raise MailboxError(f"{path} is a symbolic link; refusing to use it")
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, FILE_MODE)
+        write_new_file(path, os.urandom(argon2id.SALTBYTES).hex().encode("ascii") + b"\n")
     except FileExistsError:
         pass
     else:
-        try:
-            write_all(fd, os.urandom(argon2id.SALTBYTES).hex().encode("ascii") + b"\n")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
         fsync_dir(path.parent)
     text = path.read_text("ascii", "replace").strip()
     try:
@@ -268,12 +263,7 @@ class ReplyStore:
         temp = folder / f".{name}.tmp"
         with contextlib.suppress(FileNotFoundError):
             temp.unlink()
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, FILE_MODE)
-        try:
-            write_all(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        write_new_file(temp, data)
         stamp = day_timestamp()
         os.utime(temp, (stamp, stamp))
         os.rename(temp, target)
@@ -337,14 +327,7 @@ class ReplyStore:
             box.mkdir(mode=DIR_MODE)
             for path, stamp in entries:
                 target = box / path.name
-                fd = os.open(
-                    target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, FILE_MODE
-                )
-                try:
-                    write_all(fd, path.read_bytes())
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+                write_new_file(target, path.read_bytes())
                 day = stamp - stamp % 86400
                 os.utime(target, (day, day))
                 kept += 1

@@ -53,6 +53,7 @@ from portal.store import (
     fsync_dir,
     is_valid_id,
     submission_files,
+    write_new_file,
 )
 
 WORK_DIR = ".seal"
@@ -134,12 +135,7 @@ def _write_state(store: SubmissionStore, started: dt.datetime, rewrite_from: flo
     day = dt.datetime.fromtimestamp(rewrite_from, dt.UTC).date().isoformat()
     text = f"{started.strftime('%Y-%m-%dT%H:%M:%SZ')}\nrewrite-from {day}\n"
     temp = store.root / f"{STATE_FILE}.{secrets.token_hex(4)}.tmp"
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, FILE_MODE)
-    try:
-        os.write(fd, text.encode("ascii"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_new_file(temp, text.encode("ascii"))
     os.rename(temp, store.root / STATE_FILE)
 
 

@@ -126,6 +126,23 @@ def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
         view = view[os.write(fd, view) :]
 
 
+def write_new_file(path: Path, data: bytes | bytearray | memoryview) -> None:
+    """Create `path` (never an existing file or a link), write `data` whole, fsync it.
+
+    The caller fsyncs the folder when the new name itself must be durable.
+
+    Raises:
+        FileExistsError: something is already at `path`.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(path, flags, FILE_MODE)
+    try:
+        write_all(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _start_writeback(fd: int) -> None:
     """Ask the kernel to start writing a file's dirty pages out, without waiting.
 

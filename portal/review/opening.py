@@ -52,6 +52,7 @@ from portal.store import (
     is_valid_id,
     submission_files,
     write_all,
+    write_new_file,
 )
 
 OPENED_FORMAT = "testimony-review/opened/1"
@@ -176,14 +177,22 @@ def remove_tree(path: Path) -> None:
         shutil.rmtree(path)
 
 
-def _write_new(path: Path, data: bytes | bytearray) -> None:
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = os.open(path, flags, 0o600)
+def listed_files(source_dir: Path) -> dict[str, Path]:
+    """A submission folder's files by relative path, refusing links and odd entries.
+
+    Raises:
+        SubmissionFailure: (TAMPERED) the folder is a link, not a folder, or
+            holds something a submission never does.
+    """
+    if source_dir.is_symlink():
+        raise SubmissionFailure(TAMPERED, f"{source_dir} is a symbolic link; not followed")
+    if not source_dir.is_dir():
+        raise SubmissionFailure(TAMPERED, f"{source_dir} is not a folder; not read")
     try:
-        write_all(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        files = submission_files(source_dir)
+    except StoreError as exc:
+        raise SubmissionFailure(TAMPERED, str(exc)) from None
+    return {path.relative_to(source_dir).as_posix(): path for path in files}
 
 
 def sha256_file(path: Path) -> str:
@@ -386,7 +395,7 @@ class Opener:
                 record, manifest.document, text_previews(work, record)
             )
             report.write_atomically(work / report.PAGE_NAME, page)
-            _write_new(work / RECORD_NAME, json.dumps(record, indent=1).encode())
+            write_new_file(work / RECORD_NAME, json.dumps(record, indent=1).encode())
             fsync_dir(work)
         except SubmissionFailure as exc:
             remove_tree(work)
@@ -432,15 +441,7 @@ class Opener:
     def _decrypt_into(
         self, source_dir: Path, submission_id: str, work: Path
     ) -> tuple[dict[str, Any], Manifest]:
-        if source_dir.is_symlink():
-            raise SubmissionFailure(TAMPERED, f"{source_dir} is a symbolic link; not followed")
-        if not source_dir.is_dir():
-            raise SubmissionFailure(TAMPERED, f"{source_dir} is not a folder; not read")
-        try:
-            files = submission_files(source_dir)
-        except StoreError as exc:
-            raise SubmissionFailure(TAMPERED, str(exc)) from None
-        by_rel = {path.relative_to(source_dir).as_posix(): path for path in files}
+        by_rel = listed_files(source_dir)
         if MANIFEST_NAME not in by_rel:
             raise SubmissionFailure(TAMPERED, f"{MANIFEST_NAME} is missing")
         text, manifest_hash, manifest_cipher_hash = self._decrypt_manifest(
@@ -728,15 +729,7 @@ def check_ciphertext(source_dir: Path, record: dict[str, Any]) -> None:
         expected = recorded_ciphertext(record)
     except (KeyError, TypeError):
         raise SubmissionFailure(CHANGED, f"{RECORD_NAME} of {source_dir.name} is damaged") from None
-    if source_dir.is_symlink():
-        raise SubmissionFailure(TAMPERED, f"{source_dir} is a symbolic link; not followed")
-    if not source_dir.is_dir():
-        raise SubmissionFailure(TAMPERED, f"{source_dir} is not a folder; not read")
-    try:
-        files = submission_files(source_dir)
-    except StoreError as exc:
-        raise SubmissionFailure(TAMPERED, str(exc)) from None
-    actual = {path.relative_to(source_dir).as_posix(): path for path in files}
+    actual = listed_files(source_dir)
     if set(actual) != set(expected):
         raise SubmissionFailure(
             CHANGED,

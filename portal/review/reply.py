@@ -17,7 +17,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from portal.age import X25519Recipient, encrypt
 from portal.conversation import mailbox_name
 from portal.review.opening import SubmissionFailure, check_opened_files, read_record
 from portal.review.report import SENT_REPLIES_DIR, SENT_REPLY_FORMAT
-from portal.store import fsync_dir, is_valid_id, write_all
+from portal.store import fsync_dir, is_valid_id, write_new_file
 
 # The server refuses reply files over 256 KiB; a message this long in any
 # script stays well under that once encrypted.
@@ -71,13 +70,7 @@ def read_message(path: Path) -> str:
 
 
 def _write_new(path: Path, data: bytes) -> None:
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = os.open(path, flags, 0o600)
-    try:
-        write_all(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_new_file(path, data)
     fsync_dir(path.parent)
 
 
