@@ -34,6 +34,7 @@ class ExitStatus(enum.IntEnum):
     OK = 0
     ERROR = 1
     USAGE = 2
+    BUG = 70
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -132,6 +133,16 @@ def main(
     except ConfigError as exc:
         print(f"testimony-portal: {exc}", file=stderr)
         return ExitStatus.ERROR
+    except Exception as exc:  # noqa: BLE001 (the last line of defence: never a traceback)
+        # Only the type: on the server an exception message can quote what a
+        # client sent, and nothing here may print that.
+        print(
+            f"testimony-portal: {args.command}: unexpected error ({type(exc).__name__}); "
+            "nothing stored was changed by it. Run `testimony-portal check`, and report "
+            "this as a bug if the checks pass.",
+            file=stderr,
+        )
+        return ExitStatus.BUG
 
 
 def _serve(config: Config, args: argparse.Namespace, stderr: TextIO) -> int:

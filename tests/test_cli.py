@@ -229,3 +229,24 @@ def test_serve_refuses_meaningless_numbers_in_one_line(tmp_path: Path, flags: li
     assert len(err.strip().splitlines()) == 1, err
     assert "Traceback" not in err + out
     assert "serving on" not in err
+
+
+def test_an_unexpected_error_is_one_line_without_its_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import portal.cli
+
+    def broken(*_args: object) -> int:
+        raise RuntimeError("message that could quote a client")
+
+    monkeypatch.setattr(portal.cli, "_export", broken)
+    err = io.StringIO()
+    status = main(
+        ["export", str(tmp_path / "dest")],
+        env={"PORTAL_DATA_DIR": str(tmp_path / "data")},
+        stdout=io.StringIO(),
+        stderr=err,
+    )
+    assert status == ExitStatus.BUG
+    [line] = err.getvalue().strip().splitlines()
+    assert "RuntimeError" in line and "could quote" not in line and "Traceback" not in line
