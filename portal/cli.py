@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import enum
 import math
 import os
 import shutil
@@ -22,19 +21,13 @@ from portal.config import (
     describe_protection,
     load_recipients,
 )
+from portal.exitstatus import ExitStatus
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 DEFAULT_THREADS = 1024
 DEFAULT_HEADER_TIMEOUT = 10.0
 DEFAULT_BODY_TIMEOUT = 60.0
-
-
-class ExitStatus(enum.IntEnum):
-    OK = 0
-    ERROR = 1
-    USAGE = 2
-    BUG = 70
 
 
 def _parser() -> argparse.ArgumentParser:

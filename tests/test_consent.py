@@ -53,7 +53,7 @@ class Opened:
 
     def open(self) -> None:
         run = review(open_args(self.store.root, self.tmp / "id.txt", self.out, self.custody))
-        assert run.status == ExitStatus.SUCCESS, run.err
+        assert run.status == ExitStatus.OK, run.err
 
     def forward(self, *args: str) -> tuple[object, Path]:
         self.bundles += 1
@@ -117,7 +117,7 @@ def test_forward_sends_with_yes_and_records_the_consent(box: Opened) -> None:
     sid = box.submit({**KOREAN, "consent": "yes"})
     box.open()
     run, bundle = box.forward(sid)
-    assert run.status == ExitStatus.SUCCESS, run.err  # type: ignore[attr-defined]
+    assert run.status == ExitStatus.OK, run.err  # type: ignore[attr-defined]
     members = box.members(bundle)
     assert json.loads(members[f"{sid}/testimony.json"])["fields"]["confirm"] == KOREAN["confirm"]
     assert json.loads(members["consent.json"]) == [{"submission": sid, "consent": "yes"}]
@@ -133,13 +133,13 @@ def test_anonymous_consent_requires_the_identifying_answers_to_be_left_out(box: 
     assert "identifying answers 'confirm' would be sent" in run.err  # type: ignore[attr-defined]
     assert "--omit-field confirm" in run.err and not bundle.exists()  # type: ignore[attr-defined]
     run, bundle = box.forward(sid, "--omit-field", "confirm")
-    assert run.status == ExitStatus.SUCCESS, run.err  # type: ignore[attr-defined]
+    assert run.status == ExitStatus.OK, run.err  # type: ignore[attr-defined]
     sent = json.loads(box.members(bundle)[f"{sid}/testimony.json"])
     assert "confirm" not in sent["fields"] and sent["fields"]["where"] == KOREAN["where"]
     # Without an identifying answer there is nothing to leave out.
     bare = box.submit({"testimony": "짧은 증언", "consent": "anonymous"})
     box.open()
-    assert box.forward(bare)[0].status == ExitStatus.SUCCESS  # type: ignore[attr-defined]
+    assert box.forward(bare)[0].status == ExitStatus.OK  # type: ignore[attr-defined]
 
 
 def test_an_override_is_recorded_with_its_reason_in_the_custody_log_and_the_bundle(
@@ -156,7 +156,7 @@ def test_an_override_is_recorded_with_its_reason_in_the_custody_log_and_the_bund
     assert empty.status == ExitStatus.USAGE and "needs a reason" in empty.err
     reason = "the witness agreed by phone on 2026-11-20 (call log 17)"
     run, bundle = box.forward(refused, old, "--override-consent", reason)
-    assert run.status == ExitStatus.SUCCESS, run.err  # type: ignore[attr-defined]
+    assert run.status == ExitStatus.OK, run.err  # type: ignore[attr-defined]
     last = list(CustodyLog(box.custody).entries())[-1].data
     assert last["action"] == "forward"
     by_id = {item["submission"]: item for item in last["consent"]}
@@ -195,7 +195,7 @@ def test_table_writes_one_csv_row_per_submission_with_korean_intact(box: Opened)
     box.open()
     table = box.tmp / "answers.csv"
     run = review(["table", "--from", box.out, "--out", table])
-    assert run.status == ExitStatus.SUCCESS, run.err
+    assert run.status == ExitStatus.OK, run.err
     raw = table.read_bytes()
     assert raw.startswith(b"\xef\xbb\xbf")  # the BOM spreadsheet programs need for UTF-8
     rows = list(csv.DictReader(io.StringIO(raw.decode("utf-8-sig"))))
@@ -223,7 +223,7 @@ def test_table_as_json_lines_keeps_exact_values(box: Opened) -> None:
     box.open()
     table = box.tmp / "answers.jsonl"
     run = review(["table", "--from", box.out, "--out", table, "--format", "jsonl"])
-    assert run.status == ExitStatus.SUCCESS, run.err
+    assert run.status == ExitStatus.OK, run.err
     [line] = table.read_text("utf-8").splitlines()
     row = json.loads(line)
     assert row["submission"] == sid and row["answers"]["testimony"] == "=1+1 그대로"

@@ -99,7 +99,7 @@ def test_korean_witness_reads_a_reply_and_sends_more_without_javascript(
         ["reply", first_id, "--from", out, "--message-file", message, "--out", outbox,
          "--custody", custody]
     )  # fmt: skip
-    assert run.status == ExitStatus.SUCCESS, run.err
+    assert run.status == ExitStatus.OK, run.err
     assert import_replies(live_server.data_dir, outbox)[0] == 0
 
     # A typo is marked on the field, before anything else happens.
@@ -139,7 +139,7 @@ def test_korean_witness_reads_a_reply_and_sends_more_without_javascript(
 
     export(live_server.data_dir, usb)
     run = review(open_args(usb, live_server.identity_file, out, custody))
-    assert run.status == ExitStatus.SUCCESS, run.err
+    assert run.status == ExitStatus.OK, run.err
     ids = [p.name for p in out.iterdir() if p.is_dir() and p.name != "replies"]
     threads = {json.loads((out / i / "testimony.json").read_text())["thread"] for i in ids}
     assert len(ids) == 2 and len(threads) == 1

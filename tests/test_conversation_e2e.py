@@ -42,7 +42,7 @@ def test_korean_witness_gets_a_reply_and_sends_more_in_one_thread(
     usb, out, custody = tmp_path / "usb", tmp_path / "opened", tmp_path / "custody.jsonl"
     export(live_server.data_dir, usb)
     run = review(open_args(usb, live_server.identity_file, out, custody))
-    assert run.status == ExitStatus.SUCCESS, run.err
+    assert run.status == ExitStatus.OK, run.err
     (first_id,) = [p.name for p in out.iterdir() if p.is_dir()]
 
     # The reviewer writes a reply in Korean; the outbox may already exist.
@@ -54,7 +54,7 @@ def test_korean_witness_gets_a_reply_and_sends_more_in_one_thread(
         ["reply", first_id, "--from", out, "--message-file", message, "--out", outbox,
          "--custody", custody, "--reviewer", "Test Reviewer"]
     )  # fmt: skip
-    assert run.status == ExitStatus.SUCCESS, run.err
+    assert run.status == ExitStatus.OK, run.err
     entries = [json.loads(line) for line in custody.read_text().splitlines()]
     assert entries[-1]["action"] == "reply" and entries[-1]["submission"] == first_id
 
@@ -83,7 +83,7 @@ def test_korean_witness_gets_a_reply_and_sends_more_in_one_thread(
 
     export(live_server.data_dir, usb)
     run = review(open_args(usb, live_server.identity_file, out, custody))
-    assert run.status == ExitStatus.SUCCESS, run.err
+    assert run.status == ExitStatus.OK, run.err
     ids = sorted(p.name for p in out.iterdir() if p.is_dir() and p.name != "replies")
     assert len(ids) == 2 and first_id in ids
     manifests = [json.loads((out / sid / "testimony.json").read_text("utf-8")) for sid in ids]
@@ -101,7 +101,7 @@ def test_korean_witness_gets_a_reply_and_sends_more_in_one_thread(
     assert section.index("그 수용소의 위치를") < max(section.index(sid) for sid in ids)
     # The reply's custody entry and its copy do not disturb a later check.
     run = review(["verify", out, "--custody", custody])
-    assert run.status == ExitStatus.SUCCESS, run.err
+    assert run.status == ExitStatus.OK, run.err
 
 
 def test_another_receipt_is_another_thread_and_sees_no_reply(

@@ -164,7 +164,7 @@ def test_custody_verify_command_reports_head_and_count_or_the_damage(
     log: CustodyLog,
 ) -> None:
     run = review(["custody", "verify", "--custody", log.path])
-    assert run.status == ExitStatus.SUCCESS
+    assert run.status == ExitStatus.OK
     head = log.verify().head
     assert run.out.strip() == f"ok: 5 entries, head {head}"
     assert "--expect-head" in run.err
@@ -177,7 +177,7 @@ def test_custody_verify_command_reports_head_and_count_or_the_damage(
 
 def test_the_log_location_comes_from_the_environment(log: CustodyLog) -> None:
     run = review(["custody", "verify"], env={"TESTIMONY_REVIEW_CUSTODY": str(log.path)})
-    assert run.status == ExitStatus.SUCCESS and "5 entries" in run.out
+    assert run.status == ExitStatus.OK and "5 entries" in run.out
 
 
 def test_open_refuses_to_work_with_a_damaged_custody_log(tmp_path: Path) -> None:

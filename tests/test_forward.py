@@ -38,7 +38,7 @@ def opened(tmp_path: Path) -> tuple[list[str], Path, Path]:
     ]
     custody = tmp_path / "custody.jsonl"
     run = review(open_args(store.root, tmp_path / "id.txt", tmp_path / "out", custody))
-    assert run.status == ExitStatus.SUCCESS, run.err
+    assert run.status == ExitStatus.OK, run.err
     return ids, tmp_path / "out", custody
 
 
@@ -67,7 +67,7 @@ def test_bundle_opens_with_stock_age_and_tar_and_every_hash_matches(
     bundle = tmp_path / "for-partner.tar.age"
 
     run = forward(ids[:2], out_dir, custody, str(identity.recipient), bundle)
-    assert run.status == ExitStatus.SUCCESS, run.err
+    assert run.status == ExitStatus.OK, run.err
 
     plain_tar = tmp_path / "bundle.tar"
     subprocess.run(["age", "-d", "-i", key, "-o", plain_tar, bundle], check=True)
@@ -133,7 +133,7 @@ def test_omit_field_leaves_contact_details_out(
     bundle = tmp_path / "b.tar.age"
     run = forward(ids[:1], out_dir, custody, str(identity.recipient), bundle,
                   "--omit-field", "contact")  # fmt: skip
-    assert run.status == ExitStatus.SUCCESS, run.err
+    assert run.status == ExitStatus.OK, run.err
     members = _members(bundle, identity)
     manifest = json.loads(members[f"{ids[0]}/testimony.json"])
     assert "contact" not in manifest["fields"] and manifest["omitted_fields"] == ["contact"]
@@ -199,7 +199,7 @@ def test_a_redacted_bundle_carries_nothing_computed_from_the_omitted_field(
     bundle = tmp_path / "b.tar.age"
     run = forward(ids[:1], out_dir, custody, str(identity.recipient), bundle,
                   "--omit-field", "contact")  # fmt: skip
-    assert run.status == ExitStatus.SUCCESS, run.err
+    assert run.status == ExitStatus.OK, run.err
     everything = b"".join(_members(bundle, identity).values())
     redacted = json.loads(_members(bundle, identity)[f"{ids[0]}/testimony.json"])
 

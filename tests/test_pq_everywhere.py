@@ -43,7 +43,7 @@ def stanza_types(data: bytes) -> list[str]:
 def keygen(path: Path, *extra: str) -> str:
     """`testimony-review keygen` (unencrypted, for the test); returns the recipient line."""
     run = review(["keygen", "--out", path, "--no-passphrase", *extra])
-    assert run.status == ExitStatus.SUCCESS, run.err
+    assert run.status == ExitStatus.OK, run.err
     return run.out.strip()
 
 
@@ -82,7 +82,7 @@ def test_real_server_encrypts_to_a_post_quantum_key_and_review_open_opens_it(
         assert stanza_types(path.read_bytes()) == ["mlkem768x25519"]
 
     run = review(open_args(store.root, key, tmp_path / "out", tmp_path / "custody.jsonl"))
-    assert run.status == ExitStatus.SUCCESS, run.err
+    assert run.status == ExitStatus.OK, run.err
     opened = tmp_path / "out" / sid
     manifest = json.loads((opened / "testimony.json").read_text("utf-8"))
     assert manifest["fields"]["testimony"] == KOREAN
@@ -103,13 +103,13 @@ def test_forward_to_a_post_quantum_partner_key(tmp_path: Path) -> None:
     )
     custody = tmp_path / "custody.jsonl"
     run = review(open_args(store.root, tmp_path / "id.txt", tmp_path / "out", custody))
-    assert run.status == ExitStatus.SUCCESS, run.err
+    assert run.status == ExitStatus.OK, run.err
 
     partner = MLKEM768X25519Identity.generate()
     bundle = tmp_path / "for-partner.tar.age"
     run = review(["forward", sid, "--from", tmp_path / "out", "--to", str(partner.recipient),
                   "--out", bundle, "--custody", custody, "--reviewer", "Reviewer B"])  # fmt: skip
-    assert run.status == ExitStatus.SUCCESS, run.err
+    assert run.status == ExitStatus.OK, run.err
     data = bundle.read_bytes()
     assert stanza_types(data) == ["mlkem768x25519"]
 
@@ -171,6 +171,6 @@ def test_moving_from_x25519_to_post_quantum_keeps_old_submissions_open(tmp_path:
     # ...with both identities, everything opens.
     both = review([*open_args(data_dir, old_key, tmp_path / "out", tmp_path / "c2.jsonl"),
                    "--identity", new_key])  # fmt: skip
-    assert both.status == ExitStatus.SUCCESS, both.err
+    assert both.status == ExitStatus.OK, both.err
     assert (tmp_path / "out" / old_sid / "a.txt").read_bytes() == b"old"
     assert (tmp_path / "out" / new_sid / "b.txt").read_bytes() == b"new"

@@ -115,7 +115,7 @@ def test_every_mime_table_extension_is_linked_only_if_inert_and_no_link_runs_scr
     ]
     out = tmp_path / "out"
     run = review(open_args(store.root, tmp_path / "id.txt", out, tmp_path / "custody.jsonl"))
-    assert run.status == ExitStatus.SUCCESS, run.err
+    assert run.status == ExitStatus.OK, run.err
 
     context = browser.new_context(java_script_enabled=True)
     page = context.new_page()

@@ -127,7 +127,7 @@ def test_server_to_export_to_open_with_tamper_detection_and_purge(
     bundle = airgap / "for-partner.tar.age"
     run = review(["forward", opened[0], "--from", out, "--to", str(partner.recipient),
                   "--out", bundle, "--custody", airgap / "custody.jsonl"])  # fmt: skip
-    assert run.status == ExitStatus.SUCCESS, run.err
+    assert run.status == ExitStatus.OK, run.err
     partner_dir = tmp_path / "partner"
     partner_dir.mkdir()
     tar = subprocess.run(["age", "-d", "-i", partner_key, bundle], capture_output=True, check=True)

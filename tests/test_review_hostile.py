@@ -133,7 +133,7 @@ def test_manifest_padded_with_trailing_spaces_opens(
         [("a.txt", b"abc")],
     )
     run = _open(tmp_path, store.root, key)
-    assert run.status == ExitStatus.SUCCESS, run.err
+    assert run.status == ExitStatus.OK, run.err
     assert (tmp_path / "out" / padded / "a.txt").read_bytes() == b"abc"
 
 
@@ -203,7 +203,7 @@ def test_a_second_export_with_other_ciphertext_of_the_same_sizes_is_not_already_
 ) -> None:
     identity, key = reviewer
     sid = submit(store, [identity], "original", [("a.txt", b"original content")])
-    assert _open(tmp_path, store.root, key).status == ExitStatus.SUCCESS
+    assert _open(tmp_path, store.root, key).status == ExitStatus.OK
     # Another export: same submission id, same sizes, other content.
     attachment = store.path(sid) / "files" / "1.age"
     forged = encrypt(b"forged! content!", [identity.recipient])
@@ -224,7 +224,7 @@ def test_a_bit_flip_in_the_original_ciphertext_is_caught_on_rerun(
 ) -> None:
     identity, key = reviewer
     sid = submit(store, [identity], "x", [("a.bin", bytes(100_000))])
-    assert _open(tmp_path, store.root, key).status == ExitStatus.SUCCESS
+    assert _open(tmp_path, store.root, key).status == ExitStatus.OK
     flip_byte(store.path(sid) / "files" / "1.age", 50_000)
     run = _open(tmp_path, store.root, key)
     assert run.status == ExitStatus.INTEGRITY
@@ -237,7 +237,7 @@ def test_an_opened_file_edited_without_changing_its_size_is_caught_on_rerun(
     identity, key = reviewer
     sid = submit(store, [identity], "x", [("a.txt", b"pay 100")])
     other = submit(store, [identity], "y", [("b.txt", b"untouched")])
-    assert _open(tmp_path, store.root, key).status == ExitStatus.SUCCESS
+    assert _open(tmp_path, store.root, key).status == ExitStatus.OK
     (tmp_path / "out" / sid / "a.txt").write_bytes(b"pay 900")
     run = _open(tmp_path, store.root, key)
     assert run.status == ExitStatus.INTEGRITY
@@ -253,12 +253,12 @@ def test_verify_rehashes_an_opened_folder_against_manifests_and_custody(
     identity, key = reviewer
     first = submit(store, [identity], "first", [("a.txt", b"abc")])
     second = submit(store, [identity], "second", [("b.txt", b"def")])
-    assert _open(tmp_path, store.root, key).status == ExitStatus.SUCCESS
+    assert _open(tmp_path, store.root, key).status == ExitStatus.OK
     log = tmp_path / "custody.jsonl"
     out = tmp_path / "out"
 
     run = review(["verify", out, "--custody", log, "--src", store.root])
-    assert run.status == ExitStatus.SUCCESS, run.err
+    assert run.status == ExitStatus.OK, run.err
     assert run.out.splitlines() == sorted([f"ok {first}", f"ok {second}"])
 
     (out / first / "a.txt").write_bytes(b"abd")
@@ -276,7 +276,7 @@ def test_verify_refuses_an_opened_folder_the_custody_log_does_not_vouch_for(
 ) -> None:
     identity, key = reviewer
     sid = submit(store, [identity], "x", [("a.txt", b"abc")])
-    assert _open(tmp_path, store.root, key).status == ExitStatus.SUCCESS
+    assert _open(tmp_path, store.root, key).status == ExitStatus.OK
     other_log = CustodyLog(tmp_path / "other.jsonl")
     other_log.append("open", "Someone", submission="A" * 24)
     run = review(["verify", tmp_path / "out", "--custody", other_log.path])
@@ -290,7 +290,7 @@ def test_verify_of_a_folder_with_no_opened_submissions_is_not_a_pass(
     # "0 of 0 verified" with exit 0 would read as a pass to a court.
     identity, key = reviewer
     submit(store, [identity], "x")
-    assert _open(tmp_path, store.root, key).status == ExitStatus.SUCCESS
+    assert _open(tmp_path, store.root, key).status == ExitStatus.OK
     wrong = tmp_path / "wrong"
     wrong.mkdir()
     run = review(["verify", wrong, "--custody", tmp_path / "custody.jsonl"])
@@ -330,7 +330,7 @@ def test_open_verifies_the_custody_log_once_however_many_submissions(
         return entries(self)
 
     monkeypatch.setattr(CustodyLog, "entries", counting)
-    assert _open(tmp_path, store.root, key).status == ExitStatus.SUCCESS
+    assert _open(tmp_path, store.root, key).status == ExitStatus.OK
     assert len(reads) == 1
     assert CustodyLog(tmp_path / "custody.jsonl").verify().count == 6
 
@@ -347,7 +347,7 @@ def test_open_and_forward_print_the_new_head_to_write_down(
     partner = X25519Identity.generate().recipient
     run = review(["forward", sid, "--from", tmp_path / "out", "--to", partner,
                   "--out", tmp_path / "b.age", "--custody", log.path])  # fmt: skip
-    assert run.status == ExitStatus.SUCCESS, run.err
+    assert run.status == ExitStatus.OK, run.err
     assert f"2 entries, head {log.verify().head}" in run.err
 
 
@@ -357,7 +357,7 @@ def test_a_missing_or_emptied_log_next_to_opened_submissions_is_an_error(
 ) -> None:
     identity, key = reviewer
     submit(store, [identity], "x")
-    assert _open(tmp_path, store.root, key).status == ExitStatus.SUCCESS
+    assert _open(tmp_path, store.root, key).status == ExitStatus.OK
     log = CustodyLog(tmp_path / "custody.jsonl")
     if damage == "emptied":
         log.path.write_bytes(b"")
@@ -381,7 +381,7 @@ def test_a_cut_or_edited_tail_is_caught_by_the_next_run(
     identity, key = reviewer
     submit(store, [identity], "x")
     submit(store, [identity], "y")
-    assert _open(tmp_path, store.root, key).status == ExitStatus.SUCCESS
+    assert _open(tmp_path, store.root, key).status == ExitStatus.OK
     log = CustodyLog(tmp_path / "custody.jsonl")
     lines = log.path.read_bytes().splitlines(keepends=True)
     if damage == "cut last line":
@@ -439,7 +439,7 @@ def test_a_safe_name_never_starts_with_a_dash(
     identity, key = reviewer
     names = ["-rf", "--help.txt", "-", "- -x.jpg", "._-hidden"]
     sid = submit(store, [identity], "x", [(name, b"x") for name in names])
-    assert _open(tmp_path, store.root, key).status == ExitStatus.SUCCESS
+    assert _open(tmp_path, store.root, key).status == ExitStatus.OK
     written = [p.name for p in (tmp_path / "out" / sid).iterdir()]
     assert len(written) == len(names) + 3
     assert not any(name.startswith(("-", ".")) for name in written)
@@ -465,21 +465,21 @@ def test_every_command_accepts_an_existing_id_that_starts_with_a_dash(
     monkeypatch.setattr(store_module, "new_id", lambda: dash_id)
     consent = {"consent": "yes"}
     assert submit(store, [identity], "old id", [("a.txt", b"a")], fields=consent) == dash_id
-    assert _open(tmp_path, store.root, key).status == ExitStatus.SUCCESS
+    assert _open(tmp_path, store.root, key).status == ExitStatus.OK
     partner = str(X25519Identity.generate().recipient)
     base = ["forward", "--from", tmp_path / "out", "--to", partner,
             "--custody", tmp_path / "custody.jsonl"]  # fmt: skip
 
     run = review([*base, "--out", tmp_path / "one.age", "--", dash_id])
-    assert run.status == ExitStatus.SUCCESS, run.err
+    assert run.status == ExitStatus.OK, run.err
     run = review([*base, "--out", tmp_path / "two.age", f"--id={dash_id}"])
-    assert run.status == ExitStatus.SUCCESS, run.err
+    assert run.status == ExitStatus.OK, run.err
     run = review(["verify", "--custody", tmp_path / "custody.jsonl", "--",
                   tmp_path / "out", dash_id])  # fmt: skip
-    assert run.status == ExitStatus.SUCCESS and f"ok {dash_id}" in run.out
+    assert run.status == ExitStatus.OK and f"ok {dash_id}" in run.out
     run = review(["verify", tmp_path / "out", f"--id={dash_id}",
                   "--custody", tmp_path / "custody.jsonl"])  # fmt: skip
-    assert run.status == ExitStatus.SUCCESS and f"ok {dash_id}" in run.out
+    assert run.status == ExitStatus.OK and f"ok {dash_id}" in run.out
     # Without `--` the id reads as an option: a usage error that says what to do.
     run = review([*base, "--out", tmp_path / "three.age", dash_id])
     assert run.status == ExitStatus.USAGE
@@ -524,7 +524,7 @@ def test_a_killed_open_leaves_only_its_work_folder_which_the_next_run_sweeps(
     identity, key = reviewer
     done = submit(store, [identity], "small, opened first")
     args = open_args(store.root, key, tmp_path / "out", tmp_path / "custody.jsonl")
-    assert review(args).status == ExitStatus.SUCCESS
+    assert review(args).status == ExitStatus.OK
     big = submit(store, [identity], "big", [("video.mp4", os.urandom(1 << 20) * 160)])
     out = tmp_path / "out"
     process = subprocess.Popen(
@@ -555,7 +555,7 @@ def test_a_killed_open_leaves_only_its_work_folder_which_the_next_run_sweeps(
     run = review(["verify", out, "--custody", tmp_path / "custody.jsonl"])
     assert f".partial-{big} was left by an interrupted `open`" in run.err
     run = review(args)
-    assert run.status == ExitStatus.SUCCESS, run.err
+    assert run.status == ExitStatus.OK, run.err
     assert sorted(p.name for p in out.iterdir()) == sorted([big, done, "index.html"])
 
 
@@ -570,7 +570,7 @@ def test_production_identity_files_keep_work_factor_18_while_tests_lower_it(
     passphrase = tmp_path / "p.txt"
     passphrase.write_text("a long enough passphrase\n")
     run = review(["keygen", "--out", tmp_path / "k.age", "--passphrase-file", passphrase])
-    assert run.status == ExitStatus.SUCCESS, run.err
+    assert run.status == ExitStatus.OK, run.err
     header = (tmp_path / "k.age").read_bytes().split(b"\n")[1].split()
     assert header[3] == str(keys.IDENTITY_WORK_FACTOR).encode()
     code = "import portal.review.keys as k; print(k.IDENTITY_WORK_FACTOR)"

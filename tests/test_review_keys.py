@@ -52,7 +52,7 @@ def test_keygen_without_passphrase_writes_a_private_age_identity_file(tmp_path: 
     out = tmp_path / "identity.txt"
     run = keygen(out, "--no-passphrase")
 
-    assert run.status == ExitStatus.SUCCESS, run.err
+    assert run.status == ExitStatus.OK, run.err
     recipient = run.out.strip()
     [identity] = parse_identities(out.read_text())
     assert str(identity.recipient) == recipient
@@ -69,7 +69,7 @@ def test_keygen_without_passphrase_writes_a_private_age_identity_file(tmp_path: 
 def test_keygen_classic_writes_an_x25519_identity(tmp_path: Path) -> None:
     out = tmp_path / "identity.txt"
     run = keygen(out, "--no-passphrase", "--classic")
-    assert run.status == ExitStatus.SUCCESS, run.err
+    assert run.status == ExitStatus.OK, run.err
     [identity] = parse_identities(out.read_text())
     assert X25519Recipient.parse(run.out.strip()) == identity.recipient
     assert out.read_text().splitlines()[2].startswith("AGE-SECRET-KEY-1")
@@ -92,7 +92,7 @@ def test_keygen_with_passphrase_writes_an_scrypt_encrypted_identity(
     out = tmp_path / "identity.age"
     run = keygen(out, "--passphrase-file", passphrase_file)
 
-    assert run.status == ExitStatus.SUCCESS, run.err
+    assert run.status == ExitStatus.OK, run.err
     data = out.read_bytes()
     assert data.startswith(b"age-encryption.org/v1\n-> scrypt ")
     assert b"AGE-SECRET-KEY" not in data
@@ -111,7 +111,7 @@ def test_encrypted_identity_opens_submissions_and_a_wrong_passphrase_is_named(
     args = open_args(store.root, key, tmp_path / "out", tmp_path / "c.jsonl")
 
     run = review([*args, "--passphrase-file", passphrase_file])
-    assert run.status == ExitStatus.SUCCESS, run.err
+    assert run.status == ExitStatus.OK, run.err
     assert (tmp_path / "out" / sid / "testimony.json").exists()
 
     wrong = tmp_path / "wrong.txt"
@@ -169,7 +169,7 @@ def test_on_a_terminal_keygen_asks_twice_and_refuses_a_mismatch(
         stderr=io.StringIO(),
         env={},
     )
-    assert status == ExitStatus.SUCCESS
+    assert status == ExitStatus.OK
     assert out.read_bytes().startswith(b"age-encryption.org/v1\n-> scrypt ")
 
 
@@ -181,7 +181,7 @@ def test_production_identity_files_use_work_factor_18_and_stock_age_reads_them(
     key = tmp_path / "identity.age"
     # Debian's age 1.1.1 reads only classic keys; post-quantum ones need age >= 1.3.
     run = review(["keygen", "--classic", "--out", key, "--passphrase-file", passphrase_file])
-    assert run.status == ExitStatus.SUCCESS, run.err
+    assert run.status == ExitStatus.OK, run.err
     header = key.read_bytes().split(b"\n")[1].split()
     assert header[:2] == [b"->", b"scrypt"] and header[3] == b"18"
 

@@ -49,7 +49,7 @@ def test_open_writes_manifest_and_every_attachment_with_its_hash(
 
     run = _open(tmp_path, store.root, key)
 
-    assert run.status == ExitStatus.SUCCESS, run.err
+    assert run.status == ExitStatus.OK, run.err
     folder = tmp_path / "out" / sid
     manifest = json.loads((folder / "testimony.json").read_text("utf-8"))
     assert manifest["id"] == sid
@@ -79,7 +79,7 @@ def test_open_accepts_a_data_dir_a_submissions_copy_or_one_folder(
 
     run = _open(tmp_path, src, key)
 
-    assert run.status == ExitStatus.SUCCESS, run.err
+    assert run.status == ExitStatus.OK, run.err
     assert (tmp_path / "out" / sid / "a.txt").read_bytes() == b"a"
 
 
@@ -131,7 +131,7 @@ def test_hostile_names_never_escape_the_folder_or_overwrite_anything(
 
     run = _open(tmp_path, store.root, key)
 
-    assert run.status == ExitStatus.SUCCESS, run.err
+    assert run.status == ExitStatus.OK, run.err
     folder = tmp_path / "out" / sid
     record = json.loads((folder / "opened.json").read_text())
     written = [entry["file"] for entry in record["attachments"]]
@@ -332,7 +332,7 @@ def test_old_and_new_identities_open_submissions_from_before_and_after_rotation(
         ]
     )  # fmt: skip
 
-    assert run.status == ExitStatus.SUCCESS, run.err
+    assert run.status == ExitStatus.OK, run.err
     for sid in (before, during, after):
         assert (tmp_path / "out" / sid / "testimony.json").exists()
 
@@ -342,12 +342,12 @@ def test_second_run_skips_what_is_opened_and_opens_what_is_new(
 ) -> None:
     identity, key = reviewer
     first = submit(store, [identity], "first", [("a.txt", b"a")])
-    assert _open(tmp_path, store.root, key).status == ExitStatus.SUCCESS
+    assert _open(tmp_path, store.root, key).status == ExitStatus.OK
     second = submit(store, [identity], "second")
 
     run = _open(tmp_path, store.root, key)
 
-    assert run.status == ExitStatus.SUCCESS, run.err
+    assert run.status == ExitStatus.OK, run.err
     assert f"{first}: already opened" in run.err and f"{second}: opened" in run.err
     log = CustodyLog(tmp_path / "custody.jsonl")
     assert [e.data["submission"] for e in log.entries()] == [first, second]
@@ -358,7 +358,7 @@ def test_opened_folder_edited_afterwards_is_not_silently_skipped(
 ) -> None:
     identity, key = reviewer
     sid = submit(store, [identity], "x", [("a.txt", b"abc")])
-    assert _open(tmp_path, store.root, key).status == ExitStatus.SUCCESS
+    assert _open(tmp_path, store.root, key).status == ExitStatus.OK
     (tmp_path / "out" / sid / "a.txt").write_bytes(b"changed!")
     run = _open(tmp_path, store.root, key)
     assert run.status == ExitStatus.INTEGRITY
@@ -381,7 +381,7 @@ def test_interrupted_open_leaves_no_plaintext_and_resumes(
     assert list(out.iterdir()) == []
 
     run = _open(tmp_path, store.root, key)
-    assert run.status == ExitStatus.SUCCESS, run.err
+    assert run.status == ExitStatus.OK, run.err
     assert (out / sid / "big.bin").stat().st_size == 3 << 20
 
 
@@ -390,7 +390,7 @@ def test_open_records_ciphertext_and_plaintext_hashes_in_the_custody_log(
 ) -> None:
     identity, key = reviewer
     sid = submit(store, [identity], "x", [("a.txt", b"abc")])
-    assert _open(tmp_path, store.root, key).status == ExitStatus.SUCCESS
+    assert _open(tmp_path, store.root, key).status == ExitStatus.OK
 
     [entry] = CustodyLog(tmp_path / "custody.jsonl").entries()
     cipher = store.path(sid) / "files" / "1.age"
@@ -439,7 +439,7 @@ def test_pages_render_hostile_testimony_as_text_with_no_script_or_external_resou
         language='"><script>',
         fields={"<b>contact</b>": HOSTILE_TEXT},
     )
-    assert _open(tmp_path, store.root, key).status == ExitStatus.SUCCESS
+    assert _open(tmp_path, store.root, key).status == ExitStatus.OK
 
     for page in (tmp_path / "out" / "index.html", tmp_path / "out" / sid / "testimony.html"):
         text = page.read_text("utf-8")
@@ -501,7 +501,7 @@ def test_giving_an_output_folder_as_src_is_explained(
 ) -> None:
     identity, key = reviewer
     submit(store, [identity], "x")
-    assert _open(tmp_path, store.root, key).status == ExitStatus.SUCCESS
+    assert _open(tmp_path, store.root, key).status == ExitStatus.OK
     run = _open(tmp_path, tmp_path / "out", key, out="out2")
     assert run.status == ExitStatus.ERROR
     assert "is it a folder written by `open`?" in run.err
@@ -587,7 +587,7 @@ def test_a_right_to_left_override_in_a_name_is_shown_not_obeyed(
     # column; the reviewer must see the control, not its effect.
     identity, key = reviewer
     sid = submit(store, [identity], "x", [("invoice\u202egpj.exe", b"MZ")])
-    assert _open(tmp_path, store.root, key).status == ExitStatus.SUCCESS
+    assert _open(tmp_path, store.root, key).status == ExitStatus.OK
     page = (tmp_path / "out" / sid / "testimony.html").read_text(encoding="utf-8")
     assert "invoice[U+202E]gpj.exe" in page
     assert "\u202e" not in page

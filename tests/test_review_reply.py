@@ -36,7 +36,7 @@ def _opened(tmp_path: Path, reply_to: str | None) -> tuple[Path, str, Path]:
     out = tmp_path / "opened"
     custody = tmp_path / "custody.jsonl"
     run = review(open_args(store.root, tmp_path / "reviewer.txt", out, custody))
-    assert run.status == ExitStatus.SUCCESS, run.err
+    assert run.status == ExitStatus.OK, run.err
     return out, sid, custody
 
 
@@ -60,7 +60,7 @@ def test_a_reply_opens_with_the_stock_age_cli_and_only_with_the_witness_key(
     (outbox / "README").write_text("an outbox that exists already")
     for _ in range(2):
         run = _reply(out, sid, message, outbox, custody)
-        assert run.status == ExitStatus.SUCCESS, run.err
+        assert run.status == ExitStatus.OK, run.err
     files = sorted((outbox / mailbox_name(str(witness.recipient))).iterdir())
     assert len(files) == 2 and files[0].read_bytes() != files[1].read_bytes()
     key = tmp_path / "witness.txt"

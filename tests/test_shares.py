@@ -22,7 +22,7 @@ def backup(tmp_path: Path) -> tuple[X25519Identity, list[Path]]:
     identity = write_identity(tmp_path / "identity.txt")
     run = review(["key", "backup", "--identity", tmp_path / "identity.txt", "--out",
                   tmp_path / "sheets"])  # fmt: skip
-    assert run.status == ExitStatus.SUCCESS, run.err
+    assert run.status == ExitStatus.OK, run.err
     assert run.out.strip() == str(identity.recipient)
     sheets = sorted((tmp_path / "sheets").iterdir())
     return identity, sheets
@@ -62,7 +62,7 @@ def test_any_three_of_five_sheets_restore_the_same_identity(
 
     out = tmp_path / "restored.txt"
     run = restore(out, sheets[4], sheets[0], sheets[2])
-    assert run.status == ExitStatus.SUCCESS, run.err
+    assert run.status == ExitStatus.OK, run.err
     assert run.out.strip() == str(identity.recipient)
     assert [str(i) for i in parse_identities(out.read_text())] == [str(identity)]
 
@@ -136,7 +136,7 @@ def test_shares_typed_one_per_line_restore_the_identity(
     identity, sheets = backup
     typed = "\n".join(" ".join(sheet_words(p)).upper() for p in sheets[1:4]) + "\n"
     run = restore(tmp_path / "restored.txt", stdin=typed)
-    assert run.status == ExitStatus.SUCCESS, run.err
+    assert run.status == ExitStatus.OK, run.err
     assert run.out.strip() == str(identity.recipient)
 
 
@@ -149,7 +149,7 @@ def test_restore_protects_the_new_file_with_a_passphrase_and_refuses_to_overwrit
     out = tmp_path / "restored.age"
     run = review(["key", "restore", "--out", out, "--passphrase-file", passphrase,
                   *sheets[:3]])  # fmt: skip
-    assert run.status == ExitStatus.SUCCESS, run.err
+    assert run.status == ExitStatus.OK, run.err
     assert out.read_bytes().startswith(b"age-encryption.org/v1\n-> scrypt ")
     again = restore(out, *sheets[:3])
     assert again.status == ExitStatus.ERROR and "already exists" in again.err
@@ -177,7 +177,7 @@ def test_backup_of_an_encrypted_identity_asks_for_its_passphrase(tmp_path: Path)
     run = review(["key", "backup", "--identity", key, "--out", tmp_path / "s",
                   "--passphrase-file", passphrase, "--shares", "2",
                   "--threshold", "2"])  # fmt: skip
-    assert run.status == ExitStatus.SUCCESS, run.err
+    assert run.status == ExitStatus.OK, run.err
     run = restore(tmp_path / "back.txt", *sorted((tmp_path / "s").iterdir()))
     assert run.out.strip() == recipient
 
@@ -213,7 +213,7 @@ def test_on_a_terminal_restore_asks_until_enough_shares_and_retries_a_typo(
         ["key", "restore", "--out", str(tmp_path / "r.txt"), "--no-passphrase"],
         stdin=stdin, stdout=stdout, stderr=stderr, env={},
     )  # fmt: skip
-    assert status == ExitStatus.SUCCESS, stderr.getvalue()
+    assert status == ExitStatus.OK, stderr.getvalue()
     assert "'zebrafish' is not in the SLIP-39 word list" in stderr.getvalue()
     assert "Type that share again" in stderr.getvalue()
     assert "Share 3 of 3" in stderr.getvalue()
@@ -238,11 +238,11 @@ def test_backup_refuses_a_folder_holding_sheets_of_another_backup(
 def pq_backup(tmp_path: Path) -> tuple[MLKEM768X25519Identity, list[Path]]:
     key = tmp_path / "pq-identity.txt"
     run = review(["keygen", "--out", key, "--no-passphrase"])
-    assert run.status == ExitStatus.SUCCESS, run.err
+    assert run.status == ExitStatus.OK, run.err
     [identity] = parse_identities(key.read_text())
     assert isinstance(identity, MLKEM768X25519Identity)
     run = review(["key", "backup", "--identity", key, "--out", tmp_path / "pq-sheets"])
-    assert run.status == ExitStatus.SUCCESS, run.err
+    assert run.status == ExitStatus.OK, run.err
     assert run.out.strip() == str(identity.recipient)
     return identity, sorted((tmp_path / "pq-sheets").iterdir())
 
@@ -274,7 +274,7 @@ def test_any_three_post_quantum_sheets_restore_the_post_quantum_identity(
         assert str(restored) == str(identity)
     out = tmp_path / "restored.txt"
     run = restore(out, sheets[1], sheets[3], sheets[4])
-    assert run.status == ExitStatus.SUCCESS, run.err
+    assert run.status == ExitStatus.OK, run.err
     assert run.out.strip() == str(identity.recipient)
     assert [str(i) for i in parse_identities(out.read_text())] == [str(identity)]
 
@@ -286,7 +286,7 @@ def test_typed_post_quantum_shares_restore_without_the_sheets(
     identity, sheets = pq_backup
     typed = "\n".join(" ".join(sheet_words(p)) for p in sheets[:3]) + "\n"
     run = restore(tmp_path / "typed.txt", stdin=typed)
-    assert run.status == ExitStatus.SUCCESS, run.err
+    assert run.status == ExitStatus.OK, run.err
     assert run.out.strip() == str(identity.recipient)
 
 

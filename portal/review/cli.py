@@ -17,7 +17,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from enum import IntEnum
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
@@ -28,6 +27,7 @@ from portal.age import (
     X25519Identity,
     parse_recipient,
 )
+from portal.exitstatus import ExitStatus
 from portal.review import consent, keys, shares, table
 from portal.review.custody import CustodyDamaged, CustodyError, CustodyLog, Session
 from portal.review.forward import ForwardError, collect, write_bundle
@@ -50,18 +50,6 @@ from portal.store import is_valid_id
 PROG = "testimony-review"
 CUSTODY_ENV = "TESTIMONY_REVIEW_CUSTODY"
 REVIEWER_ENV = "TESTIMONY_REVIEW_REVIEWER"
-
-
-class ExitStatus(IntEnum):
-    SUCCESS = 0
-    ERROR = 1
-    USAGE = 2
-    # Something failed an integrity check: a tampered or damaged submission,
-    # or a broken custody log.
-    INTEGRITY = 3
-    # A bug: an exception nobody anticipated (EX_SOFTWARE).
-    BUG = 70
-    INTERRUPTED = 130
 
 
 class UserError(Exception):
@@ -226,7 +214,7 @@ def cmd_keygen(ctx: Context, args: argparse.Namespace) -> ExitStatus:
     ctx.err(
         _ROTATION_HELP.format(out=args.out, how=how, kind=kind, prefix=prefix, placement=placement)
     )
-    return ExitStatus.SUCCESS
+    return ExitStatus.OK
 
 
 # ---------------------------------------------------------------- key backup / restore
@@ -264,7 +252,7 @@ def cmd_key_backup(ctx: Context, args: argparse.Namespace) -> ExitStatus:
         "the key.\nPrint each sheet, give one to each trustee, check the printouts, then "
         f"securely delete the files in {out_dir} (they are the key, in pieces)."
     )
-    return ExitStatus.SUCCESS
+    return ExitStatus.OK
 
 
 def _typed_shares(ctx: Context) -> list[shares.ShareInput]:
@@ -307,7 +295,7 @@ def cmd_key_restore(ctx: Context, args: argparse.Namespace) -> ExitStatus:
         f"Restored the identity into {args.out} ({how}). Its public key, printed above, "
         "matches the one on the sheets."
     )
-    return ExitStatus.SUCCESS
+    return ExitStatus.OK
 
 
 # ---------------------------------------------------------------- open
@@ -447,7 +435,7 @@ def cmd_open(ctx: Context, args: argparse.Namespace) -> ExitStatus:
             "ciphertext and compare it with the server's copy or another export."
         )
         return ExitStatus.INTEGRITY
-    return ExitStatus.ERROR if result.failed else ExitStatus.SUCCESS
+    return ExitStatus.ERROR if result.failed else ExitStatus.OK
 
 
 # ---------------------------------------------------------------- reply
@@ -486,7 +474,7 @@ def cmd_reply(ctx: Context, args: argparse.Namespace) -> ExitStatus:
         "to the witness alone. Carry the whole outbox folder to the server and run "
         f"`testimony-portal import-replies {args.out}` there."
     )
-    return ExitStatus.SUCCESS
+    return ExitStatus.OK
 
 
 # ---------------------------------------------------------------- forward
@@ -555,13 +543,13 @@ def cmd_forward(ctx: Context, args: argparse.Namespace) -> ExitStatus:
         "\nThe partner opens it with:  age -d -i THEIR-KEY -o bundle.tar FILE && tar -xf bundle.tar"
         "\nand checks it with:  sha256sum -c SHA256SUMS"
     )
-    return ExitStatus.SUCCESS
+    return ExitStatus.OK
 
 
 def cmd_table(ctx: Context, args: argparse.Namespace) -> ExitStatus:
     count = table.write_table(Path(args.source), Path(args.out), args.format)
     ctx.err(f"Wrote {args.out}: {count} submission(s), one row each ({args.format}).")
-    return ExitStatus.SUCCESS
+    return ExitStatus.OK
 
 
 def _logged_ids(entries: Sequence[Any]) -> set[str]:
@@ -654,7 +642,7 @@ def cmd_verify(ctx: Context, args: argparse.Namespace) -> ExitStatus:
         f"{len(ids) - bad} of {len(ids)} submission(s) verified ({what} and custody log "
         f"hashed again); custody log: {result.count} entries, head {result.head}"
     )
-    return ExitStatus.INTEGRITY if bad else ExitStatus.SUCCESS
+    return ExitStatus.INTEGRITY if bad else ExitStatus.OK
 
 
 # ---------------------------------------------------------------- custody
@@ -680,7 +668,7 @@ def cmd_custody_verify(ctx: Context, args: argparse.Namespace) -> ExitStatus:
         "A hash chain cannot show entries cut off its end: write down the count and head "
         "above (or send them to a colleague) and check them later with --expect-head."
     )
-    return ExitStatus.SUCCESS
+    return ExitStatus.OK
 
 
 # ---------------------------------------------------------------- parser
@@ -927,7 +915,7 @@ def _run(ctx: Context, argv: Sequence[str] | None) -> ExitStatus:
         ctx.err(str(exc))
         return ExitStatus.USAGE
     except SystemExit as exc:  # --help
-        return ExitStatus.SUCCESS if not exc.code else ExitStatus.USAGE
+        return ExitStatus.OK if not exc.code else ExitStatus.USAGE
     try:
         status: ExitStatus = args.handler(ctx, args)
         return status
