@@ -15,6 +15,7 @@ from portal.conversation import mailbox_name, thread_id
 from portal.mailbox import SALT_NAME, derive_identity
 from portal.receipt import parse_receipt
 from portal.store import SubmissionStore
+from portal.testing.live import LiveServer
 from tests.conversation_support import (
     export,
     import_replies,
@@ -24,7 +25,6 @@ from tests.conversation_support import (
     send_followup,
 )
 from tests.review_support import open_args, review
-from tests.support import LiveServer
 
 AGE_CONSTANTS = (b"age-encryption.org/v1\n", b"-> X25519 ", b"\n--- ")
 

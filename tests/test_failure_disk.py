@@ -11,7 +11,6 @@ import dataclasses
 import errno
 import io
 import os
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -22,27 +21,16 @@ import pytest
 
 from portal.config import Config
 from portal.store import SubmissionStore
-from portal.web import create_app
-from tests.support import assert_nothing_kept, open_submission, start_server
-from tests.support import flask_post_form as post
+from portal.testing.live import open_submission, start_server
+from portal.testing.live import post_form as post
+from tests.support import assert_nothing_kept, mounted_tmpfs
 
 NOT_SAVED = "NOT saved"
 
 
-@contextlib.contextmanager
-def tmpfs(mountpoint: Path, size_mb: int) -> Iterator[Path]:
+def tmpfs(mountpoint: Path, size_mb: int) -> contextlib.AbstractContextManager[Path]:
     """A real file system of `size_mb` MiB, unmounted afterwards whatever happens."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
-    mountpoint.mkdir()
-    subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size_mb}m,mode=0700", "tmpfs", str(mountpoint)],
-        check=True,
-    )
-    try:
-        yield mountpoint
-    finally:
-        subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+    return mounted_tmpfs(mountpoint, f"size={size_mb}m,mode=0700")
 
 
 @pytest.fixture
@@ -64,9 +52,11 @@ def fill(directory: Path) -> Path:
     return filler
 
 
-def test_disk_full_during_an_upload_on_a_real_small_disk(small_disk, config, identity) -> None:  # type: ignore[no-untyped-def]
+def test_disk_full_during_an_upload_on_a_real_small_disk(
+    small_disk, config, identity, make_app
+) -> None:  # type: ignore[no-untyped-def]
     config = dataclasses.replace(config, data_dir=small_disk / "data")
-    client = create_app(config, TESTING=True).test_client()
+    client = make_app(data_dir=config.data_dir).test_client()
     video = os.urandom(3 << 20)  # three times the whole disk
     response = post(
         client,
@@ -86,9 +76,9 @@ def test_disk_full_during_an_upload_on_a_real_small_disk(small_disk, config, ide
     assert manifest["fields"]["testimony"] == "short and safe"
 
 
-def test_disk_full_before_the_manifest_on_a_real_small_disk(small_disk, config) -> None:  # type: ignore[no-untyped-def]
+def test_disk_full_before_the_manifest_on_a_real_small_disk(small_disk, config, make_app) -> None:  # type: ignore[no-untyped-def]
     config = dataclasses.replace(config, data_dir=small_disk / "data")
-    client = create_app(config, TESTING=True).test_client()
+    client = make_app(data_dir=config.data_dir).test_client()
     filler = fill(small_disk)
     try:
         response = post(client, {"testimony": "words only " * 2000})
@@ -267,8 +257,8 @@ def failing_after(budget: int):  # type: ignore[no-untyped-def]
     [0, 100, 64 * 1024 + 500, 200 * 1024 + 1, 300 * 1024 + 700],
     ids=["no-byte", "header", "second-chunk", "second-file", "manifest"],
 )
-def test_disk_full_at_any_point_leaves_nothing(config: Config, budget: int) -> None:
-    app = create_app(config, TESTING=True)
+def test_disk_full_at_any_point_leaves_nothing(config: Config, budget: int, make_app) -> None:
+    app = make_app()
     app.extensions["portal"].store.opener = failing_after(budget)
     client = app.test_client()
     response = post(
@@ -286,13 +276,13 @@ def test_disk_full_at_any_point_leaves_nothing(config: Config, budget: int) -> N
     assert_nothing_kept(config.data_dir)
 
 
-def test_failure_while_committing_leaves_nothing(config: Config, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_failure_while_committing_leaves_nothing(config: Config, monkeypatch, make_app) -> None:  # type: ignore[no-untyped-def]
     import portal.store
 
     def no_rename(src: object, dst: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    client = create_app(config, TESTING=True).test_client()
+    client = make_app().test_client()
     monkeypatch.setattr(portal.store.os, "rename", no_rename)
     response = post(client, {"testimony": "almost", "attachments": (io.BytesIO(b"f"), "f")})
     monkeypatch.undo()

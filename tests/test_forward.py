@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import shutil
 import subprocess
 import tarfile
 from pathlib import Path
@@ -58,7 +57,7 @@ def _members(bundle: Path, identity: X25519Identity) -> dict[str, bytes]:
         return {m.name: tar.extractfile(m).read() for m in tar.getmembers()}  # type: ignore[union-attr]
 
 
-@pytest.mark.skipif(shutil.which("age") is None, reason="the age CLI is not installed")
+@pytest.mark.needs("age")
 def test_bundle_opens_with_stock_age_and_tar_and_every_hash_matches(
     tmp_path: Path, opened: tuple[list[str], Path, Path], partner: tuple[X25519Identity, Path]
 ) -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from portal.server import SafeFormatter, redact, safe_traceback
 from portal.store import SubmissionStore
-from tests.support import Client, LiveServer, MultipartBody, open_submission, start_server
+from portal.testing.live import Client, LiveServer, MultipartBody, open_submission, start_server
 
 MARKER = "Qz7mark"  # every marker below contains it, so one scan finds them all
 MARKER_UA = f"Mozilla/5.0 {MARKER}Agent/1.0"

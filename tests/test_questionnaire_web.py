@@ -18,8 +18,8 @@ from typing import Any
 
 from portal.age import X25519Identity
 from portal.questionnaire import DEFAULT_QUESTIONNAIRE, load_questionnaire
+from portal.testing.live import LiveServer, open_submission, post_form
 from tests.review_support import open_args, review
-from tests.support import LiveServer, flask_post_form, open_submission
 
 LANGUAGES = ("en", "ko", "zh")
 QUESTIONNAIRE = load_questionnaire(DEFAULT_QUESTIONNAIRE, LANGUAGES)
@@ -102,7 +102,7 @@ def test_every_language_shows_its_own_question_texts(client) -> None:  # type: i
 def test_without_consent_nothing_is_saved_and_every_answer_is_kept(client, config) -> None:  # type: ignore[no-untyped-def]
     answers = {k: v for k, v in KOREAN_ANSWERS.items() if k != "consent"}
     answers["how_known"] = ["saw", "heard"]  # type: ignore[assignment]
-    response = flask_post_form(client, {**answers, "consent": ""}, path="/ko/submit")
+    response = post_form(client, {**answers, "consent": ""}, path="/ko/submit")
     assert response.status_code == 400
     page = response.get_data(as_text=True)
     assert "증언이 저장되지 않았습니다" in page
@@ -124,27 +124,25 @@ def test_without_consent_nothing_is_saved_and_every_answer_is_kept(client, confi
 
 
 def test_a_hostile_answer_is_refused_in_the_witness_language(client) -> None:  # type: ignore[no-untyped-def]
-    response = flask_post_form(client, {"testimony": "x", "consent": "everyone"}, path="/zh/submit")
+    response = post_form(client, {"testimony": "x", "consent": "everyone"}, path="/zh/submit")
     assert response.status_code == 400
     assert "请从列出的答案中选择。" in response.get_data(as_text=True)
     # A file sent under a question's name is not an answer (and never a 500).
-    response = flask_post_form(
-        client, {"testimony": "x", "where": (io.BytesIO(b"file"), "where.txt")}
-    )
+    response = post_form(client, {"testimony": "x", "where": (io.BytesIO(b"file"), "where.txt")})
     assert response.status_code == 200
 
 
 def test_answers_other_than_the_testimony_are_enough(client, config, identity) -> None:  # type: ignore[no-untyped-def]
-    response = flask_post_form(client, {"where": "Hoeryong", "consent": "ask"})
+    response = post_form(client, {"where": "Hoeryong", "consent": "ask"})
     assert response.status_code == 200, response.get_data(as_text=True)
-    only_choices = flask_post_form(client, {"how_known": "saw", "consent": "ask"})
+    only_choices = post_form(client, {"how_known": "saw", "consent": "ask"})
     assert only_choices.status_code == 400
 
 
 def test_the_manifest_seals_the_questions_seen_and_the_answers(client, config, identity) -> None:  # type: ignore[no-untyped-def]
     from portal.store import SubmissionStore
 
-    response = flask_post_form(client, KOREAN_ANSWERS, path="/ko/submit")
+    response = post_form(client, KOREAN_ANSWERS, path="/ko/submit")
     assert response.status_code == 200, response.get_data(as_text=True)
     store = SubmissionStore(config.data_dir)
     [sid] = store.ids()

@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 from portal.store import SubmissionStore
-from tests.support import Client, MultipartBody, start_server
+from portal.testing.live import Client, MultipartBody, start_server
 
 RATE_PER_MINUTE = 30
 BURST = 10

@@ -11,8 +11,8 @@ import re
 import pytest
 
 from portal.store import SubmissionStore
+from portal.testing.live import MultipartBody, open_submission, start_server
 from portal.web.i18n import LANGUAGES
-from tests.support import MultipartBody, open_submission, start_server
 from tests.test_pages import prefix, translate
 
 MAX_CHARS = 10
