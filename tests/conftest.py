@@ -19,6 +19,7 @@ from flask import Flask
 
 from portal.age import X25519Identity
 from portal.config import Config
+from portal.store import SubmissionStore
 from portal.testing.live import LiveServer, start_server
 from tests.support import (
     CHROMIUM_ARGS,
@@ -92,6 +93,23 @@ def identity_file(tmp_path: Path, identity: X25519Identity) -> Path:
     path.write_text(f"# test identity\n{identity}\n")
     path.chmod(0o600)
     return path
+
+
+@pytest.fixture
+def reviewer(tmp_path: Path) -> tuple[X25519Identity, Path]:
+    """A reviewer's identity and its identity file (tmp_path/identity.txt)."""
+    from tests.review_support import write_identity
+
+    path = tmp_path / "identity.txt"
+    return write_identity(path), path
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> SubmissionStore:
+    """An empty, initialised submission store in tmp_path/data."""
+    from tests.review_support import make_store
+
+    return make_store(tmp_path / "data")
 
 
 @pytest.fixture
