@@ -160,25 +160,35 @@ def client(app):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def live_server(
+def make_server(
     tmp_path: Path, identity: X25519Identity, identity_file: Path
-) -> Iterator[LiveServer]:
-    """A real gunicorn server on loopback, with its own data directory and TMPDIR."""
-    server = start_server(tmp_path / "server", str(identity.recipient), identity_file)
-    try:
-        yield server
-    finally:
+) -> Iterator[Callable[..., LiveServer]]:
+    """Start a real server on loopback for `identity`, in tmp_path/server, with any
+    `start_server` option (`make_server(env={"PORTAL_MAX_FILES": "2"})`); each one
+    started is stopped when the test ends."""
+    started: list[LiveServer] = []
+
+    def factory(**options: Any) -> LiveServer:
+        if options.get("front"):
+            require_front()
+        server = start_server(
+            tmp_path / "server", str(identity.recipient), identity_file, **options
+        )
+        started.append(server)
+        return server
+
+    yield factory
+    for server in started:
         server.stop()
 
 
 @pytest.fixture
-def front_server(
-    tmp_path: Path, identity: X25519Identity, identity_file: Path
-) -> Iterator[LiveServer]:
+def live_server(make_server: Callable[..., LiveServer]) -> LiveServer:
+    """A real gunicorn server on loopback, with its own data directory and TMPDIR."""
+    return make_server()
+
+
+@pytest.fixture
+def front_server(make_server: Callable[..., LiveServer]) -> LiveServer:
     """The documented stack on loopback: nginx in front of gunicorn, as `make run` starts it."""
-    require_front()
-    server = start_server(tmp_path / "server", str(identity.recipient), identity_file, front=True)
-    try:
-        yield server
-    finally:
-        server.stop()
+    return make_server(front=True)

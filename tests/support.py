@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
+import io
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, BinaryIO, NoReturn
 
 import pytest
 from flask import Flask
@@ -125,6 +127,50 @@ def build_app(
     flags = {"TESTING": True} if testing else {}
     app = create_app(dataclasses.replace(config, **changes), **flags)
     return add_failing_routes(app) if failing_routes else app
+
+
+class FileWrapper(io.RawIOBase):
+    """A file the store writes through its `opener` seam; subclasses change `write`."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+
+    def write(self, data: Any) -> int:
+        return self._raw.write(data)
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._raw.fileno()
+
+    def close(self) -> None:
+        super().close()
+        self._raw.close()
+
+
+class FailingFile(FileWrapper):
+    """A file that fails with ENOSPC once a shared byte budget is spent."""
+
+    def __init__(self, raw: BinaryIO, budget: list[int]) -> None:
+        super().__init__(raw)
+        self._budget = budget
+
+    def write(self, data: Any) -> int:
+        if len(data) > self._budget[0]:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self._budget[0] -= len(data)
+        return self._raw.write(data)
+
+
+def failing_after(budget: int) -> Callable[[int], BinaryIO]:
+    """A store opener whose files together accept `budget` bytes, then fail with ENOSPC."""
+    shared = [budget]
+
+    def opener(fd: int) -> BinaryIO:
+        return FailingFile(open(fd, "wb", buffering=0), shared)  # type: ignore[return-value]
+
+    return opener
 
 
 def assert_nothing_kept(data_dir: Path) -> None:

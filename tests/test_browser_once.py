@@ -5,29 +5,17 @@ Debian's Chromium, headless, JavaScript off, as in tests/test_browser.py.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 from playwright.sync_api import Request
 
-from portal.age import X25519Identity
 from portal.store import SubmissionStore
-from portal.testing.live import LiveServer, open_submission, start_server
+from portal.testing.live import open_submission
 
 pytestmark = pytest.mark.browser
 
 
-@pytest.fixture
-def server(tmp_path: Path, identity: X25519Identity, identity_file: Path) -> Iterator[LiveServer]:
-    live = start_server(tmp_path / "server", str(identity.recipient), identity_file)
-    try:
-        yield live
-    finally:
-        live.stop()
-
-
-def test_reloading_the_received_page_stores_nothing_more(server, identity, browser) -> None:  # type: ignore[no-untyped-def]
+def test_reloading_the_received_page_stores_nothing_more(live_server, identity, browser) -> None:  # type: ignore[no-untyped-def]
+    server = live_server
     posts: list[str] = []
 
     def count(request: Request) -> None:

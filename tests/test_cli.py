@@ -82,15 +82,20 @@ def test_bad_setting_is_named(tmp_path: Path) -> None:
     assert "PORTAL_MAX_UPLOAD_MB" in err
 
 
-def test_console_script_serve_refuses_without_recipients(tmp_path: Path) -> None:
-    env = env_for(tmp_path, "")
-    proc = subprocess.run(
+def serve_in_a_process(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`serve` run as the console script runs it: a new Python process, its own exit."""
+    return subprocess.run(
         [sys.executable, "-m", "portal.cli", "serve", "--port", "1"],
         env={"PATH": "/usr/bin:/bin", **env},
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def test_console_script_serve_refuses_without_recipients(tmp_path: Path) -> None:
+    env = env_for(tmp_path, "")
+    proc = serve_in_a_process(env)
     assert proc.returncode == 1
     assert "testimony-review keygen" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -128,13 +133,7 @@ def test_console_script_serve_under_a_file_prints_no_traceback(tmp_path: Path) -
     env = env_for(tmp_path, f"{X25519Identity.generate().recipient}\n")
     (tmp_path / "notes.txt").write_text("a file")
     env["PORTAL_DATA_DIR"] = str(tmp_path / "notes.txt" / "data")
-    proc = subprocess.run(
-        [sys.executable, "-m", "portal.cli", "serve", "--port", "1"],
-        env={"PATH": "/usr/bin:/bin", **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = serve_in_a_process(env)
     assert proc.returncode == 1
     assert proc.stderr.count("\n") == 1 and "is a file, not a folder" in proc.stderr
     assert "Traceback" not in proc.stderr

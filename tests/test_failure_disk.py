@@ -15,7 +15,6 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
 
 import pytest
 
@@ -23,7 +22,7 @@ from portal.config import Config
 from portal.store import SubmissionStore
 from portal.testing.live import open_submission, start_server
 from portal.testing.live import post_form as post
-from tests.support import assert_nothing_kept, mounted_tmpfs
+from tests.support import assert_nothing_kept, failing_after, mounted_tmpfs
 
 NOT_SAVED = "NOT saved"
 
@@ -217,39 +216,6 @@ def test_live_concurrent_uploads_cannot_take_the_disk_below_the_floor(
 
 
 # --- failures at exact points, through the store's opener seam -------------
-
-
-class FailingFile(io.RawIOBase):
-    """A file that fails with ENOSPC once a shared byte budget is spent."""
-
-    def __init__(self, raw: BinaryIO, budget: list[int]) -> None:
-        self._raw = raw
-        self._budget = budget
-
-    def write(self, data) -> int:  # type: ignore[no-untyped-def, override]
-        if len(data) > self._budget[0]:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        self._budget[0] -= len(data)
-        return self._raw.write(data)
-
-    def writable(self) -> bool:
-        return True
-
-    def fileno(self) -> int:
-        return self._raw.fileno()
-
-    def close(self) -> None:
-        super().close()
-        self._raw.close()
-
-
-def failing_after(budget: int):  # type: ignore[no-untyped-def]
-    shared = [budget]
-
-    def opener(fd: int) -> BinaryIO:
-        return FailingFile(open(fd, "wb", buffering=0), shared)  # type: ignore[return-value]
-
-    return opener
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ import threading
 import pytest
 
 from portal.store import SubmissionStore
-from portal.testing.live import MultipartBody, csrf_token, start_server
+from portal.testing.live import MultipartBody, csrf_token
 from portal.testing.live import post_form as post
 from portal.web.ratelimit import TokenBucket
 from tests.support import assert_nothing_kept
@@ -249,17 +249,10 @@ def test_disk_floor_is_checked_again_for_each_file(config, monkeypatch, make_app
 
 
 @pytest.fixture
-def small_server(tmp_path, identity, identity_file):  # type: ignore[no-untyped-def]
-    server = start_server(
-        tmp_path / "server",
-        str(identity.recipient),
-        identity_file,
+def small_server(make_server):  # type: ignore[no-untyped-def]
+    return make_server(
         env={"PORTAL_MAX_UPLOAD_MB": "1", "PORTAL_RATE_PER_MINUTE": "1", "PORTAL_RATE_BURST": "4"},
     )
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def test_live_oversized_uploads_are_refused_also_when_chunked(small_server) -> None:  # type: ignore[no-untyped-def]

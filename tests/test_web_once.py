@@ -23,8 +23,7 @@ from portal.web.onetime import (
     InvalidFormValue,
     StillStoring,
 )
-from tests.support import assert_nothing_kept
-from tests.test_failure_disk import failing_after
+from tests.support import FileWrapper, assert_nothing_kept, failing_after
 
 RECEIVED = 'class="notice ok"'
 
@@ -119,24 +118,14 @@ def test_a_repeat_while_the_first_is_still_storing_waits_for_it(config, make_app
     store = app.extensions["portal"].store
     healthy, release, writing = store.opener, threading.Event(), threading.Event()
 
-    class SlowFile(io.RawIOBase):
+    class SlowFile(FileWrapper):
         def __init__(self, fd: int) -> None:
-            self._raw = healthy(fd)
+            super().__init__(healthy(fd))
 
-        def write(self, data) -> int:  # type: ignore[no-untyped-def, override]
+        def write(self, data) -> int:  # type: ignore[no-untyped-def]
             writing.set()
             release.wait(timeout=60)
             return self._raw.write(data)
-
-        def writable(self) -> bool:
-            return True
-
-        def fileno(self) -> int:
-            return self._raw.fileno()
-
-        def close(self) -> None:
-            super().close()
-            self._raw.close()
 
     store.opener = SlowFile
     setup = app.test_client()
