@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import html
 import io
+import os
 import re
 from pathlib import Path
 from urllib.parse import urlencode
 
+from portal.age import X25519Identity
 from portal.cli import main as portal_cli
-from portal.testing.live import Client, MultipartBody, Response, csrf_token, form_fields
+from portal.testing.live import Client, LiveServer, MultipartBody, Response, csrf_token, form_fields
 
 RECEIPT_RE = re.compile(r'<p class="receipt" id="receipt"[^>]*>([0-9 ]+)</p>')
 REPLY_RE = re.compile(r'<article class="reply"[^>]*>.*?<div class="reply-text">(.*?)</div>', re.S)
@@ -114,3 +116,15 @@ def export(data_dir: Path, dest: Path) -> None:
         stderr=err,
     )
     assert status == 0, err.getvalue()
+
+
+def identity_of(server: LiveServer, receipt: str) -> X25519Identity:
+    """The witness key the server derives from `receipt` (at the tests' low argon2id cost)."""
+    from portal.mailbox import SALT_NAME, configured_cost, derive_identity
+    from portal.receipt import parse_receipt
+
+    salt = bytes.fromhex((server.data_dir / SALT_NAME).read_text().strip())
+    cost = configured_cost(
+        int(os.environ["PORTAL_RECEIPT_KDF_OPS"]), int(os.environ["PORTAL_RECEIPT_KDF_MEMORY_KIB"])
+    )
+    return derive_identity(parse_receipt(receipt), salt, cost)

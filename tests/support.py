@@ -11,6 +11,7 @@ Use `require_tool`, `require_root` or the `needs` marker; never a bare
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
 import errno
 import io
@@ -51,6 +52,15 @@ INSTALL = {
     "chattr": "apt install e2fsprogs",
     "mount": "apt install mount",
 }
+
+
+def translate(lang: str, message: str) -> str:
+    """`message` as the portal's catalogue for `lang` has it."""
+    from babel.support import Translations
+
+    from portal.web.i18n import TRANSLATIONS_DIR
+
+    return Translations.load(str(TRANSLATIONS_DIR), [lang]).gettext(message)
 
 
 def unavailable(reason: str) -> NoReturn:
@@ -171,6 +181,27 @@ def failing_after(budget: int) -> Callable[[int], BinaryIO]:
         return FailingFile(open(fd, "wb", buffering=0), shared)  # type: ignore[return-value]
 
     return opener
+
+
+_STATX_BTIME = 0x800
+_AT_FDCWD = -100
+_AT_SYMLINK_NOFOLLOW = 0x100
+
+
+def birth_time_ns(path: Path) -> int | None:
+    """The birth time from statx(2), or None when the file system does not keep one."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    buffer = ctypes.create_string_buffer(256)
+    result = libc.statx(_AT_FDCWD, os.fsencode(path), _AT_SYMLINK_NOFOLLOW, _STATX_BTIME, buffer)
+    if result != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code), str(path))
+    mask = int.from_bytes(buffer.raw[0:4], "little")
+    if not mask & _STATX_BTIME:
+        return None
+    seconds = int.from_bytes(buffer.raw[80:88], "little", signed=True)
+    nanoseconds = int.from_bytes(buffer.raw[88:92], "little")
+    return seconds * 1_000_000_000 + nanoseconds
 
 
 def assert_nothing_kept(data_dir: Path) -> None:

@@ -28,14 +28,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from babel.support import Translations
 from playwright.sync_api import Browser, BrowserContext, Page, Response
 from werkzeug.serving import make_server
 
 from portal.age import X25519Identity
 from portal.testing.live import LiveServer, start_server
-from portal.web.i18n import DEFAULT_LANGUAGE, LANGUAGES, TRANSLATIONS_DIR
-from tests.support import REPO, VIEWPORTS, app_config, build_app
+from portal.testing.live import lang_prefix as prefix
+from portal.web.i18n import LANGUAGES
+from tests.support import REPO, VIEWPORTS, app_config, build_app, translate
 
 pytestmark = pytest.mark.browser
 
@@ -62,14 +62,6 @@ PAGES = {
     "error-503": (503, "Not available right now"),
 }
 ALL_PAGES = [(lang, name) for lang in LANGUAGES for name in PAGES]
-
-
-def translate(lang: str, message: str) -> str:
-    return Translations.load(str(TRANSLATIONS_DIR), [lang]).gettext(message)
-
-
-def prefix(lang: str) -> str:
-    return "" if lang == DEFAULT_LANGUAGE else f"/{lang}"
 
 
 # ------------------------------------------------------------------ servers
@@ -248,7 +240,7 @@ def test_witness_answers_the_korean_questionnaire_without_javascript(
     under its question. Screenshots of the form and the reviewer's page go to docs/screenshots/."""
     from portal.questionnaire import DEFAULT_QUESTIONNAIRE, load_questionnaire
     from portal.review.cli import main as review
-    from tests.test_questionnaire_web import KOREAN_ANSWERS, assert_each_answer_under_its_question
+    from tests.questionnaire_support import KOREAN_ANSWERS, assert_each_answer_under_its_question
 
     questionnaire = load_questionnaire(DEFAULT_QUESTIONNAIRE, LANGUAGES)
     page = witness_page

@@ -149,11 +149,10 @@ def test_follow_up_pages_have_no_accessibility_violations(
     from portal.age import encrypt
     from portal.conversation import mailbox_name
     from portal.mailbox import ReplyStore
-    from tests.conversation_support import receipt_of
-    from tests.test_conversation_server import _identity_of
+    from tests.conversation_support import identity_of, receipt_of
 
     receipt = receipt_of(live_server.client().submit("for the audit", [], lang).body)
-    identity = _identity_of(live_server, receipt)
+    identity = identity_of(live_server, receipt)
     ReplyStore(live_server.data_dir).add(
         mailbox_name(str(identity.recipient)),
         encrypt("답장 回复 reply".encode(), [identity.recipient]),

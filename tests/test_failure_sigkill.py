@@ -28,7 +28,7 @@ from portal.testing.live import (
     open_submission,
     start_server,
 )
-from tests.test_seal import birth_time_ns
+from tests.support import birth_time_ns
 
 pytestmark = pytest.mark.slow
 CLIENTS = 12

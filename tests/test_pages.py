@@ -12,19 +12,12 @@ import re
 from html.parser import HTMLParser
 
 import pytest
-from babel.support import Translations
 
 from portal.testing import pages as page_weight
 from portal.testing.live import form_fields
-from portal.web.i18n import DEFAULT_LANGUAGE, LANGUAGES, TRANSLATIONS_DIR
-
-
-def translate(lang: str, message: str) -> str:
-    return Translations.load(str(TRANSLATIONS_DIR), [lang]).gettext(message)
-
-
-def prefix(lang: str) -> str:
-    return "" if lang == DEFAULT_LANGUAGE else f"/{lang}"
+from portal.testing.live import lang_prefix as prefix
+from portal.web.i18n import DEFAULT_LANGUAGE, LANGUAGES
+from tests.support import translate
 
 
 def html_lang(page: str) -> str:

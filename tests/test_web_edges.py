@@ -12,8 +12,9 @@ import pytest
 
 from portal.store import SubmissionStore
 from portal.testing.live import MultipartBody, open_submission
+from portal.testing.live import lang_prefix as prefix
 from portal.web.i18n import LANGUAGES
-from tests.test_pages import prefix, translate
+from tests.support import translate
 
 MAX_CHARS = 10
 

@@ -209,8 +209,13 @@ def post_form(
     return client.post(path, data={**fields, **(data or {})}, content_type="multipart/form-data")
 
 
+def lang_prefix(lang: str) -> str:
+    """The start of every address in `lang`: none for the default language, English."""
+    return "" if lang == "en" else f"/{lang}"
+
+
 def _submit_path(lang: str) -> str:
-    return "/submit" if lang == "en" else f"/{lang}/submit"
+    return f"{lang_prefix(lang)}/submit"
 
 
 class MultipartBody:

@@ -22,7 +22,7 @@ from werkzeug.exceptions import (
     ServiceUnavailable,
 )
 
-from portal.testing.live import form_fields
+from portal.testing.live import form_fields, lang_prefix
 
 BUDGET_BYTES = 30 * 1024
 STYLESHEET_RE = re.compile(r'<link rel="stylesheet" href="([^"]+)"')
@@ -40,17 +40,13 @@ class PageWeight:
         return self.html + self.css
 
 
-def _prefix(lang: str) -> str:
-    return "" if lang == "en" else f"/{lang}"
-
-
 def _rendered_error(app: Flask, lang: str, exc: HTTPException) -> str:
     # Error pages that are awkward to provoke here (a full disk, a server
     # fault) weigh the same whichever way they are reached: render them
     # through the app's own error handler.
     from portal.web.errors import render_error
 
-    with app.test_request_context(f"{_prefix(lang)}/submit", method="POST"):
+    with app.test_request_context(f"{lang_prefix(lang)}/submit", method="POST"):
         return render_error(exc)[0]
 
 
@@ -60,7 +56,7 @@ def witness_pages(app: Flask) -> Iterator[tuple[str, str, str]]:
 
     client = app.test_client()
     for lang in LANGUAGES:
-        base = _prefix(lang)
+        base = lang_prefix(lang)
         form = client.get(f"{base}/submit").get_data(as_text=True)
         # With the one required answer, consent: only the text makes the difference.
         hidden = form_fields(form)
