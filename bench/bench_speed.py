@@ -207,6 +207,8 @@ def form_post(form: tuple[str, str], cookie: str, text: str) -> bytes:
         f'--{boundary}\r\nContent-Disposition: form-data; name="csrf_token"\r\n\r\n{token}\r\n',
         f'--{boundary}\r\nContent-Disposition: form-data; name="form_id"\r\n\r\n{form_id}\r\n',
         f'--{boundary}\r\nContent-Disposition: form-data; name="testimony"\r\n\r\n{text}\r\n',
+        # The default questionnaire's one required answer (issue 12).
+        f'--{boundary}\r\nContent-Disposition: form-data; name="consent"\r\n\r\nyes\r\n',
         f'--{boundary}\r\nContent-Disposition: form-data; name="attachments"; filename=""\r\n'
         "Content-Type: application/octet-stream\r\n\r\n\r\n",
         f'--{boundary}\r\nContent-Disposition: form-data; name="website"\r\n\r\n\r\n',
