@@ -41,7 +41,7 @@ CHROMIUM_ARGS = [
 ]
 VIEWPORTS = {"phone": {"width": 360, "height": 740}, "desktop": {"width": 1280, "height": 800}}
 
-# How to get each external program the tests use (`make system-deps` installs them all).
+# How to get each external program the tests use (`make system-deps` installs most of them).
 INSTALL = {
     "age": "apt install age",
     "age-keygen": "apt install age",
@@ -51,6 +51,8 @@ INSTALL = {
     "nginx": "make server-deps",
     "chattr": "apt install e2fsprogs",
     "mount": "apt install mount",
+    "mkfs.vfat": "apt install dosfstools",
+    "gpg": "apt install gnupg",
 }
 
 
