@@ -30,8 +30,9 @@ import nacl.pwhash.argon2id as argon2id
 from portal.age import AgeError, X25519Identity, decrypt
 from portal.age.format import BufferedSource, parse_header
 from portal.conversation import is_mailbox_name, mailbox_name
+from portal.fsio import DIR_MODE, create_new, fsync_dir
 from portal.receipt import Receipt
-from portal.store import DIR_MODE, day_timestamp, fsync_dir, write_new_file
+from portal.store import day_timestamp
 
 SALT_NAME = "receipt-salt"
 REPLIES_DIR = "replies"
@@ -97,12 +98,8 @@ def ensure_salt(data_dir: Path) -> bytes:
     path = Path(data_dir) / SALT_NAME
     if path.is_symlink():
         raise MailboxError(f"{path} is a symbolic link; refusing to use it")
-    try:
-        write_new_file(path, os.urandom(argon2id.SALTBYTES).hex().encode("ascii") + b"\n")
-    except FileExistsError:
-        pass
-    else:
-        fsync_dir(path.parent)
+    with contextlib.suppress(FileExistsError):
+        create_new(path, os.urandom(argon2id.SALTBYTES).hex().encode("ascii") + b"\n")
     text = path.read_text("ascii", "replace").strip()
     try:
         salt = bytes.fromhex(text)
@@ -263,7 +260,7 @@ class ReplyStore:
         temp = folder / f".{name}.tmp"
         with contextlib.suppress(FileNotFoundError):
             temp.unlink()
-        write_new_file(temp, data)
+        create_new(temp, data, sync_dir=False)
         stamp = day_timestamp()
         os.utime(temp, (stamp, stamp))
         os.rename(temp, target)
@@ -327,7 +324,7 @@ class ReplyStore:
             box.mkdir(mode=DIR_MODE)
             for path, stamp in entries:
                 target = box / path.name
-                write_new_file(target, path.read_bytes())
+                create_new(target, path.read_bytes(), sync_dir=False)
                 day = stamp - stamp % 86400
                 os.utime(target, (day, day))
                 kept += 1

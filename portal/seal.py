@@ -43,17 +43,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from portal.store import (
+from portal.fsio import (
+    CHUNK,
     DIR_MODE,
-    FILE_MODE,
+    READ_FLAGS,
+    flocked,
+    fsync_dir,
+    new_file,
+    replace_file,
+    write_all,
+)
+from portal.store import (
     StoreError,
     SubmissionStore,
     day_timestamp,
-    flocked,
-    fsync_dir,
     is_valid_id,
     submission_files,
-    write_new_file,
 )
 
 WORK_DIR = ".seal"
@@ -61,7 +66,6 @@ STATE_FILE = ".sealed"
 PART_PREFIX = ".part-"
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
-_COPY_CHUNK = 1 << 20
 
 Checkpoint = Callable[[str], None]
 
@@ -134,9 +138,7 @@ def _write_state(store: SubmissionStore, started: dt.datetime, rewrite_from: flo
     """
     day = dt.datetime.fromtimestamp(rewrite_from, dt.UTC).date().isoformat()
     text = f"{started.strftime('%Y-%m-%dT%H:%M:%SZ')}\nrewrite-from {day}\n"
-    temp = store.root / f"{STATE_FILE}.{secrets.token_hex(4)}.tmp"
-    write_new_file(temp, text.encode("ascii"))
-    os.rename(temp, store.root / STATE_FILE)
+    replace_file(store.root / STATE_FILE, text.encode("ascii"))
 
 
 def recover_interrupted_seal(store: SubmissionStore) -> bool:
@@ -319,11 +321,11 @@ class _Sealer:
 
 
 def _copy_file(source: Path, target: Path) -> None:
-    src = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    """Copy `source` to a new file `target`, fsynced; the caller fsyncs the folder."""
+    src = os.open(source, READ_FLAGS)
     try:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        dst = os.open(target, flags, FILE_MODE)
-        try:
+        with new_file(target, sync_dir=False) as out:
+            dst = out.fileno()
             size = os.fstat(src).st_size
             offset = 0
             while offset < size:
@@ -339,13 +341,8 @@ def _copy_file(source: Path, target: Path) -> None:
             # Fallback (and a file that grew): plain reads and writes.
             os.lseek(src, offset, os.SEEK_SET)
             os.lseek(dst, offset, os.SEEK_SET)
-            while chunk := os.read(src, _COPY_CHUNK):
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(dst, view) :]
-            os.fsync(dst)
-        finally:
-            os.close(dst)
+            while chunk := os.read(src, CHUNK):
+                write_all(dst, chunk)
     finally:
         os.close(src)
 
