@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from portal.age.errors import HeaderError, NoIdentityMatchError
-from portal.age.format import Stanza, b64decode, b64encode
+from portal.age.format import Stanza, b64encode, stanza_args, stanza_bytes
 from portal.age.primitives import (
     FILE_KEY_SIZE,
     KEY_SIZE,
@@ -97,15 +97,8 @@ class ScryptIdentity:
         if len(stanzas) != 1:
             raise HeaderError("an scrypt stanza must be the only stanza in the header")
         stanza = stanzas[0]
-        if len(stanza.args) != 2:
-            raise HeaderError("malformed scrypt stanza: expected a salt and a work factor")
-        try:
-            salt = b64decode(stanza.args[0])
-        except ValueError:
-            raise HeaderError("malformed scrypt stanza: salt is not canonical base64") from None
-        if len(salt) != SALT_SIZE:
-            raise HeaderError("malformed scrypt stanza: salt is not 16 bytes")
-        text = stanza.args[1]
+        _, text = stanza_args(stanza, 2, "a salt and a work factor")
+        salt = stanza_bytes(stanza, 0, "salt", SALT_SIZE)
         # Decimal without sign or leading zeros, so each value has one spelling.
         if not _WORK_FACTOR_RE.fullmatch(text):
             raise HeaderError("malformed scrypt stanza: invalid work factor")
