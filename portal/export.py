@@ -39,13 +39,14 @@ from portal.fsio import (
 )
 from portal.seal import WORK_DIR, recover_interrupted_seal
 from portal.store import (
+    FILES_DIR,
+    SUBMISSIONS_DIR,
     StoreError,
     SubmissionStore,
     UnknownSubmissionError,
 )
 
 SUMS_NAME = "SHA256SUMS"
-SUBMISSIONS_DIR = "submissions"
 
 Progress = Callable[[str], None]
 Opener = Callable[[int], BinaryIO]
@@ -210,7 +211,7 @@ class _Exporter:
                 digest, copied = self._verify_or_copy(source, work_dir / rel, report)
                 copied_any = copied_any or copied
                 verified.append((f"{SUBMISSIONS_DIR}/{submission_id}/{rel}", digest))
-            for directory in (work_dir / "files", work_dir):
+            for directory in (work_dir / FILES_DIR, work_dir):
                 if directory.is_dir():
                     fsync_dir(directory)
             if incoming:

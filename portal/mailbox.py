@@ -32,7 +32,7 @@ from portal.age.format import BufferedSource, parse_header
 from portal.conversation import is_mailbox_name, mailbox_name
 from portal.fsio import DIR_MODE, create_new, fsync_dir
 from portal.receipt import Receipt
-from portal.store import day_timestamp
+from portal.store import SECONDS_PER_DAY, day_date, day_floor, day_timestamp
 
 SALT_NAME = "receipt-salt"
 REPLIES_DIR = "replies"
@@ -152,10 +152,6 @@ class Reply:
     received: str
 
 
-def _day(stamp: float) -> str:
-    return dt.datetime.fromtimestamp(stamp, dt.UTC).date().isoformat()
-
-
 def check_reply_file(data: bytes) -> None:
     """A reply must be a binary age file for exactly one X25519 recipient.
 
@@ -220,7 +216,7 @@ class ReplyStore:
                 text = decrypt(path.read_bytes(), [identity]).decode("utf-8")
             except (OSError, AgeError, UnicodeDecodeError):
                 continue
-            replies.append(Reply(id=path.stem, text=text, received=_day(stamp)))
+            replies.append(Reply(id=path.stem, text=text, received=day_date(stamp)))
         replies.sort(key=lambda r: (r.received, r.id))
         return replies
 
@@ -308,7 +304,7 @@ class ReplyStore:
         self._recover_reseal()
         if not self.root.is_dir():
             return 0
-        cutoff = day_timestamp() - days * 86400
+        cutoff = day_timestamp() - days * SECONDS_PER_DAY
         fresh = self._fresh
         fresh.mkdir(mode=DIR_MODE)
         kept = 0
@@ -325,7 +321,7 @@ class ReplyStore:
             for path, stamp in entries:
                 target = box / path.name
                 create_new(target, path.read_bytes(), sync_dir=False)
-                day = stamp - stamp % 86400
+                day = day_floor(stamp)
                 os.utime(target, (day, day))
                 kept += 1
             fsync_dir(box)
@@ -342,7 +338,7 @@ class ReplyStore:
 
     def purge_older_than(self, days: int, now: dt.datetime | None = None) -> int:
         """Delete replies imported more than `days` days ago; returns how many."""
-        cutoff = day_timestamp(now) - days * 86400
+        cutoff = day_timestamp(now) - days * SECONDS_PER_DAY
         removed = 0
         for mailbox in self.mailboxes():
             for path in list(self._entries(mailbox)):

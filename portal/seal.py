@@ -54,8 +54,12 @@ from portal.fsio import (
     write_all,
 )
 from portal.store import (
+    MANIFEST_NAME,
+    STAGING_DIR,
     StoreError,
     SubmissionStore,
+    day_date,
+    day_floor,
     day_timestamp,
     is_valid_id,
     submission_files,
@@ -85,10 +89,6 @@ class SealReport:
     @property
     def ok(self) -> bool:
         return not self.not_sealed
-
-
-def _day_floor(timestamp: float) -> float:
-    return day_timestamp(dt.datetime.fromtimestamp(timestamp, dt.UTC))
 
 
 def exchange(first: Path, second: Path) -> None:
@@ -136,7 +136,7 @@ def _write_state(store: SubmissionStore, started: dt.datetime, rewrite_from: flo
     that day) or, if a submission could not be sealed, the day of the
     oldest such one, so it is tried again.
     """
-    day = dt.datetime.fromtimestamp(rewrite_from, dt.UTC).date().isoformat()
+    day = day_date(rewrite_from)
     text = f"{started.strftime('%Y-%m-%dT%H:%M:%SZ')}\nrewrite-from {day}\n"
     replace_file(store.root / STATE_FILE, text.encode("ascii"))
 
@@ -219,7 +219,7 @@ class _Sealer:
         source = self.store.submissions_dir / submission_id
         day: float | None = None
         try:
-            day = _day_floor((source / "testimony.age").lstat().st_mtime)
+            day = day_floor((source / MANIFEST_NAME).lstat().st_mtime)
             if self.sealed_before is not None and day < self.sealed_before:
                 os.rename(source, self.new / submission_id)
                 self.report.already_sealed += 1
@@ -305,7 +305,7 @@ class _Sealer:
         """A fresh `staging/` when no upload is in progress; otherwise only its times reset."""
         staging = self.store.staging_dir
         if not any(os.scandir(staging)):
-            fresh = self.work / "staging"
+            fresh = self.work / STAGING_DIR
             fresh.mkdir(mode=DIR_MODE)
             os.utime(fresh, (midnight, midnight))
             try:

@@ -36,6 +36,10 @@ from portal.fsio import create_new as write_new_file
 
 __all__ = ["fsync_dir", "write_all", "write_new_file"]
 
+# The layout of the data directory (docs/FORMAT.md); export writes the same
+# `submissions/<id>/` layout on the transfer medium.
+STAGING_DIR = "staging"
+SUBMISSIONS_DIR = "submissions"
 MANIFEST_NAME = "testimony.age"
 FILES_DIR = "files"
 # Lock files at the top of the data directory. They are created once and
@@ -82,16 +86,31 @@ def is_valid_id(value: str) -> bool:
     return bool(_ID_RE.fullmatch(value))
 
 
+# Times on disk and in manifests are kept to the day (UTC), never finer: the
+# functions below are the one place that rounds a time down to its day.
+SECONDS_PER_DAY = 86_400
+
+
 def day_timestamp(now: dt.datetime | None = None) -> float:
-    """Midnight UTC of today: the only precision at which times are kept."""
+    """Midnight UTC starting the day of `now` (default: today); a naive `now` is UTC."""
     now = now or dt.datetime.now(dt.UTC)
     midnight = dt.datetime(now.year, now.month, now.day, tzinfo=dt.UTC)
     return midnight.timestamp()
 
 
+def day_floor(timestamp: float) -> float:
+    """Midnight UTC starting the day that holds `timestamp` (seconds since the epoch)."""
+    return day_timestamp(dt.datetime.fromtimestamp(timestamp, dt.UTC))
+
+
+def day_date(timestamp: float) -> str:
+    """The UTC day holding `timestamp`, as YYYY-MM-DD."""
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).date().isoformat()
+
+
 def received_date(now: dt.datetime | None = None) -> str:
-    now = now or dt.datetime.now(dt.UTC)
-    return now.date().isoformat()
+    """The UTC day of `now` (default: today) as YYYY-MM-DD: a manifest's `received`."""
+    return day_date(day_timestamp(now))
 
 
 def _start_writeback(fd: int) -> None:
@@ -325,8 +344,8 @@ class SubmissionStore:
 
     def __init__(self, root: Path, *, opener: Callable[[int], BinaryIO] | None = None) -> None:
         self.root = Path(root)
-        self.staging_dir = self.root / "staging"
-        self.submissions_dir = self.root / "submissions"
+        self.staging_dir = self.root / STAGING_DIR
+        self.submissions_dir = self.root / SUBMISSIONS_DIR
         # The opener turns a raw descriptor into a file object. It is a seam
         # for tests that inject faults such as ENOSPC half-way through a file.
         self.opener: Callable[[int], BinaryIO] = opener or open_unbuffered

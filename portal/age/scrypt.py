@@ -22,7 +22,9 @@ SCRYPT_LABEL = b"age-encryption.org/v1/scrypt"
 STANZA_TYPE = "scrypt"
 SALT_SIZE = 16
 DEFAULT_WORK_FACTOR = 18
-"""log2(N) for new files: about a second on a laptop, as the age CLI picks."""
+"""log2(N) for new files, what `age -p` writes: 2**18 x 1 KiB = 256 MiB and about a second
+per guess on a laptop. The reviewer's passphrase-protected identity files use it
+(`portal/review/keys.py`)."""
 
 DEFAULT_MAX_WORK_FACTOR = 22
 """The largest log2(N) we agree to compute: 2**22 * 1 KiB = 4 GiB of memory."""
