@@ -103,6 +103,16 @@ def open_new(path: Path, mode: int = FILE_MODE) -> int:
     return os.open(path, CREATE_FLAGS, mode)
 
 
+def _write_and_close(fd: int, data: Data, *, fsync: bool) -> None:
+    """Write all of `data` to `fd`, fsync it if asked; `fd` is closed in every case."""
+    try:
+        write_all(fd, data)
+        if fsync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _remove_failed(path: Path) -> None:
     # The file was created by this very call (O_EXCL), so removing it on
     # failure removes nothing that was there before.
@@ -126,14 +136,10 @@ def create_new(
     """
     fd = open_new(path, mode)
     try:
-        write_all(fd, data)
-        if fsync:
-            os.fsync(fd)
+        _write_and_close(fd, data, fsync=fsync)
     except BaseException:
-        os.close(fd)
         _remove_failed(path)
         raise
-    os.close(fd)
     if fsync and sync_dir:
         fsync_dir(path.parent)
 
@@ -192,12 +198,7 @@ def append_file(path: Path, data: Data, *, mode: int = FILE_MODE) -> None:
 
     The data is fsynced, and the folder too, in case the file was new.
     """
-    fd = os.open(path, APPEND_FLAGS, mode)
-    try:
-        write_all(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    _write_and_close(os.open(path, APPEND_FLAGS, mode), data, fsync=True)
     fsync_dir(path.parent)
 
 

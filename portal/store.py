@@ -9,6 +9,12 @@ Layout under the data directory (see docs/FORMAT.md)::
 The store only ever sees ciphertext; it knows nothing of age or Flask. Every
 path it hands out is resolved under its root, and it refuses symlinks, so a
 tampered data directory cannot make it read or delete anything elsewhere.
+Its files are created, written and fsynced through `portal.fsio`.
+
+It is also the one place that names the data directory's folders
+(`STAGING_DIR`, `SUBMISSIONS_DIR`, `FILES_DIR`, `MANIFEST_NAME`) and rounds a
+time to its UTC day (`day_timestamp`, `day_floor`, `day_date`), the only
+precision at which the portal keeps times.
 """
 
 from __future__ import annotations
