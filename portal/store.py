@@ -198,9 +198,16 @@ class StagedFile:
     thread starts only for a file that grows past them: most files (every
     manifest, a short attachment) are a few kilobytes, and starting and
     joining a thread for them cost more than the write.
+
+    Past them, writes are gathered into pieces of `PIECE_BYTES` before they
+    are handed over: the age writer produces 64 KiB chunks, and waking the
+    thread for each one cost more CPU than the hashing of it (issue 14). At
+    most `QUEUE_DEPTH` pieces wait, plus the one being gathered, so a file
+    being written holds at most (QUEUE_DEPTH + 1) x PIECE_BYTES = 2.25 MiB.
     """
 
-    QUEUE_DEPTH = 32
+    QUEUE_DEPTH = 8
+    PIECE_BYTES = 256 * 1024
     SYNC_EVERY = 32 * 1024 * 1024
     INLINE_BYTES = 1024 * 1024
 
@@ -212,6 +219,8 @@ class StagedFile:
         self._closed = False
         self._inline = 0
         self._thread: threading.Thread | None = None
+        # What the writer thread has not been handed yet (under PIECE_BYTES).
+        self._piece = bytearray()
 
     def _drain(self) -> None:
         unsynced = 0
@@ -246,9 +255,16 @@ class StagedFile:
                 return len(data)
             self._thread = threading.Thread(target=self._drain, name="staged-write", daemon=True)
             self._thread.start()
-        # A copy: the caller (the age writer) reuses its buffer.
-        self._queue.put(bytes(data))
+        # Gathering copies: the caller (the age writer) reuses its buffer.
+        self._piece += data
+        if len(self._piece) >= self.PIECE_BYTES:
+            self._hand_over()
         return len(data)
+
+    def _hand_over(self) -> None:
+        if self._piece:
+            self._queue.put(bytes(self._piece))
+            self._piece.clear()
 
     @property
     def threaded(self) -> bool:
@@ -259,6 +275,7 @@ class StagedFile:
         if not self._closed:
             self._closed = True
             if self._thread is not None:
+                self._hand_over()
                 self._queue.put(None)
                 self._thread.join()
 
