@@ -1,11 +1,13 @@
 """Helpers only the tests use; what tests and benchmarks share is in `portal.testing`.
 
-One policy for what a test needs from the machine (an external program, root,
-a file-system feature): when the `CI` environment variable is set the test
-fails, since CI installs every tool and runs as root (`.ci/run`); elsewhere
-it is skipped with the reason and how to get it (`-ra` lists the reasons).
-Use `require_tool`, `require_root` or the `needs` marker; never a bare
-`return` or a `skipif`, which would pass in CI without testing anything.
+One policy for what a test needs from the machine (an external program, root):
+when the `CI` environment variable is set the test fails, since CI installs
+every tool and runs as root (`.ci/run`); elsewhere it is skipped with the
+reason and how to get it (`-ra` lists the reasons). Use `require_tool`,
+`require_root` or the `needs` marker; never a bare `return` or a `skipif`,
+which would pass in CI without testing anything. What no package can give
+(a kernel without vfat, a file system without birth times or `chattr +i`)
+is `unsupported_here`: a visible skip everywhere, CI included.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ INSTALL = {
     "nginx": "make server-deps",
     "chattr": "apt install e2fsprogs",
     "mount": "apt install mount",
-    "mkfs.vfat": "apt install dosfstools",
+    "mkfs.vfat": "apt install dosfstools (make system-deps)",
     "gpg": "apt install gnupg",
 }
 
@@ -72,9 +74,17 @@ def unavailable(reason: str) -> NoReturn:
     pytest.skip(reason)
 
 
+def unsupported_here(reason: str) -> NoReturn:
+    """Skip, even in CI, for what this kernel or file system cannot do and no package provides."""
+    pytest.skip(f"{reason} (this kernel or file system cannot; no package provides it)")
+
+
 def require_tool(name: str, install: str | None = None) -> str:
-    """The path of the external program `name`, or fail in CI / skip elsewhere."""
-    path = shutil.which(name)
+    """The path of the external program `name`, or fail in CI / skip elsewhere.
+
+    The sbin folders count too: mkfs.vfat, nginx and mount live there, and a
+    user's PATH often lacks them."""
+    path = shutil.which(name, path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin")
     if path is None:
         unavailable(f"{name} is not installed ({install or INSTALL.get(name, 'see README')})")
     return path

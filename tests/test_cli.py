@@ -12,7 +12,7 @@ import pytest
 
 from portal.age import X25519Identity
 from portal.cli import ExitStatus, main
-from tests.support import mounted_tmpfs, require_root, require_tool, unavailable
+from tests.support import mounted_tmpfs, require_root, require_tool, unsupported_here
 
 
 def run(argv: list[str], env: dict[str, str]) -> tuple[int, str, str]:
@@ -163,7 +163,7 @@ def make_immutable(path: Path) -> None:
     require_root("chattr +i")
     chattr = require_tool("chattr")
     if subprocess.run([chattr, "+i", str(path)], capture_output=True).returncode != 0:
-        unavailable(f"{path}: this file system does not support chattr +i (ext4, xfs and btrfs do)")
+        unsupported_here(f"{path}: this file system has no chattr +i (ext4, xfs and btrfs do)")
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ from portal.seal import STATE_FILE, WORK_DIR, SealError, last_seal_start, seal
 from portal.store import SubmissionStore, day_timestamp
 from portal.testing.live import open_submission, start_server
 from tests.review_support import make_store, submit
-from tests.support import REPO, birth_time_ns, unavailable
+from tests.support import REPO, birth_time_ns, unsupported_here
 
 
 @pytest.fixture
@@ -155,7 +155,7 @@ def test_after_the_seal_no_time_under_the_data_directory_falls_in_the_arrival_pe
             assert path.stat().st_mtime_ns == midnight_ns
     assert store.submissions_dir.stat().st_mtime_ns == midnight_ns
     if not has_birth:
-        unavailable(f"{tmp_path} keeps no birth times (statx): only ctime/mtime/atime checked")
+        unsupported_here(f"{tmp_path} keeps no birth times (statx): only ctime/mtime/atime checked")
 
 
 def test_inode_order_follows_the_seals_random_order_not_arrival(

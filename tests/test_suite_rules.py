@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import REPO, require_root, require_tool
+from tests.support import REPO, require_root, require_tool, unsupported_here
 
 MISSING = "no-such-program-for-the-tests"
 
@@ -50,6 +50,12 @@ def test_root_only_tests_fail_in_ci_when_not_root(monkeypatch: pytest.MonkeyPatc
     monkeypatch.delenv("CI")
     with pytest.raises(pytest.skip.Exception, match="mounting needs root"):
         require_root("mounting")
+
+
+def test_what_no_package_provides_skips_even_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CI", "1")
+    with pytest.raises(pytest.skip.Exception, match="no vfat.*no package provides it"):
+        unsupported_here("no vfat")
 
 
 def test_unavailable_is_the_only_place_that_skips() -> None:
