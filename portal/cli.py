@@ -148,7 +148,7 @@ def _serve(config: Config, args: argparse.Namespace, stderr: TextIO) -> int:
     )
     from portal.server import bind_address, configure_logging, serve
     from portal.web import create_app
-    from portal.web.intake import BODY_PROGRESS_WINDOW_KEY
+    from portal.web.body_guard import BODY_PROGRESS_WINDOW_KEY
 
     timeouts = (args.header_timeout, args.body_timeout)
     # nan and inf parse as floats but make the deadlines meaningless (and

@@ -10,7 +10,7 @@ behind nginx (see `portal.front`), which absorbs slow and silent
 connections; each request body still holds one thread while it streams, so
 there are enough threads for a thousand slow bodies at once (they are
 started only when needed), and the app drops a body that stops making
-progress (`portal.web.intake.ProgressWatchdog`).
+progress (`portal.web.body_guard.ProgressWatchdog`).
 
 Every log line, gunicorn's included, goes through `SafeFormatter`: no time
 stamp, no IP address, no exception message (those can quote what a client

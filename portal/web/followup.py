@@ -25,10 +25,11 @@ from portal.mailbox import (
     ensure_salt,
 )
 from portal.receipt import Receipt, ReceiptError, parse_receipt
+from portal.web.admission import spend_rate_token
 from portal.web.extensions import portal_state
 from portal.web.forms import FollowupForm, ReceiptForm, ReplyDeleteForm
-from portal.web.intake import current_submission
 from portal.web.onetime import AlreadyStored
+from portal.web.request import current_submission
 
 bp = Blueprint("followup", __name__)
 
@@ -67,12 +68,8 @@ def _spend_rate_budget() -> None:
     (a typo'd receipt included, though it costs no derivation). Runs after
     the CSRF check, so requests without the form's session spend nothing.
     """
-    from portal.web.intake import TooManyRequests
-
     if request.endpoint in ("followup.mailbox", "followup.delete"):
-        wait = portal_state().bucket.take()
-        if wait:
-            raise TooManyRequests(retry_after=max(1, int(wait + 0.999)))
+        spend_rate_token()
 
 
 bp.before_request(_spend_rate_budget)

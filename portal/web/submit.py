@@ -12,9 +12,9 @@ from portal.receipt import new_receipt
 from portal.web.extensions import portal_state
 from portal.web.followup import conversation
 from portal.web.forms import SubmissionForm
-from portal.web.intake import current_submission
 from portal.web.onetime import AlreadyStored, Claimed, FormValue, StillStoring
 from portal.web.questions import current_questionnaire, form_questions, read_posted_answers
+from portal.web.request import current_submission
 
 bp = Blueprint("submit", __name__)
 
