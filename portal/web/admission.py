@@ -13,14 +13,15 @@ from typing import Any
 
 from flask import Flask, current_app, request, session
 from flask_wtf.csrf import CSRFError
-from werkzeug.exceptions import HTTPException, ServiceUnavailable
+from werkzeug.exceptions import ServiceUnavailable
 
+from portal.web.errors import PortalHTTPError, Reason
 from portal.web.extensions import portal_state
 
 _HOLDS_RATE_SLOT = "portal.holds_rate_slot"
 
 
-class TooManyRequests(HTTPException):
+class TooManyRequests(PortalHTTPError):
     code = 429
     description = "Too many submissions right now."
 
@@ -32,8 +33,9 @@ class TooManyRequests(HTTPException):
         return [*super().get_headers(environ, scope), ("Retry-After", str(self.retry_after))]
 
 
-class LowDiskSpace(ServiceUnavailable):
+class LowDiskSpace(PortalHTTPError, ServiceUnavailable):
     description = "The server is low on storage space."
+    reason = Reason.SHORT_OF_STORAGE
 
 
 def spend_rate_token() -> None:

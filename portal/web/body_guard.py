@@ -21,6 +21,8 @@ from typing import IO, Any
 from flask import Flask
 from werkzeug.exceptions import ClientDisconnected, HTTPException
 
+from portal.web.errors import PortalHTTPError
+
 # A request body must keep moving: every `PROGRESS_BYTES` of it (or the rest
 # of the body, if less) must arrive within `BODY_PROGRESS_WINDOW` seconds, or
 # the request is dropped. That is about 1.1 KiB/s: a Tor upload at 20 KB/s
@@ -32,7 +34,7 @@ BODY_PROGRESS_WINDOW = 60.0
 BODY_PROGRESS_WINDOW_KEY = "PORTAL_BODY_PROGRESS_WINDOW"
 
 
-class BodyTooSlow(ClientDisconnected):
+class BodyTooSlow(PortalHTTPError, ClientDisconnected):
     description = "The request body arrived too slowly, or stopped arriving."
 
 

@@ -20,6 +20,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from portal.intake import Submission
 from portal.web.admission import refuse_when_low_on_disk, release_rate_token
 from portal.web.body_guard import PROGRESS_BYTES
+from portal.web.errors import PortalHTTPError, Reason
 from portal.web.extensions import portal_state
 
 _SUBMISSION_KEY = "portal.submission"
@@ -27,8 +28,9 @@ _SUBMISSION_KEY = "portal.submission"
 _FORM_OVERHEAD = 1 << 20
 
 
-class TooManyFiles(RequestEntityTooLarge):
+class TooManyFiles(PortalHTTPError, RequestEntityTooLarge):
     description = "Too many files in one submission."
+    reason = Reason.TOO_MANY_FILES
 
 
 class FormBudget:

@@ -11,6 +11,7 @@ from werkzeug.exceptions import BadRequest, HTTPException
 from werkzeug.sansio.utils import host_is_trusted
 
 from portal.config import Config
+from portal.web.errors import PortalHTTPError
 
 # Only our own stylesheet and images; no script at all, no frames, forms may
 # only post back here. `base-uri 'none'` stops an injected <base> from
@@ -48,7 +49,7 @@ HSTS = "max-age=63072000"
 CSRF_TIME_LIMIT = dt.timedelta(hours=12)
 
 
-class UnknownHost(BadRequest):
+class UnknownHost(PortalHTTPError, BadRequest):
     description = "This address is not served here."
 
 

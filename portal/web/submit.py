@@ -9,6 +9,7 @@ from werkzeug.exceptions import ServiceUnavailable
 
 from portal.questionnaire import Answers
 from portal.receipt import new_receipt
+from portal.web.errors import PortalHTTPError
 from portal.web.extensions import portal_state
 from portal.web.followup import conversation
 from portal.web.forms import SubmissionForm
@@ -25,7 +26,7 @@ REPEAT_WAIT_SECONDS = 300.0
 _REPEAT_POLL_SECONDS = 0.1
 
 
-class RepeatStillStoring(ServiceUnavailable):
+class RepeatStillStoring(PortalHTTPError, ServiceUnavailable):
     description = "The same form is still being stored."
 
 
