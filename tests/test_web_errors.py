@@ -18,7 +18,7 @@ from portal.web.body_guard import BodyTooSlow
 from portal.web.errors import PortalHTTPError, Reason, _storage_failed, render_error
 from portal.web.request import TooManyFiles
 from portal.web.security import UnknownHost
-from portal.web.submit import RepeatStillStoring
+from portal.web.storing import RepeatStillStoring
 
 
 def _page(app: Flask, exc: HTTPException, lang: str = "en") -> tuple[str, int]:

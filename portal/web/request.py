@@ -119,8 +119,7 @@ class IntakeRequest(Request):
         content_length: int | None = None,
     ) -> IO[bytes]:
         state = portal_state()
-        submission = current_submission(create=True)
-        assert submission is not None
+        submission = current_submission()
         if submission.file_count >= state.config.max_files:
             raise TooManyFiles()
         # Checked again for every file, not only when the request starts:
@@ -131,9 +130,10 @@ class IntakeRequest(Request):
         return sink  # type: ignore[return-value]
 
 
-def current_submission(create: bool = False) -> Submission | None:
+def current_submission() -> Submission:
+    """This request's submission, created on first use; discarded at the end unless committed."""
     submission: Submission | None = request.environ.get(_SUBMISSION_KEY)
-    if submission is None and create:
+    if submission is None:
         state = portal_state()
         submission = Submission(state.store, state.recipients)
         request.environ[_SUBMISSION_KEY] = submission
