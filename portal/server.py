@@ -136,7 +136,7 @@ class QuietLogger(Logger):
         return None
 
 
-class AnonymousResponse(gunicorn_wsgi.Response):  # type: ignore[misc]
+class AnonymousResponse(gunicorn_wsgi.Response):
     """gunicorn's response without its `Server:` header.
 
     Naming the server software tells an attacker which exploits to try and
@@ -182,7 +182,7 @@ def protocol_error_writer(app: Flask) -> Any:
     return write_error
 
 
-class PortalServer(BaseApplication):  # type: ignore[misc]
+class PortalServer(BaseApplication):
     def __init__(self, app: Flask, options: dict[str, Any]) -> None:
         self._app = app
         self._options = options

@@ -215,4 +215,5 @@ class GuardedInputMiddleware:
 
 def init_app(app: Flask) -> None:
     window = float(app.config.get(BODY_PROGRESS_WINDOW_KEY, BODY_PROGRESS_WINDOW))
+    # Flask's documented way to add WSGI middleware; mypy sees a method replaced.
     app.wsgi_app = GuardedInputMiddleware(app.wsgi_app, window)  # type: ignore[method-assign]

@@ -93,6 +93,7 @@ class IntakeRequest(Request):
 
     def _get_stream_for_parsing(self) -> IO[bytes]:
         limit = (self.max_form_memory_size or 0) + _FORM_OVERHEAD
+        # Werkzeug declares IO[bytes] but only calls read() and readline().
         return FormBudget(super()._get_stream_for_parsing(), limit, self._streamed_to_files)  # type: ignore[return-value]
 
     def _streamed_to_files(self) -> int:
@@ -127,6 +128,7 @@ class IntakeRequest(Request):
         refuse_when_low_on_disk()
         sink = submission.open_attachment(filename or "", content_type or "")
         self.__dict__.setdefault("_portal_sinks", []).append(sink)
+        # Werkzeug declares IO[bytes]; it only writes the part and seeks it to 0.
         return sink  # type: ignore[return-value]
 
 

@@ -144,6 +144,7 @@ def init_app(app: Flask) -> None:
         if config.allowed_hosts and not host_is_trusted(host, config.allowed_hosts):
             raise UnknownHost()
 
+    # Flask's documented way to add WSGI middleware; mypy sees a method replaced.
     app.wsgi_app = HostGuard(app)  # type: ignore[method-assign]
 
     @app.after_request
