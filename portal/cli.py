@@ -25,14 +25,18 @@ from portal.config import (
 from portal.exitstatus import ExitStatus
 
 PROG = "testimony-portal"
+# The defaults of `serve`'s flags (README.md, "Commands"). The body timeout's
+# is the app's own progress window, portal.web.body_guard.BODY_PROGRESS_WINDOW.
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
+DEFAULT_WORKERS = 2
 DEFAULT_THREADS = 1024
 DEFAULT_HEADER_TIMEOUT = 10.0
-DEFAULT_BODY_TIMEOUT = 60.0
 
 
 def _parser() -> Parser:
+    from portal.web.body_guard import BODY_PROGRESS_WINDOW, PROGRESS_BYTES
+
     parser = Parser(
         prog=PROG,
         description="Anonymous testimony intake that encrypts every submission on arrival.",
@@ -49,7 +53,10 @@ def _parser() -> Parser:
     )
     serve.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default %(default)s)")
     serve.add_argument(
-        "--workers", type=int, default=2, help="worker processes (default %(default)s)"
+        "--workers",
+        type=int,
+        default=DEFAULT_WORKERS,
+        help="worker processes (default %(default)s)",
     )
     serve.add_argument(
         "--threads",
@@ -67,9 +74,9 @@ def _parser() -> Parser:
     serve.add_argument(
         "--body-timeout",
         type=float,
-        default=DEFAULT_BODY_TIMEOUT,
+        default=BODY_PROGRESS_WINDOW,
         help="a request body is dropped if it sends nothing for this many seconds, or less "
-        "than 64 KiB in this many seconds (default %(default)s)",
+        f"than {PROGRESS_BYTES // 1024} KiB in this many seconds (default %(default)s)",
     )
     serve.add_argument(
         "--no-front",
