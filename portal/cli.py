@@ -1,4 +1,11 @@
-"""The `testimony-portal` command: serve, check, export, seal."""
+"""The `testimony-portal` command: serve, check, export, import-replies, seal.
+
+All flags, environment reading, printing and exit statuses live here:
+`main(argv, env=, stdout=, stderr=)` returns an `ExitStatus` and never exits
+the process (tests call it in-process). The domain modules it calls
+(`portal.export`, `portal.seal`, `portal.mailbox`) print nothing; they
+return reports and raise typed errors, which are turned into lines here.
+"""
 
 from __future__ import annotations
 
