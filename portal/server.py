@@ -40,8 +40,8 @@ from werkzeug.exceptions import HTTPException, default_exceptions
 
 from portal.config import Config
 from portal.scheduler import start_housekeeping
+from portal.web.body_guard import PROGRESS_BYTES
 from portal.web.errors import render_error
-from portal.web.intake import PROGRESS_BYTES
 from portal.web.security import STATIC_HEADERS
 
 LOG_FORMAT = "[%(levelname)s] %(name)s: %(message)s"
