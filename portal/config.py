@@ -156,11 +156,24 @@ def load_questionnaire(config: Config, languages: Iterable[str]) -> Questionnair
         raise ConfigError(f"PORTAL_QUESTIONNAIRE: {exc}") from None
 
 
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
 def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name)
+    # A word that is neither yes nor no is refused: PORTAL_TLS=enabled
+    # silently meaning "off" would drop Secure cookies and HSTS.
+    raw = env.get(name, "").strip().lower()
     if not raw:
         return default
-    return raw.lower() in ("1", "true", "yes")
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ConfigError(
+        f"{name} must be one of {', '.join(_TRUE)} (on) or {', '.join(_FALSE)} (off), "
+        f"not {env[name]!r}"
+    )
 
 
 def _optional_int(env: Mapping[str, str], name: str, default: int | None) -> int | None:
