@@ -13,7 +13,7 @@ import pytest
 
 from portal.store import SubmissionStore
 from portal.testing.live import LiveServer, MultipartBody, csrf_token
-from portal.web.intake import GuardedInputMiddleware
+from portal.web.body_guard import GuardedInputMiddleware
 
 pytestmark = pytest.mark.slow
 
