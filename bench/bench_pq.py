@@ -35,7 +35,7 @@ from portal.age import (  # noqa: E402
     decrypt,
     encrypt,
 )
-from tests.support import Client, start_server  # noqa: E402
+from portal.testing.live import Client, start_server  # noqa: E402
 
 TESTIMONY = ("평양 교화소에서 있었던 일을 증언합니다. " * 40).encode()  # ~2 KB, like a manifest
 ATTACHMENT = os.urandom(256 * 1024)

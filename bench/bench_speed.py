@@ -64,12 +64,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_upload import RssSampler, tree_rss  # noqa: E402
 
 from portal.age import X25519Identity  # noqa: E402
-from tests.support import (  # noqa: E402
-    CSRF_RE,
-    FORM_ID_RE,
+from portal.testing.live import (  # noqa: E402
     RECEIVED_MARKERS,
     Client,
     free_port,
+    hidden_fields,
     start_server,
 )
 
@@ -236,13 +235,14 @@ def fetch_form(conn: Connection, cookie: str | None = None) -> tuple[tuple[str, 
     """GET the form (in a new session without `cookie`); return ((token, form_id), cookie)."""
     status, head, body = conn.roundtrip(get_request("/submit", cookie))
     page = body.decode("utf-8")
-    token, form_id = CSRF_RE.search(page), FORM_ID_RE.search(page)
+    fields = hidden_fields(page)
+    token, form_id = fields.get("csrf_token"), fields.get("form_id")
     if cookie is None:
         found = re.search(rb"\r\nset-cookie: *([^;\r]+)", head, re.IGNORECASE)
         cookie = found.group(1).decode() if found else None
     if status != 200 or not token or not form_id or not cookie:
         raise RuntimeError(f"no form from the server (HTTP {status})")
-    return (token.group(1), form_id.group(1)), cookie
+    return (token, form_id), cookie
 
 
 RECEIVED = RECEIVED_MARKERS[0].encode()

@@ -46,8 +46,8 @@ sys.path.insert(0, str(REPO))
 
 from portal.age import X25519Identity  # noqa: E402
 from portal.store import SubmissionStore  # noqa: E402
-from tests.attackers import KINDS, HostileSwarm  # noqa: E402
-from tests.support import RECEIVED_MARKERS, Client, start_server  # noqa: E402
+from portal.testing.hostile import KINDS, HostileSwarm  # noqa: E402
+from portal.testing.live import RECEIVED_MARKERS, Client, start_server  # noqa: E402
 
 
 @dataclass
@@ -107,7 +107,7 @@ def witness(
 
 def audit(data_dir: Path, identity: X25519Identity, confirmed: list[Sent]) -> tuple[int, int, int]:
     """Open every stored submission; return (stored, lost, corrupt)."""
-    from tests.support import open_submission
+    from portal.testing.live import open_submission
 
     expected = {s.marker: s for s in confirmed}
     seen: set[str] = set()
@@ -257,7 +257,7 @@ def followup_logins(count: int, clients: int) -> int:
 
     from portal.mailbox import DEFAULT_COST
     from portal.receipt import new_receipt
-    from tests.support import CSRF_RE
+    from portal.testing.live import csrf_token
 
     workers, concurrency = 2, 2
     env = {
@@ -280,16 +280,13 @@ def followup_logins(count: int, clients: int) -> int:
 
         def login() -> None:
             client = Client(server.url)
-            token = CSRF_RE.search(client.get("/followup").body)
-            assert token
+            token = csrf_token(client.get("/followup").body)
             while True:
                 with lock:
                     if not jobs:
                         return
                     jobs.pop()
-                body = urlencode(
-                    {"csrf_token": token.group(1), "receipt": new_receipt().display()}
-                ).encode()
+                body = urlencode({"csrf_token": token, "receipt": new_receipt().display()}).encode()
                 start = time.perf_counter()
                 response = client.request(
                     "POST",

@@ -6,167 +6,21 @@ stylesheet must stay under 30 KB (issue 5). Run from the repository root:
     .venv/bin/python bench/page_weight.py
 
 It builds the app on a throwaway data directory and key, renders each page
-through Flask's test client, and exits 1 if any page is over the budget.
+through Flask's test client (`portal.testing.pages`), and exits 1 if any page
+is over the budget.
 """
 
 from __future__ import annotations
 
-import re
 import sys
 import tempfile
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from flask import Flask
-from werkzeug.exceptions import (
-    Forbidden,
-    HTTPException,
-    InternalServerError,
-    RequestEntityTooLarge,
-    ServiceUnavailable,
-)
 
-BUDGET_BYTES = 30 * 1024
-STYLESHEET_RE = re.compile(r'<link rel="stylesheet" href="([^"]+)"')
-CSRF_RE = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
-FORM_ID_RE = re.compile(r'name="form_id" type="hidden" value="([^"]+)"')
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-
-@dataclass(frozen=True)
-class PageWeight:
-    page: str
-    lang: str
-    html: int
-    css: int
-
-    @property
-    def total(self) -> int:
-        return self.html + self.css
-
-
-def _prefix(lang: str) -> str:
-    return "" if lang == "en" else f"/{lang}"
-
-
-def _rendered_error(app: Flask, lang: str, exc: HTTPException) -> str:
-    # Error pages that are awkward to provoke here (a full disk, a server
-    # fault) weigh the same whichever way they are reached: render them
-    # through the app's own error handler.
-    from portal.web.errors import render_error
-
-    with app.test_request_context(f"{_prefix(lang)}/submit", method="POST"):
-        return render_error(exc)[0]
-
-
-def witness_pages(app: Flask) -> Iterator[tuple[str, str, str]]:
-    """(page, language, HTML) for every witness page in every language, as served by `app`."""
-    from portal.web.i18n import LANGUAGES
-
-    client = app.test_client()
-    for lang in LANGUAGES:
-        base = _prefix(lang)
-        form = client.get(f"{base}/submit").get_data(as_text=True)
-        token_match, form_id_match = CSRF_RE.search(form), FORM_ID_RE.search(form)
-        assert token_match and form_id_match, "no CSRF token or one-time value on the form"
-        # With the one required answer, consent: only the text makes the difference.
-        hidden = {
-            "csrf_token": token_match.group(1),
-            "form_id": form_id_match.group(1),
-            "consent": "yes",
-        }
-        yield "landing", lang, client.get(f"{base}/").get_data(as_text=True)
-        yield "form", lang, form
-        yield (
-            "form, with errors",
-            lang,
-            client.post(f"{base}/submit", data={**hidden, "testimony": ""}).get_data(as_text=True),
-        )
-        yield (
-            "received",
-            lang,
-            client.post(f"{base}/submit", data={**hidden, "testimony": "page weight"}).get_data(
-                as_text=True
-            ),
-        )
-        yield (
-            "received, repeated",
-            lang,
-            client.post(f"{base}/submit", data={**hidden, "testimony": "page weight"}).get_data(
-                as_text=True
-            ),
-        )
-        yield from _followup_pages(client, base, lang, hidden["csrf_token"])
-        yield "error 400", lang, client.post(f"{base}/submit", data={}).get_data(as_text=True)
-        yield "error 403", lang, _rendered_error(app, lang, Forbidden())
-        yield "error 404", lang, client.get(f"{base}/no-such-page").get_data(as_text=True)
-        yield "error 413", lang, _rendered_error(app, lang, RequestEntityTooLarge())
-        yield "error 429", lang, _rendered_error(app, lang, _too_many_requests())
-        yield "error 500", lang, _rendered_error(app, lang, InternalServerError())
-        yield "error 503", lang, _rendered_error(app, lang, ServiceUnavailable())
-
-
-def _followup_pages(
-    client: Any, base: str, lang: str, token: str
-) -> Iterator[tuple[str, str, str]]:
-    """The follow-up pages (issue 11): the receipt form, a typo, and an empty mailbox."""
-    from portal.receipt import new_receipt
-
-    yield "follow-up", lang, client.get(f"{base}/followup").get_data(as_text=True)
-    typo = {"csrf_token": token, "receipt": "123456"}
-    yield (
-        "follow-up, typo",
-        lang,
-        client.post(f"{base}/followup", data=typo).get_data(as_text=True),
-    )
-    receipt = {"csrf_token": token, "receipt": new_receipt().display()}
-    yield (
-        "follow-up, mailbox",
-        lang,
-        client.post(f"{base}/followup", data=receipt).get_data(as_text=True),
-    )
-
-
-def page_weights(app: Flask) -> list[PageWeight]:
-    """HTML and CSS bytes of every witness page in every language."""
-    client = app.test_client()
-    css_cache: dict[str, int] = {}
-
-    def css_bytes(html: str) -> int:
-        total = 0
-        for href in STYLESHEET_RE.findall(html):
-            if href not in css_cache:
-                css_cache[href] = len(client.get(href).data)
-            total += css_cache[href]
-        return total
-
-    return [
-        PageWeight(page, lang, len(html.encode("utf-8")), css_bytes(html))
-        for page, lang, html in witness_pages(app)
-    ]
-
-
-def _too_many_requests() -> HTTPException:
-    from portal.web.admission import TooManyRequests
-
-    return TooManyRequests(retry_after=60)
-
-
-def format_table(rows: list[PageWeight]) -> str:
-    lines = [
-        f"{'page':<18} {'lang':<4} {'HTML':>7} {'CSS':>7} {'total':>7}  budget {BUDGET_BYTES} B",
-        "-" * 60,
-    ]
-    for row in rows:
-        flag = "" if row.total <= BUDGET_BYTES else "  OVER BUDGET"
-        lines.append(
-            f"{row.page:<18} {row.lang:<4} {row.html:>7} {row.css:>7} {row.total:>7}{flag}"
-        )
-    heaviest = max(rows, key=lambda r: r.total)
-    lines.append("-" * 60)
-    lines.append(f"heaviest: {heaviest.page} ({heaviest.lang}), {heaviest.total} bytes")
-    return "\n".join(lines)
+from portal.testing.pages import BUDGET_BYTES, format_table, page_weights  # noqa: E402
 
 
 def _demo_app(root: Path) -> Flask:
@@ -194,5 +48,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     sys.exit(main())

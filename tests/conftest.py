@@ -1,20 +1,48 @@
-"""Shared fixtures: an app on a temporary data directory, a test client, a live server."""
+"""Shared fixtures: an app on a temporary data directory, a test client, a live server.
+
+`make_app(**changes)` builds the app with any `Config` field changed
+(`make_app(max_files=3)`); `app` and `client` are the unchanged one. A test
+marked `needs("age", "root", ...)` runs only where those exist (see
+`tests/support.py` for the policy: fail in CI, skip elsewhere).
+"""
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from flask import Flask
 
 from portal.age import X25519Identity
 from portal.config import Config
-from tests.support import LiveServer, start_server
+from portal.store import SubmissionStore
+from portal.testing.live import LiveServer, start_server
+from tests.support import (
+    CHROMIUM_ARGS,
+    app_config,
+    build_app,
+    require_front,
+    require_root,
+    require_tool,
+)
+
+MakeApp = Callable[..., Flask]
 
 AGE_TESTKIT = Path(
     os.environ.get("AGE_TESTKIT", Path(__file__).resolve().parents[2] / "shared" / "age-testkit")
 )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test on the documented stack (`front_server`) starts nginx and gunicorn, 2-3 s each:
+    it counts as `slow`, so `make test-fast` leaves it to `make test`."""
+    for item in items:
+        if "front_server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(autouse=True)
@@ -68,26 +96,62 @@ def identity_file(tmp_path: Path, identity: X25519Identity) -> Path:
 
 
 @pytest.fixture
-def config(tmp_path: Path, identity: X25519Identity) -> Config:
-    keys = tmp_path / "keys"
-    keys.mkdir()
-    (keys / "recipients.txt").write_text(f"{identity.recipient}\n")
-    return Config(
-        data_dir=tmp_path / "data",
-        recipients_file=keys / "recipients.txt",
-        secret_key=b"test secret key, not for production",
-        min_free_mb=0,
-        rate_per_minute=100_000,
-        rate_burst=100_000,
-    )
+def reviewer(tmp_path: Path) -> tuple[X25519Identity, Path]:
+    """A reviewer's identity and its identity file (tmp_path/identity.txt)."""
+    from tests.review_support import write_identity
+
+    path = tmp_path / "identity.txt"
+    return write_identity(path), path
 
 
 @pytest.fixture
-def app(config: Config):  # type: ignore[no-untyped-def]
-    from portal.web import create_app
+def store(tmp_path: Path) -> SubmissionStore:
+    """An empty, initialised submission store in tmp_path/data."""
+    from tests.review_support import make_store
 
-    app = create_app(config, TESTING=True)
-    yield app
+    return make_store(tmp_path / "data")
+
+
+@pytest.fixture
+def config(tmp_path: Path, identity: X25519Identity) -> Config:
+    return app_config(tmp_path, str(identity.recipient))
+
+
+@pytest.fixture(autouse=True)
+def needed_tools(request: pytest.FixtureRequest) -> None:
+    """What a `needs(...)` marker names: external programs, or "root"."""
+    for marker in request.node.iter_markers("needs"):
+        for name in marker.args:
+            if name == "root":
+                require_root(request.node.name)
+            elif name == "nginx":
+                require_front()
+            else:
+                require_tool(name)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's headless Chromium through Playwright, one per test module."""
+    from playwright.sync_api import sync_playwright
+
+    chromium = require_tool("chromium")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def make_app(config: Config) -> MakeApp:
+    """Build the app on this test's data directory, with `Config` fields changed
+    (`make_app(max_files=3)`); see `build_app` for the other options."""
+    return functools.partial(build_app, config)
+
+
+@pytest.fixture
+def app(make_app: MakeApp) -> Flask:
+    return make_app()
 
 
 @pytest.fixture
@@ -96,24 +160,35 @@ def client(app):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def live_server(
+def make_server(
     tmp_path: Path, identity: X25519Identity, identity_file: Path
-) -> Iterator[LiveServer]:
-    """A real gunicorn server on loopback, with its own data directory and TMPDIR."""
-    server = start_server(tmp_path / "server", str(identity.recipient), identity_file)
-    try:
-        yield server
-    finally:
+) -> Iterator[Callable[..., LiveServer]]:
+    """Start a real server on loopback for `identity`, in tmp_path/server, with any
+    `start_server` option (`make_server(env={"PORTAL_MAX_FILES": "2"})`); each one
+    started is stopped when the test ends."""
+    started: list[LiveServer] = []
+
+    def factory(**options: Any) -> LiveServer:
+        if options.get("front"):
+            require_front()
+        server = start_server(
+            tmp_path / "server", str(identity.recipient), identity_file, **options
+        )
+        started.append(server)
+        return server
+
+    yield factory
+    for server in started:
         server.stop()
 
 
 @pytest.fixture
-def front_server(
-    tmp_path: Path, identity: X25519Identity, identity_file: Path
-) -> Iterator[LiveServer]:
+def live_server(make_server: Callable[..., LiveServer]) -> LiveServer:
+    """A real gunicorn server on loopback, with its own data directory and TMPDIR."""
+    return make_server()
+
+
+@pytest.fixture
+def front_server(make_server: Callable[..., LiveServer]) -> LiveServer:
     """The documented stack on loopback: nginx in front of gunicorn, as `make run` starts it."""
-    server = start_server(tmp_path / "server", str(identity.recipient), identity_file, front=True)
-    try:
-        yield server
-    finally:
-        server.stop()
+    return make_server(front=True)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import html
 import io
+import os
 import re
 from pathlib import Path
 from urllib.parse import urlencode
 
+from portal.age import X25519Identity
 from portal.cli import main as portal_cli
-from tests.support import CSRF_RE, Client, MultipartBody, Response, form_fields
+from portal.testing.live import Client, LiveServer, MultipartBody, Response, csrf_token, form_fields
 
 RECEIPT_RE = re.compile(r'<p class="receipt" id="receipt"[^>]*>([0-9 ]+)</p>')
 REPLY_RE = re.compile(r'<article class="reply"[^>]*>.*?<div class="reply-text">(.*?)</div>', re.S)
@@ -32,9 +34,8 @@ def followup_path(lang: str, action: str = "") -> str:
 
 def open_followup(client: Client, receipt: str, lang: str = "en") -> Response:
     page = client.get(followup_path(lang))
-    token = CSRF_RE.search(page.body)
-    assert page.status == 200 and token, f"no follow-up form ({page.status})"
-    body = urlencode({"csrf_token": token.group(1), "receipt": receipt}).encode()
+    assert page.status == 200, f"no follow-up form ({page.status})"
+    body = urlencode({"csrf_token": csrf_token(page.body), "receipt": receipt}).encode()
     return client.request(
         "POST",
         followup_path(lang),
@@ -77,11 +78,9 @@ def send_followup(
 
 def delete_replies(client: Client, mailbox_page: str, lang: str = "en") -> Response:
     form = mailbox_page[mailbox_page.index('action="' + followup_path(lang, "delete")) :]
-    token = CSRF_RE.search(form)
-    assert token
     body = urlencode(
         {
-            "csrf_token": token.group(1),
+            "csrf_token": csrf_token(form),
             "receipt": hidden(form, "receipt"),
             "replies": hidden(form, "replies"),
         }
@@ -117,3 +116,15 @@ def export(data_dir: Path, dest: Path) -> None:
         stderr=err,
     )
     assert status == 0, err.getvalue()
+
+
+def identity_of(server: LiveServer, receipt: str) -> X25519Identity:
+    """The witness key the server derives from `receipt` (at the tests' low argon2id cost)."""
+    from portal.mailbox import SALT_NAME, configured_cost, derive_identity
+    from portal.receipt import parse_receipt
+
+    salt = bytes.fromhex((server.data_dir / SALT_NAME).read_text().strip())
+    cost = configured_cost(
+        int(os.environ["PORTAL_RECEIPT_KDF_OPS"]), int(os.environ["PORTAL_RECEIPT_KDF_MEMORY_KIB"])
+    )
+    return derive_identity(parse_receipt(receipt), salt, cost)

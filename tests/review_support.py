@@ -131,6 +131,11 @@ def open_args(src: Path, identity_file: Path, out: Path, custody: Path) -> list[
     ]  # fmt: skip
 
 
+def open_into(tmp_path: Path, src: Path, identity_file: Path, out: str = "out") -> Run:
+    """`testimony-review open` of `src` into tmp_path/out, logging to tmp_path/custody.jsonl."""
+    return review(open_args(src, identity_file, tmp_path / out, tmp_path / "custody.jsonl"))
+
+
 def tree(root: Path) -> dict[str, bytes]:
     """Every regular file under root, by relative path."""
     return {

@@ -1,327 +1,219 @@
-"""Helpers for tests and benchmarks that talk to a real portal over HTTP.
+"""Helpers only the tests use; what tests and benchmarks share is in `portal.testing`.
 
-Plain `http.client`: the multipart body is generated piece by piece, so a
-client can stream a multi-gigabyte file from disk without holding it.
+One policy for what a test needs from the machine (an external program, root):
+when the `CI` environment variable is set the test fails, since CI installs
+every tool and runs as root (`.ci/run`); elsewhere it is skipped with the
+reason and how to get it (`-ra` lists the reasons). Use `require_tool`,
+`require_root` or the `needs` marker; never a bare `return` or a `skipif`,
+which would pass in CI without testing anything. What no package can give
+(a kernel without vfat, a file system without birth times or `chattr +i`)
+is `unsupported_here`: a visible skip everywhere, CI included.
 """
 
 from __future__ import annotations
 
-import hashlib
-import http.client
-import json
+import contextlib
+import ctypes
+import dataclasses
+import errno
+import io
 import os
-import re
-import secrets
-import socket
+import shutil
 import subprocess
-import sys
-import time
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
-from urllib.parse import urlsplit
+from typing import Any, BinaryIO, NoReturn
+
+import pytest
+from flask import Flask
+
+from portal.config import Config
 
 REPO = Path(__file__).resolve().parents[1]
-CSRF_RE = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
-FORM_ID_RE = re.compile(r'name="form_id" type="hidden" value="([^"]+)"')
-RECEIVED_MARKERS = ('class="notice ok"',)
+
+# Debian's Chromium (never a downloaded one), headless, quiet on the network.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+VIEWPORTS = {"phone": {"width": 360, "height": 740}, "desktop": {"width": 1280, "height": 800}}
+
+# How to get each external program the tests use (`make system-deps` installs most of them).
+INSTALL = {
+    "age": "apt install age",
+    "age-keygen": "apt install age",
+    "jq": "apt install jq",
+    "chromium": "apt install chromium",
+    "node": "apt install nodejs npm",
+    "nginx": "make server-deps",
+    "chattr": "apt install e2fsprogs",
+    "mount": "apt install mount",
+    "mkfs.vfat": "apt install dosfstools (make system-deps)",
+    "gpg": "apt install gnupg",
+}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def translate(lang: str, message: str) -> str:
+    """`message` as the portal's catalogue for `lang` has it."""
+    from babel.support import Translations
+
+    from portal.web.i18n import TRANSLATIONS_DIR
+
+    return Translations.load(str(TRANSLATIONS_DIR), [lang]).gettext(message)
 
 
-@dataclass
-class Response:
-    status: int
-    headers: dict[str, str]
-    body: str
+def unavailable(reason: str) -> NoReturn:
+    """Fail when CI is set, skip with `reason` elsewhere: the one policy for a missing need."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (required because CI is set)", pytrace=False)
+    pytest.skip(reason)
 
 
-class Client:
-    """A tiny browser: keeps the session cookie, fetches CSRF tokens, posts multipart."""
-
-    def __init__(self, base_url: str, timeout: float = 600) -> None:
-        parts = urlsplit(base_url)
-        self.host = parts.hostname or "127.0.0.1"
-        self.port = parts.port or 80
-        self.timeout = timeout
-        self.cookie: str | None = None
-        self.form_id: str | None = None
-
-    def _connection(self) -> http.client.HTTPConnection:
-        return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        body: Iterable[bytes] | bytes | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> Response:
-        headers = dict(headers or {})
-        if self.cookie:
-            headers["Cookie"] = self.cookie
-        conn = self._connection()
-        try:
-            # http.client sends a body as is when Transfer-Encoding is set by
-            # hand; it only frames the chunks when asked to.
-            chunked = headers.get("Transfer-Encoding") == "chunked"
-            conn.request(method, path, body=body, headers=headers, encode_chunked=chunked)  # type: ignore[arg-type]
-            resp = conn.getresponse()
-            text = resp.read().decode("utf-8", "replace")
-            cookie = resp.getheader("Set-Cookie")
-            if cookie:
-                self.cookie = cookie.split(";", 1)[0]
-            return Response(resp.status, {k.lower(): v for k, v in resp.getheaders()}, text)
-        finally:
-            conn.close()
-
-    def get(self, path: str) -> Response:
-        return self.request("GET", path)
-
-    def csrf_token(self, lang: str = "en") -> str:
-        """Open the form; its one-time value is kept for the next `submit(token=...)`."""
-        return self.form_fields(lang)["csrf_token"]
-
-    def form_fields(self, lang: str = "en") -> dict[str, str]:
-        """Open the form and return its hidden fields: the CSRF token and the one-time value."""
-        page = self.get(_submit_path(lang))
-        assert page.status == 200, f"the form did not load ({page.status})"
-        fields = form_fields(page.body)
-        self.form_id = fields["form_id"]
-        return fields
-
-    def submit(
-        self,
-        text: str,
-        files: Iterable[tuple[str, bytes | Path, str]] = (),
-        lang: str = "en",
-        *,
-        extra_fields: dict[str, str] | None = None,
-        chunked: bool = False,
-        token: str | None = None,
-    ) -> Response:
-        """Post the form; `token` reuses a CSRF token fetched earlier with `csrf_token()`."""
-        token = token or self.csrf_token(lang)
-        fields = {
-            "csrf_token": token,
-            "form_id": self.form_id or "",
-            "testimony": text,
-            **CONSENT,
-            **(extra_fields or {}),
-        }
-        body = MultipartBody(fields, list(files))
-        headers = {"Content-Type": body.content_type}
-        if chunked:
-            headers["Transfer-Encoding"] = "chunked"
-        else:
-            headers["Content-Length"] = str(body.length)
-        return self.request("POST", _submit_path(lang), body=iter(body), headers=headers)
+def unsupported_here(reason: str) -> NoReturn:
+    """Skip, even in CI, for what this kernel or file system cannot do and no package provides."""
+    pytest.skip(f"{reason} (this kernel or file system cannot; no package provides it)")
 
 
-# The one required answer of the default questionnaire: the witness's consent.
-CONSENT = {"consent": "yes"}
+def require_tool(name: str, install: str | None = None) -> str:
+    """The path of the external program `name`, or fail in CI / skip elsewhere.
+
+    The sbin folders count too: mkfs.vfat, nginx and mount live there, and a
+    user's PATH often lacks them."""
+    path = shutil.which(name, path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin")
+    if path is None:
+        unavailable(f"{name} is not installed ({install or INSTALL.get(name, 'see README')})")
+    return path
 
 
-def form_fields(page: str) -> dict[str, str]:
-    """What a form from this page needs to be accepted: CSRF token, one-time value, consent."""
-    csrf, form_id = CSRF_RE.search(page), FORM_ID_RE.search(page)
-    assert csrf and form_id, "no CSRF token or form value on the page"
-    return {"csrf_token": csrf.group(1), "form_id": form_id.group(1), **CONSENT}
+def require_front() -> None:
+    """nginx and its headers-more module, for the documented stack (`front=True`)."""
+    from portal.front import FrontError, find_nginx
+
+    try:
+        find_nginx()
+    except FrontError as exc:
+        unavailable(str(exc))
 
 
-def _submit_path(lang: str) -> str:
-    return "/submit" if lang == "en" else f"/{lang}/submit"
+def require_root(why: str) -> None:
+    """Root, for what `why` names (mounting a file system...), or fail in CI / skip elsewhere."""
+    if os.geteuid() != 0:
+        unavailable(f"{why} needs root (CI runs as root)")
 
 
-class MultipartBody:
-    """multipart/form-data generated lazily; files given as paths are streamed from disk."""
-
-    def __init__(
-        self,
-        fields: dict[str, str],
-        files: list[tuple[str, bytes | Path, str]],
-        field_name: str = "attachments",
-        chunk_size: int = 256 * 1024,
-    ) -> None:
-        self.boundary = "----portal" + secrets.token_hex(16)
-        self.content_type = f"multipart/form-data; boundary={self.boundary}"
-        self.chunk_size = chunk_size
-        self._parts: list[tuple[bytes, bytes | Path]] = []
-        for name, value in fields.items():
-            head = (
-                f'--{self.boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'
-            ).encode()
-            self._parts.append((head, value.encode("utf-8")))
-        for filename, content, content_type in files:
-            quoted = filename.replace("\\", "\\\\").replace('"', '\\"')
-            head = (
-                f"--{self.boundary}\r\nContent-Disposition: form-data; "
-                f'name="{field_name}"; filename="{quoted}"\r\n'
-                f"Content-Type: {content_type}\r\n\r\n"
-            ).encode()
-            self._parts.append((head, content))
-        self._tail = f"--{self.boundary}--\r\n".encode()
-
-    @property
-    def length(self) -> int:
-        total = len(self._tail)
-        for head, content in self._parts:
-            size = content.stat().st_size if isinstance(content, Path) else len(content)
-            total += len(head) + size + 2
-        return total
-
-    def __iter__(self) -> Iterator[bytes]:
-        for head, content in self._parts:
-            yield head
-            if isinstance(content, Path):
-                with content.open("rb") as f:
-                    yield from _read_chunks(f, self.chunk_size)
-            else:
-                yield content
-            yield b"\r\n"
-        yield self._tail
+@contextlib.contextmanager
+def mounted_tmpfs(mountpoint: Path, options: str) -> Iterator[Path]:
+    """A real tmpfs with mount `options` at `mountpoint`, unmounted afterwards whatever happens."""
+    require_root("mounting a tmpfs")
+    mount = require_tool("mount")
+    mountpoint.mkdir(exist_ok=True)
+    subprocess.run([mount, "-t", "tmpfs", "-o", options, "tmpfs", str(mountpoint)], check=True)
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", "-l", str(mountpoint)], check=False)
 
 
-def _read_chunks(f: BinaryIO, size: int) -> Iterator[bytes]:
-    while chunk := f.read(size):
-        yield chunk
-
-
-@dataclass
-class LiveServer:
-    url: str
-    port: int
-    data_dir: Path
-    tmp_dir: Path
-    log_path: Path
-    identity_file: Path
-    recipient: str
-    process: subprocess.Popen[bytes]
-
-    def client(self) -> Client:
-        return Client(self.url)
-
-    def stop(self, sig: int | None = None) -> None:
-        if self.process.poll() is None:
-            if sig is None:
-                self.process.terminate()
-            else:
-                self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-    def log(self) -> str:
-        return self.log_path.read_text("utf-8", "replace")
-
-
-def start_server(
-    root: Path,
-    recipient: str,
-    identity_file: Path,
-    *,
-    env: dict[str, str] | None = None,
-    port: int | None = None,
-    data_dir: Path | None = None,
-    log_name: str = "server.log",
-    python: str = sys.executable,
-    front: bool = False,
-    serve_args: Sequence[str] = (),
-) -> LiveServer:
-    """Start `testimony-portal serve` in a subprocess and wait until it answers.
-
-    With `front`, the documented stack (nginx in front of gunicorn) serves;
-    otherwise gunicorn alone (`--no-front`), which starts faster.
-    """
-    root.mkdir(parents=True, exist_ok=True)
+def app_config(root: Path, recipient: str, **settings: Any) -> Config:
+    """A configuration on `root` (keys/ and data/ inside) with no disk floor and no rate
+    limit in the way; `settings` change any `Config` field."""
     keys = root / "keys"
-    keys.mkdir(exist_ok=True)
-    (keys / "recipients.txt").write_text(f"# test recipient\n{recipient}\n")
-    data_dir = data_dir or root / "data"
-    tmp_dir = root / "tmp"
-    tmp_dir.mkdir(exist_ok=True)
-    port = port or free_port()
-    log_path = root / log_name
-    full_env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(root),
-        "TMPDIR": str(tmp_dir),
-        "PORTAL_DATA_DIR": str(data_dir),
-        "PORTAL_RECIPIENTS": str(keys / "recipients.txt"),
-        "PORTAL_SECRET_KEY": "test-" + secrets.token_hex(16),
-        "PORTAL_MIN_FREE_MB": "0",
-        "PORTAL_RATE_PER_MINUTE": "100000",
-        "PORTAL_RATE_BURST": "100000",
-        # The receipt's argon2id cost, lowered by the autouse fixture in conftest.py.
-        **{k: v for k, v in os.environ.items() if k.startswith("PORTAL_RECEIPT_KDF_")},
-        **(env or {}),
+    keys.mkdir(parents=True, exist_ok=True)
+    (keys / "recipients.txt").write_text(f"{recipient}\n")
+    defaults: dict[str, Any] = {
+        "data_dir": root / "data",
+        "recipients_file": keys / "recipients.txt",
+        "secret_key": b"test secret key, not for production",
+        "min_free_mb": 0,
+        "rate_per_minute": 100_000,
+        "rate_burst": 100_000,
     }
-    log = log_path.open("ab")
-    command = [python, "-m", "portal.cli", "serve", "--port", str(port), "--workers", "2"]
-    command += [*([] if front else ["--no-front"]), *serve_args]
-    process = subprocess.Popen(
-        command,
-        cwd=root,
-        env=full_env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    log.close()
-    server = LiveServer(
-        url=f"http://127.0.0.1:{port}",
-        port=port,
-        data_dir=data_dir,
-        tmp_dir=tmp_dir,
-        log_path=log_path,
-        identity_file=identity_file,
-        recipient=recipient,
-        process=process,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}:\n{server.log()}")
-        try:
-            if server.client().get("/").status == 200:
-                return server
-        except OSError:
-            time.sleep(0.1)
-    server.stop()
-    raise RuntimeError(f"server did not answer within 60 s:\n{server.log()}")
+    return Config(**{**defaults, **settings})
 
 
-def open_submission(
-    directory: Path, identities: Sequence[Any]
-) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """Decrypt a committed submission: its manifest and each attachment's plaintext by path.
+def build_app(
+    config: Config, *, failing_routes: bool = False, testing: bool = True, **changes: Any
+) -> Flask:
+    """The app on `config` with any field changed; the `make_app` fixture calls this.
 
-    Raises if anything fails to decrypt or an attachment's SHA-256 or size
-    differs from the manifest: a corrupt submission never passes.
+    `failing_routes=True` adds test-only views that fail with 403 and 500;
+    `testing=False` builds it as production does (without Flask's TESTING).
     """
-    from portal.age import decrypt
+    from portal.web import create_app
 
-    manifest = json.loads(decrypt((directory / "testimony.age").read_bytes(), identities))
-    assert manifest["id"] == directory.name, "manifest names another submission"
-    files = {}
-    for entry in manifest["attachments"]:
-        data = decrypt((directory / entry["path"]).read_bytes(), identities)
-        assert len(data) == entry["size"], f"{entry['path']}: size differs from the manifest"
-        assert hashlib.sha256(data).hexdigest() == entry["sha256"], f"{entry['path']}: bad hash"
-        files[entry["path"]] = data
-    return manifest, files
+    flags = {"TESTING": True} if testing else {}
+    app = create_app(dataclasses.replace(config, **changes), **flags)
+    return add_failing_routes(app) if failing_routes else app
 
 
-def flask_post_form(client: Any, data: dict[str, object], path: str = "/submit") -> Any:
-    """Post the form through a Flask test client, with a fresh CSRF token and form value."""
-    fields = form_fields(client.get(path).get_data(as_text=True))
-    return client.post(path, data={**fields, **data}, content_type="multipart/form-data")
+class FileWrapper(io.RawIOBase):
+    """A file the store writes through its `opener` seam; subclasses change `write`."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+
+    def write(self, data: Any) -> int:
+        return self._raw.write(data)
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._raw.fileno()
+
+    def close(self) -> None:
+        super().close()
+        self._raw.close()
+
+
+class FailingFile(FileWrapper):
+    """A file that fails with ENOSPC once a shared byte budget is spent."""
+
+    def __init__(self, raw: BinaryIO, budget: list[int]) -> None:
+        super().__init__(raw)
+        self._budget = budget
+
+    def write(self, data: Any) -> int:
+        if len(data) > self._budget[0]:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self._budget[0] -= len(data)
+        return self._raw.write(data)
+
+
+def failing_after(budget: int) -> Callable[[int], BinaryIO]:
+    """A store opener whose files together accept `budget` bytes, then fail with ENOSPC."""
+    shared = [budget]
+
+    def opener(fd: int) -> BinaryIO:
+        return FailingFile(open(fd, "wb", buffering=0), shared)  # type: ignore[return-value]
+
+    return opener
+
+
+_STATX_BTIME = 0x800
+_AT_FDCWD = -100
+_AT_SYMLINK_NOFOLLOW = 0x100
+
+
+def birth_time_ns(path: Path) -> int | None:
+    """The birth time from statx(2), or None when the file system does not keep one."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    buffer = ctypes.create_string_buffer(256)
+    result = libc.statx(_AT_FDCWD, os.fsencode(path), _AT_SYMLINK_NOFOLLOW, _STATX_BTIME, buffer)
+    if result != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code), str(path))
+    mask = int.from_bytes(buffer.raw[0:4], "little")
+    if not mask & _STATX_BTIME:
+        return None
+    seconds = int.from_bytes(buffer.raw[80:88], "little", signed=True)
+    nanoseconds = int.from_bytes(buffer.raw[88:92], "little")
+    return seconds * 1_000_000_000 + nanoseconds
 
 
 def assert_nothing_kept(data_dir: Path) -> None:

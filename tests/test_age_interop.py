@@ -12,7 +12,6 @@ import os
 import pty
 import random
 import select
-import shutil
 import signal
 import subprocess
 import time
@@ -33,11 +32,9 @@ from portal.age import (
     looks_encrypted_identity,
     parse_identities,
 )
+from tests.support import require_tool
 
-AGE = shutil.which("age")
-needs_age = pytest.mark.skipif(
-    AGE is None, reason="the age CLI is not installed (apt install age); CI installs it"
-)
+needs_age = pytest.mark.needs("age")
 
 MIB = 1024 * 1024
 SIZES = [0, 1, 65535, 65536, 65537, 131072, 3 * MIB]
@@ -90,8 +87,9 @@ def identity_file(tmp_path: Path, identity: X25519Identity) -> Path:
 
 
 def age_cli(*args: str, stdin: bytes = b"") -> bytes:
-    assert AGE is not None
-    result = subprocess.run([AGE, *args], input=stdin, capture_output=True, timeout=60)
+    result = subprocess.run(
+        [require_tool("age"), *args], input=stdin, capture_output=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr.decode(errors="replace")
     return result.stdout
 
@@ -162,9 +160,8 @@ def test_our_armored_files_decrypt_with_pyrage_and_the_age_cli(size: int, tmp_pa
     armored = our_ciphertext(size, 3, armor=True)
     oracle = pyrage.x25519.Identity.from_str(str(identities()[0]))
     assert pyrage.decrypt(armored, [oracle]) == plaintext(size)
-    if AGE is not None:
-        keys = identity_file(tmp_path, identities()[0])
-        assert age_cli("-d", "-i", str(keys), stdin=armored) == plaintext(size)
+    keys = identity_file(tmp_path, identities()[0])
+    assert age_cli("-d", "-i", str(keys), stdin=armored) == plaintext(size)
 
 
 def test_our_passphrase_files_decrypt_with_pyrage() -> None:
@@ -175,10 +172,9 @@ def test_our_passphrase_files_decrypt_with_pyrage() -> None:
 
 @needs_age
 def test_our_passphrase_files_decrypt_with_the_age_cli(tmp_path: Path) -> None:
-    assert AGE is not None
     source = tmp_path / "in.age"
     source.write_bytes(encrypt(b"passphrase-protected testimony", [ScryptRecipient(b"hunter2")]))
-    run_in_pty([AGE, "-d", "-o", str(tmp_path / "out"), str(source)], [b"hunter2"])
+    run_in_pty([require_tool("age"), "-d", "-o", str(tmp_path / "out"), str(source)], [b"hunter2"])
     assert (tmp_path / "out").read_bytes() == b"passphrase-protected testimony"
 
 
@@ -222,13 +218,13 @@ def test_pyrage_passphrase_files_decrypt_with_our_reader() -> None:
 @needs_age
 @pytest.mark.slow
 def test_passphrase_protected_identity_file_from_the_age_cli_unlocks(tmp_path: Path) -> None:
-    assert AGE is not None
     identity = identities()[0]
     plain = identity_file(tmp_path, identity)
     locked = tmp_path / "identity.txt.age"
     # Enter the passphrase, then confirm it; age uses its production work factor.
     run_in_pty(
-        [AGE, "-p", "-a", "-o", str(locked), str(plain)], [b"trustee words", b"trustee words"]
+        [require_tool("age"), "-p", "-a", "-o", str(locked), str(plain)],
+        [b"trustee words", b"trustee words"],
     )
     data = locked.read_bytes()
     assert looks_encrypted_identity(data)

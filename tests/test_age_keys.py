@@ -5,7 +5,6 @@ from __future__ import annotations
 import inspect
 import io
 import os
-import shutil
 import subprocess
 
 import pyrage
@@ -29,15 +28,13 @@ from portal.age import (
     parse_identities,
     parse_recipients,
 )
+from tests.support import require_tool
 
 # The example key pair from the age specification (age-encryption.org/v1).
 SPEC_IDENTITY = "AGE-SECRET-KEY-1GFPYYSJZGFPYYSJZGFPYYSJZGFPYYSJZGFPYYSJZGFPYYSJZGFPQ4EGAEX"
 SPEC_RECIPIENT = "age1zvkyg2lqzraa2lnjvqej32nkuu0ues2s82hzrye869xeexvn73equnujwj"
 
-AGE_KEYGEN = shutil.which("age-keygen")
-needs_age_keygen = pytest.mark.skipif(
-    AGE_KEYGEN is None, reason="age-keygen is not installed (apt install age); CI installs it"
-)
+needs_age_keygen = pytest.mark.needs("age-keygen")
 
 
 def change_char(s: str, index: int) -> str:
@@ -70,7 +67,11 @@ def test_generated_identity_matches_pyrage() -> None:
 def test_generated_identity_matches_age_keygen() -> None:
     identity = X25519Identity.generate()
     public = subprocess.run(
-        [str(AGE_KEYGEN), "-y"], input=f"{identity}\n", capture_output=True, text=True, check=True
+        [require_tool("age-keygen"), "-y"],
+        input=f"{identity}\n",
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
     assert public == str(identity.recipient)
 
@@ -201,7 +202,9 @@ def test_recipients_file_bad_lines_get_one_clear_error(line: str, expected: str)
 
 @needs_age_keygen
 def test_identity_file_from_age_keygen_parses() -> None:
-    output = subprocess.run([str(AGE_KEYGEN)], capture_output=True, text=True, check=True).stdout
+    output = subprocess.run(
+        [require_tool("age-keygen")], capture_output=True, text=True, check=True
+    ).stdout
     public = next(
         line.split(": ")[1] for line in output.splitlines() if line.startswith("# public key")
     )

@@ -28,28 +28,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from babel.support import Translations
-from playwright.sync_api import Browser, BrowserContext, Page, Response, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, Response
 from werkzeug.serving import make_server
 
 from portal.age import X25519Identity
-from portal.config import Config
-from portal.web.i18n import DEFAULT_LANGUAGE, LANGUAGES, TRANSLATIONS_DIR
-from tests.support import REPO, LiveServer, add_failing_routes, start_server
+from portal.testing.live import LiveServer, start_server
+from portal.testing.live import lang_prefix as prefix
+from portal.web.i18n import LANGUAGES
+from tests.support import REPO, VIEWPORTS, app_config, build_app, translate
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
-VIEWPORTS = {"phone": {"width": 360, "height": 740}, "desktop": {"width": 1280, "height": 800}}
 SCREENSHOTS = REPO / "test-output" / "screenshots"
 # The few screenshots the documentation shows (the questionnaire in Korean)
 # are rewritten in docs/screenshots/ only when asked, so that a test run
@@ -73,14 +62,6 @@ PAGES = {
     "error-503": (503, "Not available right now"),
 }
 ALL_PAGES = [(lang, name) for lang in LANGUAGES for name in PAGES]
-
-
-def translate(lang: str, message: str) -> str:
-    return Translations.load(str(TRANSLATIONS_DIR), [lang]).gettext(message)
-
-
-def prefix(lang: str) -> str:
-    return "" if lang == DEFAULT_LANGUAGE else f"/{lang}"
 
 
 # ------------------------------------------------------------------ servers
@@ -114,17 +95,7 @@ def reviewer(tmp_path_factory: pytest.TempPathFactory) -> Reviewer:
 
 def _faulty_app(root: Path, recipient: str):  # type: ignore[no-untyped-def]
     """The real app plus routes that fail with 403 and 500, in every language."""
-    from portal.web import create_app
-
-    (root / "keys").mkdir(parents=True)
-    (root / "keys" / "recipients.txt").write_text(f"{recipient}\n")
-    config = Config(
-        data_dir=root / "data",
-        recipients_file=root / "keys" / "recipients.txt",
-        secret_key=b"browser test only",
-        min_free_mb=0,
-    )
-    return add_failing_routes(create_app(config))
+    return build_app(app_config(root, recipient), failing_routes=True, testing=False)
 
 
 @pytest.fixture(scope="module")
@@ -161,15 +132,6 @@ def servers(tmp_path_factory: pytest.TempPathFactory, reviewer: Reviewer) -> Ite
 
 
 # ------------------------------------------------------------------ browser
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    # Debian's Chromium, never a downloaded one.
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module")
@@ -278,7 +240,7 @@ def test_witness_answers_the_korean_questionnaire_without_javascript(
     under its question. Screenshots of the form and the reviewer's page go to docs/screenshots/."""
     from portal.questionnaire import DEFAULT_QUESTIONNAIRE, load_questionnaire
     from portal.review.cli import main as review
-    from tests.test_questionnaire_web import KOREAN_ANSWERS, assert_each_answer_under_its_question
+    from tests.questionnaire_support import KOREAN_ANSWERS, assert_each_answer_under_its_question
 
     questionnaire = load_questionnaire(DEFAULT_QUESTIONNAIRE, LANGUAGES)
     page = witness_page

@@ -5,54 +5,38 @@ Debian's Chromium, headless, JavaScript off, as in tests/test_browser.py.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
-from playwright.sync_api import Request, sync_playwright
+from playwright.sync_api import Request
 
-from portal.age import X25519Identity
 from portal.store import SubmissionStore
-from tests.support import LiveServer, open_submission, start_server
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
+from portal.testing.live import open_submission
 
 pytestmark = pytest.mark.browser
 
 
-@pytest.fixture
-def server(tmp_path: Path, identity: X25519Identity, identity_file: Path) -> Iterator[LiveServer]:
-    live = start_server(tmp_path / "server", str(identity.recipient), identity_file)
-    try:
-        yield live
-    finally:
-        live.stop()
-
-
-def test_reloading_the_received_page_stores_nothing_more(server, identity) -> None:  # type: ignore[no-untyped-def]
+def test_reloading_the_received_page_stores_nothing_more(live_server, identity, browser) -> None:  # type: ignore[no-untyped-def]
+    server = live_server
     posts: list[str] = []
 
     def count(request: Request) -> None:
         if request.method == "POST":
             posts.append(request.url)
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_context(java_script_enabled=False).new_page()
-            page.on("request", count)
-            page.goto(f"{server.url}/ko/submit")
-            page.locator("textarea[name=testimony]").fill("한 번만 저장되어야 합니다")
-            page.locator("#q-consent-yes").check()  # the one required answer
-            with page.expect_navigation() as navigation:
-                page.locator("form button[type=submit]").click()
-            assert navigation.value is not None and navigation.value.status == 200
-            received = page.locator("h1").inner_text()
-            for _ in range(2):  # the witness reloads the page, twice
-                response = page.reload()
-                assert response is not None and response.status == 200
-                assert page.locator("h1").inner_text() == received
-        finally:
-            browser.close()
+    context = browser.new_context(java_script_enabled=False)
+    page = context.new_page()
+    page.on("request", count)
+    page.goto(f"{server.url}/ko/submit")
+    page.locator("textarea[name=testimony]").fill("한 번만 저장되어야 합니다")
+    page.locator("#q-consent-yes").check()  # the one required answer
+    with page.expect_navigation() as navigation:
+        page.locator("form button[type=submit]").click()
+    assert navigation.value is not None and navigation.value.status == 200
+    received = page.locator("h1").inner_text()
+    for _ in range(2):  # the witness reloads the page, twice
+        response = page.reload()
+        assert response is not None and response.status == 200
+        assert page.locator("h1").inner_text() == received
+    context.close()
     assert len(posts) == 3, "the browser did not re-post the form on reload"
     store = SubmissionStore(server.data_dir)
     [submission_id] = store.ids()

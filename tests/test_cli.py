@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -13,6 +12,7 @@ import pytest
 
 from portal.age import X25519Identity
 from portal.cli import ExitStatus, main
+from tests.support import mounted_tmpfs, require_root, require_tool, unsupported_here
 
 
 def run(argv: list[str], env: dict[str, str]) -> tuple[int, str, str]:
@@ -82,15 +82,20 @@ def test_bad_setting_is_named(tmp_path: Path) -> None:
     assert "PORTAL_MAX_UPLOAD_MB" in err
 
 
-def test_console_script_serve_refuses_without_recipients(tmp_path: Path) -> None:
-    env = env_for(tmp_path, "")
-    proc = subprocess.run(
+def serve_in_a_process(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`serve` run as the console script runs it: a new Python process, its own exit."""
+    return subprocess.run(
         [sys.executable, "-m", "portal.cli", "serve", "--port", "1"],
         env={"PATH": "/usr/bin:/bin", **env},
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def test_console_script_serve_refuses_without_recipients(tmp_path: Path) -> None:
+    env = env_for(tmp_path, "")
+    proc = serve_in_a_process(env)
     assert proc.returncode == 1
     assert "testimony-review keygen" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -128,13 +133,7 @@ def test_console_script_serve_under_a_file_prints_no_traceback(tmp_path: Path) -
     env = env_for(tmp_path, f"{X25519Identity.generate().recipient}\n")
     (tmp_path / "notes.txt").write_text("a file")
     env["PORTAL_DATA_DIR"] = str(tmp_path / "notes.txt" / "data")
-    proc = subprocess.run(
-        [sys.executable, "-m", "portal.cli", "serve", "--port", "1"],
-        env={"PATH": "/usr/bin:/bin", **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = serve_in_a_process(env)
     assert proc.returncode == 1
     assert proc.stderr.count("\n") == 1 and "is a file, not a folder" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -143,19 +142,12 @@ def test_console_script_serve_under_a_file_prints_no_traceback(tmp_path: Path) -
 @pytest.fixture
 def read_only_disk(tmp_path: Path) -> Iterator[Path]:
     """A real file system holding a prepared data directory, remounted read-only."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
-    disk = tmp_path / "ro-disk"
-    disk.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], check=True)
-    try:
+    with mounted_tmpfs(tmp_path / "ro-disk", "size=4m") as disk:
         for name in ("staging", "submissions"):
             (disk / "data" / name).mkdir(mode=0o700, parents=True)
         (disk / "data").chmod(0o700)
         subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
         yield disk
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
 def test_data_directory_on_a_read_only_mount_is_refused(tmp_path: Path, read_only_disk) -> None:  # type: ignore[no-untyped-def]
@@ -167,14 +159,20 @@ def test_data_directory_on_a_read_only_mount_is_refused(tmp_path: Path, read_onl
     refused_by_check_and_serve(env, str(read_only_disk), "read-only file system")
 
 
+def make_immutable(path: Path) -> None:
+    require_root("chattr +i")
+    chattr = require_tool("chattr")
+    if subprocess.run([chattr, "+i", str(path)], capture_output=True).returncode != 0:
+        unsupported_here(f"{path}: this file system has no chattr +i (ext4, xfs and btrfs do)")
+
+
 @pytest.fixture
 def immutable_dir(tmp_path: Path) -> Iterator[Path]:
     folder = tmp_path / "data"
     for name in ("staging", "submissions"):
         (folder / name).mkdir(mode=0o700, parents=True)
     folder.chmod(0o700)
-    if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
-        pytest.skip("this file system does not support chattr +i (ext4, xfs and btrfs do)")
+    make_immutable(folder)
     try:
         yield folder
     finally:
@@ -194,8 +192,7 @@ def test_immutable_staging_folder_is_refused(tmp_path: Path) -> None:
         (data / name).mkdir(mode=0o700, parents=True)
     data.chmod(0o700)
     staging = data / "staging"
-    if subprocess.run(["chattr", "+i", str(staging)], capture_output=True).returncode != 0:
-        pytest.skip("this file system does not support chattr +i (ext4, xfs and btrfs do)")
+    make_immutable(staging)
     try:
         refused_by_check_and_serve(env, str(staging), "immutable")
     finally:

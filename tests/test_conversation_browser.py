@@ -18,27 +18,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
 from portal.review.cli import ExitStatus
+from portal.testing.live import LiveServer
 from tests.conversation_support import export, import_replies
 from tests.review_support import open_args, review
-from tests.support import REPO, LiveServer
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, VIEWPORTS
+from tests.support import REPO, VIEWPORTS
 
 pytestmark = pytest.mark.browser
 
 SCREENSHOTS = REPO / "test-output" / "screenshots"
 DOC_SCREENSHOTS = REPO / "docs" / "screenshots"
 REPLY = "증언 감사합니다. 사진을 찍은 날짜를 기억하십니까?"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture
@@ -157,11 +149,10 @@ def test_follow_up_pages_have_no_accessibility_violations(
     from portal.age import encrypt
     from portal.conversation import mailbox_name
     from portal.mailbox import ReplyStore
-    from tests.conversation_support import receipt_of
-    from tests.test_conversation_server import _identity_of
+    from tests.conversation_support import identity_of, receipt_of
 
     receipt = receipt_of(live_server.client().submit("for the audit", [], lang).body)
-    identity = _identity_of(live_server, receipt)
+    identity = identity_of(live_server, receipt)
     ReplyStore(live_server.data_dir).add(
         mailbox_name(str(identity.recipient)),
         encrypt("답장 回复 reply".encode(), [identity.recipient]),

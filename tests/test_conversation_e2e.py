@@ -9,6 +9,7 @@ from pathlib import Path
 
 from portal.review.cli import ExitStatus
 from portal.store import SubmissionStore
+from portal.testing.live import RECEIVED_MARKERS, LiveServer
 from tests.conversation_support import (
     export,
     import_replies,
@@ -18,7 +19,6 @@ from tests.conversation_support import (
     send_followup,
 )
 from tests.review_support import open_args, review
-from tests.support import RECEIVED_MARKERS, LiveServer
 
 PHOTO = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 400
 DOCUMENT = b"%PDF-1.4\n" + b"second file " * 3000

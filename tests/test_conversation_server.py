@@ -12,11 +12,12 @@ from pathlib import Path
 
 from portal.age import X25519Identity, encrypt
 from portal.conversation import mailbox_name, thread_id
-from portal.mailbox import SALT_NAME, derive_identity
 from portal.receipt import parse_receipt
 from portal.store import SubmissionStore
+from portal.testing.live import LiveServer
 from tests.conversation_support import (
     export,
+    identity_of,
     import_replies,
     open_followup,
     receipt_of,
@@ -24,7 +25,6 @@ from tests.conversation_support import (
     send_followup,
 )
 from tests.review_support import open_args, review
-from tests.support import LiveServer
 
 AGE_CONSTANTS = (b"age-encryption.org/v1\n", b"-> X25519 ", b"\n--- ")
 
@@ -36,16 +36,6 @@ def _files(*roots: Path) -> list[Path]:
         for dirpath, _dirs, names in os.walk(root)
         for name in names
     ]
-
-
-def _identity_of(server: LiveServer, receipt: str) -> X25519Identity:
-    from portal.mailbox import configured_cost
-
-    salt = bytes.fromhex((server.data_dir / SALT_NAME).read_text().strip())
-    cost = configured_cost(
-        int(os.environ["PORTAL_RECEIPT_KDF_OPS"]), int(os.environ["PORTAL_RECEIPT_KDF_MEMORY_KIB"])
-    )
-    return derive_identity(parse_receipt(receipt), salt, cost)
 
 
 def _session_payload(cookie: str | None) -> bytes:
@@ -73,7 +63,7 @@ def test_nothing_derived_from_a_receipt_is_written_or_logged(live_server: LiveSe
     assert client.cookie is not None
     live_server.stop()
 
-    identity = _identity_of(live_server, receipt)
+    identity = identity_of(live_server, receipt)
     recipient = str(identity.recipient)
     digits = parse_receipt(receipt).digits
     secrets_ = {

@@ -18,6 +18,7 @@ from portal.cli import main
 from portal.export import SUMS_NAME, ExportError, export_submissions
 from portal.store import SubmissionStore
 from tests.review_support import make_store, submit, tree
+from tests.support import mounted_tmpfs, require_root
 
 
 @pytest.fixture
@@ -45,24 +46,11 @@ def _server_files(store: SubmissionStore) -> dict[str, bytes]:
     return tree(store.submissions_dir)
 
 
-def _mount(path: Path, options: str) -> bool:
-    path.mkdir(exist_ok=True)
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True
-    )
-    return result.returncode == 0
-
-
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A real 1 MiB file system (tmpfs): room for two of the three submissions."""
-    path = tmp_path / "usb"
-    if not _mount(path, "size=1m,mode=0700"):
-        pytest.skip("cannot mount a tmpfs here (not root?); the fault-injection test covers it")
-    try:
+    with mounted_tmpfs(tmp_path / "usb", "size=1m,mode=0700") as path:
         yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
 
 
 def test_export_copies_every_submission_and_writes_a_checkable_manifest(
@@ -285,10 +273,7 @@ def test_a_real_full_disk_stops_cleanly_and_a_second_medium_finishes(
 def test_a_real_read_only_medium_is_named_and_nothing_is_deleted(
     tmp_path: Path, store: SubmissionStore
 ) -> None:
-    dest = tmp_path / "usb"
-    if not _mount(dest, "size=4m"):
-        pytest.skip("cannot mount a tmpfs here (not root?); the fault-injection test covers it")
-    try:
+    with mounted_tmpfs(tmp_path / "usb", "size=4m") as dest:
         (dest / "submissions").mkdir()
         subprocess.run(["mount", "-o", "remount,ro", str(dest)], check=True)
         before = _server_files(store)
@@ -297,8 +282,6 @@ def test_a_real_read_only_medium_is_named_and_nothing_is_deleted(
         assert status == 1
         assert "DEST is read-only" in err.getvalue()
         assert _server_files(store) == before
-    finally:
-        subprocess.run(["umount", "-l", str(dest)], check=False)
 
 
 def test_dest_inside_the_data_directory_is_refused(store: SubmissionStore) -> None:
@@ -352,10 +335,8 @@ def test_export_reads_a_read_only_data_directory_without_lock_files(
         (store.root / name).unlink()
     mounted = tmp_path / "readonly"
     mounted.mkdir()
-    bind = subprocess.run(["mount", "--bind", "-o", "ro", str(store.root), str(mounted)],
-                          capture_output=True)  # fmt: skip
-    if bind.returncode != 0:
-        pytest.skip("cannot bind-mount read-only here (not root?)")
+    require_root("a read-only bind mount")
+    subprocess.run(["mount", "--bind", "-o", "ro", str(store.root), str(mounted)], check=True)
     try:
         report = export_submissions(SubmissionStore(mounted), tmp_path / "usb")
         assert report.ok and sorted(report.copied) == store.ids()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import socket
 import struct
 import threading
@@ -13,9 +12,8 @@ from pathlib import Path
 import pytest
 
 from portal.store import SubmissionStore
-from portal.web import create_app
+from portal.testing.live import LiveServer, MultipartBody, csrf_token
 from portal.web.body_guard import GuardedInputMiddleware
-from tests.support import LiveServer, MultipartBody
 
 pytestmark = pytest.mark.slow
 
@@ -74,23 +72,21 @@ def test_client_gone_mid_upload_leaves_nothing(live_server, chunked, how) -> Non
     assert len(SubmissionStore(live_server.data_dir).ids()) == 1
 
 
-def test_stalled_upload_is_dropped_and_leaves_nothing(config) -> None:  # type: ignore[no-untyped-def]
+def test_stalled_upload_is_dropped_and_leaves_nothing(config, make_app) -> None:  # type: ignore[no-untyped-def]
     """A client that stops sending (but keeps the connection) cannot hold a worker for ever.
 
     In-process, with the body read from a real socket as gunicorn does, and
     the stall timeout shortened from five minutes to half a second.
     """
-    app = create_app(config, TESTING=True)
+    app = make_app()
     guard = app.wsgi_app
     while not isinstance(guard, GuardedInputMiddleware):
         guard = guard.wsgi_app
     guard.stall_timeout = 0.5
     client = app.test_client()
     page = client.get("/submit").get_data(as_text=True)
-    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page)
-    assert token
     multipart = MultipartBody(
-        {"csrf_token": token.group(1), "consent": "yes", "testimony": "stalled"},
+        {"csrf_token": csrf_token(page), "consent": "yes", "testimony": "stalled"},
         [("video.mp4", os.urandom(1 << 20), "video/mp4")],
     )
     body = b"".join(multipart)

@@ -11,38 +11,25 @@ import dataclasses
 import errno
 import io
 import os
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
 
 import pytest
 
 from portal.config import Config
 from portal.store import SubmissionStore
-from portal.web import create_app
-from tests.support import assert_nothing_kept, open_submission, start_server
-from tests.support import flask_post_form as post
+from portal.testing.live import open_submission, start_server
+from portal.testing.live import post_form as post
+from tests.support import assert_nothing_kept, failing_after, mounted_tmpfs
 
 NOT_SAVED = "NOT saved"
 
 
-@contextlib.contextmanager
-def tmpfs(mountpoint: Path, size_mb: int) -> Iterator[Path]:
+def tmpfs(mountpoint: Path, size_mb: int) -> contextlib.AbstractContextManager[Path]:
     """A real file system of `size_mb` MiB, unmounted afterwards whatever happens."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
-    mountpoint.mkdir()
-    subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size_mb}m,mode=0700", "tmpfs", str(mountpoint)],
-        check=True,
-    )
-    try:
-        yield mountpoint
-    finally:
-        subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+    return mounted_tmpfs(mountpoint, f"size={size_mb}m,mode=0700")
 
 
 @pytest.fixture
@@ -64,9 +51,11 @@ def fill(directory: Path) -> Path:
     return filler
 
 
-def test_disk_full_during_an_upload_on_a_real_small_disk(small_disk, config, identity) -> None:  # type: ignore[no-untyped-def]
+def test_disk_full_during_an_upload_on_a_real_small_disk(
+    small_disk, config, identity, make_app
+) -> None:  # type: ignore[no-untyped-def]
     config = dataclasses.replace(config, data_dir=small_disk / "data")
-    client = create_app(config, TESTING=True).test_client()
+    client = make_app(data_dir=config.data_dir).test_client()
     video = os.urandom(3 << 20)  # three times the whole disk
     response = post(
         client,
@@ -86,9 +75,9 @@ def test_disk_full_during_an_upload_on_a_real_small_disk(small_disk, config, ide
     assert manifest["fields"]["testimony"] == "short and safe"
 
 
-def test_disk_full_before_the_manifest_on_a_real_small_disk(small_disk, config) -> None:  # type: ignore[no-untyped-def]
+def test_disk_full_before_the_manifest_on_a_real_small_disk(small_disk, config, make_app) -> None:  # type: ignore[no-untyped-def]
     config = dataclasses.replace(config, data_dir=small_disk / "data")
-    client = create_app(config, TESTING=True).test_client()
+    client = make_app(data_dir=config.data_dir).test_client()
     filler = fill(small_disk)
     try:
         response = post(client, {"testimony": "words only " * 2000})
@@ -229,46 +218,13 @@ def test_live_concurrent_uploads_cannot_take_the_disk_below_the_floor(
 # --- failures at exact points, through the store's opener seam -------------
 
 
-class FailingFile(io.RawIOBase):
-    """A file that fails with ENOSPC once a shared byte budget is spent."""
-
-    def __init__(self, raw: BinaryIO, budget: list[int]) -> None:
-        self._raw = raw
-        self._budget = budget
-
-    def write(self, data) -> int:  # type: ignore[no-untyped-def, override]
-        if len(data) > self._budget[0]:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        self._budget[0] -= len(data)
-        return self._raw.write(data)
-
-    def writable(self) -> bool:
-        return True
-
-    def fileno(self) -> int:
-        return self._raw.fileno()
-
-    def close(self) -> None:
-        super().close()
-        self._raw.close()
-
-
-def failing_after(budget: int):  # type: ignore[no-untyped-def]
-    shared = [budget]
-
-    def opener(fd: int) -> BinaryIO:
-        return FailingFile(open(fd, "wb", buffering=0), shared)  # type: ignore[return-value]
-
-    return opener
-
-
 @pytest.mark.parametrize(
     "budget",
     [0, 100, 64 * 1024 + 500, 200 * 1024 + 1, 300 * 1024 + 700],
     ids=["no-byte", "header", "second-chunk", "second-file", "manifest"],
 )
-def test_disk_full_at_any_point_leaves_nothing(config: Config, budget: int) -> None:
-    app = create_app(config, TESTING=True)
+def test_disk_full_at_any_point_leaves_nothing(config: Config, budget: int, make_app) -> None:
+    app = make_app()
     app.extensions["portal"].store.opener = failing_after(budget)
     client = app.test_client()
     response = post(
@@ -286,13 +242,13 @@ def test_disk_full_at_any_point_leaves_nothing(config: Config, budget: int) -> N
     assert_nothing_kept(config.data_dir)
 
 
-def test_failure_while_committing_leaves_nothing(config: Config, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_failure_while_committing_leaves_nothing(config: Config, monkeypatch, make_app) -> None:  # type: ignore[no-untyped-def]
     import portal.store
 
     def no_rename(src: object, dst: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    client = create_app(config, TESTING=True).test_client()
+    client = make_app().test_client()
     monkeypatch.setattr(portal.store.os, "rename", no_rename)
     response = post(client, {"testimony": "almost", "attachments": (io.BytesIO(b"f"), "f")})
     monkeypatch.undo()

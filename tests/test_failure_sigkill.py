@@ -21,8 +21,14 @@ from pathlib import Path
 import pytest
 
 from portal.store import SubmissionStore
-from tests.support import RECEIVED_MARKERS, Client, MultipartBody, open_submission, start_server
-from tests.test_seal import birth_time_ns
+from portal.testing.live import (
+    RECEIVED_MARKERS,
+    Client,
+    MultipartBody,
+    open_submission,
+    start_server,
+)
+from tests.support import birth_time_ns
 
 pytestmark = pytest.mark.slow
 CLIENTS = 12

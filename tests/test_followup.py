@@ -27,7 +27,7 @@ from portal.mailbox import (
     ensure_salt,
 )
 from portal.receipt import new_receipt, parse_receipt
-from tests.support import CSRF_RE, flask_post_form, form_fields
+from portal.testing.live import csrf_token, form_fields, post_form
 
 RECEIPT_RE = re.compile(r'id="receipt"[^>]*>([0-9 ]+)<')
 
@@ -38,14 +38,14 @@ def _keys(app: Any) -> ReceiptKeys:
 
 
 def _submit(client: Any, text: str = "first account") -> str:
-    response = flask_post_form(client, {"testimony": text})
+    response = post_form(client, {"testimony": text})
     assert response.status_code == 200
     return RECEIPT_RE.search(response.get_data(as_text=True)).group(1)
 
 
 def _followup(client: Any, receipt: str, lang: str = "en") -> Any:
     path = "/followup" if lang == "en" else f"/{lang}/followup"
-    token = CSRF_RE.search(client.get(path).get_data(as_text=True)).group(1)
+    token = csrf_token(client.get(path).get_data(as_text=True))
     return client.post(path, data={"csrf_token": token, "receipt": receipt})
 
 
@@ -116,7 +116,7 @@ def test_replies_are_shown_deleted_on_request_and_only_to_their_witness(
     assert _followup(client, receipt).get_data(as_text=True).count('class="reply"') == 1
 
     form = page[page.index('action="/zh/followup/delete"') :]
-    token = CSRF_RE.search(form).group(1)
+    token = csrf_token(form)
     ids = re.search(r'name="replies" value="([^"]*)"', form).group(1)
     hidden_receipt = re.search(r'name="receipt" value="([^"]*)"', form).group(1)
     deleted = client.post(
@@ -132,7 +132,7 @@ def test_a_follow_up_is_an_independent_submission_carrying_the_same_recipient(
     app: Any, client: Any, config: Config, identity: X25519Identity
 ) -> None:
     from portal.store import SubmissionStore
-    from tests.support import open_submission
+    from portal.testing.live import open_submission
 
     receipt = _submit(client)
     page = _followup(client, receipt).get_data(as_text=True)
@@ -271,12 +271,9 @@ def test_a_repeated_follow_up_form_is_stored_once(client: Any, config: Config) -
     assert len(SubmissionStore(config.data_dir).ids()) == 2  # the first one and this one
 
 
-def test_follow_up_logins_spend_the_global_rate_budget(config: Config) -> None:
-    import dataclasses
+def test_follow_up_logins_spend_the_global_rate_budget(make_app) -> None:
 
-    from portal.web import create_app
-
-    app = create_app(dataclasses.replace(config, rate_burst=2, rate_per_minute=1), TESTING=True)
+    app = make_app(rate_burst=2, rate_per_minute=1)
     client = app.test_client()
     keys = _keys(app)
     statuses = [_followup(client, new_receipt().display()).status_code for _ in range(3)]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import shutil
 import subprocess
 import tarfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -26,9 +26,31 @@ FILES = [("scan.pdf", b"%PDF-1.7 " + bytes(range(256)) * 800), ("녹음.m4a", b"
 YES = {"consent": "yes"}
 
 
+@dataclass
+class Desk:
+    """Three opened submissions (ids, the `open` output folder, the custody log) and a partner."""
+
+    ids: list[str]
+    out_dir: Path
+    custody: Path
+    partner: X25519Identity
+    partner_key: Path
+
+    def forward(self, ids: list[str], bundle: Path, *extra: str, to: str | None = None) -> Run:
+        """`forward` of `ids` to the partner (or to `to`) into `bundle`."""
+        return review(["forward", *ids, "--from", self.out_dir,
+                       "--to", to or str(self.partner.recipient), "--out", bundle,
+                       "--custody", self.custody, "--reviewer", "Reviewer B", *extra])  # fmt: skip
+
+    def members(self, bundle: Path) -> dict[str, bytes]:
+        """The bundle's files by name, as the partner decrypts them."""
+        with tarfile.open(fileobj=io.BytesIO(decrypt(bundle.read_bytes(), [self.partner]))) as tar:
+            return {m.name: tar.extractfile(m).read() for m in tar.getmembers()}  # type: ignore[union-attr]
+
+
 @pytest.fixture
-def opened(tmp_path: Path) -> tuple[list[str], Path, Path]:
-    """Three opened submissions: ids, the `open` output folder, the custody log."""
+def desk(tmp_path: Path) -> Desk:
+    """Three opened submissions, the first with a contact field, and a partner's key."""
     identity = write_identity(tmp_path / "id.txt")
     store = make_store(tmp_path / "data")
     ids = [
@@ -39,34 +61,28 @@ def opened(tmp_path: Path) -> tuple[list[str], Path, Path]:
     custody = tmp_path / "custody.jsonl"
     run = review(open_args(store.root, tmp_path / "id.txt", tmp_path / "out", custody))
     assert run.status == ExitStatus.OK, run.err
-    return ids, tmp_path / "out", custody
+    partner_key = tmp_path / "partner-key.txt"
+    partner = write_identity(partner_key)
+    return Desk(ids, tmp_path / "out", custody, partner, partner_key)
 
 
 @pytest.fixture
-def partner(tmp_path: Path) -> tuple[X25519Identity, Path]:
-    path = tmp_path / "partner-key.txt"
-    return write_identity(path), path
+def redacted(tmp_path: Path, desk: Desk) -> dict[str, bytes]:
+    """The first submission forwarded with `--omit-field contact`: the bundle's files."""
+    bundle = tmp_path / "b.tar.age"
+    run = desk.forward(desk.ids[:1], bundle, "--omit-field", "contact")
+    assert run.status == ExitStatus.OK, run.err
+    return desk.members(bundle)
 
 
-def forward(ids: list[str], out: Path, custody: Path, to: str, bundle: Path, *extra: str) -> Run:
-    return review(["forward", *ids, "--from", out, "--to", to, "--out", bundle,
-                   "--custody", custody, "--reviewer", "Reviewer B", *extra])  # fmt: skip
-
-
-def _members(bundle: Path, identity: X25519Identity) -> dict[str, bytes]:
-    with tarfile.open(fileobj=io.BytesIO(decrypt(bundle.read_bytes(), [identity]))) as tar:
-        return {m.name: tar.extractfile(m).read() for m in tar.getmembers()}  # type: ignore[union-attr]
-
-
-@pytest.mark.skipif(shutil.which("age") is None, reason="the age CLI is not installed")
+@pytest.mark.needs("age")
 def test_bundle_opens_with_stock_age_and_tar_and_every_hash_matches(
-    tmp_path: Path, opened: tuple[list[str], Path, Path], partner: tuple[X25519Identity, Path]
+    tmp_path: Path, desk: Desk
 ) -> None:
-    ids, out_dir, custody = opened
-    identity, key = partner
+    ids, out_dir, key = desk.ids, desk.out_dir, desk.partner_key
     bundle = tmp_path / "for-partner.tar.age"
 
-    run = forward(ids[:2], out_dir, custody, str(identity.recipient), bundle)
+    run = desk.forward(ids[:2], bundle)
     assert run.status == ExitStatus.OK, run.err
 
     plain_tar = tmp_path / "bundle.tar"
@@ -89,33 +105,31 @@ def test_bundle_opens_with_stock_age_and_tar_and_every_hash_matches(
 
 
 def test_bundle_carries_the_custody_entries_of_its_submissions_and_is_logged(
-    tmp_path: Path, opened: tuple[list[str], Path, Path], partner: tuple[X25519Identity, Path]
+    tmp_path: Path, desk: Desk
 ) -> None:
-    ids, out_dir, custody = opened
-    identity, _key = partner
+    ids, custody = desk.ids, desk.custody
     bundle = tmp_path / "b.tar.age"
-    assert forward(ids[:1], out_dir, custody, str(identity.recipient), bundle).status == 0
+    assert desk.forward(ids[:1], bundle).status == 0
 
-    members = _members(bundle, identity)
+    members = desk.members(bundle)
     lines = [json.loads(line) for line in members["custody.jsonl"].splitlines()]
     assert [(e["action"], e["submission"]) for e in lines] == [("open", ids[0])]
 
     last = list(CustodyLog(custody).entries())[-1].data
     assert last["action"] == "forward" and last["submissions"] == [ids[0]]
     assert last["reviewer"] == "Reviewer B"
-    assert last["recipient"] == str(identity.recipient)
+    assert last["recipient"] == str(desk.partner.recipient)
     assert last["bundle"]["sha256"] == hashlib.sha256(bundle.read_bytes()).hexdigest()
     assert {f["file"] for f in last["files"]} == {name for name, _ in FILES}
 
 
 def test_members_are_regular_files_under_safe_names_in_a_fixed_order(
-    tmp_path: Path, opened: tuple[list[str], Path, Path], partner: tuple[X25519Identity, Path]
+    tmp_path: Path, desk: Desk
 ) -> None:
-    ids, out_dir, custody = opened
-    identity, _key = partner
+    ids = desk.ids
     bundle = tmp_path / "b.tar.age"
-    forward(ids[:2], out_dir, custody, str(identity.recipient), bundle)
-    with tarfile.open(fileobj=io.BytesIO(decrypt(bundle.read_bytes(), [identity]))) as tar:
+    desk.forward(ids[:2], bundle)
+    with tarfile.open(fileobj=io.BytesIO(decrypt(bundle.read_bytes(), [desk.partner]))) as tar:
         members = tar.getmembers()
     names = [m.name for m in members]
     assert names[:4] == ["README.txt", "SHA256SUMS", "custody.jsonl", "consent.json"]
@@ -125,32 +139,20 @@ def test_members_are_regular_files_under_safe_names_in_a_fixed_order(
     assert all(n.split("/")[0] in set(ids) for n in names[4:])
 
 
-def test_omit_field_leaves_contact_details_out(
-    tmp_path: Path, opened: tuple[list[str], Path, Path], partner: tuple[X25519Identity, Path]
-) -> None:
-    ids, out_dir, custody = opened
-    identity, _key = partner
-    bundle = tmp_path / "b.tar.age"
-    run = forward(ids[:1], out_dir, custody, str(identity.recipient), bundle,
-                  "--omit-field", "contact")  # fmt: skip
-    assert run.status == ExitStatus.OK, run.err
-    members = _members(bundle, identity)
-    manifest = json.loads(members[f"{ids[0]}/testimony.json"])
+def test_omit_field_leaves_contact_details_out(desk: Desk, redacted: dict[str, bytes]) -> None:
+    manifest = json.loads(redacted[f"{desk.ids[0]}/testimony.json"])
     assert "contact" not in manifest["fields"] and manifest["omitted_fields"] == ["contact"]
-    assert b"phone 123" not in b"".join(members.values())
-    assert list(CustodyLog(custody).entries())[-1].data["omitted_fields"] == ["contact"]
+    assert b"phone 123" not in b"".join(redacted.values())
+    assert list(CustodyLog(desk.custody).entries())[-1].data["omitted_fields"] == ["contact"]
 
 
-def test_a_file_changed_after_opening_stops_the_forward(
-    tmp_path: Path, opened: tuple[list[str], Path, Path], partner: tuple[X25519Identity, Path]
-) -> None:
-    ids, out_dir, custody = opened
-    identity, _key = partner
+def test_a_file_changed_after_opening_stops_the_forward(tmp_path: Path, desk: Desk) -> None:
+    ids, out_dir, custody = desk.ids, desk.out_dir, desk.custody
     (out_dir / ids[0] / "scan.pdf").write_bytes(b"a forged document")
     entries_before = custody.read_bytes()
     bundle = tmp_path / "b.tar.age"
 
-    run = forward(ids[:1], out_dir, custody, str(identity.recipient), bundle)
+    run = desk.forward(ids[:1], bundle)
 
     assert run.status == ExitStatus.ERROR
     assert "no longer matches the SHA-256 in its manifest" in run.err
@@ -159,57 +161,50 @@ def test_a_file_changed_after_opening_stops_the_forward(
 
 
 def test_forward_refuses_to_overwrite_a_bad_recipient_or_an_unopened_id(
-    tmp_path: Path, opened: tuple[list[str], Path, Path], partner: tuple[X25519Identity, Path]
+    tmp_path: Path, desk: Desk
 ) -> None:
-    ids, out_dir, custody = opened
-    identity, _key = partner
+    ids = desk.ids
     existing = tmp_path / "existing.age"
     existing.write_bytes(b"keep me")
-    run = forward(ids[:1], out_dir, custody, str(identity.recipient), existing)
+    run = desk.forward(ids[:1], existing)
     assert run.status == ExitStatus.ERROR and "refusing to overwrite" in run.err
     assert existing.read_bytes() == b"keep me"
 
-    run = forward(ids[:1], out_dir, custody, "age1notakey", tmp_path / "new.age")
+    run = desk.forward(ids[:1], tmp_path / "new.age", to="age1notakey")
     assert run.status == ExitStatus.ERROR and "not an age public key" in run.err
 
-    run = forward(["A" * 24], out_dir, custody, str(identity.recipient), tmp_path / "new.age")
+    run = desk.forward(["A" * 24], tmp_path / "new.age")
     assert run.status == ExitStatus.ERROR and "not a submission opened" in run.err
     assert not (tmp_path / "new.age").exists()
 
 
 def test_a_doctored_opened_record_cannot_smuggle_other_files_into_the_bundle(
-    tmp_path: Path, opened: tuple[list[str], Path, Path], partner: tuple[X25519Identity, Path]
+    tmp_path: Path, desk: Desk
 ) -> None:
-    ids, out_dir, custody = opened
-    identity, _key = partner
+    ids, out_dir = desk.ids, desk.out_dir
     record_path = out_dir / ids[1] / "opened.json"
     record = json.loads(record_path.read_text())
     record["attachments"][0]["file"] = "../../id.txt"
     record_path.write_text(json.dumps(record))
-    run = forward(ids[1:2], out_dir, custody, str(identity.recipient), tmp_path / "b.age")
+    run = desk.forward(ids[1:2], tmp_path / "b.age")
     assert run.status == ExitStatus.ERROR and "is damaged" in run.err
     assert not (tmp_path / "b.age").exists()
 
 
 def test_a_redacted_bundle_carries_nothing_computed_from_the_omitted_field(
-    tmp_path: Path, opened: tuple[list[str], Path, Path], partner: tuple[X25519Identity, Path]
+    desk: Desk, redacted: dict[str, bytes]
 ) -> None:
-    ids, out_dir, custody = opened
-    identity, _key = partner
-    bundle = tmp_path / "b.tar.age"
-    run = forward(ids[:1], out_dir, custody, str(identity.recipient), bundle,
-                  "--omit-field", "contact")  # fmt: skip
-    assert run.status == ExitStatus.OK, run.err
-    everything = b"".join(_members(bundle, identity).values())
-    redacted = json.loads(_members(bundle, identity)[f"{ids[0]}/testimony.json"])
+    ids, out_dir, custody = desk.ids, desk.out_dir, desk.custody
+    everything = b"".join(redacted.values())
+    manifest = json.loads(redacted[f"{ids[0]}/testimony.json"])
 
     # The partner's attack: rebuild the original manifest for each guess of
     # the phone number, hash it, and look for the hash in the bundle.
     def original_with(guess: str) -> bytes:
-        fields = {"testimony": redacted["fields"]["testimony"], "contact": guess, **YES}
+        fields = {"testimony": manifest["fields"]["testimony"], "contact": guess, **YES}
         return build_manifest(
-            redacted["id"], fields, redacted["language"],
-            [Attachment(**a) for a in redacted["attachments"]], received=redacted["received"],
+            manifest["id"], fields, manifest["language"],
+            [Attachment(**a) for a in manifest["attachments"]], received=manifest["received"],
         )  # fmt: skip
 
     guesses = [f"phone {n}" for n in range(100, 200)]
@@ -227,16 +222,15 @@ def test_a_redacted_bundle_carries_nothing_computed_from_the_omitted_field(
 
 
 def test_bundle_custody_lines_hold_no_local_paths_or_other_partners_keys(
-    tmp_path: Path, opened: tuple[list[str], Path, Path], partner: tuple[X25519Identity, Path]
+    tmp_path: Path, desk: Desk
 ) -> None:
-    ids, out_dir, custody = opened
-    identity, _key = partner
+    ids, custody = desk.ids, desk.custody
     earlier = X25519Identity.generate().recipient
-    assert forward(ids[:1], out_dir, custody, str(earlier), tmp_path / "a.age").status == 0
+    assert desk.forward(ids[:1], tmp_path / "a.age", to=str(earlier)).status == 0
     bundle = tmp_path / "b.tar.age"
-    assert forward(ids[:1], out_dir, custody, str(identity.recipient), bundle).status == 0
+    assert desk.forward(ids[:1], bundle).status == 0
 
-    lines = [json.loads(line) for line in _members(bundle, identity)["custody.jsonl"].splitlines()]
+    lines = [json.loads(line) for line in desk.members(bundle)["custody.jsonl"].splitlines()]
     assert [line["action"] for line in lines] == ["open", "forward"]
     text = json.dumps(lines)
     assert str(earlier) not in text
@@ -250,14 +244,12 @@ def test_bundle_custody_lines_hold_no_local_paths_or_other_partners_keys(
 
 
 def test_omitting_a_field_the_submission_does_not_have_is_refused(
-    tmp_path: Path, opened: tuple[list[str], Path, Path], partner: tuple[X25519Identity, Path]
+    tmp_path: Path, desk: Desk
 ) -> None:
-    ids, out_dir, custody = opened
-    identity, _key = partner
+    ids, custody = desk.ids, desk.custody
     before = custody.read_bytes()
     bundle = tmp_path / "b.tar.age"
-    run = forward(ids[:1], out_dir, custody, str(identity.recipient), bundle,
-                  "--omit-field", "testimon")  # fmt: skip
+    run = desk.forward(ids[:1], bundle, "--omit-field", "testimon")
     assert run.status == ExitStatus.ERROR
     assert (
         "has no field 'testimon' to omit; its fields are: 'consent', 'contact', 'testimony'"

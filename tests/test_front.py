@@ -24,9 +24,9 @@ import pytest
 
 from portal.age import X25519Identity
 from portal.front import nginx_log_record
+from portal.testing.live import LiveServer, MultipartBody, csrf_token
 from portal.web.security import STATIC_HEADERS
 from tests import test_invariants_server as invariants
-from tests.support import CSRF_RE, LiveServer, MultipartBody
 
 # Malformed or unsupported requests the server answers itself, with the
 # status it must give. The 2^64 chunk size must fail at once, not after a
@@ -253,6 +253,7 @@ def test_nginx_log_lines_lose_time_address_and_request() -> None:
     assert level == logging.CRITICAL and message.startswith("bind()")
 
 
+@pytest.mark.slow
 def test_serve_stops_with_a_clear_line_when_the_port_is_taken(
     tmp_path: Path, identity: X25519Identity
 ) -> None:
@@ -320,7 +321,7 @@ def _is_zombie(pid: int) -> bool:
 def test_submission_through_the_front_is_stored(front_server: LiveServer) -> None:
     client = front_server.client()
     page = client.get("/ko/submit")
-    assert CSRF_RE.search(page.body)
+    assert csrf_token(page.body)
     response = client.submit("증언 " + secrets.token_hex(4), lang="ko", chunked=True)
     assert response.status == 200 and 'class="notice ok"' in response.body
     assert len(list((front_server.data_dir / "submissions").iterdir())) == 1

@@ -7,7 +7,6 @@ import errno
 import hashlib
 import os
 import select
-import shutil
 import stat
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from portal.fsio import (
     write_all,
 )
 from portal.store import SubmissionStore
+from tests.support import require_root, require_tool, unsupported_here
 
 # ---------------------------------------------------------------------------
 # Partial writes
@@ -348,14 +348,9 @@ def test_a_file_fsync_refused_with_einval_is_an_error(
 
 @contextlib.contextmanager
 def _vfat_mount(tmp_path: Path) -> Iterator[Path]:
-    """A real vfat file system on a loop device, or a skip saying why there is none."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a vfat image needs root")
-    mkfs = shutil.which("mkfs.vfat", path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin")
-    if mkfs is None:
-        if os.environ.get("CI"):
-            pytest.fail("mkfs.vfat is missing: install dosfstools (make system-deps)")
-        pytest.skip("mkfs.vfat is missing (Debian package dosfstools)")
+    """A real vfat file system on a loop device (fails in CI, skips elsewhere, without one)."""
+    require_root("mounting a vfat image")
+    mkfs = require_tool("mkfs.vfat")
     image = tmp_path / "usb.img"
     with image.open("wb") as handle:
         handle.truncate(8 * 1024 * 1024)
@@ -369,7 +364,7 @@ def _vfat_mount(tmp_path: Path) -> Iterator[Path]:
     )
     if mounted.returncode != 0:
         # A container whose kernel has no vfat, or that may not mount.
-        pytest.skip(f"cannot mount a vfat image here: {mounted.stderr.strip()}")
+        unsupported_here(f"cannot mount a vfat image here: {mounted.stderr.strip()}")
     try:
         yield mount_point
     finally:

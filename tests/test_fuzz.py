@@ -27,15 +27,17 @@ from hypothesis import strategies as st
 from itsdangerous import URLSafeTimedSerializer
 
 from portal.age import X25519Identity
-from portal.config import Config
 from portal.store import SubmissionStore
-from portal.web import create_app
-from tests.support import form_fields, open_submission
+from portal.testing.live import form_fields, open_submission
+from tests.support import app_config, build_app
 
 BOUNDARY = "fuzzb0undary"
 MAX_FILES = 4
 MAX_CHARS = 2000
 MAX_UPLOAD_MB = 1
+
+# Thousands of cases through the whole stack: `make test-fast` leaves them out.
+pytestmark = pytest.mark.slow
 
 
 def fuzz_settings(examples: int) -> settings:
@@ -66,21 +68,17 @@ class Portal:
 def portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Portal]:
     root = tmp_path_factory.mktemp("fuzz")
     identity = X25519Identity.generate()
-    (root / "keys").mkdir()
-    (root / "keys" / "recipients.txt").write_text(f"{identity.recipient}\n")
-    config = Config(
-        data_dir=root / "data",
-        recipients_file=root / "keys" / "recipients.txt",
-        secret_key=b"fuzzing secret key",
+    config = app_config(
+        root,
+        str(identity.recipient),
         max_upload_mb=MAX_UPLOAD_MB,
         max_files=MAX_FILES,
         max_testimony_chars=MAX_CHARS,
-        min_free_mb=0,
         rate_per_minute=10**9,
         rate_burst=10**9,
         onion_location="http://" + "a" * 56 + ".onion",
     )
-    app = create_app(config, TESTING=True)
+    app = build_app(config)
     portal = Portal(app, identity, SubmissionStore(config.data_dir))
     yield portal
     # Still healthy after everything: a normal submission goes through and opens.

@@ -14,13 +14,6 @@ from portal.intake import MANIFEST_FORMAT, Submission, store_submission
 from portal.store import StoreError, SubmissionStore
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> SubmissionStore:
-    store = SubmissionStore(tmp_path / "data")
-    store.initialise()
-    return store
-
-
 def read_manifest(store: SubmissionStore, submission_id: str, identity: X25519Identity) -> dict:
     data = (store.path(submission_id) / "testimony.age").read_bytes()
     return json.loads(decrypt(data, [identity]))

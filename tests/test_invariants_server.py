@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import secrets
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -21,7 +20,8 @@ import pyrage
 import pytest
 
 from portal.review.cli import main as review_main
-from tests.support import LiveServer
+from portal.testing.live import LiveServer
+from tests.support import require_tool
 
 AGE_MAGIC = b"age-encryption.org/v1"
 
@@ -98,8 +98,7 @@ def test_plaintext_never_reaches_disk_and_every_oracle_opens_it(
     assert json.loads(manifest_pt)["attachments"][0]["sha256"] == entry["sha256"]
 
     # The stock age CLI.
-    age = shutil.which("age")
-    assert age, "the age CLI is required (apt-get install age)"
+    age = require_tool("age")
     plain = subprocess.run(
         [age, "-d", "-i", str(live_server.identity_file), str(submission_dir / entry["path"])],
         capture_output=True,

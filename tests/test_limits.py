@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import http.client
 import io
 import os
@@ -12,14 +11,12 @@ import socket
 import threading
 
 import pytest
-from flask import Flask
 
-from portal.config import Config
 from portal.store import SubmissionStore
-from portal.web import create_app
+from portal.testing.live import MultipartBody, csrf_token
+from portal.testing.live import post_form as post
 from portal.web.ratelimit import TokenBucket
-from tests.support import CSRF_RE, MultipartBody, assert_nothing_kept, start_server
-from tests.support import flask_post_form as post
+from tests.support import assert_nothing_kept
 
 NOT_SAVED = "NOT saved"
 
@@ -32,12 +29,8 @@ class FakeClock:
         return self.now
 
 
-def app_with(config: Config, **changes: object) -> Flask:
-    return create_app(dataclasses.replace(config, **changes), TESTING=True)
-
-
-def test_too_many_files_get_a_clear_page_and_nothing_is_kept(config) -> None:  # type: ignore[no-untyped-def]
-    client = app_with(config, max_files=3).test_client()
+def test_too_many_files_get_a_clear_page_and_nothing_is_kept(config, make_app) -> None:  # type: ignore[no-untyped-def]
+    client = make_app(max_files=3).test_client()
 
     def files(count: int) -> list[tuple[io.BytesIO, str]]:
         return [(io.BytesIO(b"x" * 100), f"{n}.txt") for n in range(count)]
@@ -51,8 +44,8 @@ def test_too_many_files_get_a_clear_page_and_nothing_is_kept(config) -> None:  #
     assert ok.status_code == 200
 
 
-def test_too_long_testimony_is_refused_with_the_limit_named(config) -> None:  # type: ignore[no-untyped-def]
-    client = app_with(config, max_testimony_chars=500).test_client()
+def test_too_long_testimony_is_refused_with_the_limit_named(config, make_app) -> None:  # type: ignore[no-untyped-def]
+    client = make_app(max_testimony_chars=500).test_client()
     response = post(client, {"testimony": "가" * 501, "attachments": (io.BytesIO(b"doc"), "a.txt")})
     assert response.status_code == 400
     page = response.get_data(as_text=True)
@@ -61,8 +54,8 @@ def test_too_long_testimony_is_refused_with_the_limit_named(config) -> None:  # 
     assert post(client, {"testimony": "가" * 500}).status_code == 200
 
 
-def test_a_text_field_beyond_the_memory_bound_gets_413(config) -> None:  # type: ignore[no-untyped-def]
-    client = app_with(config, max_testimony_chars=100).test_client()
+def test_a_text_field_beyond_the_memory_bound_gets_413(config, make_app) -> None:  # type: ignore[no-untyped-def]
+    client = make_app(max_testimony_chars=100).test_client()
     response = post(client, {"testimony": "x" * (3 << 20)})
     assert response.status_code == 413
     assert NOT_SAVED in response.get_data(as_text=True)
@@ -70,9 +63,8 @@ def test_a_text_field_beyond_the_memory_bound_gets_413(config) -> None:  # type:
 
 
 def test_thousands_of_parts_get_413(config, client) -> None:  # type: ignore[no-untyped-def]
-    match = CSRF_RE.search(client.get("/submit").get_data(as_text=True))
-    assert match
-    fields = {"csrf_token": match.group(1), "consent": "yes", "testimony": "parts"}
+    token = csrf_token(client.get("/submit").get_data(as_text=True))
+    fields = {"csrf_token": token, "consent": "yes", "testimony": "parts"}
     fields.update({f"f{n}": "" for n in range(3000)})
     body = MultipartBody(fields, [])
     response = client.post("/submit", data=b"".join(body), content_type=body.content_type)
@@ -147,8 +139,8 @@ def test_a_worker_killed_inside_the_bucket_does_not_block_the_others() -> None:
     assert result == [0.0], "the bucket stayed locked after its holder died"
 
 
-def test_rate_limit_answers_429_with_retry_after_and_stores_nothing(config) -> None:  # type: ignore[no-untyped-def]
-    app = app_with(config, rate_per_minute=6, rate_burst=2)
+def test_rate_limit_answers_429_with_retry_after_and_stores_nothing(config, make_app) -> None:  # type: ignore[no-untyped-def]
+    app = make_app(rate_per_minute=6, rate_burst=2)
     clock = FakeClock()
     app.extensions["portal"].bucket = TokenBucket(rate_per_second=0.1, burst=2, clock=clock)
     client = app.test_client()
@@ -169,8 +161,8 @@ def test_rate_limit_answers_429_with_retry_after_and_stores_nothing(config) -> N
     assert len(store.ids()) == 3
 
 
-def test_rate_limit_is_checked_before_csrf_so_floods_cost_nothing(config) -> None:  # type: ignore[no-untyped-def]
-    app = app_with(config)
+def test_rate_limit_is_checked_before_csrf_so_floods_cost_nothing(make_app) -> None:  # type: ignore[no-untyped-def]
+    app = make_app()
     app.extensions["portal"].bucket = TokenBucket(rate_per_second=1e-3, burst=0, clock=FakeClock())
     client = app.test_client()
     client.get("/submit")  # the form's session
@@ -178,8 +170,8 @@ def test_rate_limit_is_checked_before_csrf_so_floods_cost_nothing(config) -> Non
     assert response.status_code == 429
 
 
-def test_junk_posts_never_spend_the_rate_budget(config) -> None:  # type: ignore[no-untyped-def]
-    app = app_with(config)
+def test_junk_posts_never_spend_the_rate_budget(config, make_app) -> None:  # type: ignore[no-untyped-def]
+    app = make_app()
     bucket = TokenBucket(rate_per_second=1e-6, burst=1, clock=FakeClock())
     app.extensions["portal"].bucket = bucket
     client = app.test_client()
@@ -209,8 +201,8 @@ def test_junk_posts_never_spend_the_rate_budget(config) -> None:  # type: ignore
     assert post(client, {"testimony": "one too many"}).status_code == 429
 
 
-def test_a_refused_upload_gives_its_token_back(config) -> None:  # type: ignore[no-untyped-def]
-    app = app_with(config, max_files=1)
+def test_a_refused_upload_gives_its_token_back(make_app) -> None:  # type: ignore[no-untyped-def]
+    app = make_app(max_files=1)
     app.extensions["portal"].bucket = TokenBucket(rate_per_second=1e-6, burst=1, clock=FakeClock())
     client = app.test_client()
     files = [(io.BytesIO(b"a"), "a"), (io.BytesIO(b"b"), "b")]
@@ -218,8 +210,8 @@ def test_a_refused_upload_gives_its_token_back(config) -> None:  # type: ignore[
     assert post(client, {"testimony": "the witness"}).status_code == 200
 
 
-def test_low_disk_space_refuses_before_any_byte_is_stored(config, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    app = app_with(config, min_free_mb=1024)
+def test_low_disk_space_refuses_before_any_byte_is_stored(config, monkeypatch, make_app) -> None:  # type: ignore[no-untyped-def]
+    app = make_app(min_free_mb=1024)
     store = app.extensions["portal"].store
     monkeypatch.setattr(store, "free_bytes", lambda: 1023 * 1024 * 1024)
 
@@ -236,8 +228,8 @@ def test_low_disk_space_refuses_before_any_byte_is_stored(config, monkeypatch) -
     assert_nothing_kept(config.data_dir)
 
 
-def test_disk_floor_is_checked_again_for_each_file(config, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    app = app_with(config, min_free_mb=1)
+def test_disk_floor_is_checked_again_for_each_file(config, monkeypatch, make_app) -> None:  # type: ignore[no-untyped-def]
+    app = make_app(min_free_mb=1)
     store = app.extensions["portal"].store
     free = iter([10 << 20, 10 << 20, 0, 0, 0])  # before the request, file 1, file 2
     monkeypatch.setattr(store, "free_bytes", lambda: next(free, 0))
@@ -257,17 +249,10 @@ def test_disk_floor_is_checked_again_for_each_file(config, monkeypatch) -> None:
 
 
 @pytest.fixture
-def small_server(tmp_path, identity, identity_file):  # type: ignore[no-untyped-def]
-    server = start_server(
-        tmp_path / "server",
-        str(identity.recipient),
-        identity_file,
+def small_server(make_server):  # type: ignore[no-untyped-def]
+    return make_server(
         env={"PORTAL_MAX_UPLOAD_MB": "1", "PORTAL_RATE_PER_MINUTE": "1", "PORTAL_RATE_BURST": "4"},
     )
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def test_live_oversized_uploads_are_refused_also_when_chunked(small_server) -> None:  # type: ignore[no-untyped-def]

@@ -14,7 +14,7 @@ import pytest
 
 from portal.server import SafeFormatter, redact, safe_traceback
 from portal.store import SubmissionStore
-from tests.support import Client, LiveServer, MultipartBody, open_submission, start_server
+from portal.testing.live import Client, LiveServer, MultipartBody, open_submission
 
 MARKER = "Qz7mark"  # every marker below contains it, so one scan finds them all
 MARKER_UA = f"Mozilla/5.0 {MARKER}Agent/1.0"
@@ -96,17 +96,10 @@ def files_under(*roots: Path) -> list[Path]:
 
 
 @pytest.fixture
-def debug_server(tmp_path, identity, identity_file):  # type: ignore[no-untyped-def]
-    server = start_server(
-        tmp_path / "server",
-        str(identity.recipient),
-        identity_file,
+def debug_server(make_server):  # type: ignore[no-untyped-def]
+    return make_server(
         env={"PORTAL_LOG_LEVEL": "debug", "PORTAL_ONION_LOCATION": "http://x.onion"},
     )
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.mark.slow

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import pytest
 from portal.age import X25519Identity, decrypt
 from portal.intake import MANIFEST_MIN_BUCKET, build_manifest, padded_size
 from portal.store import SubmissionStore
-from tests.support import LiveServer
+from portal.testing.live import LiveServer
 
 
 @pytest.mark.parametrize(
@@ -55,10 +54,7 @@ def test_testimonies_of_different_lengths_in_one_bucket_have_equal_ciphertext_si
         assert len(plaintext) == padded_size(len(plaintext.rstrip(b" ")))
 
 
-@pytest.mark.skipif(
-    not shutil.which("age") or not shutil.which("jq"),
-    reason="the age CLI or jq is not installed (`make system-deps` installs both)",
-)
+@pytest.mark.needs("age", "jq")
 def test_age_cli_and_jq_read_the_padded_manifest(
     live_server: LiveServer, identity: X25519Identity
 ) -> None:

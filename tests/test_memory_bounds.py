@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from portal.age import X25519Identity
-from tests.support import LiveServer, flask_post_form, start_server
+from portal.testing.live import LiveServer, post_form, start_server
 
 BODY = 256 * 1024 * 1024
 BOUND = 64 * 1024 * 1024
@@ -198,7 +198,7 @@ def test_files_do_not_count_against_the_text_budget(client) -> None:  # type: ig
     import io
 
     big = os.urandom(8 * 1024 * 1024)
-    response = flask_post_form(
+    response = post_form(
         client, {"testimony": "with a file", "attachments": (io.BytesIO(big), "big.bin")}
     )
     assert response.status_code == 200, response.get_data(as_text=True)[:500]

@@ -7,43 +7,17 @@ small and loads nothing from anywhere else.
 
 from __future__ import annotations
 
-import dataclasses
-import importlib.util
 import io
 import re
-import sys
-from collections.abc import Callable
 from html.parser import HTMLParser
 
 import pytest
-from babel.support import Translations
-from flask import Flask
 
-from portal.config import Config
-from portal.web.i18n import DEFAULT_LANGUAGE, LANGUAGES, TRANSLATIONS_DIR
-from tests.support import REPO, add_failing_routes, form_fields
-
-
-def _load_bench_module():  # type: ignore[no-untyped-def]
-    # bench/ is a folder of scripts, not a package.
-    path = REPO / "bench" / "page_weight.py"
-    spec = importlib.util.spec_from_file_location("bench_page_weight", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-page_weight = _load_bench_module()
-
-
-def translate(lang: str, message: str) -> str:
-    return Translations.load(str(TRANSLATIONS_DIR), [lang]).gettext(message)
-
-
-def prefix(lang: str) -> str:
-    return "" if lang == DEFAULT_LANGUAGE else f"/{lang}"
+from portal.testing import pages as page_weight
+from portal.testing.live import form_fields
+from portal.testing.live import lang_prefix as prefix
+from portal.web.i18n import DEFAULT_LANGUAGE, LANGUAGES
+from tests.support import translate
 
 
 def html_lang(page: str) -> str:
@@ -77,17 +51,6 @@ def visible_text(page: str) -> str:
     parser = TextOnly()
     parser.feed(page)
     return " ".join(parser.parts)
-
-
-@pytest.fixture
-def make_app(config: Config) -> Callable[..., Flask]:
-    """An app with changed limits, plus test-only routes that fail with 403 and 500."""
-    from portal.web import create_app
-
-    def factory(**limits: int) -> Flask:
-        return add_failing_routes(create_app(dataclasses.replace(config, **limits), TESTING=True))
-
-    return factory
 
 
 def hidden_fields(client, lang: str) -> dict[str, str]:  # type: ignore[no-untyped-def]
@@ -172,7 +135,7 @@ def trigger(make_app, code: int, lang: str):  # type: ignore[no-untyped-def]
     if code == 400:  # no CSRF token
         return make_app().test_client().post(f"{base}/submit", data={"testimony": "x"}), True
     if code == 403:
-        return make_app().test_client().get(f"{base}/test-forbidden"), False
+        return make_app(failing_routes=True).test_client().get(f"{base}/test-forbidden"), False
     if code == 404:
         return make_app().test_client().get(f"{base}/no-such-page"), False
     if code == 413:
@@ -187,7 +150,7 @@ def trigger(make_app, code: int, lang: str):  # type: ignore[no-untyped-def]
         data = {**hidden_fields(client, lang), "testimony": "second"}
         return client.post(f"{base}/submit", data=data), True
     if code == 500:
-        return make_app().test_client().get(f"{base}/test-broken"), False
+        return make_app(failing_routes=True).test_client().get(f"{base}/test-broken"), False
     if code == 503:
         client = make_app(min_free_mb=1 << 40).test_client()
         data = {**hidden_fields(client, lang), "testimony": "x"}

@@ -28,9 +28,9 @@ from portal.age import (
 from portal.age.format import BufferedSource, parse_header
 from portal.review.cli import ExitStatus
 from portal.store import SubmissionStore
+from portal.testing.live import RECEIVED_MARKERS, LiveServer, start_server
 from tests import node_oracle
 from tests.review_support import make_store, open_args, review, submit
-from tests.support import RECEIVED_MARKERS, LiveServer, start_server
 
 KOREAN = "평양 교화소에서 있었던 일을 증언합니다."
 RECORDING = bytes(range(256)) * 700  # spans three 64 KiB chunks

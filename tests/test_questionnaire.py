@@ -27,7 +27,7 @@ from portal.questionnaire import (
     load_questionnaire,
     read_answers,
 )
-from tests.support import free_port
+from portal.testing.live import free_port
 
 LANGUAGES = ("en", "ko", "zh")
 

@@ -11,30 +11,19 @@ import hashlib
 import html
 import io
 import json
-import re
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 from portal.age import X25519Identity
-from portal.questionnaire import DEFAULT_QUESTIONNAIRE, load_questionnaire
+from portal.questionnaire import DEFAULT_QUESTIONNAIRE
+from portal.testing.live import LiveServer, open_submission, post_form
+from tests.questionnaire_support import (
+    KOREAN_ANSWERS,
+    QUESTIONNAIRE,
+    assert_each_answer_under_its_question,
+)
 from tests.review_support import open_args, review
-from tests.support import LiveServer, flask_post_form, open_submission
-
-LANGUAGES = ("en", "ko", "zh")
-QUESTIONNAIRE = load_questionnaire(DEFAULT_QUESTIONNAIRE, LANGUAGES)
-
-# One answer to every question of the default questionnaire, in Korean.
-KOREAN_ANSWERS = {
-    "testimony": "2019년 겨울, 청진 집결소에서 밤마다 사람들이 끌려 나가는 것을 보았습니다.",
-    "when": "2019년 겨울쯤",
-    "where": "함경북도 청진시, 집결소",
-    "responsible": "보위부 계호원들, 이름은 모릅니다",
-    "how_known": "saw",
-    "confirm": "같은 방에 있던 사람 두 명",
-    "anything_else": "그 뒤로 그 사람들을 다시 보지 못했습니다.",
-    "consent": "anonymous",
-}
 
 
 class Inputs(HTMLParser):
@@ -102,7 +91,7 @@ def test_every_language_shows_its_own_question_texts(client) -> None:  # type: i
 def test_without_consent_nothing_is_saved_and_every_answer_is_kept(client, config) -> None:  # type: ignore[no-untyped-def]
     answers = {k: v for k, v in KOREAN_ANSWERS.items() if k != "consent"}
     answers["how_known"] = ["saw", "heard"]  # type: ignore[assignment]
-    response = flask_post_form(client, {**answers, "consent": ""}, path="/ko/submit")
+    response = post_form(client, {**answers, "consent": ""}, path="/ko/submit")
     assert response.status_code == 400
     page = response.get_data(as_text=True)
     assert "증언이 저장되지 않았습니다" in page
@@ -124,27 +113,25 @@ def test_without_consent_nothing_is_saved_and_every_answer_is_kept(client, confi
 
 
 def test_a_hostile_answer_is_refused_in_the_witness_language(client) -> None:  # type: ignore[no-untyped-def]
-    response = flask_post_form(client, {"testimony": "x", "consent": "everyone"}, path="/zh/submit")
+    response = post_form(client, {"testimony": "x", "consent": "everyone"}, path="/zh/submit")
     assert response.status_code == 400
     assert "请从列出的答案中选择。" in response.get_data(as_text=True)
     # A file sent under a question's name is not an answer (and never a 500).
-    response = flask_post_form(
-        client, {"testimony": "x", "where": (io.BytesIO(b"file"), "where.txt")}
-    )
+    response = post_form(client, {"testimony": "x", "where": (io.BytesIO(b"file"), "where.txt")})
     assert response.status_code == 200
 
 
 def test_answers_other_than_the_testimony_are_enough(client, config, identity) -> None:  # type: ignore[no-untyped-def]
-    response = flask_post_form(client, {"where": "Hoeryong", "consent": "ask"})
+    response = post_form(client, {"where": "Hoeryong", "consent": "ask"})
     assert response.status_code == 200, response.get_data(as_text=True)
-    only_choices = flask_post_form(client, {"how_known": "saw", "consent": "ask"})
+    only_choices = post_form(client, {"how_known": "saw", "consent": "ask"})
     assert only_choices.status_code == 400
 
 
 def test_the_manifest_seals_the_questions_seen_and_the_answers(client, config, identity) -> None:  # type: ignore[no-untyped-def]
     from portal.store import SubmissionStore
 
-    response = flask_post_form(client, KOREAN_ANSWERS, path="/ko/submit")
+    response = post_form(client, KOREAN_ANSWERS, path="/ko/submit")
     assert response.status_code == 200, response.get_data(as_text=True)
     store = SubmissionStore(config.data_dir)
     [sid] = store.ids()
@@ -184,23 +171,3 @@ def test_korean_questionnaire_on_a_real_server_opens_with_each_answer_under_its_
     assert manifest["fields"] == KOREAN_ANSWERS
     page = (folder / "testimony.html").read_text("utf-8")
     assert_each_answer_under_its_question(page, KOREAN_ANSWERS)
-
-
-def assert_each_answer_under_its_question(page: str, answers: dict[str, str]) -> None:
-    """Each question's Korean text, with its English label beside it, then its answer."""
-    text = html.unescape(re.sub(r"<[^>]+>", "", page))
-    positions = []
-    for question in QUESTIONNAIRE.questions:
-        heading = f"{question.label['ko']} ({question.label['en']}; {question.id})"
-        assert heading in text, heading
-        positions.append((text.index(heading), question))
-    positions.sort(key=lambda item: item[0])
-    for index, (start, question) in enumerate(positions):
-        end = positions[index + 1][0] if index + 1 < len(positions) else len(text)
-        section = text[start:end]
-        if question.id in answers:
-            value = answers[question.id]
-            if question.choices:
-                [choice] = [c for c in question.choices if c.id == value]
-                value = f"{choice.label['ko']} ({choice.label['en']}; {choice.id})"
-            assert value in section, (question.id, section[:400])

@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import pytest
-from playwright.sync_api import Browser, Error, Page, sync_playwright
+from playwright.sync_api import Browser, Error, Page
 
 from portal.review import inert
 from portal.review.cli import ExitStatus
@@ -30,9 +29,6 @@ from tests.review_support import make_store, open_args, review, submit, write_id
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
 MIME_TYPES = Path("/etc/mime.types")
 MARKER = "PWNED-4f1c"
 PAYLOAD = f"""<?xml version="1.0" encoding="UTF-8"?>
@@ -73,14 +69,6 @@ def mime_table_extensions() -> list[str]:
         words = line.split("#", 1)[0].split()
         extensions.update(words[1:])
     return sorted(extensions)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 def _watch(page: Page, seen: list[str]) -> None:

@@ -17,8 +17,9 @@ from portal.export import export_submissions
 from portal.review.cli import ExitStatus
 from portal.review.custody import CustodyLog
 from portal.store import SubmissionStore
+from portal.testing.live import RECEIVED_MARKERS, LiveServer
 from tests.review_support import flip_byte, open_args, review, write_identity
-from tests.support import RECEIVED_MARKERS, LiveServer
+from tests.support import require_tool
 
 PHOTO = b"\xff\xd8\xff" + bytes(range(256)) * 900
 SUBMISSIONS = [
@@ -120,8 +121,7 @@ def test_server_to_export_to_open_with_tamper_detection_and_purge(
     assert log.verify().count == len(opened)
 
     # Forward one opened submission to a partner, who uses only age and tar.
-    if shutil.which("age") is None:
-        return
+    require_tool("age")
     partner_key = tmp_path / "partner.txt"
     partner = write_identity(partner_key)
     bundle = airgap / "for-partner.tar.age"
@@ -137,7 +137,7 @@ def test_server_to_export_to_open_with_tamper_detection_and_purge(
     assert log.verify().count == len(opened) + 1
 
 
-@pytest.mark.skipif(shutil.which("age") is None, reason="the age CLI is not installed")
+@pytest.mark.needs("age")
 def test_stock_age_opens_the_exported_ciphertext_too(
     live_server: LiveServer, tmp_path: Path
 ) -> None:

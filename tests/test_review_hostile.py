@@ -27,31 +27,14 @@ from portal.review.custody import CustodyLog
 from portal.review.opening import Opener
 from portal.store import SubmissionStore, new_id
 from tests.review_support import (
-    Run,
     craft,
     flip_byte,
     honest_manifest,
-    make_store,
     open_args,
+    open_into,
     review,
     submit,
-    write_identity,
 )
-
-
-@pytest.fixture
-def reviewer(tmp_path: Path) -> tuple[X25519Identity, Path]:
-    path = tmp_path / "identity.txt"
-    return write_identity(path), path
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> SubmissionStore:
-    return make_store(tmp_path / "data")
-
-
-def _open(tmp_path: Path, src: Path, key: Path, out: str = "out") -> Run:
-    return review(open_args(src, key, tmp_path / out, tmp_path / "custody.jsonl"))
 
 
 def _document(sid: str, attachments: list[Attachment], **changes: Any) -> dict[str, Any]:
@@ -104,7 +87,7 @@ def test_crafted_manifests_each_fail_alone_while_the_others_open(
         for name, maker in CRAFTED.items()
     }
 
-    run = _open(tmp_path, store.root, key)
+    run = open_into(tmp_path, store.root, key)
 
     assert run.status == ExitStatus.INTEGRITY, run.err
     assert "Traceback" not in run.err
@@ -116,7 +99,7 @@ def test_crafted_manifests_each_fail_alone_while_the_others_open(
     index = (tmp_path / "out" / "index.html").read_text("utf-8")
     assert all(sid in index for sid in [*good, *bad.values()])
     # The same on every rerun: the culprits are named again, the others re-verified.
-    again = _open(tmp_path, store.root, key)
+    again = open_into(tmp_path, store.root, key)
     assert again.status == ExitStatus.INTEGRITY and "Traceback" not in again.err
     assert all(f"NOT OPENED: {sid}" in again.err for sid in bad.values())
     assert f"{good[0]}: already opened" in again.err
@@ -132,7 +115,7 @@ def test_manifest_padded_with_trailing_spaces_opens(
         lambda sid, atts: honest_manifest()(sid, atts) + b" " * 4096,
         [("a.txt", b"abc")],
     )
-    run = _open(tmp_path, store.root, key)
+    run = open_into(tmp_path, store.root, key)
     assert run.status == ExitStatus.OK, run.err
     assert (tmp_path / "out" / padded / "a.txt").read_bytes() == b"abc"
 
@@ -154,7 +137,7 @@ def test_an_unexpected_error_in_one_submission_makes_only_that_one_not_opened(
         return render(record, manifest, texts)
 
     monkeypatch.setattr(report, "render_submission_page", buggy)
-    run = _open(tmp_path, store.root, key)
+    run = open_into(tmp_path, store.root, key)
     assert run.status == ExitStatus.ERROR
     assert f"NOT OPENED: {cursed}: unexpected error: RuntimeError: a bug nobody" in run.err
     assert (tmp_path / "out" / good / "testimony.json").exists()
@@ -203,14 +186,14 @@ def test_a_second_export_with_other_ciphertext_of_the_same_sizes_is_not_already_
 ) -> None:
     identity, key = reviewer
     sid = submit(store, [identity], "original", [("a.txt", b"original content")])
-    assert _open(tmp_path, store.root, key).status == ExitStatus.OK
+    assert open_into(tmp_path, store.root, key).status == ExitStatus.OK
     # Another export: same submission id, same sizes, other content.
     attachment = store.path(sid) / "files" / "1.age"
     forged = encrypt(b"forged! content!", [identity.recipient])
     assert len(forged) == attachment.stat().st_size
     attachment.write_bytes(forged)
 
-    run = _open(tmp_path, store.root, key)
+    run = open_into(tmp_path, store.root, key)
 
     assert run.status == ExitStatus.INTEGRITY
     assert f"NOT OPENED: {sid}: changed since opened" in run.err
@@ -224,9 +207,9 @@ def test_a_bit_flip_in_the_original_ciphertext_is_caught_on_rerun(
 ) -> None:
     identity, key = reviewer
     sid = submit(store, [identity], "x", [("a.bin", bytes(100_000))])
-    assert _open(tmp_path, store.root, key).status == ExitStatus.OK
+    assert open_into(tmp_path, store.root, key).status == ExitStatus.OK
     flip_byte(store.path(sid) / "files" / "1.age", 50_000)
-    run = _open(tmp_path, store.root, key)
+    run = open_into(tmp_path, store.root, key)
     assert run.status == ExitStatus.INTEGRITY
     assert f"NOT OPENED: {sid}: changed since opened" in run.err and "1.age" in run.err
 
@@ -237,9 +220,9 @@ def test_an_opened_file_edited_without_changing_its_size_is_caught_on_rerun(
     identity, key = reviewer
     sid = submit(store, [identity], "x", [("a.txt", b"pay 100")])
     other = submit(store, [identity], "y", [("b.txt", b"untouched")])
-    assert _open(tmp_path, store.root, key).status == ExitStatus.OK
+    assert open_into(tmp_path, store.root, key).status == ExitStatus.OK
     (tmp_path / "out" / sid / "a.txt").write_bytes(b"pay 900")
-    run = _open(tmp_path, store.root, key)
+    run = open_into(tmp_path, store.root, key)
     assert run.status == ExitStatus.INTEGRITY
     assert f"NOT OPENED: {sid}: changed since opened" in run.err
     assert "NOT verified" in _index_row(tmp_path, sid)
@@ -253,7 +236,7 @@ def test_verify_rehashes_an_opened_folder_against_manifests_and_custody(
     identity, key = reviewer
     first = submit(store, [identity], "first", [("a.txt", b"abc")])
     second = submit(store, [identity], "second", [("b.txt", b"def")])
-    assert _open(tmp_path, store.root, key).status == ExitStatus.OK
+    assert open_into(tmp_path, store.root, key).status == ExitStatus.OK
     log = tmp_path / "custody.jsonl"
     out = tmp_path / "out"
 
@@ -276,7 +259,7 @@ def test_verify_refuses_an_opened_folder_the_custody_log_does_not_vouch_for(
 ) -> None:
     identity, key = reviewer
     sid = submit(store, [identity], "x", [("a.txt", b"abc")])
-    assert _open(tmp_path, store.root, key).status == ExitStatus.OK
+    assert open_into(tmp_path, store.root, key).status == ExitStatus.OK
     other_log = CustodyLog(tmp_path / "other.jsonl")
     other_log.append("open", "Someone", submission="A" * 24)
     run = review(["verify", tmp_path / "out", "--custody", other_log.path])
@@ -290,7 +273,7 @@ def test_verify_of_a_folder_with_no_opened_submissions_is_not_a_pass(
     # "0 of 0 verified" with exit 0 would read as a pass to a court.
     identity, key = reviewer
     submit(store, [identity], "x")
-    assert _open(tmp_path, store.root, key).status == ExitStatus.OK
+    assert open_into(tmp_path, store.root, key).status == ExitStatus.OK
     wrong = tmp_path / "wrong"
     wrong.mkdir()
     run = review(["verify", wrong, "--custody", tmp_path / "custody.jsonl"])
@@ -330,7 +313,7 @@ def test_open_verifies_the_custody_log_once_however_many_submissions(
         return entries(self)
 
     monkeypatch.setattr(CustodyLog, "entries", counting)
-    assert _open(tmp_path, store.root, key).status == ExitStatus.OK
+    assert open_into(tmp_path, store.root, key).status == ExitStatus.OK
     assert len(reads) == 1
     assert CustodyLog(tmp_path / "custody.jsonl").verify().count == 6
 
@@ -340,7 +323,7 @@ def test_open_and_forward_print_the_new_head_to_write_down(
 ) -> None:
     identity, key = reviewer
     sid = submit(store, [identity], "x", [("a.txt", b"a")], fields={"consent": "yes"})
-    run = _open(tmp_path, store.root, key)
+    run = open_into(tmp_path, store.root, key)
     log = CustodyLog(tmp_path / "custody.jsonl")
     head = log.verify().head
     assert f"1 entries, head {head}" in run.err and "Write this head" in run.err
@@ -357,7 +340,7 @@ def test_a_missing_or_emptied_log_next_to_opened_submissions_is_an_error(
 ) -> None:
     identity, key = reviewer
     submit(store, [identity], "x")
-    assert _open(tmp_path, store.root, key).status == ExitStatus.OK
+    assert open_into(tmp_path, store.root, key).status == ExitStatus.OK
     log = CustodyLog(tmp_path / "custody.jsonl")
     if damage == "emptied":
         log.path.write_bytes(b"")
@@ -367,7 +350,7 @@ def test_a_missing_or_emptied_log_next_to_opened_submissions_is_an_error(
         log.anchor_path.unlink()
     new = submit(store, [identity], "new")
 
-    run = _open(tmp_path, store.root, key)
+    run = open_into(tmp_path, store.root, key)
 
     assert run.status == ExitStatus.INTEGRITY, run.err
     assert not (tmp_path / "out" / new).exists()
@@ -381,7 +364,7 @@ def test_a_cut_or_edited_tail_is_caught_by_the_next_run(
     identity, key = reviewer
     submit(store, [identity], "x")
     submit(store, [identity], "y")
-    assert _open(tmp_path, store.root, key).status == ExitStatus.OK
+    assert open_into(tmp_path, store.root, key).status == ExitStatus.OK
     log = CustodyLog(tmp_path / "custody.jsonl")
     lines = log.path.read_bytes().splitlines(keepends=True)
     if damage == "cut last line":
@@ -392,7 +375,7 @@ def test_a_cut_or_edited_tail_is_caught_by_the_next_run(
         lines[-1] = custody.canonical(entry) + b"\n"
     log.path.write_bytes(b"".join(lines))
 
-    run = _open(tmp_path, store.root, key)
+    run = open_into(tmp_path, store.root, key)
     assert run.status == ExitStatus.INTEGRITY and "last head this tool wrote" in run.err
     run = review(["custody", "verify", "--custody", log.path])
     assert run.status == ExitStatus.INTEGRITY
@@ -412,7 +395,7 @@ def test_an_attachment_encrypted_to_another_key_than_its_manifest_is_tampered(
         [("a.txt", b"swapped in")],
         file_recipient=X25519Identity.generate().recipient,
     )
-    run = _open(tmp_path, store.root, key)
+    run = open_into(tmp_path, store.root, key)
     assert run.status == ExitStatus.INTEGRITY
     assert f"NOT OPENED: {sid}: tampered or damaged: files/1.age is encrypted to another key" in (
         run.err
@@ -427,7 +410,7 @@ def test_a_symlinked_submissions_folder_in_an_export_is_refused(
     export = tmp_path / "export"
     export.mkdir()
     (export / "submissions").symlink_to(store.submissions_dir)
-    run = _open(tmp_path, export, key)
+    run = open_into(tmp_path, export, key)
     assert run.status == ExitStatus.ERROR
     assert "is a symbolic link, not a folder; not followed" in run.err
     assert not (tmp_path / "out").exists()
@@ -439,7 +422,7 @@ def test_a_safe_name_never_starts_with_a_dash(
     identity, key = reviewer
     names = ["-rf", "--help.txt", "-", "- -x.jpg", "._-hidden"]
     sid = submit(store, [identity], "x", [(name, b"x") for name in names])
-    assert _open(tmp_path, store.root, key).status == ExitStatus.OK
+    assert open_into(tmp_path, store.root, key).status == ExitStatus.OK
     written = [p.name for p in (tmp_path / "out" / sid).iterdir()]
     assert len(written) == len(names) + 3
     assert not any(name.startswith(("-", ".")) for name in written)
@@ -465,7 +448,7 @@ def test_every_command_accepts_an_existing_id_that_starts_with_a_dash(
     monkeypatch.setattr(store_module, "new_id", lambda: dash_id)
     consent = {"consent": "yes"}
     assert submit(store, [identity], "old id", [("a.txt", b"a")], fields=consent) == dash_id
-    assert _open(tmp_path, store.root, key).status == ExitStatus.OK
+    assert open_into(tmp_path, store.root, key).status == ExitStatus.OK
     partner = str(X25519Identity.generate().recipient)
     base = ["forward", "--from", tmp_path / "out", "--to", partner,
             "--custody", tmp_path / "custody.jsonl"]  # fmt: skip

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import shutil
 import stat
 import subprocess
 from pathlib import Path
@@ -32,9 +31,10 @@ from tests.review_support import (
     review,
     submit,
 )
+from tests.support import require_tool
 
 PASSPHRASE = "correct horse battery staple"
-needs_age = pytest.mark.skipif(shutil.which("age") is None, reason="the age CLI is not installed")
+needs_age = pytest.mark.needs("age")
 
 
 @pytest.fixture
@@ -185,8 +185,7 @@ def test_production_identity_files_use_work_factor_18_and_stock_age_reads_them(
     header = key.read_bytes().split(b"\n")[1].split()
     assert header[:2] == [b"->", b"scrypt"] and header[3] == b"18"
 
-    if shutil.which("age") is None:
-        pytest.skip("the age CLI is not installed")
+    require_tool("age")
     message = tmp_path / "message.age"
     message.write_bytes(encrypt(b"for the reviewer", [X25519Recipient.parse(run.out.strip())]))
     plain = tmp_path / "message.txt"

@@ -22,22 +22,14 @@ from portal.review.custody import CustodyLog
 from portal.review.manifest import MANIFEST_FORMAT
 from portal.review.opening import Opener
 from portal.store import SubmissionStore
-from tests.review_support import flip_byte, make_store, open_args, review, submit, write_identity
-
-
-@pytest.fixture
-def reviewer(tmp_path: Path) -> tuple[X25519Identity, Path]:
-    path = tmp_path / "identity.txt"
-    return write_identity(path), path
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> SubmissionStore:
-    return make_store(tmp_path / "data")
-
-
-def _open(tmp_path: Path, src: Path, identity_file: Path, out: str = "out"):  # type: ignore[no-untyped-def]
-    return review(open_args(src, identity_file, tmp_path / out, tmp_path / "custody.jsonl"))
+from tests.review_support import (
+    flip_byte,
+    open_args,
+    open_into,
+    review,
+    submit,
+    write_identity,
+)
 
 
 def test_open_writes_manifest_and_every_attachment_with_its_hash(
@@ -47,7 +39,7 @@ def test_open_writes_manifest_and_every_attachment_with_its_hash(
     files = [("photo.jpg", b"\xff\xd8" + bytes(range(256)) * 500), ("증언.txt", "안녕".encode())]
     sid = submit(store, [identity], "평양에서 본 것", files, language="ko")
 
-    run = _open(tmp_path, store.root, key)
+    run = open_into(tmp_path, store.root, key)
 
     assert run.status == ExitStatus.OK, run.err
     folder = tmp_path / "out" / sid
@@ -77,7 +69,7 @@ def test_open_accepts_a_data_dir_a_submissions_copy_or_one_folder(
         "one-submission": copy / "submissions" / sid,
     }[layout]
 
-    run = _open(tmp_path, src, key)
+    run = open_into(tmp_path, src, key)
 
     assert run.status == ExitStatus.OK, run.err
     assert (tmp_path / "out" / sid / "a.txt").read_bytes() == b"a"
@@ -87,7 +79,7 @@ def test_open_names_the_problem_when_src_holds_no_submissions(
     tmp_path: Path, reviewer: tuple[X25519Identity, Path]
 ) -> None:
     (tmp_path / "empty").mkdir()
-    run = _open(tmp_path, tmp_path / "empty", reviewer[1])
+    run = open_into(tmp_path, tmp_path / "empty", reviewer[1])
     assert run.status == ExitStatus.ERROR
     assert "no submissions found" in run.err
     assert "Traceback" not in run.err
@@ -129,7 +121,7 @@ def test_hostile_names_never_escape_the_folder_or_overwrite_anything(
     sid = submit(store, [identity], "hostile names", files)
     outside_before = sorted(p.name for p in tmp_path.iterdir())
 
-    run = _open(tmp_path, store.root, key)
+    run = open_into(tmp_path, store.root, key)
 
     assert run.status == ExitStatus.OK, run.err
     folder = tmp_path / "out" / sid
@@ -195,7 +187,7 @@ def test_damaged_submission_is_reported_and_skipped_while_others_open(
     elif damage == "trailing-data":
         attachment.write_bytes(attachment.read_bytes() + b"extra")
 
-    run = _open(tmp_path, store.root, key)
+    run = open_into(tmp_path, store.root, key)
 
     assert run.status == ExitStatus.INTEGRITY
     assert f"NOT OPENED: {bad}: tampered or damaged" in run.err
@@ -245,7 +237,7 @@ def test_attachment_whose_sha256_differs_from_the_manifest_is_tampered(
 ) -> None:
     identity, key = reviewer
     bad = _craft(store, identity, claimed_sha256="0" * 64)
-    run = _open(tmp_path, store.root, key)
+    run = open_into(tmp_path, store.root, key)
     assert run.status == ExitStatus.INTEGRITY
     assert "SHA-256 does not match the manifest" in run.err
     assert not (tmp_path / "out" / bad).exists()
@@ -259,7 +251,7 @@ def test_manifest_moved_to_another_submission_is_tampered(
     second = submit(store, [identity], "second", [("b.txt", b"b")])
     shutil.copy(store.path(first) / "testimony.age", store.path(second) / "testimony.age")
 
-    run = _open(tmp_path, store.root, key)
+    run = open_into(tmp_path, store.root, key)
 
     assert run.status == ExitStatus.INTEGRITY
     assert "id does not match the folder" in run.err
@@ -275,7 +267,7 @@ def test_empty_unlisted_part_is_ignored_but_unlisted_data_is_tampered(
     empty = _craft(store, identity, extra_file=b"")
     planted = _craft(store, identity, extra_file=b"planted data")
 
-    run = _open(tmp_path, store.root, key)
+    run = open_into(tmp_path, store.root, key)
 
     assert run.status == ExitStatus.INTEGRITY
     assert (tmp_path / "out" / empty / "doc.txt").read_bytes() == b"the real content"
@@ -288,7 +280,7 @@ def test_symlink_planted_in_a_submission_is_refused(
     identity, key = reviewer
     sid = submit(store, [identity], "x", [("a.txt", b"a")])
     (store.path(sid) / "files" / "9.age").symlink_to("/etc/passwd")
-    run = _open(tmp_path, store.root, key)
+    run = open_into(tmp_path, store.root, key)
     assert run.status == ExitStatus.INTEGRITY
     assert "files/9.age is a symbolic link" in run.err
 
@@ -301,7 +293,7 @@ def test_a_symlinked_manifest_is_named_as_a_link_not_as_missing(
     sid = submit(store, [identity], "x")
     (store.path(sid) / "testimony.age").unlink()
     (store.path(sid) / "testimony.age").symlink_to(store.path(real) / "testimony.age")
-    run = _open(tmp_path, store.root, key)
+    run = open_into(tmp_path, store.root, key)
     assert run.status == ExitStatus.INTEGRITY
     assert f"{sid}: testimony.age is a symbolic link; not followed" in run.err
 
@@ -311,7 +303,7 @@ def test_submission_for_another_key_says_which_identity_is_missing(
 ) -> None:
     _identity, key = reviewer
     submit(store, [X25519Identity.generate()], "for someone else")
-    run = _open(tmp_path, store.root, key)
+    run = open_into(tmp_path, store.root, key)
     assert run.status == ExitStatus.ERROR
     assert "no matching key" in run.err and "--identity" in run.err
 
@@ -342,10 +334,10 @@ def test_second_run_skips_what_is_opened_and_opens_what_is_new(
 ) -> None:
     identity, key = reviewer
     first = submit(store, [identity], "first", [("a.txt", b"a")])
-    assert _open(tmp_path, store.root, key).status == ExitStatus.OK
+    assert open_into(tmp_path, store.root, key).status == ExitStatus.OK
     second = submit(store, [identity], "second")
 
-    run = _open(tmp_path, store.root, key)
+    run = open_into(tmp_path, store.root, key)
 
     assert run.status == ExitStatus.OK, run.err
     assert f"{first}: already opened" in run.err and f"{second}: opened" in run.err
@@ -358,9 +350,9 @@ def test_opened_folder_edited_afterwards_is_not_silently_skipped(
 ) -> None:
     identity, key = reviewer
     sid = submit(store, [identity], "x", [("a.txt", b"abc")])
-    assert _open(tmp_path, store.root, key).status == ExitStatus.OK
+    assert open_into(tmp_path, store.root, key).status == ExitStatus.OK
     (tmp_path / "out" / sid / "a.txt").write_bytes(b"changed!")
-    run = _open(tmp_path, store.root, key)
+    run = open_into(tmp_path, store.root, key)
     assert run.status == ExitStatus.INTEGRITY
     assert f"NOT OPENED: {sid}: changed since opened" in run.err
     assert "a.txt is missing or changed" in run.err
@@ -380,7 +372,7 @@ def test_interrupted_open_leaves_no_plaintext_and_resumes(
         Opener(out, [identity], on_bytes=interrupt).open_all(store.root)
     assert list(out.iterdir()) == []
 
-    run = _open(tmp_path, store.root, key)
+    run = open_into(tmp_path, store.root, key)
     assert run.status == ExitStatus.OK, run.err
     assert (out / sid / "big.bin").stat().st_size == 3 << 20
 
@@ -390,7 +382,7 @@ def test_open_records_ciphertext_and_plaintext_hashes_in_the_custody_log(
 ) -> None:
     identity, key = reviewer
     sid = submit(store, [identity], "x", [("a.txt", b"abc")])
-    assert _open(tmp_path, store.root, key).status == ExitStatus.OK
+    assert open_into(tmp_path, store.root, key).status == ExitStatus.OK
 
     [entry] = CustodyLog(tmp_path / "custody.jsonl").entries()
     cipher = store.path(sid) / "files" / "1.age"
@@ -439,7 +431,7 @@ def test_pages_render_hostile_testimony_as_text_with_no_script_or_external_resou
         language='"><script>',
         fields={"<b>contact</b>": HOSTILE_TEXT},
     )
-    assert _open(tmp_path, store.root, key).status == ExitStatus.OK
+    assert open_into(tmp_path, store.root, key).status == ExitStatus.OK
 
     for page in (tmp_path / "out" / "index.html", tmp_path / "out" / sid / "testimony.html"):
         text = page.read_text("utf-8")
@@ -501,8 +493,8 @@ def test_giving_an_output_folder_as_src_is_explained(
 ) -> None:
     identity, key = reviewer
     submit(store, [identity], "x")
-    assert _open(tmp_path, store.root, key).status == ExitStatus.OK
-    run = _open(tmp_path, tmp_path / "out", key, out="out2")
+    assert open_into(tmp_path, store.root, key).status == ExitStatus.OK
+    run = open_into(tmp_path, tmp_path / "out", key, out="out2")
     assert run.status == ExitStatus.ERROR
     assert "is it a folder written by `open`?" in run.err
 
@@ -537,7 +529,7 @@ def test_a_submission_folder_that_is_a_symlink_is_reported_not_followed(
     shutil.copytree(store.path(real), elsewhere)
     fake = "L" * 24
     (store.submissions_dir / fake).symlink_to(elsewhere)
-    run = _open(tmp_path, store.root, key)
+    run = open_into(tmp_path, store.root, key)
     assert run.status == ExitStatus.INTEGRITY
     assert f"NOT OPENED: {fake}: tampered or damaged" in run.err and "symbolic link" in run.err
     assert (tmp_path / "out" / real / "a.txt").exists()
@@ -556,7 +548,7 @@ def test_a_file_named_like_a_submission_is_reported_not_skipped(
         (store.submissions_dir / fake).write_text("not a submission")
     else:
         os.mkfifo(store.submissions_dir / fake)
-    run = _open(tmp_path, store.root, key)
+    run = open_into(tmp_path, store.root, key)
     assert run.status == ExitStatus.INTEGRITY
     assert f"NOT OPENED: {fake}: tampered or damaged" in run.err and "not a folder" in run.err
     assert (tmp_path / "out" / real / "a.txt").exists()
@@ -587,7 +579,7 @@ def test_a_right_to_left_override_in_a_name_is_shown_not_obeyed(
     # column; the reviewer must see the control, not its effect.
     identity, key = reviewer
     sid = submit(store, [identity], "x", [("invoice\u202egpj.exe", b"MZ")])
-    assert _open(tmp_path, store.root, key).status == ExitStatus.OK
+    assert open_into(tmp_path, store.root, key).status == ExitStatus.OK
     page = (tmp_path / "out" / sid / "testimony.html").read_text(encoding="utf-8")
     assert "invoice[U+202E]gpj.exe" in page
     assert "\u202e" not in page

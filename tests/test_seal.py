@@ -7,7 +7,6 @@ helper is cross-checked against coreutils `stat --format=%W`.
 
 from __future__ import annotations
 
-import ctypes
 import datetime as dt
 import os
 import random
@@ -29,28 +28,9 @@ from portal.export import export_submissions
 from portal.scheduler import first_due, next_seal
 from portal.seal import STATE_FILE, WORK_DIR, SealError, last_seal_start, seal
 from portal.store import SubmissionStore, day_timestamp
+from portal.testing.live import open_submission, start_server
 from tests.review_support import make_store, submit
-from tests.support import REPO, open_submission, start_server
-
-_STATX_BTIME = 0x800
-_AT_FDCWD = -100
-_AT_SYMLINK_NOFOLLOW = 0x100
-
-
-def birth_time_ns(path: Path) -> int | None:
-    """The birth time from statx(2), or None when the file system does not keep one."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    buffer = ctypes.create_string_buffer(256)
-    result = libc.statx(_AT_FDCWD, os.fsencode(path), _AT_SYMLINK_NOFOLLOW, _STATX_BTIME, buffer)
-    if result != 0:
-        code = ctypes.get_errno()
-        raise OSError(code, os.strerror(code), str(path))
-    mask = int.from_bytes(buffer.raw[0:4], "little")
-    if not mask & _STATX_BTIME:
-        return None
-    seconds = int.from_bytes(buffer.raw[80:88], "little", signed=True)
-    nanoseconds = int.from_bytes(buffer.raw[88:92], "little")
-    return seconds * 1_000_000_000 + nanoseconds
+from tests.support import REPO, birth_time_ns, unsupported_here
 
 
 @pytest.fixture
@@ -175,7 +155,7 @@ def test_after_the_seal_no_time_under_the_data_directory_falls_in_the_arrival_pe
             assert path.stat().st_mtime_ns == midnight_ns
     assert store.submissions_dir.stat().st_mtime_ns == midnight_ns
     if not has_birth:
-        pytest.skip(f"{tmp_path} keeps no birth times (statx): only ctime/mtime/atime checked")
+        unsupported_here(f"{tmp_path} keeps no birth times (statx): only ctime/mtime/atime checked")
 
 
 def test_inode_order_follows_the_seals_random_order_not_arrival(

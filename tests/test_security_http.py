@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import re
 import time
@@ -10,13 +9,11 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from flask import Flask
 from flask.testing import FlaskClient
 
 from portal.config import Config
 from portal.store import SubmissionStore
-from portal.web import create_app
-from tests.support import form_fields
+from portal.testing.live import form_fields
 
 REQUIRED_HEADERS = {
     "Referrer-Policy": "no-referrer",
@@ -36,10 +33,6 @@ PAGES = [
     ("POST", "/submit"),  # no CSRF token: the error page
     ("PUT", "/submit"),  # 405
 ]
-
-
-def app_with(config: Config, **changes: object) -> Flask:
-    return create_app(dataclasses.replace(config, **changes), TESTING=True)
 
 
 def csp_directives(header: str) -> dict[str, str]:
@@ -108,10 +101,10 @@ def test_a_missing_static_file_is_a_404_page(client) -> None:  # type: ignore[no
     assert "<h1>" in response.get_data(as_text=True)
 
 
-def test_hsts_only_when_tls_is_configured(config) -> None:  # type: ignore[no-untyped-def]
-    plain = app_with(config).test_client().get("/")
+def test_hsts_only_when_tls_is_configured(make_app) -> None:  # type: ignore[no-untyped-def]
+    plain = make_app().test_client().get("/")
     assert "Strict-Transport-Security" not in plain.headers
-    tls = app_with(config, tls=True).test_client().get("/")
+    tls = make_app(tls=True).test_client().get("/")
     assert tls.headers["Strict-Transport-Security"].startswith("max-age=")
     assert int(tls.headers["Strict-Transport-Security"].split("=")[1]) >= 31536000
 
@@ -130,8 +123,8 @@ def test_session_cookie_is_httponly_strict_and_not_persistent(client) -> None:  
     assert "expires" not in attributes and "max-age" not in attributes
 
 
-def test_session_cookie_is_secure_under_tls(config) -> None:  # type: ignore[no-untyped-def]
-    cookie = session_cookie(app_with(config, tls=True).test_client().get("/submit"))
+def test_session_cookie_is_secure_under_tls(make_app) -> None:  # type: ignore[no-untyped-def]
+    cookie = session_cookie(make_app(tls=True).test_client().get("/submit"))
     assert "secure" in {a.strip().lower() for a in cookie.split(";")[1:]}
 
 
@@ -176,8 +169,8 @@ def test_csrf_token_expires_eventually(client, config, monkeypatch) -> None:  # 
     assert SubmissionStore(config.data_dir).ids() == []
 
 
-def test_unknown_host_gets_a_clear_400_page(config) -> None:  # type: ignore[no-untyped-def]
-    client = app_with(config, allowed_hosts=("abcdef.onion",)).test_client()
+def test_unknown_host_gets_a_clear_400_page(make_app) -> None:  # type: ignore[no-untyped-def]
+    client = make_app(allowed_hosts=("abcdef.onion",)).test_client()
     foreign = client.get("/", headers={"Host": "evil.example"})
     assert foreign.status_code == 400
     assert "<h1>" in foreign.get_data(as_text=True)
@@ -187,8 +180,8 @@ def test_unknown_host_gets_a_clear_400_page(config) -> None:  # type: ignore[no-
     assert client.get("/", headers={"Host": "ABCDEF.Onion"}).status_code == 200
 
 
-def test_unknown_host_cannot_submit(config) -> None:  # type: ignore[no-untyped-def]
-    client = app_with(config, allowed_hosts=("abcdef.onion",)).test_client()
+def test_unknown_host_cannot_submit(config, make_app) -> None:  # type: ignore[no-untyped-def]
+    client = make_app(allowed_hosts=("abcdef.onion",)).test_client()
     page = client.get("/submit", headers={"Host": "abcdef.onion"}).get_data(as_text=True)
     response = client.post(
         "/submit",
@@ -205,9 +198,9 @@ def test_unknown_host_cannot_submit(config) -> None:  # type: ignore[no-untyped-
     assert list(SubmissionStore(config.data_dir).staging_dir.iterdir()) == []
 
 
-def test_onion_location_is_sent_and_cannot_be_injected(config) -> None:  # type: ignore[no-untyped-def]
+def test_onion_location_is_sent_and_cannot_be_injected(make_app) -> None:  # type: ignore[no-untyped-def]
     onion = "http://" + "a" * 56 + ".onion"
-    client = app_with(config, onion_location=onion).test_client()
+    client = make_app(onion_location=onion).test_client()
     assert client.get("/ko/submit").headers["Onion-Location"] == onion + "/ko/submit"
     for path in ("/%0d%0aX-Injected:%201", "/%ED%95%9C", "/a%00b"):
         response = client.get(path)
@@ -216,7 +209,7 @@ def test_onion_location_is_sent_and_cannot_be_injected(config) -> None:  # type:
         value = response.headers["Onion-Location"]
         assert value.startswith(onion + "/") and value.isascii()
         assert "\r" not in value and "\n" not in value
-    assert "Onion-Location" not in app_with(config).test_client().get("/").headers
+    assert "Onion-Location" not in make_app().test_client().get("/").headers
 
 
 def test_robots_txt_disallows_everything(client) -> None:  # type: ignore[no-untyped-def]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import LiveServer
+from portal.testing.live import LiveServer
 
 pytestmark = pytest.mark.slow
 

@@ -18,9 +18,10 @@ from pathlib import Path
 import pytest
 
 from portal.age import X25519Identity
+from portal.front import raise_open_file_limit
 from portal.store import SubmissionStore
-from tests.attackers import KINDS, HostileSwarm, raise_open_file_limit
-from tests.support import LiveServer, MultipartBody, start_server
+from portal.testing.hostile import KINDS, HostileSwarm
+from portal.testing.live import LiveServer, MultipartBody, start_server
 
 pytestmark = pytest.mark.slow
 

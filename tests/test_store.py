@@ -27,13 +27,6 @@ from portal.store import (
 )
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> SubmissionStore:
-    store = SubmissionStore(tmp_path / "data")
-    store.initialise()
-    return store
-
-
 def _stage(store: SubmissionStore, payloads: list[bytes]):  # type: ignore[no-untyped-def]
     staging = store.begin()
     for payload in payloads:

@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 from portal.store import SubmissionStore
-from tests.support import Client, MultipartBody, start_server
+from portal.testing.live import Client, MultipartBody
 
 RATE_PER_MINUTE = 30
 BURST = 10
@@ -21,17 +21,10 @@ FLOODERS = 4
 
 
 @pytest.fixture
-def limited_server(tmp_path, identity, identity_file):  # type: ignore[no-untyped-def]
-    server = start_server(
-        tmp_path / "server",
-        str(identity.recipient),
-        identity_file,
+def limited_server(make_server):  # type: ignore[no-untyped-def]
+    return make_server(
         env={"PORTAL_RATE_PER_MINUTE": str(RATE_PER_MINUTE), "PORTAL_RATE_BURST": str(BURST)},
     )
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def junk_requests(url: str) -> list[tuple[str, str, bytes, dict[str, str]]]:

@@ -11,29 +11,23 @@ import re
 import pytest
 
 from portal.store import SubmissionStore
+from portal.testing.live import MultipartBody, open_submission
+from portal.testing.live import lang_prefix as prefix
 from portal.web.i18n import LANGUAGES
-from tests.support import MultipartBody, open_submission, start_server
-from tests.test_pages import prefix, translate
+from tests.support import translate
 
 MAX_CHARS = 10
 
 
 @pytest.fixture
-def edge_server(tmp_path, identity, identity_file):  # type: ignore[no-untyped-def]
-    server = start_server(
-        tmp_path / "server",
-        str(identity.recipient),
-        identity_file,
+def edge_server(make_server):  # type: ignore[no-untyped-def]
+    return make_server(
         env={
             "PORTAL_MAX_UPLOAD_MB": "1",
             "PORTAL_MAX_FILES": "2",
             "PORTAL_MAX_TESTIMONY_CHARS": str(MAX_CHARS),
         },
     )
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import os
 import re
@@ -14,7 +13,7 @@ import pytest
 
 from portal.config import Config
 from portal.store import SubmissionStore
-from portal.web import create_app
+from portal.testing.live import MultipartBody, form_fields, open_submission, start_server
 from portal.web.onetime import (
     AlreadyStored,
     Claimed,
@@ -24,14 +23,7 @@ from portal.web.onetime import (
     InvalidFormValue,
     StillStoring,
 )
-from tests.support import (
-    MultipartBody,
-    assert_nothing_kept,
-    form_fields,
-    open_submission,
-    start_server,
-)
-from tests.test_failure_disk import failing_after
+from tests.support import FileWrapper, assert_nothing_kept, failing_after
 
 RECEIVED = 'class="notice ok"'
 
@@ -102,8 +94,8 @@ def test_a_missing_or_forged_form_value_stores_nothing(client, config, form_id) 
     assert_nothing_kept(config.data_dir)
 
 
-def test_a_form_that_failed_to_store_can_be_sent_again(config) -> None:  # type: ignore[no-untyped-def]
-    app = create_app(config, TESTING=True)
+def test_a_form_that_failed_to_store_can_be_sent_again(config, make_app) -> None:  # type: ignore[no-untyped-def]
+    app = make_app()
     client = app.test_client()
     fields = form_fields(client.get("/submit").get_data(as_text=True))
     data = {**fields, "testimony": "x" * 2000}
@@ -118,32 +110,22 @@ def test_a_form_that_failed_to_store_can_be_sent_again(config) -> None:  # type:
     assert len(stored(config)) == 1
 
 
-def test_a_repeat_while_the_first_is_still_storing_waits_for_it(config) -> None:  # type: ignore[no-untyped-def]
+def test_a_repeat_while_the_first_is_still_storing_waits_for_it(config, make_app) -> None:  # type: ignore[no-untyped-def]
     # The first copy's disk is slow: its writes wait until released. The
     # second copy of the same form arrives meanwhile; it must not store, and
     # must not say "received" before the first copy is durably stored.
-    app = create_app(config, TESTING=True)
+    app = make_app()
     store = app.extensions["portal"].store
     healthy, release, writing = store.opener, threading.Event(), threading.Event()
 
-    class SlowFile(io.RawIOBase):
+    class SlowFile(FileWrapper):
         def __init__(self, fd: int) -> None:
-            self._raw = healthy(fd)
+            super().__init__(healthy(fd))
 
-        def write(self, data) -> int:  # type: ignore[no-untyped-def, override]
+        def write(self, data) -> int:  # type: ignore[no-untyped-def]
             writing.set()
             release.wait(timeout=60)
             return self._raw.write(data)
-
-        def writable(self) -> bool:
-            return True
-
-        def fileno(self) -> int:
-            return self._raw.fileno()
-
-        def close(self) -> None:
-            super().close()
-            self._raw.close()
 
     store.opener = SlowFile
     setup = app.test_client()
@@ -172,10 +154,8 @@ def test_a_repeat_while_the_first_is_still_storing_waits_for_it(config) -> None:
     assert len(stored(config)) == 1
 
 
-def test_a_repeated_form_gives_its_rate_token_back(config) -> None:  # type: ignore[no-untyped-def]
-    client = create_app(
-        dataclasses.replace(config, rate_burst=2, rate_per_minute=1), TESTING=True
-    ).test_client()
+def test_a_repeated_form_gives_its_rate_token_back(make_app) -> None:  # type: ignore[no-untyped-def]
+    client = make_app(rate_burst=2, rate_per_minute=1).test_client()
     fields = form_fields(client.get("/submit").get_data(as_text=True))
     for _ in range(5):
         assert client.post("/submit", data={**fields, "testimony": "t"}).status_code == 200

@@ -10,15 +10,15 @@ import pytest
 
 from portal.intake import Submission
 from portal.store import StorageFullError, SubmissionStore
-from tests.support import CSRF_RE, flask_post_form, form_fields
+from portal.testing.live import csrf_token, form_fields, post_form
 
 RECEIPT_RE = re.compile(r'id="receipt"[^>]*>([0-9 ]+)<')
 
 
 def _follow_up_form(client: Any) -> dict[str, str]:
-    response = flask_post_form(client, {"testimony": "first account"})
+    response = post_form(client, {"testimony": "first account"})
     receipt = RECEIPT_RE.search(response.get_data(as_text=True)).group(1)  # type: ignore[union-attr]
-    token = CSRF_RE.search(client.get("/followup").get_data(as_text=True)).group(1)  # type: ignore[union-attr]
+    token = csrf_token(client.get("/followup").get_data(as_text=True))
     page = client.post("/followup", data={"csrf_token": token, "receipt": receipt})
     html = page.get_data(as_text=True)
     form = html[html.index('action="/followup/send"') :]

@@ -13,16 +13,14 @@ import pytest
 from portal.age import X25519Identity, decrypt
 from portal.config import Config, ConfigError
 from portal.store import SubmissionStore
-from tests.support import CSRF_RE
-from tests.support import flask_post_form as post
+from portal.testing.live import csrf_token
+from portal.testing.live import post_form as post
 
 
-def csrf_token(client, path: str = "/submit") -> str:  # type: ignore[no-untyped-def]
+def form_token(client, path: str = "/submit") -> str:  # type: ignore[no-untyped-def]
     page = client.get(path)
     assert page.status_code == 200
-    match = CSRF_RE.search(page.get_data(as_text=True))
-    assert match
-    return match.group(1)
+    return csrf_token(page.get_data(as_text=True))
 
 
 def open_only_submission(config: Config, identity: X25519Identity) -> tuple[dict, Path]:
@@ -115,12 +113,8 @@ def test_missing_csrf_token_is_refused_and_nothing_kept(client, config) -> None:
 
 
 @pytest.fixture
-def small_app(config: Config):  # type: ignore[no-untyped-def]
-    from dataclasses import replace
-
-    from portal.web import create_app
-
-    return create_app(replace(config, max_upload_mb=1), TESTING=True)
+def small_app(make_app):  # type: ignore[no-untyped-def]
+    return make_app(max_upload_mb=1)
 
 
 def test_oversized_upload_gets_413_and_nothing_kept(small_app, config) -> None:  # type: ignore[no-untyped-def]
@@ -137,7 +131,7 @@ def test_oversized_upload_gets_413_and_nothing_kept(small_app, config) -> None: 
 
 def test_oversized_chunked_upload_gets_413_and_nothing_kept(small_app, config) -> None:  # type: ignore[no-untyped-def]
     client = small_app.test_client()
-    token = csrf_token(client)
+    token = form_token(client)
     boundary = "b0undary"
     body = (
         (

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from portal.age import X25519Identity
-from tests.support import REPO, Client, free_port, start_server
+from portal.testing.live import Client, free_port, start_server
+from tests.support import REPO
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,10 @@ tests that need it, elsewhere they skip and say how to install it.
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
+from tests.support import require_tool, unavailable
 
 HERE = Path(__file__).resolve().parent
 SCRIPT = HERE / "oracle.mjs"
@@ -25,23 +23,11 @@ INSTALL_HINT = (
 TIMEOUT = 300
 
 
-def missing_reason() -> str | None:
-    """Why the oracle cannot run, or None if it can."""
-    if shutil.which("node") is None:
-        return f"node is not installed; {INSTALL_HINT}"
-    if not (HERE / "node_modules" / "age-encryption" / "package.json").is_file():
-        return f"the npm package age-encryption is not installed; {INSTALL_HINT}"
-    return None
-
-
 def require() -> None:
-    """Fail in CI, skip elsewhere, when the oracle is not installed."""
-    reason = missing_reason()
-    if reason is None:
-        return
-    if os.environ.get("CI"):
-        pytest.fail(f"age-encryption oracle required in CI: {reason}")
-    pytest.skip(reason)
+    """Fail in CI, skip elsewhere, when the oracle is not installed (tests/support.py)."""
+    require_tool("node", INSTALL_HINT)
+    if not (HERE / "node_modules" / "age-encryption" / "package.json").is_file():
+        unavailable(f"the npm package age-encryption is not installed; {INSTALL_HINT}")
 
 
 class OracleError(Exception):

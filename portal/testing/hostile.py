@@ -9,12 +9,13 @@ pressure stays on for as long as the swarm runs.
 from __future__ import annotations
 
 import contextlib
-import resource
 import selectors
 import socket
 import threading
 import time
 from dataclasses import dataclass
+
+from portal.front import raise_open_file_limit
 
 KINDS = ("header-silent", "header-dribble", "body-silent", "body-dribble")
 _HEADER_START = b"GET /ko/submit HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: "
@@ -24,13 +25,6 @@ _BODY_START = (
     b"Content-Length: 10000000\r\n\r\n"
     b'--hostile\r\nContent-Disposition: form-data; name="testimony"\r\n\r\n'
 )
-
-
-def raise_open_file_limit(wanted: int) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-    if target > soft:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
 @dataclass

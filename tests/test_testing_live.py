@@ -1,0 +1,58 @@
+"""portal.testing.live, which tests and benchmarks rely on: its form helpers do what they say."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from portal.age import X25519Identity
+from portal.config import Config
+from portal.store import SubmissionStore
+from portal.testing.live import (
+    RECEIVED_MARKERS,
+    LiveServer,
+    csrf_token,
+    form_fields,
+    hidden_fields,
+    open_submission,
+    post_form,
+)
+
+
+def test_hidden_fields_are_every_hidden_input_by_name_unescaped() -> None:
+    page = (
+        '<form><input id="csrf_token" name="csrf_token" type="hidden" value="a&amp;b">'
+        '<input type="hidden" name="form_id" value="f1"><input name="testimony" value="x">'
+        '<input type="hidden" name="form_id" value="second form"></form>'
+    )
+    assert hidden_fields(page) == {"csrf_token": "a&b", "form_id": "f1"}
+    assert csrf_token(page) == "a&b"
+    assert form_fields(page) == {"csrf_token": "a&b", "form_id": "f1", "consent": "yes"}
+    with pytest.raises(AssertionError, match="no CSRF token"):
+        csrf_token('<input type="hidden" name="form_id" value="f1">')
+
+
+def test_post_form_stores_through_flask_and_through_a_live_server(
+    client: Any, config: Config, live_server: LiveServer, identity: X25519Identity
+) -> None:
+    assert post_form(client, {"testimony": "through Flask"}).status_code == 200
+    assert len(SubmissionStore(config.data_dir).ids()) == 1
+
+    response = post_form(
+        live_server.client(),
+        {"testimony": "증언"},
+        path="/ko/submit",
+        files=[("a.txt", b"attached", "text/plain")],
+    )
+    assert response.status == 200 and RECEIVED_MARKERS[0] in response.body
+    store = SubmissionStore(live_server.data_dir)
+    [submission_id] = store.ids()
+    manifest, files = open_submission(store.path(submission_id), [identity])
+    assert manifest["fields"]["testimony"] == "증언" and manifest["fields"]["consent"] == "yes"
+    assert list(files.values()) == [b"attached"]
+
+
+def test_post_form_without_a_form_on_the_page_says_so(client: Any) -> None:
+    with pytest.raises(AssertionError, match="no CSRF token"):
+        post_form(client, {"testimony": "x"}, path="/")
