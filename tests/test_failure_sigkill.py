@@ -277,10 +277,11 @@ def test_server_runs_the_daily_seal_itself(tmp_path, identity, identity_file) ->
         first_arrival_ctime = min((store.path(i) / "testimony.age").stat().st_ctime for i in before)
         state = server.data_dir / ".sealed"
         deadline = time.monotonic() + 240
-        while not state.exists():
+        # The state file is written before the seal logs its line: wait for both.
+        done = "daily seal: 3 submission(s) rewritten"
+        while not (state.exists() and done in server.log()):
             assert time.monotonic() < deadline, f"no seal ran:\n{server.log()}"
             time.sleep(0.5)
-        assert "daily seal: 3 submission(s) rewritten" in server.log()
         assert sorted(before) == store.ids()
         slot = at.replace(second=0, microsecond=0).timestamp()
         for submission_id in before:

@@ -76,15 +76,29 @@ class Client:
             # http.client sends a body as is when Transfer-Encoding is set by
             # hand; it only frames the chunks when asked to.
             chunked = headers.get("Transfer-Encoding") == "chunked"
-            conn.request(method, path, body=body, headers=headers, encode_chunked=chunked)
-            resp = conn.getresponse()
-            text = resp.read().decode("utf-8", "replace")
-            cookie = resp.getheader("Set-Cookie")
-            if cookie:
-                self.cookie = cookie.split(";", 1)[0]
-            return Response(resp.status, {k.lower(): v for k, v in resp.getheaders()}, text)
+            try:
+                conn.request(method, path, body=body, headers=headers, encode_chunked=chunked)
+            except (BrokenPipeError, ConnectionResetError):
+                # The server may answer (a 413, say) and close before the
+                # whole body is sent, as it should: read that answer, as a
+                # browser does. If there is none, the send error stands.
+                try:
+                    resp = conn.getresponse()
+                except (OSError, http.client.HTTPException):
+                    pass
+                else:
+                    return self._answer(resp)
+                raise
+            return self._answer(conn.getresponse())
         finally:
             conn.close()
+
+    def _answer(self, resp: http.client.HTTPResponse) -> Response:
+        text = resp.read().decode("utf-8", "replace")
+        cookie = resp.getheader("Set-Cookie")
+        if cookie:
+            self.cookie = cookie.split(";", 1)[0]
+        return Response(resp.status, {k.lower(): v for k, v in resp.getheaders()}, text)
 
     def get(self, path: str) -> Response:
         return self.request("GET", path)
