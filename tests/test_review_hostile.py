@@ -20,7 +20,7 @@ import pytest
 
 from portal import store as store_module
 from portal.age import X25519Identity, encrypt
-from portal.intake import Attachment
+from portal.manifest import Attachment
 from portal.review import cli, custody, report
 from portal.review.cli import ExitStatus
 from portal.review.custody import CustodyLog

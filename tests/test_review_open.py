@@ -15,11 +15,9 @@ from pathlib import Path
 import pytest
 
 from portal.age import X25519Identity, encrypt
-from portal.intake import MANIFEST_FORMAT as INTAKE_FORMAT
-from portal.intake import Attachment, build_manifest
+from portal.manifest import Attachment, build_manifest
 from portal.review.cli import ExitStatus
 from portal.review.custody import CustodyLog
-from portal.review.manifest import MANIFEST_FORMAT
 from portal.review.opening import Opener
 from portal.store import SubmissionStore
 from tests.review_support import flip_byte, make_store, open_args, review, submit, write_identity
@@ -474,10 +472,6 @@ def test_large_attachment_is_streamed_with_bounded_memory(
         tracemalloc.stop()
     assert (tmp_path / "out" / sid / "video.mp4").stat().st_size == size
     assert peak < 8 << 20, f"peak Python memory {peak} bytes while opening {size} bytes"
-
-
-def test_manifest_format_matches_the_servers() -> None:
-    assert MANIFEST_FORMAT == INTAKE_FORMAT
 
 
 def test_reviewer_cli_never_imports_flask_or_jinja() -> None:

@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 from portal.age import PublicKey, Writer
+from portal.manifest import ManifestError, parse_manifest
 from portal.review.custody import Entry
-from portal.review.manifest import ManifestError, parse_manifest
 from portal.review.opening import MANIFEST_JSON, RECORD_NAME, is_plain_name, read_record
 from portal.store import is_valid_id
 

@@ -36,14 +36,14 @@ from portal.age import (
     Reader,
     decrypt_to_path,
 )
-from portal.review import inert, report
-from portal.review.manifest import (
-    AttachmentEntry,
+from portal.manifest import (
+    Attachment,
     Manifest,
     ManifestError,
     parse_manifest,
     parse_manifest_text,
 )
+from portal.review import inert, report
 from portal.review.safenames import NameAllocator
 from portal.store import (
     MANIFEST_NAME,
@@ -530,7 +530,7 @@ class Opener:
         return text, digest.hexdigest(), reader.hexdigest()
 
     def _decrypt_attachments(
-        self, jobs: list[tuple[AttachmentEntry, Path, str]], work: Path
+        self, jobs: list[tuple[Attachment, Path, str]], work: Path
     ) -> list[dict[str, Any]]:
         """Decrypt and check a submission's attachments concurrently; all or nothing."""
         abandon = threading.Event()
@@ -562,7 +562,7 @@ class Opener:
         ]
 
     def _decrypt_attachment(
-        self, entry: AttachmentEntry, path: Path, dest: Path, abandon: threading.Event
+        self, entry: Attachment, path: Path, dest: Path, abandon: threading.Event
     ) -> dict[str, Any]:
         def check(count: int) -> None:
             if abandon.is_set() or self._cancel.is_set():

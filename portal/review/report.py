@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from portal.review import inert
-from portal.review.manifest import (
+from portal.manifest import (
     ManifestError,
     SealedQuestionnaire,
     parse_sealed_questionnaire,
 )
+from portal.review import inert
 
 PREVIEW_CHARS = 280
 INDEX_NAME = "index.html"

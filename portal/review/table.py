@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from portal.manifest import Manifest, ManifestError, parse_manifest
 from portal.review.consent import consent_of
-from portal.review.manifest import Manifest, ManifestError, parse_manifest
 from portal.review.opening import MANIFEST_JSON, read_record
 from portal.review.report import write_atomically
 from portal.store import is_valid_id
