@@ -19,6 +19,7 @@ from portal.manifest import Attachment, build_manifest
 from portal.review.cli import ExitStatus
 from portal.review.custody import CustodyLog
 from portal.review.opening import Opener
+from portal.review.record import OpenedRecord
 from portal.store import SubmissionStore
 from tests.review_support import flip_byte, make_store, open_args, review, submit, write_identity
 
@@ -508,10 +509,10 @@ def test_an_interrupt_between_submissions_leaves_only_finished_ones(
     ids = [submit(store, [identity], f"number {n}", [("a.bin", bytes(300_000))]) for n in range(4)]
     logged: list[str] = []
 
-    def log_then_interrupt(record: dict[str, object]) -> None:
+    def log_then_interrupt(record: OpenedRecord) -> None:
         if logged:
             raise KeyboardInterrupt
-        logged.append(str(record["id"]))
+        logged.append(record.id)
 
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):

@@ -30,18 +30,17 @@ from portal.age import (
 from portal.exitstatus import ExitStatus
 from portal.review import consent, keys, shares, table
 from portal.review.custody import CustodyDamaged, CustodyError, CustodyLog, Session
+from portal.review.discovery import SourceError, find_submissions, leftovers
+from portal.review.failures import OpenFailure
 from portal.review.forward import ForwardError, collect, write_bundle
-from portal.review.opening import (
-    INTEGRITY_KINDS,
+from portal.review.opening import Opener
+from portal.review.recheck import check_ciphertext, check_opened_files
+from portal.review.record import (
     MANIFEST_JSON,
     RECORD_NAME,
-    Opener,
-    SourceError,
-    SubmissionFailure,
-    check_ciphertext,
-    check_opened_files,
-    find_submissions,
-    leftovers,
+    OpenedRecord,
+    RecordError,
+    opened_ids,
     read_record,
 )
 from portal.review.report import human_size
@@ -340,17 +339,6 @@ def _damaged_log(exc: CustodyError, nothing: str) -> _IntegrityError:
     )
 
 
-def _opened_ids(out_dir: Path) -> list[str]:
-    """Ids of the submissions `open` has written into out_dir."""
-    if not out_dir.is_dir():
-        return []
-    return sorted(
-        entry.name
-        for entry in os.scandir(out_dir)
-        if is_valid_id(entry.name) and (Path(entry.path) / RECORD_NAME).is_file()
-    )
-
-
 def _say_head(ctx: Context, session: Session) -> None:
     ctx.err(
         f"Custody log {session.log.path}: {session.count} entries, head {session.head}\n"
@@ -382,7 +370,7 @@ def cmd_open(ctx: Context, args: argparse.Namespace) -> ExitStatus:
     progress = _Progress(ctx.stderr, enabled=ctx.stderr.isatty() and not args.quiet)
     try:
         with log.session() as session:
-            opened_before = _opened_ids(out)
+            opened_before = opened_ids(out)
             if session.count == 0 and opened_before:
                 raise _IntegrityError(
                     f"{out} holds {len(opened_before)} opened submission(s), but the custody "
@@ -392,19 +380,22 @@ def cmd_open(ctx: Context, args: argparse.Namespace) -> ExitStatus:
                     "folder"
                 )
 
-            def log_opened(record: dict[str, Any]) -> None:
+            def log_opened(record: OpenedRecord) -> None:
                 session.append(
                     "open",
                     reviewer,
-                    submission=record["id"],
-                    output=str(out / record["id"]),
-                    manifest=record["manifest"],
+                    submission=record.id,
+                    output=str(out / record.id),
+                    manifest=record.manifest.to_json(),
                     attachments=[
                         {
-                            key: entry[key]
-                            for key in ("path", "file", "size", "sha256", "ciphertext_sha256")
+                            "path": entry.path,
+                            "file": entry.file,
+                            "size": entry.size,
+                            "sha256": entry.sha256,
+                            "ciphertext_sha256": entry.ciphertext_sha256,
                         }
-                        for entry in record["attachments"]
+                        for entry in record.attachments
                     ],
                 )
 
@@ -429,7 +420,7 @@ def cmd_open(ctx: Context, args: argparse.Namespace) -> ExitStatus:
     )
     for outcome in result.failed:
         ctx.err(f"NOT OPENED: {outcome.submission_id}: {outcome.kind}: {outcome.reason}")
-    if any(o.kind in INTEGRITY_KINDS for o in result.failed):
+    if any(o.failure is not None and o.failure.integrity for o in result.failed):
         ctx.err(
             "Tampered, damaged or changed submissions were not written out. Keep their "
             "ciphertext and compare it with the server's copy or another export."
@@ -455,7 +446,7 @@ def cmd_reply(ctx: Context, args: argparse.Namespace) -> ExitStatus:
                 sent = write_reply(Path(args.source), args.id, message, Path(args.out))
             except ReplyError as exc:
                 raise UserError(str(exc)) from None
-            except SubmissionFailure as exc:
+            except OpenFailure as exc:
                 raise _IntegrityError(f"{args.id}: {exc}. Nothing was written") from None
             session.append(
                 "reply",
@@ -567,8 +558,11 @@ def _verify_one(
     folder: Path, custody: dict[str, dict[str, Any]], source: Path | None
 ) -> str | None:
     """What is wrong with one opened submission, or None if every hash holds."""
-    record = read_record(folder)
-    if record is None or record.get("id") != folder.name:
+    try:
+        record = read_record(folder)
+    except RecordError as exc:
+        return f"{RECORD_NAME} is damaged ({exc})"
+    if record is None or record.id != folder.name:
         return f"{RECORD_NAME} is missing or damaged"
     try:
         check_opened_files(folder, record)
@@ -576,14 +570,14 @@ def _verify_one(
             if not (source / folder.name).exists():
                 return f"its ciphertext is not in {source}"
             check_ciphertext(source / folder.name, record)
-    except SubmissionFailure as exc:
+    except OpenFailure as exc:
         return str(exc)
     entry = custody.get(folder.name)
     if entry is None:
         return "the custody log has no entry for its opening"
     logged = {(a.get("file"), a.get("sha256")) for a in entry.get("attachments") or []}
-    recorded = {(a.get("file"), a.get("sha256")) for a in record["attachments"]}
-    if (entry.get("manifest") or {}).get("sha256") != record["manifest"]["sha256"]:
+    recorded = {(a.file, a.sha256) for a in record.attachments}
+    if (entry.get("manifest") or {}).get("sha256") != record.manifest.sha256:
         return f"{MANIFEST_JSON} differs from the one the custody log recorded"
     if logged != recorded:
         return "its attachments differ from those the custody log recorded"
@@ -612,7 +606,7 @@ def cmd_verify(ctx: Context, args: argparse.Namespace) -> ExitStatus:
     source = None
     if args.src:
         source, _ids = find_submissions(Path(args.src))
-    ids = sorted(set(args.ids) | set(args.id)) or _opened_ids(out)
+    ids = sorted(set(args.ids) | set(args.id)) or opened_ids(out)
     if not ids:
         # "0 of 0 verified" with exit 0 reads as a pass to whoever asked for
         # the check; an empty or wrong folder proves nothing.

@@ -38,7 +38,7 @@ from typing import Any, BinaryIO, cast
 from portal.age import PublicKey, Writer
 from portal.manifest import ManifestError, parse_manifest
 from portal.review.custody import Entry
-from portal.review.opening import MANIFEST_JSON, RECORD_NAME, is_plain_name, read_record
+from portal.review.record import MANIFEST_JSON, RECORD_NAME, RecordError, read_record
 from portal.store import is_valid_id
 
 BUNDLE_FORMAT = "testimony-review/forward/1"
@@ -130,7 +130,10 @@ def collect(
         folder = from_dir / submission_id
         if not is_valid_id(submission_id):
             raise ForwardError(f"{submission_id!r} is not a submission id")
-        record = read_record(folder)
+        try:
+            record = read_record(folder)
+        except RecordError as exc:
+            raise ForwardError(f"{folder / RECORD_NAME} is damaged ({exc}); not sent") from None
         if record is None:
             raise ForwardError(
                 f"{folder} is not a submission opened by `testimony-review open` "
@@ -142,7 +145,7 @@ def collect(
             manifest = parse_manifest(manifest_bytes)
         except (OSError, ManifestError) as exc:
             raise ForwardError(f"{manifest_path} cannot be read: {exc}") from None
-        if hashlib.sha256(manifest_bytes).hexdigest() != record["manifest"]["sha256"]:
+        if hashlib.sha256(manifest_bytes).hexdigest() != record.manifest.sha256:
             raise ForwardError(f"{manifest_path} was changed after it was opened; not sent")
         by_path = {entry.path: entry for entry in manifest.attachments}
         if missing := sorted(set(omit_fields) - set(manifest.fields)):
@@ -154,12 +157,10 @@ def collect(
         if omit_fields:
             manifest_bytes = _redacted_manifest(manifest.document, omit_fields)
         members.append(_Member(f"{submission_id}/{MANIFEST_JSON}", data=manifest_bytes))
-        for entry in record["attachments"]:
-            expected = by_path.get(entry["path"])
-            if not is_plain_name(entry.get("file")):
-                raise ForwardError(f"{folder / RECORD_NAME} is damaged (a file name is not plain)")
-            path = folder / entry["file"]
-            if expected is None or expected.sha256 != entry["sha256"]:
+        for entry in record.attachments:
+            expected = by_path.get(entry.path)
+            path = folder / entry.file
+            if expected is None or expected.sha256 != entry.sha256:
                 raise ForwardError(f"{folder / RECORD_NAME} does not match {manifest_path}")
             if path.is_symlink() or not path.is_file():
                 raise ForwardError(f"{path} is missing; open the submission again")
@@ -171,14 +172,14 @@ def collect(
                 )
             members.append(
                 _Member(
-                    f"{submission_id}/{entry['file']}",
+                    f"{submission_id}/{entry.file}",
                     path=path,
                     sha256=expected.sha256,
                     size=expected.size,
                 )
             )
             listing.append(
-                {"submission": submission_id, "file": entry["file"], "sha256": expected.sha256}
+                {"submission": submission_id, "file": entry.file, "sha256": expected.sha256}
             )
     return members, listing
 

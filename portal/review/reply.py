@@ -23,7 +23,9 @@ from typing import Any
 
 from portal.age import X25519Recipient, encrypt
 from portal.conversation import mailbox_name
-from portal.review.opening import SubmissionFailure, check_opened_files, read_record
+from portal.review.failures import OpenFailure
+from portal.review.recheck import check_opened_files
+from portal.review.record import RecordError, read_record
 from portal.review.report import SENT_REPLIES_DIR, SENT_REPLY_FORMAT
 from portal.store import fsync_dir, is_valid_id, write_new_file
 
@@ -87,12 +89,15 @@ def write_reply(
     Raises:
         ReplyError: the submission is not opened here, has changed since, or
             carries no reply recipient.
-        SubmissionFailure: the opened files no longer match their record.
+        OpenFailure: the opened files no longer match their record.
     """
     if not is_valid_id(submission_id):
         raise ReplyError(f"{submission_id!r} is not a submission id")
     folder = opened_dir / submission_id
-    record = read_record(folder)
+    try:
+        record = read_record(folder)
+    except RecordError as exc:
+        raise ReplyError(f"{folder}: {exc}; open the submission again") from None
     if record is None:
         raise ReplyError(
             f"{folder} is not a submission opened by testimony-review; open it first "
@@ -133,4 +138,4 @@ def write_reply(
     )
 
 
-__all__ = ["ReplyError", "SentReply", "SubmissionFailure", "read_message", "write_reply"]
+__all__ = ["OpenFailure", "ReplyError", "SentReply", "read_message", "write_reply"]

@@ -20,7 +20,7 @@ from typing import Any
 
 from portal.manifest import Manifest, ManifestError, parse_manifest
 from portal.review.consent import consent_of
-from portal.review.opening import MANIFEST_JSON, read_record
+from portal.review.record import MANIFEST_JSON, RECORD_NAME, RecordError, read_record
 from portal.review.report import write_atomically
 from portal.store import is_valid_id
 
@@ -85,7 +85,10 @@ def read_rows(from_dir: Path) -> list[Row]:
     for folder in sorted(from_dir.iterdir()):
         if not is_valid_id(folder.name) or folder.is_symlink() or not folder.is_dir():
             continue
-        record = read_record(folder)
+        try:
+            record = read_record(folder)
+        except RecordError as exc:
+            raise TableError(f"{folder / RECORD_NAME} is damaged ({exc})") from None
         if record is None:
             continue
         path = folder / MANIFEST_JSON
@@ -94,7 +97,7 @@ def read_rows(from_dir: Path) -> list[Row]:
             manifest = parse_manifest(data)
         except (OSError, ManifestError) as exc:
             raise TableError(f"{path} cannot be read: {exc}") from None
-        if hashlib.sha256(data).hexdigest() != record["manifest"]["sha256"]:
+        if hashlib.sha256(data).hexdigest() != record.manifest.sha256:
             raise TableError(
                 f"{path} was changed after it was opened; open the submission again from the "
                 "ciphertext"
