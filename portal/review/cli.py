@@ -29,7 +29,15 @@ from portal.age import (
 )
 from portal.exitstatus import ExitStatus
 from portal.review import consent, keys, shares, table
-from portal.review.custody import CustodyDamaged, CustodyError, CustodyLog, Session
+from portal.review.custody import (
+    CustodyDamaged,
+    CustodyError,
+    CustodyLog,
+    Entry,
+    LoggedFile,
+    Opening,
+    Session,
+)
 from portal.review.discovery import SourceError, find_submissions, leftovers
 from portal.review.failures import OpenFailure
 from portal.review.forward import ForwardError, collect, write_bundle
@@ -388,14 +396,8 @@ def cmd_open(ctx: Context, args: argparse.Namespace) -> ExitStatus:
                     output=str(out / record.id),
                     manifest=record.manifest.to_json(),
                     attachments=[
-                        {
-                            "path": entry.path,
-                            "file": entry.file,
-                            "size": entry.size,
-                            "sha256": entry.sha256,
-                            "ciphertext_sha256": entry.ciphertext_sha256,
-                        }
-                        for entry in record.attachments
+                        LoggedFile(e.path, e.file, e.size, e.sha256, e.ciphertext_sha256).to_json()
+                        for e in record.attachments
                     ],
                 )
 
@@ -543,20 +545,14 @@ def cmd_table(ctx: Context, args: argparse.Namespace) -> ExitStatus:
     return ExitStatus.OK
 
 
-def _logged_ids(entries: Sequence[Any]) -> set[str]:
-    return {
-        e.data["submission"]
-        for e in entries
-        if e.data.get("action") == "open" and isinstance(e.data.get("submission"), str)
-    }
+def _logged_ids(entries: Sequence[Entry]) -> set[str]:
+    return {e.entry.opening.submission for e in entries if e.entry.opening is not None}
 
 
 # ---------------------------------------------------------------- verify
 
 
-def _verify_one(
-    folder: Path, custody: dict[str, dict[str, Any]], source: Path | None
-) -> str | None:
+def _verify_one(folder: Path, custody: Mapping[str, Opening], source: Path | None) -> str | None:
     """What is wrong with one opened submission, or None if every hash holds."""
     try:
         record = read_record(folder)
@@ -572,12 +568,12 @@ def _verify_one(
             check_ciphertext(source / folder.name, record)
     except OpenFailure as exc:
         return str(exc)
-    entry = custody.get(folder.name)
-    if entry is None:
+    opening = custody.get(folder.name)
+    if opening is None:
         return "the custody log has no entry for its opening"
-    logged = {(a.get("file"), a.get("sha256")) for a in entry.get("attachments") or []}
+    logged = set(opening.files)
     recorded = {(a.file, a.sha256) for a in record.attachments}
-    if (entry.get("manifest") or {}).get("sha256") != record.manifest.sha256:
+    if opening.manifest_sha256 != record.manifest.sha256:
         return f"{MANIFEST_JSON} differs from the one the custody log recorded"
     if logged != recorded:
         return "its attachments differ from those the custody log recorded"
@@ -596,11 +592,8 @@ def cmd_verify(ctx: Context, args: argparse.Namespace) -> ExitStatus:
         )
     try:
         result = log.verify(expect_head=args.expect_head)
-        custody = {
-            e.data["submission"]: e.data
-            for e in log.entries()
-            if e.data.get("action") == "open" and isinstance(e.data.get("submission"), str)
-        }
+        openings = (e.entry.opening for e in log.entries())
+        custody = {o.submission: o for o in openings if o is not None}
     except CustodyDamaged as exc:
         raise _IntegrityError(str(exc)) from None
     source = None

@@ -205,40 +205,32 @@ def partner_custody(
     """
     wanted = set(submission_ids)
     lines = []
-    for entry in entries:
-        data = entry.data
+    for line_read in entries:
+        entry = line_read.entry
         line: dict[str, Any] = {
             "format": BUNDLE_CUSTODY_FORMAT,
-            "seq": data.get("seq"),
-            "time": data.get("time"),
-            "reviewer": data.get("reviewer"),
-            "action": data.get("action"),
+            "seq": entry.seq,
+            "time": entry.time,
+            "reviewer": entry.reviewer,
+            "action": entry.action,
         }
         if not redacted:
-            line["log_line_sha256"] = entry.hash
-        if data.get("action") == "open":
-            line["submission"] = data.get("submission")
+            line["log_line_sha256"] = line_read.hash
+        if (opening := entry.opening) is not None:
+            line["submission"] = opening.submission
             if not redacted:
-                manifest = data.get("manifest") or {}
                 line["manifest"] = {
-                    "sha256": manifest.get("sha256"),
-                    "ciphertext_sha256": manifest.get("ciphertext_sha256"),
+                    "sha256": opening.manifest_sha256,
+                    "ciphertext_sha256": opening.manifest_ciphertext_sha256,
                 }
             line["attachments"] = [
                 {key: item.get(key) for key in ("file", "size", "sha256", "ciphertext_sha256")}
-                for item in data.get("attachments") or []
-                if isinstance(item, dict)
+                for item in opening.attachments
             ]
-        elif data.get("action") == "forward":
-            line["submissions"] = sorted(
-                i for i in data.get("submissions") or [] if isinstance(i, str) and i in wanted
-            )
-            line["omitted_fields"] = data.get("omitted_fields") or []
-            line["consent"] = [
-                item
-                for item in data.get("consent") or []
-                if isinstance(item, dict) and item.get("submission") in wanted
-            ]
+        elif (forwarding := entry.forwarding) is not None:
+            line["submissions"] = sorted(i for i in forwarding.submissions if i in wanted)
+            line["omitted_fields"] = list(forwarding.omitted_fields)
+            line["consent"] = forwarding.consent_for(wanted)
         else:
             continue
         lines.append(json.dumps(line, sort_keys=True, ensure_ascii=False) + "\n")
