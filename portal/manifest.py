@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, ParamSpec
 
 from portal.age import KeyFormatError, X25519Recipient
 from portal.conversation import thread_id, thread_of_one
@@ -32,6 +32,7 @@ MANIFEST_FORMAT = "testimony-portal/submission/2"
 # The formats the parser accepts; the writer writes only the last.
 MANIFEST_FORMATS = (MANIFEST_FORMAT_V1, MANIFEST_FORMAT)
 MANIFEST_MIN_BUCKET = 4096
+P = ParamSpec("P")
 
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
@@ -45,10 +46,6 @@ MAX_INTEGER_DIGITS = 20
 MAX_DEPTH = 8
 
 
-class ManifestError(Exception):
-    """The manifest is not a valid submission manifest (damaged or tampered)."""
-
-
 @dataclass(frozen=True)
 class Attachment:
     """One attachment as the manifest lists it: where its ciphertext is, and what it holds."""
@@ -59,24 +56,14 @@ class Attachment:
     size: int
     sha256: str
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "path": self.path,
-            "name": self.name,
-            "type": self.type,
-            "size": self.size,
-            "sha256": self.sha256,
-        }
-
 
 @dataclass(frozen=True)
 class SealedChoice:
+    """One answer a choice question offered, in the witness's language and in English."""
+
     id: str
     label: str
     label_en: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "label": self.label, "label_en": self.label_en}
 
 
 @dataclass(frozen=True)
@@ -100,18 +87,12 @@ class SealedQuestion:
         return "; ".join(labels.get(part, part) for part in value.split(","))
 
     def to_json(self) -> dict[str, Any]:
-        item: dict[str, Any] = {
-            "id": self.id,
-            "type": self.type,
-            "required": self.required,
-            "identifying": self.identifying,
-            "label": self.label,
-            "label_en": self.label_en,
-        }
+        # The server leaves out an empty help text and an empty list of choices.
+        item = {k: v for k, v in asdict(self).items() if k not in ("help", "choices")}
         if self.help:
             item["help"] = self.help
         if self.choices:
-            item["choices"] = [choice.to_json() for choice in self.choices]
+            item["choices"] = [asdict(choice) for choice in self.choices]
         return item
 
 
@@ -173,7 +154,7 @@ class Manifest:
             "received": self.received,
             "language": self.language,
             "fields": dict(self.fields),
-            "attachments": [attachment.to_json() for attachment in self.attachments],
+            "attachments": [asdict(attachment) for attachment in self.attachments],
         }
         if self.reply_to is not None:
             document["reply_to"] = self.reply_to
@@ -228,28 +209,16 @@ def encode_manifest(manifest: Manifest) -> bytes:
     return data + b" " * (padded_size(len(data)) - len(data))
 
 
-def build_manifest(
-    submission_id: str,
-    fields: Mapping[str, str],
-    language: str,
-    attachments: Iterable[Attachment],
-    *,
-    received: str | None = None,
-    reply_to: str | None = None,
-    questionnaire: Mapping[str, Any] | None = None,
-) -> bytes:
-    """`encode_manifest(new_manifest(...))`: the plaintext the server encrypts."""
-    return encode_manifest(
-        new_manifest(
-            submission_id,
-            fields,
-            language,
-            attachments,
-            received=received,
-            reply_to=reply_to,
-            questionnaire=questionnaire,
-        )
-    )
+def _returning_plaintext(make: Callable[P, Manifest]) -> Callable[P, bytes]:
+    def build(*args: P.args, **kwargs: P.kwargs) -> bytes:
+        return encode_manifest(make(*args, **kwargs))
+
+    return build
+
+
+# `encode_manifest(new_manifest(...))`, with new_manifest's arguments: the
+# plaintext the server encrypts, and what tests write as the server would.
+build_manifest = _returning_plaintext(new_manifest)
 
 
 def padded_size(length: int) -> int:
@@ -266,6 +235,10 @@ def padded_size(length: int) -> int:
 
 
 # ---------------------------------------------------------------- parser
+
+
+class ManifestError(Exception):
+    """The manifest is not a valid submission manifest (damaged or tampered)."""
 
 
 def _require(condition: bool, message: str) -> None:

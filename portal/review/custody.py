@@ -36,7 +36,7 @@ import os
 import re
 import secrets
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -70,15 +70,6 @@ class LoggedFile:
     size: int
     sha256: str
     ciphertext_sha256: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "path": self.path,
-            "file": self.file,
-            "size": self.size,
-            "sha256": self.sha256,
-            "ciphertext_sha256": self.ciphertext_sha256,
-        }
 
 
 @dataclass(frozen=True)
@@ -124,15 +115,9 @@ class CustodyEntry:
     details: Mapping[str, Any]
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            **self.details,
-            "format": CUSTODY_FORMAT,
-            "seq": self.seq,
-            "prev": self.prev,
-            "time": self.time,
-            "reviewer": self.reviewer,
-            "action": self.action,
-        }
+        common = asdict(self)
+        details = common.pop("details")
+        return {**details, "format": CUSTODY_FORMAT, **common}
 
     def to_bytes(self) -> bytes:
         return canonical(self.to_json())

@@ -36,9 +36,10 @@ from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 from portal.age import PublicKey, Writer
-from portal.manifest import ManifestError, parse_manifest
 from portal.review.custody import Entry
-from portal.review.record import MANIFEST_JSON, RECORD_NAME, RecordError, read_record
+from portal.review.failures import Changed
+from portal.review.recheck import read_opened_manifest
+from portal.review.record import MANIFEST_JSON, RECORD_NAME, RecordError, require_record
 from portal.store import is_valid_id
 
 BUNDLE_FORMAT = "testimony-review/forward/1"
@@ -65,6 +66,10 @@ class ForwardResult:
     sha256: str
     size: int
     files: list[dict[str, str]] = field(default_factory=list)
+
+    def file_entry(self) -> dict[str, object]:
+        """The bundle as its custody entry names it."""
+        return {"file": str(self.path), "sha256": self.sha256, "size": self.size}
 
 
 class _HashingWriter:
@@ -131,22 +136,12 @@ def collect(
         if not is_valid_id(submission_id):
             raise ForwardError(f"{submission_id!r} is not a submission id")
         try:
-            record = read_record(folder)
+            record = require_record(folder)
+            manifest_bytes, manifest = read_opened_manifest(folder, record)
         except RecordError as exc:
-            raise ForwardError(f"{folder / RECORD_NAME} is damaged ({exc}); not sent") from None
-        if record is None:
-            raise ForwardError(
-                f"{folder} is not a submission opened by `testimony-review open` "
-                "(check the id and --from)"
-            )
-        manifest_path = folder / MANIFEST_JSON
-        try:
-            manifest_bytes = manifest_path.read_bytes()
-            manifest = parse_manifest(manifest_bytes)
-        except (OSError, ManifestError) as exc:
-            raise ForwardError(f"{manifest_path} cannot be read: {exc}") from None
-        if hashlib.sha256(manifest_bytes).hexdigest() != record.manifest.sha256:
-            raise ForwardError(f"{manifest_path} was changed after it was opened; not sent")
+            raise ForwardError(f"{exc} (check the id and --from); nothing was sent") from None
+        except Changed as exc:
+            raise ForwardError(f"{exc}; nothing was sent") from None
         by_path = {entry.path: entry for entry in manifest.attachments}
         if missing := sorted(set(omit_fields) - set(manifest.fields)):
             present = ", ".join(repr(name) for name in sorted(manifest.fields)) or "none"
@@ -161,7 +156,9 @@ def collect(
             expected = by_path.get(entry.path)
             path = folder / entry.file
             if expected is None or expected.sha256 != entry.sha256:
-                raise ForwardError(f"{folder / RECORD_NAME} does not match {manifest_path}")
+                raise ForwardError(
+                    f"{folder / RECORD_NAME} does not match {folder / MANIFEST_JSON}"
+                )
             if path.is_symlink() or not path.is_file():
                 raise ForwardError(f"{path} is missing; open the submission again")
             if _sha256_file(path) != expected.sha256:

@@ -43,6 +43,23 @@ def changed_since(folder: Path, what: str) -> Changed:
     )
 
 
+def read_opened_manifest(folder: Path, record: OpenedRecord) -> tuple[bytes, Manifest]:
+    """An opened submission's `testimony.json`, as bytes and parsed, if it is still as opened.
+
+    Raises:
+        Changed: it cannot be read or parsed, or its SHA-256 is not the one recorded.
+    """
+    path = folder / MANIFEST_JSON
+    try:
+        data = path.read_bytes()
+        manifest = parse_manifest(data)
+    except (OSError, ManifestError) as exc:
+        raise Changed(f"{path} cannot be read: {exc}") from None
+    if hashlib.sha256(data).hexdigest() != record.manifest.sha256:
+        raise Changed(f"{path} was changed after it was opened")
+    return data, manifest
+
+
 def check_opened_files(folder: Path, record: OpenedRecord) -> Manifest:
     """Hash every file of an opened submission against its record and manifest.
 

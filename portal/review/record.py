@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,13 +47,6 @@ class RecordedManifest:
     sha256: str
     ciphertext_sha256: str
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "file": self.file,
-            "sha256": self.sha256,
-            "ciphertext_sha256": self.ciphertext_sha256,
-        }
-
 
 @dataclass(frozen=True)
 class OpenedAttachment:
@@ -71,20 +64,6 @@ class OpenedAttachment:
     view_reason: str
     status: str = "verified"
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "path": self.path,
-            "name": self.name,
-            "type": self.type,
-            "file": self.file,
-            "size": self.size,
-            "sha256": self.sha256,
-            "ciphertext_sha256": self.ciphertext_sha256,
-            "view": self.view,
-            "view_reason": self.view_reason,
-            "status": self.status,
-        }
-
     @property
     def verified(self) -> bool:
         return self.status == "verified"
@@ -99,9 +78,6 @@ class LongField:
     size: int
     sha256: str
 
-    def to_json(self) -> dict[str, Any]:
-        return {"field": self.field, "file": self.file, "size": self.size, "sha256": self.sha256}
-
 
 @dataclass(frozen=True)
 class IgnoredPart:
@@ -109,9 +85,6 @@ class IgnoredPart:
 
     path: str
     ciphertext_sha256: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {"path": self.path, "ciphertext_sha256": self.ciphertext_sha256}
 
 
 @dataclass(frozen=True)
@@ -131,20 +104,8 @@ class OpenedRecord:
     ciphertext_sizes: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "format": OPENED_FORMAT,
-            "id": self.id,
-            "opened": self.opened,
-            "received": self.received,
-            "preview": self.preview,
-            "language": self.language,
-            "thread": self.thread,
-            "manifest": self.manifest.to_json(),
-            "attachments": [a.to_json() for a in self.attachments],
-            "long_fields": [f.to_json() for f in self.long_fields],
-            "ignored_empty_parts": [p.to_json() for p in self.ignored_empty_parts],
-            "ciphertext_sizes": dict(self.ciphertext_sizes),
-        }
+        # The members in the order of the fields; tuples are written as JSON lists.
+        return {"format": OPENED_FORMAT, **asdict(self)}
 
     def to_bytes(self) -> bytes:
         return json.dumps(self.to_json(), indent=1).encode()
@@ -290,6 +251,21 @@ def read_record(folder: Path) -> OpenedRecord | None:
     if not isinstance(data, dict) or data.get("format") != OPENED_FORMAT:
         return None
     return OpenedRecord.from_json(data)
+
+
+def require_record(folder: Path) -> OpenedRecord:
+    """The record of a folder `open` wrote.
+
+    Raises:
+        RecordError: the folder has no record of this tool, or a damaged one.
+    """
+    try:
+        record = read_record(folder)
+    except RecordError as exc:
+        raise RecordError(f"{folder / RECORD_NAME} is damaged ({exc})") from None
+    if record is None:
+        raise RecordError(f"{folder} is not a submission opened by `testimony-review open`")
+    return record
 
 
 def opened_ids(out_dir: Path) -> list[str]:

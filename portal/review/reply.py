@@ -25,7 +25,7 @@ from portal.age import X25519Recipient, encrypt
 from portal.conversation import mailbox_name
 from portal.review.failures import OpenFailure
 from portal.review.recheck import check_opened_files
-from portal.review.record import RecordError, read_record
+from portal.review.record import RecordError, require_record
 from portal.review.report import SENT_REPLIES_DIR, SENT_REPLY_FORMAT
 from portal.store import fsync_dir, is_valid_id, write_new_file
 
@@ -45,6 +45,10 @@ class SentReply:
     thread: str
     sha256: str
     size: int
+
+    def file_entry(self) -> dict[str, object]:
+        """The reply file as its custody entry names it."""
+        return {"file": str(self.path), "sha256": self.sha256, "size": self.size}
 
 
 def read_message(path: Path) -> str:
@@ -95,14 +99,11 @@ def write_reply(
         raise ReplyError(f"{submission_id!r} is not a submission id")
     folder = opened_dir / submission_id
     try:
-        record = read_record(folder)
+        record = require_record(folder)
     except RecordError as exc:
-        raise ReplyError(f"{folder}: {exc}; open the submission again") from None
-    if record is None:
         raise ReplyError(
-            f"{folder} is not a submission opened by testimony-review; open it first "
-            "(testimony-review open ... --out {opened_dir})"
-        )
+            f"{exc}; open it first (testimony-review open ... --out {opened_dir})"
+        ) from None
     manifest = check_opened_files(folder, record)
     if manifest.reply_to is None:
         raise ReplyError(

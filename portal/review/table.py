@@ -10,7 +10,6 @@ table only ever holds what was decrypted and verified.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 from collections.abc import Sequence
@@ -18,9 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from portal.manifest import Manifest, ManifestError, parse_manifest
+from portal.manifest import Manifest
 from portal.review.consent import consent_of
-from portal.review.record import MANIFEST_JSON, RECORD_NAME, RecordError, read_record
+from portal.review.failures import Changed
+from portal.review.recheck import read_opened_manifest
+from portal.review.record import RecordError, read_record
 from portal.review.report import write_atomically
 from portal.store import is_valid_id
 
@@ -87,21 +88,11 @@ def read_rows(from_dir: Path) -> list[Row]:
             continue
         try:
             record = read_record(folder)
-        except RecordError as exc:
-            raise TableError(f"{folder / RECORD_NAME} is damaged ({exc})") from None
-        if record is None:
-            continue
-        path = folder / MANIFEST_JSON
-        try:
-            data = path.read_bytes()
-            manifest = parse_manifest(data)
-        except (OSError, ManifestError) as exc:
-            raise TableError(f"{path} cannot be read: {exc}") from None
-        if hashlib.sha256(data).hexdigest() != record.manifest.sha256:
-            raise TableError(
-                f"{path} was changed after it was opened; open the submission again from the "
-                "ciphertext"
-            )
+            if record is None:
+                continue
+            _data, manifest = read_opened_manifest(folder, record)
+        except (RecordError, Changed) as exc:
+            raise TableError(f"{exc}; open the submission again from the ciphertext") from None
         rows.append(Row(manifest))
     if not rows:
         raise TableError(f"no opened submissions in {from_dir}; run `testimony-review open` first")

@@ -19,11 +19,9 @@ from portal.review.cli.context import (
     IntegrityError,
     UsageError,
     UserError,
-    damaged_log,
-    say_head,
+    custody_session,
 )
 from portal.review.custody import (
-    CustodyDamaged,
     Entry,
 )
 from portal.review.forward import collect, write_bundle
@@ -50,50 +48,45 @@ def cmd_forward(ctx: Context, args: argparse.Namespace) -> ExitStatus:
             "or age1... line that `age-keygen` printed for them"
         ) from None
     log = ctx.custody(args.custody)
-    try:
-        with log.session() as session:
-            members, listing = collect(Path(args.source), ids, args.omit_field)
-            decisions = consent.check_folder(
-                Path(args.source), ids, args.omit_field, args.override_consent
+    with custody_session(ctx, log, "Nothing was sent.") as session:
+        members, listing = collect(Path(args.source), ids, args.omit_field)
+        decisions = consent.check_folder(
+            Path(args.source), ids, args.omit_field, args.override_consent
+        )
+        entries = log.entries_for(set(ids))
+        if missing := sorted(set(ids) - _logged_ids(entries)):
+            raise IntegrityError(
+                f"the custody log {log.path} has no entry for the opening of "
+                f"{', '.join(missing)}: it is not the log they were opened with, or it "
+                "was emptied. Nothing was sent. Give the right log with --custody"
             )
-            entries = log.entries_for(set(ids))
-            if missing := sorted(set(ids) - _logged_ids(entries)):
-                raise IntegrityError(
-                    f"the custody log {log.path} has no entry for the opening of "
-                    f"{', '.join(missing)}: it is not the log they were opened with, or it "
-                    "was emptied. Nothing was sent. Give the right log with --custody"
-                )
-            result = write_bundle(
-                Path(args.out),
-                members,
-                recipient,
-                custody_lines=entries,
-                submission_ids=ids,
-                omit_fields=args.omit_field,
-                mtime=int(time.time()) // 86400 * 86400,
-                consent_note=consent.bundle_note(decisions),
-                consent_records=[d.as_record() for d in decisions],
-            )
-            session.append(
-                "forward",
-                ctx.reviewer(args.reviewer),
-                submissions=sorted(set(ids)),
-                recipient=str(recipient),
-                bundle={"file": str(result.path), "sha256": result.sha256, "size": result.size},
-                omitted_fields=sorted(set(args.omit_field)),
-                files=listing,
-                consent=[d.as_record() for d in decisions],
-            )
-            say_head(ctx, session)
-    except CustodyDamaged as exc:
-        raise damaged_log(exc, "Nothing was sent.") from None
-    print(result.path, file=ctx.stdout, flush=True)
-    ctx.err(
+        result = write_bundle(
+            Path(args.out),
+            members,
+            recipient,
+            custody_lines=entries,
+            submission_ids=ids,
+            omit_fields=args.omit_field,
+            mtime=int(time.time()) // 86400 * 86400,
+            consent_note=consent.bundle_note(decisions),
+            consent_records=[d.as_record() for d in decisions],
+        )
+        session.append(
+            "forward",
+            ctx.reviewer(args.reviewer),
+            submissions=sorted(set(ids)),
+            recipient=str(recipient),
+            bundle=result.file_entry(),
+            omitted_fields=sorted(set(args.omit_field)),
+            files=listing,
+            consent=[d.as_record() for d in decisions],
+        )
+    return ctx.done(
+        result.path,
         f"Wrote {result.path} ({human_size(result.size)}, SHA-256 {result.sha256}) for {recipient}."
         "\nThe partner opens it with:  age -d -i THEIR-KEY -o bundle.tar FILE && tar -xf bundle.tar"
-        "\nand checks it with:  sha256sum -c SHA256SUMS"
+        "\nand checks it with:  sha256sum -c SHA256SUMS",
     )
-    return ExitStatus.OK
 
 
 def cmd_table(ctx: Context, args: argparse.Namespace) -> ExitStatus:

@@ -86,11 +86,10 @@ def cmd_keygen(ctx: Context, args: argparse.Namespace) -> ExitStatus:
         identity = MLKEM768X25519Identity.generate()
         kind, prefix, placement = "post-quantum mlkem768x25519", "age1pq1...", _PQ_PLACEMENT
     how = _write_identity(ctx, args, identity, "created")
-    print(identity.recipient, file=ctx.stdout, flush=True)
-    ctx.err(
-        _ROTATION_HELP.format(out=args.out, how=how, kind=kind, prefix=prefix, placement=placement)
+    return ctx.done(
+        identity.recipient,
+        _ROTATION_HELP.format(out=args.out, how=how, kind=kind, prefix=prefix, placement=placement),
     )
-    return ExitStatus.OK
 
 
 def cmd_key_backup(ctx: Context, args: argparse.Namespace) -> ExitStatus:
@@ -119,13 +118,12 @@ def cmd_key_backup(ctx: Context, args: argparse.Namespace) -> ExitStatus:
         path = paths[index - 1]
         keys.write_new_file(path, sheet.encode("utf-8"))
         written.append(path)
-    print(identity.recipient, file=ctx.stdout, flush=True)
-    ctx.err(
+    return ctx.done(
+        identity.recipient,
         f"Wrote {len(written)} share sheets to {out_dir}; any {args.threshold} of them restore "
         "the key.\nPrint each sheet, give one to each trustee, check the printouts, then "
-        f"securely delete the files in {out_dir} (they are the key, in pieces)."
+        f"securely delete the files in {out_dir} (they are the key, in pieces).",
     )
-    return ExitStatus.OK
 
 
 def _typed_shares(ctx: Context) -> list[shares.ShareInput]:
@@ -163,9 +161,8 @@ def cmd_key_restore(ctx: Context, args: argparse.Namespace) -> ExitStatus:
         inputs = _typed_shares(ctx)
     identity = shares.combine_shares(inputs)
     how = _write_identity(ctx, args, identity, "restored from backup shares")
-    print(identity.recipient, file=ctx.stdout, flush=True)
-    ctx.err(
+    return ctx.done(
+        identity.recipient,
         f"Restored the identity into {args.out} ({how}). Its public key, printed above, "
-        "matches the one on the sheets."
+        "matches the one on the sheets.",
     )
-    return ExitStatus.OK

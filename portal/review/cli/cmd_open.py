@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import threading
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import TextIO
 
@@ -14,12 +15,10 @@ from portal.review.cli.context import (
     Context,
     IntegrityError,
     UserError,
-    damaged_log,
-    say_head,
+    custody_session,
     unlock_source,
 )
 from portal.review.custody import (
-    CustodyDamaged,
     LoggedFile,
 )
 from portal.review.opening import Opener
@@ -81,46 +80,39 @@ def cmd_open(ctx: Context, args: argparse.Namespace) -> ExitStatus:
     )
     out = Path(args.out)
     progress = _Progress(ctx.stderr, enabled=ctx.stderr.isatty() and not args.quiet)
-    try:
-        with log.session() as session:
-            opened_before = opened_ids(out)
-            if session.count == 0 and opened_before:
-                raise IntegrityError(
-                    f"{out} holds {len(opened_before)} opened submission(s), but the custody "
-                    f"log {log.path} is missing or empty: it was deleted, emptied or is not "
-                    "the log they were opened with. Nothing was opened. Give the right log "
-                    "with --custody, restore it from your backup, or open into a new --out "
-                    "folder"
-                )
-
-            def log_opened(record: OpenedRecord) -> None:
-                session.append(
-                    "open",
-                    reviewer,
-                    submission=record.id,
-                    output=str(out / record.id),
-                    manifest=record.manifest.to_json(),
-                    attachments=[
-                        LoggedFile(e.path, e.file, e.size, e.sha256, e.ciphertext_sha256).to_json()
-                        for e in record.attachments
-                    ],
-                )
-
-            opener = Opener(
-                out,
-                identities,
-                say=progress.say,
-                on_bytes=progress.on_bytes,
-                on_opened=log_opened,
-                jobs=args.jobs,
+    with custody_session(ctx, log, "Nothing was opened.", head_on_error=True) as session:
+        opened_before = opened_ids(out)
+        if session.count == 0 and opened_before:
+            raise IntegrityError(
+                f"{out} holds {len(opened_before)} opened submission(s), but the custody "
+                f"log {log.path} is missing or empty: it was deleted, emptied or is not "
+                "the log they were opened with. Nothing was opened. Give the right log "
+                "with --custody, restore it from your backup, or open into a new --out "
+                "folder"
             )
-            try:
-                result = opener.open_all(Path(args.src))
-            finally:
-                if session.count:
-                    say_head(ctx, session)
-    except CustodyDamaged as exc:
-        raise damaged_log(exc, "Nothing was opened.") from None
+
+        def log_opened(record: OpenedRecord) -> None:
+            session.append(
+                "open",
+                reviewer,
+                submission=record.id,
+                output=str(out / record.id),
+                manifest=asdict(record.manifest),
+                attachments=[
+                    asdict(LoggedFile(e.path, e.file, e.size, e.sha256, e.ciphertext_sha256))
+                    for e in record.attachments
+                ],
+            )
+
+        opener = Opener(
+            out,
+            identities,
+            say=progress.say,
+            on_bytes=progress.on_bytes,
+            on_opened=log_opened,
+            jobs=args.jobs,
+        )
+        result = opener.open_all(Path(args.src))
     ctx.err(
         f"{len(result.opened)} opened, {len(result.skipped)} already opened (every hash "
         f"checked again), {len(result.failed)} NOT opened. Overview: {result.index_path}"

@@ -10,11 +10,7 @@ from portal.review.cli.context import (
     Context,
     IntegrityError,
     UserError,
-    damaged_log,
-    say_head,
-)
-from portal.review.custody import (
-    CustodyDamaged,
+    custody_session,
 )
 from portal.review.failures import OpenFailure
 from portal.review.report import human_size
@@ -28,29 +24,24 @@ def cmd_reply(ctx: Context, args: argparse.Namespace) -> ExitStatus:
     except ReplyError as exc:
         raise UserError(str(exc)) from None
     log = ctx.custody(args.custody)
-    try:
-        with log.session() as session:
-            try:
-                sent = write_reply(Path(args.source), args.id, message, Path(args.out))
-            except ReplyError as exc:
-                raise UserError(str(exc)) from None
-            except OpenFailure as exc:
-                raise IntegrityError(f"{args.id}: {exc}. Nothing was written") from None
-            session.append(
-                "reply",
-                ctx.reviewer(args.reviewer),
-                submission=args.id,
-                thread=sent.thread,
-                mailbox=sent.mailbox,
-                reply={"file": str(sent.path), "sha256": sent.sha256, "size": sent.size},
-            )
-            say_head(ctx, session)
-    except CustodyDamaged as exc:
-        raise damaged_log(exc, "The reply was written but not logged.") from None
-    print(sent.path, file=ctx.stdout, flush=True)
-    ctx.err(
+    with custody_session(ctx, log, "The reply was written but not logged.") as session:
+        try:
+            sent = write_reply(Path(args.source), args.id, message, Path(args.out))
+        except ReplyError as exc:
+            raise UserError(str(exc)) from None
+        except OpenFailure as exc:
+            raise IntegrityError(f"{args.id}: {exc}. Nothing was written") from None
+        session.append(
+            "reply",
+            ctx.reviewer(args.reviewer),
+            submission=args.id,
+            thread=sent.thread,
+            mailbox=sent.mailbox,
+            reply=sent.file_entry(),
+        )
+    return ctx.done(
+        sent.path,
         f"Wrote the reply for {args.id} to {sent.path} ({human_size(sent.size)}), encrypted "
         "to the witness alone. Carry the whole outbox folder to the server and run "
-        f"`testimony-portal import-replies {args.out}` there."
+        f"`testimony-portal import-replies {args.out}` there.",
     )
-    return ExitStatus.OK

@@ -94,9 +94,9 @@ def cmd_verify(ctx: Context, args: argparse.Namespace) -> ExitStatus:
             problem = _verify_one(folder, custody, source)
         if problem:
             bad += 1
-            print(f"CHANGED {submission_id}: {problem}", file=ctx.stdout, flush=True)
+            ctx.out(f"CHANGED {submission_id}: {problem}")
         else:
-            print(f"ok {submission_id}", file=ctx.stdout, flush=True)
+            ctx.out(f"ok {submission_id}")
     for path in leftovers(out):
         ctx.err(
             f"note: {path} was left by an interrupted `open` (it may hold plaintext); the "
@@ -118,7 +118,7 @@ def cmd_custody_verify(ctx: Context, args: argparse.Namespace) -> ExitStatus:
         result = log.verify(expect_head=args.expect_head)
     except CustodyError as exc:
         raise IntegrityError(str(exc)) from None
-    print(f"ok: {result.count} entries, head {result.head}", file=ctx.stdout)
+    ctx.out(f"ok: {result.count} entries, head {result.head}")
     if args.expect_head:
         later = result.count - (result.expected_head_line or 0)
         ctx.err(f"The recorded head is entry {result.expected_head_line}; {later} entries since.")

@@ -1,25 +1,24 @@
-"""What every command shares: the invocation's streams and environment, the errors
-the dispatcher turns into exit statuses, passphrase sources and custody-log messages."""
+"""What every command shares: the invocation, and the errors `main` turns into exit statuses.
+
+`Context` holds the streams and environment of one run and is the only way
+a command prints; the custody-log session, passphrase sources and the
+messages about the log's head live here too, so each command says them the
+same way.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import getpass
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TextIO
 
-from portal.review.custody import (
-    CustodyError,
-    CustodyLog,
-    Session,
-)
+from portal.exitstatus import ExitStatus
+from portal.review.custody import CustodyDamaged, CustodyError, CustodyLog, Session
 
 PROG = "testimony-review"
-
-
 CUSTODY_ENV = "TESTIMONY_REVIEW_CUSTODY"
-
-
 REVIEWER_ENV = "TESTIMONY_REVIEW_REVIEWER"
 
 
@@ -48,6 +47,16 @@ class Context:
 
     def err(self, message: str) -> None:
         print(message, file=self.stderr, flush=True)
+
+    def out(self, line: object) -> None:
+        """One line of the command's result (a key, a path, a verdict) on standard output."""
+        print(line, file=self.stdout, flush=True)
+
+    def done(self, result: object, note: str) -> ExitStatus:
+        """Print the result line, then what to do with it; the command succeeded."""
+        self.out(result)
+        self.err(note)
+        return ExitStatus.OK
 
     def interactive(self) -> bool:
         return self.stdin.isatty()
@@ -108,6 +117,30 @@ def damaged_log(exc: CustodyError, nothing: str) -> IntegrityError:
         "log from your backup, or start a new one with --custody NEW-FILE (and a new --out "
         "folder for `open`)"
     )
+
+
+@contextlib.contextmanager
+def custody_session(
+    ctx: Context, log: CustodyLog, nothing: str, *, head_on_error: bool = False
+) -> Iterator[Session]:
+    """The custody log, locked and verified for this run; its new head is said at the end.
+
+    `nothing` says what a damaged log means for the run ("Nothing was sent.").
+    With `head_on_error`, the head is said also when the run fails, because
+    entries written before the failure stay in the log.
+    """
+    try:
+        with log.session() as session:
+            try:
+                yield session
+            except BaseException:
+                if head_on_error and session.count:
+                    say_head(ctx, session)
+                raise
+            if session.count:
+                say_head(ctx, session)
+    except CustodyDamaged as exc:
+        raise damaged_log(exc, nothing) from None
 
 
 def say_head(ctx: Context, session: Session) -> None:

@@ -10,11 +10,13 @@ without help.
 from __future__ import annotations
 
 import argparse
-from typing import NoReturn
+from collections.abc import Callable
+from typing import NoReturn, TypeAlias
 
+from portal.exitstatus import ExitStatus
 from portal.review import table
 from portal.review.cli import cmd_forward, cmd_keys, cmd_open, cmd_reply, cmd_verify
-from portal.review.cli.context import CUSTODY_ENV, PROG, REVIEWER_ENV, UsageError
+from portal.review.cli.context import CUSTODY_ENV, PROG, REVIEWER_ENV, Context, UsageError
 from portal.store import is_valid_id
 
 
@@ -28,6 +30,12 @@ class Parser(argparse.ArgumentParser):
             # About one id in 64 made before new ids stopped starting with "-".
             hint = "a submission id that starts with `-` goes after `--`, or as --id=ID; " + hint
         raise UsageError(f"{self.prog}: error: {message} ({hint})")
+
+
+# A string: argparse does not make its subparsers action generic at run time.
+_SubCommands: TypeAlias = "argparse._SubParsersAction[Parser]"
+# What a subcommand runs: it returns the exit status and prints through the context.
+Handler = Callable[[Context, argparse.Namespace], ExitStatus]
 
 
 # ---------------------------------------------------------------- shared options
@@ -75,8 +83,9 @@ def add_passphrase_file(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_new_key_options(parser: argparse.ArgumentParser) -> None:
-    """How a new identity file is protected: --passphrase-file or --no-passphrase."""
+def add_new_identity(parser: argparse.ArgumentParser) -> None:
+    """The identity file a command creates, and how it is protected."""
+    add_out(parser, "FILE", "identity file to create")
     group = parser.add_mutually_exclusive_group()
     group.add_argument(
         "--passphrase-file", metavar="F", help="read the new passphrase from the first line of F"
@@ -98,11 +107,17 @@ def add_from(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_ids(parser: argparse.ArgumentParser, what: str) -> None:
+def add_ids(parser: argparse.ArgumentParser, what: str, *, single: bool = False) -> None:
+    """Submission ids as arguments (one with `single`), and where one starting with `-` goes."""
+    if single:
+        parser.add_argument("id", metavar="ID", help=what)
+        parser.epilog = "An ID that starts with `-` goes after `--`."
+        return
     parser.add_argument("ids", nargs="*", metavar="ID", help=what)
     parser.add_argument(
         "--id", action="append", default=[], metavar="ID", help="a submission id (repeatable)"
     )
+    parser.epilog = parser.epilog or "An ID that starts with `-` goes after `--` or as --id=-ID."
 
 
 def add_expect_head(parser: argparse.ArgumentParser) -> None:
@@ -116,23 +131,44 @@ def add_expect_head(parser: argparse.ArgumentParser) -> None:
 # ---------------------------------------------------------------- commands
 
 
-def _add_key_commands(sub: argparse._SubParsersAction[Parser]) -> None:
-    keygen = sub.add_parser("keygen", help="create a new reviewer identity (key pair)")
-    add_out(keygen, "FILE", "identity file to create")
+def _command(
+    sub: _SubCommands,
+    name: str,
+    summary: str,
+    handler: Handler,
+    *,
+    epilog: str | None = None,
+) -> Parser:
+    """A subcommand that runs `handler`: its help line, and the note after its options."""
+    command = sub.add_parser(name, help=summary, epilog=epilog)
+    command.set_defaults(handler=handler)
+    return command
+
+
+def _group(sub: _SubCommands, name: str, summary: str, metavar: str) -> _SubCommands:
+    """A subcommand that only holds subcommands (`key`, `custody`)."""
+    group = sub.add_parser(name, help=summary)
+    return group.add_subparsers(
+        dest=f"{name}_command", metavar=metavar, required=True, parser_class=Parser
+    )
+
+
+def _add_key_commands(sub: _SubCommands) -> None:
+    keygen = _command(
+        sub, "keygen", "create a new reviewer identity (key pair)", cmd_keys.cmd_keygen
+    )
+    add_new_identity(keygen)
     keygen.add_argument(
         "--classic",
         action="store_true",
         help="make a classic X25519 key (age1...) instead of a post-quantum one (age1pq1...), "
         "for partners whose age tools are older than 1.3",
     )
-    add_new_key_options(keygen)
-    keygen.set_defaults(handler=cmd_keys.cmd_keygen)
 
-    key = sub.add_parser("key", help="paper backup of an identity: backup, restore")
-    key_sub = key.add_subparsers(
-        dest="key_command", metavar="{backup,restore}", required=True, parser_class=Parser
+    key_sub = _group(sub, "key", "paper backup of an identity: backup, restore", "{backup,restore}")
+    backup = _command(
+        key_sub, "backup", "split an identity into trustee share sheets", cmd_keys.cmd_key_backup
     )
-    backup = key_sub.add_parser("backup", help="split an identity into trustee share sheets")
     add_identity(backup, repeatable=False)
     add_out(backup, "DIR", "folder for the sheets")
     backup.add_argument(
@@ -146,21 +182,22 @@ def _add_key_commands(sub: argparse._SubParsersAction[Parser]) -> None:
         help="how many sheets restore the key (default 3)",
     )
     add_passphrase_file(backup)
-    backup.set_defaults(handler=cmd_keys.cmd_key_backup)
-    restore = key_sub.add_parser("restore", help="rebuild an identity from share sheets")
-    add_out(restore, "FILE", "identity file to create")
+    restore = _command(
+        key_sub, "restore", "rebuild an identity from share sheets", cmd_keys.cmd_key_restore
+    )
+    add_new_identity(restore)
     restore.add_argument(
         "sheets",
         nargs="*",
         metavar="SHEET",
         help="share sheet files (or type the words when asked)",
     )
-    add_new_key_options(restore)
-    restore.set_defaults(handler=cmd_keys.cmd_key_restore)
 
 
-def _add_open(sub: argparse._SubParsersAction[Parser]) -> None:
-    opener = sub.add_parser("open", help="decrypt and verify submissions into a folder")
+def _add_open(sub: _SubCommands) -> None:
+    opener = _command(
+        sub, "open", "decrypt and verify submissions into a folder", cmd_open.cmd_open
+    )
     opener.add_argument(
         "src",
         metavar="SRC",
@@ -176,13 +213,14 @@ def _add_open(sub: argparse._SubParsersAction[Parser]) -> None:
         help="decrypt N files at a time (default: the number of CPUs)",
     )  # fmt: skip
     opener.add_argument("--quiet", "-q", action="store_true", help="no progress display")
-    opener.set_defaults(handler=cmd_open.cmd_open)
 
 
-def _add_forward_and_table(sub: argparse._SubParsersAction[Parser]) -> None:
-    forward = sub.add_parser(
+def _add_forward_and_table(sub: _SubCommands) -> None:
+    forward = _command(
+        sub,
         "forward",
-        help="send opened submissions to a partner, encrypted",
+        "send opened submissions to a partner, encrypted",
+        cmd_forward.cmd_forward,
         epilog="An ID that starts with `-` goes after `--` (forward --from DIR ... -- -ID) "
         "or as --id=-ID.",
     )
@@ -210,11 +248,12 @@ def _add_forward_and_table(sub: argparse._SubParsersAction[Parser]) -> None:
     )
     add_custody(forward)
     add_reviewer(forward)
-    forward.set_defaults(handler=cmd_forward.cmd_forward)
 
-    tabler = sub.add_parser(
+    tabler = _command(
+        sub,
         "table",
-        help="write the answers of all opened submissions as CSV or JSON Lines, one row each",
+        "write the answers of all opened submissions as CSV or JSON Lines, one row each",
+        cmd_forward.cmd_table,
     )
     add_from(tabler)
     add_out(tabler, "FILE", "the table to write")
@@ -224,16 +263,16 @@ def _add_forward_and_table(sub: argparse._SubParsersAction[Parser]) -> None:
         default="csv",
         help="csv (UTF-8 with BOM, for spreadsheets; default) or jsonl (one JSON object a line)",
     )
-    tabler.set_defaults(handler=cmd_forward.cmd_table)
 
 
-def _add_reply(sub: argparse._SubParsersAction[Parser]) -> None:
-    replier = sub.add_parser(
+def _add_reply(sub: _SubCommands) -> None:
+    replier = _command(
+        sub,
         "reply",
-        help="write a reply to a witness, encrypted to them, into an outbox for the server",
-        epilog="An ID that starts with `-` goes after `--`.",
+        "write a reply to a witness, encrypted to them, into an outbox for the server",
+        cmd_reply.cmd_reply,
     )
-    replier.add_argument("id", metavar="ID", help="the submission to answer")
+    add_ids(replier, "the submission to answer", single=True)
     add_from(replier)
     replier.add_argument(
         "--message-file",
@@ -244,14 +283,14 @@ def _add_reply(sub: argparse._SubParsersAction[Parser]) -> None:
     add_out(replier, "OUTBOX", "the outbox folder (may exist already)")
     add_custody(replier)
     add_reviewer(replier)
-    replier.set_defaults(handler=cmd_reply.cmd_reply)
 
 
-def _add_verify(sub: argparse._SubParsersAction[Parser]) -> None:
-    verifier = sub.add_parser(
+def _add_verify(sub: _SubCommands) -> None:
+    verifier = _command(
+        sub,
         "verify",
-        help="hash an opened folder again against its manifests and the custody log",
-        epilog="An ID that starts with `-` goes after `--` or as --id=-ID.",
+        "hash an opened folder again against its manifests and the custody log",
+        cmd_verify.cmd_verify,
     )
     verifier.add_argument("dir", metavar="DIR", help="the folder written by `open`")
     add_ids(verifier, "only these submissions (default: all in DIR)")
@@ -260,16 +299,13 @@ def _add_verify(sub: argparse._SubParsersAction[Parser]) -> None:
     )
     add_custody(verifier)
     add_expect_head(verifier)
-    verifier.set_defaults(handler=cmd_verify.cmd_verify)
 
-    custody = sub.add_parser("custody", help="the chain-of-custody log")
-    custody_sub = custody.add_subparsers(
-        dest="custody_command", metavar="{verify}", required=True, parser_class=Parser
+    custody_sub = _group(sub, "custody", "the chain-of-custody log", "{verify}")
+    verify = _command(
+        custody_sub, "verify", "check the log's hash chain", cmd_verify.cmd_custody_verify
     )
-    verify = custody_sub.add_parser("verify", help="check the log's hash chain")
     add_custody(verify)
     add_expect_head(verify)
-    verify.set_defaults(handler=cmd_verify.cmd_custody_verify)
 
 
 def build_parser() -> Parser:
