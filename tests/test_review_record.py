@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from portal.age import X25519Identity
-from portal.review.failures import Changed, Conflict, NoKey, OpenFailure, Tampered
-from portal.review.opening import Opener, Status
+from portal.review.opening import Opener
+from portal.review.outcomes import Changed, Conflict, NoKey, OpenFailure, Status, Tampered
 from portal.review.record import (
     OPENED_FORMAT,
     RECORD_NAME,

@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 from typing import BinaryIO
 
-from portal.review.failures import Tampered
+from portal.review.outcomes import Tampered
 from portal.store import MANIFEST_NAME, StoreError, is_valid_id, submission_files
 
 PARTIAL_PREFIX = ".partial-"

@@ -37,7 +37,7 @@ from typing import Any, BinaryIO, cast
 
 from portal.age import PublicKey, Writer
 from portal.review.custody import Entry
-from portal.review.failures import Changed
+from portal.review.outcomes import Changed
 from portal.review.recheck import read_opened_manifest
 from portal.review.record import MANIFEST_JSON, RECORD_NAME, RecordError, require_record
 from portal.store import is_valid_id

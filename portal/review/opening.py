@@ -20,7 +20,6 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
@@ -51,7 +50,7 @@ from portal.review.discovery import (
     open_ciphertext,
     remove_tree,
 )
-from portal.review.failures import Conflict, NoKey, OpenFailure, Tampered, Unexpected
+from portal.review.outcomes import Conflict, NoKey, OpenFailure, Status, Tampered, Unexpected
 from portal.review.recheck import changed_since, check_ciphertext, check_opened_files
 from portal.review.record import (
     MANIFEST_JSON,
@@ -82,14 +81,6 @@ _READ_SIZE = 1 << 20
 SayFn = Callable[[str], None]
 BytesFn = Callable[[int], None]
 OpenedFn = Callable[[OpenedRecord], None]
-
-
-class Status(StrEnum):
-    """What a run did with one submission."""
-
-    OPENED = "opened"
-    ALREADY_OPENED = "already opened"
-    FAILED = "failed"
 
 
 @dataclass
@@ -276,8 +267,7 @@ class Opener:
             raise
         result.outcomes.sort(key=lambda o: o.submission_id)
         failures = {o.submission_id: f"{o.kind}: {o.reason}" for o in result.failed}
-        checked = {o.submission_id: "opened" for o in result.opened}
-        checked.update((o.submission_id, "verified") for o in result.skipped)
+        checked = {o.submission_id: o.status for o in [*result.opened, *result.skipped]}
         result.index_path = report.write_index(
             self.out_dir, load_opened(self.out_dir), failures, checked
         )
@@ -599,6 +589,5 @@ __all__ = [
     "OpenReport",
     "Opener",
     "Outcome",
-    "Status",
     "load_opened",
 ]

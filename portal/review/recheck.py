@@ -13,7 +13,7 @@ from pathlib import Path
 
 from portal.manifest import Manifest, ManifestError, parse_manifest
 from portal.review.discovery import listed_files, open_ciphertext
-from portal.review.failures import Changed
+from portal.review.outcomes import Changed
 from portal.review.record import MANIFEST_JSON, RECORD_NAME, OpenedRecord
 
 _READ_SIZE = 1 << 20

@@ -23,7 +23,7 @@ from typing import Any
 
 from portal.age import X25519Recipient, encrypt
 from portal.conversation import mailbox_name
-from portal.review.failures import OpenFailure
+from portal.review.outcomes import OpenFailure
 from portal.review.recheck import check_opened_files
 from portal.review.record import RecordError, require_record
 from portal.review.report import SENT_REPLIES_DIR, SENT_REPLY_FORMAT

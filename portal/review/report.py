@@ -29,6 +29,7 @@ from portal.manifest import (
     parse_sealed_questionnaire,
 )
 from portal.review import inert
+from portal.review.outcomes import Status
 from portal.review.record import MANIFEST_JSON, LongField, OpenedAttachment, OpenedRecord
 
 PREVIEW_CHARS = 280
@@ -134,13 +135,13 @@ def _attachment_link(entry: OpenedAttachment, prefix: str, number: int) -> str:
     return f'{label} <span class="note">({esc(reason)})</span>'
 
 
-def _status(entry: OpenedAttachment, state: str | None = "opened") -> str:
+def _status(entry: OpenedAttachment, state: Status | None = Status.OPENED) -> str:
     """The integrity status to show: `state` is what this run found for the submission."""
     if state is None:
         return '<span class="note">not checked in this run</span>'
-    if state not in ("opened", "verified") or not entry.verified:
+    if state not in (Status.OPENED, Status.ALREADY_OPENED) or not entry.verified:
         return '<span class="bad">NOT verified</span>'
-    if state == "opened":
+    if state == Status.OPENED:
         return '<span class="ok">SHA-256 verified when opened</span>'
     return '<span class="ok">SHA-256 verified</span>'
 
@@ -345,14 +346,14 @@ def _by_thread(
 def render_index(
     entries: Sequence[tuple[OpenedRecord, Mapping[str, Any]]],
     failures: Mapping[str, str],
-    checked: Mapping[str, str] | None = None,
+    checked: Mapping[str, Status] | None = None,
     replies: Mapping[str, Sequence[Mapping[str, str]]] | None = None,
 ) -> str:
     """The overview of every opened submission, newest first, and this run's failures.
 
-    `checked` says, per submission id, what this run found: "opened" (just
-    decrypted and verified) or "verified" (opened before, every hash checked
-    again now). Other submissions are shown as not checked in this run.
+    `checked` says, per submission id, what this run found: OPENED (just
+    decrypted and verified) or ALREADY_OPENED (opened before, every hash
+    checked again now). Other submissions are shown as not checked in this run.
     """
     checked = checked or {}
     replies = replies or {}
@@ -388,7 +389,7 @@ def render_index(
 def _index_row(
     record: OpenedRecord,
     manifest: Mapping[str, Any],
-    checked: Mapping[str, str],
+    checked: Mapping[str, Status],
     failures: Mapping[str, str],
 ) -> str:
     submission_id = record.id
@@ -396,7 +397,7 @@ def _index_row(
     testimony = str((manifest.get("fields") or {}).get("testimony", ""))
     state = checked.get(submission_id)
     if submission_id in failures:
-        state = "failed"
+        state = Status.FAILED
     files = []
     for number, entry in enumerate(record.attachments, start=1):
         files.append(
@@ -437,7 +438,7 @@ def write_index(
     out_dir: Path,
     entries: Iterable[tuple[OpenedRecord, Mapping[str, Any]]],
     failures: Mapping[str, str],
-    checked: Mapping[str, str] | None = None,
+    checked: Mapping[str, Status] | None = None,
 ) -> Path:
     path = out_dir / INDEX_NAME
     replies = load_sent_replies(out_dir)

@@ -19,7 +19,7 @@ from typing import Any
 
 from portal.manifest import Manifest
 from portal.review.consent import consent_of
-from portal.review.failures import Changed
+from portal.review.outcomes import Changed
 from portal.review.recheck import read_opened_manifest
 from portal.review.record import RecordError, read_record
 from portal.review.report import write_atomically

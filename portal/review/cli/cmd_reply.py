@@ -12,7 +12,7 @@ from portal.review.cli.context import (
     UserError,
     custody_session,
 )
-from portal.review.failures import OpenFailure
+from portal.review.outcomes import OpenFailure
 from portal.review.report import human_size
 
 

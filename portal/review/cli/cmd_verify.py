@@ -18,7 +18,7 @@ from portal.review.custody import (
     Opening,
 )
 from portal.review.discovery import find_submissions, leftovers
-from portal.review.failures import OpenFailure
+from portal.review.outcomes import OpenFailure
 from portal.review.recheck import check_ciphertext, check_opened_files
 from portal.review.record import (
     MANIFEST_JSON,

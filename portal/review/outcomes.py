@@ -1,4 +1,4 @@
-"""Why a submission was not opened (or no longer verifies): one exception class per kind.
+"""What a run did with each submission: a Status, and for a failure one exception class per kind.
 
 Callers tell the kinds apart with `isinstance`; each class carries the label
 the tool prints and whether it is evidence of tampering (which makes the
@@ -6,6 +6,17 @@ command exit with `ExitStatus.INTEGRITY`).
 """
 
 from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Status(StrEnum):
+    """What a run did with one submission; the index page shows it beside each file."""
+
+    OPENED = "opened"
+    # Opened by an earlier run; every hash was checked again in this one.
+    ALREADY_OPENED = "already opened"
+    FAILED = "failed"
 
 
 class OpenFailure(Exception):
