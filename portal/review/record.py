@@ -277,3 +277,54 @@ def opened_ids(out_dir: Path) -> list[str]:
         for entry in os.scandir(out_dir)
         if is_valid_id(entry.name) and (Path(entry.path) / RECORD_NAME).is_file()
     )
+
+
+# ---------------------------------------------------------------- sent replies
+
+# Copies of the replies sent with `testimony-review reply`, one JSON file each
+# in `DIR/replies/`, so the index shows each conversation with its replies.
+SENT_REPLIES_DIR = "replies"
+SENT_REPLY_FORMAT = "testimony-review/sent-reply/1"
+
+
+@dataclass(frozen=True)
+class ReplyCopy:
+    """The reviewer's copy of one reply: what was sent to which conversation, and when."""
+
+    submission: str
+    thread: str
+    sent: str
+    message: str
+    ciphertext_sha256: str
+
+    def to_bytes(self) -> bytes:
+        document = {"format": SENT_REPLY_FORMAT, **asdict(self)}
+        return json.dumps(document, ensure_ascii=False, indent=1).encode("utf-8")
+
+
+def load_sent_replies(out_dir: Path) -> dict[str, list[ReplyCopy]]:
+    """The replies sent from this folder, by thread, oldest first; unreadable copies skipped."""
+    folder = out_dir / SENT_REPLIES_DIR
+    found: dict[str, list[ReplyCopy]] = {}
+    if folder.is_symlink() or not folder.is_dir():
+        return found
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        if not entry.name.endswith(".json") or not entry.is_file(follow_symlinks=False):
+            continue
+        try:
+            copy = _Reader(json.loads(Path(entry.path).read_bytes()), entry.name)
+            if copy.text("format") != SENT_REPLY_FORMAT:
+                continue
+            reply = ReplyCopy(
+                submission=copy.text("submission"),
+                thread=copy.text("thread"),
+                sent=copy.text("sent"),
+                message=copy.text("message"),
+                ciphertext_sha256=copy.text("ciphertext_sha256", default=""),
+            )
+        except (OSError, ValueError, RecordError):
+            continue
+        found.setdefault(reply.thread, []).append(reply)
+    for replies in found.values():
+        replies.sort(key=lambda r: r.sent)
+    return found

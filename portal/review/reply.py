@@ -16,17 +16,14 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from portal.age import X25519Recipient, encrypt
 from portal.conversation import mailbox_name
 from portal.review.outcomes import OpenFailure
 from portal.review.recheck import check_opened_files
-from portal.review.record import RecordError, require_record
-from portal.review.report import SENT_REPLIES_DIR, SENT_REPLY_FORMAT
+from portal.review.record import SENT_REPLIES_DIR, RecordError, ReplyCopy, require_record
 from portal.store import fsync_dir, is_valid_id, write_new_file
 
 # The server refuses reply files over 256 KiB; a message this long in any
@@ -122,18 +119,8 @@ def write_reply(
     sent = (today or dt.datetime.now(dt.UTC).date()).isoformat()
     copies = opened_dir / SENT_REPLIES_DIR
     copies.mkdir(mode=0o700, exist_ok=True)
-    copy: dict[str, Any] = {
-        "format": SENT_REPLY_FORMAT,
-        "submission": submission_id,
-        "thread": manifest.thread,
-        "sent": sent,
-        "message": message,
-        "ciphertext_sha256": digest,
-    }
-    _write_new(
-        copies / f"{digest[:32]}.json",
-        json.dumps(copy, ensure_ascii=False, indent=1).encode("utf-8"),
-    )
+    copy = ReplyCopy(submission_id, manifest.thread, sent, message, digest)
+    _write_new(copies / f"{digest[:32]}.json", copy.to_bytes())
     return SentReply(
         path=target, mailbox=mailbox, thread=manifest.thread, sha256=digest, size=len(ciphertext)
     )

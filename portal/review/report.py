@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
-import json
 import os
 import re
 import secrets
@@ -30,14 +29,18 @@ from portal.manifest import (
 )
 from portal.review import inert
 from portal.review.outcomes import Status
-from portal.review.record import MANIFEST_JSON, LongField, OpenedAttachment, OpenedRecord
+from portal.review.record import (
+    MANIFEST_JSON,
+    LongField,
+    OpenedAttachment,
+    OpenedRecord,
+    ReplyCopy,
+    load_sent_replies,
+)
 
 PREVIEW_CHARS = 280
 INDEX_NAME = "index.html"
 PAGE_NAME = "testimony.html"
-# Copies of the replies sent with `testimony-review reply`, one JSON file each.
-SENT_REPLIES_DIR = "replies"
-SENT_REPLY_FORMAT = "testimony-review/sent-reply/1"
 
 _STYLE = """
 body { font: 15px/1.5 system-ui, sans-serif; margin: 2em auto; max-width: 72em; padding: 0 1em;
@@ -291,32 +294,7 @@ def _preview(text: str) -> str:
     return text if len(text) <= PREVIEW_CHARS else text[:PREVIEW_CHARS] + "…"
 
 
-def load_sent_replies(out_dir: Path) -> dict[str, list[dict[str, str]]]:
-    """The replies sent from this folder, by thread, oldest first."""
-    folder = out_dir / SENT_REPLIES_DIR
-    found: dict[str, list[dict[str, str]]] = {}
-    if folder.is_symlink() or not folder.is_dir():
-        return found
-    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
-        if not entry.name.endswith(".json") or not entry.is_file(follow_symlinks=False):
-            continue
-        try:
-            copy = json.loads(Path(entry.path).read_bytes())
-        except (OSError, ValueError):
-            continue
-        if not isinstance(copy, dict) or copy.get("format") != SENT_REPLY_FORMAT:
-            continue
-        fields = {k: copy.get(k) for k in ("thread", "sent", "message", "submission")}
-        if all(isinstance(v, str) for v in fields.values()):
-            found.setdefault(str(fields["thread"]), []).append(
-                {k: str(v) for k, v in fields.items()}
-            )
-    for replies in found.values():
-        replies.sort(key=lambda r: r["sent"])
-    return found
-
-
-def _thread_rows(thread: str, members: int, replies: Sequence[Mapping[str, str]]) -> list[str]:
+def _thread_rows(thread: str, members: int, replies: Sequence[ReplyCopy]) -> list[str]:
     """The heading row of one conversation and the replies sent to it."""
     rows = [
         f'<tr class="thread" id="thread-{esc(thread[:16])}"><th colspan="5">Conversation '
@@ -325,9 +303,9 @@ def _thread_rows(thread: str, members: int, replies: Sequence[Mapping[str, str]]
     ]
     for reply in replies:
         rows.append(
-            f'<tr class="sent-reply"><td>{esc(reply["sent"])}</td><td colspan="4">'
-            f"<strong>Reply sent</strong> (to <code>{esc(reply['submission'])}</code>)"
-            f'<div class="reply-text" dir="auto">{esc(reply["message"])}</div></td></tr>'
+            f'<tr class="sent-reply"><td>{esc(reply.sent)}</td><td colspan="4">'
+            f"<strong>Reply sent</strong> (to <code>{esc(reply.submission)}</code>)"
+            f'<div class="reply-text" dir="auto">{esc(reply.message)}</div></td></tr>'
         )
     return rows
 
@@ -347,7 +325,7 @@ def render_index(
     entries: Sequence[tuple[OpenedRecord, Mapping[str, Any]]],
     failures: Mapping[str, str],
     checked: Mapping[str, Status] | None = None,
-    replies: Mapping[str, Sequence[Mapping[str, str]]] | None = None,
+    replies: Mapping[str, Sequence[ReplyCopy]] | None = None,
 ) -> str:
     """The overview of every opened submission, newest first, and this run's failures.
 
