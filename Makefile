@@ -42,7 +42,7 @@ server-deps: ## install the Debian packages the server needs (nginx, in front of
 	  fi; \
 	fi
 
-system-deps: server-deps ## install the Debian packages the server and the tests use (nginx, age CLI, jq, Chromium, CJK fonts, node, MIME table)
+system-deps: server-deps ## install the Debian packages the server and the tests use (nginx, age CLI, jq, Chromium, CJK fonts, node, MIME table, mkfs.vfat)
 	@missing=""; \
 	command -v age >/dev/null || missing="$$missing age"; \
 	command -v jq >/dev/null || missing="$$missing jq"; \
@@ -52,6 +52,7 @@ system-deps: server-deps ## install the Debian packages the server and the tests
 	dpkg -s fonts-noto-cjk >/dev/null 2>&1 || missing="$$missing fonts-noto-cjk"; \
 	[ -f /etc/mime.types ] || missing="$$missing media-types"; \
 	command -v gpg >/dev/null || missing="$$missing gnupg"; \
+	dpkg -s dosfstools >/dev/null 2>&1 || missing="$$missing dosfstools"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \

@@ -25,6 +25,7 @@ from portal.age import (
     parse_recipients,
 )
 from portal.questionnaire import Questionnaire
+from portal.store import STAGING_DIR, SUBMISSIONS_DIR
 
 
 class ConfigError(Exception):
@@ -266,7 +267,7 @@ def check_data_dir(data_dir: Path) -> str:
         )
     to_check = [existing]
     if existing == data_dir:
-        to_check += [data_dir / name for name in ("staging", "submissions")]
+        to_check += [data_dir / name for name in (STAGING_DIR, SUBMISSIONS_DIR)]
     for folder in to_check:
         if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
             raise ConfigError(

@@ -27,20 +27,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
+from portal.fsio import (
+    CHUNK,
+    DIR_MODE,
+    READ_FLAGS,
+    append_file,
+    fsync_dir,
+    new_file,
+    sha256_file,
+    write_all,
+)
 from portal.seal import WORK_DIR, recover_interrupted_seal
 from portal.store import (
+    FILES_DIR,
+    SUBMISSIONS_DIR,
     StoreError,
     SubmissionStore,
     UnknownSubmissionError,
-    fsync_dir,
-    write_all,
 )
 
 SUMS_NAME = "SHA256SUMS"
-SUBMISSIONS_DIR = "submissions"
-CHUNK = 1 << 20
-DIR_MODE = 0o700
-FILE_MODE = 0o600
 
 Progress = Callable[[str], None]
 Opener = Callable[[int], BinaryIO]
@@ -67,23 +73,6 @@ class ExportReport:
     @property
     def ok(self) -> bool:
         return not self.failed and self.stopped is None and not self.not_attempted
-
-
-def _sha256_file(path: Path, *, drop_cache: bool = False) -> str:
-    digest = hashlib.sha256()
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    try:
-        if drop_cache and hasattr(os, "posix_fadvise"):
-            # The bytes just written are still in the page cache; dropping
-            # them (they are clean after fsync) makes the read-back come from
-            # the device, which is the point of reading back.
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        with open(fd, "rb", buffering=0, closefd=False) as handle:
-            while chunk := handle.read(CHUNK):
-                digest.update(chunk)
-    finally:
-        os.close(fd)
-    return digest.hexdigest()
 
 
 def _is_fatal(exc: OSError, dest: Path) -> str | None:
@@ -130,14 +119,8 @@ class _Exporter:
         new = [(name, digest) for name, digest in entries if self.sums.get(name) != digest]
         if not new:
             return
-        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(self.sums_path, flags, FILE_MODE)
-        try:
-            data = "".join(f"{digest}  {name}\n" for name, digest in new).encode()
-            write_all(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        data = "".join(f"{digest}  {name}\n" for name, digest in new).encode()
+        append_file(self.sums_path, data)
         self.sums.update(dict(new))
 
     def _copy(self, source: Path, target: Path) -> tuple[str, int]:
@@ -145,24 +128,15 @@ class _Exporter:
         temp = target.parent / f".{target.name}.{secrets.token_hex(8)}.partial"
         digest = hashlib.sha256()
         size = 0
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        src_fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        src_fd = os.open(source, READ_FLAGS)
         try:
             stat = os.fstat(src_fd)
-            out = self.opener(os.open(temp, flags, FILE_MODE))
-            try:
-                with open(src_fd, "rb", buffering=0, closefd=False) as src:
-                    while chunk := src.read(CHUNK):
-                        digest.update(chunk)
-                        size += len(chunk)
-                        view = memoryview(chunk)
-                        while view:
-                            written = out.write(view)
-                            view = view[written if written is not None else len(view) :]
-                out.flush()
-                os.fsync(out.fileno())
-            finally:
-                out.close()
+            # The folder is fsynced once the temporary file has its final name.
+            with new_file(temp, opener=self.opener, sync_dir=False) as out:
+                while chunk := os.read(src_fd, CHUNK):
+                    digest.update(chunk)
+                    size += len(chunk)
+                    write_all(out, chunk)
             # Keep the server's day-coarse times: nothing finer should travel.
             os.utime(temp, (stat.st_mtime, stat.st_mtime))
             if target.exists() or target.is_symlink():
@@ -190,8 +164,8 @@ class _Exporter:
         if target.is_symlink():
             raise VerificationError(f"{target} is a symbolic link; refusing to touch it")
         if target.exists():
-            source_hash = _sha256_file(source)
-            if _sha256_file(target) != source_hash:
+            source_hash = sha256_file(source)
+            if sha256_file(target) != source_hash:
                 raise VerificationError(
                     f"{target} already exists and differs from the server's file; "
                     "it was not overwritten (move it aside and re-run)"
@@ -199,7 +173,7 @@ class _Exporter:
             return source_hash, False
         source_hash, size = self._copy(source, target)
         report.bytes_copied += size
-        if _sha256_file(target, drop_cache=True) != source_hash:
+        if sha256_file(target, drop_cache=True) != source_hash:
             os.unlink(target)
             raise VerificationError(
                 f"{target} did not read back as written (the medium may be failing); "
@@ -237,7 +211,7 @@ class _Exporter:
                 digest, copied = self._verify_or_copy(source, work_dir / rel, report)
                 copied_any = copied_any or copied
                 verified.append((f"{SUBMISSIONS_DIR}/{submission_id}/{rel}", digest))
-            for directory in (work_dir / "files", work_dir):
+            for directory in (work_dir / FILES_DIR, work_dir):
                 if directory.is_dir():
                     fsync_dir(directory)
             if incoming:

@@ -22,6 +22,7 @@ import os
 from pathlib import Path
 from typing import BinaryIO
 
+from portal.fsio import open_unbuffered
 from portal.locks import SharedLock
 
 
@@ -36,7 +37,7 @@ class FreeSpaceFloor:
 
     def opener(self, fd: int) -> BinaryIO:
         """The store's opener: a raw descriptor becomes a floor-checked, unbuffered file."""
-        raw = open(fd, "wb", buffering=0)  # noqa: SIM115 - closed by the store's StagedFile
+        raw = open_unbuffered(fd)  # closed by the store's StagedFile
         return FloorCheckedFile(raw, self)  # type: ignore[return-value]
 
     def free_bytes(self) -> int:

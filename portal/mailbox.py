@@ -30,8 +30,9 @@ import nacl.pwhash.argon2id as argon2id
 from portal.age import AgeError, X25519Identity, decrypt
 from portal.age.format import BufferedSource, parse_header
 from portal.conversation import is_mailbox_name, mailbox_name
+from portal.fsio import DIR_MODE, create_new, fsync_dir
 from portal.receipt import Receipt
-from portal.store import DIR_MODE, day_timestamp, fsync_dir, write_new_file
+from portal.store import SECONDS_PER_DAY, day_date, day_floor, day_timestamp
 
 SALT_NAME = "receipt-salt"
 REPLIES_DIR = "replies"
@@ -97,12 +98,8 @@ def ensure_salt(data_dir: Path) -> bytes:
     path = Path(data_dir) / SALT_NAME
     if path.is_symlink():
         raise MailboxError(f"{path} is a symbolic link; refusing to use it")
-    try:
-        write_new_file(path, os.urandom(argon2id.SALTBYTES).hex().encode("ascii") + b"\n")
-    except FileExistsError:
-        pass
-    else:
-        fsync_dir(path.parent)
+    with contextlib.suppress(FileExistsError):
+        create_new(path, os.urandom(argon2id.SALTBYTES).hex().encode("ascii") + b"\n")
     text = path.read_text("ascii", "replace").strip()
     try:
         salt = bytes.fromhex(text)
@@ -153,10 +150,6 @@ class Reply:
     id: str
     text: str
     received: str
-
-
-def _day(stamp: float) -> str:
-    return dt.datetime.fromtimestamp(stamp, dt.UTC).date().isoformat()
 
 
 def check_reply_file(data: bytes) -> None:
@@ -223,7 +216,7 @@ class ReplyStore:
                 text = decrypt(path.read_bytes(), [identity]).decode("utf-8")
             except (OSError, AgeError, UnicodeDecodeError):
                 continue
-            replies.append(Reply(id=path.stem, text=text, received=_day(stamp)))
+            replies.append(Reply(id=path.stem, text=text, received=day_date(stamp)))
         replies.sort(key=lambda r: (r.received, r.id))
         return replies
 
@@ -263,7 +256,7 @@ class ReplyStore:
         temp = folder / f".{name}.tmp"
         with contextlib.suppress(FileNotFoundError):
             temp.unlink()
-        write_new_file(temp, data)
+        create_new(temp, data, sync_dir=False)
         stamp = day_timestamp()
         os.utime(temp, (stamp, stamp))
         os.rename(temp, target)
@@ -311,7 +304,7 @@ class ReplyStore:
         self._recover_reseal()
         if not self.root.is_dir():
             return 0
-        cutoff = day_timestamp() - days * 86400
+        cutoff = day_timestamp() - days * SECONDS_PER_DAY
         fresh = self._fresh
         fresh.mkdir(mode=DIR_MODE)
         kept = 0
@@ -327,8 +320,8 @@ class ReplyStore:
             box.mkdir(mode=DIR_MODE)
             for path, stamp in entries:
                 target = box / path.name
-                write_new_file(target, path.read_bytes())
-                day = stamp - stamp % 86400
+                create_new(target, path.read_bytes(), sync_dir=False)
+                day = day_floor(stamp)
                 os.utime(target, (day, day))
                 kept += 1
             fsync_dir(box)
@@ -345,7 +338,7 @@ class ReplyStore:
 
     def purge_older_than(self, days: int, now: dt.datetime | None = None) -> int:
         """Delete replies imported more than `days` days ago; returns how many."""
-        cutoff = day_timestamp(now) - days * 86400
+        cutoff = day_timestamp(now) - days * SECONDS_PER_DAY
         removed = 0
         for mailbox in self.mailboxes():
             for path in list(self._entries(mailbox)):

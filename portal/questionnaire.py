@@ -111,13 +111,9 @@ class Problem(enum.Enum):
 
 
 @dataclass(frozen=True)
-class Choice:
-    id: str
-    label: Mapping[str, str]
-
-
-@dataclass(frozen=True)
 class Question:
+    """One checked question: `type` is one of TYPES; texts are keyed by language."""
+
     id: str
     type: str
     required: bool
@@ -139,7 +135,21 @@ class Question:
 
 
 @dataclass(frozen=True)
+class Choice:
+    """One answer of a choice question: its stored id and its label in each language."""
+
+    id: str
+    label: Mapping[str, str]
+
+    def sealed(self, language: str) -> dict[str, str]:
+        """What the manifest records of it: the id and the label shown, with the English one."""
+        return {"id": self.id, "label": self.label[language], "label_en": self.label["en"]}
+
+
+@dataclass(frozen=True)
 class Questionnaire:
+    """A checked questionnaire file; `sha256` is of its bytes, sealed in each manifest."""
+
     id: str
     version: str
     sha256: str
@@ -174,10 +184,7 @@ class Questionnaire:
             if q.help:
                 item["help"] = q.help[language]
             if q.choices:
-                item["choices"] = [
-                    {"id": c.id, "label": c.label[language], "label_en": c.label["en"]}
-                    for c in q.choices
-                ]
+                item["choices"] = [c.sealed(language) for c in q.choices]
             questions.append(item)
         return {
             "id": self.id,
@@ -331,20 +338,16 @@ class _Checker:
         if not isinstance(raw, dict):
             self.problem(here, f"{number} is not a table; write it as [[questions]]")
             return None
-        ok = True
-        for key in sorted(set(raw) - _QUESTION_KEYS):
-            ok = False
-            self.problem(
-                line(key),
-                f"{number}: unknown key {key!r} (allowed: {', '.join(sorted(_QUESTION_KEYS))})",
-            )
-        qid = raw.get("id")
-        if not isinstance(qid, str) or not _QUESTION_ID_RE.fullmatch(qid):
-            self.problem(
-                line("id"),
-                f"{number}: 'id' must start with a lowercase letter and hold only lowercase "
-                'letters, digits and "_" (for example id = "where")',
-            )
+        ok, qid = self._keys_and_id(
+            raw,
+            _QUESTION_KEYS,
+            _QUESTION_ID_RE,
+            "start with a lowercase letter and hold only lowercase "
+            'letters, digits and "_" (for example id = "where")',
+            number,
+            line,
+        )
+        if qid is None:
             return None
         number = f"question {qid!r}"
         kind = raw.get("type")
@@ -371,6 +374,31 @@ class _Checker:
         return Question(
             qid, kind, flags["required"], flags["identifying"], label, help_texts, choices
         )
+
+    def _keys_and_id(
+        self,
+        raw: dict[str, Any],
+        allowed: set[str],
+        id_re: re.Pattern[str],
+        id_rule: str,
+        where: str,
+        line: Callable[[str], int],
+    ) -> tuple[bool, str | None]:
+        """Report a table's unknown keys and a malformed id (a question's or a choice's).
+
+        Returns whether every key is allowed, and the id, or None if it is
+        missing or malformed.
+        """
+        unknown = sorted(set(raw) - allowed)
+        for key in unknown:
+            self.problem(
+                line(key), f"{where}: unknown key {key!r} (allowed: {', '.join(sorted(allowed))})"
+            )
+        ident = raw.get("id")
+        if not isinstance(ident, str) or not id_re.fullmatch(ident):
+            self.problem(line("id"), f"{where}: 'id' must {id_rule}")
+            return not unknown, None
+        return not unknown, ident
 
     def _texts(self, raw: Any, line: int, what: str, *, required: bool) -> dict[str, str] | None:
         if raw is None and not required:
@@ -442,15 +470,15 @@ class _Checker:
             if not isinstance(item, dict):
                 self.problem(c_start + 1, f"{where} is not a table")
                 continue
-            for key in sorted(set(item) - _CHOICE_KEYS):
-                self.problem(line(key), f"{where}: unknown key {key!r} (allowed: id, label)")
-            cid = item.get("id")
-            if not isinstance(cid, str) or not _CHOICE_ID_RE.fullmatch(cid):
-                self.problem(
-                    line("id"),
-                    f"{where}: 'id' must be lowercase letters, digits, '_' or '-' "
-                    '(for example id = "saw")',
-                )
+            _ok, cid = self._keys_and_id(
+                item,
+                _CHOICE_KEYS,
+                _CHOICE_ID_RE,
+                "be lowercase letters, digits, '_' or '-' (for example id = \"saw\")",
+                where,
+                line,
+            )
+            if cid is None:
                 continue
             if cid in seen:
                 self.problem(line("id"), f"{where}: the choice id {cid!r} is used twice")

@@ -20,9 +20,10 @@ import threading
 from typing import Any
 
 from portal.config import Config
+from portal.fsio import open_lock_file
 from portal.mailbox import ReplyStore
 from portal.seal import SealError, last_seal_start, seal
-from portal.store import FILE_MODE, SubmissionStore
+from portal.store import SubmissionStore
 
 LOCK_NAME = ".housekeeper.lock"
 # After a failed seal (a full disk), try again this much later, not every round.
@@ -85,7 +86,7 @@ class Housekeeper(threading.Thread):
     def _hold_lock(self) -> bool:
         if self._lock_fd is None:
             path = self.store.root / LOCK_NAME
-            fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
+            fd = open_lock_file(path)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

@@ -43,17 +43,26 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from portal.store import (
+from portal.fsio import (
+    CHUNK,
     DIR_MODE,
-    FILE_MODE,
-    StoreError,
-    SubmissionStore,
-    day_timestamp,
+    READ_FLAGS,
     flocked,
     fsync_dir,
+    new_file,
+    replace_file,
+    write_all,
+)
+from portal.store import (
+    MANIFEST_NAME,
+    STAGING_DIR,
+    StoreError,
+    SubmissionStore,
+    day_date,
+    day_floor,
+    day_timestamp,
     is_valid_id,
     submission_files,
-    write_new_file,
 )
 
 WORK_DIR = ".seal"
@@ -61,7 +70,6 @@ STATE_FILE = ".sealed"
 PART_PREFIX = ".part-"
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
-_COPY_CHUNK = 1 << 20
 
 Checkpoint = Callable[[str], None]
 
@@ -81,10 +89,6 @@ class SealReport:
     @property
     def ok(self) -> bool:
         return not self.not_sealed
-
-
-def _day_floor(timestamp: float) -> float:
-    return day_timestamp(dt.datetime.fromtimestamp(timestamp, dt.UTC))
 
 
 def exchange(first: Path, second: Path) -> None:
@@ -132,11 +136,9 @@ def _write_state(store: SubmissionStore, started: dt.datetime, rewrite_from: flo
     that day) or, if a submission could not be sealed, the day of the
     oldest such one, so it is tried again.
     """
-    day = dt.datetime.fromtimestamp(rewrite_from, dt.UTC).date().isoformat()
+    day = day_date(rewrite_from)
     text = f"{started.strftime('%Y-%m-%dT%H:%M:%SZ')}\nrewrite-from {day}\n"
-    temp = store.root / f"{STATE_FILE}.{secrets.token_hex(4)}.tmp"
-    write_new_file(temp, text.encode("ascii"))
-    os.rename(temp, store.root / STATE_FILE)
+    replace_file(store.root / STATE_FILE, text.encode("ascii"))
 
 
 def recover_interrupted_seal(store: SubmissionStore) -> bool:
@@ -217,7 +219,7 @@ class _Sealer:
         source = self.store.submissions_dir / submission_id
         day: float | None = None
         try:
-            day = _day_floor((source / "testimony.age").lstat().st_mtime)
+            day = day_floor((source / MANIFEST_NAME).lstat().st_mtime)
             if self.sealed_before is not None and day < self.sealed_before:
                 os.rename(source, self.new / submission_id)
                 self.report.already_sealed += 1
@@ -303,7 +305,7 @@ class _Sealer:
         """A fresh `staging/` when no upload is in progress; otherwise only its times reset."""
         staging = self.store.staging_dir
         if not any(os.scandir(staging)):
-            fresh = self.work / "staging"
+            fresh = self.work / STAGING_DIR
             fresh.mkdir(mode=DIR_MODE)
             os.utime(fresh, (midnight, midnight))
             try:
@@ -319,11 +321,11 @@ class _Sealer:
 
 
 def _copy_file(source: Path, target: Path) -> None:
-    src = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    """Copy `source` to a new file `target`, fsynced; the caller fsyncs the folder."""
+    src = os.open(source, READ_FLAGS)
     try:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        dst = os.open(target, flags, FILE_MODE)
-        try:
+        with new_file(target, sync_dir=False) as out:
+            dst = out.fileno()
             size = os.fstat(src).st_size
             offset = 0
             while offset < size:
@@ -339,13 +341,8 @@ def _copy_file(source: Path, target: Path) -> None:
             # Fallback (and a file that grew): plain reads and writes.
             os.lseek(src, offset, os.SEEK_SET)
             os.lseek(dst, offset, os.SEEK_SET)
-            while chunk := os.read(src, _COPY_CHUNK):
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(dst, view) :]
-            os.fsync(dst)
-        finally:
-            os.close(dst)
+            while chunk := os.read(src, CHUNK):
+                write_all(dst, chunk)
     finally:
         os.close(src)
 

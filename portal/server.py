@@ -34,12 +34,14 @@ from flask.logging import default_handler
 from gunicorn import util as gunicorn_util
 from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger
+from gunicorn.http import unreader as gunicorn_unreader
 from gunicorn.http import wsgi as gunicorn_wsgi
 from werkzeug.exceptions import HTTPException, default_exceptions
 
 from portal.config import Config
 from portal.scheduler import start_housekeeping
 from portal.web.errors import render_error
+from portal.web.intake import PROGRESS_BYTES
 from portal.web.security import STATIC_HEADERS
 
 LOG_FORMAT = "[%(levelname)s] %(name)s: %(message)s"
@@ -287,15 +289,27 @@ def forbid_core_dumps() -> None:
         pass
 
 
+def adapt_gunicorn(app: Flask) -> None:
+    """Set the gunicorn module attributes the portal relies on (before workers fork)."""
+    # gunicorn builds each response through this module attribute.
+    gunicorn_wsgi.Response = AnonymousResponse
+    # gunicorn's workers answer malformed requests through this attribute.
+    gunicorn_util.write_error = protocol_error_writer(app)
+    # The largest recv() for a request body. The app reads the body in
+    # PROGRESS_BYTES (the progress watchdog's unit); gunicorn's default of
+    # 1 MiB made every such read copy the rest of its 1 MiB read-ahead again
+    # (about eight copies of each byte), which was half of an upload's CPU
+    # (bench/bench_speed.py: 5.0 -> 3.0 CPU s/GiB). gunicorn before 27 has
+    # no such attribute and receives 8 KiB at a time; setting it is harmless.
+    gunicorn_unreader.SocketUnreader.max_body_chunk = PROGRESS_BYTES
+
+
 def serve(app: Flask, config: Config, bind: str, workers: int, threads: int) -> None:
     """Run gunicorn on `bind` (`host:port` or `unix:PATH`) until it is stopped."""
     configure_logging(config.log_level)
     # Flask adds its own handler (with time stamps) if the app logged before.
     app.logger.removeHandler(default_handler)
     forbid_core_dumps()
-    # gunicorn builds each response through this module attribute.
-    gunicorn_wsgi.Response = AnonymousResponse
-    # gunicorn's workers answer malformed requests through this attribute.
-    gunicorn_util.write_error = protocol_error_writer(app)
+    adapt_gunicorn(app)
     threading.stack_size(THREAD_STACK_BYTES)
     PortalServer(app, gunicorn_options(config, bind, workers, threads)).run()

@@ -9,6 +9,12 @@ Layout under the data directory (see docs/FORMAT.md)::
 The store only ever sees ciphertext; it knows nothing of age or Flask. Every
 path it hands out is resolved under its root, and it refuses symlinks, so a
 tampered data directory cannot make it read or delete anything elsewhere.
+Its files are created, written and fsynced through `portal.fsio`.
+
+It is also the one place that names the data directory's folders
+(`STAGING_DIR`, `SUBMISSIONS_DIR`, `FILES_DIR`, `MANIFEST_NAME`) and rounds a
+time to its UTC day (`day_timestamp`, `day_floor`, `day_date`), the only
+precision at which the portal keeps times.
 """
 
 from __future__ import annotations
@@ -28,10 +34,20 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from portal.fsio import DIR_MODE, flocked, fsync_dir, open_new, open_unbuffered, write_all
+
+# Kept importable from here only for portal/review until it imports
+# portal.fsio itself (issue 10); nothing else should take them from here.
+from portal.fsio import create_new as write_new_file
+
+__all__ = ["fsync_dir", "write_all", "write_new_file"]
+
+# The layout of the data directory (docs/FORMAT.md); export writes the same
+# `submissions/<id>/` layout on the transfer medium.
+STAGING_DIR = "staging"
+SUBMISSIONS_DIR = "submissions"
 MANIFEST_NAME = "testimony.age"
 FILES_DIR = "files"
-DIR_MODE = 0o700
-FILE_MODE = 0o600
 # Lock files at the top of the data directory. They are created once and
 # never written, so their times say only when the directory was set up.
 # Maintenance (seal, export, purge) holds MAINTENANCE_LOCK exclusively; a
@@ -86,71 +102,31 @@ def is_valid_id(value: str) -> bool:
     return bool(_ID_RE.fullmatch(value))
 
 
+# Times on disk and in manifests are kept to the day (UTC), never finer: the
+# functions below are the one place that rounds a time down to its day.
+SECONDS_PER_DAY = 86_400
+
+
 def day_timestamp(now: dt.datetime | None = None) -> float:
-    """Midnight UTC of today: the only precision at which times are kept."""
+    """Midnight UTC starting the day of `now` (default: today); a naive `now` is UTC."""
     now = now or dt.datetime.now(dt.UTC)
     midnight = dt.datetime(now.year, now.month, now.day, tzinfo=dt.UTC)
     return midnight.timestamp()
 
 
+def day_floor(timestamp: float) -> float:
+    """Midnight UTC starting the day that holds `timestamp` (seconds since the epoch)."""
+    return day_timestamp(dt.datetime.fromtimestamp(timestamp, dt.UTC))
+
+
+def day_date(timestamp: float) -> str:
+    """The UTC day holding `timestamp`, as YYYY-MM-DD."""
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).date().isoformat()
+
+
 def received_date(now: dt.datetime | None = None) -> str:
-    now = now or dt.datetime.now(dt.UTC)
-    return now.date().isoformat()
-
-
-@contextlib.contextmanager
-def flocked(path: Path, operation: int) -> Iterator[None]:
-    """Hold an flock on `path` (created 0600 if missing) for the block.
-
-    Raises:
-        BlockingIOError: `operation` includes LOCK_NB and the lock is held.
-    """
-    fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
-    try:
-        fcntl.flock(fd, operation)
-        yield
-    finally:
-        # Closing the descriptor releases the lock; so does the death of the
-        # process, which is why a killed worker never leaves a lock behind.
-        os.close(fd)
-
-
-def fsync_dir(path: Path) -> None:
-    """Make the entries of a directory (a new file, a rename) durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    except OSError as exc:
-        # Some file systems used on USB media (vfat through FUSE, for one)
-        # cannot fsync a directory; the file data itself was fsynced.
-        if exc.errno not in (errno.EINVAL, errno.ENOTSUP):
-            raise
-    finally:
-        os.close(fd)
-
-
-def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
-    """Write all of `data` to a raw descriptor (os.write may write only part)."""
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-def write_new_file(path: Path, data: bytes | bytearray | memoryview) -> None:
-    """Create `path` (never an existing file or a link), write `data` whole, fsync it.
-
-    The caller fsyncs the folder when the new name itself must be durable.
-
-    Raises:
-        FileExistsError: something is already at `path`.
-    """
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = os.open(path, flags, FILE_MODE)
-    try:
-        write_all(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    """The UTC day of `now` (default: today) as YYYY-MM-DD: a manifest's `received`."""
+    return day_date(day_timestamp(now))
 
 
 def _start_writeback(fd: int) -> None:
@@ -164,11 +140,6 @@ def _start_writeback(fd: int) -> None:
     """
     with contextlib.suppress(OSError, AttributeError):
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-
-
-def _open_unbuffered(fd: int) -> BinaryIO:
-    # Unbuffered: every write goes to the kernel at once, so fsync sees it all.
-    return open(fd, "wb", buffering=0)  # noqa: SIM115 - closed by StagedFile
 
 
 def _translate_os_error(exc: OSError) -> StoreError:
@@ -237,9 +208,16 @@ class StagedFile:
     thread starts only for a file that grows past them: most files (every
     manifest, a short attachment) are a few kilobytes, and starting and
     joining a thread for them cost more than the write.
+
+    Past them, writes are gathered into pieces of `PIECE_BYTES` before they
+    are handed over: the age writer produces 64 KiB chunks, and waking the
+    thread for each one cost more CPU than the hashing of it (issue 14). At
+    most `QUEUE_DEPTH` pieces wait, plus the one being gathered, so a file
+    being written holds at most (QUEUE_DEPTH + 1) x PIECE_BYTES = 2.25 MiB.
     """
 
-    QUEUE_DEPTH = 32
+    QUEUE_DEPTH = 8
+    PIECE_BYTES = 256 * 1024
     SYNC_EVERY = 32 * 1024 * 1024
     INLINE_BYTES = 1024 * 1024
 
@@ -251,13 +229,8 @@ class StagedFile:
         self._closed = False
         self._inline = 0
         self._thread: threading.Thread | None = None
-
-    def _write_raw(self, data: bytes | bytearray | memoryview) -> None:
-        view = memoryview(data)
-        while view:
-            written = self._raw.write(view)
-            # Unbuffered files may write only part of the data.
-            view = view[written if written is not None else len(view) :]
+        # What the writer thread has not been handed yet (under PIECE_BYTES).
+        self._piece = bytearray()
 
     def _drain(self) -> None:
         unsynced = 0
@@ -265,7 +238,7 @@ class StagedFile:
             if self._error is not None:
                 continue  # keep emptying the queue so the writer never blocks
             try:
-                self._write_raw(item)
+                write_all(self._raw, item)
                 unsynced += len(item)
                 if unsynced >= self.SYNC_EVERY:
                     _start_writeback(self._raw.fileno())
@@ -284,7 +257,7 @@ class StagedFile:
         if self._thread is None:
             if self._inline + len(data) <= self.INLINE_BYTES:
                 try:
-                    self._write_raw(data)
+                    write_all(self._raw, data)
                 except OSError as exc:
                     self._error = exc
                     raise _translate_os_error(exc) from exc
@@ -292,9 +265,16 @@ class StagedFile:
                 return len(data)
             self._thread = threading.Thread(target=self._drain, name="staged-write", daemon=True)
             self._thread.start()
-        # A copy: the caller (the age writer) reuses its buffer.
-        self._queue.put(bytes(data))
+        # Gathering copies: the caller (the age writer) reuses its buffer.
+        self._piece += data
+        if len(self._piece) >= self.PIECE_BYTES:
+            self._hand_over()
         return len(data)
+
+    def _hand_over(self) -> None:
+        if self._piece:
+            self._queue.put(bytes(self._piece))
+            self._piece.clear()
 
     @property
     def threaded(self) -> bool:
@@ -305,6 +285,7 @@ class StagedFile:
         if not self._closed:
             self._closed = True
             if self._thread is not None:
+                self._hand_over()
                 self._queue.put(None)
                 self._thread.join()
 
@@ -359,7 +340,7 @@ class Staging:
         try:
             if path.parent != self.path:  # files/ for attachments; the manifest sits at the top
                 path.parent.mkdir(mode=DIR_MODE, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, FILE_MODE)
+            fd = open_new(path)
             raw = self._store.opener(fd)
         except OSError as exc:
             raise _translate_os_error(exc) from exc
@@ -396,11 +377,11 @@ class SubmissionStore:
 
     def __init__(self, root: Path, *, opener: Callable[[int], BinaryIO] | None = None) -> None:
         self.root = Path(root)
-        self.staging_dir = self.root / "staging"
-        self.submissions_dir = self.root / "submissions"
+        self.staging_dir = self.root / STAGING_DIR
+        self.submissions_dir = self.root / SUBMISSIONS_DIR
         # The opener turns a raw descriptor into a file object. It is a seam
         # for tests that inject faults such as ENOSPC half-way through a file.
-        self.opener: Callable[[int], BinaryIO] = opener or _open_unbuffered
+        self.opener: Callable[[int], BinaryIO] = opener or open_unbuffered
         self.maintenance_lock = self.root / MAINTENANCE_LOCK
         self.commit_lock = self.root / COMMIT_LOCK
         # Commits of one worker's threads at the same moment share the fsync

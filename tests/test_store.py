@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from portal.fsio import DIR_MODE, FILE_MODE
 from portal.store import (
-    DIR_MODE,
-    FILE_MODE,
     SharedSync,
     StagedFile,
     StorageFullError,
@@ -25,7 +24,6 @@ from portal.store import (
     day_timestamp,
     is_valid_id,
     submission_files,
-    write_new_file,
 )
 
 
@@ -416,19 +414,3 @@ def test_large_file_starts_write_back_without_waiting_and_is_fsynced_once_at_the
     assert "fdatasync" not in calls
     assert calls[-1] == "fsync" and calls.count("fsync") == 1
     staging.discard()
-
-
-def test_write_new_file_never_replaces_a_file_or_follows_a_link(tmp_path: Path) -> None:
-    target = tmp_path / "new"
-    write_new_file(target, b"x" * 200_000)
-    assert target.read_bytes() == b"x" * 200_000
-    assert target.stat().st_mode & 0o777 == FILE_MODE
-    with pytest.raises(FileExistsError):
-        write_new_file(target, b"other")
-    assert target.read_bytes() == b"x" * 200_000
-    outside = tmp_path / "outside"
-    outside.write_bytes(b"kept")
-    (tmp_path / "link").symlink_to(outside)
-    with pytest.raises(FileExistsError):
-        write_new_file(tmp_path / "link", b"through the link")
-    assert outside.read_bytes() == b"kept"

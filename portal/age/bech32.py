@@ -1,11 +1,16 @@
 """Bech32 (BIP 173) without the 90-character limit, as age uses it for keys.
 
 Only the plain Bech32 checksum is implemented: age keys are not Bech32m.
+The base classes at the end give every key type (X25519, mlkem768x25519)
+its one text form: `parse`, `str`, `generate`, and equality of recipients.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import hmac
+import os
+from collections.abc import Callable, Iterable
+from typing import ClassVar, Generic, Self, TypeVar
 
 from portal.age.errors import KeyFormatError
 
@@ -83,3 +88,84 @@ def decode(text: str) -> tuple[str, bytes]:
     if _polymod([*_hrp_expand(lower[:pos]), *values]) != 1:
         raise KeyFormatError("invalid Bech32: checksum mismatch (a typo in the key?)")
     return hrp, bytes(_convert_bits(values[:-6], 5, 8, pad=False))
+
+
+class Bech32Key:
+    """A key whose text form is Bech32 under a fixed prefix: each key type's `parse`.
+
+    A subclass sets `HRP` (its case is part of it: recipients are lowercase,
+    identities uppercase) and `REFUSAL`, the error for another kind of key,
+    and takes the decoded bytes in its constructor.
+    """
+
+    __slots__ = ()
+    HRP: ClassVar[str]
+    REFUSAL: ClassVar[str]
+
+    def __init__(self, data: bytes, /) -> None:
+        raise NotImplementedError  # every key type has its own
+
+    @classmethod
+    def parse(cls, text: str) -> Self:
+        """Read a key from its text form.
+
+        Raises:
+            KeyFormatError: not valid Bech32 (mixed case, a typo), another
+                kind of key, or bytes that are not a usable key of this kind.
+        """
+        hrp, data = decode(text)
+        if hrp != cls.HRP:
+            raise KeyFormatError(cls.REFUSAL)
+        return cls(data)
+
+
+class Bech32Recipient(Bech32Key):
+    """A public key whose text form is its raw bytes; equal keys compare equal.
+
+    The subclass keeps the raw key in `_public`. Comparison is in constant
+    time, out of habit: a recipient is not secret.
+    """
+
+    __slots__ = ()
+    _public: bytes
+
+    def __str__(self) -> str:
+        return encode(self.HRP, self._public)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, Bech32Recipient)
+        return hmac.compare_digest(self._public, other._public)
+
+    def __hash__(self) -> int:
+        return hash((type(self), self._public))
+
+
+R = TypeVar("R", bound=Bech32Recipient)
+
+
+class Bech32Identity(Bech32Key, Generic[R]):
+    """A private key whose text form is its `SECRET_SIZE` secret bytes, in uppercase.
+
+    The subclass keeps those bytes in `_secret` and its public key in
+    `_recipient`, both set by its constructor; `generate` draws the bytes.
+    """
+
+    __slots__ = ()
+    SECRET_SIZE: ClassVar[int]
+    _secret: bytes
+    _recipient: R
+
+    @property
+    def recipient(self) -> R:
+        """The public recipient that files for this identity are encrypted to."""
+        return self._recipient
+
+    @classmethod
+    def generate(cls, rng: Callable[[int], bytes] = os.urandom) -> Self:
+        """Create a new identity from `SECRET_SIZE` random bytes."""
+        return cls(rng(cls.SECRET_SIZE))
+
+    def __str__(self) -> str:
+        return encode(self.HRP, self._secret).upper()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
@@ -82,6 +82,52 @@ class Stanza:
         if not body_lines or len(body_lines[-1]) == COLUMNS_PER_LINE:
             body_lines.append(b"")
         return STANZA_PREFIX + line + b"\n" + b"".join(b + b"\n" for b in body_lines)
+
+
+def stanza_args(stanza: Stanza, count: int, expected: str) -> tuple[str, ...]:
+    """The arguments of a stanza, which must be exactly `count` (`expected` names them).
+
+    Raises:
+        HeaderError: another number of arguments.
+    """
+    if len(stanza.args) != count:
+        raise HeaderError(f"malformed {stanza.type} stanza: expected {expected}")
+    return stanza.args
+
+
+def stanza_bytes(stanza: Stanza, index: int, name: str, size: int) -> bytes:
+    """Argument `index` of a stanza: canonical unpadded base64 of exactly `size` bytes.
+
+    Raises:
+        HeaderError: not canonical base64, or another length.
+    """
+    try:
+        value = b64decode(stanza.args[index])
+    except ValueError:
+        raise HeaderError(
+            f"malformed {stanza.type} stanza: {name} is not canonical base64"
+        ) from None
+    if len(value) != size:
+        raise HeaderError(f"malformed {stanza.type} stanza: {name} is not {size} bytes")
+    return value
+
+
+def stanzas_of_type(
+    stanzas: Sequence[Stanza], stanza_type: str, arg_name: str, arg_size: int
+) -> Iterator[tuple[Stanza, bytes]]:
+    """Each stanza of `stanza_type`, with its one argument decoded (`arg_size` bytes).
+
+    What X25519 and mlkem768x25519 stanzas share: an identity tries each
+    stanza of its type in turn.
+
+    Raises:
+        HeaderError: such a stanza has another number of arguments, or its
+            argument is not canonical base64 of `arg_size` bytes.
+    """
+    for stanza in stanzas:
+        if stanza.type == stanza_type:
+            stanza_args(stanza, 1, "exactly one argument")
+            yield stanza, stanza_bytes(stanza, 0, arg_name, arg_size)
 
 
 @dataclass(frozen=True)

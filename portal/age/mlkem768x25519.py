@@ -15,7 +15,6 @@ beside it would be the weak door. The Writer therefore refuses to mix them.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import os
 from collections.abc import Callable, Sequence
 
@@ -26,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 
 from portal.age import bech32
 from portal.age.errors import HeaderError, KeyFormatError, NoIdentityMatchError
-from portal.age.format import Stanza, b64decode, b64encode
+from portal.age.format import Stanza, b64encode, stanzas_of_type
 from portal.age.primitives import FILE_KEY_SIZE, TAG_SIZE
 
 STANZA_TYPE = "mlkem768x25519"
@@ -64,10 +63,12 @@ def _expand_seed(seed: bytes) -> tuple[mlkem.MLKEM768PrivateKey, X25519PrivateKe
     )
 
 
-class MLKEM768X25519Recipient:
-    """A hybrid post-quantum public key (1216 bytes) that files can be encrypted to."""
+class MLKEM768X25519Recipient(bech32.Bech32Recipient):
+    """A hybrid post-quantum public key (1216 bytes) that files are encrypted to ("age1pq1...")."""
 
     __slots__ = ("_hpke", "_public")
+    HRP = RECIPIENT_HRP
+    REFUSAL = "not a post-quantum recipient: expected a lowercase 'age1pq1...' key"
 
     post_quantum = True
 
@@ -88,20 +89,6 @@ class MLKEM768X25519Recipient:
         )
         self._public = bytes(public_key)
 
-    @classmethod
-    def parse(cls, s: str) -> MLKEM768X25519Recipient:
-        """Parse an "age1pq1..." recipient string.
-
-        Raises:
-            KeyFormatError: not a lowercase, checksummed age1pq1 recipient.
-        """
-        hrp, data = bech32.decode(s)
-        if hrp != RECIPIENT_HRP:
-            raise KeyFormatError(
-                "not a post-quantum recipient: expected a lowercase 'age1pq1...' key"
-            )
-        return cls(data)
-
     @property
     def public_key(self) -> bytes:
         """The raw 1216-byte public key (ML-KEM-768 key || X25519 point)."""
@@ -118,32 +105,24 @@ class MLKEM768X25519Recipient:
         enc, body = sealed[:ENC_SIZE], sealed[ENC_SIZE:]
         return [Stanza(STANZA_TYPE, (b64encode(enc),), body)]
 
-    def __str__(self) -> str:
-        return bech32.encode(RECIPIENT_HRP, self._public)
-
     def __repr__(self) -> str:
         text = str(self)
         return f"MLKEM768X25519Recipient('{text[:16]}...{text[-8:]}')"
 
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, MLKEM768X25519Recipient):
-            return NotImplemented
-        return hmac.compare_digest(self._public, other._public)
 
-    def __hash__(self) -> int:
-        return hash((MLKEM768X25519Recipient, self._public))
+class MLKEM768X25519Identity(bech32.Bech32Identity[MLKEM768X25519Recipient]):
+    """A hybrid post-quantum private key: a 32-byte seed ("AGE-SECRET-KEY-PQ-1...")."""
 
-
-class MLKEM768X25519Identity:
-    """A hybrid post-quantum private key: a 32-byte seed."""
-
-    __slots__ = ("_hpke", "_recipient", "_seed", "_x25519")
+    __slots__ = ("_hpke", "_recipient", "_secret", "_x25519")
+    SECRET_SIZE = SEED_SIZE
+    HRP = IDENTITY_HRP
+    REFUSAL = "not a post-quantum identity: expected an uppercase 'AGE-SECRET-KEY-PQ-1...' key"
 
     def __init__(self, seed: bytes) -> None:
         if len(seed) != SEED_SIZE:
             raise KeyFormatError(f"an mlkem768x25519 identity is a {SEED_SIZE}-byte seed")
         mlkem_private, x25519_private = _expand_seed(seed)
-        self._seed = bytes(seed)
+        self._secret = bytes(seed)
         self._x25519 = x25519_private
         self._hpke = hpke.MLKEM768X25519PrivateKey(mlkem_private, x25519_private)
         self._recipient = MLKEM768X25519Recipient(
@@ -151,34 +130,10 @@ class MLKEM768X25519Identity:
             + x25519_private.public_key().public_bytes_raw()
         )
 
-    @classmethod
-    def generate(cls, rng: Callable[[int], bytes] = os.urandom) -> MLKEM768X25519Identity:
-        """Create a new identity from 32 random bytes."""
-        return cls(rng(SEED_SIZE))
-
-    @classmethod
-    def parse(cls, s: str) -> MLKEM768X25519Identity:
-        """Parse an "AGE-SECRET-KEY-PQ-1..." identity string.
-
-        Raises:
-            KeyFormatError: not an uppercase, checksummed post-quantum identity.
-        """
-        hrp, data = bech32.decode(s)
-        if hrp != IDENTITY_HRP:
-            raise KeyFormatError(
-                "not a post-quantum identity: expected an uppercase 'AGE-SECRET-KEY-PQ-1...' key"
-            )
-        return cls(data)
-
-    @property
-    def recipient(self) -> MLKEM768X25519Recipient:
-        """The public recipient that files for this identity are encrypted to."""
-        return self._recipient
-
     @property
     def seed(self) -> bytes:
         """The 32-byte secret seed (for paper backups; handle with care)."""
-        return self._seed
+        return self._secret
 
     def unwrap(self, stanzas: Sequence[Stanza]) -> bytes:
         """Find and unwrap the file key from a stanza addressed to this identity.
@@ -188,17 +143,7 @@ class MLKEM768X25519Identity:
                 share is low order (the spec's all-zero shared secret).
             NoIdentityMatchError: no mlkem768x25519 stanza opens with this key.
         """
-        for stanza in stanzas:
-            if stanza.type != STANZA_TYPE:
-                continue
-            if len(stanza.args) != 1:
-                raise HeaderError("malformed mlkem768x25519 stanza: expected exactly one argument")
-            try:
-                enc = b64decode(stanza.args[0])
-            except ValueError:
-                raise HeaderError("malformed mlkem768x25519 stanza: enc is not base64") from None
-            if len(enc) != ENC_SIZE:
-                raise HeaderError(f"malformed mlkem768x25519 stanza: enc is not {ENC_SIZE} bytes")
+        for stanza, enc in stanzas_of_type(stanzas, STANZA_TYPE, "enc", ENC_SIZE):
             # Checked before decrypting: a body of another length could be
             # used as a partitioning oracle.
             if len(stanza.body) != BODY_SIZE:
@@ -212,9 +157,6 @@ class MLKEM768X25519Identity:
             except InvalidTag:
                 continue
         raise NoIdentityMatchError("no mlkem768x25519 stanza matches this identity")
-
-    def __str__(self) -> str:
-        return bech32.encode(IDENTITY_HRP, self._seed).upper()
 
     def __repr__(self) -> str:
         # Never put the secret key in a repr: reprs end up in logs and tracebacks.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import os
 from collections.abc import Callable, Sequence
 
@@ -11,7 +10,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from portal.age import bech32
 from portal.age.errors import HeaderError, KeyFormatError, NoIdentityMatchError
-from portal.age.format import Stanza, b64decode, b64encode
+from portal.age.format import Stanza, b64encode, stanzas_of_type
 from portal.age.primitives import hkdf, unwrap_file_key, wrap_file_key
 
 X25519_LABEL = b"age-encryption.org/v1/X25519"
@@ -48,10 +47,12 @@ def _wrap_key(shared: bytes, share: bytes, recipient: bytes) -> bytes:
     return hkdf(shared, share + recipient, X25519_LABEL)
 
 
-class X25519Recipient:
-    """A public key that files can be encrypted to."""
+class X25519Recipient(bech32.Bech32Recipient):
+    """A public key that files can be encrypted to; `parse` reads an "age1..." string."""
 
     __slots__ = ("_public",)
+    HRP = RECIPIENT_HRP
+    REFUSAL = "not an X25519 recipient: expected a lowercase 'age1...' key"
 
     def __init__(self, public_key: bytes) -> None:
         if len(public_key) != POINT_SIZE:
@@ -61,18 +62,6 @@ class X25519Recipient:
         except ValueError:
             raise KeyFormatError("not a usable X25519 public key (low-order point)") from None
         self._public = bytes(public_key)
-
-    @classmethod
-    def parse(cls, s: str) -> X25519Recipient:
-        """Parse an "age1..." recipient string.
-
-        Raises:
-            KeyFormatError: not a lowercase, checksummed age1 X25519 recipient.
-        """
-        hrp, data = bech32.decode(s)
-        if hrp != RECIPIENT_HRP:
-            raise KeyFormatError("not an X25519 recipient: expected a lowercase 'age1...' key")
-        return cls(data)
 
     @property
     def public_key(self) -> bytes:
@@ -87,55 +76,24 @@ class X25519Recipient:
         body = wrap_file_key(_wrap_key(shared, share, self._public), file_key)
         return [Stanza(STANZA_TYPE, (b64encode(share),), body)]
 
-    def __str__(self) -> str:
-        return bech32.encode(RECIPIENT_HRP, self._public)
-
     def __repr__(self) -> str:
         return f"X25519Recipient({str(self)!r})"
 
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, X25519Recipient):
-            return NotImplemented
-        return hmac.compare_digest(self._public, other._public)
 
-    def __hash__(self) -> int:
-        return hash((X25519Recipient, self._public))
+class X25519Identity(bech32.Bech32Identity[X25519Recipient]):
+    """A private key that decrypts files encrypted to its recipient ("AGE-SECRET-KEY-1...")."""
 
-
-class X25519Identity:
-    """A private key that can decrypt files encrypted to its recipient."""
-
-    __slots__ = ("_private", "_recipient")
+    __slots__ = ("_private", "_recipient", "_secret")
+    SECRET_SIZE = POINT_SIZE
+    HRP = IDENTITY_HRP
+    REFUSAL = "not an X25519 identity: expected an uppercase 'AGE-SECRET-KEY-1...' key"
 
     def __init__(self, secret_key: bytes) -> None:
         if len(secret_key) != POINT_SIZE:
             raise KeyFormatError("an X25519 secret key is 32 bytes")
+        self._secret = bytes(secret_key)
         self._private = X25519PrivateKey.from_private_bytes(secret_key)
         self._recipient = X25519Recipient(_raw_public(self._private.public_key()))
-
-    @classmethod
-    def generate(cls, rng: Callable[[int], bytes] = os.urandom) -> X25519Identity:
-        """Create a new identity from 32 random bytes."""
-        return cls(rng(POINT_SIZE))
-
-    @classmethod
-    def parse(cls, s: str) -> X25519Identity:
-        """Parse an "AGE-SECRET-KEY-1..." identity string.
-
-        Raises:
-            KeyFormatError: not an uppercase, checksummed X25519 identity.
-        """
-        hrp, data = bech32.decode(s)
-        if hrp != IDENTITY_HRP:
-            raise KeyFormatError(
-                "not an X25519 identity: expected an uppercase 'AGE-SECRET-KEY-1...' key"
-            )
-        return cls(data)
-
-    @property
-    def recipient(self) -> X25519Recipient:
-        """The public recipient that files for this identity are encrypted to."""
-        return self._recipient
 
     def unwrap(self, stanzas: Sequence[Stanza]) -> bytes:
         """Find and unwrap the file key from a stanza addressed to this identity.
@@ -144,17 +102,7 @@ class X25519Identity:
             HeaderError: an X25519 stanza is malformed or uses a low-order share.
             NoIdentityMatchError: no X25519 stanza opens with this key.
         """
-        for stanza in stanzas:
-            if stanza.type != STANZA_TYPE:
-                continue
-            if len(stanza.args) != 1:
-                raise HeaderError("malformed X25519 stanza: expected exactly one argument")
-            try:
-                share = b64decode(stanza.args[0])
-            except ValueError:
-                raise HeaderError("malformed X25519 stanza: share is not base64") from None
-            if len(share) != POINT_SIZE:
-                raise HeaderError("malformed X25519 stanza: share is not 32 bytes")
+        for stanza, share in stanzas_of_type(stanzas, STANZA_TYPE, "share", POINT_SIZE):
             try:
                 shared = _shared_secret(self._private, share)
             except ValueError:
@@ -165,9 +113,6 @@ class X25519Identity:
             except NoIdentityMatchError:
                 continue
         raise NoIdentityMatchError("no X25519 stanza matches this identity")
-
-    def __str__(self) -> str:
-        return bech32.encode(IDENTITY_HRP, self._private.private_bytes_raw()).upper()
 
     def __repr__(self) -> str:
         # Never put the secret key in a repr: reprs end up in logs and tracebacks.
