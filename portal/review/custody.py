@@ -34,18 +34,16 @@ import hashlib
 import json
 import os
 import re
-import secrets
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from portal.store import fsync_dir, write_all
+from portal.fsio import DIR_MODE, FILE_MODE, READ_FLAGS, replace_file, write_all
 
 CUSTODY_FORMAT = "testimony-review/custody/1"
 ANCHOR_FORMAT = "testimony-review/custody-head/1"
 GENESIS = "0" * 64
-FILE_MODE = 0o600
 _HASH_RE = re.compile(r"[0-9a-f]{64}")
 
 
@@ -335,7 +333,7 @@ class CustodyLog:
             CustodyError: the head file exists but is damaged.
         """
         try:
-            fd = os.open(self.anchor_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            fd = os.open(self.anchor_path, READ_FLAGS)
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -357,20 +355,9 @@ class CustodyLog:
     def _write_anchor(self, seq: int, head: str) -> None:
         """Replace the head file in one step (temporary file, fsync, rename)."""
         data = canonical({"format": ANCHOR_FORMAT, "seq": seq, "head": head}) + b"\n"
-        temp = self.anchor_path.with_name(f".{self.anchor_path.name}.{secrets.token_hex(6)}")
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
-            fd = os.open(temp, flags, FILE_MODE)
-            try:
-                write_all(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(temp, self.anchor_path)
-            fsync_dir(self.anchor_path.parent)
+            replace_file(self.anchor_path, data)
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
             raise CustodyError(f"cannot write {self.anchor_path}: {exc.strerror}") from exc
 
     @contextlib.contextmanager
@@ -384,7 +371,7 @@ class CustodyLog:
             CustodyError: the log is damaged, its recorded head is not in it,
                 or another run holds it.
         """
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
         flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
             fd = os.open(self.path, flags, FILE_MODE)

@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 from typing import BinaryIO
 
+from portal.fsio import READ_FLAGS
 from portal.review.outcomes import Tampered
 from portal.store import MANIFEST_NAME, StoreError, is_valid_id, submission_files
 
@@ -25,7 +26,7 @@ class SourceError(Exception):
 
 def open_ciphertext(path: Path) -> BinaryIO:
     """Open a file for reading without following a symbolic link."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    fd = os.open(path, READ_FLAGS)
     return open(fd, "rb", buffering=0)
 
 

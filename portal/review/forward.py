@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 from portal.age import PublicKey, Writer
+from portal.fsio import FILE_MODE, READ_FLAGS, fsync_dir, new_file, sha256_file, write_all
 from portal.review.custody import Entry
 from portal.review.outcomes import Changed
 from portal.review.recheck import read_opened_manifest
@@ -79,10 +80,7 @@ class _HashingWriter:
         self.size = 0
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
-        view = memoryview(data)
-        while view:
-            written = self._raw.write(view)
-            view = view[written if written is not None else len(view) :]
+        write_all(self._raw, data)
         self.sha256.update(data)
         self.size += len(data)
         return len(data)
@@ -96,15 +94,6 @@ class _TarSink:
 
     def write(self, data: bytes) -> int:
         return self._writer.write(data)
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    with open(fd, "rb", buffering=0) as handle:
-        while chunk := handle.read(_READ_SIZE):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class _CheckedReader:
@@ -161,7 +150,7 @@ def collect(
                 )
             if path.is_symlink() or not path.is_file():
                 raise ForwardError(f"{path} is missing; open the submission again")
-            if _sha256_file(path) != expected.sha256:
+            if sha256_file(path) != expected.sha256:
                 raise ForwardError(
                     f"{path} no longer matches the SHA-256 in its manifest: it was changed "
                     "after opening. Nothing was sent; open the submission again from the "
@@ -273,7 +262,7 @@ def _tarinfo(name: str, size: int, mtime: int) -> tarfile.TarInfo:
     info = tarfile.TarInfo(name)
     info.size = size
     info.mtime = mtime
-    info.mode = 0o600
+    info.mode = FILE_MODE
     info.type = tarfile.REGTYPE
     info.uid = info.gid = 0
     info.uname = info.gname = ""
@@ -317,13 +306,9 @@ def write_bundle(
     sums_member = _Member("SHA256SUMS", data=sums.encode(), size=len(sums.encode()))
     everything = sorted([*top, sums_member, *members], key=_key)
     temp = out_path.with_name(f".{out_path.name}.{secrets.token_hex(6)}.partial")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        fd = os.open(temp, flags, 0o600)
-    except OSError as exc:
-        raise ForwardError(f"cannot create {out_path}: {exc.strerror}") from exc
-    try:
-        with open(fd, "wb", buffering=0) as raw:
+        # Flushed, fsynced and closed when the block ends; removed if it fails.
+        with new_file(temp, sync_dir=False) as raw:
             hashed = _HashingWriter(raw)
             writer = Writer(cast(BinaryIO, hashed), [recipient])
             with tarfile.open(
@@ -334,10 +319,13 @@ def write_bundle(
                 for member in everything:
                     _add(tar, member, mtime)
             writer.close()
-            os.fsync(raw.fileno())
+    except OSError as exc:
+        raise ForwardError(f"cannot write {out_path}: {exc.strerror or exc}") from exc
+    try:
         if out_path.exists() or out_path.is_symlink():
             raise ForwardError(f"{out_path} appeared while the bundle was written; not replaced")
         os.rename(temp, out_path)
+        fsync_dir(out_path.parent)
     except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(temp)
@@ -359,7 +347,7 @@ def _add(tar: tarfile.TarFile, member: _Member, mtime: int) -> None:
         tar.addfile(info, io.BytesIO(member.data))
         return
     assert member.path is not None
-    fd = os.open(member.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    fd = os.open(member.path, READ_FLAGS)
     with open(fd, "rb") as handle:
         if os.fstat(handle.fileno()).st_size != member.size:
             raise ForwardError(f"{member.path} changed size after it was checked; not sent")

@@ -34,6 +34,7 @@ from portal.age import (
     Reader,
     decrypt_to_path,
 )
+from portal.fsio import CHUNK, DIR_MODE, FILE_MODE, create_new, fsync_dir, new_file, write_all
 from portal.manifest import (
     Attachment,
     Manifest,
@@ -65,7 +66,7 @@ from portal.review.record import (
     read_record,
 )
 from portal.review.safenames import NameAllocator
-from portal.store import MANIFEST_NAME, fsync_dir, is_valid_id, write_all, write_new_file
+from portal.store import MANIFEST_NAME, is_valid_id
 
 RESERVED_NAMES = (MANIFEST_JSON, RECORD_NAME, report.PAGE_NAME)
 # A manifest holds text fields and a list of attachments; the server caps
@@ -76,7 +77,6 @@ MAX_MANIFEST_PLAINTEXT = 64 * 1024 * 1024
 MAX_MANIFEST_CIPHERTEXT = (
     MAX_MANIFEST_PLAINTEXT + 16 * (MAX_MANIFEST_PLAINTEXT // 65536 + 1) + 65536
 )
-_READ_SIZE = 1 << 20
 
 SayFn = Callable[[str], None]
 BytesFn = Callable[[int], None]
@@ -151,7 +151,7 @@ class HashingReader:
 
     def drain(self) -> None:
         """Read (and hash) whatever the decryptor left, so the hash covers the whole file."""
-        while self.read(_READ_SIZE):
+        while self.read(CHUNK):
             pass
 
     def hexdigest(self) -> str:
@@ -228,7 +228,7 @@ class Opener:
 
     def prepare(self) -> None:
         """Create the output folder (0700) and sweep what a killed run left behind."""
-        self.out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.out_dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
         for path in leftovers(self.out_dir):
             remove_tree(path)
 
@@ -301,14 +301,14 @@ class Opener:
             return _Prepared(Outcome(submission_id, Status.ALREADY_OPENED))
         work = self.out_dir / f"{PARTIAL_PREFIX}{submission_id}"
         remove_tree(work)
-        work.mkdir(mode=0o700)
+        work.mkdir(mode=DIR_MODE)
         try:
             record, manifest = self._decrypt_into(source_dir, submission_id, work)
             page = report.render_submission_page(
                 record, manifest.document, text_previews(work, record)
             )
             report.write_atomically(work / report.PAGE_NAME, page)
-            write_new_file(work / RECORD_NAME, record.to_bytes())
+            create_new(work / RECORD_NAME, record.to_bytes(), sync_dir=False)
             fsync_dir(work)
         except OpenFailure as exc:
             remove_tree(work)
@@ -415,21 +415,18 @@ class Opener:
             decoder = codecs.getincrementaldecoder("utf-8")()
             digest = hashlib.sha256()
             parts = []
-            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-            fd = os.open(dest, flags, 0o600)
             try:
-                for chunk in Reader(cast(BinaryIO, reader), self.identities).chunks():
-                    digest.update(chunk)
-                    write_all(fd, chunk)
-                    parts.append(decoder.decode(chunk))
-                parts.append(decoder.decode(b"", final=True))
-                os.fsync(fd)
+                # The work folder is fsynced once, when it is complete.
+                with new_file(dest, sync_dir=False) as out:
+                    for chunk in Reader(cast(BinaryIO, reader), self.identities).chunks():
+                        digest.update(chunk)
+                        write_all(out, chunk)
+                        parts.append(decoder.decode(chunk))
+                    parts.append(decoder.decode(b"", final=True))
             except AgeError as exc:
                 raise _age_failure(MANIFEST_NAME, exc) from None
             except UnicodeDecodeError:
                 raise Tampered("manifest is not UTF-8") from None
-            finally:
-                os.close(fd)
             reader.drain()
         text = "".join(parts)
         del parts
@@ -471,7 +468,7 @@ class Opener:
             reader = HashingReader(raw, check)
             try:
                 size, digest = decrypt_to_path(
-                    cast(BinaryIO, reader), self.identities, dest, mode=0o600
+                    cast(BinaryIO, reader), self.identities, dest, mode=FILE_MODE
                 )
             except AgeError as exc:
                 raise _age_failure(entry.path, exc, attachment=True) from None
@@ -526,8 +523,8 @@ def _write_long_fields(
         digest, size = hashlib.sha256(), 0
         fd = os.open(work / name, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
-            for start in range(0, len(value), _READ_SIZE):
-                data = value[start : start + _READ_SIZE].encode("utf-8")
+            for start in range(0, len(value), CHUNK):
+                data = value[start : start + CHUNK].encode("utf-8")
                 digest.update(data)
                 size += len(data)
                 write_all(fd, data)

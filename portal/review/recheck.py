@@ -11,28 +11,18 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from portal.fsio import CHUNK, sha256_file
 from portal.manifest import Manifest, ManifestError, parse_manifest
-from portal.review.discovery import listed_files, open_ciphertext
+from portal.review.discovery import listed_files
 from portal.review.outcomes import Changed
 from portal.review.record import MANIFEST_JSON, RECORD_NAME, OpenedRecord
-
-_READ_SIZE = 1 << 20
-
-
-def sha256_file(path: Path) -> str:
-    """The SHA-256 of a file, read without following a symbolic link."""
-    digest = hashlib.sha256()
-    with open_ciphertext(path) as handle:
-        while chunk := handle.read(_READ_SIZE):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def sha256_text(text: str) -> str:
     """The SHA-256 of text as UTF-8, encoded a slice at a time (no second copy of 60 MB)."""
     digest = hashlib.sha256()
-    for start in range(0, len(text), _READ_SIZE):
-        digest.update(text[start : start + _READ_SIZE].encode("utf-8"))
+    for start in range(0, len(text), CHUNK):
+        digest.update(text[start : start + CHUNK].encode("utf-8"))
     return digest.hexdigest()
 
 

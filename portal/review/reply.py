@@ -21,10 +21,11 @@ from pathlib import Path
 
 from portal.age import X25519Recipient, encrypt
 from portal.conversation import mailbox_name
+from portal.fsio import DIR_MODE, create_new
 from portal.review.outcomes import OpenFailure
 from portal.review.recheck import check_opened_files
 from portal.review.record import SENT_REPLIES_DIR, RecordError, ReplyCopy, require_record
-from portal.store import fsync_dir, is_valid_id, write_new_file
+from portal.store import is_valid_id
 
 # The server refuses reply files over 256 KiB; a message this long in any
 # script stays well under that once encrypted.
@@ -72,11 +73,6 @@ def read_message(path: Path) -> str:
     return text
 
 
-def _write_new(path: Path, data: bytes) -> None:
-    write_new_file(path, data)
-    fsync_dir(path.parent)
-
-
 def write_reply(
     opened_dir: Path,
     submission_id: str,
@@ -112,15 +108,15 @@ def write_reply(
     digest = hashlib.sha256(ciphertext).hexdigest()
     mailbox = mailbox_name(manifest.reply_to)
     box = outbox / mailbox
-    box.mkdir(mode=0o700, parents=True, exist_ok=True)
+    box.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
     target = box / f"{digest[:32]}.age"
-    _write_new(target, ciphertext)
+    create_new(target, ciphertext)
 
     sent = (today or dt.datetime.now(dt.UTC).date()).isoformat()
     copies = opened_dir / SENT_REPLIES_DIR
-    copies.mkdir(mode=0o700, exist_ok=True)
+    copies.mkdir(mode=DIR_MODE, exist_ok=True)
     copy = ReplyCopy(submission_id, manifest.thread, sent, message, digest)
-    _write_new(copies / f"{digest[:32]}.json", copy.to_bytes())
+    create_new(copies / f"{digest[:32]}.json", copy.to_bytes())
     return SentReply(
         path=target, mailbox=mailbox, thread=manifest.thread, sha256=digest, size=len(ciphertext)
     )

@@ -14,14 +14,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
-import os
 import re
-import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from portal.fsio import replace_file
 from portal.manifest import (
     ManifestError,
     SealedQuestionnaire,
@@ -396,20 +395,7 @@ def _index_row(
 
 def write_atomically(path: Path, text: str) -> None:
     """Replace one of the tool's own files in a single step (temporary file, fsync, rename)."""
-    temp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = os.open(temp, flags, 0o600)
-    try:
-        with open(fd, "w", encoding="utf-8", closefd=False) as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        os.unlink(temp)
-        raise
-    os.close(fd)
-    os.replace(temp, path)
+    replace_file(path, text.encode("utf-8"))
 
 
 def write_index(
