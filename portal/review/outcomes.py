@@ -20,40 +20,36 @@ class Status(StrEnum):
 
 
 class OpenFailure(Exception):
-    """One submission could not be opened or checked; the message says why and what to do."""
+    """One submission could not be opened or checked; the message says why and what to do.
+
+    Each kind is a subclass that names its `label` (what the tool prints) and
+    whether it is evidence of tampering (`integrity`, exit status 3).
+    """
 
     label = "not opened"
-    # True for the kinds that mean the evidence itself is in doubt.
     integrity = False
 
+    def __init_subclass__(cls, *, label: str, integrity: bool = False) -> None:
+        super().__init_subclass__()
+        cls.label = label
+        cls.integrity = integrity
 
-class Tampered(OpenFailure):
+
+class Tampered(OpenFailure, label="tampered or damaged", integrity=True):
     """The ciphertext or its manifest is damaged, altered or substituted."""
 
-    label = "tampered or damaged"
-    integrity = True
 
-
-class NoKey(OpenFailure):
+class NoKey(OpenFailure, label="no matching key"):
     """None of the given identities can decrypt the manifest."""
 
-    label = "no matching key"
 
-
-class Conflict(OpenFailure):
+class Conflict(OpenFailure, label="output conflict"):
     """Something the tool did not write is in the way of the output folder."""
 
-    label = "output conflict"
 
-
-class Changed(OpenFailure):
+class Changed(OpenFailure, label="changed since opened", integrity=True):
     """An opened submission's ciphertext or files no longer match the hashes recorded then."""
 
-    label = "changed since opened"
-    integrity = True
 
-
-class Unexpected(OpenFailure):
+class Unexpected(OpenFailure, label="unexpected error"):
     """A bug or an unforeseen condition; the run goes on with the next submission."""
-
-    label = "unexpected error"
