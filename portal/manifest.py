@@ -65,6 +65,9 @@ class SealedChoice:
     label: str
     label_en: str
 
+    def text(self, *, english: bool = False) -> str:
+        return self.label_en if english else self.label
+
 
 @dataclass(frozen=True)
 class SealedQuestion:
@@ -83,7 +86,7 @@ class SealedQuestion:
         """A stored answer in words: choice ids become their labels."""
         if not self.choices:
             return value
-        labels = {c.id: (c.label_en if english else c.label) for c in self.choices}
+        labels = {c.id: c.text(english=english) for c in self.choices}
         return "; ".join(labels.get(part, part) for part in value.split(","))
 
     def to_json(self) -> dict[str, Any]:

@@ -120,6 +120,10 @@ class OpenReport:
         return self._with(Status.FAILED)
 
 
+class _Cancelled(Exception):
+    """Raised inside a worker when the run or its submission is being abandoned."""
+
+
 class HashingReader:
     """A read-only file wrapper that hashes and counts every byte read through it."""
 
@@ -181,10 +185,6 @@ def _age_failure(what: str, exc: AgeError, *, attachment: bool = False) -> OpenF
     else:
         detail = str(exc)
     return Tampered(f"{what}: {detail}")
-
-
-class _Cancelled(Exception):
-    """Raised inside a worker when the run or its submission is being abandoned."""
 
 
 @dataclass

@@ -40,54 +40,6 @@ def is_plain_name(name: object) -> bool:
 
 
 @dataclass(frozen=True)
-class RecordedManifest:
-    """The decrypted manifest as written (`file`), and the hashes of it and its ciphertext."""
-
-    file: str
-    sha256: str
-    ciphertext_sha256: str
-
-
-@dataclass(frozen=True)
-class OpenedAttachment:
-    """One decrypted attachment: its manifest entry, the file it was written to, its hashes."""
-
-    path: str
-    name: str
-    type: str
-    file: str
-    size: int
-    sha256: str
-    ciphertext_sha256: str
-    # How the pages show it (see inert.Decision): a kind only when inert.
-    view: str | None
-    view_reason: str
-    status: str = "verified"
-
-    @property
-    def verified(self) -> bool:
-        return self.status == "verified"
-
-
-@dataclass(frozen=True)
-class LongField:
-    """A field too long for the page, written in full to a text file of its own."""
-
-    field: str
-    file: str
-    size: int
-    sha256: str
-
-
-@dataclass(frozen=True)
-class IgnoredPart:
-    """An empty, unnamed file part the server stored but left out of the manifest."""
-
-    path: str
-    ciphertext_sha256: str
-
-
-@dataclass(frozen=True)
 class OpenedRecord:
     id: str
     opened: str
@@ -175,6 +127,54 @@ class OpenedRecord:
             ),
             ciphertext_sizes=reader.sizes("ciphertext_sizes"),
         )
+
+
+@dataclass(frozen=True)
+class OpenedAttachment:
+    """One decrypted attachment: its manifest entry, the file it was written to, its hashes."""
+
+    path: str
+    name: str
+    type: str
+    file: str
+    size: int
+    sha256: str
+    ciphertext_sha256: str
+    # How the pages show it (see inert.Decision): a kind only when inert.
+    view: str | None
+    view_reason: str
+    status: str = "verified"
+
+    @property
+    def verified(self) -> bool:
+        return self.status == "verified"
+
+
+@dataclass(frozen=True)
+class LongField:
+    """A field too long for the page, written in full to a text file of its own."""
+
+    field: str
+    file: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class RecordedManifest:
+    """The decrypted manifest as written (`file`), and the hashes of it and its ciphertext."""
+
+    file: str
+    sha256: str
+    ciphertext_sha256: str
+
+
+@dataclass(frozen=True)
+class IgnoredPart:
+    """An empty, unnamed file part the server stored but left out of the manifest."""
+
+    path: str
+    ciphertext_sha256: str
 
 
 _MISSING: Any = object()

@@ -97,8 +97,13 @@ def add_new_identity(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_required(parser: argparse.ArgumentParser, flag: str, metavar: str, what: str) -> None:
+    """An option the command cannot run without."""
+    parser.add_argument(flag, required=True, metavar=metavar, help=what)
+
+
 def add_out(parser: argparse.ArgumentParser, metavar: str, what: str) -> None:
-    parser.add_argument("--out", required=True, metavar=metavar, help=what)
+    add_required(parser, "--out", metavar, what)
 
 
 def add_from(parser: argparse.ArgumentParser) -> None:
@@ -131,32 +136,41 @@ def add_expect_head(parser: argparse.ArgumentParser) -> None:
 # ---------------------------------------------------------------- commands
 
 
+# Each subcommand and the line its parent's --help shows for it.
+SUMMARIES = {
+    "keygen": "create a new reviewer identity (key pair)",
+    "key": "paper backup of an identity: backup, restore",
+    "key backup": "split an identity into trustee share sheets",
+    "key restore": "rebuild an identity from share sheets",
+    "open": "decrypt and verify submissions into a folder",
+    "forward": "send opened submissions to a partner, encrypted",
+    "table": "write the answers of all opened submissions as CSV or JSON Lines, one row each",
+    "reply": "write a reply to a witness, encrypted to them, into an outbox for the server",
+    "verify": "hash an opened folder again against its manifests and the custody log",
+    "custody": "the chain-of-custody log",
+    "custody verify": "check the log's hash chain",
+}
+
+
 def _command(
-    sub: _SubCommands,
-    name: str,
-    summary: str,
-    handler: Handler,
-    *,
-    epilog: str | None = None,
+    sub: _SubCommands, name: str, handler: Handler, *, epilog: str | None = None
 ) -> Parser:
-    """A subcommand that runs `handler`: its help line, and the note after its options."""
-    command = sub.add_parser(name, help=summary, epilog=epilog)
+    """The subcommand `name` (its full path, as in SUMMARIES), which runs `handler`."""
+    command = sub.add_parser(name.split()[-1], help=SUMMARIES[name], epilog=epilog)
     command.set_defaults(handler=handler)
     return command
 
 
-def _group(sub: _SubCommands, name: str, summary: str, metavar: str) -> _SubCommands:
+def _group(sub: _SubCommands, name: str, metavar: str) -> _SubCommands:
     """A subcommand that only holds subcommands (`key`, `custody`)."""
-    group = sub.add_parser(name, help=summary)
+    group = sub.add_parser(name, help=SUMMARIES[name])
     return group.add_subparsers(
         dest=f"{name}_command", metavar=metavar, required=True, parser_class=Parser
     )
 
 
 def _add_key_commands(sub: _SubCommands) -> None:
-    keygen = _command(
-        sub, "keygen", "create a new reviewer identity (key pair)", cmd_keys.cmd_keygen
-    )
+    keygen = _command(sub, "keygen", cmd_keys.cmd_keygen)
     add_new_identity(keygen)
     keygen.add_argument(
         "--classic",
@@ -165,10 +179,8 @@ def _add_key_commands(sub: _SubCommands) -> None:
         "for partners whose age tools are older than 1.3",
     )
 
-    key_sub = _group(sub, "key", "paper backup of an identity: backup, restore", "{backup,restore}")
-    backup = _command(
-        key_sub, "backup", "split an identity into trustee share sheets", cmd_keys.cmd_key_backup
-    )
+    key_sub = _group(sub, "key", "{backup,restore}")
+    backup = _command(key_sub, "key backup", cmd_keys.cmd_key_backup)
     add_identity(backup, repeatable=False)
     add_out(backup, "DIR", "folder for the sheets")
     backup.add_argument(
@@ -182,22 +194,14 @@ def _add_key_commands(sub: _SubCommands) -> None:
         help="how many sheets restore the key (default 3)",
     )
     add_passphrase_file(backup)
-    restore = _command(
-        key_sub, "restore", "rebuild an identity from share sheets", cmd_keys.cmd_key_restore
-    )
+    restore = _command(key_sub, "key restore", cmd_keys.cmd_key_restore)
     add_new_identity(restore)
-    restore.add_argument(
-        "sheets",
-        nargs="*",
-        metavar="SHEET",
-        help="share sheet files (or type the words when asked)",
-    )
+    sheets = "share sheet files (or type the words when asked)"
+    restore.add_argument("sheets", nargs="*", metavar="SHEET", help=sheets)
 
 
 def _add_open(sub: _SubCommands) -> None:
-    opener = _command(
-        sub, "open", "decrypt and verify submissions into a folder", cmd_open.cmd_open
-    )
+    opener = _command(sub, "open", cmd_open.cmd_open)
     opener.add_argument(
         "src",
         metavar="SRC",
@@ -219,18 +223,14 @@ def _add_forward_and_table(sub: _SubCommands) -> None:
     forward = _command(
         sub,
         "forward",
-        "send opened submissions to a partner, encrypted",
         cmd_forward.cmd_forward,
         epilog="An ID that starts with `-` goes after `--` (forward --from DIR ... -- -ID) "
         "or as --id=-ID.",
     )
     add_ids(forward, "the submissions to send")
     add_from(forward)
-    forward.add_argument(
-        "--to",
-        required=True,
-        metavar="RECIPIENT",
-        help="the partner's age public key (age1pq1... or age1...)",
+    add_required(
+        forward, "--to", "RECIPIENT", "the partner's age public key (age1pq1... or age1...)"
     )
     add_out(forward, "FILE", "the bundle to create")
     forward.add_argument(
@@ -249,12 +249,7 @@ def _add_forward_and_table(sub: _SubCommands) -> None:
     add_custody(forward)
     add_reviewer(forward)
 
-    tabler = _command(
-        sub,
-        "table",
-        "write the answers of all opened submissions as CSV or JSON Lines, one row each",
-        cmd_forward.cmd_table,
-    )
+    tabler = _command(sub, "table", cmd_forward.cmd_table)
     add_from(tabler)
     add_out(tabler, "FILE", "the table to write")
     tabler.add_argument(
@@ -266,32 +261,17 @@ def _add_forward_and_table(sub: _SubCommands) -> None:
 
 
 def _add_reply(sub: _SubCommands) -> None:
-    replier = _command(
-        sub,
-        "reply",
-        "write a reply to a witness, encrypted to them, into an outbox for the server",
-        cmd_reply.cmd_reply,
-    )
+    replier = _command(sub, "reply", cmd_reply.cmd_reply)
     add_ids(replier, "the submission to answer", single=True)
     add_from(replier)
-    replier.add_argument(
-        "--message-file",
-        required=True,
-        metavar="FILE",
-        help="the reply, UTF-8 text in any language",
-    )
+    add_required(replier, "--message-file", "FILE", "the reply, UTF-8 text in any language")
     add_out(replier, "OUTBOX", "the outbox folder (may exist already)")
     add_custody(replier)
     add_reviewer(replier)
 
 
 def _add_verify(sub: _SubCommands) -> None:
-    verifier = _command(
-        sub,
-        "verify",
-        "hash an opened folder again against its manifests and the custody log",
-        cmd_verify.cmd_verify,
-    )
+    verifier = _command(sub, "verify", cmd_verify.cmd_verify)
     verifier.add_argument("dir", metavar="DIR", help="the folder written by `open`")
     add_ids(verifier, "only these submissions (default: all in DIR)")
     verifier.add_argument(
@@ -300,10 +280,8 @@ def _add_verify(sub: _SubCommands) -> None:
     add_custody(verifier)
     add_expect_head(verifier)
 
-    custody_sub = _group(sub, "custody", "the chain-of-custody log", "{verify}")
-    verify = _command(
-        custody_sub, "verify", "check the log's hash chain", cmd_verify.cmd_custody_verify
-    )
+    custody_sub = _group(sub, "custody", "{verify}")
+    verify = _command(custody_sub, "custody verify", cmd_verify.cmd_custody_verify)
     add_custody(verify)
     add_expect_head(verify)
 
