@@ -36,6 +36,7 @@ import os
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,14 @@ CUSTODY_FORMAT = "testimony-review/custody/1"
 ANCHOR_FORMAT = "testimony-review/custody-head/1"
 GENESIS = "0" * 64
 _HASH_RE = re.compile(r"[0-9a-f]{64}")
+
+
+class Action(StrEnum):
+    """What an entry records; the readers below know the members of OPEN and FORWARD."""
+
+    OPEN = "open"
+    FORWARD = "forward"
+    REPLY = "reply"
 
 
 class CustodyError(Exception):
@@ -154,7 +163,7 @@ class CustodyEntry:
     def opening(self) -> Opening | None:
         """The `open` entry's members, or None for another action."""
         submission = self.details.get("submission")
-        if self.action != "open" or not isinstance(submission, str):
+        if self.action != Action.OPEN or not isinstance(submission, str):
             return None
         manifest = self.details.get("manifest")
         manifest = manifest if isinstance(manifest, dict) else {}
@@ -173,7 +182,7 @@ class CustodyEntry:
     @property
     def forwarding(self) -> Forwarding | None:
         """The `forward` entry's members, or None for another action."""
-        if self.action != "forward":
+        if self.action != Action.FORWARD:
             return None
         submissions = self.details.get("submissions")
         consent = self.details.get("consent")
@@ -399,7 +408,7 @@ class CustodyLog:
         finally:
             os.close(fd)
 
-    def append(self, action: str, reviewer: str, **details: Any) -> Entry:
+    def append(self, action: Action, reviewer: str, **details: Any) -> Entry:
         """Verify the chain, then durably append one entry and return it.
 
         Refusing to write after a broken link keeps the damage visible at
@@ -423,7 +432,7 @@ class Session:
         self.head = head
         self._broken = False
 
-    def append(self, action: str, reviewer: str, **details: Any) -> Entry:
+    def append(self, action: Action, reviewer: str, **details: Any) -> Entry:
         """Durably append one entry linked to the last one; constant time."""
         if self._broken:
             raise CustodyError(f"an earlier write to {self.log.path} failed; nothing more is added")

@@ -22,6 +22,7 @@ from portal.review.cli.context import (
     custody_session,
 )
 from portal.review.custody import (
+    Action,
     Entry,
 )
 from portal.review.forward import collect, write_bundle
@@ -72,7 +73,7 @@ def cmd_forward(ctx: Context, args: argparse.Namespace) -> ExitStatus:
             consent_records=[d.as_record() for d in decisions],
         )
         session.append(
-            "forward",
+            Action.FORWARD,
             ctx.reviewer(args.reviewer),
             submissions=sorted(set(ids)),
             recipient=str(recipient),

@@ -19,6 +19,7 @@ from portal.review.cli.context import (
     unlock_source,
 )
 from portal.review.custody import (
+    Action,
     LoggedFile,
 )
 from portal.review.opening import Opener
@@ -93,7 +94,7 @@ def cmd_open(ctx: Context, args: argparse.Namespace) -> ExitStatus:
 
         def log_opened(record: OpenedRecord) -> None:
             session.append(
-                "open",
+                Action.OPEN,
                 reviewer,
                 submission=record.id,
                 output=str(out / record.id),

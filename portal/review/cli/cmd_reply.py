@@ -12,6 +12,7 @@ from portal.review.cli.context import (
     UserError,
     custody_session,
 )
+from portal.review.custody import Action
 from portal.review.outcomes import OpenFailure
 from portal.review.report import human_size
 
@@ -32,7 +33,7 @@ def cmd_reply(ctx: Context, args: argparse.Namespace) -> ExitStatus:
         except OpenFailure as exc:
             raise IntegrityError(f"{args.id}: {exc}. Nothing was written") from None
         session.append(
-            "reply",
+            Action.REPLY,
             ctx.reviewer(args.reviewer),
             submission=args.id,
             thread=sent.thread,
