@@ -148,7 +148,7 @@ def page_weights(app: Flask) -> list[PageWeight]:
 
 
 def _too_many_requests() -> HTTPException:
-    from portal.web.intake import TooManyRequests
+    from portal.web.admission import TooManyRequests
 
     return TooManyRequests(retry_after=60)
 

@@ -1,4 +1,11 @@
-"""The `testimony-portal` command: serve, check, export, seal."""
+"""The `testimony-portal` command: serve, check, export, import-replies, seal.
+
+All flags, environment reading, printing and exit statuses live here:
+`main(argv, env=, stdout=, stderr=)` returns an `ExitStatus` and never exits
+the process (tests call it in-process). The domain modules it calls
+(`portal.export`, `portal.seal`, `portal.mailbox`) print nothing; they
+return reports and raise typed errors, which are turned into lines here.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +21,7 @@ from pathlib import Path
 from typing import TextIO
 
 from portal import questionnaire
+from portal.cliutil import Parser, parse_args
 from portal.config import (
     Config,
     ConfigError,
@@ -23,20 +31,27 @@ from portal.config import (
 )
 from portal.exitstatus import ExitStatus
 
+PROG = "testimony-portal"
+# The defaults of `serve`'s flags (README.md, "Commands"). The body timeout's
+# is the app's own progress window, portal.web.body_guard.BODY_PROGRESS_WINDOW.
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
+DEFAULT_WORKERS = 2
 DEFAULT_THREADS = 1024
 DEFAULT_HEADER_TIMEOUT = 10.0
-DEFAULT_BODY_TIMEOUT = 60.0
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="testimony-portal",
+def _parser() -> Parser:
+    from portal.web.body_guard import BODY_PROGRESS_WINDOW, PROGRESS_BYTES
+
+    parser = Parser(
+        prog=PROG,
         description="Anonymous testimony intake that encrypts every submission on arrival.",
         epilog="Configuration comes from PORTAL_* environment variables; see README.md.",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, parser_class=Parser
+    )
     serve = sub.add_parser(
         "serve", help="run the web portal (nginx in front of gunicorn's threaded workers)"
     )
@@ -45,7 +60,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default %(default)s)")
     serve.add_argument(
-        "--workers", type=int, default=2, help="worker processes (default %(default)s)"
+        "--workers",
+        type=int,
+        default=DEFAULT_WORKERS,
+        help="worker processes (default %(default)s)",
     )
     serve.add_argument(
         "--threads",
@@ -63,9 +81,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--body-timeout",
         type=float,
-        default=DEFAULT_BODY_TIMEOUT,
+        default=BODY_PROGRESS_WINDOW,
         help="a request body is dropped if it sends nothing for this many seconds, or less "
-        "than 64 KiB in this many seconds (default %(default)s)",
+        f"than {PROGRESS_BYTES // 1024} KiB in this many seconds (default %(default)s)",
     )
     serve.add_argument(
         "--no-front",
@@ -107,11 +125,14 @@ def main(
     env: Mapping[str, str] | None = None,
     stdout: TextIO | None = None,
     stderr: TextIO | None = None,
-) -> int:
-    args = _parser().parse_args(argv)
+) -> ExitStatus:
+    """Run one `testimony-portal` command; never exits the process, never shows a traceback."""
     env = os.environ if env is None else env
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
+    args = parse_args(_parser(), argv, stdout=stdout, stderr=stderr)
+    if isinstance(args, ExitStatus):
+        return args
     try:
         config = Config.from_env(env)
         if args.command == "serve":
@@ -124,13 +145,13 @@ def main(
             return _seal(config, args, stdout, stderr)
         return _export(config, args, stdout, stderr)
     except ConfigError as exc:
-        print(f"testimony-portal: {exc}", file=stderr)
+        print(f"{PROG}: {exc}", file=stderr)
         return ExitStatus.ERROR
     except Exception as exc:  # noqa: BLE001 (the last line of defence: never a traceback)
         # Only the type: on the server an exception message can quote what a
         # client sent, and nothing here may print that.
         print(
-            f"testimony-portal: {args.command}: unexpected error ({type(exc).__name__}); "
+            f"{PROG}: {args.command}: unexpected error ({type(exc).__name__}); "
             "nothing stored was changed by it. Run `testimony-portal check`, and report "
             "this as a bug if the checks pass.",
             file=stderr,
@@ -138,7 +159,7 @@ def main(
         return ExitStatus.BUG
 
 
-def _serve(config: Config, args: argparse.Namespace, stderr: TextIO) -> int:
+def _serve(config: Config, args: argparse.Namespace, stderr: TextIO) -> ExitStatus:
     from portal.front import (
         FrontError,
         FrontSettings,
@@ -148,7 +169,7 @@ def _serve(config: Config, args: argparse.Namespace, stderr: TextIO) -> int:
     )
     from portal.server import bind_address, configure_logging, serve
     from portal.web import create_app
-    from portal.web.intake import BODY_PROGRESS_WINDOW_KEY
+    from portal.web.body_guard import BODY_PROGRESS_WINDOW_KEY
 
     timeouts = (args.header_timeout, args.body_timeout)
     # nan and inf parse as floats but make the deadlines meaningless (and
@@ -161,7 +182,7 @@ def _serve(config: Config, args: argparse.Namespace, stderr: TextIO) -> int:
         )
         return ExitStatus.USAGE
     if not 0 < args.port < 65536:
-        print(f"testimony-portal: --port {args.port} is not a TCP port (1-65535)", file=stderr)
+        print(f"{PROG}: --port {args.port} is not a TCP port (1-65535)", file=stderr)
         return ExitStatus.USAGE
     nofile = raise_open_file_limit()
     app = create_app(config, **{BODY_PROGRESS_WINDOW_KEY: args.body_timeout})
@@ -197,13 +218,52 @@ def _serve(config: Config, args: argparse.Namespace, stderr: TextIO) -> int:
         return ExitStatus.ERROR
 
 
-def _export(config: Config, args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
-    from portal.export import run_export
+def _export(config: Config, args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> ExitStatus:
+    from portal.export import ExportError, export_submissions
+    from portal.store import SubmissionStore
 
-    return run_export(config.data_dir, args.dest, purge=args.purge, stdout=stdout, stderr=stderr)
+    def progress(message: str) -> None:
+        print(message, file=stderr, flush=True)
+
+    # The data directory is only read, and purged from with --purge: its
+    # staging area is never swept, so an export can run beside a live server.
+    store = SubmissionStore(config.data_dir)
+    try:
+        report = export_submissions(store, args.dest, purge=args.purge, progress=progress)
+    except ExportError as exc:
+        print(f"export failed: {exc}. Nothing was copied or deleted.", file=stderr)
+        return ExitStatus.ERROR
+    except KeyboardInterrupt:
+        print(
+            "export interrupted. Submissions not yet verified on DEST are untouched on the "
+            "server; run the same command again to continue (verified copies are skipped).",
+            file=stderr,
+        )
+        return ExitStatus.INTERRUPTED
+    done = len(report.copied) + len(report.already_present)
+    print(
+        f"{done} submission(s) on {args.dest} and verified "
+        f"({len(report.copied)} copied now, {len(report.already_present)} already there, "
+        f"{report.bytes_copied} bytes written); {len(report.purged)} purged from the server.",
+        file=stdout,
+    )
+    if report.ok:
+        return ExitStatus.OK
+    if report.stopped:
+        print(
+            f"export stopped: {report.stopped}. {len(report.failed) + len(report.not_attempted)} "
+            "submission(s) were NOT exported and remain on the server untouched. "
+            "Free space or use another medium, then run the command again; "
+            "verified copies are skipped.",
+            file=stderr,
+        )
+    for submission_id, reason in report.failed.items():
+        if reason != report.stopped:
+            print(f"not exported: {submission_id}: {reason}", file=stderr)
+    return ExitStatus.ERROR
 
 
-def _import_replies(config: Config, outbox: Path, stdout: TextIO, stderr: TextIO) -> int:
+def _import_replies(config: Config, outbox: Path, stdout: TextIO, stderr: TextIO) -> ExitStatus:
     from portal.mailbox import MailboxError, ReplyStore, import_outbox
     from portal.store import StoreError, SubmissionStore
 
@@ -235,7 +295,7 @@ def _import_replies(config: Config, outbox: Path, stdout: TextIO, stderr: TextIO
     return ExitStatus.OK if not result.rejected else ExitStatus.ERROR
 
 
-def _seal(config: Config, args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+def _seal(config: Config, args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> ExitStatus:
     from portal.mailbox import ReplyStore
     from portal.seal import SealError, seal
     from portal.store import StoreError, SubmissionStore
@@ -263,7 +323,7 @@ def _seal(config: Config, args: argparse.Namespace, stdout: TextIO, stderr: Text
         return ExitStatus.ERROR
     except KeyboardInterrupt:
         print("seal interrupted; every submission is in place. Run it again later.", file=stderr)
-        return 130
+        return ExitStatus.INTERRUPTED
     except OSError as exc:
         print(
             f"seal failed: {exc.strerror or exc} ({exc.filename}); check that the data "
@@ -282,7 +342,7 @@ def _seal(config: Config, args: argparse.Namespace, stdout: TextIO, stderr: Text
     return ExitStatus.OK if report.ok else ExitStatus.ERROR
 
 
-def _check(config: Config, env: Mapping[str, str], out: TextIO) -> int:
+def _check(config: Config, env: Mapping[str, str], out: TextIO) -> ExitStatus:
     """A readable report of everything the portal needs; non-zero if anything is wrong."""
     problems = 0
 

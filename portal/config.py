@@ -38,11 +38,25 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 _KEY_SCAN_LIMIT = 1 << 20
 
 
+def _random_secret() -> bytes:
+    # Without a configured key each start gets a fresh random one: sessions
+    # only carry CSRF tokens, so the cost of a restart is that a form opened
+    # before it must be reloaded.
+    return secrets.token_bytes(32)
+
+
 @dataclass(frozen=True)
 class Config:
-    data_dir: Path
-    recipients_file: Path
-    secret_key: bytes = field(repr=False)
+    """Every setting, each with its one default (README.md's configuration table).
+
+    `from_env` reads `PORTAL_<FIELD>` (PORTAL_RECIPIENTS and
+    PORTAL_QUESTIONNAIRE for the two file fields) and falls back to these
+    defaults; tests/test_config_defaults.py holds the README to them.
+    """
+
+    data_dir: Path = Path("instance/data")
+    recipients_file: Path = Path("keys/recipients.txt")
+    secret_key: bytes = field(repr=False, default_factory=_random_secret)
     max_upload_mb: int = 2048
     max_files: int = 100
     max_testimony_chars: int = 100_000
@@ -67,40 +81,47 @@ class Config:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
+        """The configuration from `PORTAL_*` variables; an unset one keeps its default."""
         env = os.environ if env is None else env
         secret = env.get("PORTAL_SECRET_KEY")
-        log_level = env.get("PORTAL_LOG_LEVEL", "info").lower()
+        log_level = env.get("PORTAL_LOG_LEVEL", cls.log_level).lower()
         if log_level not in LOG_LEVELS:
             raise ConfigError(
                 f"PORTAL_LOG_LEVEL={log_level!r} is not one of {', '.join(LOG_LEVELS)}"
             )
         hosts = tuple(h.strip().lower() for h in env.get("PORTAL_ALLOWED_HOSTS", "").split(","))
+        seal_time = env.get("PORTAL_SEAL_TIME")
         return cls(
-            data_dir=Path(env.get("PORTAL_DATA_DIR", "instance/data")),
-            recipients_file=Path(env.get("PORTAL_RECIPIENTS", "keys/recipients.txt")),
-            # Without a configured key each start gets a fresh random one:
-            # sessions only carry CSRF tokens, so the cost of a restart is
-            # that a form opened before it must be reloaded.
-            secret_key=secret.encode() if secret else secrets.token_bytes(32),
-            max_upload_mb=_positive_int(env, "PORTAL_MAX_UPLOAD_MB", 2048),
-            max_files=_positive_int(env, "PORTAL_MAX_FILES", 100),
-            max_testimony_chars=_positive_int(env, "PORTAL_MAX_TESTIMONY_CHARS", 100_000),
-            min_free_mb=_positive_int(env, "PORTAL_MIN_FREE_MB", 1024, allow_zero=True),
-            rate_per_minute=_positive_int(env, "PORTAL_RATE_PER_MINUTE", 60),
-            rate_burst=_positive_int(env, "PORTAL_RATE_BURST", 30),
+            data_dir=Path(env.get("PORTAL_DATA_DIR", cls.data_dir)),
+            recipients_file=Path(env.get("PORTAL_RECIPIENTS", cls.recipients_file)),
+            secret_key=secret.encode() if secret else _random_secret(),
+            max_upload_mb=_positive_int(env, "PORTAL_MAX_UPLOAD_MB", cls.max_upload_mb),
+            max_files=_positive_int(env, "PORTAL_MAX_FILES", cls.max_files),
+            max_testimony_chars=_positive_int(
+                env, "PORTAL_MAX_TESTIMONY_CHARS", cls.max_testimony_chars
+            ),
+            min_free_mb=_positive_int(env, "PORTAL_MIN_FREE_MB", cls.min_free_mb, allow_zero=True),
+            rate_per_minute=_positive_int(env, "PORTAL_RATE_PER_MINUTE", cls.rate_per_minute),
+            rate_burst=_positive_int(env, "PORTAL_RATE_BURST", cls.rate_burst),
             log_level=log_level,
-            allowed_hosts=tuple(h for h in hosts if h),
-            onion_location=env.get("PORTAL_ONION_LOCATION") or None,
-            tls=env.get("PORTAL_TLS", "").lower() in ("1", "true", "yes"),
+            allowed_hosts=tuple(h for h in hosts if h) or cls.allowed_hosts,
+            onion_location=env.get("PORTAL_ONION_LOCATION") or cls.onion_location,
+            tls=_flag(env, "PORTAL_TLS", cls.tls),
             questionnaire_file=Path(env["PORTAL_QUESTIONNAIRE"])
             if env.get("PORTAL_QUESTIONNAIRE")
-            else None,
-            reply_days=_positive_int(env, "PORTAL_REPLY_DAYS", 90),
-            receipt_kdf_ops=_optional_int(env, "PORTAL_RECEIPT_KDF_OPS"),
-            receipt_kdf_memory_kib=_optional_int(env, "PORTAL_RECEIPT_KDF_MEMORY_KIB"),
-            receipt_kdf_concurrency=_positive_int(env, "PORTAL_RECEIPT_KDF_CONCURRENCY", 2),
-            seal_time=_seal_time(env.get("PORTAL_SEAL_TIME", "04:00")),
-            staging_sweep_seconds=_positive_int(env, "PORTAL_STAGING_SWEEP_SECONDS", 60),
+            else cls.questionnaire_file,
+            reply_days=_positive_int(env, "PORTAL_REPLY_DAYS", cls.reply_days),
+            receipt_kdf_ops=_optional_int(env, "PORTAL_RECEIPT_KDF_OPS", cls.receipt_kdf_ops),
+            receipt_kdf_memory_kib=_optional_int(
+                env, "PORTAL_RECEIPT_KDF_MEMORY_KIB", cls.receipt_kdf_memory_kib
+            ),
+            receipt_kdf_concurrency=_positive_int(
+                env, "PORTAL_RECEIPT_KDF_CONCURRENCY", cls.receipt_kdf_concurrency
+            ),
+            seal_time=cls.seal_time if seal_time is None else _seal_time(seal_time),
+            staging_sweep_seconds=_positive_int(
+                env, "PORTAL_STAGING_SWEEP_SECONDS", cls.staging_sweep_seconds
+            ),
         )
 
     @property
@@ -135,9 +156,29 @@ def load_questionnaire(config: Config, languages: Iterable[str]) -> Questionnair
         raise ConfigError(f"PORTAL_QUESTIONNAIRE: {exc}") from None
 
 
-def _optional_int(env: Mapping[str, str], name: str) -> int | None:
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    # A word that is neither yes nor no is refused: PORTAL_TLS=enabled
+    # silently meaning "off" would drop Secure cookies and HSTS.
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ConfigError(
+        f"{name} must be one of {', '.join(_TRUE)} (on) or {', '.join(_FALSE)} (off), "
+        f"not {env[name]!r}"
+    )
+
+
+def _optional_int(env: Mapping[str, str], name: str, default: int | None) -> int | None:
     if not env.get(name):
-        return None
+        return default
     return _positive_int(env, name, 0)
 
 

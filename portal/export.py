@@ -25,7 +25,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, TextIO
+from typing import BinaryIO
 
 from portal.fsio import (
     CHUNK,
@@ -245,12 +245,26 @@ def export_submissions(
     done; a single submission that cannot be exported (a conflicting file
     on `dest`, a damaged server directory) is reported and the rest go on.
 
+    It prints nothing: `progress` gets one line per submission, and the
+    command (`portal.cli`) reports the returned `ExportReport`.
+
     Raises:
-        ExportError: `dest` cannot be prepared at all.
+        ExportError: the data directory is not a portal's, or `dest` cannot
+            be prepared at all; nothing was copied or deleted.
+        KeyboardInterrupt: passed on as it comes; what was verified on
+            `dest` stays there and every other submission is untouched.
     """
     say = progress or (lambda _message: None)
     dest = Path(dest)
     opener = opener or _default_opener
+    if not store.submissions_dir.is_dir():
+        # The store is only read here (its staging area is never swept), so
+        # an export can run beside a live server; a wrong path must not
+        # look like an empty server.
+        raise ExportError(
+            f"{store.submissions_dir} does not exist; check PORTAL_DATA_DIR "
+            "(it must be the server's data directory)"
+        )
     if dest.resolve().is_relative_to(store.root.resolve()):
         raise ExportError(f"{dest} is inside the data directory; export to a separate medium")
     try:
@@ -314,67 +328,3 @@ def _export_all(
             state += ", purged from the server"
         say(f"[{index}/{len(ids)}] {submission_id}: {state}")
     return report
-
-
-def run_export(
-    data: SubmissionStore | Path | str,
-    dest: Path | str,
-    *,
-    purge: bool,
-    stdout: TextIO,
-    stderr: TextIO,
-) -> int:
-    """The `testimony-portal export` command: run, report, and return the exit status.
-
-    `data` is the server's data directory (or a store on it). It is only
-    read, and purged from with `purge`: its staging area is never swept,
-    so an export can run beside a live server. Returns 0 when every
-    submission is on DEST and verified; 1 otherwise, with the reason and the
-    state of the server data on stderr; 130 when interrupted.
-    """
-    store = data if isinstance(data, SubmissionStore) else SubmissionStore(Path(data))
-    dest = Path(dest)
-
-    def progress(message: str) -> None:
-        print(message, file=stderr, flush=True)
-
-    if not store.submissions_dir.is_dir():
-        print(
-            f"export failed: {store.submissions_dir} does not exist; check PORTAL_DATA_DIR "
-            "(it must be the server's data directory). Nothing was copied or deleted.",
-            file=stderr,
-        )
-        return 1
-    try:
-        report = export_submissions(store, dest, purge=purge, progress=progress)
-    except ExportError as exc:
-        print(f"export failed: {exc}. Nothing was copied or deleted.", file=stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(
-            "export interrupted. Submissions not yet verified on DEST are untouched on the "
-            "server; run the same command again to continue (verified copies are skipped).",
-            file=stderr,
-        )
-        return 130
-    done = len(report.copied) + len(report.already_present)
-    print(
-        f"{done} submission(s) on {dest} and verified "
-        f"({len(report.copied)} copied now, {len(report.already_present)} already there, "
-        f"{report.bytes_copied} bytes written); {len(report.purged)} purged from the server.",
-        file=stdout,
-    )
-    if report.ok:
-        return 0
-    if report.stopped:
-        print(
-            f"export stopped: {report.stopped}. {len(report.failed) + len(report.not_attempted)} "
-            "submission(s) were NOT exported and remain on the server untouched. "
-            "Free space or use another medium, then run the command again; "
-            "verified copies are skipped.",
-            file=stderr,
-        )
-    for submission_id, reason in report.failed.items():
-        if reason != report.stopped:
-            print(f"not exported: {submission_id}: {reason}", file=stderr)
-    return 1

@@ -44,6 +44,7 @@ from typing import IO
 
 from flask import Flask
 
+from portal.exitstatus import ExitStatus
 from portal.server import render_page
 from portal.web.i18n import LANGUAGES
 from portal.web.security import STATIC_HEADERS
@@ -299,7 +300,7 @@ class Supervisor:
         self._stopping = False
         self._pending = b""
 
-    def run(self, nginx: Path, app_command: Sequence[str]) -> int:
+    def run(self, nginx: Path, app_command: Sequence[str]) -> ExitStatus:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, self._on_signal)
         try:
@@ -351,27 +352,25 @@ class Supervisor:
                 return
         raise FrontError("the front proxy (nginx) did not start listening within 15 s")
 
-    def _watch(self) -> int:
+    def _watch(self) -> ExitStatus:
         assert self.nginx is not None and self.app is not None
+        pair = (
+            (self.app, "the app server", "the front proxy"),
+            (self.nginx, "the front proxy (nginx)", "the app server"),
+        )
         while not self._stopping:
             self._drain_nginx_log(0.5)
             if self._stopping:
                 break
-            if self.app.poll() is not None:
-                print(
-                    f"testimony-portal: the app server stopped (exit status "
-                    f"{self.app.returncode}); stopping the front proxy too",
-                    file=self.stderr,
-                )
-                return 1
-            if self.nginx.poll() is not None:
-                print(
-                    f"testimony-portal: the front proxy (nginx) stopped (exit status "
-                    f"{self.nginx.returncode}); stopping the app server too",
-                    file=self.stderr,
-                )
-                return 1
-        return 0
+            for process, name, other in pair:
+                if process.poll() is not None:
+                    print(
+                        f"testimony-portal: {name} stopped (exit status "
+                        f"{process.returncode}); stopping {other} too",
+                        file=self.stderr,
+                    )
+                    return ExitStatus.ERROR
+        return ExitStatus.OK
 
     def _drain_nginx_log(self, timeout: float) -> None:
         if self.nginx is None or self.nginx.stderr is None:
@@ -415,7 +414,7 @@ def run_front(
     settings: FrontSettings,
     app_command: Sequence[str],
     stderr: IO[str],
-) -> int:
+) -> ExitStatus:
     """Serve through nginx: write its configuration and pages, run it and the app server."""
     nginx = find_nginx()
     runtime = Path(tempfile.mkdtemp(prefix="testimony-portal-"))

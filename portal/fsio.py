@@ -202,11 +202,13 @@ def append_file(path: Path, data: Data, *, mode: int = FILE_MODE) -> None:
     fsync_dir(path.parent)
 
 
-def replace_file(path: Path, data: Data, *, mode: int = FILE_MODE) -> None:
+def replace_file(path: Path, data: Data, *, mode: int = FILE_MODE, sync_dir: bool = True) -> None:
     """Replace `path` with `data` in one step: temporary file, fsync, rename, folder fsync.
 
     A reader sees the old content or the new, never a mix, also after a
-    crash; the temporary file is removed if anything fails.
+    crash; the temporary file is removed if anything fails. With `sync_dir`
+    False the caller fsyncs the folder itself (the new name is not durable
+    until it does).
     """
     temp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     create_new(temp, data, mode=mode, sync_dir=False)
@@ -215,7 +217,8 @@ def replace_file(path: Path, data: Data, *, mode: int = FILE_MODE) -> None:
     except BaseException:
         _remove_failed(temp)
         raise
-    fsync_dir(path.parent)
+    if sync_dir:
+        fsync_dir(path.parent)
 
 
 def sha256_file(path: Path, *, drop_cache: bool = False) -> str:

@@ -138,7 +138,8 @@ def _write_state(store: SubmissionStore, started: dt.datetime, rewrite_from: flo
     """
     day = day_date(rewrite_from)
     text = f"{started.strftime('%Y-%m-%dT%H:%M:%SZ')}\nrewrite-from {day}\n"
-    replace_file(store.root / STATE_FILE, text.encode("ascii"))
+    # The seal fsyncs the data directory itself once it has tidied up.
+    replace_file(store.root / STATE_FILE, text.encode("ascii"), sync_dir=False)
 
 
 def recover_interrupted_seal(store: SubmissionStore) -> bool:

@@ -10,7 +10,7 @@ behind nginx (see `portal.front`), which absorbs slow and silent
 connections; each request body still holds one thread while it streams, so
 there are enough threads for a thousand slow bodies at once (they are
 started only when needed), and the app drops a body that stops making
-progress (`portal.web.intake.ProgressWatchdog`).
+progress (`portal.web.body_guard.ProgressWatchdog`).
 
 Every log line, gunicorn's included, goes through `SafeFormatter`: no time
 stamp, no IP address, no exception message (those can quote what a client
@@ -40,8 +40,8 @@ from werkzeug.exceptions import HTTPException, default_exceptions
 
 from portal.config import Config
 from portal.scheduler import start_housekeeping
+from portal.web.body_guard import PROGRESS_BYTES
 from portal.web.errors import render_error
-from portal.web.intake import PROGRESS_BYTES
 from portal.web.security import STATIC_HEADERS
 
 LOG_FORMAT = "[%(levelname)s] %(name)s: %(message)s"
@@ -138,7 +138,7 @@ class QuietLogger(Logger):
         return None
 
 
-class AnonymousResponse(gunicorn_wsgi.Response):  # type: ignore[misc]
+class AnonymousResponse(gunicorn_wsgi.Response):
     """gunicorn's response without its `Server:` header.
 
     Naming the server software tells an attacker which exploits to try and
@@ -184,7 +184,7 @@ def protocol_error_writer(app: Flask) -> Any:
     return write_error
 
 
-class PortalServer(BaseApplication):  # type: ignore[misc]
+class PortalServer(BaseApplication):
     def __init__(self, app: Flask, options: dict[str, Any]) -> None:
         self._app = app
         self._options = options

@@ -250,3 +250,53 @@ def test_an_unexpected_error_is_one_line_without_its_message(
     assert status == ExitStatus.BUG
     [line] = err.getvalue().strip().splitlines()
     assert "RuntimeError" in line and "could quote" not in line and "Traceback" not in line
+
+
+# --- the command line itself: argparse never exits the process
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        ([], "COMMAND"),
+        (["frobnicate"], "frobnicate"),
+        (["serve", "--port", "eighty"], "--port"),
+        (["serve", "--no-such-flag"], "--no-such-flag"),
+        (["export"], "dest"),
+        (["seal", "--all", "extra"], "extra"),
+    ],
+)
+def test_a_usage_error_returns_usage_with_one_line_naming_it(
+    tmp_path: Path, argv: list[str], named: str
+) -> None:
+    status, out, err = run(argv, {"PORTAL_DATA_DIR": str(tmp_path / "data")})
+    assert status == ExitStatus.USAGE
+    [line] = err.strip().splitlines()
+    assert named in line and "--help" in line, line
+    assert out == ""
+    assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["serve", "--help"], ["export", "-h"]])
+def test_help_is_printed_to_stdout_and_returns_ok(argv: list[str]) -> None:
+    status, out, err = run(argv, {})
+    assert status == ExitStatus.OK
+    assert out.startswith("usage: testimony-portal") and err == ""
+
+
+def test_main_returns_the_shared_exit_status_enum(tmp_path: Path) -> None:
+    status = main(["seal"], env={"PORTAL_DATA_DIR": str(tmp_path / "none")}, stderr=io.StringIO())
+    assert type(status) is ExitStatus and status == ExitStatus.ERROR
+
+
+def test_console_script_usage_error_exits_2_without_a_traceback() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "portal.cli", "serve", "--port", "eighty"],
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == ExitStatus.USAGE
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -27,11 +27,23 @@ def test_defaults_are_documented_values() -> None:
         ("PORTAL_MAX_UPLOAD_MB", "lots"),
         ("PORTAL_MAX_UPLOAD_MB", "-1"),
         ("PORTAL_LOG_LEVEL", "loud"),
+        ("PORTAL_TLS", "enabled"),
+        ("PORTAL_TLS", "ture"),
     ],
 )
 def test_bad_settings_name_the_variable(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
         Config.from_env({name: value})
+
+
+@pytest.mark.parametrize(
+    ("value", "tls"),
+    [("1", True), ("on", True), ("YES", True), ("true ", True), ("0", False), ("off", False),
+     ("no", False), ("", False)],
+)  # fmt: skip
+def test_tls_flag_reads_yes_and_no_words(value: str, tls: bool) -> None:
+    # "on" once meant off, silently dropping Secure cookies and HSTS.
+    assert Config.from_env({"PORTAL_TLS": value}).tls is tls
 
 
 def test_config_is_frozen() -> None:

@@ -14,7 +14,8 @@ from typing import BinaryIO
 import pytest
 
 from portal.age import X25519Identity
-from portal.export import SUMS_NAME, ExportError, export_submissions, run_export
+from portal.cli import main
+from portal.export import SUMS_NAME, ExportError, export_submissions
 from portal.store import SubmissionStore
 from tests.review_support import make_store, submit, tree
 
@@ -30,6 +31,14 @@ def store(tmp_path: Path, identity: X25519Identity) -> SubmissionStore:
     for number in range(3):
         submit(store, [identity], f"testimony {number}", [("a.bin", os.urandom(400_000))])
     return store
+
+
+def run_export(
+    store: SubmissionStore, dest: Path, *, purge: bool, stdout: io.StringIO, stderr: io.StringIO
+) -> int:
+    """`testimony-portal export DEST [--purge]` on `store`'s data directory, in process."""
+    argv = ["export", str(dest), *(["--purge"] if purge else [])]
+    return main(argv, env={"PORTAL_DATA_DIR": str(store.root)}, stdout=stdout, stderr=stderr)
 
 
 def _server_files(store: SubmissionStore) -> dict[str, bytes]:

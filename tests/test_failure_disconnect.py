@@ -14,7 +14,7 @@ import pytest
 
 from portal.store import SubmissionStore
 from portal.web import create_app
-from portal.web.intake import GuardedInputMiddleware
+from portal.web.body_guard import GuardedInputMiddleware
 from tests.support import LiveServer, MultipartBody
 
 pytestmark = pytest.mark.slow

@@ -284,6 +284,9 @@ def test_replace_and_append_fsync_the_file_and_the_folder(
     replace_file(tmp_path / "state", b"x")
     assert fsynced[-1] == str(tmp_path) and fsynced[0].startswith(str(tmp_path / ".state."))
     fsynced.clear()
+    replace_file(tmp_path / "state", b"y", sync_dir=False)
+    assert len(fsynced) == 1 and fsynced[0].startswith(str(tmp_path / ".state."))
+    fsynced.clear()
     append_file(tmp_path / "sums", b"x")
     assert fsynced == [str(tmp_path / "sums"), str(tmp_path)]
 

@@ -13,7 +13,7 @@ import pytest
 
 from portal.age import decrypt, parse_identities
 from portal.cli import main as portal_cli
-from portal.export import run_export
+from portal.export import export_submissions
 from portal.review.cli import ExitStatus
 from portal.review.custody import CustodyLog
 from portal.store import SubmissionStore
@@ -146,7 +146,7 @@ def test_stock_age_opens_the_exported_ciphertext_too(
     assert response.status == 200
     store = SubmissionStore(live_server.data_dir)
     usb = tmp_path / "usb"
-    assert run_export(store, usb, purge=False, stdout=io.StringIO(), stderr=io.StringIO()) == 0
+    assert export_submissions(store, usb).ok
     [sid] = store.ids()
     result = subprocess.run(
         [

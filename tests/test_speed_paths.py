@@ -22,7 +22,7 @@ from gunicorn.http import wsgi as gunicorn_wsgi
 
 from portal.server import adapt_gunicorn
 from portal.store import StagedFile, SubmissionStore
-from portal.web.intake import PROGRESS_BYTES
+from portal.web.body_guard import PROGRESS_BYTES
 
 
 def test_gunicorn_still_has_the_body_recv_limit_the_portal_sets() -> None:

@@ -16,7 +16,18 @@ from portal.config import (
 )
 from portal.freespace import FreeSpaceFloor
 from portal.store import StoreError, SubmissionStore
-from portal.web import errors, followup, i18n, intake, pages, questions, security, submit
+from portal.web import (
+    admission,
+    body_guard,
+    errors,
+    followup,
+    i18n,
+    pages,
+    questions,
+    request,
+    security,
+    submit,
+)
 from portal.web.extensions import PortalState, csrf
 
 
@@ -54,7 +65,6 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
         ) from None
 
     app = Flask(__name__, template_folder=str(template_folder()))
-    app.request_class = intake.IntakeRequest
     app.config.update(security.flask_settings(config))
     app.config.update(overrides)
     app.extensions["portal"] = PortalState(config=config, store=store, recipients=recipients)
@@ -62,7 +72,9 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
 
     i18n.init_app(app)
     security.init_app(app)
-    intake.init_app(app)  # limits run before CSRF parses the body
+    request.init_app(app)  # the encrypting stream factory and the form's limits
+    admission.init_app(app)  # runs before CSRF parses the body
+    body_guard.init_app(app)
     csrf.init_app(app)
     errors.init_app(app)
     app.register_blueprint(pages.bp)

@@ -16,6 +16,7 @@ from werkzeug.exceptions import BadRequest
 
 from portal.age import X25519Identity
 from portal.config import Config, ConfigError
+from portal.intake import Submission
 from portal.mailbox import (
     MailboxError,
     ReceiptKeys,
@@ -25,10 +26,11 @@ from portal.mailbox import (
     ensure_salt,
 )
 from portal.receipt import Receipt, ReceiptError, parse_receipt
+from portal.web.admission import spend_rate_token
 from portal.web.extensions import portal_state
 from portal.web.forms import FollowupForm, ReceiptForm, ReplyDeleteForm
-from portal.web.intake import current_submission
 from portal.web.onetime import AlreadyStored
+from portal.web.storing import store_once
 
 bp = Blueprint("followup", __name__)
 
@@ -67,12 +69,8 @@ def _spend_rate_budget() -> None:
     (a typo'd receipt included, though it costs no derivation). Runs after
     the CSRF check, so requests without the form's session spend nothing.
     """
-    from portal.web.intake import TooManyRequests
-
     if request.endpoint in ("followup.mailbox", "followup.delete"):
-        wait = portal_state().bucket.take()
-        if wait:
-            raise TooManyRequests(retry_after=max(1, int(wait + 0.999)))
+        spend_rate_token()
 
 
 bp.before_request(_spend_rate_budget)
@@ -139,31 +137,25 @@ def delete(lang: str) -> tuple[str, int]:
 @bp.post("/followup/send", defaults={"lang": "en"})
 @bp.post("/<lang:lang>/followup/send")
 def send(lang: str) -> tuple[str, int]:
-    from portal.web.submit import _claim
-
     form = _followup_form()
     if not form.validate() or form.once is None:
         # Files already streamed in are discarded when the request ends.
         return render_template("followup_failed.html", form=form), 400
     receipt = _checked_receipt(form.receipt.data)
-    # One submission per form, as on the main form: a reload stores nothing.
-    claim = _claim(form.once)
-    if isinstance(claim, AlreadyStored):
-        return render_template("received.html", receipt=None, followup=True), 200
-    submission = current_submission(create=True)
-    assert submission is not None
     testimony = form.testimony.data or ""
-    try:
+
+    def commit(submission: Submission) -> None:
         identity = conversation().keys.derive(receipt)
         submission.commit({"testimony": testimony}, language=lang, reply_to=str(identity.recipient))
-    except BaseException:
-        portal_state().used_forms.release(claim)
-        raise
-    portal_state().used_forms.complete(claim, b"")
+
+    # One submission per form, as on the main form: a reload stores nothing.
+    stored = store_once(form.once, commit)
+    if isinstance(stored, AlreadyStored):
+        return render_template("received.html", receipt=None, followup=True), 200
     return render_template(
         "received.html",
         receipt=None,
         followup=True,
         testimony_chars=len(testimony),
-        arrived=submission.committed_attachments,
+        arrived=stored.submission.committed_attachments,
     ), 200

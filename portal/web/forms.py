@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from babel.support import Translations
+from babel.support import NullTranslations, Translations
 from flask import current_app
 from flask_babel import get_locale
 from flask_babel import lazy_gettext as _l
@@ -18,7 +18,9 @@ from portal.web.onetime import FormSigner, FormValue, InvalidFormValue
 
 
 @functools.lru_cache(maxsize=8)
-def _wtforms_catalogue(locale: str) -> Translations:
+def _wtforms_catalogue(locale: str) -> NullTranslations:
+    # NullTranslations when WTForms has no catalogue for the language: its
+    # messages then stay in English.
     return Translations.load(messages_path(), [locale], domain="wtforms")
 
 
@@ -79,6 +81,8 @@ class SubmissionForm(FlaskForm):
     class Meta:
         def get_translations(self, form: Any) -> Any:
             if not current_app.config.get("WTF_I18N_ENABLED", True):
+                # WTForms builds the form's Meta from every Meta in the form's
+                # MRO, so super() reaches Flask-WTF's; mypy sees a bare class.
                 return super().get_translations(form)  # type: ignore[misc]
             return _WTFORMS_MESSAGES
 
@@ -131,7 +135,7 @@ class SubmissionForm(FlaskForm):
             ) from None
 
     def validate(self, extra_validators: Any = None) -> bool:
-        valid = super().validate(extra_validators)
+        valid: bool = super().validate(extra_validators)
         if valid and not self.has_content():
             self.testimony.errors = [_l("Please write your testimony or attach a file.")]
             return False

@@ -45,7 +45,8 @@ class TokenBucket:
             self._state[0], self._state[1] = tokens, now
 
     def _take(self) -> float:
-        tokens, last = self._state[0], self._state[1]
+        tokens: float = self._state[0]
+        last: float = self._state[1]
         now = self._clock()
         tokens = min(self._burst, tokens + max(0.0, now - last) * self._rate)
         if tokens >= 1:

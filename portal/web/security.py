@@ -11,6 +11,7 @@ from werkzeug.exceptions import BadRequest, HTTPException
 from werkzeug.sansio.utils import host_is_trusted
 
 from portal.config import Config
+from portal.web.errors import PortalHTTPError
 
 # Only our own stylesheet and images; no script at all, no frames, forms may
 # only post back here. `base-uri 'none'` stops an injected <base> from
@@ -48,7 +49,7 @@ HSTS = "max-age=63072000"
 CSRF_TIME_LIMIT = dt.timedelta(hours=12)
 
 
-class UnknownHost(BadRequest):
+class UnknownHost(PortalHTTPError, BadRequest):
     description = "This address is not served here."
 
 
@@ -143,6 +144,7 @@ def init_app(app: Flask) -> None:
         if config.allowed_hosts and not host_is_trusted(host, config.allowed_hosts):
             raise UnknownHost()
 
+    # Flask's documented way to add WSGI middleware; mypy sees a method replaced.
     app.wsgi_app = HostGuard(app)  # type: ignore[method-assign]
 
     @app.after_request

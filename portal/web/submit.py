@@ -2,31 +2,19 @@
 
 from __future__ import annotations
 
-import time
-
 from flask import Blueprint, render_template
-from werkzeug.exceptions import ServiceUnavailable
 
+from portal.intake import Submission
 from portal.questionnaire import Answers
-from portal.receipt import new_receipt
+from portal.receipt import Receipt, new_receipt
 from portal.web.extensions import portal_state
 from portal.web.followup import conversation
 from portal.web.forms import SubmissionForm
-from portal.web.intake import current_submission
-from portal.web.onetime import AlreadyStored, Claimed, FormValue, StillStoring
+from portal.web.onetime import AlreadyStored
 from portal.web.questions import current_questionnaire, form_questions, read_posted_answers
+from portal.web.storing import store_once
 
 bp = Blueprint("submit", __name__)
-
-# A repeated form waits this long for the first request with it to finish
-# storing. The first one has received its whole body by then, so what is
-# left (fsync, the manifest, a rename) takes seconds.
-REPEAT_WAIT_SECONDS = 300.0
-_REPEAT_POLL_SECONDS = 0.1
-
-
-class RepeatStillStoring(ServiceUnavailable):
-    description = "The same form is still being stored."
 
 
 def _new_form() -> SubmissionForm:
@@ -56,17 +44,6 @@ def _received_page(page_state: bytes) -> tuple[str, int]:
     return render_template("received.html"), 200
 
 
-def _claim(once: FormValue) -> Claimed | AlreadyStored:
-    """Claim the form for this request, waiting while another request stores it."""
-    ledger = portal_state().used_forms
-    deadline = time.monotonic() + REPEAT_WAIT_SECONDS
-    while isinstance(claim := ledger.claim(once), StillStoring):
-        if time.monotonic() > deadline:
-            raise RepeatStillStoring()
-        time.sleep(_REPEAT_POLL_SECONDS)
-    return claim
-
-
 @bp.get("/submit", defaults={"lang": "en"})
 @bp.get("/<lang:lang>/submit")
 def form(lang: str) -> tuple[str, int]:
@@ -83,14 +60,9 @@ def receive(lang: str) -> tuple[str, int]:
         # Files already streamed in are discarded when the request ends;
         # the page tells the witness that nothing was saved.
         return _form_page(form, lang, answers, status=400)
-    claim = _claim(form.once)
-    if isinstance(claim, AlreadyStored):
-        # A reload, a double click or a replay: stored once already.
-        return _received_page(claim.page_state)
-    submission = current_submission(create=True)
-    assert submission is not None
     testimony = form.testimony.data or ""
-    try:
+
+    def commit(submission: Submission) -> Receipt:
         # The receipt is drawn and turned into the witness's recipient in
         # memory; only that recipient is kept, inside the encrypted manifest.
         receipt = new_receipt()
@@ -101,16 +73,15 @@ def receive(lang: str) -> tuple[str, int]:
             reply_to=str(identity.recipient),
             questionnaire=current_questionnaire().sealed(lang),
         )
-    except BaseException:
-        portal_state().used_forms.release(claim)
-        raise
-    # Nothing of the receipt goes into the ledger: a repeat of this form
-    # (a reload, perhaps by the next person on a shared device) is told it
-    # was stored, but is not shown the receipt again.
-    portal_state().used_forms.complete(claim, b"")
+        return receipt
+
+    stored = store_once(form.once, commit)
+    if isinstance(stored, AlreadyStored):
+        # A reload, a double click or a replay: stored once already.
+        return _received_page(stored.page_state)
     return render_template(
         "received.html",
-        receipt=receipt.display(),
+        receipt=stored.value.display(),
         testimony_chars=len(testimony),
-        arrived=submission.committed_attachments,
+        arrived=stored.submission.committed_attachments,
     ), 200
