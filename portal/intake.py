@@ -6,25 +6,20 @@ the request's stream factory), the sink hashes the plaintext and pushes it
 through an age `Writer` into a staging file. Plaintext exists only in memory,
 one chunk at a time. The manifest, with each attachment's name, type, size and
 SHA-256, is encrypted last, and then the store commits the whole directory.
+The manifest's format, its writer and its parser live in `portal.manifest`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
 from typing import Any, BinaryIO
 
 from portal.age import Recipient, Writer
-from portal.conversation import thread_id
-from portal.store import StagedFile, Staging, SubmissionStore, received_date
+from portal.manifest import Attachment, build_manifest
+from portal.store import StagedFile, Staging, SubmissionStore
 
-# Version 2 adds the optional `reply_to` and `thread` (issue 11) and
-# `questionnaire` (issue 12); the reviewer reads versions 1 and 2.
-MANIFEST_FORMAT = "testimony-portal/submission/2"
-MANIFEST_MIN_BUCKET = 4096
 # Names and types come from the witness's browser: keep them, but bounded,
 # so a hostile client cannot bloat the manifest. The reviewer tool makes
 # them safe for its file system; here they are only data.
@@ -34,15 +29,6 @@ MAX_TYPE_CHARS = 255
 
 class IntakeError(Exception):
     """A submission could not be stored; nothing of it was kept."""
-
-
-@dataclass(frozen=True)
-class Attachment:
-    path: str
-    name: str
-    type: str
-    size: int
-    sha256: str
 
 
 def _clean_text(value: str, limit: int) -> str:
@@ -249,50 +235,6 @@ class Submission:
     @property
     def file_count(self) -> int:
         return len(self._sinks)
-
-
-def build_manifest(
-    submission_id: str,
-    fields: Mapping[str, str],
-    language: str,
-    attachments: Iterable[Attachment],
-    *,
-    received: str | None = None,
-    reply_to: str | None = None,
-    questionnaire: Mapping[str, Any] | None = None,
-) -> bytes:
-    """The manifest's plaintext: UTF-8 JSON as documented in docs/FORMAT.md."""
-    document: dict[str, Any] = {
-        "format": MANIFEST_FORMAT,
-        "id": submission_id,
-        "received": received or received_date(),
-        "language": language,
-        "fields": dict(fields),
-        "attachments": [asdict(a) for a in attachments],
-    }
-    if reply_to is not None:
-        document["reply_to"] = reply_to
-        document["thread"] = thread_id(reply_to)
-    if questionnaire is not None:
-        document["questionnaire"] = dict(questionnaire)
-    data = json.dumps(document, ensure_ascii=False, indent=1).encode("utf-8")
-    # Trailing spaces after the JSON object (JSON readers and `jq` skip
-    # them) fill the plaintext to its size bucket, so the ciphertext size
-    # says only which bucket the testimony's length falls in.
-    return data + b" " * (padded_size(len(data)) - len(data))
-
-
-def padded_size(length: int) -> int:
-    """The manifest size bucket for `length` bytes: 4 KiB, then each power of two.
-
-    4 KiB holds about 3,500 ASCII or 1,100 Korean characters of testimony, so
-    short ones all look alike and a one-line testimony costs 4 KiB on disk;
-    above that, the size reveals at most the power of two.
-    """
-    bucket = MANIFEST_MIN_BUCKET
-    while bucket < length:
-        bucket *= 2
-    return bucket
 
 
 def store_submission(

@@ -63,6 +63,16 @@ _ID_RE = re.compile(r"^[A-Za-z0-9_-]{22,64}$")
 _ATTACHMENT_RE = re.compile(r"^[1-9][0-9]{0,5}\.age$")
 
 
+def is_attachment_path(relpath: str) -> bool:
+    """True for an attachment's path inside a submission folder: `files/<n>.age`.
+
+    The one grammar for it: the store names attachments so, lists only such
+    files, and the manifest parser (portal/manifest.py) accepts only these paths.
+    """
+    folder, _, name = relpath.partition("/")
+    return folder == FILES_DIR and bool(_ATTACHMENT_RE.fullmatch(name))
+
+
 class StoreError(Exception):
     """The store could not do what was asked; nothing was committed."""
 

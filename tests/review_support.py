@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from portal.age import Recipient, X25519Identity, encrypt
-from portal.intake import Attachment, build_manifest, store_submission
+from portal.intake import store_submission
+from portal.manifest import Attachment, build_manifest
 from portal.review.cli import ExitStatus, main
 from portal.store import SubmissionStore
 

@@ -260,7 +260,7 @@ def _manifest_with(questionnaire: object, fmt: str = "testimony-portal/submissio
     ],
 )
 def test_a_malformed_sealed_questionnaire_is_refused(damage) -> None:  # type: ignore[no-untyped-def]
-    from portal.review.manifest import ManifestError, parse_manifest
+    from portal.manifest import ManifestError, parse_manifest
 
     sealed = QUESTIONNAIRE.sealed("ko")
     assert parse_manifest(_manifest_with(sealed)).questionnaire is not None
@@ -269,7 +269,7 @@ def test_a_malformed_sealed_questionnaire_is_refused(damage) -> None:  # type: i
 
 
 def test_a_version_1_manifest_cannot_carry_a_questionnaire() -> None:
-    from portal.review.manifest import ManifestError, parse_manifest
+    from portal.manifest import ManifestError, parse_manifest
 
     bad = _manifest_with(QUESTIONNAIRE.sealed("en"), fmt="testimony-portal/submission/1")
     with pytest.raises(ManifestError, match="version 1 manifest cannot hold a questionnaire"):

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from portal.age import X25519Identity, decrypt
-from portal.intake import MANIFEST_FORMAT, Submission, store_submission
+from portal.intake import Submission, store_submission
+from portal.manifest import MANIFEST_FORMAT
 from portal.store import StoreError, SubmissionStore
 
 

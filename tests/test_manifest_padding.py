@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from portal.age import X25519Identity, decrypt
-from portal.intake import MANIFEST_MIN_BUCKET, build_manifest, padded_size
+from portal.manifest import MANIFEST_MIN_BUCKET, build_manifest, padded_size
 from portal.store import SubmissionStore
 from portal.testing.live import LiveServer
 
@@ -74,7 +74,7 @@ def test_age_cli_and_jq_read_the_padded_manifest(
 
 
 def test_reviewer_reads_the_padded_manifest(tmp_path: Path, identity: X25519Identity) -> None:
-    from portal.review.manifest import parse_manifest
+    from portal.manifest import parse_manifest
 
     manifest = build_manifest("B" * 24, {"testimony": "padded"}, "en", [])
     assert parse_manifest(manifest).document["fields"]["testimony"] == "padded"

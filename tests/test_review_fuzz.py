@@ -19,7 +19,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from portal.review.manifest import MANIFEST_FORMAT, Manifest, ManifestError, parse_manifest
+from portal.manifest import MANIFEST_FORMAT, Manifest, ManifestError, parse_manifest
+from portal.review.record import OpenedAttachment, OpenedRecord, RecordedManifest
 from portal.review.report import render_index, render_submission_page
 
 pytestmark = pytest.mark.slow
@@ -168,16 +169,22 @@ ALLOWED_TAGS = {
 
 
 def _check_pages(manifest: Manifest) -> None:
-    record = {
-        "id": manifest.id,
-        "opened": "2026-11-29T00:00:00+00:00",
-        "manifest": {"sha256": SHA},
-        "attachments": [
-            {"path": a.path, "name": a.name, "type": a.type, "file": a.name, "size": a.size,
-             "sha256": a.sha256, "status": "verified", "view": None, "view_reason": a.type}
+    record = OpenedRecord(
+        id=manifest.id,
+        opened="2026-11-29T00:00:00+00:00",
+        received=manifest.received,
+        preview=None,
+        language=manifest.language,
+        thread=manifest.thread,
+        manifest=RecordedManifest("testimony.json", SHA, SHA),
+        attachments=tuple(
+            OpenedAttachment(
+                path=a.path, name=a.name, type=a.type, file=a.name, size=a.size,
+                sha256=a.sha256, ciphertext_sha256=SHA, view=None, view_reason=a.type,
+            )
             for a in manifest.attachments
-        ],
-    }  # fmt: skip
+        ),
+    )  # fmt: skip
     pages = [
         render_submission_page(record, manifest.document),
         render_index([(record, manifest.document)], {manifest.id: manifest.testimony[:50]}),

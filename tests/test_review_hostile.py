@@ -20,9 +20,9 @@ import pytest
 
 from portal import store as store_module
 from portal.age import X25519Identity, encrypt
-from portal.intake import Attachment
-from portal.review import cli, custody, report
-from portal.review.cli import ExitStatus
+from portal.manifest import Attachment
+from portal.review import custody, report
+from portal.review.cli import ExitStatus, cmd_verify
 from portal.review.custody import CustodyLog
 from portal.review.opening import Opener
 from portal.store import SubmissionStore, new_id
@@ -149,7 +149,7 @@ def test_no_command_ends_in_a_traceback(monkeypatch: pytest.MonkeyPatch) -> None
     def boom(ctx: Any, args: Any) -> ExitStatus:
         raise RuntimeError("something\nunforeseen")
 
-    monkeypatch.setattr(cli, "cmd_custody_verify", boom)
+    monkeypatch.setattr(cmd_verify, "cmd_custody_verify", boom)
     run = review(["custody", "verify"])
     assert run.status == ExitStatus.BUG
     lines = run.err.strip().splitlines()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import io
 import stat
 import subprocess
@@ -147,7 +148,7 @@ def test_on_a_terminal_keygen_asks_twice_and_refuses_a_mismatch(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     answers = iter([PASSPHRASE, PASSPHRASE + " typo"])
-    monkeypatch.setattr(cli.getpass, "getpass", lambda prompt, stream=None: next(answers))
+    monkeypatch.setattr(getpass, "getpass", lambda prompt, stream=None: next(answers))
     stderr = io.StringIO()
     out = tmp_path / "identity.age"
     status = cli.main(

@@ -15,12 +15,11 @@ from pathlib import Path
 import pytest
 
 from portal.age import X25519Identity, encrypt
-from portal.intake import MANIFEST_FORMAT as INTAKE_FORMAT
-from portal.intake import Attachment, build_manifest
+from portal.manifest import Attachment, build_manifest
 from portal.review.cli import ExitStatus
 from portal.review.custody import CustodyLog
-from portal.review.manifest import MANIFEST_FORMAT
 from portal.review.opening import Opener
+from portal.review.record import OpenedRecord
 from portal.store import SubmissionStore
 from tests.review_support import (
     flip_byte,
@@ -468,10 +467,6 @@ def test_large_attachment_is_streamed_with_bounded_memory(
     assert peak < 8 << 20, f"peak Python memory {peak} bytes while opening {size} bytes"
 
 
-def test_manifest_format_matches_the_servers() -> None:
-    assert MANIFEST_FORMAT == INTAKE_FORMAT
-
-
 def test_reviewer_cli_never_imports_flask_or_jinja() -> None:
     code = (
         "import sys, portal.review.cli, portal.review.forward, portal.review.shares; "
@@ -506,10 +501,10 @@ def test_an_interrupt_between_submissions_leaves_only_finished_ones(
     ids = [submit(store, [identity], f"number {n}", [("a.bin", bytes(300_000))]) for n in range(4)]
     logged: list[str] = []
 
-    def log_then_interrupt(record: dict[str, object]) -> None:
+    def log_then_interrupt(record: OpenedRecord) -> None:
         if logged:
             raise KeyboardInterrupt
-        logged.append(str(record["id"]))
+        logged.append(record.id)
 
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):

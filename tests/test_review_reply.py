@@ -10,9 +10,8 @@ import pytest
 
 from portal.age import X25519Identity, decrypt
 from portal.conversation import mailbox_name, thread_id
-from portal.intake import build_manifest
+from portal.manifest import ManifestError, build_manifest, parse_manifest
 from portal.review.cli import ExitStatus
-from portal.review.manifest import ManifestError, parse_manifest
 from tests.review_support import craft, make_store, open_args, review, write_identity
 
 

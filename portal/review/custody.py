@@ -34,19 +34,26 @@ import hashlib
 import json
 import os
 import re
-import secrets
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from portal.store import fsync_dir, write_all
+from portal.fsio import DIR_MODE, FILE_MODE, READ_FLAGS, replace_file, write_all
 
 CUSTODY_FORMAT = "testimony-review/custody/1"
 ANCHOR_FORMAT = "testimony-review/custody-head/1"
 GENESIS = "0" * 64
-FILE_MODE = 0o600
 _HASH_RE = re.compile(r"[0-9a-f]{64}")
+
+
+class Action(StrEnum):
+    """What an entry records; the readers below know the members of OPEN and FORWARD."""
+
+    OPEN = "open"
+    FORWARD = "forward"
+    REPLY = "reply"
 
 
 class CustodyError(Exception):
@@ -57,12 +64,154 @@ class CustodyDamaged(CustodyError):
     """The custody log or its recorded head fails a check: it was edited, cut or replaced."""
 
 
+# The members every entry has; the rest belong to its action.
+_COMMON = ("format", "seq", "prev", "time", "reviewer", "action")
+
+
+@dataclass(frozen=True)
+class LoggedFile:
+    """One decrypted attachment as an `open` entry records it."""
+
+    path: str
+    file: str
+    size: int
+    sha256: str
+    ciphertext_sha256: str
+
+
+@dataclass(frozen=True)
+class Opening:
+    """What an `open` entry vouches for: the manifest's and each file's hashes."""
+
+    submission: str
+    manifest_sha256: str | None
+    manifest_ciphertext_sha256: str | None
+    # (file, sha256) of each attachment, as logged; a malformed item is left out.
+    files: tuple[tuple[object, object], ...]
+    # Each attachment's logged members, for a partner's copy of the log.
+    attachments: tuple[dict[str, Any], ...]
+
+
+@dataclass(frozen=True)
+class Forwarding:
+    """What a `forward` entry records: which submissions went out, what was left out."""
+
+    submissions: tuple[str, ...]
+    omitted_fields: tuple[Any, ...]
+    consent: tuple[dict[str, Any], ...]
+
+    def consent_for(self, wanted: set[str]) -> list[dict[str, Any]]:
+        return [item for item in self.consent if item.get("submission") in wanted]
+
+
+@dataclass(frozen=True)
+class CustodyEntry:
+    """One entry of the log: the members every entry has, and its action's own (`details`).
+
+    `to_json()` is what is written (in canonical form); `from_json()` reads
+    a line back, checking the common members. The action's members are
+    read through `opening`, `forwarding` and `submissions`, which never
+    raise: a log line is evidence even when a member is odd.
+    """
+
+    seq: int
+    prev: str
+    time: str
+    reviewer: str
+    action: str
+    details: Mapping[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        common = asdict(self)
+        details = common.pop("details")
+        return {**details, "format": CUSTODY_FORMAT, **common}
+
+    def to_bytes(self) -> bytes:
+        return canonical(self.to_json())
+
+    @classmethod
+    def from_json(cls, data: Any, where: str) -> CustodyEntry:
+        """Check the common members of a parsed line.
+
+        Raises:
+            CustodyDamaged: not an object of this format with a sequence number.
+        """
+        if not isinstance(data, dict) or data.get("format") != CUSTODY_FORMAT:
+            raise CustodyDamaged(f"{where} is not a {CUSTODY_FORMAT} entry")
+        seq = data.get("seq")
+        if not isinstance(seq, int) or isinstance(seq, bool):
+            raise CustodyDamaged(
+                f"{where} has the wrong sequence number ({seq!r}): lines were deleted, added "
+                "or reordered"
+            )
+        return cls(
+            seq=seq,
+            prev=str(data.get("prev")),
+            time=str(data.get("time", "")),
+            reviewer=str(data.get("reviewer", "")),
+            action=str(data.get("action", "")),
+            details={k: v for k, v in data.items() if k not in _COMMON},
+        )
+
+    @property
+    def submissions(self) -> tuple[str, ...]:
+        """The submissions this entry concerns."""
+        ids = self.details.get("submissions") or [self.details.get("submission")]
+        return tuple(i for i in ids if isinstance(i, str)) if isinstance(ids, list) else ()
+
+    @property
+    def opening(self) -> Opening | None:
+        """The `open` entry's members, or None for another action."""
+        submission = self.details.get("submission")
+        if self.action != Action.OPEN or not isinstance(submission, str):
+            return None
+        manifest = self.details.get("manifest")
+        manifest = manifest if isinstance(manifest, dict) else {}
+        items = self.details.get("attachments")
+        attachments = (
+            tuple(i for i in items if isinstance(i, dict)) if isinstance(items, list) else ()
+        )
+        return Opening(
+            submission=submission,
+            manifest_sha256=manifest.get("sha256"),
+            manifest_ciphertext_sha256=manifest.get("ciphertext_sha256"),
+            files=tuple((i.get("file"), i.get("sha256")) for i in attachments),
+            attachments=attachments,
+        )
+
+    @property
+    def forwarding(self) -> Forwarding | None:
+        """The `forward` entry's members, or None for another action."""
+        if self.action != Action.FORWARD:
+            return None
+        submissions = self.details.get("submissions")
+        consent = self.details.get("consent")
+        return Forwarding(
+            submissions=tuple(
+                i
+                for i in (submissions if isinstance(submissions, list) else [])
+                if isinstance(i, str)
+            ),
+            omitted_fields=tuple(self.details.get("omitted_fields") or ()),
+            consent=tuple(
+                i for i in (consent if isinstance(consent, list) else []) if isinstance(i, dict)
+            ),
+        )
+
+
 @dataclass(frozen=True)
 class Entry:
+    """One line of the log as read: where it is, its bytes and hash, and what it says."""
+
     line_number: int
     raw: bytes
     hash: str
-    data: dict[str, Any]
+    entry: CustodyEntry
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The line as its JSON object."""
+        return self.entry.to_json()
 
 
 @dataclass(frozen=True)
@@ -129,18 +278,19 @@ class CustodyLog:
                     raise CustodyDamaged(
                         f"{self.path}: line {number} is not in canonical form: it was edited"
                     )
-                if data.get("format") != CUSTODY_FORMAT or data.get("seq") != number:
+                entry = CustodyEntry.from_json(data, f"{self.path}: line {number}")
+                if entry.seq != number:
                     raise CustodyDamaged(
                         f"{self.path}: line {number} has the wrong sequence number "
-                        f"({data.get('seq')!r}): lines were deleted, added or reordered"
+                        f"({entry.seq!r}): lines were deleted, added or reordered"
                     )
-                if data.get("prev") != prev:
+                if entry.prev != prev:
                     raise CustodyDamaged(
                         f"{self.path}: line {number} does not carry the hash of line "
                         f"{number - 1}: a line before it was edited, deleted or reordered"
                     )
                 digest = line_hash(raw)
-                yield Entry(number, raw, digest, data)
+                yield Entry(number, raw, digest, entry)
                 prev = digest
 
     def verify(self, expect_head: str | None = None) -> Verification:
@@ -192,7 +342,7 @@ class CustodyLog:
             CustodyError: the head file exists but is damaged.
         """
         try:
-            fd = os.open(self.anchor_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            fd = os.open(self.anchor_path, READ_FLAGS)
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -214,20 +364,9 @@ class CustodyLog:
     def _write_anchor(self, seq: int, head: str) -> None:
         """Replace the head file in one step (temporary file, fsync, rename)."""
         data = canonical({"format": ANCHOR_FORMAT, "seq": seq, "head": head}) + b"\n"
-        temp = self.anchor_path.with_name(f".{self.anchor_path.name}.{secrets.token_hex(6)}")
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
-            fd = os.open(temp, flags, FILE_MODE)
-            try:
-                write_all(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(temp, self.anchor_path)
-            fsync_dir(self.anchor_path.parent)
+            replace_file(self.anchor_path, data)
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
             raise CustodyError(f"cannot write {self.anchor_path}: {exc.strerror}") from exc
 
     @contextlib.contextmanager
@@ -241,7 +380,7 @@ class CustodyLog:
             CustodyError: the log is damaged, its recorded head is not in it,
                 or another run holds it.
         """
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
         flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
             fd = os.open(self.path, flags, FILE_MODE)
@@ -269,7 +408,7 @@ class CustodyLog:
         finally:
             os.close(fd)
 
-    def append(self, action: str, reviewer: str, **details: Any) -> Entry:
+    def append(self, action: Action, reviewer: str, **details: Any) -> Entry:
         """Verify the chain, then durably append one entry and return it.
 
         Refusing to write after a broken link keeps the damage visible at
@@ -280,12 +419,7 @@ class CustodyLog:
 
     def entries_for(self, submission_ids: set[str]) -> list[Entry]:
         """The entries that concern any of these submissions, in order."""
-        found = []
-        for entry in self.entries():
-            ids = entry.data.get("submissions") or [entry.data.get("submission")]
-            if submission_ids.intersection(i for i in ids if isinstance(i, str)):
-                found.append(entry)
-        return found
+        return [e for e in self.entries() if submission_ids.intersection(e.entry.submissions)]
 
 
 class Session:
@@ -298,20 +432,12 @@ class Session:
         self.head = head
         self._broken = False
 
-    def append(self, action: str, reviewer: str, **details: Any) -> Entry:
+    def append(self, action: Action, reviewer: str, **details: Any) -> Entry:
         """Durably append one entry linked to the last one; constant time."""
         if self._broken:
             raise CustodyError(f"an earlier write to {self.log.path} failed; nothing more is added")
-        data = {
-            **details,
-            "format": CUSTODY_FORMAT,
-            "seq": self.count + 1,
-            "prev": self.head,
-            "time": _now(),
-            "reviewer": reviewer,
-            "action": action,
-        }
-        raw = canonical(data)
+        entry = CustodyEntry(self.count + 1, self.head, _now(), reviewer, action, details)
+        raw = entry.to_bytes()
         try:
             write_all(self._fd, raw + b"\n")
             os.fsync(self._fd)
@@ -321,6 +447,6 @@ class Session:
             raise CustodyError(
                 f"cannot write the custody log {self.log.path}: {exc.strerror}"
             ) from exc
-        entry = Entry(data["seq"], raw, line_hash(raw), data)
-        self.count, self.head = entry.line_number, entry.hash
-        return entry
+        line = Entry(entry.seq, raw, line_hash(raw), entry)
+        self.count, self.head = line.line_number, line.hash
+        return line

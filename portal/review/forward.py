@@ -36,9 +36,11 @@ from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 from portal.age import PublicKey, Writer
+from portal.fsio import FILE_MODE, READ_FLAGS, fsync_dir, new_file, sha256_file, write_all
 from portal.review.custody import Entry
-from portal.review.manifest import ManifestError, parse_manifest
-from portal.review.opening import MANIFEST_JSON, RECORD_NAME, is_plain_name, read_record
+from portal.review.outcomes import Changed
+from portal.review.recheck import read_opened_manifest
+from portal.review.record import MANIFEST_JSON, RECORD_NAME, RecordError, require_record
 from portal.store import is_valid_id
 
 BUNDLE_FORMAT = "testimony-review/forward/1"
@@ -66,6 +68,10 @@ class ForwardResult:
     size: int
     files: list[dict[str, str]] = field(default_factory=list)
 
+    def file_entry(self) -> dict[str, object]:
+        """The bundle as its custody entry names it."""
+        return {"file": str(self.path), "sha256": self.sha256, "size": self.size}
+
 
 class _HashingWriter:
     def __init__(self, raw: BinaryIO) -> None:
@@ -74,10 +80,7 @@ class _HashingWriter:
         self.size = 0
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
-        view = memoryview(data)
-        while view:
-            written = self._raw.write(view)
-            view = view[written if written is not None else len(view) :]
+        write_all(self._raw, data)
         self.sha256.update(data)
         self.size += len(data)
         return len(data)
@@ -91,15 +94,6 @@ class _TarSink:
 
     def write(self, data: bytes) -> int:
         return self._writer.write(data)
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    with open(fd, "rb", buffering=0) as handle:
-        while chunk := handle.read(_READ_SIZE):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class _CheckedReader:
@@ -130,20 +124,13 @@ def collect(
         folder = from_dir / submission_id
         if not is_valid_id(submission_id):
             raise ForwardError(f"{submission_id!r} is not a submission id")
-        record = read_record(folder)
-        if record is None:
-            raise ForwardError(
-                f"{folder} is not a submission opened by `testimony-review open` "
-                "(check the id and --from)"
-            )
-        manifest_path = folder / MANIFEST_JSON
         try:
-            manifest_bytes = manifest_path.read_bytes()
-            manifest = parse_manifest(manifest_bytes)
-        except (OSError, ManifestError) as exc:
-            raise ForwardError(f"{manifest_path} cannot be read: {exc}") from None
-        if hashlib.sha256(manifest_bytes).hexdigest() != record["manifest"]["sha256"]:
-            raise ForwardError(f"{manifest_path} was changed after it was opened; not sent")
+            record = require_record(folder)
+            manifest_bytes, manifest = read_opened_manifest(folder, record)
+        except RecordError as exc:
+            raise ForwardError(f"{exc} (check the id and --from); nothing was sent") from None
+        except Changed as exc:
+            raise ForwardError(f"{exc}; nothing was sent") from None
         by_path = {entry.path: entry for entry in manifest.attachments}
         if missing := sorted(set(omit_fields) - set(manifest.fields)):
             present = ", ".join(repr(name) for name in sorted(manifest.fields)) or "none"
@@ -154,16 +141,16 @@ def collect(
         if omit_fields:
             manifest_bytes = _redacted_manifest(manifest.document, omit_fields)
         members.append(_Member(f"{submission_id}/{MANIFEST_JSON}", data=manifest_bytes))
-        for entry in record["attachments"]:
-            expected = by_path.get(entry["path"])
-            if not is_plain_name(entry.get("file")):
-                raise ForwardError(f"{folder / RECORD_NAME} is damaged (a file name is not plain)")
-            path = folder / entry["file"]
-            if expected is None or expected.sha256 != entry["sha256"]:
-                raise ForwardError(f"{folder / RECORD_NAME} does not match {manifest_path}")
+        for entry in record.attachments:
+            expected = by_path.get(entry.path)
+            path = folder / entry.file
+            if expected is None or expected.sha256 != entry.sha256:
+                raise ForwardError(
+                    f"{folder / RECORD_NAME} does not match {folder / MANIFEST_JSON}"
+                )
             if path.is_symlink() or not path.is_file():
                 raise ForwardError(f"{path} is missing; open the submission again")
-            if _sha256_file(path) != expected.sha256:
+            if sha256_file(path) != expected.sha256:
                 raise ForwardError(
                     f"{path} no longer matches the SHA-256 in its manifest: it was changed "
                     "after opening. Nothing was sent; open the submission again from the "
@@ -171,14 +158,14 @@ def collect(
                 )
             members.append(
                 _Member(
-                    f"{submission_id}/{entry['file']}",
+                    f"{submission_id}/{entry.file}",
                     path=path,
                     sha256=expected.sha256,
                     size=expected.size,
                 )
             )
             listing.append(
-                {"submission": submission_id, "file": entry["file"], "sha256": expected.sha256}
+                {"submission": submission_id, "file": entry.file, "sha256": expected.sha256}
             )
     return members, listing
 
@@ -204,40 +191,32 @@ def partner_custody(
     """
     wanted = set(submission_ids)
     lines = []
-    for entry in entries:
-        data = entry.data
+    for line_read in entries:
+        entry = line_read.entry
         line: dict[str, Any] = {
             "format": BUNDLE_CUSTODY_FORMAT,
-            "seq": data.get("seq"),
-            "time": data.get("time"),
-            "reviewer": data.get("reviewer"),
-            "action": data.get("action"),
+            "seq": entry.seq,
+            "time": entry.time,
+            "reviewer": entry.reviewer,
+            "action": entry.action,
         }
         if not redacted:
-            line["log_line_sha256"] = entry.hash
-        if data.get("action") == "open":
-            line["submission"] = data.get("submission")
+            line["log_line_sha256"] = line_read.hash
+        if (opening := entry.opening) is not None:
+            line["submission"] = opening.submission
             if not redacted:
-                manifest = data.get("manifest") or {}
                 line["manifest"] = {
-                    "sha256": manifest.get("sha256"),
-                    "ciphertext_sha256": manifest.get("ciphertext_sha256"),
+                    "sha256": opening.manifest_sha256,
+                    "ciphertext_sha256": opening.manifest_ciphertext_sha256,
                 }
             line["attachments"] = [
                 {key: item.get(key) for key in ("file", "size", "sha256", "ciphertext_sha256")}
-                for item in data.get("attachments") or []
-                if isinstance(item, dict)
+                for item in opening.attachments
             ]
-        elif data.get("action") == "forward":
-            line["submissions"] = sorted(
-                i for i in data.get("submissions") or [] if isinstance(i, str) and i in wanted
-            )
-            line["omitted_fields"] = data.get("omitted_fields") or []
-            line["consent"] = [
-                item
-                for item in data.get("consent") or []
-                if isinstance(item, dict) and item.get("submission") in wanted
-            ]
+        elif (forwarding := entry.forwarding) is not None:
+            line["submissions"] = sorted(i for i in forwarding.submissions if i in wanted)
+            line["omitted_fields"] = list(forwarding.omitted_fields)
+            line["consent"] = forwarding.consent_for(wanted)
         else:
             continue
         lines.append(json.dumps(line, sort_keys=True, ensure_ascii=False) + "\n")
@@ -283,7 +262,7 @@ def _tarinfo(name: str, size: int, mtime: int) -> tarfile.TarInfo:
     info = tarfile.TarInfo(name)
     info.size = size
     info.mtime = mtime
-    info.mode = 0o600
+    info.mode = FILE_MODE
     info.type = tarfile.REGTYPE
     info.uid = info.gid = 0
     info.uname = info.gname = ""
@@ -327,13 +306,9 @@ def write_bundle(
     sums_member = _Member("SHA256SUMS", data=sums.encode(), size=len(sums.encode()))
     everything = sorted([*top, sums_member, *members], key=_key)
     temp = out_path.with_name(f".{out_path.name}.{secrets.token_hex(6)}.partial")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        fd = os.open(temp, flags, 0o600)
-    except OSError as exc:
-        raise ForwardError(f"cannot create {out_path}: {exc.strerror}") from exc
-    try:
-        with open(fd, "wb", buffering=0) as raw:
+        # Flushed, fsynced and closed when the block ends; removed if it fails.
+        with new_file(temp, sync_dir=False) as raw:
             hashed = _HashingWriter(raw)
             writer = Writer(cast(BinaryIO, hashed), [recipient])
             with tarfile.open(
@@ -344,10 +319,13 @@ def write_bundle(
                 for member in everything:
                     _add(tar, member, mtime)
             writer.close()
-            os.fsync(raw.fileno())
+    except OSError as exc:
+        raise ForwardError(f"cannot write {out_path}: {exc.strerror or exc}") from exc
+    try:
         if out_path.exists() or out_path.is_symlink():
             raise ForwardError(f"{out_path} appeared while the bundle was written; not replaced")
         os.rename(temp, out_path)
+        fsync_dir(out_path.parent)
     except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(temp)
@@ -369,7 +347,7 @@ def _add(tar: tarfile.TarFile, member: _Member, mtime: int) -> None:
         tar.addfile(info, io.BytesIO(member.data))
         return
     assert member.path is not None
-    fd = os.open(member.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    fd = os.open(member.path, READ_FLAGS)
     with open(fd, "rb") as handle:
         if os.fstat(handle.fileno()).st_size != member.size:
             raise ForwardError(f"{member.path} changed size after it was checked; not sent")

@@ -17,6 +17,8 @@ import codecs
 import os
 from dataclasses import dataclass
 
+from portal.fsio import READ_FLAGS
+
 # How much of a file is read to decide; also the most text shown on a page.
 SNIFF_BYTES = 64 * 1024
 
@@ -139,7 +141,7 @@ def decide(name: str, head: bytes) -> Decision:
 
 def read_head(path: str | os.PathLike[str]) -> bytes:
     """The first SNIFF_BYTES of a file the tool wrote (never following a link)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    fd = os.open(path, READ_FLAGS)
     with open(fd, "rb") as handle:
         return handle.read(SNIFF_BYTES)
 

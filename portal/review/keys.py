@@ -12,7 +12,6 @@ passphrase. A lost laptop then gives away nothing without the passphrase.
 from __future__ import annotations
 
 import datetime as dt
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from portal.age import (
     looks_encrypted_identity,
     parse_identities,
 )
-from portal.store import write_all
+from portal.fsio import FILE_MODE, create_new
 
 # age's own default for `age -p`: about a second of work and 256 MiB of
 # memory per guess on a laptop, which is what makes a stolen file slow to
@@ -67,29 +66,20 @@ def protect(plaintext: bytes, passphrase: bytes, work_factor: int = IDENTITY_WOR
     return encrypt(plaintext, [ScryptRecipient(passphrase, work_factor=work_factor)])
 
 
-def write_new_file(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Create `path` with `data`, refusing to replace anything that exists.
+def write_new_file(path: Path, data: bytes, mode: int = FILE_MODE) -> None:
+    """Create `path` with `data`, durably, refusing to replace anything that exists.
 
     Raises:
         KeyFileError: the file exists or cannot be written.
     """
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        fd = os.open(path, flags, mode)
+        create_new(path, data, mode=mode)
     except FileExistsError as exc:
         raise KeyFileError(
             f"{path} already exists; refusing to overwrite it (choose another file name)"
         ) from exc
     except OSError as exc:
-        raise KeyFileError(f"cannot create {path}: {exc.strerror}") from exc
-    try:
-        write_all(fd, data)
-        os.fsync(fd)
-    except OSError as exc:
-        os.close(fd)
-        os.unlink(path)
         raise KeyFileError(f"cannot write {path}: {exc.strerror}") from exc
-    os.close(fd)
 
 
 def read_identity_text(path: Path, passphrase: PassphraseSource) -> bytes:

@@ -15,9 +15,7 @@ from __future__ import annotations
 import codecs
 import datetime as dt
 import hashlib
-import json
 import os
-import shutil
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, as_completed, wait
@@ -36,29 +34,40 @@ from portal.age import (
     Reader,
     decrypt_to_path,
 )
-from portal.review import inert, report
-from portal.review.manifest import (
-    AttachmentEntry,
+from portal.fsio import CHUNK, DIR_MODE, FILE_MODE, create_new, fsync_dir, new_file, write_all
+from portal.manifest import (
+    Attachment,
     Manifest,
     ManifestError,
     parse_manifest,
     parse_manifest_text,
 )
-from portal.review.safenames import NameAllocator
-from portal.store import (
-    MANIFEST_NAME,
-    StoreError,
-    fsync_dir,
-    is_valid_id,
-    submission_files,
-    write_all,
-    write_new_file,
+from portal.review import inert, report
+from portal.review.discovery import (
+    PARTIAL_PREFIX,
+    find_submissions,
+    leftovers,
+    listed_files,
+    open_ciphertext,
+    remove_tree,
 )
+from portal.review.outcomes import Conflict, NoKey, OpenFailure, Status, Tampered, Unexpected
+from portal.review.recheck import changed_since, check_ciphertext, check_opened_files
+from portal.review.record import (
+    MANIFEST_JSON,
+    RECORD_NAME,
+    IgnoredPart,
+    LongField,
+    OpenedAttachment,
+    OpenedRecord,
+    RecordedManifest,
+    RecordError,
+    is_plain_name,
+    read_record,
+)
+from portal.review.safenames import NameAllocator
+from portal.store import MANIFEST_NAME, is_valid_id
 
-OPENED_FORMAT = "testimony-review/opened/1"
-MANIFEST_JSON = "testimony.json"
-RECORD_NAME = "opened.json"
-PARTIAL_PREFIX = ".partial-"
 RESERVED_NAMES = (MANIFEST_JSON, RECORD_NAME, report.PAGE_NAME)
 # A manifest holds text fields and a list of attachments; the server caps
 # both far below this. A larger one is not trusted into memory. The server
@@ -68,41 +77,26 @@ MAX_MANIFEST_PLAINTEXT = 64 * 1024 * 1024
 MAX_MANIFEST_CIPHERTEXT = (
     MAX_MANIFEST_PLAINTEXT + 16 * (MAX_MANIFEST_PLAINTEXT // 65536 + 1) + 65536
 )
-_READ_SIZE = 1 << 20
 
 SayFn = Callable[[str], None]
 BytesFn = Callable[[int], None]
-OpenedFn = Callable[[dict[str, Any]], None]
-
-
-class SourceError(Exception):
-    """SRC is not a folder of submissions; the message says what was expected."""
-
-
-class SubmissionFailure(Exception):
-    """One submission could not be opened; `kind` says whether it looks tampered."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
-
-
-TAMPERED = "tampered or damaged"
-NO_KEY = "no matching key"
-CONFLICT = "output conflict"
-# An opened submission whose ciphertext or opened files no longer match the
-# hashes recorded when it was opened.
-CHANGED = "changed since opened"
-UNEXPECTED = "unexpected error"
-INTEGRITY_KINDS = frozenset({TAMPERED, CHANGED})
+OpenedFn = Callable[[OpenedRecord], None]
 
 
 @dataclass
 class Outcome:
     submission_id: str
-    status: str  # "opened", "already opened" or "failed"
-    reason: str | None = None
-    kind: str | None = None
+    status: Status
+    # Set when the status is FAILED: why, with its kind and label.
+    failure: OpenFailure | None = None
+
+    @property
+    def reason(self) -> str:
+        return str(self.failure) if self.failure is not None else ""
+
+    @property
+    def kind(self) -> str:
+        return self.failure.label if self.failure is not None else ""
 
 
 @dataclass
@@ -110,20 +104,24 @@ class OpenReport:
     outcomes: list[Outcome] = field(default_factory=list)
     index_path: Path | None = None
 
-    def _with(self, status: str) -> list[Outcome]:
+    def _with(self, status: Status) -> list[Outcome]:
         return [o for o in self.outcomes if o.status == status]
 
     @property
     def opened(self) -> list[Outcome]:
-        return self._with("opened")
+        return self._with(Status.OPENED)
 
     @property
     def skipped(self) -> list[Outcome]:
-        return self._with("already opened")
+        return self._with(Status.ALREADY_OPENED)
 
     @property
     def failed(self) -> list[Outcome]:
-        return self._with("failed")
+        return self._with(Status.FAILED)
+
+
+class _Cancelled(Exception):
+    """Raised inside a worker when the run or its submission is being abandoned."""
 
 
 class HashingReader:
@@ -157,65 +155,23 @@ class HashingReader:
 
     def drain(self) -> None:
         """Read (and hash) whatever the decryptor left, so the hash covers the whole file."""
-        while self.read(_READ_SIZE):
+        while self.read(CHUNK):
             pass
 
     def hexdigest(self) -> str:
         return self.sha256.hexdigest()
 
 
-def _open_ciphertext(path: Path) -> BinaryIO:
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    return open(fd, "rb", buffering=0)
-
-
-def remove_tree(path: Path) -> None:
-    """Remove one of the tool's own work folders (or a link or file in its place)."""
-    if path.is_symlink() or path.is_file():
-        path.unlink()
-    elif path.exists():
-        shutil.rmtree(path)
-
-
-def listed_files(source_dir: Path) -> dict[str, Path]:
-    """A submission folder's files by relative path, refusing links and odd entries.
-
-    Raises:
-        SubmissionFailure: (TAMPERED) the folder is a link, not a folder, or
-            holds something a submission never does.
-    """
-    if source_dir.is_symlink():
-        raise SubmissionFailure(TAMPERED, f"{source_dir} is a symbolic link; not followed")
-    if not source_dir.is_dir():
-        raise SubmissionFailure(TAMPERED, f"{source_dir} is not a folder; not read")
-    try:
-        files = submission_files(source_dir)
-    except StoreError as exc:
-        raise SubmissionFailure(TAMPERED, str(exc)) from None
-    return {path.relative_to(source_dir).as_posix(): path for path in files}
-
-
-def sha256_file(path: Path) -> str:
-    """The SHA-256 of a file, read without following a symbolic link."""
-    digest = hashlib.sha256()
-    with _open_ciphertext(path) as handle:
-        while chunk := handle.read(_READ_SIZE):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _age_failure(what: str, exc: AgeError, *, attachment: bool = False) -> SubmissionFailure:
+def _age_failure(what: str, exc: AgeError, *, attachment: bool = False) -> OpenFailure:
     if isinstance(exc, NoIdentityMatchError) and attachment:
         # The manifest opened with these identities, so an honest server
         # encrypted every file of this submission to the same keys.
-        return SubmissionFailure(
-            TAMPERED,
+        return Tampered(
             f"{what} is encrypted to another key than its manifest: it was substituted "
             "or its header was altered",
         )
     if isinstance(exc, NoIdentityMatchError):
-        return SubmissionFailure(
-            NO_KEY,
+        return NoKey(
             f"{what}: none of the given identities can open it (it may be encrypted to "
             "another key: pass that identity too with another --identity), or its header "
             "was altered",
@@ -228,50 +184,7 @@ def _age_failure(what: str, exc: AgeError, *, attachment: bool = False) -> Submi
         detail = "it is not a well-formed age file"
     else:
         detail = str(exc)
-    return SubmissionFailure(TAMPERED, f"{what}: {detail}")
-
-
-def find_submissions(source: Path) -> tuple[Path, list[str]]:
-    """The folder holding `<id>/` submission folders under SRC, and their ids.
-
-    SRC may be a server data directory or an export (both hold
-    `submissions/`), a copy of a `submissions/` folder, or one submission
-    folder itself.
-
-    Raises:
-        SourceError: SRC holds no submissions in any of these layouts.
-    """
-    source = Path(source)
-    if not source.is_dir():
-        raise SourceError(f"{source} is not a folder (give the export folder or data directory)")
-    if (source / MANIFEST_NAME).is_file() and is_valid_id(source.name):
-        return source.parent, [source.name]
-    if (source / "submissions").is_symlink():
-        # An export never holds links; one here would make the tool read
-        # (and the custody log vouch for) whatever folder it points to.
-        raise SourceError(
-            f"{source / 'submissions'} is a symbolic link, not a folder; not followed. "
-            "Use the export exactly as `testimony-portal export` wrote it"
-        )
-    base = source / "submissions" if (source / "submissions").is_dir() else source
-    # Symbolic links, files and devices named like a submission are listed
-    # too, so that they are reported (and never read), not silently skipped.
-    ids = sorted(entry.name for entry in os.scandir(base) if is_valid_id(entry.name))
-    if ids and not any((base / sid / MANIFEST_NAME).exists() for sid in ids):
-        raise SourceError(
-            f"{source} holds no encrypted submissions (no <id>/testimony.age); is it a folder "
-            "written by `open`? Give the export folder or data directory instead"
-        )
-    if not ids:
-        raise SourceError(
-            f"no submissions found in {source}: expected {source}/submissions/<id>/testimony.age "
-            "(an export or data directory) or <id>/testimony.age folders"
-        )
-    return base, ids
-
-
-class _Cancelled(Exception):
-    """Raised inside a worker when the run or its submission is being abandoned."""
+    return Tampered(f"{what}: {detail}")
 
 
 @dataclass
@@ -280,7 +193,7 @@ class _Prepared:
 
     outcome: Outcome
     work: Path | None = None
-    record: dict[str, Any] | None = None
+    record: OpenedRecord | None = None
 
 
 class Opener:
@@ -315,7 +228,7 @@ class Opener:
 
     def prepare(self) -> None:
         """Create the output folder (0700) and sweep what a killed run left behind."""
-        self.out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.out_dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
         for path in leftovers(self.out_dir):
             remove_tree(path)
 
@@ -336,7 +249,7 @@ class Opener:
                         outcome = self._finish(future.result())
                         result.outcomes.append(outcome)
                         where = f"[{number}/{len(ids)}] {outcome.submission_id}"
-                        if outcome.status == "failed":
+                        if outcome.status == Status.FAILED:
                             self.say(f"{where}: NOT OPENED ({outcome.kind}): {outcome.reason}")
                         else:
                             self.say(f"{where}: {outcome.status}")
@@ -354,8 +267,7 @@ class Opener:
             raise
         result.outcomes.sort(key=lambda o: o.submission_id)
         failures = {o.submission_id: f"{o.kind}: {o.reason}" for o in result.failed}
-        checked = {o.submission_id: "opened" for o in result.opened}
-        checked.update((o.submission_id, "verified") for o in result.skipped)
+        checked = {o.submission_id: o.status for o in [*result.opened, *result.skipped]}
         result.index_path = report.write_index(
             self.out_dir, load_opened(self.out_dir), failures, checked
         )
@@ -371,10 +283,11 @@ class Opener:
             return _Prepared(
                 Outcome(
                     submission_id,
-                    "failed",
-                    f"{type(exc).__name__}: {detail}. Keep its ciphertext; please report this "
-                    "(without any testimony in the report)",
-                    UNEXPECTED,
+                    Status.FAILED,
+                    Unexpected(
+                        f"{type(exc).__name__}: {detail}. Keep its ciphertext; please report "
+                        "this (without any testimony in the report)"
+                    ),
                 )
             )
 
@@ -383,27 +296,27 @@ class Opener:
         if final.exists() or final.is_symlink():
             try:
                 self._check_existing(source_dir, final, submission_id)
-            except SubmissionFailure as exc:
-                return _Prepared(Outcome(submission_id, "failed", str(exc), exc.kind))
-            return _Prepared(Outcome(submission_id, "already opened"))
+            except OpenFailure as exc:
+                return _Prepared(Outcome(submission_id, Status.FAILED, exc))
+            return _Prepared(Outcome(submission_id, Status.ALREADY_OPENED))
         work = self.out_dir / f"{PARTIAL_PREFIX}{submission_id}"
         remove_tree(work)
-        work.mkdir(mode=0o700)
+        work.mkdir(mode=DIR_MODE)
         try:
             record, manifest = self._decrypt_into(source_dir, submission_id, work)
             page = report.render_submission_page(
                 record, manifest.document, text_previews(work, record)
             )
             report.write_atomically(work / report.PAGE_NAME, page)
-            write_new_file(work / RECORD_NAME, json.dumps(record, indent=1).encode())
+            create_new(work / RECORD_NAME, record.to_bytes(), sync_dir=False)
             fsync_dir(work)
-        except SubmissionFailure as exc:
+        except OpenFailure as exc:
             remove_tree(work)
-            return _Prepared(Outcome(submission_id, "failed", str(exc), exc.kind))
+            return _Prepared(Outcome(submission_id, Status.FAILED, exc))
         except BaseException:
             remove_tree(work)
             raise
-        return _Prepared(Outcome(submission_id, "opened"), work, record)
+        return _Prepared(Outcome(submission_id, Status.OPENED), work, record)
 
     def _finish(self, prepared: _Prepared) -> Outcome:
         if prepared.work is None or prepared.record is None:
@@ -428,10 +341,12 @@ class Opener:
         Sizes alone are not evidence: a second export with other ciphertext of
         the same sizes, a flipped bit, or an edited opened file must all show.
         """
-        record = read_record(final)
-        if record is None or record.get("id") != submission_id:
-            raise SubmissionFailure(
-                CONFLICT,
+        try:
+            record = read_record(final)
+        except RecordError as exc:
+            raise changed_since(final, f"{RECORD_NAME} was damaged ({exc})") from None
+        if record is None or record.id != submission_id:
+            raise Conflict(
                 f"{final} exists but was not completely opened by this tool; "
                 "move it aside and run again",
             )
@@ -440,21 +355,20 @@ class Opener:
 
     def _decrypt_into(
         self, source_dir: Path, submission_id: str, work: Path
-    ) -> tuple[dict[str, Any], Manifest]:
+    ) -> tuple[OpenedRecord, Manifest]:
         by_rel = listed_files(source_dir)
         if MANIFEST_NAME not in by_rel:
-            raise SubmissionFailure(TAMPERED, f"{MANIFEST_NAME} is missing")
+            raise Tampered(f"{MANIFEST_NAME} is missing")
         text, manifest_hash, manifest_cipher_hash = self._decrypt_manifest(
             by_rel[MANIFEST_NAME], work / MANIFEST_JSON
         )
         try:
             manifest = parse_manifest_text(text)
         except ManifestError as exc:
-            raise SubmissionFailure(TAMPERED, str(exc)) from None
+            raise Tampered(str(exc)) from None
         del text
         if manifest.id != submission_id:
-            raise SubmissionFailure(
-                TAMPERED,
+            raise Tampered(
                 "the manifest belongs to another submission (its id does not match the folder "
                 "name): it was moved or substituted",
             )
@@ -463,36 +377,28 @@ class Opener:
         for entry in manifest.attachments:
             cipher_path = by_rel.get(entry.path)
             if cipher_path is None:
-                raise SubmissionFailure(
-                    TAMPERED, f"{entry.path}, listed in the manifest, is missing"
-                )
+                raise Tampered(f"{entry.path}, listed in the manifest, is missing")
             jobs.append((entry, cipher_path, allocator.create(entry.name)))
         attachments = self._decrypt_attachments(jobs, work)
         long_fields = _write_long_fields(manifest, allocator, work)
         listed = {entry.path for entry in manifest.attachments} | {MANIFEST_NAME}
-        ignored = []
-        for rel in sorted(set(by_rel) - listed):
-            ignored.append(
-                {"path": rel, "ciphertext_sha256": self._check_unlisted(by_rel[rel], rel)}
-            )
-        record = {
-            "format": OPENED_FORMAT,
-            "id": submission_id,
-            "opened": self.now().replace(microsecond=0).isoformat(),
-            "received": manifest.received,
-            "preview": report.preview(manifest.testimony),
-            "language": manifest.language,
-            "thread": manifest.thread,
-            "manifest": {
-                "file": MANIFEST_JSON,
-                "sha256": manifest_hash,
-                "ciphertext_sha256": manifest_cipher_hash,
-            },
-            "attachments": attachments,
-            "long_fields": long_fields,
-            "ignored_empty_parts": ignored,
-            "ciphertext_sizes": {rel: path.stat().st_size for rel, path in by_rel.items()},
-        }
+        ignored = tuple(
+            IgnoredPart(rel, self._check_unlisted(by_rel[rel], rel))
+            for rel in sorted(set(by_rel) - listed)
+        )
+        record = OpenedRecord(
+            id=submission_id,
+            opened=self.now().replace(microsecond=0).isoformat(),
+            received=manifest.received,
+            preview=report.preview(manifest.testimony),
+            language=manifest.language,
+            thread=manifest.thread,
+            manifest=RecordedManifest(MANIFEST_JSON, manifest_hash, manifest_cipher_hash),
+            attachments=attachments,
+            long_fields=long_fields,
+            ignored_empty_parts=ignored,
+            ciphertext_sizes={rel: path.stat().st_size for rel, path in by_rel.items()},
+        )
         return record, manifest
 
     def _decrypt_manifest(self, path: Path, dest: Path) -> tuple[str, str, str]:
@@ -502,42 +408,39 @@ class Opener:
         UTF-8 decoder chunk by chunk, so a 60 MB testimony is held in memory
         only as the decoded text (the bytes and the ciphertext never are).
         """
-        with _open_ciphertext(path) as raw:
+        with open_ciphertext(path) as raw:
             if os.fstat(raw.fileno()).st_size > MAX_MANIFEST_CIPHERTEXT:
-                raise SubmissionFailure(TAMPERED, f"{MANIFEST_NAME} is implausibly large")
+                raise Tampered(f"{MANIFEST_NAME} is implausibly large")
             reader = HashingReader(raw)
             decoder = codecs.getincrementaldecoder("utf-8")()
             digest = hashlib.sha256()
             parts = []
-            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-            fd = os.open(dest, flags, 0o600)
             try:
-                for chunk in Reader(cast(BinaryIO, reader), self.identities).chunks():
-                    digest.update(chunk)
-                    write_all(fd, chunk)
-                    parts.append(decoder.decode(chunk))
-                parts.append(decoder.decode(b"", final=True))
-                os.fsync(fd)
+                # The work folder is fsynced once, when it is complete.
+                with new_file(dest, sync_dir=False) as out:
+                    for chunk in Reader(cast(BinaryIO, reader), self.identities).chunks():
+                        digest.update(chunk)
+                        write_all(out, chunk)
+                        parts.append(decoder.decode(chunk))
+                    parts.append(decoder.decode(b"", final=True))
             except AgeError as exc:
                 raise _age_failure(MANIFEST_NAME, exc) from None
             except UnicodeDecodeError:
-                raise SubmissionFailure(TAMPERED, "manifest is not UTF-8") from None
-            finally:
-                os.close(fd)
+                raise Tampered("manifest is not UTF-8") from None
             reader.drain()
         text = "".join(parts)
         del parts
         return text, digest.hexdigest(), reader.hexdigest()
 
     def _decrypt_attachments(
-        self, jobs: list[tuple[AttachmentEntry, Path, str]], work: Path
-    ) -> list[dict[str, Any]]:
+        self, jobs: list[tuple[Attachment, Path, str]], work: Path
+    ) -> tuple[OpenedAttachment, ...]:
         """Decrypt and check a submission's attachments concurrently; all or nothing."""
         abandon = threading.Event()
         pool = self._files
         assert pool is not None
         futures = [
-            pool.submit(self._decrypt_attachment, entry, path, work / name, abandon)
+            pool.submit(self._decrypt_attachment, entry, path, work, name, abandon)
             for entry, path, name in jobs
         ]
         wait(futures, return_when=FIRST_EXCEPTION)
@@ -549,61 +452,54 @@ class Opener:
             # A real failure explains more than the cancellations it caused.
             real = [e for e in errors if not isinstance(e, _Cancelled)]
             raise (real or errors)[0]  # type: ignore[misc]
-        return [
-            {
-                "path": entry.path,
-                "name": entry.name,
-                "type": entry.type,
-                "file": name,
-                **future.result(),
-                "status": "verified",
-            }
-            for (entry, _path, name), future in zip(jobs, futures, strict=True)
-        ]
+        return tuple(future.result() for future in futures)
 
     def _decrypt_attachment(
-        self, entry: AttachmentEntry, path: Path, dest: Path, abandon: threading.Event
-    ) -> dict[str, Any]:
+        self, entry: Attachment, path: Path, work: Path, name: str, abandon: threading.Event
+    ) -> OpenedAttachment:
         def check(count: int) -> None:
             if abandon.is_set() or self._cancel.is_set():
                 raise _Cancelled("cancelled")
             if self.on_bytes:
                 self.on_bytes(count)
 
-        with _open_ciphertext(path) as raw:
+        dest = work / name
+        with open_ciphertext(path) as raw:
             reader = HashingReader(raw, check)
             try:
                 size, digest = decrypt_to_path(
-                    cast(BinaryIO, reader), self.identities, dest, mode=0o600
+                    cast(BinaryIO, reader), self.identities, dest, mode=FILE_MODE
                 )
             except AgeError as exc:
                 raise _age_failure(entry.path, exc, attachment=True) from None
             reader.drain()
         if size != entry.size or digest != entry.sha256:
-            raise SubmissionFailure(
-                TAMPERED, f"{entry.path}: the decrypted file's SHA-256 does not match the manifest"
+            raise Tampered(
+                f"{entry.path}: the decrypted file's SHA-256 does not match the manifest"
             )
-        view = inert.decide(dest.name, inert.read_head(dest))
-        return {
-            "size": size,
-            "sha256": digest,
-            "ciphertext_sha256": reader.hexdigest(),
-            "view": view.kind,
-            "view_reason": view.reason,
-        }
+        view = inert.decide(name, inert.read_head(dest))
+        return OpenedAttachment(
+            path=entry.path,
+            name=entry.name,
+            type=entry.type,
+            file=name,
+            size=size,
+            sha256=digest,
+            ciphertext_sha256=reader.hexdigest(),
+            view=view.kind,
+            view_reason=view.reason,
+        )
 
     def _check_unlisted(self, path: Path, rel: str) -> str:
         # The server stores the empty, unnamed file part a browser sends when
         # no file was chosen, but leaves it out of the manifest. Such a file
         # decrypts to nothing; anything more is not what the server wrote.
-        with _open_ciphertext(path) as raw:
+        with open_ciphertext(path) as raw:
             reader = HashingReader(raw)
             try:
                 for chunk in Reader(cast(BinaryIO, reader), self.identities).chunks():
                     if chunk:
-                        raise SubmissionFailure(
-                            TAMPERED, f"{rel} holds data but is not listed in the manifest"
-                        )
+                        raise Tampered(f"{rel} holds data but is not listed in the manifest")
             except AgeError as exc:
                 raise _age_failure(rel, exc) from None
             reader.drain()
@@ -612,7 +508,7 @@ class Opener:
 
 def _write_long_fields(
     manifest: Manifest, allocator: NameAllocator, work: Path
-) -> list[dict[str, Any]]:
+) -> tuple[LongField, ...]:
     """Write each field the page cannot show in full to a text file of its own.
 
     The text is encoded and written a slice at a time, so a 60 MB testimony
@@ -627,180 +523,49 @@ def _write_long_fields(
         digest, size = hashlib.sha256(), 0
         fd = os.open(work / name, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
-            for start in range(0, len(value), _READ_SIZE):
-                data = value[start : start + _READ_SIZE].encode("utf-8")
+            for start in range(0, len(value), CHUNK):
+                data = value[start : start + CHUNK].encode("utf-8")
                 digest.update(data)
                 size += len(data)
                 write_all(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)
-        written.append(
-            {"field": field_name, "file": name, "size": size, "sha256": digest.hexdigest()}
-        )
-    return written
+        written.append(LongField(field_name, name, size, digest.hexdigest()))
+    return tuple(written)
 
 
-def text_previews(folder: Path, record: dict[str, Any]) -> dict[str, str]:
+def text_previews(folder: Path, record: OpenedRecord) -> dict[str, str]:
     """The start of each plain-text attachment, to show (escaped) on the submission page."""
     previews = {}
-    for entry in record.get("attachments", []):
-        name = entry.get("file")
-        if entry.get("view") == inert.TEXT and is_plain_name(name):
-            head = inert.read_head(folder / name)
-            previews[name] = head.decode("utf-8", errors="replace")
+    for entry in record.attachments:
+        if entry.view == inert.TEXT and is_plain_name(entry.file):
+            head = inert.read_head(folder / entry.file)
+            previews[entry.file] = head.decode("utf-8", errors="replace")
     return previews
 
 
-def _changed(folder: Path, what: str) -> SubmissionFailure:
-    return SubmissionFailure(
-        CHANGED,
-        f"{folder}: {what} since it was opened. Do not trust this copy: keep it as evidence, "
-        "move the folder aside and open the submission again from the ciphertext",
-    )
-
-
-def check_opened_files(folder: Path, record: dict[str, Any]) -> Manifest:
-    """Hash every file of an opened submission against its record and manifest.
-
-    Raises:
-        SubmissionFailure: (CHANGED) a file is missing, added by a link, or
-            differs from the SHA-256 recorded when it was opened.
-    """
-    manifest_record = record.get("manifest")
-    if not isinstance(manifest_record, dict):
-        raise _changed(folder, f"{RECORD_NAME} is damaged")
-    manifest_path = folder / MANIFEST_JSON
-    if manifest_path.is_symlink() or not manifest_path.is_file():
-        raise _changed(folder, f"{MANIFEST_JSON} is missing")
-    manifest_bytes = manifest_path.read_bytes()
-    if hashlib.sha256(manifest_bytes).hexdigest() != manifest_record.get("sha256"):
-        raise _changed(folder, f"{MANIFEST_JSON} was edited")
-    try:
-        manifest = parse_manifest(manifest_bytes)
-    except ManifestError as exc:
-        raise _changed(folder, f"{MANIFEST_JSON} is damaged ({exc})") from None
-    del manifest_bytes
-    by_path = {entry.path: entry for entry in manifest.attachments}
-    entries = record.get("attachments")
-    if not isinstance(entries, list) or len(entries) != len(by_path):
-        raise _changed(folder, f"{RECORD_NAME} no longer lists the manifest's attachments")
-    files: list[tuple[Any, Any, Any]] = []
-    for entry in entries:
-        expected = by_path.get(str(entry.get("path"))) if isinstance(entry, dict) else None
-        if expected is None or expected.sha256 != entry.get("sha256"):
-            raise _changed(folder, f"{RECORD_NAME} does not match {MANIFEST_JSON}")
-        files.append((entry.get("file"), expected.sha256, expected.size))
-    fields = manifest.fields
-    for entry in record.get("long_fields", []):
-        if not isinstance(entry, dict) or entry.get("field") not in fields:
-            raise _changed(folder, f"{RECORD_NAME} is damaged")
-        text = fields[entry["field"]]
-        digest = hashlib.sha256()
-        for start in range(0, len(text), _READ_SIZE):
-            digest.update(text[start : start + _READ_SIZE].encode("utf-8"))
-        files.append((entry.get("file"), digest.hexdigest(), None))
-    for name, sha256, size in files:
-        if not is_plain_name(name):
-            raise _changed(folder, f"{RECORD_NAME} is damaged (a file name is not plain)")
-        path = folder / name
-        if path.is_symlink() or not path.is_file():
-            raise _changed(folder, f"{name} is missing or changed")
-        if (size is not None and path.stat().st_size != size) or sha256_file(path) != sha256:
-            raise _changed(folder, f"{name} is missing or changed (its SHA-256 differs)")
-    return manifest
-
-
-def recorded_ciphertext(record: dict[str, Any]) -> dict[str, str]:
-    """The SHA-256 of each ciphertext file as recorded when opened, by relative path."""
-    expected = {MANIFEST_NAME: record["manifest"]["ciphertext_sha256"]}
-    for entry in [*record.get("attachments", []), *record.get("ignored_empty_parts", [])]:
-        expected[entry["path"]] = entry["ciphertext_sha256"]
-    return expected
-
-
-def check_ciphertext(source_dir: Path, record: dict[str, Any]) -> None:
-    """Hash a submission's ciphertext against what was recorded when it was opened.
-
-    Raises:
-        SubmissionFailure: (CHANGED) a file was added, removed or altered.
-    """
-    try:
-        expected = recorded_ciphertext(record)
-    except (KeyError, TypeError):
-        raise SubmissionFailure(CHANGED, f"{RECORD_NAME} of {source_dir.name} is damaged") from None
-    actual = listed_files(source_dir)
-    if set(actual) != set(expected):
-        raise SubmissionFailure(
-            CHANGED,
-            f"{source_dir} holds other files than the ciphertext it was opened from "
-            f"({', '.join(sorted(set(actual) ^ set(expected)))}): compare this copy with "
-            "the server's or another export before trusting either",
-        )
-    for rel, path in sorted(actual.items()):
-        if sha256_file(path) != expected[rel]:
-            raise SubmissionFailure(
-                CHANGED,
-                f"{source_dir / rel} differs from the ciphertext this submission was opened "
-                "from (its SHA-256 changed): a different export, or altered; compare the "
-                "copies before trusting either",
-            )
-
-
-def leftovers(out_dir: Path) -> list[Path]:
-    """What a killed run can leave in the output folder: work folders and temporary pages."""
-    found = []
-    for entry in os.scandir(out_dir):
-        name = entry.name
-        if name.startswith(PARTIAL_PREFIX) or (name.startswith(".") and name.endswith(".tmp")):
-            found.append(Path(entry.path))
-    return sorted(found)
-
-
-def is_plain_name(name: object) -> bool:
-    """True for a single, ordinary path component (what the allocator hands out)."""
-    return (
-        isinstance(name, str)
-        and name not in ("", ".", "..")
-        and "/" not in name
-        and "\x00" not in name
-        and not name.startswith(".")
-    )
-
-
-def read_record(folder: Path) -> dict[str, Any] | None:
-    """The `opened.json` record of an opened submission folder, or None if it has none."""
-    path = folder / RECORD_NAME
-    if folder.is_symlink() or path.is_symlink() or not path.is_file():
-        return None
-    try:
-        record = json.loads(path.read_bytes())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(record, dict) or record.get("format") != OPENED_FORMAT:
-        return None
-    return record
-
-
-def load_opened(out_dir: Path) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+def load_opened(out_dir: Path) -> list[tuple[OpenedRecord, dict[str, Any]]]:
     """Every opened submission in `out_dir`: its record and what the index shows of it.
 
     The index needs the date, the language and the start of the testimony,
     which the record keeps; reading every manifest again would cost a run
-    over thousands of submissions (or one of 60 MB) far more.
+    over thousands of submissions (or one of 60 MB) far more. A folder whose
+    record is damaged is left out (`verify` names it).
     """
     found = []
     for entry in sorted(os.scandir(out_dir), key=lambda e: e.name):
         if not is_valid_id(entry.name) or not entry.is_dir(follow_symlinks=False):
             continue
         folder = Path(entry.path)
-        record = read_record(folder)
-        if record is None or not isinstance(record.get("manifest"), dict):
+        try:
+            record = read_record(folder)
+        except RecordError:
             continue
-        if not isinstance(record.get("attachments"), list):
+        if record is None:
             continue
-        preview = record.get("preview")
-        if not isinstance(preview, str):
+        preview = record.preview
+        if preview is None:
             # Opened by an older version, which kept no preview.
             try:
                 manifest = parse_manifest((folder / MANIFEST_JSON).read_bytes())
@@ -808,9 +573,9 @@ def load_opened(out_dir: Path) -> list[tuple[dict[str, Any], dict[str, Any]]]:
                 continue
             preview = report.preview(manifest.testimony)
         shown = {
-            "thread": str(record.get("thread", "")),
-            "received": str(record.get("received", "")),
-            "language": str(record.get("language", "")),
+            "thread": record.thread,
+            "received": record.received,
+            "language": record.language,
             "fields": {"testimony": preview},
         }
         found.append((record, shown))
@@ -820,13 +585,6 @@ def load_opened(out_dir: Path) -> list[tuple[dict[str, Any], dict[str, Any]]]:
 __all__ = [
     "OpenReport",
     "Opener",
-    "check_ciphertext",
-    "check_opened_files",
-    "leftovers",
     "Outcome",
-    "SourceError",
-    "SubmissionFailure",
-    "find_submissions",
     "load_opened",
-    "read_record",
 ]

@@ -16,16 +16,16 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from portal.age import X25519Recipient, encrypt
 from portal.conversation import mailbox_name
-from portal.review.opening import SubmissionFailure, check_opened_files, read_record
-from portal.review.report import SENT_REPLIES_DIR, SENT_REPLY_FORMAT
-from portal.store import fsync_dir, is_valid_id, write_new_file
+from portal.fsio import DIR_MODE, create_new
+from portal.review.outcomes import OpenFailure
+from portal.review.recheck import check_opened_files
+from portal.review.record import SENT_REPLIES_DIR, RecordError, ReplyCopy, require_record
+from portal.store import is_valid_id
 
 # The server refuses reply files over 256 KiB; a message this long in any
 # script stays well under that once encrypted.
@@ -43,6 +43,10 @@ class SentReply:
     thread: str
     sha256: str
     size: int
+
+    def file_entry(self) -> dict[str, object]:
+        """The reply file as its custody entry names it."""
+        return {"file": str(self.path), "sha256": self.sha256, "size": self.size}
 
 
 def read_message(path: Path) -> str:
@@ -69,11 +73,6 @@ def read_message(path: Path) -> str:
     return text
 
 
-def _write_new(path: Path, data: bytes) -> None:
-    write_new_file(path, data)
-    fsync_dir(path.parent)
-
-
 def write_reply(
     opened_dir: Path,
     submission_id: str,
@@ -87,17 +86,17 @@ def write_reply(
     Raises:
         ReplyError: the submission is not opened here, has changed since, or
             carries no reply recipient.
-        SubmissionFailure: the opened files no longer match their record.
+        OpenFailure: the opened files no longer match their record.
     """
     if not is_valid_id(submission_id):
         raise ReplyError(f"{submission_id!r} is not a submission id")
     folder = opened_dir / submission_id
-    record = read_record(folder)
-    if record is None:
+    try:
+        record = require_record(folder)
+    except RecordError as exc:
         raise ReplyError(
-            f"{folder} is not a submission opened by testimony-review; open it first "
-            "(testimony-review open ... --out {opened_dir})"
-        )
+            f"{exc}; open it first (testimony-review open ... --out {opened_dir})"
+        ) from None
     manifest = check_opened_files(folder, record)
     if manifest.reply_to is None:
         raise ReplyError(
@@ -109,28 +108,18 @@ def write_reply(
     digest = hashlib.sha256(ciphertext).hexdigest()
     mailbox = mailbox_name(manifest.reply_to)
     box = outbox / mailbox
-    box.mkdir(mode=0o700, parents=True, exist_ok=True)
+    box.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
     target = box / f"{digest[:32]}.age"
-    _write_new(target, ciphertext)
+    create_new(target, ciphertext)
 
     sent = (today or dt.datetime.now(dt.UTC).date()).isoformat()
     copies = opened_dir / SENT_REPLIES_DIR
-    copies.mkdir(mode=0o700, exist_ok=True)
-    copy: dict[str, Any] = {
-        "format": SENT_REPLY_FORMAT,
-        "submission": submission_id,
-        "thread": manifest.thread,
-        "sent": sent,
-        "message": message,
-        "ciphertext_sha256": digest,
-    }
-    _write_new(
-        copies / f"{digest[:32]}.json",
-        json.dumps(copy, ensure_ascii=False, indent=1).encode("utf-8"),
-    )
+    copies.mkdir(mode=DIR_MODE, exist_ok=True)
+    copy = ReplyCopy(submission_id, manifest.thread, sent, message, digest)
+    create_new(copies / f"{digest[:32]}.json", copy.to_bytes())
     return SentReply(
         path=target, mailbox=mailbox, thread=manifest.thread, sha256=digest, size=len(ciphertext)
     )
 
 
-__all__ = ["ReplyError", "SentReply", "SubmissionFailure", "read_message", "write_reply"]
+__all__ = ["OpenFailure", "ReplyError", "SentReply", "read_message", "write_reply"]

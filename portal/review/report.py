@@ -14,29 +14,32 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
-import json
-import os
 import re
-import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from portal.review import inert
-from portal.review.manifest import (
+from portal.fsio import replace_file
+from portal.manifest import (
     ManifestError,
     SealedQuestionnaire,
     parse_sealed_questionnaire,
+)
+from portal.review import inert
+from portal.review.outcomes import Status
+from portal.review.record import (
+    MANIFEST_JSON,
+    LongField,
+    OpenedAttachment,
+    OpenedRecord,
+    ReplyCopy,
+    load_sent_replies,
 )
 
 PREVIEW_CHARS = 280
 INDEX_NAME = "index.html"
 PAGE_NAME = "testimony.html"
-MANIFEST_JSON_NAME = "testimony.json"
-# Copies of the replies sent with `testimony-review reply`, one JSON file each.
-SENT_REPLIES_DIR = "replies"
-SENT_REPLY_FORMAT = "testimony-review/sent-reply/1"
 
 _STYLE = """
 body { font: 15px/1.5 system-ui, sans-serif; margin: 2em auto; max-width: 72em; padding: 0 1em;
@@ -118,11 +121,11 @@ def _ordered(fields: Mapping[str, str]) -> list[tuple[str, str]]:
     return sorted(fields.items(), key=lambda item: (item[0] != "testimony", item[0]))
 
 
-def _attachment_link(entry: Mapping[str, Any], prefix: str, number: int) -> str:
+def _attachment_link(entry: OpenedAttachment, prefix: str, number: int) -> str:
     """The file's name: a link if it is an inert medium, else the reason it is not linked."""
-    name = str(entry.get("file", ""))
+    name = entry.file
     label = f"<bdi>{esc(name)}</bdi>"
-    kind = entry.get("view")
+    kind = entry.view
     if kind == inert.TEXT:
         href = f"{prefix}{PAGE_NAME}#file-{number}"
         return f'<a href="{esc(href)}">{label}</a> (text, shown on the page)'
@@ -130,23 +133,23 @@ def _attachment_link(entry: Mapping[str, Any], prefix: str, number: int) -> str:
     # active type linkable.
     if isinstance(kind, str) and inert.is_linkable(name, kind):
         return f'<a href="{esc(prefix + quote(name))}">{label}</a>'
-    reason = entry.get("view_reason") or "not linked"
+    reason = entry.view_reason or "not linked"
     return f'{label} <span class="note">({esc(reason)})</span>'
 
 
-def _status(entry: Mapping[str, Any], state: str | None = "opened") -> str:
+def _status(entry: OpenedAttachment, state: Status | None = Status.OPENED) -> str:
     """The integrity status to show: `state` is what this run found for the submission."""
     if state is None:
         return '<span class="note">not checked in this run</span>'
-    if state not in ("opened", "verified") or entry.get("status") != "verified":
+    if state not in (Status.OPENED, Status.ALREADY_OPENED) or not entry.verified:
         return '<span class="bad">NOT verified</span>'
-    if state == "opened":
+    if state == Status.OPENED:
         return '<span class="ok">SHA-256 verified when opened</span>'
     return '<span class="ok">SHA-256 verified</span>'
 
 
 def render_submission_page(
-    record: Mapping[str, Any],
+    record: OpenedRecord,
     manifest: Mapping[str, Any],
     texts: Mapping[str, str] | None = None,
 ) -> str:
@@ -158,16 +161,15 @@ def render_submission_page(
     language = str(manifest.get("language", ""))
     ordered = _ordered(fields)
     shown = shown_chars(fields)
-    full_texts = {t.get("field"): t for t in record.get("long_fields", [])}
+    full_texts = {t.field: t for t in record.long_fields}
     parts = [
         '<p><a href="../index.html">All submissions</a></p>',
-        f"<h1>Submission <code>{esc(record['id'])}</code></h1>",
+        f"<h1>Submission <code>{esc(record.id)}</code></h1>",
         "<table>",
         f'<tr><th>Received</th><td dir="auto">{esc(manifest.get("received", ""))}</td></tr>',
         f'<tr><th>Language</th><td dir="auto">{esc(language)}</td></tr>',
-        f"<tr><th>Opened</th><td>{esc(record.get('opened', ''))}</td></tr>",
-        "<tr><th>Manifest SHA-256</th>"
-        f'<td class="hash">{esc(record["manifest"]["sha256"])}</td></tr>',
+        f"<tr><th>Opened</th><td>{esc(record.opened)}</td></tr>",
+        f'<tr><th>Manifest SHA-256</th><td class="hash">{esc(record.manifest.sha256)}</td></tr>',
         "</table>",
     ]
     sealed = _sealed_questionnaire(manifest)
@@ -179,7 +181,7 @@ def render_submission_page(
             continue
         parts.append(f'<h2 dir="auto">{esc(name)}</h2>')
         parts.extend(_text_block(name, value, language, shown, full_texts))
-    attachments = record.get("attachments", [])
+    attachments = record.attachments
     parts.append(f"<h2>Attachments ({len(attachments)})</h2>")
     if attachments:
         parts.append(
@@ -189,26 +191,26 @@ def render_submission_page(
         for number, entry in enumerate(attachments, start=1):
             parts.append(
                 f"<tr><td>{_attachment_link(entry, '', number)}</td>"
-                f"<td><bdi>{esc_name(entry.get('name', ''))}</bdi></td>"
-                f"<td><bdi>{esc(entry.get('type', ''))}</bdi></td>"
-                f"<td>{esc(human_size(int(entry.get('size', 0))))}</td>"
-                f'<td class="hash">{esc(entry.get("sha256", ""))}</td>'
+                f"<td><bdi>{esc_name(entry.name)}</bdi></td>"
+                f"<td><bdi>{esc(entry.type)}</bdi></td>"
+                f"<td>{esc(human_size(entry.size))}</td>"
+                f'<td class="hash">{esc(entry.sha256)}</td>'
                 f"<td>{_status(entry)}</td></tr>"
             )
         parts.append("</table>")
     for number, entry in enumerate(attachments, start=1):
-        text = (texts or {}).get(str(entry.get("file")))
-        if entry.get("view") != inert.TEXT or text is None:
+        text = (texts or {}).get(entry.file)
+        if entry.view != inert.TEXT or text is None:
             continue
-        size = int(entry.get("size", 0))
-        parts.append(f'<h2 id="file-{number}">Text of <bdi>{esc(entry.get("file"))}</bdi></h2>')
+        size = entry.size
+        parts.append(f'<h2 id="file-{number}">Text of <bdi>{esc(entry.file)}</bdi></h2>')
         parts.append(f'<div class="text" dir="auto">{esc(text)}</div>')
         if size > inert.SNIFF_BYTES:
             parts.append(
                 f'<p class="note">The first {human_size(inert.SNIFF_BYTES)} of '
                 f"{human_size(size)} are shown; open the file in a text editor for the rest.</p>"
             )
-    return _page(f"Submission {record['id']}", "\n".join(parts))
+    return _page(f"Submission {record.id}", "\n".join(parts))
 
 
 def _text_block(
@@ -216,12 +218,13 @@ def _text_block(
     value: str,
     language: str,
     shown: Mapping[str, int],
-    full_texts: Mapping[Any, Any],
+    full_texts: Mapping[str, LongField],
 ) -> list[str]:
     start = value[: shown[name]]
     parts = [f'<div class="text" dir="auto"{_lang_attr(language)}>{esc(start)}</div>']
     if len(start) < len(value):
-        where = full_texts.get(name, {}).get("file", MANIFEST_JSON_NAME)
+        long_field = full_texts.get(name)
+        where = long_field.file if long_field is not None else MANIFEST_JSON
         parts.append(
             f'<p class="note">Only the first {len(start):,} of {len(value):,} characters '
             f"are shown. The full text is in <bdi>{esc(where)}</bdi> in this folder: open it "
@@ -246,7 +249,7 @@ def _questionnaire_answers(
     fields: Mapping[str, str],
     language: str,
     shown: Mapping[str, int],
-    full_texts: Mapping[Any, Any],
+    full_texts: Mapping[str, LongField],
 ) -> list[str]:
     """Each answer under its question as the witness saw it, the English label beside it."""
     lang = _lang_attr(sealed.language or language)
@@ -290,32 +293,7 @@ def _preview(text: str) -> str:
     return text if len(text) <= PREVIEW_CHARS else text[:PREVIEW_CHARS] + "…"
 
 
-def load_sent_replies(out_dir: Path) -> dict[str, list[dict[str, str]]]:
-    """The replies sent from this folder, by thread, oldest first."""
-    folder = out_dir / SENT_REPLIES_DIR
-    found: dict[str, list[dict[str, str]]] = {}
-    if folder.is_symlink() or not folder.is_dir():
-        return found
-    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
-        if not entry.name.endswith(".json") or not entry.is_file(follow_symlinks=False):
-            continue
-        try:
-            copy = json.loads(Path(entry.path).read_bytes())
-        except (OSError, ValueError):
-            continue
-        if not isinstance(copy, dict) or copy.get("format") != SENT_REPLY_FORMAT:
-            continue
-        fields = {k: copy.get(k) for k in ("thread", "sent", "message", "submission")}
-        if all(isinstance(v, str) for v in fields.values()):
-            found.setdefault(str(fields["thread"]), []).append(
-                {k: str(v) for k, v in fields.items()}
-            )
-    for replies in found.values():
-        replies.sort(key=lambda r: r["sent"])
-    return found
-
-
-def _thread_rows(thread: str, members: int, replies: Sequence[Mapping[str, str]]) -> list[str]:
+def _thread_rows(thread: str, members: int, replies: Sequence[ReplyCopy]) -> list[str]:
     """The heading row of one conversation and the replies sent to it."""
     rows = [
         f'<tr class="thread" id="thread-{esc(thread[:16])}"><th colspan="5">Conversation '
@@ -324,39 +302,39 @@ def _thread_rows(thread: str, members: int, replies: Sequence[Mapping[str, str]]
     ]
     for reply in replies:
         rows.append(
-            f'<tr class="sent-reply"><td>{esc(reply["sent"])}</td><td colspan="4">'
-            f"<strong>Reply sent</strong> (to <code>{esc(reply['submission'])}</code>)"
-            f'<div class="reply-text" dir="auto">{esc(reply["message"])}</div></td></tr>'
+            f'<tr class="sent-reply"><td>{esc(reply.sent)}</td><td colspan="4">'
+            f"<strong>Reply sent</strong> (to <code>{esc(reply.submission)}</code>)"
+            f'<div class="reply-text" dir="auto">{esc(reply.message)}</div></td></tr>'
         )
     return rows
 
 
 def _by_thread(
-    rows: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]],
-) -> list[tuple[str, list[tuple[Mapping[str, Any], Mapping[str, Any]]]]]:
+    rows: Sequence[tuple[OpenedRecord, Mapping[str, Any]]],
+) -> list[tuple[str, list[tuple[OpenedRecord, Mapping[str, Any]]]]]:
     """Rows grouped by conversation, the conversation with the newest submission first."""
-    groups: dict[str, list[tuple[Mapping[str, Any], Mapping[str, Any]]]] = {}
+    groups: dict[str, list[tuple[OpenedRecord, Mapping[str, Any]]]] = {}
     for row in rows:
-        thread = str(row[0].get("thread") or "") or "single:" + str(row[0]["id"])
+        thread = row[0].thread or "single:" + row[0].id
         groups.setdefault(thread, []).append(row)
     return list(groups.items())
 
 
 def render_index(
-    entries: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]],
+    entries: Sequence[tuple[OpenedRecord, Mapping[str, Any]]],
     failures: Mapping[str, str],
-    checked: Mapping[str, str] | None = None,
-    replies: Mapping[str, Sequence[Mapping[str, str]]] | None = None,
+    checked: Mapping[str, Status] | None = None,
+    replies: Mapping[str, Sequence[ReplyCopy]] | None = None,
 ) -> str:
     """The overview of every opened submission, newest first, and this run's failures.
 
-    `checked` says, per submission id, what this run found: "opened" (just
-    decrypted and verified) or "verified" (opened before, every hash checked
-    again now). Other submissions are shown as not checked in this run.
+    `checked` says, per submission id, what this run found: OPENED (just
+    decrypted and verified) or ALREADY_OPENED (opened before, every hash
+    checked again now). Other submissions are shown as not checked in this run.
     """
     checked = checked or {}
     replies = replies or {}
-    rows = sorted(entries, key=lambda pair: (str(pair[1].get("received", "")), pair[0]["id"]))
+    rows = sorted(entries, key=lambda pair: (str(pair[1].get("received", "")), pair[0].id))
     rows.reverse()
     parts = [
         "<h1>Opened submissions</h1>",
@@ -386,23 +364,23 @@ def render_index(
 
 
 def _index_row(
-    record: Mapping[str, Any],
+    record: OpenedRecord,
     manifest: Mapping[str, Any],
-    checked: Mapping[str, str],
+    checked: Mapping[str, Status],
     failures: Mapping[str, str],
 ) -> str:
-    submission_id = str(record["id"])
+    submission_id = record.id
     prefix = quote(submission_id) + "/"
     testimony = str((manifest.get("fields") or {}).get("testimony", ""))
     state = checked.get(submission_id)
     if submission_id in failures:
-        state = "failed"
+        state = Status.FAILED
     files = []
-    for number, entry in enumerate(record.get("attachments", []), start=1):
+    for number, entry in enumerate(record.attachments, start=1):
         files.append(
             f"<li>{_attachment_link(entry, prefix, number)}, "
-            f"{esc(human_size(int(entry.get('size', 0))))}, {_status(entry, state)}<br>"
-            f'<span class="hash">{esc(entry.get("sha256", ""))}</span></li>'
+            f"{esc(human_size(entry.size))}, {_status(entry, state)}<br>"
+            f'<span class="hash">{esc(entry.sha256)}</span></li>'
         )
     language = str(manifest.get("language", ""))
     return (
@@ -417,27 +395,14 @@ def _index_row(
 
 def write_atomically(path: Path, text: str) -> None:
     """Replace one of the tool's own files in a single step (temporary file, fsync, rename)."""
-    temp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = os.open(temp, flags, 0o600)
-    try:
-        with open(fd, "w", encoding="utf-8", closefd=False) as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        os.unlink(temp)
-        raise
-    os.close(fd)
-    os.replace(temp, path)
+    replace_file(path, text.encode("utf-8"))
 
 
 def write_index(
     out_dir: Path,
-    entries: Iterable[tuple[Mapping[str, Any], Mapping[str, Any]]],
+    entries: Iterable[tuple[OpenedRecord, Mapping[str, Any]]],
     failures: Mapping[str, str],
-    checked: Mapping[str, str] | None = None,
+    checked: Mapping[str, Status] | None = None,
 ) -> Path:
     path = out_dir / INDEX_NAME
     replies = load_sent_replies(out_dir)

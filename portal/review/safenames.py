@@ -17,6 +17,8 @@ import os
 import unicodedata
 from pathlib import Path
 
+from portal.fsio import FILE_MODE, open_new
+
 # File names are limited to 255 bytes on ext4, btrfs, APFS and exFAT (there in
 # UTF-16 units). Staying well under leaves room for a " (12)" suffix and for
 # the temporary name a writer may add beside it.
@@ -109,7 +111,7 @@ class NameAllocator:
         stem, suffix = _split_suffix(base)
         return [base] + [f"{stem} ({n}){suffix}" for n in range(2, 10_000)]
 
-    def create(self, untrusted_name: str, mode: int = 0o600) -> str:
+    def create(self, untrusted_name: str, mode: int = FILE_MODE) -> str:
         """Create an empty file under a safe, unused name; return that name.
 
         Raises:
@@ -119,9 +121,8 @@ class NameAllocator:
             key = collision_key(candidate)
             if key in self._taken:
                 continue
-            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
             try:
-                fd = os.open(self.directory / candidate, flags, mode)
+                fd = open_new(self.directory / candidate, mode)
             except FileExistsError:
                 # The file system saw a collision the allocator did not (its
                 # case folding differs from Python's): take the next number.

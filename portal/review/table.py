@@ -10,7 +10,6 @@ table only ever holds what was decrypted and verified.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 from collections.abc import Sequence
@@ -18,9 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from portal.manifest import Manifest
 from portal.review.consent import consent_of
-from portal.review.manifest import Manifest, ManifestError, parse_manifest
-from portal.review.opening import MANIFEST_JSON, read_record
+from portal.review.outcomes import Changed
+from portal.review.recheck import read_opened_manifest
+from portal.review.record import RecordError, read_record
 from portal.review.report import write_atomically
 from portal.store import is_valid_id
 
@@ -85,20 +86,13 @@ def read_rows(from_dir: Path) -> list[Row]:
     for folder in sorted(from_dir.iterdir()):
         if not is_valid_id(folder.name) or folder.is_symlink() or not folder.is_dir():
             continue
-        record = read_record(folder)
-        if record is None:
-            continue
-        path = folder / MANIFEST_JSON
         try:
-            data = path.read_bytes()
-            manifest = parse_manifest(data)
-        except (OSError, ManifestError) as exc:
-            raise TableError(f"{path} cannot be read: {exc}") from None
-        if hashlib.sha256(data).hexdigest() != record["manifest"]["sha256"]:
-            raise TableError(
-                f"{path} was changed after it was opened; open the submission again from the "
-                "ciphertext"
-            )
+            record = read_record(folder)
+            if record is None:
+                continue
+            _data, manifest = read_opened_manifest(folder, record)
+        except (RecordError, Changed) as exc:
+            raise TableError(f"{exc}; open the submission again from the ciphertext") from None
         rows.append(Row(manifest))
     if not rows:
         raise TableError(f"no opened submissions in {from_dir}; run `testimony-review open` first")

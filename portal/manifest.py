@@ -1,27 +1,39 @@
-"""The decrypted manifest (`testimony.age`): strict parsing of untrusted JSON.
+"""The submission manifest (`testimony.age`): its one writer and its strict parser.
 
-Everything in it came from a witness's browser or from a server that may
-have been tampered with, so every member is checked for type and shape
-before any of it is used to name a file or to check a hash.
+The server writes the manifest last, encrypted, beside a submission's
+attachments; the reviewer tool decrypts and parses it. Both sides import this
+module (it needs neither Flask nor the server's intake code), so the format
+strings, the attachment-path grammar, the size buckets and the typed
+`Manifest` exist once. docs/FORMAT.md describes the format in words.
+
+Version 1 (`testimony-portal/submission/1`) is only read. Version 2, the one
+written, adds the optional `reply_to` and `thread` (issue 11) and the sealed
+`questionnaire` (issue 12).
+
+Everything the parser reads came from a witness's browser or from a server
+that may have been tampered with, so every member is checked for type and
+shape before any of it is used to name a file or to check a hash.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, ParamSpec
 
 from portal.age import KeyFormatError, X25519Recipient
 from portal.conversation import thread_id, thread_of_one
+from portal.store import is_attachment_path, received_date
 
-# The same string as portal.intake.MANIFEST_FORMAT (a test keeps them equal);
-# the reviewer tool does not import the server's intake code. Version 2 adds
-# the conversation's reply recipient and the sealed questionnaire; version 1
-# manifests are still read.
+MANIFEST_FORMAT_V1 = "testimony-portal/submission/1"
 MANIFEST_FORMAT = "testimony-portal/submission/2"
-MANIFEST_FORMATS = ("testimony-portal/submission/1", MANIFEST_FORMAT)
-_PATH_RE = re.compile(r"files/[1-9][0-9]{0,5}\.age")
+# The formats the parser accepts; the writer writes only the last.
+MANIFEST_FORMATS = (MANIFEST_FORMAT_V1, MANIFEST_FORMAT)
+MANIFEST_MIN_BUCKET = 4096
+P = ParamSpec("P")
+
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
 # No honest manifest holds a number longer than a file size. Python refuses
@@ -34,12 +46,10 @@ MAX_INTEGER_DIGITS = 20
 MAX_DEPTH = 8
 
 
-class ManifestError(Exception):
-    """The manifest is not a valid submission manifest (damaged or tampered)."""
-
-
 @dataclass(frozen=True)
-class AttachmentEntry:
+class Attachment:
+    """One attachment as the manifest lists it: where its ciphertext is, and what it holds."""
+
     path: str
     name: str
     type: str
@@ -48,23 +58,190 @@ class AttachmentEntry:
 
 
 @dataclass(frozen=True)
+class SealedChoice:
+    """One answer a choice question offered, in the witness's language and in English."""
+
+    id: str
+    label: str
+    label_en: str
+
+    def text(self, *, english: bool = False) -> str:
+        return self.label_en if english else self.label
+
+
+@dataclass(frozen=True)
+class SealedQuestion:
+    """A question exactly as the witness saw it, sealed in the manifest."""
+
+    id: str
+    type: str
+    required: bool
+    identifying: bool
+    label: str
+    label_en: str
+    help: str
+    choices: tuple[SealedChoice, ...]
+
+    def answer_text(self, value: str, *, english: bool = False) -> str:
+        """A stored answer in words: choice ids become their labels."""
+        if not self.choices:
+            return value
+        labels = {c.id: c.text(english=english) for c in self.choices}
+        return "; ".join(labels.get(part, part) for part in value.split(","))
+
+    def to_json(self) -> dict[str, Any]:
+        # The server leaves out an empty help text and an empty list of choices.
+        item = {k: v for k, v in asdict(self).items() if k not in ("help", "choices")}
+        if self.help:
+            item["help"] = self.help
+        if self.choices:
+            item["choices"] = [asdict(choice) for choice in self.choices]
+        return item
+
+
+@dataclass(frozen=True)
+class SealedQuestionnaire:
+    """The questionnaire's identity and the exact texts the witness was shown."""
+
+    id: str
+    version: str
+    sha256: str
+    language: str
+    questions: tuple[SealedQuestion, ...]
+
+    @property
+    def identifying(self) -> tuple[str, ...]:
+        return tuple(q.id for q in self.questions if q.identifying)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "version": self.version,
+            "sha256": self.sha256,
+            "language": self.language,
+            "questions": [question.to_json() for question in self.questions],
+        }
+
+
+@dataclass(frozen=True)
 class Manifest:
+    """A submission manifest, typed.
+
+    `document` is the JSON object as parsed (unknown members included), kept
+    for the tools that show or re-serialise the manifest as it was; it takes
+    no part in equality.
+    """
+
     id: str
     received: str
     language: str
     fields: dict[str, str]
-    attachments: tuple[AttachmentEntry, ...]
-    document: dict[str, Any]
+    attachments: tuple[Attachment, ...]
     # The witness's own age recipient (from their receipt), and the opaque
     # thread shared by every submission made with that receipt.
     reply_to: str | None = None
     thread: str = ""
-
     questionnaire: SealedQuestionnaire | None = None
+    format: str = MANIFEST_FORMAT
+    document: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def testimony(self) -> str:
         return self.fields.get("testimony", "")
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object the server writes, members in their documented order."""
+        document: dict[str, Any] = {
+            "format": self.format,
+            "id": self.id,
+            "received": self.received,
+            "language": self.language,
+            "fields": dict(self.fields),
+            "attachments": [asdict(attachment) for attachment in self.attachments],
+        }
+        if self.reply_to is not None:
+            document["reply_to"] = self.reply_to
+            document["thread"] = self.thread
+        if self.questionnaire is not None:
+            document["questionnaire"] = self.questionnaire.to_json()
+        return document
+
+
+# ---------------------------------------------------------------- writer
+
+
+def new_manifest(
+    submission_id: str,
+    fields: Mapping[str, str],
+    language: str,
+    attachments: Iterable[Attachment],
+    *,
+    received: str | None = None,
+    reply_to: str | None = None,
+    questionnaire: Mapping[str, Any] | SealedQuestionnaire | None = None,
+) -> Manifest:
+    """A version 2 manifest for a submission being committed.
+
+    `questionnaire` is what `Questionnaire.sealed()` returns (or its typed
+    form): the exact questions the witness saw, sealed with their answers.
+
+    Raises:
+        ManifestError: the sealed questionnaire is not of the documented shape.
+    """
+    sealed = questionnaire
+    if sealed is not None and not isinstance(sealed, SealedQuestionnaire):
+        sealed = parse_sealed_questionnaire(dict(sealed))
+    return Manifest(
+        id=submission_id,
+        received=received or received_date(),
+        language=language,
+        fields=dict(fields),
+        attachments=tuple(attachments),
+        reply_to=reply_to,
+        thread=thread_id(reply_to) if reply_to is not None else thread_of_one(submission_id),
+        questionnaire=sealed,
+    )
+
+
+def encode_manifest(manifest: Manifest) -> bytes:
+    """The manifest's plaintext: UTF-8 JSON, padded with spaces to its size bucket."""
+    data = json.dumps(manifest.to_json(), ensure_ascii=False, indent=1).encode("utf-8")
+    # Trailing spaces after the JSON object (JSON readers and `jq` skip
+    # them) fill the plaintext to its size bucket, so the ciphertext size
+    # says only which bucket the testimony's length falls in.
+    return data + b" " * (padded_size(len(data)) - len(data))
+
+
+def _returning_plaintext(make: Callable[P, Manifest]) -> Callable[P, bytes]:
+    def build(*args: P.args, **kwargs: P.kwargs) -> bytes:
+        return encode_manifest(make(*args, **kwargs))
+
+    return build
+
+
+# `encode_manifest(new_manifest(...))`, with new_manifest's arguments: the
+# plaintext the server encrypts, and what tests write as the server would.
+build_manifest = _returning_plaintext(new_manifest)
+
+
+def padded_size(length: int) -> int:
+    """The manifest size bucket for `length` bytes: 4 KiB, then each power of two.
+
+    4 KiB holds about 3,500 ASCII or 1,100 Korean characters of testimony, so
+    short ones all look alike and a one-line testimony costs 4 KiB on disk;
+    above that, the size reveals at most the power of two.
+    """
+    bucket = MANIFEST_MIN_BUCKET
+    while bucket < length:
+        bucket *= 2
+    return bucket
+
+
+# ---------------------------------------------------------------- parser
+
+
+class ManifestError(Exception):
+    """The manifest is not a valid submission manifest (damaged or tampered)."""
 
 
 def _require(condition: bool, message: str) -> None:
@@ -172,16 +349,38 @@ def parse_manifest_text(text: str) -> Manifest:
         all(isinstance(value, str) for value in fields.values()),
         "manifest fields must all be strings",
     )
-    raw_attachments = document.get("attachments")
-    _require(isinstance(raw_attachments, list), "manifest member 'attachments' is not a list")
+    questionnaire = None
+    if "questionnaire" in document:
+        _require(
+            document["format"] != MANIFEST_FORMAT_V1,
+            "a version 1 manifest cannot hold a questionnaire",
+        )
+        questionnaire = parse_sealed_questionnaire(document["questionnaire"])
+    reply_to, thread = _conversation(document)
+    return Manifest(
+        reply_to=reply_to,
+        thread=thread,
+        id=document["id"],
+        received=document["received"],
+        language=document["language"],
+        fields=dict(fields),
+        attachments=_attachments(document.get("attachments")),
+        questionnaire=questionnaire,
+        format=document["format"],
+        document=document,
+    )
+
+
+def _attachments(raw: Any) -> tuple[Attachment, ...]:
+    _require(isinstance(raw, list), "manifest member 'attachments' is not a list")
     attachments = []
     seen_paths: set[str] = set()
-    for index, item in enumerate(raw_attachments, start=1):
+    for index, item in enumerate(raw, start=1):
         where = f"manifest attachment {index}"
         _require(isinstance(item, dict), f"{where} is not an object")
         path, name, kind = item.get("path"), item.get("name"), item.get("type")
         size, digest = item.get("size"), item.get("sha256")
-        _require(isinstance(path, str) and bool(_PATH_RE.fullmatch(path)), f"{where}: bad path")
+        _require(isinstance(path, str) and is_attachment_path(path), f"{where}: bad path")
         _require(path not in seen_paths, f"{where}: path {path} is listed twice")
         seen_paths.add(path)
         _require(isinstance(name, str), f"{where}: name is not a string")
@@ -194,67 +393,8 @@ def parse_manifest_text(text: str) -> Manifest:
             isinstance(digest, str) and bool(_SHA256_RE.fullmatch(digest)),
             f"{where}: sha256 is not 64 lowercase hex digits",
         )
-        attachments.append(AttachmentEntry(path, name, kind, size, digest))
-    questionnaire = None
-    if "questionnaire" in document:
-        _require(
-            document["format"] != MANIFEST_FORMATS[0],
-            "a version 1 manifest cannot hold a questionnaire",
-        )
-        questionnaire = parse_sealed_questionnaire(document["questionnaire"])
-    reply_to, thread = _conversation(document)
-    return Manifest(
-        reply_to=reply_to,
-        thread=thread,
-        id=document["id"],
-        received=document["received"],
-        language=document["language"],
-        fields=dict(fields),
-        attachments=tuple(attachments),
-        document=document,
-        questionnaire=questionnaire,
-    )
-
-
-@dataclass(frozen=True)
-class SealedChoice:
-    id: str
-    label: str
-    label_en: str
-
-
-@dataclass(frozen=True)
-class SealedQuestion:
-    """A question exactly as the witness saw it, sealed in the manifest."""
-
-    id: str
-    type: str
-    required: bool
-    identifying: bool
-    label: str
-    label_en: str
-    help: str
-    choices: tuple[SealedChoice, ...]
-
-    def answer_text(self, value: str, *, english: bool = False) -> str:
-        """A stored answer in words: choice ids become their labels."""
-        if not self.choices:
-            return value
-        labels = {c.id: (c.label_en if english else c.label) for c in self.choices}
-        return "; ".join(labels.get(part, part) for part in value.split(","))
-
-
-@dataclass(frozen=True)
-class SealedQuestionnaire:
-    id: str
-    version: str
-    sha256: str
-    language: str
-    questions: tuple[SealedQuestion, ...]
-
-    @property
-    def identifying(self) -> tuple[str, ...]:
-        return tuple(q.id for q in self.questions if q.identifying)
+        attachments.append(Attachment(path, name, kind, size, digest))
+    return tuple(attachments)
 
 
 def _string(item: dict[str, Any], key: str, where: str, *, optional: bool = False) -> str:
@@ -331,7 +471,7 @@ def _conversation(document: dict[str, Any]) -> tuple[str | None, str]:
         _require("thread" not in document, "manifest has a thread but no reply recipient")
         return None, thread_of_one(str(document["id"]))
     _require(isinstance(reply_to, str), "manifest member 'reply_to' is not a string")
-    _require(document["format"] != MANIFEST_FORMATS[0], "a version 1 manifest has no 'reply_to'")
+    _require(document["format"] != MANIFEST_FORMAT_V1, "a version 1 manifest has no 'reply_to'")
     try:
         X25519Recipient.parse(reply_to)
     except KeyFormatError:

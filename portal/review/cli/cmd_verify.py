@@ -1,0 +1,129 @@
+"""`verify` (an opened folder hashed again) and `custody verify` (the log's chain)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping
+from pathlib import Path
+
+from portal.exitstatus import ExitStatus
+from portal.review.cli.context import (
+    Context,
+    IntegrityError,
+    UserError,
+)
+from portal.review.custody import (
+    CustodyDamaged,
+    CustodyError,
+    Opening,
+)
+from portal.review.discovery import find_submissions, leftovers
+from portal.review.outcomes import OpenFailure
+from portal.review.recheck import check_ciphertext, check_opened_files
+from portal.review.record import (
+    MANIFEST_JSON,
+    RECORD_NAME,
+    RecordError,
+    opened_ids,
+    read_record,
+)
+from portal.store import is_valid_id
+
+
+def _verify_one(folder: Path, custody: Mapping[str, Opening], source: Path | None) -> str | None:
+    """What is wrong with one opened submission, or None if every hash holds."""
+    try:
+        record = read_record(folder)
+    except RecordError as exc:
+        return f"{RECORD_NAME} is damaged ({exc})"
+    if record is None or record.id != folder.name:
+        return f"{RECORD_NAME} is missing or damaged"
+    try:
+        check_opened_files(folder, record)
+        if source is not None:
+            if not (source / folder.name).exists():
+                return f"its ciphertext is not in {source}"
+            check_ciphertext(source / folder.name, record)
+    except OpenFailure as exc:
+        return str(exc)
+    opening = custody.get(folder.name)
+    if opening is None:
+        return "the custody log has no entry for its opening"
+    logged = set(opening.files)
+    recorded = {(a.file, a.sha256) for a in record.attachments}
+    if opening.manifest_sha256 != record.manifest.sha256:
+        return f"{MANIFEST_JSON} differs from the one the custody log recorded"
+    if logged != recorded:
+        return "its attachments differ from those the custody log recorded"
+    return None
+
+
+def cmd_verify(ctx: Context, args: argparse.Namespace) -> ExitStatus:
+    out = Path(args.dir)
+    if not out.is_dir():
+        raise UserError(f"{out} is not a folder written by `testimony-review open`")
+    log = ctx.custody(args.custody)
+    if not log.path.exists():
+        raise IntegrityError(
+            f"no custody log at {log.path}: give the log these submissions were opened with "
+            "(--custody FILE)"
+        )
+    try:
+        result = log.verify(expect_head=args.expect_head)
+        openings = (e.entry.opening for e in log.entries())
+        custody = {o.submission: o for o in openings if o is not None}
+    except CustodyDamaged as exc:
+        raise IntegrityError(str(exc)) from None
+    source = None
+    if args.src:
+        source, _ids = find_submissions(Path(args.src))
+    ids = sorted(set(args.ids) | set(args.id)) or opened_ids(out)
+    if not ids:
+        # "0 of 0 verified" with exit 0 reads as a pass to whoever asked for
+        # the check; an empty or wrong folder proves nothing.
+        raise UserError(
+            f"no opened submissions in {out}: give the folder `testimony-review open` "
+            "wrote (its --out)"
+        )
+    bad = 0
+    for submission_id in ids:
+        folder = out / submission_id
+        if not is_valid_id(submission_id) or folder.is_symlink() or not folder.is_dir():
+            problem: str | None = f"{folder} is not an opened submission"
+        else:
+            problem = _verify_one(folder, custody, source)
+        if problem:
+            bad += 1
+            ctx.out(f"CHANGED {submission_id}: {problem}")
+        else:
+            ctx.out(f"ok {submission_id}")
+    for path in leftovers(out):
+        ctx.err(
+            f"note: {path} was left by an interrupted `open` (it may hold plaintext); the "
+            f"next `open` into {out} removes it"
+        )
+    what = "ciphertext, opened files" if source else "opened files"
+    ctx.err(
+        f"{len(ids) - bad} of {len(ids)} submission(s) verified ({what} and custody log "
+        f"hashed again); custody log: {result.count} entries, head {result.head}"
+    )
+    return ExitStatus.INTEGRITY if bad else ExitStatus.OK
+
+
+def cmd_custody_verify(ctx: Context, args: argparse.Namespace) -> ExitStatus:
+    log = ctx.custody(args.custody)
+    if not log.path.exists() and not log.anchor_path.exists():
+        raise UserError(f"no custody log at {log.path} (give its path with --custody)")
+    try:
+        result = log.verify(expect_head=args.expect_head)
+    except CustodyError as exc:
+        raise IntegrityError(str(exc)) from None
+    ctx.out(f"ok: {result.count} entries, head {result.head}")
+    if args.expect_head:
+        later = result.count - (result.expected_head_line or 0)
+        ctx.err(f"The recorded head is entry {result.expected_head_line}; {later} entries since.")
+    ctx.err(
+        "A hash chain cannot show entries cut off its end: write down the count and head "
+        "above (or send them to a colleague) and check them later with --expect-head."
+    )
+    return ExitStatus.OK
