@@ -45,7 +45,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from portal.age import X25519Identity, encrypt  # noqa: E402
-from portal.intake import Attachment, build_manifest, store_submission  # noqa: E402
+from portal.intake import store_submission  # noqa: E402
+from portal.manifest import Attachment, build_manifest  # noqa: E402
 from portal.store import SubmissionStore, new_id, submission_files  # noqa: E402
 
 MIB = 1 << 20

@@ -36,12 +36,6 @@ from typing import BinaryIO
 
 from portal.fsio import DIR_MODE, flocked, fsync_dir, open_new, open_unbuffered, write_all
 
-# Kept importable from here only for portal/review until it imports
-# portal.fsio itself (issue 10); nothing else should take them from here.
-from portal.fsio import create_new as write_new_file
-
-__all__ = ["fsync_dir", "write_all", "write_new_file"]
-
 # The layout of the data directory (docs/FORMAT.md); export writes the same
 # `submissions/<id>/` layout on the transfer medium.
 STAGING_DIR = "staging"
