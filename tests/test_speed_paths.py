@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import pytest
 from flask import Flask
@@ -25,6 +26,7 @@ from portal.fsio import ThreadedSha256
 from portal.server import adapt_gunicorn
 from portal.store import StagedFile, SubmissionStore
 from portal.web.body_guard import PROGRESS_BYTES
+from tests.support import FileWrapper
 
 
 def test_gunicorn_still_has_the_body_recv_limit_the_portal_sets() -> None:
@@ -80,34 +82,25 @@ def test_pieces_keep_every_byte_in_order(tmp_path: Path, write_size: int) -> Non
     staging.discard()
 
 
-class _BlockedFile:
-    """A raw file whose writes wait until released, recording what they got."""
+class _BlockedFile(FileWrapper):
+    """A file whose writes wait until released, recording what they got."""
 
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
+    def __init__(self, raw: BinaryIO) -> None:
+        super().__init__(raw)
         self.release = threading.Event()
         self.sizes: list[int] = []
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: Any) -> int:
         self.release.wait(timeout=120)
         self.sizes.append(len(data))
-        return os.write(self.fd, data)
-
-    def fileno(self) -> int:
-        return self.fd
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        os.close(self.fd)
+        return super().write(data)
 
 
 def test_a_stalled_disk_holds_a_bounded_amount_in_memory(tmp_path: Path) -> None:
     files: list[_BlockedFile] = []
 
     def opener(fd: int) -> _BlockedFile:
-        files.append(_BlockedFile(fd))
+        files.append(_BlockedFile(open(fd, "wb", buffering=0)))  # noqa: SIM115 - closed by the store
         return files[-1]
 
     store = SubmissionStore(tmp_path / "data", opener=opener)  # type: ignore[arg-type]
