@@ -107,8 +107,9 @@ class GuardedInput:
 
     # The body is read from the server in blocks this large and handed out
     # from memory. It is also the unit of progress: each block must arrive
-    # within the watchdog's window. gunicorn still receives up to 1 MiB per
-    # recv() and keeps the surplus for the next read.
+    # within the watchdog's window. Under `serve`, gunicorn receives at most
+    # this much per recv() too (`portal.server.adapt_gunicorn`), so no read
+    # copies a larger read-ahead again.
     READ_AHEAD = PROGRESS_BYTES
 
     def __init__(
