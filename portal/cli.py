@@ -23,6 +23,8 @@ from typing import TextIO
 from portal import questionnaire
 from portal.cliutil import Parser, parse_args
 from portal.config import (
+    BODY_PROGRESS_WINDOW,
+    PROGRESS_BYTES,
     Config,
     ConfigError,
     check_data_dir,
@@ -33,7 +35,7 @@ from portal.exitstatus import ExitStatus
 
 PROG = "testimony-portal"
 # The defaults of `serve`'s flags (README.md, "Commands"). The body timeout's
-# is the app's own progress window, portal.web.body_guard.BODY_PROGRESS_WINDOW.
+# is the app's own progress window, portal.config.BODY_PROGRESS_WINDOW.
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 DEFAULT_WORKERS = 2
@@ -42,8 +44,6 @@ DEFAULT_HEADER_TIMEOUT = 10.0
 
 
 def _parser() -> Parser:
-    from portal.web.body_guard import BODY_PROGRESS_WINDOW, PROGRESS_BYTES
-
     parser = Parser(
         prog=PROG,
         description="Anonymous testimony intake that encrypts every submission on arrival.",

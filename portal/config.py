@@ -33,6 +33,16 @@ class ConfigError(Exception):
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+# A request body must keep moving: every `PROGRESS_BYTES` of it (or the rest
+# of the body, if less) must arrive within `BODY_PROGRESS_WINDOW` seconds, or
+# the request is dropped (portal/web/body_guard.py). That is about 1.1 KiB/s:
+# a Tor upload at 20 KB/s passes with eighteen times the margin, while a
+# client that dribbles a byte every few seconds holds a server thread for one
+# window at most. Here, not in the web package, so that the command line can
+# show them without loading the web app.
+PROGRESS_BYTES = 64 * 1024
+BODY_PROGRESS_WINDOW = 60.0
 # Files this size or larger in the keys folder are not key files; reading
 # them whole to look for a private key would be a waste.
 _KEY_SCAN_LIMIT = 1 << 20

@@ -25,6 +25,7 @@ from portal.store import (
     is_valid_id,
     submission_files,
 )
+from tests.support import failing_after
 
 
 def _stage(store: SubmissionStore, payloads: list[bytes]):  # type: ignore[no-untyped-def]
@@ -98,23 +99,7 @@ def test_discard_removes_everything_staged(store: SubmissionStore) -> None:
 
 
 def test_disk_full_becomes_storage_full_error(tmp_path: Path) -> None:
-    class FullDisk:
-        def __init__(self, fd: int) -> None:
-            self.fd = fd
-
-        def write(self, data: bytes) -> int:
-            raise OSError(28, "No space left on device")
-
-        def fileno(self) -> int:
-            return self.fd
-
-        def flush(self) -> None:
-            pass
-
-        def close(self) -> None:
-            os.close(self.fd)
-
-    store = SubmissionStore(tmp_path / "data", opener=FullDisk)  # type: ignore[arg-type]
+    store = SubmissionStore(tmp_path / "data", opener=failing_after(0))
     store.initialise()
     staging = store.begin()
     _relpath, f = staging.create_attachment()
@@ -193,33 +178,11 @@ def test_small_file_is_written_inline_and_a_large_one_by_the_writer_thread(
     staging.discard()
 
 
-class _FailingAfter:
-    """A file that fails with ENOSPC once `budget` bytes were written."""
-
-    def __init__(self, fd: int, budget: int) -> None:
-        self.fd, self.left = fd, budget
-
-    def write(self, data: bytes) -> int:
-        if len(data) > self.left:
-            raise OSError(28, "No space left on device")
-        self.left -= len(data)
-        return os.write(self.fd, data)
-
-    def fileno(self) -> int:
-        return self.fd
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        os.close(self.fd)
-
-
 @pytest.mark.parametrize("budget", [0, 500, StagedFile.INLINE_BYTES + 100_000])
 def test_disk_full_inline_or_on_the_writer_thread_is_storage_full(
     tmp_path: Path, budget: int
 ) -> None:
-    store = SubmissionStore(tmp_path / "data", opener=lambda fd: _FailingAfter(fd, budget))  # type: ignore[arg-type, return-value]
+    store = SubmissionStore(tmp_path / "data", opener=failing_after(budget))
     store.initialise()
     staging = store.begin()
     _relpath, f = staging.create_attachment()

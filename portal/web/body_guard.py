@@ -21,15 +21,10 @@ from typing import IO, Any
 from flask import Flask
 from werkzeug.exceptions import ClientDisconnected, HTTPException
 
+from portal.config import BODY_PROGRESS_WINDOW, PROGRESS_BYTES
 from portal.web.errors import PortalHTTPError
 
-# A request body must keep moving: every `PROGRESS_BYTES` of it (or the rest
-# of the body, if less) must arrive within `BODY_PROGRESS_WINDOW` seconds, or
-# the request is dropped. That is about 1.1 KiB/s: a Tor upload at 20 KB/s
-# passes with eighteen times the margin, while a client that dribbles a byte
-# every few seconds holds a server thread for one window at most.
-PROGRESS_BYTES = 64 * 1024
-BODY_PROGRESS_WINDOW = 60.0
+__all__ = ["BODY_PROGRESS_WINDOW", "PROGRESS_BYTES"]  # defined in portal.config
 # The app.config key that overrides the window (tests use a short one).
 BODY_PROGRESS_WINDOW_KEY = "PORTAL_BODY_PROGRESS_WINDOW"
 
