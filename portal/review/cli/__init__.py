@@ -19,16 +19,17 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TextIO
 
+from portal import cliutil
+from portal.cliutil import UsageError
 from portal.exitstatus import ExitStatus
 from portal.review import consent, keys, shares, table
 from portal.review.cli.context import (
     PROG,
     Context,
     IntegrityError,
-    UsageError,
     UserError,
 )
 from portal.review.cli.parser import build_parser
@@ -47,12 +48,6 @@ _USER_ERRORS = (
     consent.ConsentRefused,
     table.TableError,
 )
-
-
-@contextlib.contextmanager
-def _redirect(stdout: TextIO, stderr: TextIO) -> Iterator[None]:
-    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        yield
 
 
 def main(
@@ -91,14 +86,14 @@ def _print_safely(ctx: Context, message: str) -> None:
 
 
 def _run(ctx: Context, argv: Sequence[str] | None) -> ExitStatus:
-    try:
-        with _redirect(ctx.stdout, ctx.stderr):
-            args = build_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
-    except UsageError as exc:
-        ctx.err(str(exc))
-        return ExitStatus.USAGE
-    except SystemExit as exc:  # --help
-        return ExitStatus.OK if not exc.code else ExitStatus.USAGE
+    args = cliutil.parse_args(
+        build_parser(),
+        sys.argv[1:] if argv is None else list(argv),
+        stdout=ctx.stdout,
+        stderr=ctx.stderr,
+    )
+    if isinstance(args, ExitStatus):  # --help, or a usage error already printed
+        return args
     try:
         status: ExitStatus = args.handler(ctx, args)
         return status

@@ -11,13 +11,13 @@ from portal.age import (
     KeyFormatError,
     parse_recipient,
 )
+from portal.cliutil import UsageError
 from portal.exitstatus import ExitStatus
 from portal.review import consent, table
 from portal.review.cli.context import (
     PROG,
     Context,
     IntegrityError,
-    UsageError,
     UserError,
     custody_session,
 )

@@ -26,10 +26,6 @@ class UserError(Exception):
     """A problem the user can fix; printed as one line, no traceback."""
 
 
-class UsageError(Exception):
-    pass
-
-
 class IntegrityError(Exception):
     pass
 

@@ -11,25 +11,26 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from typing import NoReturn, TypeAlias
+from typing import TypeAlias
 
+from portal import cliutil
 from portal.exitstatus import ExitStatus
 from portal.review import table
 from portal.review.cli import cmd_forward, cmd_keys, cmd_open, cmd_reply, cmd_verify
-from portal.review.cli.context import CUSTODY_ENV, PROG, REVIEWER_ENV, Context, UsageError
+from portal.review.cli.context import CUSTODY_ENV, PROG, REVIEWER_ENV, Context
 from portal.store import is_valid_id
 
 
-class Parser(argparse.ArgumentParser):
-    """Reports a usage error as an exception (for `main` to print), never by exiting."""
+class Parser(cliutil.Parser):
+    """The shared parser (it never exits the process), with advice for ids starting with `-`."""
 
-    def error(self, message: str) -> NoReturn:
-        hint = f"see `{self.prog} --help`"
+    def hint(self, message: str) -> str:
+        hint = super().hint(message)
         words = message.replace(",", " ").split()
         if any(w.startswith("-") and is_valid_id(w) for w in words):
             # About one id in 64 made before new ids stopped starting with "-".
             hint = "a submission id that starts with `-` goes after `--`, or as --id=ID; " + hint
-        raise UsageError(f"{self.prog}: error: {message} ({hint})")
+        return hint
 
 
 # A string: argparse does not make its subparsers action generic at run time.
