@@ -1,4 +1,4 @@
-"""Throughput of portal.age's Writer and Reader, next to raw ChaCha20-Poly1305 and the age CLI.
+"""Throughput of portal.core.age's Writer and Reader, next to raw ChaCha20-Poly1305 and the age CLI.
 
     python bench/bench_age_writer.py [--mib N] [--repeat R]
 
@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from portal.age import Reader, Writer, X25519Identity  # noqa: E402
+from portal.core.age import Reader, Writer, X25519Identity  # noqa: E402
 
 CHUNK = 64 * 1024
 MIB = 1024 * 1024
@@ -122,15 +122,15 @@ def main(argv: list[str] | None = None) -> int:
 
         encrypt: dict[str, Callable[[], object]] = {
             RAW: lambda: raw_encrypt(data),
-            "portal.age Writer, 64 KiB writes": lambda: writer_encrypt(data, identity, CHUNK),
-            "portal.age Writer, 8 KiB writes": lambda: writer_encrypt(data, identity, 8192),
+            "portal.core.age Writer, 64 KiB writes": lambda: writer_encrypt(data, identity, CHUNK),
+            "portal.core.age Writer, 8 KiB writes": lambda: writer_encrypt(data, identity, 8192),
         }
         raw_path = tmpdir / "raw.bin"
         raw_path.write_bytes(b"".join(sealed))
         decrypt: dict[str, Callable[[], object]] = {
             RAW: lambda: raw_decrypt(sealed, key),
             "raw ChaCha20Poly1305, file in /tmp": lambda: raw_decrypt_file(raw_path, key),
-            "portal.age Reader (file in /tmp)": lambda: reader_decrypt(sealed_path, identity),
+            "portal.core.age Reader (file in /tmp)": lambda: reader_decrypt(sealed_path, identity),
         }
         if age:
             encrypt["age -e (CLI, file in /tmp)"] = functools.partial(

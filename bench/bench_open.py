@@ -4,7 +4,7 @@
     python bench/bench_open.py --small 1000,10000 [--dir DIR]
 
 Stores `--gib` GiB of random attachments as real submissions (encrypted
-through portal.intake, as the server would), then times
+through portal.server.intake, as the server would), then times
 
   * `testimony-review open DATA --out OUT` in a subprocess: decrypts every
     file, writes it out, hashes ciphertext and plaintext, checks each
@@ -44,10 +44,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from portal.age import X25519Identity, encrypt  # noqa: E402
-from portal.intake import store_submission  # noqa: E402
-from portal.manifest import Attachment, build_manifest  # noqa: E402
-from portal.store import SubmissionStore, new_id, submission_files  # noqa: E402
+from portal.core.age import X25519Identity, encrypt  # noqa: E402
+from portal.core.layout import new_id
+from portal.core.manifest import Attachment, build_manifest  # noqa: E402
+from portal.server.intake import store_submission  # noqa: E402
+from portal.server.store import SubmissionStore, submission_files  # noqa: E402
 
 MIB = 1 << 20
 GIB = 1 << 30

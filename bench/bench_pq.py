@@ -2,7 +2,7 @@
 
 For one "submission" (a short testimony plus one attachment, encrypted the
 way intake does it: one age file each), measures encrypt and decrypt time
-with portal.age, the header bytes each recipient adds, and small-submission
+with portal.core.age, the header bytes each recipient adds, and small-submission
 throughput through the real server (gunicorn on loopback, started like
 bench/load.py does). The stock `age` CLI gives the X25519 baseline on the
 same data; Debian's age (1.1.1) has no post-quantum support, which the
@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from portal.age import (  # noqa: E402
+from portal.core.age import (  # noqa: E402
     MLKEM768X25519Identity,
     PrivateKey,
     X25519Identity,

@@ -63,7 +63,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_upload import RssSampler, tree_rss  # noqa: E402
 
-from portal.age import X25519Identity  # noqa: E402
+from portal.core.age import X25519Identity  # noqa: E402
 from portal.testing.live import (  # noqa: E402
     RECEIVED_MARKERS,
     Client,
@@ -76,7 +76,7 @@ MIB = 1 << 20
 CLOCK_TICK = os.sysconf("SC_CLK_TCK")
 ALL_ROWS = ("upload", "open", "small", "browser", "get", "cheap")
 # The "cheap" rows: small submissions again, with the receipt key derived at
-# argon2id's minimum cost instead of the default (see portal/mailbox.py).
+# argon2id's minimum cost instead of the default (see portal/server/mailbox.py).
 CHEAP_KDF = {"PORTAL_RECEIPT_KDF_OPS": "1", "PORTAL_RECEIPT_KDF_MEMORY_KIB": "8"}
 
 
@@ -403,8 +403,8 @@ def securedrop_app(out_dir: Path, gnupghome: str, recipient: str) -> Any:
 
 
 def serve_reference(kind: str, port: int, extra: list[str]) -> None:
-    from portal.cli import DEFAULT_THREADS
-    from portal.server import PortalServer, gunicorn_options
+    from portal.server.appserver import PortalServer, gunicorn_options
+    from portal.server.cli import DEFAULT_THREADS
 
     if kind == "minimal":
         app = minimal_app()

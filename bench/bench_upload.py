@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from portal.age import X25519Identity  # noqa: E402
+from portal.core.age import X25519Identity  # noqa: E402
 from portal.testing.live import LiveServer, start_server  # noqa: E402
 
 MIB = 1024 * 1024

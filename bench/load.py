@@ -44,8 +44,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from portal.age import X25519Identity  # noqa: E402
-from portal.store import SubmissionStore  # noqa: E402
+from portal.core.age import X25519Identity  # noqa: E402
+from portal.server.store import SubmissionStore  # noqa: E402
 from portal.testing.hostile import KINDS, HostileSwarm  # noqa: E402
 from portal.testing.live import RECEIVED_MARKERS, Client, start_server  # noqa: E402
 
@@ -255,8 +255,8 @@ def followup_logins(count: int, clients: int) -> int:
     """Follow-up logins per second at the production argon2id cost."""
     from urllib.parse import urlencode
 
-    from portal.mailbox import DEFAULT_COST
-    from portal.receipt import new_receipt
+    from portal.core.receipt import new_receipt
+    from portal.server.mailbox import DEFAULT_COST
     from portal.testing.live import csrf_token
 
     workers, concurrency = 2, 2

@@ -24,9 +24,9 @@ from portal.testing.pages import BUDGET_BYTES, format_table, page_weights  # noq
 
 
 def _demo_app(root: Path) -> Flask:
-    from portal.age import X25519Identity
-    from portal.config import Config
-    from portal.web import create_app
+    from portal.core.age import X25519Identity
+    from portal.server.config import Config
+    from portal.server.web import create_app
 
     keys = root / "keys"
     keys.mkdir()

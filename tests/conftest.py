@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from portal.age import X25519Identity
-from portal.config import Config
-from portal.store import SubmissionStore
+from portal.core.age import X25519Identity
+from portal.server.config import Config
+from portal.server.store import SubmissionStore
 from portal.testing.live import LiveServer, start_server
 from tests.support import (
     CHROMIUM_ARGS,
@@ -74,7 +74,7 @@ def fast_receipt_kdf(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyP
     marked `production_kdf` keeps the production cost (and proves it).
     """
     if request.node.get_closest_marker("production_kdf") is None:
-        from portal import mailbox
+        from portal.server import mailbox
 
         monkeypatch.setattr(mailbox, "DEFAULT_COST", mailbox.KdfCost(1, 8 * 1024))
         monkeypatch.setenv("PORTAL_RECEIPT_KDF_OPS", "1")

@@ -9,8 +9,8 @@ import re
 from pathlib import Path
 from urllib.parse import urlencode
 
-from portal.age import X25519Identity
-from portal.cli import main as portal_cli
+from portal.core.age import X25519Identity
+from portal.server.cli import main as portal_cli
 from portal.testing.live import Client, LiveServer, MultipartBody, Response, csrf_token, form_fields
 
 RECEIPT_RE = re.compile(r'<p class="receipt" id="receipt"[^>]*>([0-9 ]+)</p>')
@@ -120,8 +120,8 @@ def export(data_dir: Path, dest: Path) -> None:
 
 def identity_of(server: LiveServer, receipt: str) -> X25519Identity:
     """The witness key the server derives from `receipt` (at the tests' low argon2id cost)."""
-    from portal.mailbox import SALT_NAME, configured_cost, derive_identity
-    from portal.receipt import parse_receipt
+    from portal.core.receipt import parse_receipt
+    from portal.server.mailbox import SALT_NAME, configured_cost, derive_identity
 
     salt = bytes.fromhex((server.data_dir / SALT_NAME).read_text().strip())
     cost = configured_cost(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 import re
 
-from portal.questionnaire import DEFAULT_QUESTIONNAIRE, load_questionnaire
+from portal.core.questionnaire import DEFAULT_QUESTIONNAIRE, load_questionnaire
 
 LANGUAGES = ("en", "ko", "zh")
 QUESTIONNAIRE = load_questionnaire(DEFAULT_QUESTIONNAIRE, LANGUAGES)

@@ -13,11 +13,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from portal.age import Recipient, X25519Identity, encrypt
-from portal.intake import store_submission
-from portal.manifest import Attachment, build_manifest
+from portal.core.age import Recipient, X25519Identity, encrypt
+from portal.core.manifest import Attachment, build_manifest
 from portal.review.cli import ExitStatus, main
-from portal.store import SubmissionStore
+from portal.server.intake import store_submission
+from portal.server.store import SubmissionStore
 
 # Scrypt work factor for identity files made in tests: fast, but still the
 # real scrypt code path. One test proves the production default separately.

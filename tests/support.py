@@ -27,7 +27,7 @@ from typing import Any, BinaryIO, NoReturn
 import pytest
 from flask import Flask
 
-from portal.config import Config
+from portal.server.config import Config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -62,7 +62,7 @@ def translate(lang: str, message: str) -> str:
     """`message` as the portal's catalogue for `lang` has it."""
     from babel.support import Translations
 
-    from portal.web.i18n import TRANSLATIONS_DIR
+    from portal.server.web.i18n import TRANSLATIONS_DIR
 
     return Translations.load(str(TRANSLATIONS_DIR), [lang]).gettext(message)
 
@@ -92,7 +92,7 @@ def require_tool(name: str, install: str | None = None) -> str:
 
 def require_front() -> None:
     """nginx and its headers-more module, for the documented stack (`front=True`)."""
-    from portal.front import FrontError, find_nginx
+    from portal.server.front import FrontError, find_nginx
 
     try:
         find_nginx()
@@ -144,7 +144,7 @@ def build_app(
     `failing_routes=True` adds test-only views that fail with 403 and 500;
     `testing=False` builds it as production does (without Flask's TESTING).
     """
-    from portal.web import create_app
+    from portal.server.web import create_app
 
     flags = {"TESTING": True} if testing else {}
     app = create_app(dataclasses.replace(config, **changes), **flags)
@@ -218,7 +218,7 @@ def birth_time_ns(path: Path) -> int | None:
 
 def assert_nothing_kept(data_dir: Path) -> None:
     """No committed submission and no staging left: what a refused request must leave."""
-    from portal.store import SubmissionStore
+    from portal.server.store import SubmissionStore
 
     store = SubmissionStore(data_dir)
     assert store.ids() == []

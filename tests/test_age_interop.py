@@ -1,4 +1,4 @@
-"""portal.age interoperates with the age CLI (Go) and pyrage (Rust), two independent oracles.
+"""portal.core.age interoperates with the age CLI (Go) and pyrage (Rust), two independent oracles.
 
 Files we write must open with both, and files they write must open with us,
 so that testimony stays readable with stock tools for decades.
@@ -21,7 +21,7 @@ from pathlib import Path
 import pyrage
 import pytest
 
-from portal.age import (
+from portal.core.age import (
     Reader,
     ScryptIdentity,
     ScryptRecipient,
@@ -80,7 +80,7 @@ def identity_file(tmp_path: Path, identity: X25519Identity) -> Path:
     """An identity file in the format age-keygen writes."""
     path = tmp_path / "identity.txt"
     path.write_text(
-        f"# created: by portal.age tests\n# public key: {identity.recipient}\n{identity}\n"
+        f"# created: by portal.core.age tests\n# public key: {identity.recipient}\n{identity}\n"
     )
     path.chmod(0o600)
     return path

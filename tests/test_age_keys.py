@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from portal.age import (
+from portal.core.age import (
     HeaderError,
     KeyFormatError,
     NoIdentityMatchError,

@@ -1,4 +1,4 @@
-"""portal.age stays a small, self-contained crypto library with a stable public surface."""
+"""portal.core.age stays a small, self-contained crypto library with a stable public surface."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import ast
 import sys
 from pathlib import Path
 
-import portal.age
+import portal.core.age
 
-AGE_PACKAGE = Path(portal.age.__file__).parent
+AGE_PACKAGE = Path(portal.core.age.__file__).parent
 
 PUBLIC_API = {
     "AgeError",
@@ -50,13 +50,13 @@ def sources() -> dict[str, ast.Module]:
 
 
 def test_public_api_is_exactly_the_documented_names() -> None:
-    assert set(portal.age.__all__) == PUBLIC_API
+    assert set(portal.core.age.__all__) == PUBLIC_API
     for name in PUBLIC_API:
-        assert getattr(portal.age, name) is not None
+        assert getattr(portal.core.age, name) is not None
 
 
 def test_exceptions_form_the_documented_hierarchy() -> None:
-    age = portal.age
+    age = portal.core.age
     assert issubclass(age.HMACError, age.HeaderError)
     for error in (age.HeaderError, age.PayloadError, age.ArmorError, age.KeyFormatError):
         assert issubclass(error, age.AgeError)
@@ -77,7 +77,7 @@ def test_age_package_imports_only_the_standard_library_and_cryptography() -> Non
             for module in modules:
                 top = module.split(".")[0]
                 if top == "portal":
-                    assert module.startswith("portal.age"), f"{name} imports {module}"
+                    assert module.startswith("portal.core.age"), f"{name} imports {module}"
                 else:
                     assert top in allowed, f"{name} imports {module}"
                 assert top != "logging", f"{name} imports logging"

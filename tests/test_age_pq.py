@@ -14,7 +14,7 @@ import random
 
 import pytest
 
-from portal.age import (
+from portal.core.age import (
     HeaderError,
     KeyFormatError,
     MLKEM768X25519Identity,
@@ -35,7 +35,7 @@ from portal.age import (
     parse_recipient,
     parse_recipients,
 )
-from portal.age.format import BufferedSource, b64decode, b64encode, parse_header
+from portal.core.age.format import BufferedSource, b64decode, b64encode, parse_header
 from tests import node_oracle
 
 MIB = 1024 * 1024

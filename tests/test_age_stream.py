@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from portal.age import (
+from portal.core.age import (
     AgeError,
     ArmorError,
     HeaderError,

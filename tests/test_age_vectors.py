@@ -1,4 +1,4 @@
-"""portal.age passes the C2SP CCTV age conformance vectors (age-encryption.org/testkit).
+"""portal.core.age passes the C2SP CCTV age conformance vectors (age-encryption.org/testkit).
 
 Each vector is an age file plus the expected outcome. The vectors live outside
 the repository, in ../shared/age-testkit or wherever AGE_TESTKIT points; they
@@ -17,7 +17,7 @@ from typing import NoReturn
 
 import pytest
 
-from portal.age import (
+from portal.core.age import (
     AgeError,
     ArmorError,
     HeaderError,

@@ -31,10 +31,10 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Response
 from werkzeug.serving import make_server
 
-from portal.age import X25519Identity
+from portal.core.age import X25519Identity
+from portal.server.web.i18n import LANGUAGES
 from portal.testing.live import LiveServer, start_server
 from portal.testing.live import lang_prefix as prefix
-from portal.web.i18n import LANGUAGES
 from tests.support import REPO, VIEWPORTS, app_config, build_app, translate
 
 pytestmark = pytest.mark.browser
@@ -238,7 +238,7 @@ def test_witness_answers_the_korean_questionnaire_without_javascript(
 ) -> None:
     """Every question of the default questionnaire, a mistake first, then open: each answer
     under its question. Screenshots of the form and the reviewer's page go to docs/screenshots/."""
-    from portal.questionnaire import DEFAULT_QUESTIONNAIRE, load_questionnaire
+    from portal.core.questionnaire import DEFAULT_QUESTIONNAIRE, load_questionnaire
     from portal.review.cli import main as review
     from tests.questionnaire_support import KOREAN_ANSWERS, assert_each_answer_under_its_question
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import Request
 
-from portal.store import SubmissionStore
+from portal.server.store import SubmissionStore
 from portal.testing.live import open_submission
 
 pytestmark = pytest.mark.browser

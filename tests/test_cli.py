@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from portal.age import X25519Identity
-from portal.cli import ExitStatus, main
+from portal.core.age import X25519Identity
+from portal.server.cli import ExitStatus, main
 from tests.support import mounted_tmpfs, require_root, require_tool, unsupported_here
 
 
@@ -85,7 +85,7 @@ def test_bad_setting_is_named(tmp_path: Path) -> None:
 def serve_in_a_process(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """`serve` run as the console script runs it: a new Python process, its own exit."""
     return subprocess.run(
-        [sys.executable, "-m", "portal.cli", "serve", "--port", "1"],
+        [sys.executable, "-m", "portal.server.cli", "serve", "--port", "1"],
         env={"PATH": "/usr/bin:/bin", **env},
         capture_output=True,
         text=True,
@@ -231,12 +231,12 @@ def test_serve_refuses_meaningless_numbers_in_one_line(tmp_path: Path, flags: li
 def test_an_unexpected_error_is_one_line_without_its_message(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import portal.cli
+    from portal.server.cli import cmd_export
 
     def broken(*_args: object) -> int:
         raise RuntimeError("message that could quote a client")
 
-    monkeypatch.setattr(portal.cli, "_export", broken)
+    monkeypatch.setattr(cmd_export, "run", broken)
     err = io.StringIO()
     status = main(
         ["export", str(tmp_path / "dest")],
@@ -288,7 +288,7 @@ def test_main_returns_the_shared_exit_status_enum(tmp_path: Path) -> None:
 
 def test_console_script_usage_error_exits_2_without_a_traceback() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "portal.cli", "serve", "--port", "eighty"],
+        [sys.executable, "-m", "portal.server.cli", "serve", "--port", "eighty"],
         env={"PATH": "/usr/bin:/bin"},
         capture_output=True,
         text=True,

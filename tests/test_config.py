@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from portal import cli
-from portal.age import MLKEM768X25519Identity, ScryptRecipient, X25519Identity, encrypt
-from portal.config import Config, ConfigError, find_private_keys, load_recipients
+from portal.core.age import MLKEM768X25519Identity, ScryptRecipient, X25519Identity, encrypt
+from portal.server import cli
+from portal.server.config import Config, ConfigError, find_private_keys, load_recipients
 
 
 def test_defaults_are_documented_values() -> None:

@@ -17,9 +17,11 @@ from typing import Any
 
 import pytest
 
-from portal import cli, questionnaire
-from portal.config import Config
-from portal.mailbox import configured_cost
+from portal.core import questionnaire
+from portal.server import cli
+from portal.server.cli import parser as cli_parser
+from portal.server.config import Config
+from portal.server.mailbox import configured_cost
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 ROW = re.compile(r"^\| `(PORTAL_[A-Z0-9_]+)` \| ([^|]+?) \|")
@@ -28,7 +30,7 @@ WORDED = {
     "(any)": ("allowed_hosts", ()),
     "(none)": ("onion_location", None),
     "off": ("tls", False),
-    "the shipped `portal/questionnaires/default.toml`": ("questionnaire_file", None),
+    "the shipped `portal/core/questionnaires/default.toml`": ("questionnaire_file", None),
 }
 
 
@@ -120,7 +122,7 @@ def test_the_documented_serve_flags_are_the_commands_defaults() -> None:
         "workers",
         "threads",
     }
-    defaults = vars(cli._parser().parse_args(["serve"]))
+    defaults = vars(cli_parser.build_parser().parse_args(["serve"]))
     for flag, text in documented.items():
         default = defaults[flag.replace("-", "_")]
         assert default == type(default)(text), flag

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from portal.age import X25519Identity, decrypt
-from portal.questionnaire import DEFAULT_QUESTIONNAIRE, load_questionnaire
+from portal.core.age import X25519Identity, decrypt
+from portal.core.questionnaire import DEFAULT_QUESTIONNAIRE, load_questionnaire
 from portal.review.cli import ExitStatus
 from portal.review.custody import CustodyLog
-from portal.store import SubmissionStore
+from portal.server.store import SubmissionStore
 from tests.review_support import craft, make_store, open_args, review, write_identity
 
 QUESTIONNAIRE = load_questionnaire(DEFAULT_QUESTIONNAIRE, ("en", "ko", "zh"))
@@ -44,7 +44,7 @@ class Opened:
         self.bundles = 0
 
     def submit(self, fields: dict[str, str], language: str = "ko", v1: bool = False) -> str:
-        from portal.intake import Submission
+        from portal.server.intake import Submission
 
         if v1:
             return craft(self.store, self.identity.recipient, lambda sid, atts: v1_manifest(sid))
@@ -260,7 +260,7 @@ def _manifest_with(questionnaire: object, fmt: str = "testimony-portal/submissio
     ],
 )
 def test_a_malformed_sealed_questionnaire_is_refused(damage) -> None:  # type: ignore[no-untyped-def]
-    from portal.manifest import ManifestError, parse_manifest
+    from portal.core.manifest import ManifestError, parse_manifest
 
     sealed = QUESTIONNAIRE.sealed("ko")
     assert parse_manifest(_manifest_with(sealed)).questionnaire is not None
@@ -269,7 +269,7 @@ def test_a_malformed_sealed_questionnaire_is_refused(damage) -> None:  # type: i
 
 
 def test_a_version_1_manifest_cannot_carry_a_questionnaire() -> None:
-    from portal.manifest import ManifestError, parse_manifest
+    from portal.core.manifest import ManifestError, parse_manifest
 
     bad = _manifest_with(QUESTIONNAIRE.sealed("en"), fmt="testimony-portal/submission/1")
     with pytest.raises(ManifestError, match="version 1 manifest cannot hold a questionnaire"):

@@ -146,9 +146,9 @@ def test_follow_up_pages_have_no_accessibility_violations(
 ) -> None:
     from axe_playwright_python.sync_playwright import Axe
 
-    from portal.age import encrypt
-    from portal.conversation import mailbox_name
-    from portal.mailbox import ReplyStore
+    from portal.core.age import encrypt
+    from portal.core.conversation import mailbox_name
+    from portal.server.mailbox import ReplyStore
     from tests.conversation_support import identity_of, receipt_of
 
     receipt = receipt_of(live_server.client().submit("for the audit", [], lang).body)

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 from portal.review.cli import ExitStatus
-from portal.store import SubmissionStore
+from portal.server.store import SubmissionStore
 from portal.testing.live import RECEIVED_MARKERS, LiveServer
 from tests.conversation_support import (
     export,

@@ -10,10 +10,10 @@ import os
 import zlib
 from pathlib import Path
 
-from portal.age import X25519Identity, encrypt
-from portal.conversation import mailbox_name, thread_id
-from portal.receipt import parse_receipt
-from portal.store import SubmissionStore
+from portal.core.age import X25519Identity, encrypt
+from portal.core.conversation import mailbox_name, thread_id
+from portal.core.receipt import parse_receipt
+from portal.server.store import SubmissionStore
 from portal.testing.live import LiveServer
 from tests.conversation_support import (
     export,

@@ -13,10 +13,10 @@ from typing import BinaryIO
 
 import pytest
 
-from portal.age import X25519Identity
-from portal.cli import main
-from portal.export import SUMS_NAME, ExportError, export_submissions
-from portal.store import SubmissionStore
+from portal.core.age import X25519Identity
+from portal.server.cli import main
+from portal.server.export import SUMS_NAME, ExportError, export_submissions
+from portal.server.store import SubmissionStore
 from tests.review_support import make_store, submit, tree
 from tests.support import mounted_tmpfs, require_root
 
@@ -314,7 +314,7 @@ def test_export_finishes_an_interrupted_seal_first(
     tmp_path: Path, store: SubmissionStore, identity: X25519Identity
 ) -> None:
     """A seal killed after moving a submission to its work folder: export still gets it."""
-    from portal.seal import WORK_DIR
+    from portal.server.seal import WORK_DIR
 
     ids = store.ids()
     work = store.root / WORK_DIR / "new"
@@ -329,7 +329,7 @@ def test_export_reads_a_read_only_data_directory_without_lock_files(
     tmp_path: Path, store: SubmissionStore
 ) -> None:
     """A read-only copy of a data directory from before the seal existed still exports."""
-    from portal.store import COMMIT_LOCK, MAINTENANCE_LOCK
+    from portal.server.store import COMMIT_LOCK, MAINTENANCE_LOCK
 
     for name in (MAINTENANCE_LOCK, COMMIT_LOCK):
         (store.root / name).unlink()

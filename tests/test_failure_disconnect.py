@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from portal.store import SubmissionStore
+from portal.server.store import SubmissionStore
+from portal.server.web.body_guard import GuardedInputMiddleware
 from portal.testing.live import LiveServer, MultipartBody, csrf_token
-from portal.web.body_guard import GuardedInputMiddleware
 
 pytestmark = pytest.mark.slow
 

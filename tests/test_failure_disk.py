@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from portal.config import Config
-from portal.store import SubmissionStore
+from portal.server.config import Config
+from portal.server.store import SubmissionStore
 from portal.testing.live import open_submission, start_server
 from portal.testing.live import post_form as post
 from tests.support import assert_nothing_kept, failing_after, mounted_tmpfs
@@ -243,13 +243,13 @@ def test_disk_full_at_any_point_leaves_nothing(config: Config, budget: int, make
 
 
 def test_failure_while_committing_leaves_nothing(config: Config, monkeypatch, make_app) -> None:  # type: ignore[no-untyped-def]
-    import portal.store
+    import portal.server.store
 
     def no_rename(src: object, dst: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
     client = make_app().test_client()
-    monkeypatch.setattr(portal.store.os, "rename", no_rename)
+    monkeypatch.setattr(portal.server.store.os, "rename", no_rename)
     response = post(client, {"testimony": "almost", "attachments": (io.BytesIO(b"f"), "f")})
     monkeypatch.undo()
     assert response.status_code == 503

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from portal.store import SubmissionStore
+from portal.server.store import SubmissionStore
 from portal.testing.live import (
     RECEIVED_MARKERS,
     Client,

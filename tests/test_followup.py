@@ -12,11 +12,12 @@ from typing import Any
 import nacl.pwhash.argon2id as argon2id
 import pytest
 
-from portal import mailbox
-from portal.age import X25519Identity, encrypt
-from portal.config import Config
-from portal.conversation import mailbox_name
-from portal.mailbox import (
+from portal.core.age import X25519Identity, encrypt
+from portal.core.conversation import mailbox_name
+from portal.core.receipt import new_receipt, parse_receipt
+from portal.server import mailbox
+from portal.server.config import Config
+from portal.server.mailbox import (
     DEFAULT_COST,
     KdfCost,
     MailboxError,
@@ -26,14 +27,13 @@ from portal.mailbox import (
     derive_identity,
     ensure_salt,
 )
-from portal.receipt import new_receipt, parse_receipt
 from portal.testing.live import csrf_token, form_fields, post_form
 
 RECEIPT_RE = re.compile(r'id="receipt"[^>]*>([0-9 ]+)<')
 
 
 def _keys(app: Any) -> ReceiptKeys:
-    keys: ReceiptKeys = app.extensions["portal.conversation"].keys
+    keys: ReceiptKeys = app.extensions["portal.core.conversation"].keys
     return keys
 
 
@@ -131,7 +131,7 @@ def test_replies_are_shown_deleted_on_request_and_only_to_their_witness(
 def test_a_follow_up_is_an_independent_submission_carrying_the_same_recipient(
     app: Any, client: Any, config: Config, identity: X25519Identity
 ) -> None:
-    from portal.store import SubmissionStore
+    from portal.server.store import SubmissionStore
     from portal.testing.live import open_submission
 
     receipt = _submit(client)
@@ -245,8 +245,8 @@ def test_concurrent_derivations_are_bounded(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_a_damaged_salt_stops_the_server_with_the_fix(config: Config) -> None:
-    from portal.config import ConfigError
-    from portal.web import create_app
+    from portal.server.config import ConfigError
+    from portal.server.web import create_app
 
     create_app(config)
     (config.data_dir / mailbox.SALT_NAME).write_text("damaged\n")
@@ -255,7 +255,7 @@ def test_a_damaged_salt_stops_the_server_with_the_fix(config: Config) -> None:
 
 
 def test_a_repeated_follow_up_form_is_stored_once(client: Any, config: Config) -> None:
-    from portal.store import SubmissionStore
+    from portal.server.store import SubmissionStore
 
     receipt = _submit(client)
     page = _followup(client, receipt).get_data(as_text=True)
@@ -285,7 +285,7 @@ def test_follow_up_logins_spend_the_global_rate_budget(make_app) -> None:
 def test_check_names_the_salt_to_back_up_and_the_memory_receipts_need(
     app: Any, config: Config
 ) -> None:
-    from portal.cli import main as portal_cli
+    from portal.server.cli import main as portal_cli
 
     out = io.StringIO()
     portal_cli(

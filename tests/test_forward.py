@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from portal.age import X25519Identity, decrypt
-from portal.manifest import Attachment, build_manifest
+from portal.core.age import X25519Identity, decrypt
+from portal.core.manifest import Attachment, build_manifest
 from portal.review.cli import ExitStatus
 from portal.review.custody import CustodyLog
 from tests.review_support import Run, make_store, open_args, review, submit, write_identity

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from portal.age import X25519Identity
-from portal.front import nginx_log_record
+from portal.core.age import X25519Identity
+from portal.server.front import nginx_log_record
+from portal.server.web.security import STATIC_HEADERS
 from portal.testing.live import LiveServer, MultipartBody, csrf_token
-from portal.web.security import STATIC_HEADERS
 from tests import test_invariants_server as invariants
 
 # Malformed or unsupported requests the server answers itself, with the
@@ -271,7 +271,7 @@ def test_serve_stops_with_a_clear_line_when_the_port_is_taken(
         taken.listen()
         port = taken.getsockname()[1]
         done = subprocess.run(
-            [sys.executable, "-m", "portal.cli", "serve", "--port", str(port)],
+            [sys.executable, "-m", "portal.server.cli", "serve", "--port", str(port)],
             env=env,
             capture_output=True,
             text=True,

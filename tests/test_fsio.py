@@ -1,4 +1,4 @@
-"""portal.fsio: the one module that creates, writes, fsyncs and hashes files."""
+"""portal.core.fsio: the one module that creates, writes, fsyncs and hashes files."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from portal import fsio
-from portal.fsio import (
+from portal.core import fsio
+from portal.core.fsio import (
     DIR_MODE,
     FILE_MODE,
     append_file,
@@ -29,7 +29,7 @@ from portal.fsio import (
     sha256_file,
     write_all,
 )
-from portal.store import SubmissionStore
+from portal.server.store import SubmissionStore
 from tests.support import require_root, require_tool, unsupported_here
 
 # ---------------------------------------------------------------------------
@@ -251,7 +251,7 @@ def test_append_file_appends(tmp_path: Path) -> None:
 
 @pytest.fixture
 def fsynced(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Record the path of every descriptor fsynced through portal.fsio."""
+    """Record the path of every descriptor fsynced through portal.core.fsio."""
     real_fsync = os.fsync
     paths: list[str] = []
 

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from portal import export, fsio, mailbox, seal, store
-from portal.age import scrypt
-from portal.config import Config
+from portal.core import fsio, layout
+from portal.core.age import scrypt
+from portal.server import export, mailbox, seal, store
+from portal.server.config import Config
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *(ROOT / "docs").glob("*.md")]
@@ -79,10 +80,11 @@ def test_modes_and_folder_names_have_one_source() -> None:
         for name in ("FILE_MODE", "DIR_MODE"):
             value = getattr(module, name, None)
             assert value is None or value is getattr(fsio, name), (module.__name__, name)
-    assert export.SUBMISSIONS_DIR is store.SUBMISSIONS_DIR
-    layout = _text(ROOT / "docs" / "FORMAT.md")
-    for name in (store.STAGING_DIR, store.SUBMISSIONS_DIR, store.FILES_DIR, store.MANIFEST_NAME):
-        assert name in layout, name
+    assert export.SUBMISSIONS_DIR is layout.SUBMISSIONS_DIR
+    documented = _text(ROOT / "docs" / "FORMAT.md")
+    names = (layout.STAGING_DIR, layout.SUBMISSIONS_DIR, layout.FILES_DIR, layout.MANIFEST_NAME)
+    for name in names:
+        assert name in documented, name
 
 
 @pytest.mark.parametrize(
@@ -97,9 +99,9 @@ def test_modes_and_folder_names_have_one_source() -> None:
 def test_one_day_rounding(moment: dt.datetime) -> None:
     midnight = dt.datetime(moment.year, moment.month, moment.day, tzinfo=dt.UTC).timestamp()
     stamp = moment.timestamp()
-    assert store.day_timestamp(moment) == midnight
-    assert store.day_floor(stamp) == midnight
-    assert store.day_floor(stamp) == stamp - stamp % store.SECONDS_PER_DAY
-    assert store.day_date(stamp) == moment.date().isoformat() == store.received_date(moment)
+    assert layout.day_timestamp(moment) == midnight
+    assert layout.day_floor(stamp) == midnight
+    assert layout.day_floor(stamp) == stamp - stamp % layout.SECONDS_PER_DAY
+    assert layout.day_date(stamp) == moment.date().isoformat() == layout.received_date(moment)
     # A naive time is read as UTC, whatever the machine's time zone.
-    assert store.day_timestamp(moment.replace(tzinfo=None)) == midnight
+    assert layout.day_timestamp(moment.replace(tzinfo=None)) == midnight

@@ -26,8 +26,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from itsdangerous import URLSafeTimedSerializer
 
-from portal.age import X25519Identity
-from portal.store import SubmissionStore
+from portal.core.age import X25519Identity
+from portal.server.store import SubmissionStore
 from portal.testing.live import form_fields, open_submission
 from tests.support import app_config, build_app
 
@@ -255,13 +255,13 @@ def check_answer(portal: Portal, response: Any) -> None:
     assert "<h1>" in page, "not a clear page"
     assert response.headers["X-Frame-Options"] == "DENY"
     assert "default-src 'none'" in response.headers["Content-Security-Policy"]
-    assert list(portal.store.staging_dir.iterdir()) == [], "staging was left behind"
-    ids = portal.store.ids()
+    assert list(portal.server.store.staging_dir.iterdir()) == [], "staging was left behind"
+    ids = portal.server.store.ids()
     if response.status_code == 200:
         assert 'class="notice ok"' in page
         assert len(ids) == portal.committed + 1, "a 200 without a committed submission"
-        new = max(ids, key=lambda i: portal.store.path(i).stat().st_ino)
-        open_submission(portal.store.path(new), [portal.identity])
+        new = max(ids, key=lambda i: portal.server.store.path(i).stat().st_ino)
+        open_submission(portal.server.store.path(new), [portal.identity])
         portal.committed += 1
     else:
         # The "not saved" notice, in whichever language the page speaks.

@@ -17,7 +17,7 @@ from babel.messages.frontend import parse_mapping_cfg
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 
-from portal.web.i18n import DEFAULT_LANGUAGE, LANGUAGES, TRANSLATIONS_DIR
+from portal.server.web.i18n import DEFAULT_LANGUAGE, LANGUAGES, TRANSLATIONS_DIR
 from tests.support import REPO
 
 TRANSLATED = [code for code in LANGUAGES if code != DEFAULT_LANGUAGE]
@@ -95,13 +95,14 @@ def test_compiled_catalogue_matches_its_source(lang: str) -> None:
     write_mo(compiled, read_catalogue(po_path(lang)))
     committed = po_path(lang).with_suffix(".mo").read_bytes()
     assert committed == compiled.getvalue(), (
-        f"{lang}: messages.mo is out of date: run `pybabel compile -d portal/translations`"
+        f"{lang}: messages.mo is out of date: "
+        "run `pybabel compile -d portal/server/web/translations`"
     )
 
 
 def test_wtforms_messages_follow_the_page_language_from_catalogues_parsed_once(app) -> None:  # type: ignore[no-untyped-def]
-    from portal.web.forms import _wtforms_catalogue
-    from portal.web.submit import _new_form
+    from portal.server.web.forms import _wtforms_catalogue
+    from portal.server.web.submit import _new_form
 
     _wtforms_catalogue.cache_clear()
     seen = {}

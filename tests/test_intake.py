@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from portal.age import X25519Identity, decrypt
-from portal.intake import Submission, store_submission
-from portal.manifest import MANIFEST_FORMAT
-from portal.store import StoreError, SubmissionStore
+from portal.core.age import X25519Identity, decrypt
+from portal.core.manifest import MANIFEST_FORMAT
+from portal.server.intake import Submission, store_submission
+from portal.server.store import StoreError, SubmissionStore
 
 
 def read_manifest(store: SubmissionStore, submission_id: str, identity: X25519Identity) -> dict:

@@ -12,10 +12,10 @@ import threading
 
 import pytest
 
-from portal.store import SubmissionStore
+from portal.server.store import SubmissionStore
+from portal.server.web.ratelimit import TokenBucket
 from portal.testing.live import MultipartBody, csrf_token
 from portal.testing.live import post_form as post
-from portal.web.ratelimit import TokenBucket
 from tests.support import assert_nothing_kept
 
 NOT_SAVED = "NOT saved"

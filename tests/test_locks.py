@@ -6,7 +6,7 @@ import os
 import threading
 import time
 
-from portal.locks import SharedLock
+from portal.server.locks import SharedLock
 
 
 def hammer(lock: SharedLock, rounds: int, errors: list[BaseException]) -> None:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from portal.server import SafeFormatter, redact, safe_traceback
-from portal.store import SubmissionStore
+from portal.server.appserver import SafeFormatter, redact, safe_traceback
+from portal.server.store import SubmissionStore
 from portal.testing.live import Client, LiveServer, MultipartBody, open_submission
 
 MARKER = "Qz7mark"  # every marker below contains it, so one scan finds them all
@@ -178,7 +178,7 @@ def test_debug_log_and_data_hold_no_address_agent_referrer_or_query(debug_server
 
 
 def test_logging_setup_routes_every_logger_through_the_safe_formatter(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from portal.server import configure_logging
+    from portal.server.appserver import configure_logging
 
     root = logging.getLogger()
     monkeypatch.setattr(root, "handlers", [])

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from portal.age import X25519Identity, encrypt
-from portal.conversation import mailbox_name
-from portal.mailbox import RESEAL_NEW, ReplyRejected, ReplyStore
+from portal.core.age import X25519Identity, encrypt
+from portal.core.conversation import mailbox_name
+from portal.server.mailbox import RESEAL_NEW, ReplyRejected, ReplyStore
 
 
 def _store(tmp_path: Path) -> ReplyStore:
@@ -91,8 +91,10 @@ def test_receipts_mailboxes_and_replies_never_import_flask() -> None:
     import sys
 
     code = (
-        "import sys, portal.receipt, portal.mailbox, portal.conversation, portal.review.reply; "
-        "bad = [m for m in ('flask', 'jinja2', 'werkzeug', 'portal.web') if m in sys.modules]; "
+        "import sys, portal.core.receipt, portal.server.mailbox, portal.core.conversation; "
+        "import portal.review.reply; "
+        "web = ('flask', 'jinja2', 'werkzeug', 'portal.server.web'); "
+        "bad = [m for m in web if m in sys.modules]; "
         "print(bad); sys.exit(1 if bad else 0)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -102,8 +104,8 @@ def test_receipts_mailboxes_and_replies_never_import_flask() -> None:
 def test_the_seal_command_also_rewrites_the_replies(tmp_path: Path) -> None:
     import io
 
-    from portal.cli import main as portal_cli
-    from portal.store import SubmissionStore
+    from portal.server.cli import main as portal_cli
+    from portal.server.store import SubmissionStore
 
     SubmissionStore(tmp_path).initialise()
     store = _store(tmp_path)

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from portal.age import X25519Identity, decrypt
-from portal.manifest import MANIFEST_MIN_BUCKET, build_manifest, padded_size
-from portal.store import SubmissionStore
+from portal.core.age import X25519Identity, decrypt
+from portal.core.manifest import MANIFEST_MIN_BUCKET, build_manifest, padded_size
+from portal.server.store import SubmissionStore
 from portal.testing.live import LiveServer
 
 
@@ -74,7 +74,7 @@ def test_age_cli_and_jq_read_the_padded_manifest(
 
 
 def test_reviewer_reads_the_padded_manifest(tmp_path: Path, identity: X25519Identity) -> None:
-    from portal.manifest import parse_manifest
+    from portal.core.manifest import parse_manifest
 
     manifest = build_manifest("B" * 24, {"testimony": "padded"}, "en", [])
     assert parse_manifest(manifest).document["fields"]["testimony"] == "padded"

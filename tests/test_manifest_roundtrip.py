@@ -1,4 +1,4 @@
-"""portal/manifest.py: what the one writer writes, the one parser reads back unchanged."""
+"""portal/core/manifest.py: what the one writer writes, the one parser reads back unchanged."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from portal.age import X25519Identity
-from portal.manifest import (
+from portal.core.age import X25519Identity
+from portal.core.layout import is_attachment_path
+from portal.core.manifest import (
     MANIFEST_FORMAT,
     Attachment,
     Manifest,
@@ -23,8 +24,7 @@ from portal.manifest import (
     padded_size,
     parse_manifest,
 )
-from portal.questionnaire import DEFAULT_QUESTIONNAIRE, load_questionnaire
-from portal.store import is_attachment_path
+from portal.core.questionnaire import DEFAULT_QUESTIONNAIRE, load_questionnaire
 
 # Any text a browser can send, less lone surrogates (which no UTF-8 request holds).
 TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)

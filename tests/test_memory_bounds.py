@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from portal.age import X25519Identity
+from portal.core.age import X25519Identity
 from portal.testing.live import LiveServer, post_form, start_server
 
 BODY = 256 * 1024 * 1024

@@ -13,10 +13,10 @@ from html.parser import HTMLParser
 
 import pytest
 
+from portal.server.web.i18n import DEFAULT_LANGUAGE, LANGUAGES
 from portal.testing import pages as page_weight
 from portal.testing.live import form_fields
 from portal.testing.live import lang_prefix as prefix
-from portal.web.i18n import DEFAULT_LANGUAGE, LANGUAGES
 from tests.support import translate
 
 

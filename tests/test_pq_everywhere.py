@@ -19,15 +19,15 @@ from pathlib import Path
 
 import pytest
 
-from portal.age import (
+from portal.core.age import (
     MLKEM768X25519Identity,
     X25519Identity,
     decrypt,
     parse_identities,
 )
-from portal.age.format import BufferedSource, parse_header
+from portal.core.age.format import BufferedSource, parse_header
 from portal.review.cli import ExitStatus
-from portal.store import SubmissionStore
+from portal.server.store import SubmissionStore
 from portal.testing.live import RECEIVED_MARKERS, LiveServer, start_server
 from tests import node_oracle
 from tests.review_support import make_store, open_args, review, submit

@@ -17,16 +17,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from portal import questionnaire as q
-from portal.age import X25519Identity
-from portal.cli import main as portal_main
-from portal.questionnaire import (
+from portal.core import questionnaire as q
+from portal.core.age import X25519Identity
+from portal.core.questionnaire import (
     DEFAULT_QUESTIONNAIRE,
     Problem,
     QuestionnaireError,
     load_questionnaire,
     read_answers,
 )
+from portal.server.cli import main as portal_main
 from portal.testing.live import free_port
 
 LANGUAGES = ("en", "ko", "zh")
@@ -278,7 +278,7 @@ def test_the_server_refuses_to_start_with_an_invalid_questionnaire(tmp_path: Pat
     }
     port = str(free_port())
     result = subprocess.run(
-        [sys.executable, "-m", "portal.cli", "serve", "--port", port],
+        [sys.executable, "-m", "portal.server.cli", "serve", "--port", port],
         env=env,
         cwd=tmp_path,
         capture_output=True,
@@ -295,8 +295,8 @@ def test_the_server_refuses_to_start_with_an_invalid_questionnaire(tmp_path: Pat
 def test_the_app_factory_refuses_an_invalid_questionnaire(tmp_path: Path, config) -> None:  # type: ignore[no-untyped-def]
     from dataclasses import replace
 
-    from portal.config import ConfigError
-    from portal.web import create_app
+    from portal.server.config import ConfigError
+    from portal.server.web import create_app
 
     text, line, _phrase = MISTAKES["unknown-type"]
     bad = replace(config, questionnaire_file=write(tmp_path, text))

@@ -15,8 +15,8 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
-from portal.age import X25519Identity
-from portal.questionnaire import DEFAULT_QUESTIONNAIRE
+from portal.core.age import X25519Identity
+from portal.core.questionnaire import DEFAULT_QUESTIONNAIRE
 from portal.testing.live import LiveServer, open_submission, post_form
 from tests.questionnaire_support import (
     KOREAN_ANSWERS,
@@ -107,7 +107,7 @@ def test_without_consent_nothing_is_saved_and_every_answer_is_kept(client, confi
             assert html.escape(value, quote=False) in page, name
     checked = {c["id"] for c in controls(page).controls if "checked" in c}
     assert checked == {"q-how_known-saw", "q-how_known-heard"}
-    from portal.store import SubmissionStore
+    from portal.server.store import SubmissionStore
 
     assert SubmissionStore(config.data_dir).ids() == []
 
@@ -129,7 +129,7 @@ def test_answers_other_than_the_testimony_are_enough(client, config, identity) -
 
 
 def test_the_manifest_seals_the_questions_seen_and_the_answers(client, config, identity) -> None:  # type: ignore[no-untyped-def]
-    from portal.store import SubmissionStore
+    from portal.server.store import SubmissionStore
 
     response = post_form(client, KOREAN_ANSWERS, path="/ko/submit")
     assert response.status_code == 200, response.get_data(as_text=True)

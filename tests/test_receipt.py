@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from portal.receipt import (
+from portal.core.receipt import (
     ENTROPY_BITS,
     GROUP_DIGITS,
     GROUPS,

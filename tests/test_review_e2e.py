@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from portal.age import decrypt, parse_identities
-from portal.cli import main as portal_cli
-from portal.export import export_submissions
+from portal.core.age import decrypt, parse_identities
 from portal.review.cli import ExitStatus
 from portal.review.custody import CustodyLog
-from portal.store import SubmissionStore
+from portal.server.cli import main as portal_cli
+from portal.server.export import export_submissions
+from portal.server.store import SubmissionStore
 from portal.testing.live import RECEIVED_MARKERS, LiveServer
 from tests.review_support import flip_byte, open_args, review, write_identity
 from tests.support import require_tool

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from portal.manifest import MANIFEST_FORMAT, Manifest, ManifestError, parse_manifest
+from portal.core.manifest import MANIFEST_FORMAT, Manifest, ManifestError, parse_manifest
 from portal.review.record import OpenedAttachment, OpenedRecord, RecordedManifest
 from portal.review.report import render_index, render_submission_page
 

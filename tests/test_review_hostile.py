@@ -18,14 +18,16 @@ from typing import Any
 
 import pytest
 
-from portal import store as store_module
-from portal.age import X25519Identity, encrypt
-from portal.manifest import Attachment
+from portal.core import layout as layout_module
+from portal.core.age import X25519Identity, encrypt
+from portal.core.layout import new_id
+from portal.core.manifest import Attachment
 from portal.review import custody, report
 from portal.review.cli import ExitStatus, cmd_verify
 from portal.review.custody import CustodyLog
 from portal.review.opening import Opener
-from portal.store import SubmissionStore, new_id
+from portal.server import store as store_module
+from portal.server.store import SubmissionStore
 from tests.review_support import (
     craft,
     flip_byte,
@@ -433,7 +435,7 @@ def test_new_ids_never_start_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> Non
     # would be below 1e-20.
     assert not any(new_id().startswith("-") for _ in range(3000))
     draws = iter(["-" + "a" * 23, "b" * 24])
-    monkeypatch.setattr(store_module.secrets, "token_urlsafe", lambda _n: next(draws))
+    monkeypatch.setattr(layout_module.secrets, "token_urlsafe", lambda _n: next(draws))
     assert new_id() == "b" * 24
 
 

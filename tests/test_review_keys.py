@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from portal.age import (
+from portal.core.age import (
     MLKEM768X25519Recipient,
     ScryptIdentity,
     X25519Recipient,
@@ -19,10 +19,10 @@ from portal.age import (
     parse_identities,
     parse_recipient,
 )
-from portal.intake import store_submission
 from portal.review import cli
 from portal.review.cli import ExitStatus
 from portal.review.keys import IDENTITY_WORK_FACTOR
+from portal.server.intake import store_submission
 from tests import node_oracle
 from tests.review_support import (
     Run,

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from portal.age import X25519Identity, encrypt
-from portal.manifest import Attachment, build_manifest
+from portal.core.age import X25519Identity, encrypt
+from portal.core.manifest import Attachment, build_manifest
 from portal.review.cli import ExitStatus
 from portal.review.custody import CustodyLog
 from portal.review.opening import Opener
 from portal.review.record import OpenedRecord
-from portal.store import SubmissionStore
+from portal.server.store import SubmissionStore
 from tests.review_support import (
     flip_byte,
     open_args,
@@ -470,7 +470,8 @@ def test_large_attachment_is_streamed_with_bounded_memory(
 def test_reviewer_cli_never_imports_flask_or_jinja() -> None:
     code = (
         "import sys, portal.review.cli, portal.review.forward, portal.review.shares; "
-        "bad = [m for m in ('flask', 'jinja2', 'werkzeug', 'portal.web') if m in sys.modules]; "
+        "web = ('flask', 'jinja2', 'werkzeug', 'portal.server.web'); "
+        "bad = [m for m in web if m in sys.modules]; "
         "print(bad); sys.exit(1 if bad else 0)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from portal.age import X25519Identity
+from portal.core.age import X25519Identity
+from portal.core.layout import MANIFEST_NAME
 from portal.review.opening import Opener
 from portal.review.outcomes import Changed, Conflict, NoKey, OpenFailure, Status, Tampered
 from portal.review.record import (
@@ -17,7 +18,6 @@ from portal.review.record import (
     RecordError,
     read_record,
 )
-from portal.store import MANIFEST_NAME
 from tests.review_support import flip_byte, make_store, submit
 
 

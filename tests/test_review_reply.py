@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from portal.age import X25519Identity, decrypt
-from portal.conversation import mailbox_name, thread_id
-from portal.manifest import ManifestError, build_manifest, parse_manifest
+from portal.core.age import X25519Identity, decrypt
+from portal.core.conversation import mailbox_name, thread_id
+from portal.core.manifest import ManifestError, build_manifest, parse_manifest
 from portal.review.cli import ExitStatus
 from tests.review_support import craft, make_store, open_args, review, write_identity
 
@@ -27,7 +27,7 @@ def _opened(tmp_path: Path, reply_to: str | None) -> tuple[Path, str, Path]:
 
         sid = craft(store, reviewer.recipient, v1)
     else:
-        from portal.intake import store_submission
+        from portal.server.intake import store_submission
 
         sid = store_submission(
             store, [reviewer.recipient], {"testimony": "t"}, [], "ko", reply_to=reply_to

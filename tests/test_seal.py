@@ -21,13 +21,21 @@ from pathlib import Path
 
 import pytest
 
-from portal.age import X25519Identity
-from portal.cli import main as cli_main
-from portal.config import Config
-from portal.export import export_submissions
-from portal.scheduler import first_due, next_seal
-from portal.seal import STATE_FILE, WORK_DIR, SealError, last_seal_start, seal
-from portal.store import SubmissionStore, day_timestamp
+from portal.core.age import X25519Identity
+from portal.core.layout import day_timestamp
+from portal.server.cli import main as cli_main
+from portal.server.config import Config
+from portal.server.export import export_submissions
+from portal.server.scheduler import first_due, next_seal
+from portal.server.seal import (
+    STATE_FILE,
+    WORK_DIR,
+    SealError,
+    last_seal_start,
+    recover_if_idle,
+    seal,
+)
+from portal.server.store import SubmissionStore
 from portal.testing.live import open_submission, start_server
 from tests.review_support import make_store, submit
 from tests.support import REPO, birth_time_ns, unsupported_here
@@ -368,8 +376,8 @@ def test_seal_command_reports_and_refuses_a_wrong_folder(
 _KILL_AT_STEP = """
 import os, signal, sys
 from pathlib import Path
-from portal.seal import seal
-from portal.store import SubmissionStore
+from portal.server.seal import seal
+from portal.server.store import SubmissionStore
 
 target = int(sys.argv[2])
 count = 0
@@ -428,7 +436,8 @@ def test_sigkill_at_every_step_of_the_seal_loses_nothing(
         store = SubmissionStore(data)
         # Recovery happens at the next start, or at the next seal.
         if kill_at % 2:
-            store.initialise()
+            store.initialise()  # the server's start-up: the store, then the seal's recovery
+            recover_if_idle(store)
         else:
             with store.maintenance():
                 seal(store)
@@ -448,7 +457,7 @@ def test_sigkill_at_random_moments_of_a_large_seal_loses_nothing(
 
     def start_seal() -> tuple[subprocess.Popen[bytes], float]:
         process = subprocess.Popen(
-            [sys.executable, "-m", "portal.cli", "seal", "--all"],
+            [sys.executable, "-m", "portal.server.cli", "seal", "--all"],
             cwd=REPO,
             env={**os.environ, "PORTAL_DATA_DIR": str(store.root), "PORTAL_MIN_FREE_MB": "0"},
             stdout=subprocess.DEVNULL,
@@ -474,7 +483,8 @@ def test_sigkill_at_random_moments_of_a_large_seal_loses_nothing(
         process.send_signal(signal.SIGKILL)
         process.wait(30)
         interrupted += (store.root / WORK_DIR).exists()
-        store.initialise()
+        store.initialise()  # the server's start-up: the store, then the seal's recovery
+        recover_if_idle(store)
         _assert_complete(store, identity, expected)
         if interrupted >= 4:
             break
@@ -587,7 +597,7 @@ def test_without_rename_exchange_the_two_rename_fallback_is_safe(
     """File systems without RENAME_EXCHANGE: a crash between the two renames loses nothing."""
     import errno as errno_module
 
-    import portal.seal as seal_module
+    import portal.server.seal as seal_module
 
     def no_exchange(first: Path, second: Path) -> None:
         raise OSError(errno_module.EINVAL, "not supported", str(first))
@@ -615,5 +625,6 @@ def test_without_rename_exchange_the_two_rename_fallback_is_safe(
         seal(store, everything=True)
     monkeypatch.undo()
     assert not store.submissions_dir.exists()
-    store.initialise()
+    store.initialise()  # the server's start-up: the store, then the seal's recovery
+    recover_if_idle(store)
     _assert_complete(store, identity, expected)

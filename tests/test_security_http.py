@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from flask.testing import FlaskClient
 
-from portal.config import Config
-from portal.store import SubmissionStore
+from portal.server.config import Config
+from portal.server.store import SubmissionStore
 from portal.testing.live import form_fields
 
 REQUIRED_HEADERS = {

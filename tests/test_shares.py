@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from shamir_mnemonic.wordlist import WORDLIST
 
-from portal.age import KeyFormatError, MLKEM768X25519Identity, X25519Identity, parse_identities
+from portal.core.age import KeyFormatError, MLKEM768X25519Identity, X25519Identity, parse_identities
 from portal.review import shares
 from portal.review.cli import ExitStatus, main
 from tests.review_support import review, write_identity

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from portal.age import X25519Identity
-from portal.front import raise_open_file_limit
-from portal.store import SubmissionStore
+from portal.core.age import X25519Identity
+from portal.server.front import raise_open_file_limit
+from portal.server.store import SubmissionStore
 from portal.testing.hostile import KINDS, HostileSwarm
 from portal.testing.live import LiveServer, MultipartBody, start_server
 

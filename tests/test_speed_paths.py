@@ -22,10 +22,10 @@ from gunicorn import util as gunicorn_util
 from gunicorn.http import unreader as gunicorn_unreader
 from gunicorn.http import wsgi as gunicorn_wsgi
 
-from portal.fsio import ThreadedSha256
-from portal.server import adapt_gunicorn
-from portal.store import StagedFile, SubmissionStore
-from portal.web.body_guard import PROGRESS_BYTES
+from portal.core.fsio import ThreadedSha256
+from portal.server.appserver import adapt_gunicorn
+from portal.server.store import StagedFile, SubmissionStore
+from portal.server.web.body_guard import PROGRESS_BYTES
 from tests.support import FileWrapper
 
 
@@ -183,7 +183,7 @@ def test_threaded_sha256_starts_a_thread_only_for_a_large_file_and_ends_it() -> 
 def test_open_of_a_large_attachment_records_the_ciphertext_hash(tmp_path: Path) -> None:
     # The threaded hash must still cover every byte of the file, trailing ones
     # included: the custody log's ciphertext hash is what courts compare.
-    from portal.fsio import sha256_file
+    from portal.core.fsio import sha256_file
     from portal.review.opening import HashingReader
 
     data = os.urandom(3 << 20)

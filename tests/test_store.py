@@ -13,17 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from portal.fsio import DIR_MODE, FILE_MODE
-from portal.store import (
+from portal.core.fsio import DIR_MODE, FILE_MODE
+from portal.core.layout import LayoutError, day_timestamp, is_valid_id, submission_files
+from portal.server.store import (
     SharedSync,
     StagedFile,
     StorageFullError,
     StoreError,
     SubmissionStore,
     UnknownSubmissionError,
-    day_timestamp,
-    is_valid_id,
-    submission_files,
 )
 from tests.support import failing_after
 
@@ -132,7 +130,7 @@ def test_submission_files_refuses_strangers(store: SubmissionStore, tmp_path: Pa
     submission_id = store.commit(_stage(store, [b"x"]))
     directory = store.path(submission_id)
     (directory / "files" / "evil.sh").write_bytes(b"#!/bin/sh")
-    with pytest.raises(StoreError):
+    with pytest.raises(LayoutError):
         submission_files(directory)
 
 
@@ -144,7 +142,7 @@ def test_submission_files_refuses_symlinked_attachment(
     target = tmp_path / "secret"
     target.write_bytes(b"secret")
     (directory / "files" / "2.age").symlink_to(target)
-    with pytest.raises(StoreError):
+    with pytest.raises(LayoutError):
         submission_files(directory)
 
 
@@ -286,7 +284,7 @@ def test_live_sweep_keeps_folders_of_live_requests(store: SubmissionStore) -> No
 _BEGIN_AND_HANG = """
 import sys, time
 from pathlib import Path
-from portal.store import SubmissionStore
+from portal.server.store import SubmissionStore
 staging = SubmissionStore(Path(sys.argv[1])).begin()
 _rel, part = staging.create_attachment()
 part.write(b"half an upload")
@@ -320,7 +318,7 @@ def test_begin_never_hands_out_a_folder_a_sweep_removed(
     store: SubmissionStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A sweep may run between mkdir and the owner's flock: begin() then starts afresh."""
-    import portal.store as store_module
+    import portal.server.store as store_module
 
     real_lock = store_module._lock_directory
     raced = []

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from portal.age import X25519Identity
-from portal.config import Config
-from portal.store import SubmissionStore
+from portal.core.age import X25519Identity
+from portal.server.config import Config
+from portal.server.store import SubmissionStore
 from portal.testing.live import (
     RECEIVED_MARKERS,
     LiveServer,

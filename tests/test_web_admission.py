@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from portal.store import SubmissionStore
+from portal.server.store import SubmissionStore
 from portal.testing.live import Client, MultipartBody
 
 RATE_PER_MINUTE = 30

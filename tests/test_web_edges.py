@@ -10,10 +10,10 @@ import re
 
 import pytest
 
-from portal.store import SubmissionStore
+from portal.server.store import SubmissionStore
+from portal.server.web.i18n import LANGUAGES
 from portal.testing.live import MultipartBody, open_submission
 from portal.testing.live import lang_prefix as prefix
-from portal.web.i18n import LANGUAGES
 from tests.support import translate
 
 MAX_CHARS = 10

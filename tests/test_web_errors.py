@@ -12,13 +12,13 @@ from werkzeug.exceptions import (
     ServiceUnavailable,
 )
 
-from portal.store import StorageFullError
-from portal.web.admission import LowDiskSpace, TooManyRequests
-from portal.web.body_guard import BodyTooSlow
-from portal.web.errors import PortalHTTPError, Reason, _storage_failed, render_error
-from portal.web.request import TooManyFiles
-from portal.web.security import UnknownHost
-from portal.web.storing import RepeatStillStoring
+from portal.server.store import StorageFullError
+from portal.server.web.admission import LowDiskSpace, TooManyRequests
+from portal.server.web.body_guard import BodyTooSlow
+from portal.server.web.errors import PortalHTTPError, Reason, _storage_failed, render_error
+from portal.server.web.request import TooManyFiles
+from portal.server.web.security import UnknownHost
+from portal.server.web.storing import RepeatStillStoring
 
 
 def _page(app: Flask, exc: HTTPException, lang: str = "en") -> tuple[str, int]:

@@ -7,7 +7,7 @@ import io
 import pytest
 from werkzeug.exceptions import ClientDisconnected
 
-from portal.web.body_guard import GuardedInput
+from portal.server.web.body_guard import GuardedInput
 
 
 class CountingStream(io.BytesIO):

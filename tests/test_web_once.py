@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from portal.config import Config
-from portal.store import SubmissionStore
-from portal.testing.live import MultipartBody, form_fields, open_submission, start_server
-from portal.web.onetime import (
+from portal.server.config import Config
+from portal.server.store import SubmissionStore
+from portal.server.web.onetime import (
     AlreadyStored,
     Claimed,
     FormLedger,
@@ -23,6 +22,7 @@ from portal.web.onetime import (
     InvalidFormValue,
     StillStoring,
 )
+from portal.testing.live import MultipartBody, form_fields, open_submission, start_server
 from tests.support import FileWrapper, assert_nothing_kept, failing_after
 
 RECEIVED = 'class="notice ok"'

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from portal.intake import Submission
-from portal.store import StorageFullError, SubmissionStore
+from portal.server.intake import Submission
+from portal.server.store import StorageFullError, SubmissionStore
 from portal.testing.live import csrf_token, form_fields, post_form
 
 RECEIPT_RE = re.compile(r'id="receipt"[^>]*>([0-9 ]+)<')

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from portal.age import X25519Identity, decrypt
-from portal.config import Config, ConfigError
-from portal.store import SubmissionStore
+from portal.core.age import X25519Identity, decrypt
+from portal.server.config import Config, ConfigError
+from portal.server.store import SubmissionStore
 from portal.testing.live import csrf_token
 from portal.testing.live import post_form as post
 
@@ -158,7 +158,7 @@ def test_oversized_chunked_upload_gets_413_and_nothing_kept(small_app, config) -
 
 
 def test_app_refuses_to_start_without_recipients(config: Config) -> None:
-    from portal.web import create_app
+    from portal.server.web import create_app
 
     config.recipients_file.write_text("# empty\n")
     with pytest.raises(ConfigError, match="testimony-review keygen"):
@@ -166,7 +166,7 @@ def test_app_refuses_to_start_without_recipients(config: Config) -> None:
 
 
 def test_app_refuses_to_start_with_a_private_key(config: Config, identity) -> None:  # type: ignore[no-untyped-def]
-    from portal.web import create_app
+    from portal.server.web import create_app
 
     (config.recipients_file.parent / "oops.txt").write_text(f"{identity}\n")
     with pytest.raises(ConfigError, match="private key"):

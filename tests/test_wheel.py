@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from portal.age import X25519Identity
+from portal.core.age import X25519Identity
 from portal.testing.live import Client, free_port, start_server
 from tests.support import REPO
 
@@ -33,9 +33,10 @@ def test_wheel_contains_templates_and_static_files(wheel: Path) -> None:
         assert f"portal/templates/{page}" in names
     assert "portal/templates/_question.html" in names
     # The default questionnaire: without it the server refuses to start.
-    assert "portal/questionnaires/default.toml" in names
-    assert "portal/web/static/style.css" in names
+    assert "portal/core/questionnaires/default.toml" in names
+    assert "portal/server/web/static/style.css" in names
     assert not any(name.startswith("tests/") for name in names)
+    assert not any(name.startswith("portal/testing/") for name in names)
 
 
 @pytest.mark.slow

@@ -1,7 +1,7 @@
 """The offline reviewer tool (`testimony-review`): keys, opening, custody, forwarding.
 
 It runs on an air-gapped computer and imports only the age format, the store
-layout, the submission manifest (`portal.manifest`) and the conversation
+layout, the submission manifest (`portal.core.manifest`) and the conversation
 names from the rest of the package: never Flask, never the web layer.
 
 - `cli/`: the command line (the only place that prints or picks exit statuses)

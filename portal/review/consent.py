@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from portal.manifest import Manifest, ManifestError, parse_manifest
+from portal.core.manifest import Manifest, ManifestError, parse_manifest
 
 CONSENT_FIELD = "consent"
 CONSENT_ANSWERS = ("yes", "anonymous", "ask", "no")

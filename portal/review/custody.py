@@ -40,7 +40,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from portal.fsio import DIR_MODE, FILE_MODE, READ_FLAGS, replace_file, write_all
+from portal.core.fsio import DIR_MODE, FILE_MODE, READ_FLAGS, replace_file, write_all
 
 CUSTODY_FORMAT = "testimony-review/custody/1"
 ANCHOR_FORMAT = "testimony-review/custody-head/1"

@@ -13,9 +13,9 @@ import shutil
 from pathlib import Path
 from typing import BinaryIO
 
-from portal.fsio import READ_FLAGS
+from portal.core.fsio import READ_FLAGS
+from portal.core.layout import MANIFEST_NAME, LayoutError, is_valid_id, submission_files
 from portal.review.outcomes import Tampered
-from portal.store import MANIFEST_NAME, StoreError, is_valid_id, submission_files
 
 PARTIAL_PREFIX = ".partial-"
 
@@ -78,7 +78,7 @@ def listed_files(source_dir: Path) -> dict[str, Path]:
         raise Tampered(f"{source_dir} is not a folder; not read")
     try:
         files = submission_files(source_dir)
-    except StoreError as exc:
+    except LayoutError as exc:
         raise Tampered(str(exc)) from None
     return {path.relative_to(source_dir).as_posix(): path for path in files}
 

@@ -35,13 +35,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
-from portal.age import PublicKey, Writer
-from portal.fsio import FILE_MODE, READ_FLAGS, fsync_dir, new_file, sha256_file, write_all
+from portal.core.age import PublicKey, Writer
+from portal.core.fsio import FILE_MODE, READ_FLAGS, fsync_dir, new_file, sha256_file, write_all
+from portal.core.layout import is_valid_id
 from portal.review.custody import Entry
 from portal.review.outcomes import Changed
 from portal.review.recheck import read_opened_manifest
 from portal.review.record import MANIFEST_JSON, RECORD_NAME, RecordError, require_record
-from portal.store import is_valid_id
 
 BUNDLE_FORMAT = "testimony-review/forward/1"
 BUNDLE_CUSTODY_FORMAT = "testimony-review/bundle-custody/1"

@@ -17,7 +17,7 @@ import codecs
 import os
 from dataclasses import dataclass
 
-from portal.fsio import READ_FLAGS
+from portal.core.fsio import READ_FLAGS
 
 # How much of a file is read to decide; also the most text shown on a page.
 SNIFF_BYTES = 64 * 1024

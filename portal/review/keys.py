@@ -15,7 +15,7 @@ import datetime as dt
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from portal.age import (
+from portal.core.age import (
     AgeError,
     HMACError,
     KeyFormatError,
@@ -28,7 +28,7 @@ from portal.age import (
     looks_encrypted_identity,
     parse_identities,
 )
-from portal.fsio import FILE_MODE, create_new
+from portal.core.fsio import FILE_MODE, create_new
 
 # age's own default for `age -p`: about a second of work and 256 MiB of
 # memory per guess on a laptop, which is what makes a stolen file slow to

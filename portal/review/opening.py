@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
-from portal.age import (
+from portal.core.age import (
     AgeError,
     ArmorError,
     HeaderError,
@@ -34,7 +34,7 @@ from portal.age import (
     Reader,
     decrypt_to_path,
 )
-from portal.fsio import (
+from portal.core.fsio import (
     CHUNK,
     DIR_MODE,
     FILE_MODE,
@@ -44,7 +44,8 @@ from portal.fsio import (
     new_file,
     write_all,
 )
-from portal.manifest import (
+from portal.core.layout import MANIFEST_NAME, is_valid_id
+from portal.core.manifest import (
     Attachment,
     Manifest,
     ManifestError,
@@ -75,7 +76,6 @@ from portal.review.record import (
     read_record,
 )
 from portal.review.safenames import NameAllocator
-from portal.store import MANIFEST_NAME, is_valid_id
 
 RESERVED_NAMES = (MANIFEST_JSON, RECORD_NAME, report.PAGE_NAME)
 # A manifest holds text fields and a list of attachments; the server caps

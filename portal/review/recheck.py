@@ -11,8 +11,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from portal.fsio import CHUNK, sha256_file
-from portal.manifest import Manifest, ManifestError, parse_manifest
+from portal.core.fsio import CHUNK, sha256_file
+from portal.core.manifest import Manifest, ManifestError, parse_manifest
 from portal.review.discovery import listed_files
 from portal.review.outcomes import Changed
 from portal.review.record import MANIFEST_JSON, RECORD_NAME, OpenedRecord

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from portal.store import MANIFEST_NAME, is_valid_id
+from portal.core.layout import MANIFEST_NAME, is_valid_id
 
 OPENED_FORMAT = "testimony-review/opened/1"
 MANIFEST_JSON = "testimony.json"

@@ -19,13 +19,13 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from portal.age import X25519Recipient, encrypt
-from portal.conversation import mailbox_name
-from portal.fsio import DIR_MODE, create_new
+from portal.core.age import X25519Recipient, encrypt
+from portal.core.conversation import mailbox_name
+from portal.core.fsio import DIR_MODE, create_new
+from portal.core.layout import is_valid_id
 from portal.review.outcomes import OpenFailure
 from portal.review.recheck import check_opened_files
 from portal.review.record import SENT_REPLIES_DIR, RecordError, ReplyCopy, require_record
-from portal.store import is_valid_id
 
 # The server refuses reply files over 256 KiB; a message this long in any
 # script stays well under that once encrypted.

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from portal.fsio import replace_file
-from portal.manifest import (
+from portal.core.fsio import replace_file
+from portal.core.manifest import (
     ManifestError,
     SealedQuestionnaire,
     parse_sealed_questionnaire,

@@ -17,7 +17,7 @@ import os
 import unicodedata
 from pathlib import Path
 
-from portal.fsio import FILE_MODE, open_new
+from portal.core.fsio import FILE_MODE, open_new
 
 # File names are limited to 255 bytes on ext4, btrfs, APFS and exFAT (there in
 # UTF-16 units). Staying well under leaves room for a " (12)" suffix and for

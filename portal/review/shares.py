@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import shamir_mnemonic  # type: ignore[import-untyped]
 from shamir_mnemonic import MnemonicError, Share
 
-from portal.age import (
+from portal.core.age import (
     KeyFormatError,
     MLKEM768X25519Identity,
     PrivateKey,
@@ -34,7 +34,7 @@ from portal.age import (
     X25519Identity,
     is_post_quantum,
 )
-from portal.age.bech32 import decode as bech32_decode
+from portal.core.age.bech32 import decode as bech32_decode
 
 MAX_SHARES = 16
 WORDS_BEGIN = "----- BEGIN SHARE WORDS -----"
@@ -63,7 +63,7 @@ class ShareInput:
 
 def identity_secret(identity: PrivateKey) -> bytes:
     """The secret that is shared: the raw key, tagged if it is post-quantum."""
-    # portal.age keeps the raw key private; its canonical text encoding is
+    # portal.core.age keeps the raw key private; its canonical text encoding is
     # the public way to get at it.
     _hrp, secret = bech32_decode(str(identity))
     if isinstance(identity, MLKEM768X25519Identity):

@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from portal.manifest import Manifest
+from portal.core.layout import is_valid_id
+from portal.core.manifest import Manifest
 from portal.review.consent import consent_of
 from portal.review.outcomes import Changed
 from portal.review.recheck import read_opened_manifest
 from portal.review.record import RecordError, read_record
 from portal.review.report import write_atomically
-from portal.store import is_valid_id
 
 FORMATS = ("csv", "jsonl")
 FIXED_COLUMNS = (

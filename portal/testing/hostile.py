@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from portal.front import raise_open_file_limit
+from portal.server.front import raise_open_file_limit
 
 KINDS = ("header-silent", "header-dribble", "body-silent", "body-dribble")
 _HEADER_START = b"GET /ko/submit HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: "

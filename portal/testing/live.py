@@ -358,7 +358,7 @@ def start_server(
         **(env or {}),
     }
     log = log_path.open("ab")
-    command = [python, "-m", "portal.cli", "serve", "--port", str(port), "--workers", "2"]
+    command = [python, "-m", "portal.server.cli", "serve", "--port", str(port), "--workers", "2"]
     command += [*([] if front else ["--no-front"]), *serve_args]
     process = subprocess.Popen(
         command,
@@ -399,7 +399,7 @@ def open_submission(
     Raises if anything fails to decrypt or an attachment's SHA-256 or size
     differs from the manifest: a corrupt submission never passes.
     """
-    from portal.age import decrypt
+    from portal.core.age import decrypt
 
     manifest = json.loads(decrypt((directory / "testimony.age").read_bytes(), identities))
     assert manifest["id"] == directory.name, "manifest names another submission"

@@ -44,7 +44,7 @@ def _rendered_error(app: Flask, lang: str, exc: HTTPException) -> str:
     # Error pages that are awkward to provoke here (a full disk, a server
     # fault) weigh the same whichever way they are reached: render them
     # through the app's own error handler.
-    from portal.web.errors import render_error
+    from portal.server.web.errors import render_error
 
     with app.test_request_context(f"{lang_prefix(lang)}/submit", method="POST"):
         return render_error(exc)[0]
@@ -52,7 +52,7 @@ def _rendered_error(app: Flask, lang: str, exc: HTTPException) -> str:
 
 def witness_pages(app: Flask) -> Iterator[tuple[str, str, str]]:
     """(page, language, HTML) for every witness page in every language, as served by `app`."""
-    from portal.web.i18n import LANGUAGES
+    from portal.server.web.i18n import LANGUAGES
 
     client = app.test_client()
     for lang in LANGUAGES:
@@ -95,7 +95,7 @@ def _followup_pages(
     client: Any, base: str, lang: str, token: str
 ) -> Iterator[tuple[str, str, str]]:
     """The follow-up pages (issue 11): the receipt form, a typo, and an empty mailbox."""
-    from portal.receipt import new_receipt
+    from portal.core.receipt import new_receipt
 
     yield "follow-up", lang, client.get(f"{base}/followup").get_data(as_text=True)
     typo = {"csrf_token": token, "receipt": "123456"}
@@ -132,7 +132,7 @@ def page_weights(app: Flask) -> list[PageWeight]:
 
 
 def _too_many_requests() -> HTTPException:
-    from portal.web.admission import TooManyRequests
+    from portal.server.web.admission import TooManyRequests
 
     return TooManyRequests(retry_after=60)
 

@@ -22,9 +22,9 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import TextIO
 
-from portal import cliutil
-from portal.cliutil import UsageError
-from portal.exitstatus import ExitStatus
+from portal.core import cliutil
+from portal.core.cliutil import UsageError
+from portal.core.exitstatus import ExitStatus
 from portal.review import consent, keys, shares, table
 from portal.review.cli.context import (
     PROG,

@@ -7,12 +7,12 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from portal.age import (
+from portal.core.age import (
     KeyFormatError,
     parse_recipient,
 )
-from portal.cliutil import UsageError
-from portal.exitstatus import ExitStatus
+from portal.core.cliutil import UsageError
+from portal.core.exitstatus import ExitStatus
 from portal.review import consent, table
 from portal.review.cli.context import (
     PROG,

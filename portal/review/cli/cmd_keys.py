@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from portal.age import (
+from portal.core.age import (
     MLKEM768X25519Identity,
     PrivateKey,
     X25519Identity,
 )
-from portal.exitstatus import ExitStatus
+from portal.core.exitstatus import ExitStatus
 from portal.review import keys, shares
 from portal.review.cli.context import (
     Context,

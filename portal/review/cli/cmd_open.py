@@ -9,7 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TextIO
 
-from portal.exitstatus import ExitStatus
+from portal.core.exitstatus import ExitStatus
 from portal.review import keys
 from portal.review.cli.context import (
     Context,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from portal.exitstatus import ExitStatus
+from portal.core.exitstatus import ExitStatus
 from portal.review.cli.context import (
     Context,
     IntegrityError,

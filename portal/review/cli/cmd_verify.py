@@ -6,7 +6,8 @@ import argparse
 from collections.abc import Mapping
 from pathlib import Path
 
-from portal.exitstatus import ExitStatus
+from portal.core.exitstatus import ExitStatus
+from portal.core.layout import is_valid_id
 from portal.review.cli.context import (
     Context,
     IntegrityError,
@@ -27,7 +28,6 @@ from portal.review.record import (
     opened_ids,
     read_record,
 )
-from portal.store import is_valid_id
 
 
 def _verify_one(folder: Path, custody: Mapping[str, Opening], source: Path | None) -> str | None:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TextIO
 
-from portal.exitstatus import ExitStatus
+from portal.core.exitstatus import ExitStatus
 from portal.review.custody import CustodyDamaged, CustodyError, CustodyLog, Session
 
 PROG = "testimony-review"

@@ -13,12 +13,12 @@ import argparse
 from collections.abc import Callable
 from typing import TypeAlias
 
-from portal import cliutil
-from portal.exitstatus import ExitStatus
+from portal.core import cliutil
+from portal.core.exitstatus import ExitStatus
+from portal.core.layout import is_valid_id
 from portal.review import table
 from portal.review.cli import cmd_forward, cmd_keys, cmd_open, cmd_reply, cmd_verify
 from portal.review.cli.context import CUSTODY_ENV, PROG, REVIEWER_ENV, Context
-from portal.store import is_valid_id
 
 
 class Parser(cliutil.Parser):

@@ -1,0 +1,317 @@
+"""The file-system primitives every part of the portal writes its files with.
+
+One small module, so that the flags and the durability steps are written
+(and audited) once: standard library only, no Flask and no project imports,
+so the store, the seal, the export, the mailbox and the reviewer's tool can
+all use it. (`portal/core/age` stays standalone and keeps its own two-line write
+loop for file objects.)
+
+The rules it applies everywhere:
+
+- A new file is created exclusively (`O_EXCL`): it never overwrites or
+  truncates anything, and with `O_NOFOLLOW` it never writes through a
+  symbolic link planted at its name. `O_CLOEXEC` keeps the descriptor out
+  of any child process (the `age` CLI, a browser).
+- Files are `FILE_MODE` (0600) and folders `DIR_MODE` (0700): only the
+  service's own user can read them, whatever the umask.
+- Durable means: the data fsynced before the file is closed, then its folder
+  fsynced so that the new name survives a power cut too.
+- Some file systems refuse to fsync a directory (vfat and exFAT, the usual
+  file systems of USB drives, answer EINVAL; some FUSE ones ENOTSUP). On
+  those a directory entry cannot be made durable separately; the file data
+  itself was fsynced, so `fsync_dir` accepts exactly those two answers and
+  raises every other error (EIO on a failing drive, for one).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import os
+import queue
+import secrets
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+# Read and hash in blocks of 1 MiB: large enough that the system-call cost
+# vanishes, small enough that memory stays bounded for any file size.
+CHUNK = 1 << 20
+
+# Exclusive creation: never an existing file, never through a link, never
+# inherited by a child process.
+CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+APPEND_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+# The answers of a file system that cannot fsync a directory (see above).
+_DIR_FSYNC_UNSUPPORTED = frozenset({errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP})
+
+Data = bytes | bytearray | memoryview
+
+
+class Writable(Protocol):
+    """A raw file object: `write` may take only part of the data (or return None)."""
+
+    def write(self, data: memoryview, /) -> int | None: ...
+
+
+def write_all(out: int | Writable, data: Data) -> None:
+    """Write all of `data` to a raw descriptor or an unbuffered file.
+
+    `os.write` and the `write` of an unbuffered file may each write only part
+    of what they are given (a pipe, a signal, a nearly full disk); this loops
+    until every byte is written. A file object's `write` returning None is
+    taken as all written (what buffered files do).
+    """
+    view = memoryview(data).cast("B")
+    while view:
+        written = os.write(out, view) if isinstance(out, int) else out.write(view)
+        view = view[len(view) if written is None else written :]
+
+
+def fsync_dir(path: Path) -> None:
+    """Make the entries of a directory (a new file, a rename) durable.
+
+    A file system that cannot fsync a directory at all (vfat, exFAT: EINVAL;
+    some FUSE ones: ENOTSUP) is accepted silently: there the file data,
+    already fsynced by the writer, is all that can be made durable. Any other
+    error is raised.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in _DIR_FSYNC_UNSUPPORTED:
+            raise
+    finally:
+        os.close(fd)
+
+
+def open_new(path: Path, mode: int = FILE_MODE) -> int:
+    """Create `path` exclusively for writing and return its raw descriptor.
+
+    A umask can only take bits away, so the file is never more open than
+    `mode`. (No fchmod: vfat on a USB drive refuses it with EPERM.) The
+    caller owns, and closes, the descriptor.
+
+    Raises:
+        FileExistsError: something (a file, a link, a folder) is at `path`.
+    """
+    return os.open(path, CREATE_FLAGS, mode)
+
+
+def _write_and_close(fd: int, data: Data, *, fsync: bool) -> None:
+    """Write all of `data` to `fd`, fsync it if asked; `fd` is closed in every case."""
+    try:
+        write_all(fd, data)
+        if fsync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove_failed(path: Path) -> None:
+    # The file was created by this very call (O_EXCL), so removing it on
+    # failure removes nothing that was there before.
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+def create_new(
+    path: Path, data: Data, *, mode: int = FILE_MODE, fsync: bool = True, sync_dir: bool = True
+) -> None:
+    """Create `path` (never an existing file or a link), write `data` whole, make it durable.
+
+    With `fsync` the data is fsynced before the file is closed and, unless
+    `sync_dir` is False (a caller that renames the file next, or fsyncs the
+    folder once for many files), the folder too. If anything fails the
+    partial file is removed.
+
+    Raises:
+        FileExistsError: something is already at `path`.
+        OSError: the write or an fsync failed (the disk is full, for one).
+    """
+    fd = open_new(path, mode)
+    try:
+        _write_and_close(fd, data, fsync=fsync)
+    except BaseException:
+        _remove_failed(path)
+        raise
+    if fsync and sync_dir:
+        fsync_dir(path.parent)
+
+
+def open_unbuffered(fd: int) -> BinaryIO:
+    """A raw descriptor as an unbuffered file (it then owns the descriptor).
+
+    Every write goes to the kernel at once, so an fsync sees it all; a write
+    may take only part of the data (see `write_all`).
+    """
+    return open(fd, "wb", buffering=0)
+
+
+@contextlib.contextmanager
+def new_file(
+    path: Path,
+    *,
+    mode: int = FILE_MODE,
+    sync_dir: bool = True,
+    opener: Callable[[int], BinaryIO] = open_unbuffered,
+) -> Iterator[BinaryIO]:
+    """Create `path` exclusively and yield it as a file, for writes streamed into it.
+
+    When the block ends normally the file is flushed, fsynced and closed,
+    then (unless `sync_dir` is False) its folder is fsynced. When the block
+    or any of those steps raises, the file is closed and removed. `opener`
+    turns the raw descriptor into the file object and owns it from then on
+    (default: an unbuffered file; tests inject faults through it).
+
+    Raises:
+        FileExistsError: something is already at `path`.
+    """
+    fd = open_new(path, mode)
+    try:
+        out = opener(fd)
+    except BaseException:
+        os.close(fd)
+        _remove_failed(path)
+        raise
+    try:
+        yield out
+        out.flush()
+        os.fsync(out.fileno())
+    except BaseException:
+        with contextlib.suppress(OSError):
+            out.close()
+        _remove_failed(path)
+        raise
+    out.close()
+    if sync_dir:
+        fsync_dir(path.parent)
+
+
+def append_file(path: Path, data: Data, *, mode: int = FILE_MODE) -> None:
+    """Append `data` to `path` (created `mode` if missing, never through a link), durably.
+
+    The data is fsynced, and the folder too, in case the file was new.
+    """
+    _write_and_close(os.open(path, APPEND_FLAGS, mode), data, fsync=True)
+    fsync_dir(path.parent)
+
+
+def replace_file(path: Path, data: Data, *, mode: int = FILE_MODE, sync_dir: bool = True) -> None:
+    """Replace `path` with `data` in one step: temporary file, fsync, rename, folder fsync.
+
+    A reader sees the old content or the new, never a mix, also after a
+    crash; the temporary file is removed if anything fails. With `sync_dir`
+    False the caller fsyncs the folder itself (the new name is not durable
+    until it does).
+    """
+    temp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    create_new(temp, data, mode=mode, sync_dir=False)
+    try:
+        os.replace(temp, path)
+    except BaseException:
+        _remove_failed(temp)
+        raise
+    if sync_dir:
+        fsync_dir(path.parent)
+
+
+def sha256_file(path: Path, *, drop_cache: bool = False) -> str:
+    """The SHA-256 (hex) of a file read in `CHUNK` blocks; a link is refused (ELOOP).
+
+    With `drop_cache`, the file's pages are first dropped from the page cache
+    (they are clean once fsynced), so the bytes hashed are read back from the
+    device: how the export checks that the medium holds what was written.
+    """
+    digest = hashlib.sha256()
+    fd = os.open(path, READ_FLAGS)
+    try:
+        if drop_cache and hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        while chunk := os.read(fd, CHUNK):
+            digest.update(chunk)
+    finally:
+        os.close(fd)
+    return digest.hexdigest()
+
+
+class ThreadedSha256:
+    """A SHA-256 computed on a helper thread from copies the caller hands over.
+
+    hashlib releases the GIL while it hashes more than 2 KiB, so with a free
+    core the hash runs beside the caller's own work (decrypting, encrypting,
+    writing) instead of after it. The first `inline_bytes` are hashed by the
+    caller, so a small file never starts a thread. At most `depth` pieces
+    wait; `update()` blocks beyond that, so memory stays bounded.
+
+    `hexdigest()` (or `close()`, for a path that needs no result) waits until
+    everything handed over is hashed and ends the thread; call one of them on
+    every path, as `HashingReader` does with `with`.
+    """
+
+    def __init__(self, *, inline_bytes: int = CHUNK, depth: int = 4) -> None:
+        self._digest = hashlib.sha256()
+        self._inline_left = inline_bytes
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def _run(self) -> None:
+        while (piece := self._queue.get()) is not None:
+            self._digest.update(piece)
+
+    def update(self, data: bytes | bytearray | memoryview) -> None:
+        if self._closed:
+            raise ValueError("update of a finished hash")
+        if self._thread is None:
+            if len(data) <= self._inline_left:
+                self._inline_left -= len(data)
+                self._digest.update(data)
+                return
+            self._thread = threading.Thread(target=self._run, name="sha256", daemon=True)
+            self._thread.start()
+        # A copy: the caller may reuse its buffer as soon as this returns.
+        self._queue.put(bytes(data))
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            if self._thread is not None:
+                self._queue.put(None)
+                self._thread.join()
+
+    def hexdigest(self) -> str:
+        self.close()
+        return self._digest.hexdigest()
+
+
+def open_lock_file(path: Path) -> int:
+    """Open (creating it `FILE_MODE` if missing) a lock file; return the descriptor to flock.
+
+    Never through a link, never inherited by a child process.
+    """
+    return os.open(path, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
+
+
+@contextlib.contextmanager
+def flocked(path: Path, operation: int) -> Iterator[None]:
+    """Hold an flock on `path` (created 0600 if missing) for the block.
+
+    Raises:
+        BlockingIOError: `operation` includes LOCK_NB and the lock is held.
+    """
+    fd = open_lock_file(path)
+    try:
+        fcntl.flock(fd, operation)
+        yield
+    finally:
+        # Closing the descriptor releases the lock; so does the death of the
+        # process, which is why a killed worker never leaves a lock behind.
+        os.close(fd)

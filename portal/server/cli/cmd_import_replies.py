@@ -1,0 +1,41 @@
+"""`testimony-portal import-replies OUTBOX`: replies written offline, stored for the witnesses."""
+
+from __future__ import annotations
+
+import argparse
+
+from portal.core.exitstatus import ExitStatus
+from portal.server.cli.context import Context
+from portal.server.mailbox import MailboxError, ReplyStore, import_outbox
+from portal.server.store import StoreError, SubmissionStore
+
+
+def run(ctx: Context, args: argparse.Namespace) -> ExitStatus:
+    """Store the replies of an outbox written by `testimony-review reply`."""
+    config, outbox, stdout, stderr = ctx.config, args.outbox, ctx.stdout, ctx.stderr
+    if not outbox.is_dir():
+        print(
+            f"testimony-portal: no outbox folder at {outbox}: give the folder that "
+            "`testimony-review reply --out` wrote",
+            file=stderr,
+        )
+        return ExitStatus.ERROR
+    store = ReplyStore(config.data_dir)
+    try:
+        # The daily seal rewrites replies/ too: never import in the middle of it.
+        with SubmissionStore(config.data_dir).maintenance():
+            store.initialise()
+            result = import_outbox(store, outbox)
+            expired = store.purge_older_than(config.reply_days)
+    except (MailboxError, StoreError, OSError) as exc:
+        print(f"testimony-portal: import-replies: {exc}", file=stderr)
+        return ExitStatus.ERROR
+    for problem in result.rejected:
+        print(f"testimony-portal: NOT imported: {problem}", file=stderr)
+    print(
+        f"{result.added} reply(ies) imported, {result.already} already here, "
+        f"{len(result.rejected)} refused; {expired} older than PORTAL_REPLY_DAYS="
+        f"{config.reply_days} deleted",
+        file=stdout,
+    )
+    return ExitStatus.OK if not result.rejected else ExitStatus.ERROR

@@ -1,0 +1,445 @@
+"""The front proxy: nginx in front of gunicorn, started and supervised by `serve`.
+
+Why a proxy at all: a gunicorn worker thread owns a connection from its
+first byte, and gunicorn puts no deadline on a request's header block, so a
+few hundred clients that send half a request and go quiet (or send a byte
+every few seconds) hold every thread and lock every witness out. nginx holds
+such connections in one event loop for a few hundred bytes each, and drops a
+header block that has not arrived within `header_timeout` seconds in total.
+
+It is set up so that it never stores a request body: request buffering is
+off (the body streams through to gunicorn as it arrives), response
+buffering is off, and its temporary folders live in a private folder that
+is removed when the server stops. Its error log goes through the same
+redaction as ours (no time stamps, no client addresses, no request lines)
+and there is no access log. Its own error pages (400, 408, 413, 414, 431,
+501, 502...) are the portal's pages in the witness's language, rendered
+when the server starts, with the same security headers, and no response
+names the server software.
+
+`serve` runs nginx and gunicorn as two child processes and stops both when
+either ends, so `make run`, the Docker image and the tests share this one
+code path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import re
+import resource
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from flask import Flask
+
+from portal.core.exitstatus import ExitStatus
+from portal.server.appserver import render_page
+from portal.server.web.i18n import LANGUAGES
+from portal.server.web.security import STATIC_HEADERS
+
+log = logging.getLogger("nginx")
+
+# Files descriptors for each process: 1,000 hostile connections plus the
+# witnesses, twice over in nginx (client side and upstream side).
+WANTED_NOFILE = 16384
+NGINX_DIRS = (Path("/usr/sbin"), Path("/usr/local/sbin"), Path("/usr/local/nginx/sbin"))
+HEADERS_MORE = Path("/usr/lib/nginx/modules/ngx_http_headers_more_filter_module.so")
+INSTALL_HINT = (
+    "install it with `make system-deps` (Debian: apt-get install nginx "
+    "libnginx-mod-http-headers-more-filter), or run `testimony-portal serve --no-front` "
+    "for development only"
+)
+_PR_SET_PDEATHSIG = 1
+_MAX_SOCKET_PATH = 100
+_SHORT_TMP = "/tmp"  # noqa: S108 (a private folder made by mkdtemp, only for the socket)
+
+# Which of the portal's error pages stands for each status nginx answers
+# itself. The status code the client sees is nginx's; the page is ours.
+# 494 is nginx's name for "header block too large": it is sent as 431.
+# 404 (a request for the internal error folder), 405 (TRACE, CONNECT) and
+# 505 (a request line naming HTTP/2.0 or 9.9) would otherwise be nginx's own
+# pages: no security headers and the word "nginx" in the body. A version
+# nginx cannot parse is the client's mistake, so it is sent as 400.
+PAGE_FOR_STATUS = {
+    400: 400, 404: 404, 405: 405, 408: 400, 413: 413, 414: 400, 494: 400, 500: 500,
+    501: 400, 502: 503, 503: 503, 504: 503, 505: 400,
+}  # fmt: skip
+SENT_STATUS = {494: 431, 502: 503, 504: 503, 505: 400}
+
+
+class FrontError(Exception):
+    """The front proxy cannot run; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class FrontSettings:
+    host: str
+    port: int
+    header_timeout: float
+    body_timeout: float
+    max_body_bytes: int
+    nofile: int
+
+
+def raise_open_file_limit(wanted: int = WANTED_NOFILE) -> int:
+    """Raise this process's soft RLIMIT_NOFILE towards `wanted`; returns the new soft limit.
+
+    Children (nginx, gunicorn and its workers) inherit it.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        return target
+    return soft
+
+
+def find_nginx() -> Path:
+    found = shutil.which("nginx")
+    candidates = [Path(found)] if found else []
+    candidates += [d / "nginx" for d in NGINX_DIRS]
+    for path in candidates:
+        if path.is_file() and os.access(path, os.X_OK):
+            if not HEADERS_MORE.is_file():
+                raise FrontError(
+                    f"the nginx module {HEADERS_MORE.name} is missing (it removes the "
+                    f"Server header); {INSTALL_HINT}"
+                )
+            return path
+    raise FrontError(f"nginx is not installed (the portal runs behind it); {INSTALL_HINT}")
+
+
+def _listen(host: str, port: int) -> str:
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return f"{address} default_server backlog=4096"
+
+
+def _seconds(value: float) -> str:
+    return f"{max(1, int(round(value)))}s"
+
+
+def nginx_config(settings: FrontSettings, runtime: Path, upstream: Path) -> str:
+    """The nginx configuration: everything it does is in this one text."""
+    header_lines = "\n".join(
+        f'            add_header {name} "{value}" always;' for name, value in STATIC_HEADERS.items()
+    )
+    error_pages = "\n".join(
+        f"        error_page {status} "
+        + (f"={SENT_STATUS[status]} " if status in SENT_STATUS else "")
+        + f"/.portal-error/$portal_lang/$portal_method/{page}.html;"
+        for status, page in PAGE_FOR_STATUS.items()
+    )
+    temp = runtime / "temp"
+    # nginx started by root would run its workers as `nobody`, who cannot
+    # enter the private folder; the Docker image runs as an unprivileged user.
+    user = "user root root;\n" if os.geteuid() == 0 else ""
+    return f"""# Written by `testimony-portal serve` (portal/server/front.py) at each start.
+{user}daemon off;
+master_process on;
+worker_processes 1;
+worker_rlimit_nofile {settings.nofile};
+# On a stop, requests in flight get as long as gunicorn gives them.
+worker_shutdown_timeout 60s;
+pid {runtime}/nginx.pid;
+error_log stderr warn;
+load_module {HEADERS_MORE};
+
+events {{
+    worker_connections {max(1024, settings.nofile // 2)};
+}}
+
+http {{
+    # No access log; no server name or version in any header or page.
+    access_log off;
+    log_not_found off;
+    server_tokens off;
+    more_clear_headers Server;
+
+    types {{ text/html html; }}
+    default_type application/octet-stream;
+    charset utf-8;
+
+    # Never a request body on disk: bodies stream through (see
+    # proxy_request_buffering below) and these folders stay empty. They are
+    # private to this run and removed when the server stops.
+    client_body_in_file_only off;
+    client_body_temp_path {temp}/client_body;
+    proxy_temp_path {temp}/proxy;
+    fastcgi_temp_path {temp}/fastcgi;
+    uwsgi_temp_path {temp}/uwsgi;
+    scgi_temp_path {temp}/scgi;
+
+    # The whole header block must arrive within this time (it is not reset
+    # by each byte); a body may pause at most client_body_timeout between
+    # two reads, and the app drops one that moves too slowly overall.
+    client_header_timeout {_seconds(settings.header_timeout)};
+    client_header_buffer_size 1k;
+    large_client_header_buffers 4 8k;
+    client_body_timeout {_seconds(settings.body_timeout)};
+    client_body_buffer_size 64k;
+    client_max_body_size {settings.max_body_bytes};
+    send_timeout 60s;
+    keepalive_timeout 10s;
+    keepalive_requests 100;
+    reset_timedout_connection on;
+
+    map $uri $portal_lang {{
+        ~^/ko(/|$) ko;
+        ~^/zh(/|$) zh;
+        default en;
+    }}
+    map $request_method $portal_method {{
+        POST post;
+        default get;
+    }}
+
+    upstream portal {{
+        server unix:{upstream};
+    }}
+
+    server {{
+        listen {_listen(settings.host, settings.port)};
+        server_name _;
+
+{error_pages}
+
+        location ^~ /.portal-error/ {{
+            internal;
+            root {runtime}/pages;
+            etag off;
+            if_modified_since off;
+            more_clear_headers Last-Modified;
+{header_lines}
+            add_header Cache-Control "no-store" always;
+        }}
+
+        location / {{
+            proxy_pass http://portal;
+            proxy_http_version 1.1;
+            proxy_set_header Host $http_host;
+            proxy_set_header Connection close;
+            proxy_request_buffering off;
+            proxy_buffering off;
+            proxy_max_temp_file_size 0;
+            proxy_connect_timeout 10s;
+            proxy_send_timeout {_seconds(settings.body_timeout)};
+            # Committing a large upload (fsync) can take a while after its
+            # last byte.
+            proxy_read_timeout 300s;
+        }}
+    }}
+}}
+"""
+
+
+def write_error_pages(app: Flask, root: Path) -> None:
+    """Render the portal's own error pages for nginx: per language, for GET and POST."""
+    for lang in LANGUAGES:
+        for method in ("get", "post"):
+            folder = root / ".portal-error" / lang / method
+            folder.mkdir(parents=True, exist_ok=True)
+            for page in sorted(set(PAGE_FOR_STATUS.values())):
+                body = render_page(app, page, lang, method.upper())
+                (folder / f"{page}.html").write_text(body, "utf-8")
+
+
+def _die_with_parent() -> None:
+    # If the supervisor is killed outright, its children must not live on
+    # serving (or half-serving) witnesses.
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+_NGINX_LINE = re.compile(
+    r"^(?:\d{4}/\d\d/\d\d \d\d:\d\d:\d\d |nginx: )?\[(?P<level>\w+)\] (?:\d+#\d+: )?(?:\*\d+ )?"
+    r"(?P<message>.*)$"
+)
+_LEVELS = {
+    "emerg": logging.CRITICAL, "alert": logging.CRITICAL, "crit": logging.CRITICAL,
+    "error": logging.ERROR, "warn": logging.WARNING, "notice": logging.INFO,
+    "info": logging.INFO, "debug": logging.DEBUG,
+}  # fmt: skip
+
+
+def nginx_log_record(line: str) -> tuple[int, str]:
+    """nginx's error-log line as (level, message) without time, address or request.
+
+    nginx appends the client's address, the request line, the Host header
+    and the upstream after ", client: "; all of it is dropped. The rest still
+    goes through the portal's redaction when it is logged.
+    """
+    match = _NGINX_LINE.match(line.strip())
+    if not match:
+        return logging.WARNING, line.strip()[:200]
+    message = match.group("message").split(", client: ", 1)[0]
+    return _LEVELS.get(match.group("level"), logging.WARNING), message
+
+
+class Supervisor:
+    """Runs nginx and the gunicorn server side by side; both stop when either ends."""
+
+    def __init__(self, settings: FrontSettings, runtime: Path, stderr: IO[str]) -> None:
+        self.settings = settings
+        self.runtime = runtime
+        self.stderr = stderr
+        self.nginx: subprocess.Popen[bytes] | None = None
+        self.app: subprocess.Popen[bytes] | None = None
+        self._stopping = False
+        self._pending = b""
+
+    def run(self, nginx: Path, app_command: Sequence[str]) -> ExitStatus:
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, self._on_signal)
+        try:
+            self.nginx = subprocess.Popen(
+                [
+                    str(nginx),
+                    "-p",
+                    str(self.runtime),
+                    "-c",
+                    str(self.runtime / "nginx.conf"),
+                    "-e",
+                    "stderr",
+                ],  # fmt: skip
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                preexec_fn=_die_with_parent,  # noqa: PLW1509 (no threads run here yet)
+                # Its own process group, so that its workers can be stopped
+                # even if its master process died first.
+                process_group=0,
+            )
+            self._wait_for_nginx()
+            self.app = subprocess.Popen(
+                list(app_command), stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent
+            )
+            return self._watch()
+        finally:
+            self._stop_children()
+            self._drain_nginx_log(0)
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        self._stopping = True
+
+    def _wait_for_nginx(self) -> None:
+        # nginx writes its pid file only once it listens: a port held by
+        # another program (which would answer a probe) is told apart.
+        assert self.nginx is not None
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not self._stopping:
+            self._drain_nginx_log(0.05)
+            if self.nginx.poll() is not None:
+                self._drain_nginx_log(0)
+                raise FrontError(
+                    f"the front proxy (nginx) could not start on "
+                    f"{self.settings.host}:{self.settings.port}; see the nginx line above "
+                    "(is the port already in use?)"
+                )
+            if (self.runtime / "nginx.pid").exists():
+                return
+        raise FrontError("the front proxy (nginx) did not start listening within 15 s")
+
+    def _watch(self) -> ExitStatus:
+        assert self.nginx is not None and self.app is not None
+        pair = (
+            (self.app, "the app server", "the front proxy"),
+            (self.nginx, "the front proxy (nginx)", "the app server"),
+        )
+        while not self._stopping:
+            self._drain_nginx_log(0.5)
+            if self._stopping:
+                break
+            for process, name, other in pair:
+                if process.poll() is not None:
+                    print(
+                        f"testimony-portal: {name} stopped (exit status "
+                        f"{process.returncode}); stopping {other} too",
+                        file=self.stderr,
+                    )
+                    return ExitStatus.ERROR
+        return ExitStatus.OK
+
+    def _drain_nginx_log(self, timeout: float) -> None:
+        if self.nginx is None or self.nginx.stderr is None:
+            return
+        pipe = self.nginx.stderr
+        with contextlib.suppress(InterruptedError):
+            ready, _, _ = select.select([pipe], [], [], timeout)
+            if not ready:
+                return
+        data = os.read(pipe.fileno(), 65536)
+        if not data:
+            return
+        *lines, self._pending = (self._pending + data).split(b"\n")
+        for raw in lines:
+            if raw.strip():
+                level, message = nginx_log_record(raw.decode("utf-8", "replace"))
+                log.log(level, "%s", message)
+
+    def _stop_children(self) -> None:
+        children = [p for p in (self.app, self.nginx) if p is not None]
+        for process in children:
+            if process.poll() is None:
+                # SIGQUIT is nginx's graceful stop: it stops accepting and
+                # lets uploads in flight finish, as gunicorn does on SIGTERM.
+                process.send_signal(signal.SIGQUIT if process is self.nginx else signal.SIGTERM)
+        deadline = time.monotonic() + 75  # gunicorn's graceful timeout is 60 s
+        for process in children:
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if self.nginx is not None:
+            # nginx workers outlive a master that was killed outright.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.nginx.pid, signal.SIGKILL)
+
+
+def run_front(
+    app: Flask,
+    settings: FrontSettings,
+    app_command: Sequence[str],
+    stderr: IO[str],
+) -> ExitStatus:
+    """Serve through nginx: write its configuration and pages, run it and the app server."""
+    nginx = find_nginx()
+    runtime = Path(tempfile.mkdtemp(prefix="testimony-portal-"))
+    sockets = runtime
+    try:
+        for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
+            (runtime / "temp" / name).mkdir(parents=True, mode=0o700)
+        write_error_pages(app, runtime / "pages")
+        if len(str(runtime / "app.sock")) > _MAX_SOCKET_PATH:
+            # A Unix socket path has at most 107 bytes; TMPDIR can be deeper.
+            sockets = Path(tempfile.mkdtemp(prefix="tp-", dir=_SHORT_TMP))
+        upstream = sockets / "app.sock"
+        (runtime / "nginx.conf").write_text(nginx_config(settings, runtime, upstream), "utf-8")
+        command = [*app_command, "--unix-socket", str(upstream)]
+        return Supervisor(settings, runtime, stderr).run(nginx, command)
+    finally:
+        shutil.rmtree(runtime, ignore_errors=True)
+        if sockets != runtime:
+            shutil.rmtree(sockets, ignore_errors=True)
+
+
+def app_server_command(workers: int, threads: int, body_timeout: float) -> list[str]:
+    """The command that runs the gunicorn side, in this same Python environment."""
+    return [
+        sys.executable, "-m", "portal.server.cli", "serve", "--no-front",
+        "--workers", str(workers), "--threads", str(threads),
+        "--body-timeout", str(body_timeout),
+    ]  # fmt: skip

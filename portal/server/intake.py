@@ -1,0 +1,264 @@
+"""Turning one request's parts into an encrypted, committed submission.
+
+Each uploaded file is encrypted as its bytes arrive: Werkzeug's multipart
+parser calls `AttachmentSink.write()` chunk by chunk (the sink is returned by
+the request's stream factory), the sink hashes the plaintext and pushes it
+through an age `Writer` into a staging file. Plaintext exists only in memory,
+one chunk at a time. The manifest, with each attachment's name, type, size and
+SHA-256, is encrypted last, and then the store commits the whole directory.
+The manifest's format, its writer and its parser live in `portal.core.manifest`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import unicodedata
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, BinaryIO
+
+from portal.core.age import Recipient, Writer
+from portal.core.manifest import Attachment, build_manifest
+from portal.server.store import StagedFile, Staging, SubmissionStore
+
+# Names and types come from the witness's browser: keep them, but bounded,
+# so a hostile client cannot bloat the manifest. The reviewer tool makes
+# them safe for its file system; here they are only data.
+MAX_NAME_CHARS = 1024
+MAX_TYPE_CHARS = 255
+
+
+class IntakeError(Exception):
+    """A submission could not be stored; nothing of it was kept."""
+
+
+def _clean_text(value: str, limit: int) -> str:
+    # Control characters (NUL included) have no place in a file name or a
+    # MIME type; they are dropped, the rest kept as the witness sent it.
+    cleaned = "".join(ch for ch in value if unicodedata.category(ch) != "Cc")
+    return cleaned[:limit]
+
+
+class AttachmentSink:
+    """A write-only stream that encrypts and hashes one uploaded file.
+
+    Werkzeug's form parser writes each chunk as it arrives and calls
+    `seek(0)` when the part ends; that is when the ciphertext is finished
+    and fsynced.
+
+    The staging file is made at the first byte, not when the part starts: a
+    browser sends an empty, unnamed file part whenever the witness chose no
+    file, and such a part then costs no file, no key exchange and no fsync.
+    A named part is stored even when empty.
+    """
+
+    def __init__(
+        self,
+        create: Callable[[], tuple[str, StagedFile]],
+        name: str,
+        content_type: str,
+        recipients: Sequence[Recipient],
+    ) -> None:
+        self._create = create
+        self._recipients = recipients
+        self._staged: StagedFile | None = None
+        self._writer: Writer | None = None
+        self._sha256 = hashlib.sha256()
+        self._size = 0
+        self._relpath = ""
+        self._name = _clean_text(name, MAX_NAME_CHARS)
+        self._type = _clean_text(content_type, MAX_TYPE_CHARS) or "application/octet-stream"
+        self.finished = False
+        self.deleted = False
+
+    def _open(self) -> Writer:
+        if self._writer is None:
+            self._relpath, self._staged = self._create()
+            self._writer = Writer(self._staged, self._recipients)
+        return self._writer
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        if self.finished:
+            raise IntakeError("write to a finished attachment")
+        if not data:
+            return 0
+        self._sha256.update(data)
+        self._size += len(data)
+        self._open().write(data)
+        return len(data)
+
+    def finish(self) -> None:
+        if not self.finished:
+            if self._writer is not None or self._name:
+                self._open().close()
+                assert self._staged is not None
+                self._staged.finish()
+            self.finished = True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        # Werkzeug rewinds a file part once it is complete; there is nothing
+        # to read back, so this is where the part is sealed.
+        if offset != 0 or whence != 0:
+            raise OSError("attachment streams cannot seek")
+        self.finish()
+        return 0
+
+    def read(self, size: int = -1) -> bytes:
+        raise OSError("attachment streams are write-only: they hold ciphertext")
+
+    def readable(self) -> bool:
+        return False
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        # Closing does not finish a part: Werkzeug closes every file when the
+        # request ends, also after an error, and an unfinished part must not
+        # look complete. Submission.commit() finishes the parts it keeps.
+        pass
+
+    def delete(self) -> None:
+        """Remove this part's file: it will not be part of the submission."""
+        self.finish()
+        if self._staged is not None:
+            self._staged.path.unlink(missing_ok=True)
+        self.deleted = True
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def attachment(self) -> Attachment:
+        if not self.finished or self._staged is None:
+            raise IntakeError("attachment was not completely received")
+        return Attachment(
+            path=self._relpath,
+            name=self._name,
+            type=self._type,
+            size=self._size,
+            sha256=self._sha256.hexdigest(),
+        )
+
+
+class Submission:
+    """One witness's submission while it is being received."""
+
+    def __init__(self, store: SubmissionStore, recipients: Sequence[Recipient]) -> None:
+        self._store = store
+        self._recipients = recipients
+        self._staging: Staging | None = None
+        self._sinks: list[AttachmentSink] = []
+        self.committed_id: str | None = None
+        self.committed_attachments: list[Attachment] = []
+
+    def _ensure_staging(self) -> Staging:
+        if self._staging is None:
+            self._staging = self._store.begin()
+        return self._staging
+
+    def open_attachment(self, name: str, content_type: str) -> AttachmentSink:
+        sink = AttachmentSink(
+            lambda: self._ensure_staging().create_attachment(),
+            name,
+            content_type,
+            self._recipients,
+        )
+        self._sinks.append(sink)
+        return sink
+
+    def attachments(self) -> list[Attachment]:
+        """The attachments received so far, skipping empty unnamed parts.
+
+        Browsers send an empty, unnamed file part when the witness chose no
+        file; such a part is not an attachment.
+        """
+        kept = []
+        for sink in self._sinks:
+            if sink.deleted:
+                continue
+            sink.finish()
+            if sink.size == 0 and not sink.name:
+                sink.delete()
+                continue
+            kept.append(sink.attachment())
+        return kept
+
+    def commit(
+        self,
+        fields: Mapping[str, str],
+        language: str,
+        *,
+        reply_to: str | None = None,
+        questionnaire: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Encrypt the manifest, then durably commit everything; returns the id.
+
+        `reply_to` (the witness's own age recipient, from their receipt) is
+        written only inside the encrypted manifest. `questionnaire` is what
+        `Questionnaire.sealed()` returns: the exact questions the witness
+        saw, sealed with their answers.
+        """
+        try:
+            attachments = self.attachments()
+            staging = self._ensure_staging()
+            manifest = build_manifest(
+                staging.submission_id,
+                fields,
+                language,
+                attachments,
+                reply_to=reply_to,
+                questionnaire=questionnaire,
+            )
+            staged = staging.create_manifest()
+            writer = Writer(staged, self._recipients)
+            writer.write(manifest)
+            writer.close()
+            staged.finish()
+            self.committed_id = self._store.commit(staging)
+            self.committed_attachments = attachments
+        except BaseException:
+            self.discard()
+            raise
+        return self.committed_id
+
+    def discard(self) -> None:
+        if self._staging is not None and self.committed_id is None:
+            self._staging.discard()
+
+    @property
+    def file_count(self) -> int:
+        return len(self._sinks)
+
+
+def store_submission(
+    store: SubmissionStore,
+    recipients: Sequence[Recipient],
+    fields: Mapping[str, str],
+    files: Iterable[tuple[str, str, BinaryIO | bytes]],
+    language: str = "en",
+    *,
+    chunk_size: int = 64 * 1024,
+    reply_to: str | None = None,
+) -> str:
+    """Store a submission without the web layer (tools, tests, load generators)."""
+    submission = Submission(store, recipients)
+    try:
+        for name, content_type, content in files:
+            sink = submission.open_attachment(name, content_type)
+            if isinstance(content, bytes):
+                sink.write(content)
+            else:
+                while chunk := content.read(chunk_size):
+                    sink.write(chunk)
+            sink.finish()
+    except BaseException:
+        submission.discard()
+        raise
+    return submission.commit(fields, language, reply_to=reply_to)

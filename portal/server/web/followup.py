@@ -1,0 +1,161 @@
+"""The follow-up page: a receipt opens the replies and lets the witness send more.
+
+The receipt only ever travels in a POST body. Every receipt that passes the
+typo check is treated alike: its identity is derived, its mailbox read, and
+the same page drawn, "no replies yet" when there are none. A guessed
+receipt therefore gets exactly what a real one with no replies gets; the
+server cannot tell them apart and does not pretend to.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import Blueprint, Flask, current_app, render_template, request
+from werkzeug.exceptions import BadRequest
+
+from portal.core.age import X25519Identity
+from portal.core.receipt import Receipt, ReceiptError, parse_receipt
+from portal.server.config import Config, ConfigError
+from portal.server.intake import Submission
+from portal.server.mailbox import (
+    MailboxError,
+    ReceiptKeys,
+    Reply,
+    ReplyStore,
+    configured_cost,
+    ensure_salt,
+)
+from portal.server.web.admission import spend_rate_token
+from portal.server.web.extensions import portal_state
+from portal.server.web.forms import FollowupForm, ReceiptForm, ReplyDeleteForm
+from portal.server.web.onetime import AlreadyStored
+from portal.server.web.storing import store_once
+
+bp = Blueprint("followup", __name__)
+
+
+@dataclass
+class Conversation:
+    keys: ReceiptKeys
+    replies: ReplyStore
+
+
+def conversation() -> Conversation:
+    state: Conversation = current_app.extensions["portal.core.conversation"]
+    return state
+
+
+def init_app(app: Flask) -> None:
+    config: Config = app.extensions["portal"].config
+    try:
+        replies = ReplyStore(config.data_dir)
+        replies.initialise()
+        replies.purge_older_than(config.reply_days)
+        cost = configured_cost(config.receipt_kdf_ops, config.receipt_kdf_memory_kib)
+        keys = ReceiptKeys(ensure_salt(config.data_dir), cost, config.receipt_kdf_concurrency)
+    except MailboxError as exc:
+        # A damaged salt or an impossible cost: the operator must act.
+        raise ConfigError(str(exc)) from None
+    app.extensions["portal.core.conversation"] = Conversation(keys=keys, replies=replies)
+    app.register_blueprint(bp)
+
+
+def _spend_rate_budget() -> None:
+    """Every follow-up login and deletion spends the global rate budget.
+
+    Each one derives a key with argon2id, so a flood of them is a flood of
+    argon2id derivations: the same bucket that bounds submissions bounds them
+    (a typo'd receipt included, though it costs no derivation). Runs after
+    the CSRF check, so requests without the form's session spend nothing.
+    """
+    if request.endpoint in ("followup.mailbox", "followup.delete"):
+        spend_rate_token()
+
+
+bp.before_request(_spend_rate_budget)
+
+
+def _followup_form() -> FollowupForm:
+    state = portal_state()
+    return FollowupForm(max_chars=state.config.max_testimony_chars, signer=state.forms)
+
+
+def _login_page(form: ReceiptForm, status: int = 200) -> tuple[str, int]:
+    return render_template("followup_login.html", form=form), status
+
+
+def _checked_receipt(typed: str | None) -> Receipt:
+    try:
+        return parse_receipt(typed or "")
+    except ReceiptError:
+        raise BadRequest() from None
+
+
+def _mailbox_page(
+    receipt: Receipt, identity: X25519Identity, *, deleted: int | None = None
+) -> tuple[str, int]:
+    replies: list[Reply] = conversation().replies.read(identity)
+    return render_template(
+        "followup.html",
+        receipt=receipt.display(),
+        replies=replies,
+        deleted=deleted,
+        delete_form=ReplyDeleteForm(),
+        send_form=_followup_form().fresh(),
+    ), 200
+
+
+@bp.get("/followup", defaults={"lang": "en"})
+@bp.get("/<lang:lang>/followup")
+def form(lang: str) -> tuple[str, int]:
+    return _login_page(ReceiptForm())
+
+
+@bp.post("/followup", defaults={"lang": "en"})
+@bp.post("/<lang:lang>/followup")
+def mailbox(lang: str) -> tuple[str, int]:
+    form = ReceiptForm()
+    if not form.validate():
+        return _login_page(form, status=400)
+    receipt = parse_receipt(form.receipt.data or "")
+    return _mailbox_page(receipt, conversation().keys.derive(receipt))
+
+
+@bp.post("/followup/delete", defaults={"lang": "en"})
+@bp.post("/<lang:lang>/followup/delete")
+def delete(lang: str) -> tuple[str, int]:
+    form = ReplyDeleteForm()
+    if not form.validate():
+        raise BadRequest()
+    receipt = _checked_receipt(form.receipt.data)
+    identity = conversation().keys.derive(receipt)
+    deleted = conversation().replies.delete(identity, form.reply_ids())
+    return _mailbox_page(receipt, identity, deleted=deleted)
+
+
+@bp.post("/followup/send", defaults={"lang": "en"})
+@bp.post("/<lang:lang>/followup/send")
+def send(lang: str) -> tuple[str, int]:
+    form = _followup_form()
+    if not form.validate() or form.once is None:
+        # Files already streamed in are discarded when the request ends.
+        return render_template("followup_failed.html", form=form), 400
+    receipt = _checked_receipt(form.receipt.data)
+    testimony = form.testimony.data or ""
+
+    def commit(submission: Submission) -> None:
+        identity = conversation().keys.derive(receipt)
+        submission.commit({"testimony": testimony}, language=lang, reply_to=str(identity.recipient))
+
+    # One submission per form, as on the main form: a reload stores nothing.
+    stored = store_once(form.once, commit)
+    if isinstance(stored, AlreadyStored):
+        return render_template("received.html", receipt=None, followup=True), 200
+    return render_template(
+        "received.html",
+        receipt=None,
+        followup=True,
+        testimony_chars=len(testimony),
+        arrived=stored.submission.committed_attachments,
+    ), 200

@@ -1,0 +1,256 @@
+"""One submission per form: a signed one-time value in every form, and the ledger of used ones.
+
+Every form the portal draws carries a fresh random value, signed with the
+app's secret key and stamped with the time it was drawn. A POST of that form
+claims the value before anything is committed; a second POST of the same
+form (a reload of the "received" page, a double click, a replay) finds it
+claimed and is answered with the "received" page again, without storing
+anything. Forging a value needs the secret key, so one form token cannot be
+turned into more submissions.
+
+The ledger lives in anonymous shared memory created before gunicorn forks
+its workers, like the rate bucket: every worker sees every claim, and
+nothing of it is ever written to disk. It holds a keyed hash of each value
+(the key is random per start and exists only in memory), not the value
+itself, and each entry is dropped when its form's signature expires.
+
+What a repeated POST is shown is kept in the entry too (today nothing per
+submission; later a receipt), sealed with a key derived from the form's
+value, so only a request carrying that value can read it back.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import multiprocessing
+import os
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from itsdangerous import BadSignature, TimestampSigner
+
+from portal.server.locks import SharedLock
+
+# A form's value is valid as long as its CSRF token: a slow upload over Tor
+# may take hours. The ledger keeps each entry until then.
+FORM_LIFETIME = dt.timedelta(hours=12)
+_SALT = "portal.form-once"
+_NONCE_BYTES = 16
+
+KEY_SIZE = 16
+# Room for what the "received" page shows again (a receipt, later), sealed.
+PAGE_STATE_SIZE = 64
+_SEAL_OVERHEAD = 12 + 16  # ChaCha20-Poly1305 nonce and tag
+_SEALED_SIZE = 2 + PAGE_STATE_SIZE + _SEAL_OVERHEAD
+_SLOT_BYTES = KEY_SIZE + _SEALED_SIZE
+
+# Slot states. FREE is a tombstone: probes go on past it.
+NEVER, STORING, STORED, FREE = 0, 1, 2, 3
+
+
+class InvalidFormValue(Exception):
+    """The form's one-time value is missing, forged or expired."""
+
+
+@dataclass(frozen=True)
+class FormValue:
+    """A verified one-time value: what identifies the form, and until when."""
+
+    nonce: bytes
+    seconds_left: float
+
+
+class FormSigner:
+    def __init__(self, secret_key: bytes) -> None:
+        self._signer = TimestampSigner(secret_key, salt=_SALT)
+
+    def issue(self) -> str:
+        return self._signer.sign(secrets.token_urlsafe(_NONCE_BYTES)).decode("ascii")
+
+    def verify(self, value: str | None) -> FormValue:
+        lifetime = FORM_LIFETIME.total_seconds()
+        try:
+            nonce, stamp = self._signer.unsign(
+                (value or "").encode("ascii", "replace"),
+                max_age=int(lifetime),
+                return_timestamp=True,
+            )
+        except BadSignature:  # also covers an expired signature
+            raise InvalidFormValue("the form's one-time value is not valid") from None
+        left = stamp.timestamp() + lifetime - time.time()
+        return FormValue(nonce=bytes(nonce), seconds_left=max(0.0, left))
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """This request holds the form: it stores, then calls `complete` or `release`."""
+
+    key: bytes
+    page_key: bytes
+
+
+@dataclass(frozen=True)
+class AlreadyStored:
+    """The form was stored before; `page_state` is what its "received" page showed."""
+
+    page_state: bytes
+
+
+class StillStoring:
+    """Another request with this form is storing it right now."""
+
+
+ClaimResult = Claimed | AlreadyStored | StillStoring
+
+
+class FormLedger:
+    """The set of forms already used, in memory shared by every worker.
+
+    An open-addressing hash table (linear probing) of twice `capacity`
+    slots; a value's keyed hash picks where its probe starts. Released and
+    expired entries stay as tombstones until the table is rebuilt in place,
+    which happens when fewer than a quarter of the slots were never used.
+    `capacity` should cover every submission the rate limit lets through
+    in `FORM_LIFETIME`; if ever every slot holds a live entry, the one that
+    expires first is forgotten (that form could then be stored once more).
+    """
+
+    def __init__(
+        self,
+        capacity: int,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        alive: Callable[[int], bool] | None = None,
+    ) -> None:
+        self._size = max(4, 2 * capacity)
+        self._data = multiprocessing.RawArray("B", self._size * _SLOT_BYTES)
+        self._state = multiprocessing.RawArray("b", self._size)
+        self._owner = multiprocessing.RawArray("i", self._size)
+        self._expires = multiprocessing.RawArray("d", self._size)
+        self._used = multiprocessing.RawArray("q", 1)  # slots that are not NEVER
+        self._clock = clock
+        self._alive = alive or _process_alive
+        self._lock = SharedLock("portal-form-ledger")
+        # Random per start, memory only: the table never holds a form's value.
+        self._hash_key = secrets.token_bytes(32)
+
+    def claim(self, form: FormValue) -> ClaimResult:
+        key = hmac.new(self._hash_key, b"key" + form.nonce, hashlib.sha256).digest()[:KEY_SIZE]
+        page_key = hmac.new(self._hash_key, b"page" + form.nonce, hashlib.sha256).digest()
+        with self._lock:
+            now = self._clock()
+            slot = self._find(key, now)
+            if slot is not None:
+                if self._state[slot] == STORED:
+                    return AlreadyStored(_unseal(page_key, self._sealed(slot)))
+                return StillStoring()
+            self._put(key, STORING, os.getpid(), now + form.seconds_left + 60, b"", now)
+        return Claimed(key=key, page_key=page_key)
+
+    def complete(self, claim: Claimed, page_state: bytes = b"") -> None:
+        """Mark the form stored, keeping what its "received" page shows."""
+        sealed = _seal(claim.page_key, page_state)
+        with self._lock:
+            slot = self._find(claim.key, self._clock())
+            if slot is not None:
+                self._write(slot, claim.key, sealed)
+                self._state[slot] = STORED
+
+    def release(self, claim: Claimed) -> None:
+        """Forget a claim whose submission was not stored: the form may be sent again."""
+        with self._lock:
+            slot = self._find(claim.key, self._clock())
+            if slot is not None and self._state[slot] == STORING:
+                self._state[slot] = FREE
+
+    def _live(self, slot: int, now: float) -> bool:
+        state = self._state[slot]
+        if state in (NEVER, FREE) or self._expires[slot] <= now:
+            return False
+        # A worker killed while storing leaves its claim behind; it holds nothing.
+        return state == STORED or self._alive(self._owner[slot])
+
+    def _probe(self, key: bytes) -> Iterator[int]:
+        start = int.from_bytes(key[:8], "big") % self._size
+        for step in range(self._size):
+            yield (start + step) % self._size
+
+    def _find(self, key: bytes, now: float) -> int | None:
+        for slot in self._probe(key):
+            if self._state[slot] == NEVER:
+                return None
+            if self._live(slot, now) and self._key(slot) == key:
+                return slot
+        return None
+
+    def _put(self, key: bytes, state: int, owner: int, expires: float, sealed: bytes,
+             now: float) -> None:  # fmt: skip
+        if self._used[0] >= self._size * 3 // 4:
+            self._rebuild(now)
+        slot = next((s for s in self._probe(key) if not self._live(s, now)), None)
+        if slot is None:  # every slot live: forget the entry that expires first
+            slot = min(range(self._size), key=lambda s: self._expires[s])
+        if self._state[slot] == NEVER:
+            self._used[0] += 1
+        self._write(slot, key, sealed)
+        self._state[slot] = state
+        self._owner[slot] = owner
+        self._expires[slot] = expires
+
+    def _rebuild(self, now: float) -> None:
+        """Drop tombstones and expired entries: put the live ones back in place."""
+        live = [
+            (self._key(s), self._state[s], self._owner[s], self._expires[s], self._sealed(s))
+            for s in range(self._size)
+            if self._live(s, now)
+        ]
+        for slot in range(self._size):
+            self._state[slot] = NEVER
+        self._used[0] = 0
+        for key, state, owner, expires, sealed in live:
+            self._put(key, state, owner, expires, sealed, now)
+
+    def _key(self, slot: int) -> bytes:
+        start = slot * _SLOT_BYTES
+        return bytes(memoryview(self._data).cast("B")[start : start + KEY_SIZE])
+
+    def _sealed(self, slot: int) -> bytes:
+        start = slot * _SLOT_BYTES + KEY_SIZE
+        return bytes(memoryview(self._data).cast("B")[start : start + _SEALED_SIZE])
+
+    def _write(self, slot: int, key: bytes, sealed: bytes) -> None:
+        start = slot * _SLOT_BYTES
+        record = key + sealed.ljust(_SEALED_SIZE, b"\0")
+        memoryview(self._data).cast("B")[start : start + _SLOT_BYTES] = record
+
+
+def _seal(page_key: bytes, page_state: bytes) -> bytes:
+    if len(page_state) > PAGE_STATE_SIZE:
+        raise ValueError(f"page state is limited to {PAGE_STATE_SIZE} bytes")
+    padded = len(page_state).to_bytes(2, "big") + page_state.ljust(PAGE_STATE_SIZE, b"\0")
+    nonce = secrets.token_bytes(12)
+    return nonce + ChaCha20Poly1305(page_key).encrypt(nonce, padded, None)
+
+
+def _unseal(page_key: bytes, sealed: bytes) -> bytes:
+    try:
+        padded = ChaCha20Poly1305(page_key).decrypt(sealed[:12], sealed[12:], None)
+    except InvalidTag:
+        return b""  # completed before its page state was written: nothing to show
+    return padded[2 : 2 + int.from_bytes(padded[:2], "big")]
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
