@@ -74,6 +74,18 @@ run: server-deps $(RUN_STAMP) ## set up and start the portal on http://127.0.0.1
 	  echo "*** sits on this machine. Decrypt what you submit with:"; \
 	  echo "***   $(BIN)/testimony-review open $${PORTAL_DATA_DIR:-instance/data} --identity instance/demo-reviewer/identity.txt --out instance/opened --custody instance/demo-reviewer/custody.jsonl"; \
 	fi; \
+	if [ -z "$$PORTAL_REPLY_SIGNERS" ] && ! grep -q '^testimony-reply-signer-' keys/reply-signers.txt; then \
+	  if [ ! -s instance/demo-keys/reply-signers.txt ]; then \
+	    mkdir -p instance/demo-keys instance/demo-reviewer; chmod 700 instance/demo-reviewer; \
+	    $(BIN)/testimony-review keygen --signing --no-passphrase --out instance/demo-reviewer/reply-signing-key.txt \
+	      > instance/demo-keys/reply-signers.txt 2> instance/demo-reviewer/keygen-signing.log \
+	      || { cat instance/demo-reviewer/keygen-signing.log >&2; exit 1; }; \
+	  fi; \
+	  export PORTAL_REPLY_SIGNERS=instance/demo-keys/reply-signers.txt; \
+	  echo "*** DEMO REPLY SIGNING KEY: keys/reply-signers.txt lists no signer, so a throwaway demo"; \
+	  echo "*** signing key is in instance/demo-reviewer/reply-signing-key.txt (NOT for real replies)."; \
+	  echo "*** Sign replies with: $(BIN)/testimony-review reply ID --from instance/opened --message-file MSG --out OUTBOX --signing-key instance/demo-reviewer/reply-signing-key.txt"; \
+	fi; \
 	exec $(BIN)/testimony-portal serve
 
 # The age authors' TypeScript age (npm age-encryption), pinned by the committed

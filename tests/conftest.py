@@ -23,6 +23,7 @@ from portal.server.store import SubmissionStore
 from portal.testing.live import LiveServer, start_server
 from tests.support import (
     CHROMIUM_ARGS,
+    TEST_SIGNING_KEY,
     app_config,
     build_app,
     require_front,
@@ -171,6 +172,7 @@ def make_server(
     def factory(**options: Any) -> LiveServer:
         if options.get("front"):
             require_front()
+        options.setdefault("reply_signers", [str(TEST_SIGNING_KEY.public)])
         server = start_server(
             tmp_path / "server", str(identity.recipient), identity_file, **options
         )

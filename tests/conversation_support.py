@@ -100,7 +100,12 @@ def import_replies(data_dir: Path, outbox: Path, **env: str) -> tuple[int, str, 
     out, err = io.StringIO(), io.StringIO()
     status = portal_cli(
         ["import-replies", str(outbox)],
-        env={"PORTAL_DATA_DIR": str(data_dir), **env},
+        env={
+            "PORTAL_DATA_DIR": str(data_dir),
+            # Where start_server writes the signers it trusts (root/keys beside root/data).
+            "PORTAL_REPLY_SIGNERS": str(data_dir.parent / "keys" / "reply-signers.txt"),
+            **env,
+        },
         stdout=out,
         stderr=err,
     )

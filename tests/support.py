@@ -27,7 +27,13 @@ from typing import Any, BinaryIO, NoReturn
 import pytest
 from flask import Flask
 
+from portal.core.replysig import ReplySigningKey
 from portal.server.config import Config
+
+# The reply signing key of the tests (a fixed seed: only ever a test key).
+# Servers and apps built by the fixtures trust its public half; tests sign
+# replies with `signing_key_file()`.
+TEST_SIGNING_KEY = ReplySigningKey(bytes(range(32)))
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -119,15 +125,38 @@ def mounted_tmpfs(mountpoint: Path, options: str) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mountpoint)], check=False)
 
 
+def add_signed(
+    store: Any, mailbox: str, data: bytes, key: ReplySigningKey = TEST_SIGNING_KEY
+) -> bool:
+    """`ReplyStore.add` of a reply signed today with the tests' signing key."""
+    import datetime as dt
+
+    return bool(store.add(mailbox, data, key.sign(mailbox, data, dt.datetime.now(dt.UTC).date())))
+
+
+def signing_key_file(folder: Path, key: ReplySigningKey = TEST_SIGNING_KEY) -> Path:
+    """An unencrypted reply signing key file for `testimony-review reply --signing-key`."""
+    from portal.review.keys import signing_key_file_text
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "reply-signing-key.txt"
+    if not path.exists():
+        path.write_bytes(signing_key_file_text(key))
+        path.chmod(0o600)
+    return path
+
+
 def app_config(root: Path, recipient: str, **settings: Any) -> Config:
     """A configuration on `root` (keys/ and data/ inside) with no disk floor and no rate
     limit in the way; `settings` change any `Config` field."""
     keys = root / "keys"
     keys.mkdir(parents=True, exist_ok=True)
     (keys / "recipients.txt").write_text(f"{recipient}\n")
+    (keys / "reply-signers.txt").write_text(f"{TEST_SIGNING_KEY.public}\n")
     defaults: dict[str, Any] = {
         "data_dir": root / "data",
         "recipients_file": keys / "recipients.txt",
+        "reply_signers_file": keys / "reply-signers.txt",
         "secret_key": b"test secret key, not for production",
         "min_free_mb": 0,
         "rate_per_minute": 100_000,

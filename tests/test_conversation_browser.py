@@ -24,7 +24,7 @@ from portal.review.cli import ExitStatus
 from portal.testing.live import LiveServer
 from tests.conversation_support import export, import_replies
 from tests.review_support import open_args, review
-from tests.support import REPO, VIEWPORTS
+from tests.support import REPO, VIEWPORTS, signing_key_file
 
 pytestmark = pytest.mark.browser
 
@@ -89,7 +89,8 @@ def test_korean_witness_reads_a_reply_and_sends_more_without_javascript(
     outbox = tmp_path / "outbox"
     run = review(
         ["reply", first_id, "--from", out, "--message-file", message, "--out", outbox,
-         "--custody", custody]
+         "--custody", custody,
+         "--signing-key", signing_key_file(Path(str(custody)).parent / "signer")]
     )  # fmt: skip
     assert run.status == ExitStatus.OK, run.err
     assert import_replies(live_server.data_dir, outbox)[0] == 0
@@ -150,10 +151,12 @@ def test_follow_up_pages_have_no_accessibility_violations(
     from portal.core.conversation import mailbox_name
     from portal.server.mailbox import ReplyStore
     from tests.conversation_support import identity_of, receipt_of
+    from tests.support import TEST_SIGNING_KEY, add_signed
 
     receipt = receipt_of(live_server.client().submit("for the audit", [], lang).body)
     identity = identity_of(live_server, receipt)
-    ReplyStore(live_server.data_dir).add(
+    add_signed(
+        ReplyStore(live_server.data_dir, [TEST_SIGNING_KEY.public]),
         mailbox_name(str(identity.recipient)),
         encrypt("답장 回复 reply".encode(), [identity.recipient]),
     )

@@ -19,6 +19,7 @@ from tests.conversation_support import (
     send_followup,
 )
 from tests.review_support import open_args, review
+from tests.support import signing_key_file
 
 PHOTO = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 400
 DOCUMENT = b"%PDF-1.4\n" + b"second file " * 3000
@@ -52,7 +53,8 @@ def test_korean_witness_gets_a_reply_and_sends_more_in_one_thread(
     outbox.mkdir()
     run = review(
         ["reply", first_id, "--from", out, "--message-file", message, "--out", outbox,
-         "--custody", custody, "--reviewer", "Test Reviewer"]
+         "--custody", custody, "--reviewer", "Test Reviewer",
+         "--signing-key", signing_key_file(Path(str(custody)).parent / "signer")]
     )  # fmt: skip
     assert run.status == ExitStatus.OK, run.err
     entries = [json.loads(line) for line in custody.read_text().splitlines()]
@@ -100,7 +102,14 @@ def test_korean_witness_gets_a_reply_and_sends_more_in_one_thread(
     assert "그 수용소의 위치를" in section
     assert section.index("그 수용소의 위치를") < max(section.index(sid) for sid in ids)
     # The reply's custody entry and its copy do not disturb a later check.
-    run = review(["verify", out, "--custody", custody])
+    run = review(
+        [
+            "verify",
+            out,
+            "--custody",
+            custody,
+        ]
+    )
     assert run.status == ExitStatus.OK, run.err
 
 
@@ -125,7 +134,8 @@ def test_another_receipt_is_another_thread_and_sees_no_reply(
     outbox = tmp_path / "outbox"
     run = review(
         ["reply", by_text["account 0"][0], "--from", out, "--message-file", message,
-         "--out", outbox, "--custody", custody]
+         "--out", outbox, "--custody", custody,
+         "--signing-key", signing_key_file(Path(str(custody)).parent / "signer")]
     )  # fmt: skip
     assert run.status == 0, run.err
     assert import_replies(live_server.data_dir, outbox)[0] == 0

@@ -25,6 +25,7 @@ from tests.conversation_support import (
     send_followup,
 )
 from tests.review_support import open_args, review
+from tests.support import signing_key_file
 
 AGE_CONSTANTS = (b"age-encryption.org/v1\n", b"-> X25519 ", b"\n--- ")
 
@@ -35,6 +36,7 @@ def _files(*roots: Path) -> list[Path]:
         for root in roots
         for dirpath, _dirs, names in os.walk(root)
         for name in names
+        if name.endswith(".age")
     ]
 
 
@@ -129,7 +131,8 @@ def _reply_setup(live_server: LiveServer, tmp_path: Path) -> tuple[str, Path, Pa
     outbox = tmp_path / "outbox"
     run = review(
         ["reply", sid, "--from", out, "--message-file", message, "--out", outbox,
-         "--custody", custody]
+         "--custody", custody,
+         "--signing-key", signing_key_file(Path(str(custody)).parent / "signer")]
     )  # fmt: skip
     assert run.status == 0, run.err
     return receipt, outbox, out

@@ -28,6 +28,7 @@ from portal.server.mailbox import (
     ensure_salt,
 )
 from portal.testing.live import csrf_token, form_fields, post_form
+from tests.support import TEST_SIGNING_KEY, add_signed
 
 RECEIPT_RE = re.compile(r'id="receipt"[^>]*>([0-9 ]+)<')
 
@@ -102,10 +103,10 @@ def test_replies_are_shown_deleted_on_request_and_only_to_their_witness(
 ) -> None:
     receipt = _submit(client)
     identity = _keys(app).derive(parse_receipt(receipt))
-    store = ReplyStore(config.data_dir)
+    store = ReplyStore(config.data_dir, [TEST_SIGNING_KEY.public])
     text = "<b>답장</b> 回复"
-    assert store.add(
-        mailbox_name(str(identity.recipient)), encrypt(text.encode(), [identity.recipient])
+    assert add_signed(
+        store, mailbox_name(str(identity.recipient)), encrypt(text.encode(), [identity.recipient])
     )
     page = _followup(client, receipt, "zh").get_data(as_text=True)
     assert page.count('class="reply"') == 1
@@ -125,7 +126,7 @@ def test_replies_are_shown_deleted_on_request_and_only_to_their_witness(
     )
     assert deleted.status_code == 200
     assert 'class="reply"' not in deleted.get_data(as_text=True)
-    assert [p.name for p in planted.parent.iterdir()] == [planted.name]
+    assert [p.name for p in planted.parent.glob("*.age")] == [planted.name]
 
 
 def test_a_follow_up_is_an_independent_submission_carrying_the_same_recipient(

@@ -13,10 +13,11 @@ import pytest
 from portal.core.age import X25519Identity, encrypt
 from portal.core.conversation import mailbox_name
 from portal.server.mailbox import RESEAL_NEW, ReplyRejected, ReplyStore
+from tests.support import TEST_SIGNING_KEY, add_signed
 
 
 def _store(tmp_path: Path) -> ReplyStore:
-    store = ReplyStore(tmp_path)
+    store = ReplyStore(tmp_path, [TEST_SIGNING_KEY.public])
     store.initialise()
     return store
 
@@ -30,9 +31,9 @@ def test_add_is_idempotent_and_keeps_only_the_day(tmp_path: Path) -> None:
     witness = X25519Identity.generate()
     data = _reply(witness, "hello")
     box = mailbox_name(str(witness.recipient))
-    assert store.add(box, data) is True
-    assert store.add(box, data) is False
-    (path,) = (store.root / box).iterdir()
+    assert add_signed(store, box, data) is True
+    assert add_signed(store, box, data) is False
+    (path,) = (store.root / box).glob("*.age")
     assert path.read_bytes() == data and path.stat().st_mtime % 86400 == 0
     assert (store.root / box).stat().st_mtime % 86400 == 0
     assert [r.text for r in store.read(witness)] == ["hello"]
@@ -42,7 +43,7 @@ def test_add_is_idempotent_and_keeps_only_the_day(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", ["", "../x", "A" * 64, "0" * 63])
 def test_a_bad_mailbox_name_is_refused(tmp_path: Path, name: str) -> None:
     with pytest.raises(ReplyRejected):
-        _store(tmp_path).add(name, _reply(X25519Identity.generate(), "x"))
+        add_signed(_store(tmp_path), name, _reply(X25519Identity.generate(), "x"))
 
 
 def test_reseal_rewrites_every_reply_into_fresh_files_and_drops_expired_ones(
@@ -51,9 +52,9 @@ def test_reseal_rewrites_every_reply_into_fresh_files_and_drops_expired_ones(
     store = _store(tmp_path)
     witnesses = [X25519Identity.generate() for _ in range(3)]
     for n, witness in enumerate(witnesses):
-        store.add(mailbox_name(str(witness.recipient)), _reply(witness, f"reply {n}"))
-        store.add(mailbox_name(str(witness.recipient)), _reply(witness, f"second {n}"))
-    expired = next((store.root / mailbox_name(str(witnesses[2].recipient))).iterdir())
+        add_signed(store, mailbox_name(str(witness.recipient)), _reply(witness, f"reply {n}"))
+        add_signed(store, mailbox_name(str(witness.recipient)), _reply(witness, f"second {n}"))
+    expired = next((store.root / mailbox_name(str(witnesses[2].recipient))).glob("*.age"))
     old = (dt.datetime.now(dt.UTC) - dt.timedelta(days=40)).timestamp()
     os.utime(expired, (old, old))
     before = {p.name: (p.stat().st_ino, p.read_bytes()) for p in store.root.rglob("*.age")}
@@ -78,7 +79,7 @@ def test_reseal_rewrites_every_reply_into_fresh_files_and_drops_expired_ones(
 def test_a_reseal_cut_off_before_its_swap_is_finished_at_the_next_start(tmp_path: Path) -> None:
     store = _store(tmp_path)
     witness = X25519Identity.generate()
-    store.add(mailbox_name(str(witness.recipient)), _reply(witness, "kept"))
+    add_signed(store, mailbox_name(str(witness.recipient)), _reply(witness, "kept"))
     # As if the process died between the two renames of the swap.
     store.root.rename(tmp_path / RESEAL_NEW)
     _store(tmp_path)
@@ -110,7 +111,7 @@ def test_the_seal_command_also_rewrites_the_replies(tmp_path: Path) -> None:
     SubmissionStore(tmp_path).initialise()
     store = _store(tmp_path)
     witness = X25519Identity.generate()
-    store.add(mailbox_name(str(witness.recipient)), _reply(witness, "kept"))
+    add_signed(store, mailbox_name(str(witness.recipient)), _reply(witness, "kept"))
     (before,) = store.root.rglob("*.age")
     inode = before.stat().st_ino
     out = io.StringIO()

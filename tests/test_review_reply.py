@@ -13,6 +13,7 @@ from portal.core.conversation import mailbox_name, thread_id
 from portal.core.manifest import ManifestError, build_manifest, parse_manifest
 from portal.review.cli import ExitStatus
 from tests.review_support import craft, make_store, open_args, review, write_identity
+from tests.support import signing_key_file
 
 
 def _opened(tmp_path: Path, reply_to: str | None) -> tuple[Path, str, Path]:
@@ -42,7 +43,8 @@ def _opened(tmp_path: Path, reply_to: str | None) -> tuple[Path, str, Path]:
 def _reply(out: Path, sid: str, message: Path, outbox: Path, custody: Path):  # type: ignore[no-untyped-def]
     return review(
         ["reply", sid, "--from", out, "--message-file", message, "--out", outbox,
-         "--custody", custody, "--reviewer", "Test Reviewer"]
+         "--custody", custody, "--reviewer", "Test Reviewer",
+         "--signing-key", signing_key_file(Path(str(custody)).parent / "signer")]
     )  # fmt: skip
 
 
@@ -60,14 +62,15 @@ def test_a_reply_opens_with_the_stock_age_cli_and_only_with_the_witness_key(
     for _ in range(2):
         run = _reply(out, sid, message, outbox, custody)
         assert run.status == ExitStatus.OK, run.err
-    files = sorted((outbox / mailbox_name(str(witness.recipient))).iterdir())
+    files = sorted((outbox / mailbox_name(str(witness.recipient))).glob("*.age"))
     assert len(files) == 2 and files[0].read_bytes() != files[1].read_bytes()
     key = tmp_path / "witness.txt"
     key.write_text(f"{witness}\n")
     plain = subprocess.run(
         ["age", "-d", "-i", str(key), str(files[0])], capture_output=True, check=True, timeout=60
     ).stdout
-    assert plain.decode("utf-8") == text
+    # Padded with NUL bytes to its size bucket (1 KiB for a short message).
+    assert len(plain) == 1024 and plain.rstrip(b"\0").decode("utf-8") == text
     with pytest.raises(Exception):
         decrypt(files[0].read_bytes(), [X25519Identity.generate()])
     with pytest.raises(Exception):  # the organisation's key does not open it either

@@ -29,6 +29,7 @@ from portal.core.age import (
     parse_identities,
 )
 from portal.core.fsio import FILE_MODE, create_new
+from portal.core.replysig import ReplySigningKey, SignatureError
 
 # age's own default for `age -p`: about a second of work and 256 MiB of
 # memory per guess on a laptop, which is what makes a stolen file slow to
@@ -128,3 +129,28 @@ def load_identities(paths: Sequence[Path], passphrase: PassphraseSource) -> list
             )
         identities.extend(found)
     return identities
+
+
+def signing_key_file_text(key: ReplySigningKey) -> bytes:
+    """The text of a reply signing key file: a date, the public half, the private key."""
+    today = dt.datetime.now(dt.UTC).date().isoformat()
+    return (
+        f"# testimony-review reply signing key, created: {today}\n"
+        f"# public key (for PORTAL_REPLY_SIGNERS): {key.public}\n{key.secret_line()}\n"
+    ).encode("ascii")
+
+
+def load_signing_key(path: Path, passphrase: PassphraseSource) -> ReplySigningKey:
+    """The reply signing key in a file `keygen --signing` wrote.
+
+    Raises:
+        KeyFileError: unreadable, wrong passphrase, or not a signing key file.
+    """
+    text = read_identity_text(path, passphrase)
+    try:
+        return ReplySigningKey.parse_file_text(text.decode("utf-8"))
+    except (UnicodeDecodeError, SignatureError) as exc:
+        raise KeyFileError(
+            f"{path} is not a reply signing key ({exc}); give the file "
+            "`testimony-review keygen --signing` wrote"
+        ) from None

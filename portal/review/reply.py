@@ -5,7 +5,11 @@ checks the opened submission again, takes the witness's recipient from its
 manifest (`reply_to`), encrypts the message to that recipient only, and
 writes `OUTBOX/<mailbox>/<hash>.age` for the drive that goes to the server.
 The server can store and serve that file but never read it; only the
-witness's receipt opens it.
+witness's receipt opens it. Beside it goes `<hash>.sig`, a signature by the
+organisation's offline signing key (`keygen --signing`) over the mailbox,
+the ciphertext's hash and the day: the server stores and shows only replies
+signed so. The plaintext is padded with NUL bytes to a size bucket (1 KiB,
+then each power of two), so the file's size says little about the message.
 
 A copy of what was sent (the text, the date, the ciphertext's hash) stays in
 `OPENED_DIR/replies/`, so the overview page shows each conversation with the
@@ -23,6 +27,7 @@ from portal.core.age import X25519Recipient, encrypt
 from portal.core.conversation import mailbox_name
 from portal.core.fsio import DIR_MODE, create_new
 from portal.core.layout import is_valid_id
+from portal.core.replysig import SIGNATURE_SUFFIX, ReplySigningKey
 from portal.review.outcomes import OpenFailure
 from portal.review.recheck import check_opened_files
 from portal.review.record import SENT_REPLIES_DIR, RecordError, ReplyCopy, require_record
@@ -30,6 +35,16 @@ from portal.review.record import SENT_REPLIES_DIR, RecordError, ReplyCopy, requi
 # The server refuses reply files over 256 KiB; a message this long in any
 # script stays well under that once encrypted.
 MAX_MESSAGE_BYTES = 64 * 1024
+MIN_REPLY_BUCKET = 1024
+
+
+def padded_reply(text: str) -> bytes:
+    """The reply's plaintext: its UTF-8 text and NUL bytes up to the size bucket."""
+    data = text.encode("utf-8")
+    bucket = MIN_REPLY_BUCKET
+    while bucket < len(data):
+        bucket *= 2
+    return data + b"\x00" * (bucket - len(data))
 
 
 class ReplyError(Exception):
@@ -70,6 +85,8 @@ def read_message(path: Path) -> str:
         raise ReplyError(f"{path} is not UTF-8 text; save it as UTF-8 and run again") from None
     if not text.strip():
         raise ReplyError(f"{path} is empty; write the reply in it first")
+    if "\x00" in text:
+        raise ReplyError(f"{path} holds NUL characters; save it as plain UTF-8 text")
     return text
 
 
@@ -79,15 +96,23 @@ def write_reply(
     message: str,
     outbox: Path,
     *,
+    signing_key: ReplySigningKey | None = None,
     today: dt.date | None = None,
 ) -> SentReply:
-    """Encrypt `message` to the witness of one opened submission and put it in the outbox.
+    """Encrypt `message` to the witness of one opened submission, sign it, put it in the outbox.
+
+    `signing_key` is required: the server refuses an unsigned reply.
 
     Raises:
         ReplyError: the submission is not opened here, has changed since, or
             carries no reply recipient.
         OpenFailure: the opened files no longer match their record.
     """
+    if signing_key is None:
+        raise ReplyError(
+            "a reply must be signed with the organisation's reply signing key: give "
+            "--signing-key FILE (made once with `testimony-review keygen --signing`)"
+        )
     if not is_valid_id(submission_id):
         raise ReplyError(f"{submission_id!r} is not a submission id")
     folder = opened_dir / submission_id
@@ -104,15 +129,18 @@ def write_reply(
             "no way to reply to its witness. Nothing was written"
         )
     recipient = X25519Recipient.parse(manifest.reply_to)
-    ciphertext = encrypt(message.encode("utf-8"), [recipient])
+    ciphertext = encrypt(padded_reply(message), [recipient])
     digest = hashlib.sha256(ciphertext).hexdigest()
     mailbox = mailbox_name(manifest.reply_to)
     box = outbox / mailbox
     box.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
     target = box / f"{digest[:32]}.age"
+    day = today or dt.datetime.now(dt.UTC).date()
+    # The signature first: a reply file is never in the outbox without it.
+    create_new(target.with_suffix(SIGNATURE_SUFFIX), signing_key.sign(mailbox, ciphertext, day))
     create_new(target, ciphertext)
 
-    sent = (today or dt.datetime.now(dt.UTC).date()).isoformat()
+    sent = day.isoformat()
     copies = opened_dir / SENT_REPLIES_DIR
     copies.mkdir(mode=DIR_MODE, exist_ok=True)
     copy = ReplyCopy(submission_id, manifest.thread, sent, message, digest)

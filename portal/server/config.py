@@ -26,6 +26,7 @@ from portal.core.age import (
 )
 from portal.core.layout import STAGING_DIR, SUBMISSIONS_DIR
 from portal.core.questionnaire import Questionnaire
+from portal.core.replysig import ReplySigner, SignatureError, contains_signing_key, parse_signers
 
 
 class ConfigError(Exception):
@@ -59,13 +60,15 @@ def _random_secret() -> bytes:
 class Config:
     """Every setting, each with its one default (README.md's configuration table).
 
-    `from_env` reads `PORTAL_<FIELD>` (PORTAL_RECIPIENTS and
-    PORTAL_QUESTIONNAIRE for the two file fields) and falls back to these
+    `from_env` reads `PORTAL_<FIELD>` (PORTAL_RECIPIENTS, PORTAL_REPLY_SIGNERS
+    and PORTAL_QUESTIONNAIRE for the three file fields) and falls back to these
     defaults; tests/test_config_defaults.py holds the README to them.
     """
 
     data_dir: Path = Path("instance/data")
     recipients_file: Path = Path("keys/recipients.txt")
+    # The public halves of the organisation's reply signing keys (issue 21).
+    reply_signers_file: Path = Path("keys/reply-signers.txt")
     secret_key: bytes = field(repr=False, default_factory=_random_secret)
     max_upload_mb: int = 2048
     max_files: int = 100
@@ -104,6 +107,7 @@ class Config:
         return cls(
             data_dir=Path(env.get("PORTAL_DATA_DIR", cls.data_dir)),
             recipients_file=Path(env.get("PORTAL_RECIPIENTS", cls.recipients_file)),
+            reply_signers_file=Path(env.get("PORTAL_REPLY_SIGNERS", cls.reply_signers_file)),
             secret_key=secret.encode() if secret else _random_secret(),
             max_upload_mb=_positive_int(env, "PORTAL_MAX_UPLOAD_MB", cls.max_upload_mb),
             max_files=_positive_int(env, "PORTAL_MAX_FILES", cls.max_files),
@@ -204,7 +208,7 @@ def _seal_time(raw: str) -> tuple[int, int] | None:
     return int(match.group(1)), int(match.group(2))
 
 
-def find_private_keys(recipients_file: Path) -> list[Path]:
+def find_private_keys(keys_file: Path) -> list[Path]:
     """Files in the recipients' folder that hold an age private key.
 
     The server can only encrypt: a private key anywhere it reads keys from
@@ -215,10 +219,10 @@ def find_private_keys(recipients_file: Path) -> list[Path]:
     mentions the prefix, like the comment in the shipped recipients file.
     """
     found = []
-    folder = recipients_file.parent if recipients_file.parent != Path("") else Path(".")
-    candidates = [recipients_file] if recipients_file.exists() else []
+    folder = keys_file.parent if keys_file.parent != Path("") else Path(".")
+    candidates = [keys_file] if keys_file.exists() else []
     if folder.is_dir():
-        candidates += [p for p in sorted(folder.iterdir()) if p != recipients_file]
+        candidates += [p for p in sorted(folder.iterdir()) if p != keys_file]
     for path in candidates:
         try:
             if not path.is_file() or path.stat().st_size >= _KEY_SCAN_LIMIT:
@@ -226,7 +230,11 @@ def find_private_keys(recipients_file: Path) -> list[Path]:
             data = path.read_bytes()
         except OSError:
             continue
-        if contains_secret_key(data) or looks_encrypted_identity(data):
+        if (
+            contains_secret_key(data)
+            or looks_encrypted_identity(data)
+            or contains_signing_key(data)
+        ):
             found.append(path)
     return found
 
@@ -241,14 +249,7 @@ def load_recipients(recipients_file: Path) -> list[PublicKey]:
         "run `testimony-review keygen --out reviewer-identity.age` on the air-gapped "
         f"reviewer machine and copy the `age1...` line it prints into {recipients_file}"
     )
-    private = find_private_keys(recipients_file)
-    if private:
-        names = ", ".join(str(p) for p in private)
-        raise ConfigError(
-            f"refusing to start: private key material found in {names}. The server must "
-            "hold public keys only. Move that file to the offline reviewer machine (and "
-            "treat the key as exposed if this server was ever online with it)."
-        )
+    _refuse_private_keys(recipients_file)
     try:
         text = recipients_file.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -271,6 +272,45 @@ def load_recipients(recipients_file: Path) -> list[PublicKey]:
     if not recipients:
         raise ConfigError(f"no recipients in {recipients_file}: {keygen_hint}")
     return recipients
+
+
+def _refuse_private_keys(keys_file: Path) -> None:
+    private = find_private_keys(keys_file)
+    if private:
+        names = ", ".join(str(p) for p in private)
+        raise ConfigError(
+            f"refusing to start: private key material found in {names}. The server must "
+            "hold public keys only. Move that file to the offline reviewer machine (and "
+            "treat the key as exposed if this server was ever online with it)."
+        )
+
+
+def load_reply_signers(signers_file: Path) -> list[ReplySigner]:
+    """The public halves of the reply signing keys; none when the file does not exist.
+
+    With no signers the server still runs, but it stores and shows no
+    replies (`check` says so): a reply nobody can vouch for could be a
+    forgery asking the witness to give themselves away.
+
+    Raises:
+        ConfigError: a private key beside it, or a line that is not a signer.
+    """
+    _refuse_private_keys(signers_file)
+    try:
+        text = signers_file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"cannot read the reply signers file {signers_file} (PORTAL_REPLY_SIGNERS): {exc}"
+        ) from None
+    try:
+        return parse_signers(text)
+    except SignatureError as exc:
+        raise ConfigError(
+            f"{signers_file} (PORTAL_REPLY_SIGNERS) {exc}: it must list the lines "
+            "`testimony-review keygen --signing` prints, one a line"
+        ) from None
 
 
 def describe_protection(recipients: list[PublicKey]) -> tuple[bool, str]:

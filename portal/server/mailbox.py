@@ -8,6 +8,15 @@ where `<mailbox>` is a hash of the recipient (see `portal.core.conversation`).
 
 Nothing derived from a receipt is written at submission time: a mailbox
 folder exists only once the organisation has imported a reply to it.
+
+Every reply carries a signature by the organisation's offline signing key
+(`portal.core.replysig`, a `<name>.sig` beside `<name>.age`). It is checked
+before a reply is stored and again before one is shown: a file planted in
+the data folder, or an outbox written by someone who is not a reviewer,
+never reaches a witness. A reply the witness deleted leaves a tombstone
+(`<name>.deleted`, empty) so that importing the same outbox again does not
+bring it back; a reply signed more than `PORTAL_REPLY_DAYS` ago is refused,
+so an old outbox cannot outlive its tombstones.
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ import random
 import re
 import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +42,13 @@ from portal.core.conversation import is_mailbox_name, mailbox_name
 from portal.core.fsio import DIR_MODE, create_new, fsync_dir
 from portal.core.layout import SECONDS_PER_DAY, day_date, day_floor, day_timestamp
 from portal.core.receipt import Receipt
+from portal.core.replysig import (
+    MAX_SIGNATURE_FILE,
+    SIGNATURE_SUFFIX,
+    ReplySigner,
+    SignatureError,
+    check_signature,
+)
 
 SALT_NAME = "receipt-salt"
 REPLIES_DIR = "replies"
@@ -41,6 +57,8 @@ RESEAL_NEW = ".replies-new"
 RESEAL_OLD = ".replies-old"
 _KDF_LABEL = b"testimony-portal/receipt-identity/1"
 _REPLY_RE = re.compile(r"[0-9a-f]{32}\.age")
+_TOMBSTONE_RE = re.compile(r"[0-9a-f]{32}\.deleted")
+TOMBSTONE_SUFFIX = ".deleted"
 # A reply is a short text; anything near this size is not one.
 MAX_REPLY_BYTES = 256 * 1024
 
@@ -152,6 +170,18 @@ class Reply:
     received: str
 
 
+def _read_signature(path: Path) -> bytes:
+    """A signature file's bytes, never through a link, never more than a signature's size."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with open(fd, "rb") as handle:
+        return handle.read(MAX_SIGNATURE_FILE + 1)
+
+
+def reply_text(plaintext: bytes) -> str:
+    """A reply's text: the reviewer pads it with NUL bytes to its size bucket (issue 21)."""
+    return plaintext.rstrip(b"\x00").decode("utf-8")
+
+
 def check_reply_file(data: bytes) -> None:
     """A reply must be a binary age file for exactly one X25519 recipient.
 
@@ -180,8 +210,12 @@ class ReplyStore:
     of its ciphertext, so importing the same outbox twice stores nothing new.
     """
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(
+        self, data_dir: Path, signers: Sequence[ReplySigner] = (), *, reply_days: int = 90
+    ) -> None:
         self.root = Path(data_dir) / REPLIES_DIR
+        self.signers = tuple(signers)
+        self.reply_days = reply_days
 
     def initialise(self) -> None:
         self._recover_reseal()
@@ -195,26 +229,34 @@ class ReplyStore:
             raise ReplyRejected(f"not a mailbox name: {mailbox[:80]!r}")
         return self.root / mailbox
 
-    def _entries(self, mailbox: str) -> Iterator[Path]:
+    def _entries(self, mailbox: str, *, tombstones: bool = False) -> Iterator[Path]:
         folder = self._mailbox_dir(mailbox)
         if folder.is_symlink() or not folder.is_dir():
             return
         for entry in sorted(os.scandir(folder), key=lambda e: e.name):
-            if _REPLY_RE.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+            wanted = _REPLY_RE.fullmatch(entry.name) or (
+                tombstones and _TOMBSTONE_RE.fullmatch(entry.name)
+            )
+            if wanted and entry.is_file(follow_symlinks=False):
                 yield Path(entry.path)
 
     def read(self, identity: X25519Identity) -> list[Reply]:
         """The replies waiting for `identity`, decrypted in memory, oldest first.
 
-        A file that does not decrypt with this identity (damaged, or planted)
-        is skipped: the witness sees only what was really written to them.
+        A file without a valid signature by one of the reply signers, or that
+        does not decrypt with this identity (damaged, or planted), is
+        skipped: the witness sees only what the organisation wrote to them.
         """
         replies = []
-        for path in self._entries(mailbox_name(str(identity.recipient))):
+        mailbox = mailbox_name(str(identity.recipient))
+        for path in self._entries(mailbox):
             try:
                 stamp = path.stat().st_mtime
-                text = decrypt(path.read_bytes(), [identity]).decode("utf-8")
-            except (OSError, AgeError, UnicodeDecodeError):
+                data = path.read_bytes()
+                signature = _read_signature(path.with_suffix(SIGNATURE_SUFFIX))
+                check_signature(signature, mailbox, data, self.signers)
+                text = reply_text(decrypt(data, [identity]))
+            except (OSError, AgeError, UnicodeDecodeError, SignatureError):
                 continue
             replies.append(Reply(id=path.stem, text=text, received=day_date(stamp)))
         replies.sort(key=lambda r: (r.received, r.id))
@@ -225,10 +267,18 @@ class ReplyStore:
         mailbox = mailbox_name(str(identity.recipient))
         wanted = {f"{i}.age" for i in reply_ids}
         removed = 0
+        stamp = day_timestamp()
         for path in list(self._entries(mailbox)):
             if path.name in wanted:
+                # The tombstone first: an outbox imported again must not
+                # bring back what the witness deleted.
+                tombstone = path.with_suffix(TOMBSTONE_SUFFIX)
+                with contextlib.suppress(FileExistsError):
+                    create_new(tombstone, b"", sync_dir=False)
+                os.utime(tombstone, (stamp, stamp))
                 # missing_ok: the daily reseal may have just swapped the folder.
                 path.unlink(missing_ok=True)
+                path.with_suffix(SIGNATURE_SUFFIX).unlink(missing_ok=True)
                 removed += 1
         if removed:
             self._tidy(mailbox)
@@ -244,22 +294,42 @@ class ReplyStore:
                 os.utime(path, (stamp, stamp))
                 fsync_dir(path)
 
-    def add(self, mailbox: str, data: bytes) -> bool:
-        """Store one reply durably; False if it was already there (idempotent)."""
+    def add(self, mailbox: str, data: bytes, signature: bytes | None) -> bool:
+        """Store one signed reply durably; False if it was already there or was deleted.
+
+        Raises:
+            ReplyRejected: not a reply file, not signed by a reply signer for
+                this mailbox, or signed too long ago.
+        """
         check_reply_file(data)
+        if signature is None:
+            raise ReplyRejected(
+                "no signature file beside it: not written by `testimony-review reply --signing-key`"
+            )
+        try:
+            written = check_signature(signature, mailbox, data, self.signers)
+        except SignatureError as exc:
+            raise ReplyRejected(f"not signed by the organisation: {exc}") from None
+        today = dt.datetime.now(dt.UTC).date()
+        if (today - written).days > self.reply_days:
+            raise ReplyRejected(
+                f"signed on {written}, more than PORTAL_REPLY_DAYS={self.reply_days} days ago"
+            )
         folder = self._mailbox_dir(mailbox)
         name = hashlib.sha256(data).hexdigest()[:32] + ".age"
         target = folder / name
-        if target.exists():
+        if target.exists() or target.with_suffix(TOMBSTONE_SUFFIX).exists():
             return False
         folder.mkdir(mode=DIR_MODE, exist_ok=True)
-        temp = folder / f".{name}.tmp"
-        with contextlib.suppress(FileNotFoundError):
-            temp.unlink()
-        create_new(temp, data, sync_dir=False)
         stamp = day_timestamp()
-        os.utime(temp, (stamp, stamp))
-        os.rename(temp, target)
+        # The signature lands first, so a reply is never in place without it.
+        for final, content in ((target.with_suffix(SIGNATURE_SUFFIX), signature), (target, data)):
+            temp = folder / f".{final.name}.tmp"
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
+            create_new(temp, content, sync_dir=False)
+            os.utime(temp, (stamp, stamp))
+            os.rename(temp, final)
         for path in (folder, self.root):
             fsync_dir(path)
             os.utime(path, (stamp, stamp))
@@ -311,7 +381,7 @@ class ReplyStore:
         mailboxes = self.mailboxes()
         rng.shuffle(mailboxes)
         for mailbox in mailboxes:
-            entries = [(p, p.stat().st_mtime) for p in self._entries(mailbox)]
+            entries = [(p, p.stat().st_mtime) for p in self._entries(mailbox, tombstones=True)]
             entries = [(p, t) for p, t in entries if t >= cutoff]
             if not entries:
                 continue
@@ -319,11 +389,12 @@ class ReplyStore:
             box = fresh / mailbox
             box.mkdir(mode=DIR_MODE)
             for path, stamp in entries:
-                target = box / path.name
-                create_new(target, path.read_bytes(), sync_dir=False)
                 day = day_floor(stamp)
-                os.utime(target, (day, day))
-                kept += 1
+                for source in self._with_companions(path):
+                    target = box / source.name
+                    create_new(target, source.read_bytes(), sync_dir=False)
+                    os.utime(target, (day, day))
+                kept += path.suffix == ".age"
             fsync_dir(box)
         today = day_timestamp()
         for folder in [*fresh.iterdir(), fresh]:
@@ -336,15 +407,21 @@ class ReplyStore:
         os.utime(self.root.parent, (today, today))
         return kept
 
+    def _with_companions(self, path: Path) -> list[Path]:
+        """A reply file and its signature; a tombstone alone."""
+        signature = path.with_suffix(SIGNATURE_SUFFIX)
+        return [path, signature] if path.suffix == ".age" and signature.is_file() else [path]
+
     def purge_older_than(self, days: int, now: dt.datetime | None = None) -> int:
-        """Delete replies imported more than `days` days ago; returns how many."""
+        """Delete replies (and tombstones) more than `days` days old; returns how many replies."""
         cutoff = day_timestamp(now) - days * SECONDS_PER_DAY
         removed = 0
         for mailbox in self.mailboxes():
-            for path in list(self._entries(mailbox)):
+            for path in list(self._entries(mailbox, tombstones=True)):
                 if path.stat().st_mtime < cutoff:
-                    path.unlink()
-                    removed += 1
+                    for item in self._with_companions(path):
+                        item.unlink(missing_ok=True)
+                    removed += path.suffix == ".age"
             if removed:
                 self._tidy(mailbox)
         return removed
@@ -372,6 +449,8 @@ def import_outbox(store: ReplyStore, outbox: Path) -> ImportResult:
             continue
         for item in sorted(os.scandir(entry.path), key=lambda e: e.name):
             where = f"{entry.name}/{item.name}"
+            if item.name.endswith(SIGNATURE_SUFFIX) and item.is_file(follow_symlinks=False):
+                continue  # read with its reply
             if not item.name.endswith(".age") or not item.is_file(follow_symlinks=False):
                 result.rejected.append(f"{where}: not a reply file (*.age)")
                 continue
@@ -379,7 +458,12 @@ def import_outbox(store: ReplyStore, outbox: Path) -> ImportResult:
                 if item.stat(follow_symlinks=False).st_size > MAX_REPLY_BYTES:
                     raise ReplyRejected(f"larger than {MAX_REPLY_BYTES // 1024} KiB")
                 data = Path(item.path).read_bytes()
-                if store.add(entry.name, data):
+                signature_path = Path(item.path).with_suffix(SIGNATURE_SUFFIX)
+                try:
+                    signature: bytes | None = _read_signature(signature_path)
+                except OSError:
+                    signature = None
+                if store.add(entry.name, data, signature):
                     result.added += 1
                 else:
                     result.already += 1

@@ -328,16 +328,21 @@ def start_server(
     python: str = sys.executable,
     front: bool = False,
     serve_args: Sequence[str] = (),
+    reply_signers: Sequence[str] = (),
 ) -> LiveServer:
     """Start `testimony-portal serve` in a subprocess and wait until it answers.
 
     With `front`, the documented stack (nginx in front of gunicorn) serves;
     otherwise gunicorn alone (`--no-front`), which starts faster.
+    `reply_signers` are the public signing keys it trusts for replies.
     """
     root.mkdir(parents=True, exist_ok=True)
     keys = root / "keys"
     keys.mkdir(exist_ok=True)
     (keys / "recipients.txt").write_text(f"# test recipient\n{recipient}\n")
+    if reply_signers:
+        # The default PORTAL_REPLY_SIGNERS, relative to the server's working folder.
+        (keys / "reply-signers.txt").write_text("".join(f"{s}\n" for s in reply_signers))
     data_dir = data_dir or root / "data"
     tmp_dir = root / "tmp"
     tmp_dir.mkdir(exist_ok=True)

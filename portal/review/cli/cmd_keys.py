@@ -10,7 +10,9 @@ from portal.core.age import (
     PrivateKey,
     X25519Identity,
 )
+from portal.core.cliutil import UsageError
 from portal.core.exitstatus import ExitStatus
+from portal.core.replysig import ReplySigningKey
 from portal.review import keys, shares
 from portal.review.cli.context import (
     Context,
@@ -77,7 +79,20 @@ List it BESIDE any recipient already there;
      A classic key is not protected against a future quantum computer."""
 
 
+_SIGNING_HELP = """\
+Wrote {out} ({how}): the organisation's reply signing key.
+The line printed above is its public half. To start using it:
+  1. Put that line in keys/reply-signers.txt on the server (PORTAL_REPLY_SIGNERS),
+     on a line of its own, and restart the server. Never copy {out} there.
+  2. Sign every reply with it:
+       testimony-review reply ID --from DIR --message-file MSG --out OUTBOX --signing-key {out}
+  3. Back it up like the decryption key (a second encrypted copy kept offline);
+     see docs/REVIEWER.md, "Reply signing key", for rotation."""
+
+
 def cmd_keygen(ctx: Context, args: argparse.Namespace) -> ExitStatus:
+    if args.signing:
+        return _keygen_signing(ctx, args)
     identity: PrivateKey
     if args.classic:
         identity = X25519Identity.generate()
@@ -90,6 +105,21 @@ def cmd_keygen(ctx: Context, args: argparse.Namespace) -> ExitStatus:
         identity.recipient,
         _ROTATION_HELP.format(out=args.out, how=how, kind=kind, prefix=prefix, placement=placement),
     )
+
+
+def _keygen_signing(ctx: Context, args: argparse.Namespace) -> ExitStatus:
+    if args.classic:
+        raise UsageError(
+            "testimony-review keygen: error: --classic is for decryption keys; a reply "
+            "signing key (--signing) is always Ed25519"
+        )
+    key = ReplySigningKey.generate()
+    passphrase = _new_passphrase(ctx, args)
+    text = keys.signing_key_file_text(key)
+    data = text if passphrase is None else keys.protect(text, passphrase, keys.IDENTITY_WORK_FACTOR)
+    keys.write_new_file(Path(args.out), data)
+    how = "unencrypted (no passphrase)" if passphrase is None else "encrypted with your passphrase"
+    return ctx.done(key.public, _SIGNING_HELP.format(out=args.out, how=how))
 
 
 def cmd_key_backup(ctx: Context, args: argparse.Namespace) -> ExitStatus:

@@ -6,11 +6,14 @@ import argparse
 from pathlib import Path
 
 from portal.core.exitstatus import ExitStatus
+from portal.review import keys
 from portal.review.cli.context import (
+    SIGNING_KEY_ENV,
     Context,
     IntegrityError,
     UserError,
     custody_session,
+    unlock_source,
 )
 from portal.review.custody import Action
 from portal.review.outcomes import OpenFailure
@@ -24,10 +27,20 @@ def cmd_reply(ctx: Context, args: argparse.Namespace) -> ExitStatus:
         message = read_message(Path(args.message_file))
     except ReplyError as exc:
         raise UserError(str(exc)) from None
+    key_file = args.signing_key or ctx.env.get(SIGNING_KEY_ENV)
+    if not key_file:
+        raise UserError(
+            "a reply must be signed: give --signing-key FILE (or set "
+            f"{SIGNING_KEY_ENV}), the key `testimony-review keygen --signing` made; the "
+            "server refuses unsigned replies"
+        )
+    signing_key = keys.load_signing_key(Path(key_file), unlock_source(ctx, args.passphrase_file))
     log = ctx.custody(args.custody)
     with custody_session(ctx, log, "The reply was written but not logged.") as session:
         try:
-            sent = write_reply(Path(args.source), args.id, message, Path(args.out))
+            sent = write_reply(
+                Path(args.source), args.id, message, Path(args.out), signing_key=signing_key
+            )
         except ReplyError as exc:
             raise UserError(str(exc)) from None
         except OpenFailure as exc:

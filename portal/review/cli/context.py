@@ -20,6 +20,7 @@ from portal.review.custody import CustodyDamaged, CustodyError, CustodyLog, Sess
 PROG = "testimony-review"
 CUSTODY_ENV = "TESTIMONY_REVIEW_CUSTODY"
 REVIEWER_ENV = "TESTIMONY_REVIEW_REVIEWER"
+SIGNING_KEY_ENV = "TESTIMONY_REVIEW_SIGNING_KEY"
 
 
 class UserError(Exception):

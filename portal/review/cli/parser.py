@@ -18,7 +18,7 @@ from portal.core.exitstatus import ExitStatus
 from portal.core.layout import is_valid_id
 from portal.review import table
 from portal.review.cli import cmd_forward, cmd_keys, cmd_open, cmd_reply, cmd_verify
-from portal.review.cli.context import CUSTODY_ENV, PROG, REVIEWER_ENV, Context
+from portal.review.cli.context import CUSTODY_ENV, PROG, REVIEWER_ENV, SIGNING_KEY_ENV, Context
 
 
 class Parser(cliutil.Parser):
@@ -179,6 +179,12 @@ def _add_key_commands(sub: _SubCommands) -> None:
         help="make a classic X25519 key (age1...) instead of a post-quantum one (age1pq1...), "
         "for partners whose age tools are older than 1.3",
     )
+    keygen.add_argument(
+        "--signing",
+        action="store_true",
+        help="make the organisation's reply signing key (Ed25519) instead of a decryption "
+        "key; its public half goes in the server's PORTAL_REPLY_SIGNERS file",
+    )
 
     key_sub = _group(sub, "key", "{backup,restore}")
     backup = _command(key_sub, "key backup", cmd_keys.cmd_key_backup)
@@ -267,6 +273,12 @@ def _add_reply(sub: _SubCommands) -> None:
     add_from(replier)
     add_required(replier, "--message-file", "FILE", "the reply, UTF-8 text in any language")
     add_out(replier, "OUTBOX", "the outbox folder (may exist already)")
+    replier.add_argument(
+        "--signing-key",
+        metavar="FILE",
+        help=f"the reply signing key made by `keygen --signing` (default: ${SIGNING_KEY_ENV})",
+    )
+    add_passphrase_file(replier)
     add_custody(replier)
     add_reviewer(replier)
 

@@ -19,6 +19,7 @@ from portal.server.config import (
     check_data_dir,
     describe_protection,
     load_recipients,
+    load_reply_signers,
 )
 from portal.server.mailbox import SALT_NAME, MailboxError, configured_cost
 from portal.server.web.i18n import LANGUAGES
@@ -44,6 +45,7 @@ def run(ctx: Context, args: argparse.Namespace) -> ExitStatus:
         report(False, str(exc))
 
     _check_questionnaire(config, report)
+    _check_reply_signers(config, report, out)
 
     data = config.data_dir
     try:
@@ -85,6 +87,25 @@ def run(ctx: Context, args: argparse.Namespace) -> ExitStatus:
     _check_conversation(config, report, out)
     print("all checks passed" if not problems else f"{problems} problem(s) found", file=out)
     return ExitStatus.OK if not problems else ExitStatus.ERROR
+
+
+def _check_reply_signers(config: Config, report: Callable[[bool, str], None], out: TextIO) -> None:
+    """The public halves of the reply signing keys; without them no reply is shown."""
+    path = config.reply_signers_file
+    try:
+        signers = load_reply_signers(path)
+    except ConfigError as exc:
+        report(False, str(exc))
+        return
+    if signers:
+        report(True, f"{len(signers)} reply signer(s) in {path}, no private keys")
+    else:
+        print(
+            f"[note] no reply signers in {path} (PORTAL_REPLY_SIGNERS): replies cannot be "
+            "imported and witnesses are shown none. Run `testimony-review keygen --signing` "
+            "on the reviewer machine and copy the line it prints there",
+            file=out,
+        )
 
 
 def _check_questionnaire(config: Config, report: Callable[[bool, str], None]) -> None:

@@ -6,6 +6,7 @@ import argparse
 
 from portal.core.exitstatus import ExitStatus
 from portal.server.cli.context import Context
+from portal.server.config import ConfigError, load_reply_signers
 from portal.server.mailbox import MailboxError, ReplyStore, import_outbox
 from portal.server.store import StoreError, SubmissionStore
 
@@ -20,7 +21,20 @@ def run(ctx: Context, args: argparse.Namespace) -> ExitStatus:
             file=stderr,
         )
         return ExitStatus.ERROR
-    store = ReplyStore(config.data_dir)
+    try:
+        signers = load_reply_signers(config.reply_signers_file)
+    except ConfigError as exc:
+        print(f"testimony-portal: import-replies: {exc}", file=stderr)
+        return ExitStatus.ERROR
+    if not signers:
+        print(
+            f"testimony-portal: import-replies: no reply signers in {config.reply_signers_file} "
+            "(PORTAL_REPLY_SIGNERS), so no reply can be checked; nothing was imported. Copy "
+            "the line `testimony-review keygen --signing` printed on the reviewer machine there",
+            file=stderr,
+        )
+        return ExitStatus.ERROR
+    store = ReplyStore(config.data_dir, signers, reply_days=config.reply_days)
     try:
         # The daily seal rewrites replies/ too: never import in the middle of it.
         with SubmissionStore(config.data_dir).maintenance():

@@ -16,7 +16,7 @@ from werkzeug.exceptions import BadRequest
 
 from portal.core.age import X25519Identity
 from portal.core.receipt import Receipt, ReceiptError, parse_receipt
-from portal.server.config import Config, ConfigError
+from portal.server.config import Config, ConfigError, load_reply_signers
 from portal.server.intake import Submission
 from portal.server.mailbox import (
     MailboxError,
@@ -49,7 +49,8 @@ def conversation() -> Conversation:
 def init_app(app: Flask) -> None:
     config: Config = app.extensions["portal"].config
     try:
-        replies = ReplyStore(config.data_dir)
+        signers = load_reply_signers(config.reply_signers_file)
+        replies = ReplyStore(config.data_dir, signers, reply_days=config.reply_days)
         replies.initialise()
         replies.purge_older_than(config.reply_days)
         cost = configured_cost(config.receipt_kdf_ops, config.receipt_kdf_memory_kib)
