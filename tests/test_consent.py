@@ -194,7 +194,7 @@ def test_table_writes_one_csv_row_per_submission_with_korean_intact(box: Opened)
     old = box.submit({}, v1=True)
     box.open()
     table = box.tmp / "answers.csv"
-    run = review(["table", "--from", box.out, "--out", table])
+    run = review(["table", "--from", box.out, "--out", table, "--custody", box.custody])
     assert run.status == ExitStatus.OK, run.err
     raw = table.read_bytes()
     assert raw.startswith(b"\xef\xbb\xbf")  # the BOM spreadsheet programs need for UTF-8
@@ -222,7 +222,9 @@ def test_table_as_json_lines_keeps_exact_values(box: Opened) -> None:
     sid = box.submit({**KOREAN, "testimony": "=1+1 그대로", "consent": "ask"})
     box.open()
     table = box.tmp / "answers.jsonl"
-    run = review(["table", "--from", box.out, "--out", table, "--format", "jsonl"])
+    run = review(
+        ["table", "--from", box.out, "--out", table, "--format", "jsonl", "--custody", box.custody]
+    )
     assert run.status == ExitStatus.OK, run.err
     [line] = table.read_text("utf-8").splitlines()
     row = json.loads(line)
@@ -235,8 +237,8 @@ def test_table_refuses_a_manifest_changed_after_opening(box: Opened) -> None:
     box.open()
     path = box.out / sid / "testimony.json"
     path.write_text(path.read_text("utf-8").replace("청진", "평양"), "utf-8")
-    run = review(["table", "--from", box.out, "--out", box.tmp / "t.csv"])
-    assert run.status == ExitStatus.ERROR and "was changed after it was opened" in run.err
+    run = review(["table", "--from", box.out, "--out", box.tmp / "t.csv", "--custody", box.custody])
+    assert run.status == ExitStatus.INTEGRITY and "was changed after it was opened" in run.err
     assert not (box.tmp / "t.csv").exists()
 
 

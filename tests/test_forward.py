@@ -154,7 +154,7 @@ def test_a_file_changed_after_opening_stops_the_forward(tmp_path: Path, desk: De
 
     run = desk.forward(ids[:1], bundle)
 
-    assert run.status == ExitStatus.ERROR
+    assert run.status == ExitStatus.INTEGRITY
     assert "no longer matches the SHA-256 in its manifest" in run.err
     assert not bundle.exists() and list(tmp_path.glob(".b.tar.age*")) == []
     assert custody.read_bytes() == entries_before

@@ -180,7 +180,8 @@ def test_keygen_signing_is_passphrase_protected_and_reply_needs_the_key(tmp_path
 
     message = tmp_path / "msg.txt"
     message.write_text("짧은 답장")
-    base = ["reply", sid, "--from", out, "--message-file", message, "--out", tmp_path / "outbox"]
+    base = ["reply", sid, "--from", out, "--message-file", message, "--out", tmp_path / "outbox",
+            "--custody", tmp_path / "custody.jsonl"]  # fmt: skip
     unsigned = review(base)
     assert unsigned.status == ExitStatus.ERROR and "--signing-key" in unsigned.err
     wrong = tmp_path / "wrong"
@@ -214,7 +215,7 @@ def test_reply_ciphertexts_are_padded_to_buckets(tmp_path: Path) -> None:
         message.write_text(text)
         run = review(
             ["reply", sid, "--from", out, "--message-file", message, "--out", tmp_path / "ob",
-             "--signing-key", key]
+             "--signing-key", key, "--custody", tmp_path / "custody.jsonl"]
         )  # fmt: skip
         assert run.status == ExitStatus.OK, run.err
         sizes.append(Path(run.out.strip()).stat().st_size)

@@ -34,7 +34,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -90,6 +90,8 @@ class Opening:
     files: tuple[tuple[object, object], ...]
     # Each attachment's logged members, for a partner's copy of the log.
     attachments: tuple[dict[str, Any], ...]
+    # The SHA-256 of opened.json as written (entries since issue 21), or None.
+    record_sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -177,6 +179,9 @@ class CustodyEntry:
             manifest_ciphertext_sha256=manifest.get("ciphertext_sha256"),
             files=tuple((i.get("file"), i.get("sha256")) for i in attachments),
             attachments=attachments,
+            record_sha256=record
+            if isinstance(record := self.details.get("record_sha256"), str)
+            else None,
         )
 
     @property
@@ -293,8 +298,16 @@ class CustodyLog:
                 yield Entry(number, raw, digest, entry)
                 prev = digest
 
-    def verify(self, expect_head: str | None = None) -> Verification:
+    def verify(
+        self,
+        expect_head: str | None = None,
+        *,
+        on_entry: Callable[[Entry], None] | None = None,
+    ) -> Verification:
         """Check the whole chain; with `expect_head`, also that that entry is still in it.
+
+        `on_entry` sees every entry as it is checked, so a caller that needs
+        them reads the log once.
 
         Raises:
             CustodyError: the chain is broken, or `expect_head` is not in it
@@ -303,6 +316,8 @@ class CustodyLog:
         anchor = self.read_anchor()
         count, head, found, anchored = 0, GENESIS, None, None
         for entry in self.entries():
+            if on_entry is not None:
+                on_entry(entry)
             count, head = entry.line_number, entry.hash
             if expect_head is not None and entry.hash == expect_head.strip().lower():
                 found = entry.line_number
@@ -398,8 +413,14 @@ class CustodyLog:
                         "wait for it to finish, then run this again"
                     ) from None
                 raise CustodyError(f"cannot lock {self.path}: {exc.strerror}") from exc
-            result = self.verify()
-            session = Session(self, fd, result.count, result.head)
+            openings: list[tuple[int, Opening]] = []
+
+            def keep_opening(entry: Entry) -> None:
+                if (opening := entry.entry.opening) is not None:
+                    openings.append((entry.line_number, opening))
+
+            result = self.verify(on_entry=keep_opening)
+            session = Session(self, fd, result.count, result.head, openings)
             try:
                 yield session
             finally:
@@ -425,8 +446,18 @@ class CustodyLog:
 class Session:
     """Appends to a custody log that was verified once and stays locked meanwhile."""
 
-    def __init__(self, log: CustodyLog, fd: int, count: int, head: str) -> None:
+    def __init__(
+        self,
+        log: CustodyLog,
+        fd: int,
+        count: int,
+        head: str,
+        openings: list[tuple[int, Opening]] | None = None,
+    ) -> None:
         self.log = log
+        # Every `open` entry read while the log was verified, with its line
+        # number; entries this session appends are added as they are written.
+        self.openings = openings if openings is not None else []
         self._fd = fd
         self.count = count
         self.head = head
@@ -449,4 +480,6 @@ class Session:
             ) from exc
         line = Entry(entry.seq, raw, line_hash(raw), entry)
         self.count, self.head = line.line_number, line.hash
+        if (opening := entry.opening) is not None:
+            self.openings.append((line.line_number, opening))
         return line

@@ -42,6 +42,7 @@ from portal.review.custody import Entry
 from portal.review.outcomes import Changed
 from portal.review.recheck import read_opened_manifest
 from portal.review.record import MANIFEST_JSON, RECORD_NAME, RecordError, require_record
+from portal.review.sealed import SealedIndex
 
 BUNDLE_FORMAT = "testimony-review/forward/1"
 BUNDLE_CUSTODY_FORMAT = "testimony-review/bundle-custody/1"
@@ -50,6 +51,10 @@ _READ_SIZE = 1 << 20
 
 class ForwardError(Exception):
     """The bundle cannot be made; nothing was written. The message says why."""
+
+
+class ForwardTampered(ForwardError):
+    """An opened submission is not what was decrypted and logged; nothing was sent."""
 
 
 @dataclass
@@ -110,13 +115,22 @@ class _CheckedReader:
 
 
 def collect(
-    from_dir: Path, submission_ids: Sequence[str], omit_fields: Sequence[str]
+    from_dir: Path,
+    submission_ids: Sequence[str],
+    omit_fields: Sequence[str],
+    *,
+    sealed: SealedIndex | None = None,
 ) -> tuple[list[_Member], list[dict[str, str]]]:
     """Check each selected submission against its manifest and list what goes in the bundle.
 
+    `sealed` (the custody log's first openings) is what the opened files are
+    held to: without it, an edited `testimony.json` with a matching edited
+    `opened.json` would pass. The command line always gives it; so must any
+    other caller.
+
     Raises:
-        ForwardError: a submission is not opened here, or a file differs from
-            its manifest.
+        ForwardTampered: a file differs from what was decrypted and logged.
+        ForwardError: a submission is not opened here.
     """
     members: list[_Member] = []
     listing: list[dict[str, str]] = []
@@ -127,10 +141,12 @@ def collect(
         try:
             record = require_record(folder)
             manifest_bytes, manifest = read_opened_manifest(folder, record)
+            if sealed is not None:
+                sealed.check(folder, record, manifest)
         except RecordError as exc:
             raise ForwardError(f"{exc} (check the id and --from); nothing was sent") from None
         except Changed as exc:
-            raise ForwardError(f"{exc}; nothing was sent") from None
+            raise ForwardTampered(f"{submission_id}: {exc}; nothing was sent") from None
         by_path = {entry.path: entry for entry in manifest.attachments}
         if missing := sorted(set(omit_fields) - set(manifest.fields)):
             present = ", ".join(repr(name) for name in sorted(manifest.fields)) or "none"
@@ -145,13 +161,13 @@ def collect(
             expected = by_path.get(entry.path)
             path = folder / entry.file
             if expected is None or expected.sha256 != entry.sha256:
-                raise ForwardError(
+                raise ForwardTampered(
                     f"{folder / RECORD_NAME} does not match {folder / MANIFEST_JSON}"
                 )
             if path.is_symlink() or not path.is_file():
                 raise ForwardError(f"{path} is missing; open the submission again")
             if sha256_file(path) != expected.sha256:
-                raise ForwardError(
+                raise ForwardTampered(
                     f"{path} no longer matches the SHA-256 in its manifest: it was changed "
                     "after opening. Nothing was sent; open the submission again from the "
                     "ciphertext"

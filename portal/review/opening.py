@@ -76,6 +76,7 @@ from portal.review.record import (
     read_record,
 )
 from portal.review.safenames import NameAllocator
+from portal.review.sealed import SealedIndex
 
 RESERVED_NAMES = (MANIFEST_JSON, RECORD_NAME, report.PAGE_NAME)
 # A manifest holds text fields and a list of attachments; the server caps
@@ -242,8 +243,13 @@ class Opener:
         on_opened: OpenedFn | None = None,
         now: Callable[[], dt.datetime] | None = None,
         jobs: int | None = None,
+        sealed: SealedIndex | None = None,
     ) -> None:
         self.out_dir = Path(out_dir)
+        # The custody log's first openings: a submission opened again must
+        # decrypt to what was first logged, and the index shows only what
+        # checks out against them (issue 21).
+        self.sealed = sealed
         self.identities = list(identities)
         self.say = say or (lambda _message: None)
         self.on_bytes = on_bytes
@@ -295,8 +301,9 @@ class Opener:
         result.outcomes.sort(key=lambda o: o.submission_id)
         failures = {o.submission_id: f"{o.kind}: {o.reason}" for o in result.failed}
         checked = {o.submission_id: o.status for o in [*result.opened, *result.skipped]}
+        trusted = self.sealed.trusts if self.sealed is not None else None
         result.index_path = report.write_index(
-            self.out_dir, load_opened(self.out_dir), failures, checked
+            self.out_dir, load_opened(self.out_dir, trusted), failures, checked
         )
         return result
 
@@ -349,6 +356,12 @@ class Opener:
         if prepared.work is None or prepared.record is None:
             return prepared.outcome
         final = self.out_dir / prepared.outcome.submission_id
+        if self.sealed is not None:
+            try:
+                self.sealed.check_new(prepared.record)
+            except OpenFailure as exc:
+                remove_tree(prepared.work)
+                return Outcome(prepared.outcome.submission_id, Status.FAILED, exc)
         try:
             # The custody entry is written before the submission appears: an
             # interruption in between costs a second entry when the next run
@@ -377,7 +390,9 @@ class Opener:
                 f"{final} exists but was not completely opened by this tool; "
                 "move it aside and run again",
             )
-        check_opened_files(final, record)
+        manifest = check_opened_files(final, record)
+        if self.sealed is not None:
+            self.sealed.check(final, record, manifest)
         check_ciphertext(source_dir, record)
 
     def _decrypt_into(
@@ -572,8 +587,13 @@ def text_previews(folder: Path, record: OpenedRecord) -> dict[str, str]:
     return previews
 
 
-def load_opened(out_dir: Path) -> list[tuple[OpenedRecord, dict[str, Any]]]:
+def load_opened(
+    out_dir: Path, trusted: Callable[[Path, OpenedRecord], bool] | None = None
+) -> list[tuple[OpenedRecord, dict[str, Any]]]:
     """Every opened submission in `out_dir`: its record and what the index shows of it.
+
+    With `trusted`, a record it does not vouch for is left out (`verify`
+    names it): an edited record must not put its words on the index page.
 
     The index needs the date, the language and the start of the testimony,
     which the record keeps; reading every manifest again would cost a run
@@ -589,7 +609,7 @@ def load_opened(out_dir: Path) -> list[tuple[OpenedRecord, dict[str, Any]]]:
             record = read_record(folder)
         except RecordError:
             continue
-        if record is None:
+        if record is None or (trusted is not None and not trusted(folder, record)):
             continue
         preview = record.preview
         if preview is None:

@@ -31,6 +31,7 @@ from portal.core.replysig import SIGNATURE_SUFFIX, ReplySigningKey
 from portal.review.outcomes import OpenFailure
 from portal.review.recheck import check_opened_files
 from portal.review.record import SENT_REPLIES_DIR, RecordError, ReplyCopy, require_record
+from portal.review.sealed import SealedIndex
 
 # The server refuses reply files over 256 KiB; a message this long in any
 # script stays well under that once encrypted.
@@ -98,10 +99,14 @@ def write_reply(
     *,
     signing_key: ReplySigningKey | None = None,
     today: dt.date | None = None,
+    sealed: SealedIndex | None = None,
 ) -> SentReply:
     """Encrypt `message` to the witness of one opened submission, sign it, put it in the outbox.
 
-    `signing_key` is required: the server refuses an unsigned reply.
+    `signing_key` is required: the server refuses an unsigned reply. With
+    `sealed` (the command line always gives it), the reply key and thread
+    are taken only from a manifest that matches what the custody log
+    recorded when it was opened.
 
     Raises:
         ReplyError: the submission is not opened here, has changed since, or
@@ -123,6 +128,8 @@ def write_reply(
             f"{exc}; open it first (testimony-review open ... --out {opened_dir})"
         ) from None
     manifest = check_opened_files(folder, record)
+    if sealed is not None:
+        sealed.check(folder, record, manifest)
     if manifest.reply_to is None:
         raise ReplyError(
             f"submission {submission_id} was sent before the portal gave receipts: there is "

@@ -24,6 +24,7 @@ from portal.review.outcomes import Changed
 from portal.review.recheck import read_opened_manifest
 from portal.review.record import RecordError, read_record
 from portal.review.report import write_atomically
+from portal.review.sealed import SealedIndex
 
 FORMATS = ("csv", "jsonl")
 FIXED_COLUMNS = (
@@ -44,6 +45,10 @@ _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 class TableError(Exception):
     """The table cannot be written; the message names the submission or file."""
+
+
+class TableTampered(TableError):
+    """An opened submission is not what was decrypted and logged."""
 
 
 @dataclass(frozen=True)
@@ -74,11 +79,15 @@ class Row:
         }
 
 
-def read_rows(from_dir: Path) -> list[Row]:
+def read_rows(from_dir: Path, sealed: SealedIndex | None = None) -> list[Row]:
     """Every submission `open` wrote under `from_dir`, oldest first.
 
+    With `sealed` (the command line always gives it), each is held to what
+    the custody log recorded when it was opened.
+
     Raises:
-        TableError: nothing opened there, or a manifest was changed after opening.
+        TableTampered: a manifest or record was changed after opening.
+        TableError: nothing opened there.
     """
     if not from_dir.is_dir():
         raise TableError(f"{from_dir} is not a folder; give the folder written by `open`")
@@ -91,8 +100,12 @@ def read_rows(from_dir: Path) -> list[Row]:
             if record is None:
                 continue
             _data, manifest = read_opened_manifest(folder, record)
-        except (RecordError, Changed) as exc:
+            if sealed is not None:
+                sealed.check(folder, record, manifest)
+        except RecordError as exc:
             raise TableError(f"{exc}; open the submission again from the ciphertext") from None
+        except Changed as exc:
+            raise TableTampered(f"{exc}; open the submission again from the ciphertext") from None
         rows.append(Row(manifest))
     if not rows:
         raise TableError(f"no opened submissions in {from_dir}; run `testimony-review open` first")
@@ -147,14 +160,14 @@ def render_jsonl(rows: Sequence[Row]) -> str:
     return "".join(json.dumps(row.as_json(), ensure_ascii=False) + "\n" for row in rows)
 
 
-def write_table(from_dir: Path, out: Path, fmt: str) -> int:
+def write_table(from_dir: Path, out: Path, fmt: str, *, sealed: SealedIndex | None = None) -> int:
     """Write the table; returns the number of rows.
 
     Raises:
         TableError: see `read_rows`.
         OSError: `out` cannot be written.
     """
-    rows = read_rows(from_dir)
+    rows = read_rows(from_dir, sealed)
     text = render_csv(rows) if fmt == "csv" else render_jsonl(rows)
     write_atomically(out, text)
     return len(rows)

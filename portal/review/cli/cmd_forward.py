@@ -23,10 +23,12 @@ from portal.review.cli.context import (
 )
 from portal.review.custody import (
     Action,
+    CustodyError,
     Entry,
 )
-from portal.review.forward import collect, write_bundle
+from portal.review.forward import ForwardTampered, collect, write_bundle
 from portal.review.report import human_size
+from portal.review.sealed import SealedIndex
 
 
 def cmd_forward(ctx: Context, args: argparse.Namespace) -> ExitStatus:
@@ -50,7 +52,12 @@ def cmd_forward(ctx: Context, args: argparse.Namespace) -> ExitStatus:
         ) from None
     log = ctx.custody(args.custody)
     with custody_session(ctx, log, "Nothing was sent.") as session:
-        members, listing = collect(Path(args.source), ids, args.omit_field)
+        try:
+            members, listing = collect(
+                Path(args.source), ids, args.omit_field, sealed=SealedIndex.from_session(session)
+            )
+        except ForwardTampered as exc:
+            raise IntegrityError(str(exc)) from None
         decisions = consent.check_folder(
             Path(args.source), ids, args.omit_field, args.override_consent
         )
@@ -91,7 +98,21 @@ def cmd_forward(ctx: Context, args: argparse.Namespace) -> ExitStatus:
 
 
 def cmd_table(ctx: Context, args: argparse.Namespace) -> ExitStatus:
-    count = table.write_table(Path(args.source), Path(args.out), args.format)
+    log = ctx.custody(args.custody)
+    if not log.path.exists():
+        raise IntegrityError(
+            f"no custody log at {log.path}: the table is checked against the log the "
+            "submissions were opened with; give it with --custody"
+        )
+    try:
+        log.verify()
+        sealed = SealedIndex.from_log(log)
+    except CustodyError as exc:
+        raise IntegrityError(str(exc)) from None
+    try:
+        count = table.write_table(Path(args.source), Path(args.out), args.format, sealed=sealed)
+    except table.TableTampered as exc:
+        raise IntegrityError(str(exc)) from None
     ctx.err(f"Wrote {args.out}: {count} submission(s), one row each ({args.format}).")
     return ExitStatus.OK
 

@@ -28,6 +28,7 @@ from portal.review.record import (
     opened_ids,
 )
 from portal.review.report import human_size
+from portal.review.sealed import SealedIndex, record_sha256
 
 
 class _Progress:
@@ -92,22 +93,28 @@ def cmd_open(ctx: Context, args: argparse.Namespace) -> ExitStatus:
                 "folder"
             )
 
+        sealed = SealedIndex.from_session(session)
+
         def log_opened(record: OpenedRecord) -> None:
-            session.append(
+            line = session.append(
                 Action.OPEN,
                 reviewer,
                 submission=record.id,
                 output=str(out / record.id),
                 manifest=asdict(record.manifest),
+                record_sha256=record_sha256(record),
                 attachments=[
                     asdict(LoggedFile(e.path, e.file, e.size, e.sha256, e.ciphertext_sha256))
                     for e in record.attachments
                 ],
             )
+            if (opening := line.entry.opening) is not None:
+                sealed.add(line.line_number, opening)
 
         opener = Opener(
             out,
             identities,
+            sealed=sealed,
             say=progress.say,
             on_bytes=progress.on_bytes,
             on_opened=log_opened,

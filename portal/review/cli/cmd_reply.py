@@ -18,6 +18,7 @@ from portal.review.cli.context import (
 from portal.review.custody import Action
 from portal.review.outcomes import OpenFailure
 from portal.review.report import human_size
+from portal.review.sealed import SealedIndex
 
 
 def cmd_reply(ctx: Context, args: argparse.Namespace) -> ExitStatus:
@@ -39,7 +40,12 @@ def cmd_reply(ctx: Context, args: argparse.Namespace) -> ExitStatus:
     with custody_session(ctx, log, "The reply was written but not logged.") as session:
         try:
             sent = write_reply(
-                Path(args.source), args.id, message, Path(args.out), signing_key=signing_key
+                Path(args.source),
+                args.id,
+                message,
+                Path(args.out),
+                signing_key=signing_key,
+                sealed=SealedIndex.from_session(session),
             )
         except ReplyError as exc:
             raise UserError(str(exc)) from None

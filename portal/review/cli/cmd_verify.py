@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Mapping
 from pathlib import Path
 
 from portal.core.exitstatus import ExitStatus
@@ -13,24 +12,20 @@ from portal.review.cli.context import (
     IntegrityError,
     UserError,
 )
-from portal.review.custody import (
-    CustodyDamaged,
-    CustodyError,
-    Opening,
-)
+from portal.review.custody import CustodyDamaged, CustodyError
 from portal.review.discovery import find_submissions, leftovers
 from portal.review.outcomes import OpenFailure
 from portal.review.recheck import check_ciphertext, check_opened_files
 from portal.review.record import (
-    MANIFEST_JSON,
     RECORD_NAME,
     RecordError,
     opened_ids,
     read_record,
 )
+from portal.review.sealed import SealedIndex
 
 
-def _verify_one(folder: Path, custody: Mapping[str, Opening], source: Path | None) -> str | None:
+def _verify_one(folder: Path, sealed: SealedIndex, source: Path | None) -> str | None:
     """What is wrong with one opened submission, or None if every hash holds."""
     try:
         record = read_record(folder)
@@ -39,22 +34,16 @@ def _verify_one(folder: Path, custody: Mapping[str, Opening], source: Path | Non
     if record is None or record.id != folder.name:
         return f"{RECORD_NAME} is missing or damaged"
     try:
-        check_opened_files(folder, record)
+        manifest = check_opened_files(folder, record)
+        # What the first `open` entry recorded is the reference; a later
+        # entry never replaces it (issue 21).
+        sealed.check(folder, record, manifest)
         if source is not None:
             if not (source / folder.name).exists():
                 return f"its ciphertext is not in {source}"
             check_ciphertext(source / folder.name, record)
     except OpenFailure as exc:
         return str(exc)
-    opening = custody.get(folder.name)
-    if opening is None:
-        return "the custody log has no entry for its opening"
-    logged = set(opening.files)
-    recorded = {(a.file, a.sha256) for a in record.attachments}
-    if opening.manifest_sha256 != record.manifest.sha256:
-        return f"{MANIFEST_JSON} differs from the one the custody log recorded"
-    if logged != recorded:
-        return "its attachments differ from those the custody log recorded"
     return None
 
 
@@ -70,8 +59,7 @@ def cmd_verify(ctx: Context, args: argparse.Namespace) -> ExitStatus:
         )
     try:
         result = log.verify(expect_head=args.expect_head)
-        openings = (e.entry.opening for e in log.entries())
-        custody = {o.submission: o for o in openings if o is not None}
+        sealed = SealedIndex.from_log(log)
     except CustodyDamaged as exc:
         raise IntegrityError(str(exc)) from None
     source = None
@@ -91,7 +79,7 @@ def cmd_verify(ctx: Context, args: argparse.Namespace) -> ExitStatus:
         if not is_valid_id(submission_id) or folder.is_symlink() or not folder.is_dir():
             problem: str | None = f"{folder} is not an opened submission"
         else:
-            problem = _verify_one(folder, custody, source)
+            problem = _verify_one(folder, sealed, source)
         if problem:
             bad += 1
             ctx.out(f"CHANGED {submission_id}: {problem}")
@@ -116,8 +104,15 @@ def cmd_custody_verify(ctx: Context, args: argparse.Namespace) -> ExitStatus:
         raise UserError(f"no custody log at {log.path} (give its path with --custody)")
     try:
         result = log.verify(expect_head=args.expect_head)
+        sealed = SealedIndex.from_log(log)
     except CustodyError as exc:
         raise IntegrityError(str(exc)) from None
+    if sealed.conflicts:
+        first = sorted(sealed.conflicts.values())[0]
+        more = len(sealed.conflicts) - 1
+        raise IntegrityError(
+            f"{log.path}: {first}" + (f" (and {more} more submission(s))" if more else "")
+        )
     ctx.out(f"ok: {result.count} entries, head {result.head}")
     if args.expect_head:
         later = result.count - (result.expected_head_line or 0)

@@ -265,6 +265,7 @@ def _add_forward_and_table(sub: _SubCommands) -> None:
         default="csv",
         help="csv (UTF-8 with BOM, for spreadsheets; default) or jsonl (one JSON object a line)",
     )
+    add_custody(tabler)
 
 
 def _add_reply(sub: _SubCommands) -> None:
