@@ -68,6 +68,7 @@ def submit(
     *,
     reply_to: str | None = None,
     reply_key: ReplyKey | None = None,
+    reply_identity: X25519Identity | None = None,
 ) -> str:
     """Store one submission the way the server does (encrypted on arrival)."""
     return store_submission(
@@ -78,6 +79,7 @@ def submit(
         language,
         reply_to=reply_to,
         reply_key=reply_key,
+        reply_identity=reply_identity,
     )
 
 

@@ -267,7 +267,7 @@ def test_a_bundle_never_carries_what_leads_to_the_witness(tmp_path: Path) -> Non
     key = ReplyKey(seed=bytes(range(32)), salt=bytes(16), cost=KdfCost(1, 8 * 1024))
     ids = [
         submit(store, [identity], "seed", fields=YES, reply_key=key),
-        submit(store, [identity], "recipient", fields=YES, reply_to=str(identity.recipient)),
+        submit(store, [identity], "recipient", fields=YES, reply_identity=identity),
     ]
     custody = tmp_path / "custody.jsonl"
     assert review(open_args(store.root, tmp_path / "id.txt", tmp_path / "out", custody)).status == 0
@@ -281,7 +281,7 @@ def test_a_bundle_never_carries_what_leads_to_the_witness(tmp_path: Path) -> Non
         opened = json.loads((desk.out_dir / submission_id / "testimony.json").read_text())
         assert "thread" in opened  # the reviewer keeps the conversation
         sent = json.loads(members[f"{submission_id}/testimony.json"])
-        assert not set(sent) & {"reply_to", "reply_key", "thread"}, sent
+        assert not set(sent) & {"reply_to", "reply_key", "reply_proof", "thread"}, sent
         assert sent["fields"] == opened["fields"]
     everything = b"".join(members.values())
     assert bytes(range(32)).hex().encode() not in everything

@@ -16,7 +16,7 @@ from tests.review_support import craft, make_store, open_args, review, write_ide
 from tests.support import signing_key_file
 
 
-def _opened(tmp_path: Path, reply_to: str | None) -> tuple[Path, str, Path]:
+def _opened(tmp_path: Path, reply_to: X25519Identity | None) -> tuple[Path, str, Path]:
     reviewer = write_identity(tmp_path / "reviewer.txt")
     store = make_store(tmp_path / "data")
     if reply_to is None:
@@ -31,7 +31,7 @@ def _opened(tmp_path: Path, reply_to: str | None) -> tuple[Path, str, Path]:
         from portal.server.intake import store_submission
 
         sid = store_submission(
-            store, [reviewer.recipient], {"testimony": "t"}, [], "ko", reply_to=reply_to
+            store, [reviewer.recipient], {"testimony": "t"}, [], "ko", reply_identity=reply_to
         )
     out = tmp_path / "opened"
     custody = tmp_path / "custody.jsonl"
@@ -52,7 +52,7 @@ def test_a_reply_opens_with_the_stock_age_cli_and_only_with_the_witness_key(
     tmp_path: Path,
 ) -> None:
     witness = X25519Identity.generate()
-    out, sid, custody = _opened(tmp_path, str(witness.recipient))
+    out, sid, custody = _opened(tmp_path, witness)
     message = tmp_path / "msg.txt"
     text = "안녕하세요.\n追加の質問があります。 Спасибо."
     message.write_text(text, "utf-8")
@@ -104,7 +104,7 @@ def test_a_submission_from_before_receipts_cannot_be_answered(tmp_path: Path) ->
 def test_a_bad_message_file_is_refused_in_one_line(
     tmp_path: Path, content: bytes, said: str
 ) -> None:
-    out, sid, custody = _opened(tmp_path, str(X25519Identity.generate().recipient))
+    out, sid, custody = _opened(tmp_path, X25519Identity.generate())
     message = tmp_path / "msg.txt"
     message.write_bytes(content)
     run = _reply(out, sid, message, tmp_path / "outbox", custody)
@@ -114,7 +114,7 @@ def test_a_bad_message_file_is_refused_in_one_line(
 
 
 def test_an_opened_submission_changed_since_is_not_answered(tmp_path: Path) -> None:
-    out, sid, custody = _opened(tmp_path, str(X25519Identity.generate().recipient))
+    out, sid, custody = _opened(tmp_path, X25519Identity.generate())
     manifest = out / sid / "testimony.json"
     manifest.chmod(0o600)
     manifest.write_text(manifest.read_text().replace('"t"', '"T"'))
@@ -126,7 +126,7 @@ def test_an_opened_submission_changed_since_is_not_answered(tmp_path: Path) -> N
 
 
 def test_an_unknown_submission_is_named(tmp_path: Path) -> None:
-    out, _sid, custody = _opened(tmp_path, str(X25519Identity.generate().recipient))
+    out, _sid, custody = _opened(tmp_path, X25519Identity.generate())
     message = tmp_path / "msg.txt"
     message.write_text("hello")
     run = _reply(out, "A" * 24, message, tmp_path / "outbox", custody)
@@ -134,9 +134,10 @@ def test_an_unknown_submission_is_named(tmp_path: Path) -> None:
 
 
 def _manifest(**changes: object) -> bytes:
-    recipient = str(X25519Identity.generate().recipient)
     document = json.loads(
-        build_manifest("A" * 24, {"testimony": "t"}, "en", [], reply_to=recipient)
+        build_manifest(
+            "A" * 24, {"testimony": "t"}, "en", [], reply_identity=X25519Identity.generate()
+        )
     )
     document.update(changes)
     return json.dumps({k: v for k, v in document.items() if v is not None}).encode()
@@ -163,7 +164,7 @@ def test_the_reviewer_refuses_a_thread_that_does_not_match_its_recipient(
 def test_the_reviewer_reads_both_manifest_versions() -> None:
     manifest = parse_manifest(_manifest())
     assert manifest.reply_to is not None and manifest.thread == thread_id(manifest.reply_to)
-    old = json.loads(_manifest(reply_to=None, thread=None))
+    old = json.loads(_manifest(reply_to=None, thread=None, reply_proof=None))
     old["format"] = "testimony-portal/submission/1"
     v1 = parse_manifest(json.dumps(old).encode())
     assert v1.reply_to is None and len(v1.thread) == 64

@@ -43,7 +43,7 @@ class Desk:
         self.sid = submission.commit(
             {"testimony": "청진에서 본 일입니다.", "consent": consent},
             "ko",
-            reply_to=str(self.witness.recipient),
+            reply_identity=self.witness,
             questionnaire=QUESTIONNAIRE.sealed("ko"),
         )
         self.out = tmp_path / "out"
@@ -57,6 +57,8 @@ class Desk:
         """Edit testimony.json and make opened.json agree with it; return the new hash."""
         path = self.folder / "testimony.json"
         document = json.loads(path.read_bytes())
+        # A careful forger drops the witness's proof, which no longer verifies.
+        document.pop("reply_proof", None)
         change(document)
         data = json.dumps(document, ensure_ascii=False, indent=1).encode()
         path.write_bytes(data)

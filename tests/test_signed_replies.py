@@ -158,7 +158,7 @@ def _opened_with_reply_key(tmp_path: Path) -> tuple[Path, str, X25519Identity]:
     witness = X25519Identity.generate()
     store = make_store(tmp_path / "data")
     sid = store_submission(
-        store, [reviewer.recipient], {"testimony": "t"}, [], "ko", reply_to=str(witness.recipient)
+        store, [reviewer.recipient], {"testimony": "t"}, [], "ko", reply_identity=witness
     )
     out = tmp_path / "opened"
     run = review(open_args(store.root, tmp_path / "reviewer.txt", out, tmp_path / "custody.jsonl"))

@@ -14,6 +14,13 @@ submission (`portal.core.replykey`). The writer writes version 3 for a
 manifest with a `reply_key` and version 2 otherwise (byte for byte as
 before).
 
+A `reply_to` is not secret, so since issue 21 it comes with `reply_proof`:
+an XEdDSA signature (`portal.core.xeddsa`) by the witness's own key over the
+rest of the manifest, made by the server while the witness is logged in. A
+manifest whose `reply_to` has no proof is read as a conversation of its own
+(it cannot join the witness's thread, and no reply goes to that recipient);
+one with a proof that does not verify is refused.
+
 Everything the parser reads came from a witness's browser or from a server
 that may have been tampered with, so every member is checked for type and
 shape before any of it is used to name a file or to check a hash.
@@ -21,13 +28,16 @@ shape before any of it is used to name a file or to check a hash.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, ParamSpec
 
-from portal.core.age import KeyFormatError, X25519Recipient
+from portal.core import xeddsa
+from portal.core.age import KeyFormatError, X25519Identity, X25519Recipient
 from portal.core.conversation import thread_id, thread_of_one, thread_of_seed
 from portal.core.layout import is_attachment_path, received_date
 from portal.core.replykey import ReplyKey, ReplyKeyError
@@ -41,7 +51,10 @@ MANIFEST_MIN_BUCKET = 4096
 # The members that lead to the witness (their reply recipient or what derives
 # it, and their conversation): for the organisation's reviewers only. They
 # never leave in a forward bundle, whatever the consent.
-WITNESS_CHANNEL_MEMBERS = ("reply_to", "reply_key", "thread")
+WITNESS_CHANNEL_MEMBERS = ("reply_to", "reply_key", "reply_proof", "thread")
+# What a reply proof signs: this label, then the manifest without
+# `reply_proof` in canonical JSON (sorted keys, no spaces, UTF-8).
+REPLY_PROOF_LABEL = b"testimony-portal/reply-proof/1\x00"
 P = ParamSpec("P")
 
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
@@ -153,6 +166,8 @@ class Manifest:
     reply_to: str | None = None
     thread: str = ""
     reply_key: ReplyKey | None = None
+    # An XEdDSA signature by `reply_to`'s key over the rest (base64), or None.
+    reply_proof: str | None = None
     questionnaire: SealedQuestionnaire | None = None
     format: str = MANIFEST_FORMAT
     document: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -161,15 +176,26 @@ class Manifest:
     def testimony(self) -> str:
         return self.fields.get("testimony", "")
 
+    @property
+    def reply_proven(self) -> bool:
+        """Whether the reply recipient is the witness's: a reply key, or a proven reply_to.
+
+        The parser refuses a proof that does not verify, so a proof here is
+        a good one; a manifest built in memory is proven by its writer.
+        """
+        return self.reply_key is not None or (
+            self.reply_to is not None and self.reply_proof is not None
+        )
+
     def reply_recipient(self) -> str | None:
-        """The witness's age recipient, or None for a submission without a receipt.
+        """The witness's age recipient, or None when there is none or it is not proven.
 
         For a version 2 receipt this runs argon2id (offline, on the reviewer's
         machine): tens of milliseconds.
         """
         if self.reply_key is not None:
             return self.reply_key.recipient()
-        return self.reply_to
+        return self.reply_to if self.reply_proven else None
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object the server writes, members in their documented order."""
@@ -183,7 +209,9 @@ class Manifest:
         }
         if self.reply_to is not None:
             document["reply_to"] = self.reply_to
-            document["thread"] = self.thread
+            document["thread"] = thread_id(self.reply_to)
+            if self.reply_proof is not None:
+                document["reply_proof"] = self.reply_proof
         elif self.reply_key is not None:
             document["reply_key"] = self.reply_key.to_json()
             document["thread"] = self.thread
@@ -205,11 +233,14 @@ def new_manifest(
     reply_to: str | None = None,
     reply_key: ReplyKey | None = None,
     questionnaire: Mapping[str, Any] | SealedQuestionnaire | None = None,
+    reply_identity: X25519Identity | None = None,
 ) -> Manifest:
     """A manifest for a submission being committed (version 3 with a reply key, else 2).
 
-    `reply_to` (a version 1 receipt's recipient) or `reply_key` (a version 2
-    receipt's), never both.
+    `reply_identity` (a version 1 receipt's identity: its recipient is
+    sealed as `reply_to`, with a proof made with it) or `reply_key` (a
+    version 2 receipt's), never both. A bare `reply_to` is sealed without a
+    proof: the reviewer's tools then treat it as a conversation of its own.
 
     `questionnaire` is what `Questionnaire.sealed()` returns (or its typed
     form): the exact questions the witness saw, sealed with their answers.
@@ -220,15 +251,17 @@ def new_manifest(
     sealed = questionnaire
     if sealed is not None and not isinstance(sealed, SealedQuestionnaire):
         sealed = parse_sealed_questionnaire(dict(sealed))
+    if reply_identity is not None:
+        reply_to = str(reply_identity.recipient)
     if reply_to is not None and reply_key is not None:
         raise ManifestError("a manifest seals a reply recipient or a reply key, not both")
     if reply_key is not None:
         thread = thread_of_seed(reply_key.seed)
-    elif reply_to is not None:
+    elif reply_to is not None and reply_identity is not None:
         thread = thread_id(reply_to)
     else:
         thread = thread_of_one(submission_id)
-    return Manifest(
+    manifest = Manifest(
         id=submission_id,
         received=received or received_date(),
         language=language,
@@ -240,6 +273,18 @@ def new_manifest(
         questionnaire=sealed,
         format=MANIFEST_FORMAT_V3 if reply_key is not None else MANIFEST_FORMAT,
     )
+    if reply_identity is None:
+        return manifest
+    signature = xeddsa.sign(reply_identity, reply_proof_message(manifest.to_json()))
+    return replace(manifest, reply_proof=base64.b64encode(signature).decode("ascii"))
+
+
+def reply_proof_message(document: Mapping[str, Any]) -> bytes:
+    """What a reply proof signs: the label, then the manifest without it, canonical."""
+    rest = {k: v for k, v in document.items() if k != "reply_proof"}
+    return REPLY_PROOF_LABEL + json.dumps(
+        rest, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    ).encode("utf-8")
 
 
 def encode_manifest(manifest: Manifest) -> bytes:
@@ -396,9 +441,15 @@ def parse_manifest_text(text: str) -> Manifest:
         )
         questionnaire = parse_sealed_questionnaire(document["questionnaire"])
     reply_to, reply_key, thread = _conversation(document)
+    proof = _reply_proof(document, reply_to)
+    if reply_to is not None and proof is None:
+        # Anyone can name a recipient: without the witness's proof this
+        # submission does not join their conversation.
+        thread = thread_of_one(str(document["id"]))
     return Manifest(
         reply_to=reply_to,
         reply_key=reply_key,
+        reply_proof=proof,
         thread=thread,
         id=document["id"],
         received=document["received"],
@@ -499,6 +550,33 @@ def parse_sealed_questionnaire(raw: Any) -> SealedQuestionnaire:
         language=_string(raw, "language", where),
         questions=tuple(questions),
     )
+
+
+def _reply_proof(document: dict[str, Any], reply_to: str | None) -> str | None:
+    """The manifest's reply proof, checked; None when it has none.
+
+    Raises:
+        ManifestError: a proof without a reply_to, or one that does not verify.
+    """
+    proof = document.get("reply_proof")
+    if proof is None:
+        return None
+    _require(reply_to is not None, "manifest has a 'reply_proof' but no 'reply_to'")
+    _require(isinstance(proof, str), "manifest member 'reply_proof' is not a string")
+    try:
+        signature = base64.b64decode(proof.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError):
+        raise ManifestError("manifest member 'reply_proof' is not base64") from None
+    try:
+        xeddsa.verify(
+            X25519Recipient.parse(str(reply_to)), reply_proof_message(document), signature
+        )
+    except xeddsa.XEdDSAError:
+        raise ManifestError(
+            "manifest member 'reply_proof' is not the witness's signature of this manifest: "
+            "it was forged or the manifest altered"
+        ) from None
+    return str(proof)
 
 
 def _conversation(document: dict[str, Any]) -> tuple[str | None, ReplyKey | None, str]:

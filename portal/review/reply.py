@@ -53,6 +53,10 @@ class ReplyError(Exception):
     """The reply cannot be written; the message says why and what to do."""
 
 
+class ReplyUnproven(ReplyError):
+    """The submission's reply recipient is not proven to be its witness's."""
+
+
 @dataclass(frozen=True)
 class SentReply:
     path: Path
@@ -132,6 +136,12 @@ def write_reply(
     if sealed is not None:
         sealed.check(folder, record, manifest)
     # A version 2 receipt's submission seals a seed: this runs argon2id.
+    if manifest.reply_to is not None and not manifest.reply_proven:
+        raise ReplyUnproven(
+            f"submission {submission_id} names a reply recipient without the witness's proof "
+            "(reply_proof): anyone could have written it, and a reply could reach another "
+            "witness. Nothing was written"
+        )
     reply_to = manifest.reply_recipient()
     if reply_to is None:
         raise ReplyError(

@@ -183,7 +183,7 @@ def _check_legacy_members(folder: Path, record: OpenedRecord, manifest: Manifest
         for name, ok in (
             ("received", record.received == manifest.received),
             ("language", record.language == manifest.language),
-            ("thread", record.thread == manifest.thread),
+            ("thread", record.thread in (manifest.thread, manifest.document.get("thread"))),
             (
                 "preview",
                 record.preview is None or record.preview == report.preview(manifest.testimony),

@@ -16,7 +16,7 @@ import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, BinaryIO
 
-from portal.core.age import Recipient, Writer
+from portal.core.age import Recipient, Writer, X25519Identity
 from portal.core.manifest import Attachment, build_manifest
 from portal.core.replykey import ReplyKey
 from portal.server.store import StagedFile, Staging, SubmissionStore
@@ -199,12 +199,15 @@ class Submission:
         reply_to: str | None = None,
         reply_key: ReplyKey | None = None,
         questionnaire: Mapping[str, Any] | None = None,
+        reply_identity: X25519Identity | None = None,
     ) -> str:
         """Encrypt the manifest, then durably commit everything; returns the id.
 
         `reply_to` (a version 1 receipt's age recipient) or `reply_key` (a
         version 2 receipt's seed, salt and cost) is written only inside the
-        encrypted manifest. `questionnaire` is what
+        encrypted manifest. `reply_identity` (a version 1 receipt's identity,
+        derived while the witness is logged in) seals its recipient with a
+        proof that the witness's key wrote it (issue 21). `questionnaire` is what
         `Questionnaire.sealed()` returns: the exact questions the witness
         saw, sealed with their answers.
         """
@@ -219,6 +222,7 @@ class Submission:
                 reply_to=reply_to,
                 reply_key=reply_key,
                 questionnaire=questionnaire,
+                reply_identity=reply_identity,
             )
             staged = staging.create_manifest()
             writer = Writer(staged, self._recipients)
@@ -251,6 +255,7 @@ def store_submission(
     chunk_size: int = 64 * 1024,
     reply_to: str | None = None,
     reply_key: ReplyKey | None = None,
+    reply_identity: X25519Identity | None = None,
 ) -> str:
     """Store a submission without the web layer (tools, tests, load generators)."""
     submission = Submission(store, recipients)
@@ -266,4 +271,6 @@ def store_submission(
     except BaseException:
         submission.discard()
         raise
-    return submission.commit(fields, language, reply_to=reply_to, reply_key=reply_key)
+    return submission.commit(
+        fields, language, reply_to=reply_to, reply_key=reply_key, reply_identity=reply_identity
+    )

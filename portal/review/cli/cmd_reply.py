@@ -22,7 +22,7 @@ from portal.review.sealed import SealedIndex
 
 
 def cmd_reply(ctx: Context, args: argparse.Namespace) -> ExitStatus:
-    from portal.review.reply import ReplyError, read_message, write_reply
+    from portal.review.reply import ReplyError, ReplyUnproven, read_message, write_reply
 
     try:
         message = read_message(Path(args.message_file))
@@ -47,6 +47,8 @@ def cmd_reply(ctx: Context, args: argparse.Namespace) -> ExitStatus:
                 signing_key=signing_key,
                 sealed=SealedIndex.from_session(session),
             )
+        except ReplyUnproven as exc:
+            raise IntegrityError(str(exc)) from None
         except ReplyError as exc:
             raise UserError(str(exc)) from None
         except OpenFailure as exc:

@@ -150,8 +150,10 @@ def send(lang: str) -> tuple[str, int]:
         # 2 receipt seals its seed (no derivation), a version 1 its recipient.
         keys = conversation().keys
         if receipt.version == 1:
-            reply_to = str(keys.derive(receipt).recipient)
-            submission.commit({"testimony": testimony}, language=lang, reply_to=reply_to)
+            # Its recipient is sealed with the witness's own signature, so a
+            # submission that only names the recipient cannot join (issue 21).
+            identity = keys.derive(receipt)
+            submission.commit({"testimony": testimony}, language=lang, reply_identity=identity)
         else:
             submission.commit(
                 {"testimony": testimony}, language=lang, reply_key=keys.reply_key(receipt)
