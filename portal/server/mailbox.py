@@ -27,6 +27,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import io
+import json
 import os
 import random
 import re
@@ -42,7 +43,13 @@ from portal.core.age import AgeError, X25519Identity, decrypt
 from portal.core.age.format import BufferedSource, parse_header
 from portal.core.conversation import is_mailbox_name, mailbox_name
 from portal.core.fsio import DIR_MODE, create_new, fsync_dir
-from portal.core.layout import SECONDS_PER_DAY, day_date, day_floor, day_timestamp
+from portal.core.layout import (
+    SECONDS_PER_DAY,
+    SUBMISSIONS_DIR,
+    day_date,
+    day_floor,
+    day_timestamp,
+)
 from portal.core.receipt import Receipt
 from portal.core.replykey import KdfCost, ReplyKey
 from portal.core.replykey import derive_identity as derive_from_secret
@@ -55,6 +62,9 @@ from portal.core.replysig import (
 )
 
 SALT_NAME = "receipt-salt"
+# The argon2id cost the receipts were made with, beside the salt (issue 21).
+KDF_RECORD_NAME = "receipt-salt.kdf"
+KDF_RECORD_FORMAT = "testimony-portal/receipt-kdf/1"
 REPLIES_DIR = "replies"
 # Work folders of `ReplyStore.reseal`, beside `replies/` in the data directory.
 RESEAL_NEW = ".replies-new"
@@ -102,18 +112,47 @@ def configured_cost(opslimit: int | None, memory_kib: int | None) -> KdfCost:
     return cost
 
 
-def ensure_salt(data_dir: Path) -> bytes:
-    """The deployment's salt, created (random, 0600, fsynced) the first time.
+def _what_depends_on_the_salt(data_dir: Path) -> str | None:
+    """Submissions or replies in the data directory, in words; None when there are none."""
+    submissions = Path(data_dir) / SUBMISSIONS_DIR
+    count = sum(1 for _ in os.scandir(submissions)) if submissions.is_dir() else 0
+    replies = ReplyStore(data_dir)
+    reply_count = sum(1 for box in replies.mailboxes() for _ in replies._entries(box))
+    held = [
+        f"{count} submission(s)" if count else "",
+        f"{reply_count} reply(ies)" if reply_count else "",
+    ]
+    return " and ".join(h for h in held if h) or None
 
-    Losing it loses every mailbox: the same receipt would then derive a
-    different identity. It is not secret; it is in the data directory so
-    that backups of the data carry it.
+
+def _kdf_record(cost: KdfCost) -> bytes:
+    document = {"format": KDF_RECORD_FORMAT, "opslimit": cost.opslimit, "memlimit": cost.memlimit}
+    return json.dumps(document, sort_keys=True).encode("ascii") + b"\n"
+
+
+def check_salt(data_dir: Path, cost: KdfCost | None = None) -> bytes | None:
+    """The salt and, with `cost`, that it is the cost the receipts were made with.
+
+    Returns None when there is no salt yet and nothing depends on one.
+
+    Raises:
+        MailboxError: the salt is missing while submissions or replies exist,
+            damaged, or the configured cost differs from the recorded one.
     """
     path = Path(data_dir) / SALT_NAME
     if path.is_symlink():
         raise MailboxError(f"{path} is a symbolic link; refusing to use it")
-    with contextlib.suppress(FileExistsError):
-        create_new(path, os.urandom(argon2id.SALTBYTES).hex().encode("ascii") + b"\n")
+    if not path.exists():
+        held = _what_depends_on_the_salt(data_dir)
+        if held is None:
+            return None
+        raise MailboxError(
+            f"the receipt salt {path} is missing, but the data directory holds {held}. A new "
+            "salt would give every witness's receipt another key: no witness could read their "
+            f"replies. Restore {SALT_NAME} and {KDF_RECORD_NAME} from your backup (every "
+            "`testimony-portal export` copies them onto the export medium) into "
+            f"{Path(data_dir)}, then start again"
+        )
     text = path.read_text("ascii", "replace").strip()
     try:
         salt = bytes.fromhex(text)
@@ -124,7 +163,81 @@ def ensure_salt(data_dir: Path) -> bytes:
             f"{path} is damaged (expected {argon2id.SALTBYTES * 2} hex digits). Restore it "
             "from your backup: without the original salt no witness can read replies"
         )
+    if cost is not None:
+        _check_kdf_record(Path(data_dir) / KDF_RECORD_NAME, cost)
     return salt
+
+
+def _check_kdf_record(path: Path, cost: KdfCost) -> None:
+    try:
+        recorded = json.loads(path.read_bytes())
+        was = KdfCost(int(recorded["opslimit"]), int(recorded["memlimit"]))
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError, KeyError, TypeError):
+        raise MailboxError(f"{path} is damaged; restore it from your backup") from None
+    if was != cost:
+        raise MailboxError(
+            f"PORTAL_RECEIPT_KDF_OPS/PORTAL_RECEIPT_KDF_MEMORY_KIB give argon2id {cost.opslimit} "
+            f"pass(es) and {cost.memlimit // 1024} KiB, but this deployment's receipts were made "
+            f"with {was.opslimit} and {was.memlimit // 1024} KiB (recorded in {path}). Another "
+            "cost gives every receipt another key: set them back"
+        )
+
+
+def ensure_salt(data_dir: Path, cost: KdfCost | None = None) -> bytes:
+    """The deployment's salt, created (random, 0600, fsynced) the first time.
+
+    Losing it loses every mailbox: the same receipt would then derive a
+    different identity. It is not secret; it is in the data directory so
+    that backups of the data carry it (and every export copies it). The
+    argon2id cost is recorded beside it (`receipt-salt.kdf`) when `cost` is
+    given, and a changed cost is refused later.
+
+    Raises:
+        MailboxError: see `check_salt`; a missing salt is made anew only
+            while no submission or reply depends on it.
+    """
+    path = Path(data_dir) / SALT_NAME
+    salt = check_salt(data_dir, cost)
+    if salt is None:
+        with contextlib.suppress(FileExistsError):
+            create_new(path, os.urandom(argon2id.SALTBYTES).hex().encode("ascii") + b"\n")
+        salt = check_salt(data_dir, cost)
+        assert salt is not None
+    record = Path(data_dir) / KDF_RECORD_NAME
+    if cost is not None and not record.exists():
+        with contextlib.suppress(FileExistsError):
+            create_new(record, _kdf_record(cost))
+    return salt
+
+
+def back_up_salt(data_dir: Path, dest: Path) -> list[Path]:
+    """Copy the salt and its recorded cost to `dest` (an export medium); the copies made.
+
+    A file already on `dest` with the same bytes is left; one with other
+    bytes (another deployment's export) is not replaced.
+
+    Raises:
+        MailboxError: `dest` holds another deployment's salt.
+    """
+    copied = []
+    for name in (SALT_NAME, KDF_RECORD_NAME):
+        source = Path(data_dir) / name
+        if source.is_symlink() or not source.is_file():
+            continue
+        data = source.read_bytes()
+        target = Path(dest) / name
+        if target.exists():
+            if target.read_bytes() != data:
+                raise MailboxError(
+                    f"{target} is another deployment's {name}; not replaced. Export each "
+                    "deployment to its own medium"
+                )
+            continue
+        create_new(target, data)
+        copied.append(target)
+    return copied
 
 
 def derive_identity(receipt: Receipt, salt: bytes, cost: KdfCost) -> X25519Identity:

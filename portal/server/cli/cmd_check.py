@@ -21,7 +21,7 @@ from portal.server.config import (
     load_recipients,
     load_reply_signers,
 )
-from portal.server.mailbox import SALT_NAME, MailboxError, configured_cost
+from portal.server.mailbox import SALT_NAME, MailboxError, check_salt, configured_cost
 from portal.server.web.i18n import LANGUAGES
 
 
@@ -125,21 +125,26 @@ def _check_questionnaire(config: Config, report: Callable[[bool, str], None]) ->
 
 
 def _check_conversation(config: Config, report: Callable[[bool, str], None], out: TextIO) -> None:
-    """The receipts' salt and key-derivation cost (issue 11)."""
+    """The receipts' salt and key-derivation cost (issues 11 and 21)."""
     salt = config.data_dir / SALT_NAME
-    if salt.is_file():
-        report(
-            True,
-            f"receipt salt {salt} present: back it up with the data; without it no "
-            "witness can read replies",
-        )
-    else:
-        print(f"[note] receipt salt {salt} will be created at first start", file=out)
     try:
         cost = configured_cost(config.receipt_kdf_ops, config.receipt_kdf_memory_kib)
     except MailboxError as exc:
         report(False, str(exc))
         return
+    try:
+        present = check_salt(config.data_dir, cost) is not None
+    except MailboxError as exc:
+        report(False, str(exc))
+        return
+    if present:
+        report(
+            True,
+            f"receipt salt {salt} present: back it up with the data (every export copies "
+            "it); without it no witness can read replies. Its recorded cost matches",
+        )
+    else:
+        print(f"[note] receipt salt {salt} will be created at first start", file=out)
     per_worker = cost.memlimit * config.receipt_kdf_concurrency // 2**20
     print(
         f"[note] receipts: argon2id opslimit {cost.opslimit}, {cost.memlimit // 2**20} MiB each; "

@@ -7,6 +7,7 @@ import argparse
 from portal.core.exitstatus import ExitStatus
 from portal.server.cli.context import Context
 from portal.server.export import ExportError, export_submissions
+from portal.server.mailbox import MailboxError, back_up_salt
 from portal.server.store import SubmissionStore
 
 
@@ -32,6 +33,12 @@ def run(ctx: Context, args: argparse.Namespace) -> ExitStatus:
             file=stderr,
         )
         return ExitStatus.INTERRUPTED
+    try:
+        # Not secret, but without it no witness can read replies again:
+        # every export medium carries a copy.
+        back_up_salt(config.data_dir, args.dest)
+    except (MailboxError, OSError) as exc:
+        print(f"note: the receipt salt was not copied to {args.dest}: {exc}", file=stderr)
     done = len(report.copied) + len(report.already_present)
     print(
         f"{done} submission(s) on {args.dest} and verified "

@@ -54,7 +54,7 @@ def init_app(app: Flask) -> None:
         replies.initialise()
         replies.purge_older_than(config.reply_days)
         cost = configured_cost(config.receipt_kdf_ops, config.receipt_kdf_memory_kib)
-        keys = ReceiptKeys(ensure_salt(config.data_dir), cost, config.receipt_kdf_concurrency)
+        keys = ReceiptKeys(ensure_salt(config.data_dir, cost), cost, config.receipt_kdf_concurrency)
     except MailboxError as exc:
         # A damaged salt or an impossible cost: the operator must act.
         raise ConfigError(str(exc)) from None
