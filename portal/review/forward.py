@@ -187,6 +187,23 @@ def collect(
     return members, listing
 
 
+def post_quantum_protected(from_dir: Path, submission_ids: Sequence[str]) -> list[str]:
+    """The submissions that arrived post-quantum protected, or whose record does not say.
+
+    Forwarding them to a classic (X25519) key would leave the bundle open to
+    a future quantum computer where the submission itself was not.
+    """
+    found = []
+    for submission_id in sorted(set(submission_ids)):
+        try:
+            record = require_record(from_dir / submission_id)
+        except RecordError:
+            continue  # `collect` has refused it already
+        if record.post_quantum is not False:
+            found.append(submission_id)
+    return found
+
+
 def _redacted_manifest(document: dict[str, Any], omit_fields: Sequence[str]) -> bytes:
     """The manifest without the omitted fields and the witness's channel, serialised afresh."""
     omitted = set(omit_fields)

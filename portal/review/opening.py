@@ -34,6 +34,7 @@ from portal.core.age import (
     Reader,
     decrypt_to_path,
 )
+from portal.core.age.format import BufferedSource, parse_header
 from portal.core.fsio import (
     CHUNK,
     DIR_MODE,
@@ -440,6 +441,7 @@ class Opener:
             long_fields=long_fields,
             ignored_empty_parts=ignored,
             ciphertext_sizes={rel: path.stat().st_size for rel, path in by_rel.items()},
+            protection=_protection(by_rel[MANIFEST_NAME]),
         )
         return record, manifest
 
@@ -546,6 +548,13 @@ class Opener:
                 raise _age_failure(rel, exc) from None
             reader.drain()
         return reader.hexdigest()
+
+
+def _protection(path: Path) -> str:
+    """The stanza types of an age file's header, comma-separated (it decrypted already)."""
+    with open_ciphertext(path) as raw:
+        header = parse_header(BufferedSource(raw))
+    return ",".join(sorted({stanza.type for stanza in header.stanzas}))
 
 
 def _write_long_fields(

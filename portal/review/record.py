@@ -54,6 +54,17 @@ class OpenedRecord:
     long_fields: tuple[LongField, ...] = ()
     ignored_empty_parts: tuple[IgnoredPart, ...] = ()
     ciphertext_sizes: dict[str, int] = field(default_factory=dict)
+    # The stanza types the manifest was encrypted with ("mlkem768x25519",
+    # "X25519"), so `forward` can tell a post-quantum protected submission;
+    # "" in records written before issue 21.
+    protection: str = ""
+
+    @property
+    def post_quantum(self) -> bool | None:
+        """Whether it was post-quantum protected; None when the record does not say."""
+        if not self.protection:
+            return None
+        return "mlkem768x25519" in self.protection.split(",")
 
     def to_json(self) -> dict[str, Any]:
         # The members in the order of the fields; tuples are written as JSON lists.
@@ -126,6 +137,7 @@ class OpenedRecord:
                 for item in reader.items("ignored_empty_parts", default=[])
             ),
             ciphertext_sizes=reader.sizes("ciphertext_sizes"),
+            protection=reader.text("protection", default=""),
         )
 
 

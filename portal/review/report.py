@@ -66,6 +66,12 @@ _CSP = (
 # field beyond it is cut, and its full text is kept as a file beside the
 # page), so a 60 MB testimony makes a page of a few hundred KiB, not 240 MB.
 PAGE_TEXT_CHARS = 200_000
+# Question labels, choice labels and field names come from the manifest too:
+# a crafted one sealed 40 MB of labels and made a 160 MB page (issue 21).
+# They share this budget, each question or field costing at least
+# `_ITEM_CHARS` (its markup), so a page holds at most a few thousand of them.
+PAGE_LABEL_CHARS = 200_000
+_ITEM_CHARS = 100
 _LANG_RE = re.compile(r"[A-Za-z]{1,8}(-[A-Za-z0-9]{1,8}){0,4}")
 
 
@@ -105,6 +111,36 @@ def _page(title: str, body: str) -> str:
         f"<title>{esc(title)}</title>\n<style>{_STYLE}</style>\n</head>\n<body>\n"
         f"{body}\n</body>\n</html>\n"
     )
+
+
+class _Labels:
+    """What is left of the page's budget for labels, field names and choice texts."""
+
+    def __init__(self) -> None:
+        self.left = PAGE_LABEL_CHARS
+        self.skipped = 0
+
+    def item(self) -> bool:
+        """Whether one more question or field fits; counts it if not."""
+        if self.left < _ITEM_CHARS:
+            self.skipped += 1
+            return False
+        self.left -= _ITEM_CHARS
+        return True
+
+    def take(self, text: str) -> str:
+        """`text`, cut to what is left of the budget."""
+        count = min(len(text), self.left)
+        self.left -= count
+        return text if count == len(text) else text[:count] + "…"
+
+    def note(self) -> list[str]:
+        if not self.skipped:
+            return []
+        return [
+            f'<p class="note">{self.skipped} more question(s) or field(s) are not shown: their '
+            "labels and names exceed what one page holds. testimony.json has them all.</p>"
+        ]
 
 
 def shown_chars(fields: Mapping[str, str]) -> dict[str, int]:
@@ -173,14 +209,18 @@ def render_submission_page(
         "</table>",
     ]
     sealed = _sealed_questionnaire(manifest)
+    labels = _Labels()
     if sealed is not None:
-        parts.extend(_questionnaire_answers(sealed, fields, language, shown, full_texts))
+        parts.extend(_questionnaire_answers(sealed, fields, language, shown, full_texts, labels))
     asked = {q.id for q in sealed.questions} if sealed is not None else set()
     for name, value in ordered:
         if name in asked:
             continue
-        parts.append(f'<h2 dir="auto">{esc(name)}</h2>')
+        if name != "testimony" and not labels.item():
+            continue
+        parts.append(f'<h2 dir="auto">{esc(labels.take(name))}</h2>')
         parts.extend(_text_block(name, value, language, shown, full_texts))
+    parts.extend(labels.note())
     attachments = record.attachments
     parts.append(f"<h2>Attachments ({len(attachments)})</h2>")
     if attachments:
@@ -250,20 +290,25 @@ def _questionnaire_answers(
     language: str,
     shown: Mapping[str, int],
     full_texts: Mapping[str, LongField],
+    labels: _Labels | None = None,
 ) -> list[str]:
     """Each answer under its question as the witness saw it, the English label beside it."""
-    lang = _lang_attr(sealed.language or language)
+    labels = labels or _Labels()
+    lang = _lang_attr(labels.take(sealed.language) or language)
     parts = [
         '<p class="note">Questionnaire <bdi>'
-        f"{esc(sealed.id)}</bdi>, version <bdi>{esc(sealed.version)}</bdi>, SHA-256 "
+        f"{esc(labels.take(sealed.id))}</bdi>, version <bdi>{esc(labels.take(sealed.version))}"
+        "</bdi>, SHA-256 "
         f'<span class="hash">{esc(sealed.sha256)}</span>. The questions below are the exact '
         "texts the witness saw, sealed with the answers; the English label is beside each.</p>"
     ]
     for question in sealed.questions:
+        if question.id != "testimony" and not labels.item():
+            continue
         parts.append(
-            f'<h2><span dir="auto"{lang}>{esc(question.label)}</span> '
-            f'<span class="note">(<bdi>{esc(question.label_en)}</bdi>; '
-            f"<code>{esc(question.id)}</code>)</span></h2>"
+            f'<h2><span dir="auto"{lang}>{esc(labels.take(question.label))}</span> '
+            f'<span class="note">(<bdi>{esc(labels.take(question.label_en))}</bdi>; '
+            f"<code>{esc(labels.take(question.id))}</code>)</span></h2>"
         )
         if question.type == "files":
             parts.append('<p class="note">See the attachments below.</p>')
@@ -272,10 +317,12 @@ def _questionnaire_answers(
         if not value:
             parts.append('<p class="note">No answer.</p>')
         elif question.choices:
+            words = labels.take(question.answer_text(value))
+            english = labels.take(question.answer_text(value, english=True))
             parts.append(
-                f'<p><span dir="auto"{lang}>{esc(question.answer_text(value))}</span> '
-                f'<span class="note">(<bdi>{esc(question.answer_text(value, english=True))}'
-                f"</bdi>; <code>{esc(value)}</code>)</span></p>"
+                f'<p><span dir="auto"{lang}>{esc(words)}</span> '
+                f'<span class="note">(<bdi>{esc(english)}</bdi>; '
+                f"<code>{esc(labels.take(value))}</code>)</span></p>"
             )
         else:
             parts.extend(_text_block(question.id, value, language, shown, full_texts))

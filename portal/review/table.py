@@ -133,7 +133,9 @@ def render_csv(rows: Sequence[Row]) -> str:
     answers = answer_columns(rows)
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow([*FIXED_COLUMNS, *answers, *TAIL_COLUMNS])
+    # Field names come from the manifest too: a crafted one can name a
+    # field `=HYPERLINK(...)`, so the header row is defused like the cells.
+    writer.writerow([_cell(c) for c in (*FIXED_COLUMNS, *answers, *TAIL_COLUMNS)])
     for row in rows:
         data = row.as_json()
         sealed = data["questionnaire"] or {}

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from portal.core.age import (
     KeyFormatError,
+    is_post_quantum,
     parse_recipient,
 )
 from portal.core.cliutil import UsageError
@@ -26,7 +27,12 @@ from portal.review.custody import (
     CustodyError,
     Entry,
 )
-from portal.review.forward import ForwardTampered, collect, write_bundle
+from portal.review.forward import (
+    ForwardTampered,
+    collect,
+    post_quantum_protected,
+    write_bundle,
+)
 from portal.review.report import human_size
 from portal.review.sealed import SealedIndex
 
@@ -58,6 +64,14 @@ def cmd_forward(ctx: Context, args: argparse.Namespace) -> ExitStatus:
             )
         except ForwardTampered as exc:
             raise IntegrityError(str(exc)) from None
+        classic = not is_post_quantum(recipient) and not args.allow_classic
+        if classic and (protected := post_quantum_protected(Path(args.source), ids)):
+            raise UserError(
+                f"{', '.join(protected)} arrived post-quantum protected (or its record does "
+                f"not say), but --to {args.to[:20]}... is a classic X25519 key: a bundle to it "
+                "could be opened by a future quantum computer. Nothing was sent. Ask the "
+                "partner for an age1pq1... key, or give --allow-classic to send anyway"
+            )
         decisions = consent.check_folder(
             Path(args.source), ids, args.omit_field, args.override_consent
         )

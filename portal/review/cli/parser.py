@@ -253,6 +253,11 @@ def _add_forward_and_table(sub: _SubCommands) -> None:
         help="send even where the witness's consent does not allow it; REASON is recorded "
         "in the custody log and the bundle",
     )
+    forward.add_argument(
+        "--allow-classic",
+        action="store_true",
+        help="send post-quantum protected submissions to a classic (age1...) key anyway",
+    )
     add_custody(forward)
     add_reviewer(forward)
 
