@@ -178,19 +178,13 @@ def new_manifest(
     *,
     received: str | None = None,
     reply_to: str | None = None,
-    questionnaire: Mapping[str, Any] | SealedQuestionnaire | None = None,
+    questionnaire: SealedQuestionnaire | None = None,
 ) -> Manifest:
     """A version 2 manifest for a submission being committed.
 
-    `questionnaire` is what `Questionnaire.sealed()` returns (or its typed
-    form): the exact questions the witness saw, sealed with their answers.
-
-    Raises:
-        ManifestError: the sealed questionnaire is not of the documented shape.
+    `questionnaire` is what `Questionnaire.sealed()` returns: the exact
+    questions the witness saw, sealed with their answers.
     """
-    sealed = questionnaire
-    if sealed is not None and not isinstance(sealed, SealedQuestionnaire):
-        sealed = parse_sealed_questionnaire(dict(sealed))
     return Manifest(
         id=submission_id,
         received=received or received_date(),
@@ -199,7 +193,7 @@ def new_manifest(
         attachments=tuple(attachments),
         reply_to=reply_to,
         thread=thread_id(reply_to) if reply_to is not None else thread_of_one(submission_id),
-        questionnaire=sealed,
+        questionnaire=questionnaire,
     )
 
 
