@@ -32,7 +32,6 @@ from portal.core.age import (
     PayloadError,
     PrivateKey,
     Reader,
-    decrypt_to_path,
 )
 from portal.core.fsio import (
     CHUNK,
@@ -42,6 +41,7 @@ from portal.core.fsio import (
     create_new,
     fsync_dir,
     new_file,
+    replace_with_chunks,
     write_all,
 )
 from portal.core.layout import MANIFEST_NAME, is_valid_id
@@ -493,9 +493,10 @@ class Opener:
         dest = work / name
         with open_ciphertext(path) as raw, HashingReader(raw, check, threaded=True) as reader:
             try:
-                size, digest = decrypt_to_path(
-                    cast(BinaryIO, reader), self.identities, dest, mode=FILE_MODE
-                )
+                # The plaintext appears under its name only once every chunk
+                # has verified: a cut or altered file leaves nothing behind.
+                plaintext = Reader(cast(BinaryIO, reader), self.identities).chunks()
+                size, digest = replace_with_chunks(dest, plaintext, mode=FILE_MODE)
             except AgeError as exc:
                 raise _age_failure(entry.path, exc, attachment=True) from None
             reader.drain()
