@@ -21,7 +21,7 @@ from tests.review_support import (
 
 
 def test_question_labels_count_against_the_page_budget(tmp_path: Path) -> None:
-    from portal.core.manifest import build_manifest
+    from portal.core.manifest import build_manifest, parse_sealed_questionnaire
 
     identity = write_identity(tmp_path / "id.txt")
     store = make_store(tmp_path / "data")
@@ -36,7 +36,11 @@ def test_question_labels_count_against_the_page_budget(tmp_path: Path) -> None:
         store,
         identity.recipient,
         lambda s, atts: build_manifest(
-            s, {"testimony": "짧은 증언", "q1": "답"}, "ko", atts, questionnaire=sealed
+            s,
+            {"testimony": "짧은 증언", "q1": "답"},
+            "ko",
+            atts,
+            questionnaire=parse_sealed_questionnaire(sealed),
         ),
     )
     run = review(open_args(store.root, tmp_path / "id.txt", tmp_path / "out", tmp_path / "c.jsonl"))

@@ -232,7 +232,7 @@ def new_manifest(
     received: str | None = None,
     reply_to: str | None = None,
     reply_key: ReplyKey | None = None,
-    questionnaire: Mapping[str, Any] | SealedQuestionnaire | None = None,
+    questionnaire: SealedQuestionnaire | None = None,
     reply_identity: X25519Identity | None = None,
 ) -> Manifest:
     """A manifest for a submission being committed (version 3 with a reply key, else 2).
@@ -242,15 +242,9 @@ def new_manifest(
     version 2 receipt's), never both. A bare `reply_to` is sealed without a
     proof: the reviewer's tools then treat it as a conversation of its own.
 
-    `questionnaire` is what `Questionnaire.sealed()` returns (or its typed
-    form): the exact questions the witness saw, sealed with their answers.
-
-    Raises:
-        ManifestError: the sealed questionnaire is not of the documented shape.
+    `questionnaire` is what `Questionnaire.sealed()` returns: the exact
+    questions the witness saw, sealed with their answers.
     """
-    sealed = questionnaire
-    if sealed is not None and not isinstance(sealed, SealedQuestionnaire):
-        sealed = parse_sealed_questionnaire(dict(sealed))
     if reply_identity is not None:
         reply_to = str(reply_identity.recipient)
     if reply_to is not None and reply_key is not None:
@@ -270,7 +264,7 @@ def new_manifest(
         reply_to=reply_to,
         reply_key=reply_key,
         thread=thread,
-        questionnaire=sealed,
+        questionnaire=questionnaire,
         format=MANIFEST_FORMAT_V3 if reply_key is not None else MANIFEST_FORMAT,
     )
     if reply_identity is None:

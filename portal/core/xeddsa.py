@@ -27,7 +27,6 @@ import nacl.exceptions
 import nacl.signing
 
 from portal.core.age import X25519Identity, X25519Recipient
-from portal.core.age.bech32 import decode
 
 _P = 2**255 - 19
 # XEdDSA's hash_1: the first hash input is 2**256 - 2, little-endian.
@@ -39,8 +38,7 @@ class XEdDSAError(Exception):
 
 
 def _scalar(identity: X25519Identity) -> bytes:
-    _hrp, secret = decode(str(identity))
-    k = bytearray(secret)
+    k = bytearray(identity.secret_bytes())
     # X25519's clamping (RFC 7748): the scalar the recipient was made with.
     k[0] &= 248
     k[31] &= 127
