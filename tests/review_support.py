@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import os
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from portal.core.age import Recipient, X25519Identity, encrypt
 from portal.core.manifest import Attachment, build_manifest
+from portal.core.questionnaire import DEFAULT_QUESTIONNAIRE, Questionnaire, load_questionnaire
 from portal.core.replykey import ReplyKey
 from portal.review.cli import ExitStatus, main
 from portal.server.intake import store_submission
@@ -70,7 +72,13 @@ def submit(
     reply_key: ReplyKey | None = None,
     reply_identity: X25519Identity | None = None,
 ) -> str:
-    """Store one submission the way the server does (encrypted on arrival)."""
+    """Store one submission the way the server does (encrypted on arrival).
+
+    With a consent answer, the shipped questionnaire is sealed too, as the
+    server's form does: the reviewer trusts consent only under a known one.
+    """
+    fields = fields or {}
+    sealed = _default_questionnaire().sealed(language) if "consent" in fields else None
     return store_submission(
         store,
         [identity.recipient for identity in recipients],
@@ -80,7 +88,13 @@ def submit(
         reply_to=reply_to,
         reply_key=reply_key,
         reply_identity=reply_identity,
+        questionnaire=sealed,
     )
+
+
+@functools.cache
+def _default_questionnaire() -> Questionnaire:
+    return load_questionnaire(DEFAULT_QUESTIONNAIRE, ("en", "ko", "zh"))
 
 
 ManifestMaker = Callable[[str, list[Attachment]], bytes]

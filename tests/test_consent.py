@@ -201,7 +201,7 @@ def test_table_writes_one_csv_row_per_submission_with_korean_intact(box: Opened)
     rows = list(csv.DictReader(io.StringIO(raw.decode("utf-8-sig"))))
     assert list(rows[0]) == [
         "submission", "received", "language", "questionnaire_id", "questionnaire_version",
-        "questionnaire_sha256", "consent_effective",
+        "questionnaire_sha256", "questionnaire_known", "consent_effective",
         *[q.id for q in QUESTIONNAIRE.questions if q.type != "files"], "attachments",
     ]  # fmt: skip
     by_id = {row["submission"]: row for row in rows}

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from portal.core.age import X25519Identity, decrypt
-from portal.core.manifest import Attachment, build_manifest
+from portal.core.manifest import Attachment, build_manifest, parse_sealed_questionnaire
 from portal.core.replykey import KdfCost, ReplyKey
 from portal.review.cli import ExitStatus
 from portal.review.custody import CustodyLog
@@ -206,6 +206,7 @@ def test_a_redacted_bundle_carries_nothing_computed_from_the_omitted_field(
         return build_manifest(
             manifest["id"], fields, manifest["language"],
             [Attachment(**a) for a in manifest["attachments"]], received=manifest["received"],
+            questionnaire=parse_sealed_questionnaire(manifest["questionnaire"]),
         )  # fmt: skip
 
     guesses = [f"phone {n}" for n in range(100, 200)]

@@ -19,7 +19,7 @@ from typing import Any
 
 from portal.core.layout import is_valid_id
 from portal.core.manifest import Manifest
-from portal.review.consent import consent_of
+from portal.review.consent import KnownQuestionnaires, consent_of, default_known
 from portal.review.outcomes import Changed
 from portal.review.recheck import read_opened_manifest
 from portal.review.record import RecordError, read_record
@@ -34,6 +34,7 @@ FIXED_COLUMNS = (
     "questionnaire_id",
     "questionnaire_version",
     "questionnaire_sha256",
+    "questionnaire_known",
     "consent_effective",
 )
 TAIL_COLUMNS = ("attachments",)
@@ -54,6 +55,8 @@ class TableTampered(TableError):
 @dataclass(frozen=True)
 class Row:
     manifest: Manifest
+    # The questionnaires the organisation knows; the shipped default if None.
+    known: KnownQuestionnaires | None = None
 
     def answers(self) -> dict[str, str]:
         return dict(self.manifest.fields)
@@ -66,11 +69,17 @@ class Row:
             "received": m.received,
             "language": m.language,
             "questionnaire": (
-                {"id": sealed.id, "version": sealed.version, "sha256": sealed.sha256}
+                {
+                    "id": sealed.id,
+                    "version": sealed.version,
+                    "sha256": sealed.sha256,
+                    # "yes", or "unknown"/"relabelled": then consent counts as ask.
+                    "known": (self.known or default_known()).vouch(m),
+                }
                 if sealed is not None
                 else None
             ),
-            "consent_effective": consent_of(m)[0].value,
+            "consent_effective": consent_of(m, self.known)[0].value,
             "answers": self.answers(),
             "attachments": [
                 {"name": a.name, "type": a.type, "size": a.size, "sha256": a.sha256}
@@ -79,7 +88,11 @@ class Row:
         }
 
 
-def read_rows(from_dir: Path, sealed: SealedIndex | None = None) -> list[Row]:
+def read_rows(
+    from_dir: Path,
+    sealed: SealedIndex | None = None,
+    known: KnownQuestionnaires | None = None,
+) -> list[Row]:
     """Every submission `open` wrote under `from_dir`, oldest first.
 
     With `sealed` (the command line always gives it), each is held to what
@@ -106,7 +119,7 @@ def read_rows(from_dir: Path, sealed: SealedIndex | None = None) -> list[Row]:
             raise TableError(f"{exc}; open the submission again from the ciphertext") from None
         except Changed as exc:
             raise TableTampered(f"{exc}; open the submission again from the ciphertext") from None
-        rows.append(Row(manifest))
+        rows.append(Row(manifest, known))
     if not rows:
         raise TableError(f"no opened submissions in {from_dir}; run `testimony-review open` first")
     rows.sort(key=lambda row: (row.manifest.received, row.manifest.id))
@@ -146,6 +159,7 @@ def render_csv(rows: Sequence[Row]) -> str:
             sealed.get("id", ""),
             sealed.get("version", ""),
             sealed.get("sha256", ""),
+            sealed.get("known", ""),
             data["consent_effective"],
         ]
         files = "; ".join(
@@ -162,14 +176,21 @@ def render_jsonl(rows: Sequence[Row]) -> str:
     return "".join(json.dumps(row.as_json(), ensure_ascii=False) + "\n" for row in rows)
 
 
-def write_table(from_dir: Path, out: Path, fmt: str, *, sealed: SealedIndex | None = None) -> int:
+def write_table(
+    from_dir: Path,
+    out: Path,
+    fmt: str,
+    *,
+    sealed: SealedIndex | None = None,
+    known: KnownQuestionnaires | None = None,
+) -> int:
     """Write the table; returns the number of rows.
 
     Raises:
         TableError: see `read_rows`.
         OSError: `out` cannot be written.
     """
-    rows = read_rows(from_dir, sealed)
+    rows = read_rows(from_dir, sealed, known)
     text = render_csv(rows) if fmt == "csv" else render_jsonl(rows)
     write_atomically(out, text)
     return len(rows)

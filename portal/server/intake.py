@@ -256,6 +256,7 @@ def store_submission(
     reply_to: str | None = None,
     reply_key: ReplyKey | None = None,
     reply_identity: X25519Identity | None = None,
+    questionnaire: SealedQuestionnaire | None = None,
 ) -> str:
     """Store a submission without the web layer (tools, tests, load generators)."""
     submission = Submission(store, recipients)
@@ -272,5 +273,10 @@ def store_submission(
         submission.discard()
         raise
     return submission.commit(
-        fields, language, reply_to=reply_to, reply_key=reply_key, reply_identity=reply_identity
+        fields,
+        language,
+        reply_to=reply_to,
+        reply_key=reply_key,
+        reply_identity=reply_identity,
+        questionnaire=questionnaire,
     )

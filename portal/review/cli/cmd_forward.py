@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +18,7 @@ from portal.core.exitstatus import ExitStatus
 from portal.review import consent, table
 from portal.review.cli.context import (
     PROG,
+    QUESTIONNAIRES_ENV,
     Context,
     IntegrityError,
     UserError,
@@ -72,9 +74,16 @@ def cmd_forward(ctx: Context, args: argparse.Namespace) -> ExitStatus:
                 "could be opened by a future quantum computer. Nothing was sent. Ask the "
                 "partner for an age1pq1... key, or give --allow-classic to send anyway"
             )
-        decisions = consent.check_folder(
-            Path(args.source), ids, args.omit_field, args.override_consent
-        )
+        try:
+            decisions = consent.check_folder(
+                Path(args.source),
+                ids,
+                args.omit_field,
+                args.override_consent,
+                known=known_questionnaires(ctx, args),
+            )
+        except consent.ConsentRelabelled as exc:
+            raise IntegrityError(str(exc)) from None
         entries = log.entries_for(set(ids))
         if missing := sorted(set(ids) - _logged_ids(entries)):
             raise IntegrityError(
@@ -124,11 +133,27 @@ def cmd_table(ctx: Context, args: argparse.Namespace) -> ExitStatus:
     except CustodyError as exc:
         raise IntegrityError(str(exc)) from None
     try:
-        count = table.write_table(Path(args.source), Path(args.out), args.format, sealed=sealed)
+        count = table.write_table(
+            Path(args.source),
+            Path(args.out),
+            args.format,
+            sealed=sealed,
+            known=known_questionnaires(ctx, args),
+        )
     except table.TableTampered as exc:
         raise IntegrityError(str(exc)) from None
     ctx.err(f"Wrote {args.out}: {count} submission(s), one row each ({args.format}).")
     return ExitStatus.OK
+
+
+def known_questionnaires(ctx: Context, args: argparse.Namespace) -> consent.KnownQuestionnaires:
+    """The default questionnaire, and those given by --questionnaire or the environment."""
+    paths = [Path(p) for p in args.questionnaire]
+    paths += [Path(p) for p in ctx.env.get(QUESTIONNAIRES_ENV, "").split(os.pathsep) if p]
+    try:
+        return consent.KnownQuestionnaires.load(paths)
+    except consent.QuestionnaireFileError as exc:
+        raise UserError(f"{exc}; give the organisation's questionnaire files") from None
 
 
 def _logged_ids(entries: Sequence[Entry]) -> set[str]:

@@ -18,7 +18,14 @@ from portal.core.exitstatus import ExitStatus
 from portal.core.layout import is_valid_id
 from portal.review import table
 from portal.review.cli import cmd_forward, cmd_keys, cmd_open, cmd_reply, cmd_verify
-from portal.review.cli.context import CUSTODY_ENV, PROG, REVIEWER_ENV, SIGNING_KEY_ENV, Context
+from portal.review.cli.context import (
+    CUSTODY_ENV,
+    PROG,
+    QUESTIONNAIRES_ENV,
+    REVIEWER_ENV,
+    SIGNING_KEY_ENV,
+    Context,
+)
 
 
 class Parser(cliutil.Parser):
@@ -124,6 +131,18 @@ def add_ids(parser: argparse.ArgumentParser, what: str, *, single: bool = False)
         "--id", action="append", default=[], metavar="ID", help="a submission id (repeatable)"
     )
     parser.epilog = parser.epilog or "An ID that starts with `-` goes after `--` or as --id=-ID."
+
+
+def add_questionnaires(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--questionnaire",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a questionnaire file (or folder of *.toml) the organisation uses, besides the "
+        f"shipped default; repeatable (also ${QUESTIONNAIRES_ENV}). Consent sealed with any "
+        "other counts as `ask`",
+    )
 
 
 def add_expect_head(parser: argparse.ArgumentParser) -> None:
@@ -253,6 +272,7 @@ def _add_forward_and_table(sub: _SubCommands) -> None:
         help="send even where the witness's consent does not allow it; REASON is recorded "
         "in the custody log and the bundle",
     )
+    add_questionnaires(forward)
     forward.add_argument(
         "--allow-classic",
         action="store_true",
@@ -271,6 +291,7 @@ def _add_forward_and_table(sub: _SubCommands) -> None:
         help="csv (UTF-8 with BOM, for spreadsheets; default) or jsonl (one JSON object a line)",
     )
     add_custody(tabler)
+    add_questionnaires(tabler)
 
 
 def _add_reply(sub: _SubCommands) -> None:
