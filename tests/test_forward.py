@@ -133,11 +133,13 @@ def test_members_are_regular_files_under_safe_names_in_a_fixed_order(
     with tarfile.open(fileobj=io.BytesIO(decrypt(bundle.read_bytes(), [desk.partner]))) as tar:
         members = tar.getmembers()
     names = [m.name for m in members]
-    assert names[:4] == ["README.txt", "SHA256SUMS", "custody.jsonl", "consent.json"]
-    assert names[4:] == sorted(names[4:])
+    assert names[:5] == [
+        "README.txt", "SHA256SUMS", "custody.jsonl", "consent.json", "custody-log.jsonl"
+    ]  # fmt: skip
+    assert names[5:] == sorted(names[5:])
     assert all(m.isreg() and m.mode == 0o600 and m.uid == 0 for m in members)
     assert all(not n.startswith("/") and ".." not in n.split("/") for n in names)
-    assert all(n.split("/")[0] in set(ids) for n in names[4:])
+    assert all(n.split("/")[0] in set(ids) for n in names[5:])
 
 
 def test_omit_field_leaves_contact_details_out(desk: Desk, redacted: dict[str, bytes]) -> None:

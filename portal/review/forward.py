@@ -47,6 +47,8 @@ from portal.review.sealed import SealedIndex
 
 BUNDLE_FORMAT = "testimony-review/forward/1"
 BUNDLE_CUSTODY_FORMAT = "testimony-review/bundle-custody/1"
+# Our custody log's own lines, byte for byte, for a partner to check (issue 21).
+LOG_LINES_NAME = "custody-log.jsonl"
 _READ_SIZE = 1 << 20
 
 
@@ -258,8 +260,31 @@ def partner_custody(
     return "".join(lines).encode()
 
 
+def log_lines(entries: Sequence[Entry], submission_ids: Sequence[str]) -> bytes:
+    """The `open` entries of these submissions exactly as our log holds them.
+
+    A partner checks them with docs/FORMAT.md alone: each line is canonical
+    JSON, its SHA-256 is what the next line of our log carries as `prev`,
+    and its attachments' SHA-256 are those of the files in the bundle.
+    Entries that name a local folder (`output`, written before issue 21)
+    are left out: they are in custody.jsonl without it.
+    """
+    wanted = set(submission_ids)
+    held = [
+        e.raw + b"\n"
+        for e in entries
+        if (opening := e.entry.opening) is not None
+        and opening.submission in wanted
+        and "output" not in e.entry.details
+    ]
+    return b"".join(held)
+
+
 def _readme(
-    submission_ids: Sequence[str], omit_fields: Sequence[str], consent_note: str = ""
+    submission_ids: Sequence[str],
+    omit_fields: Sequence[str],
+    consent_note: str = "",
+    head: tuple[int, str] | None = None,
 ) -> bytes:
     omitted = (
         f"\nAt the sender's request these fields were left out of each testimony.json:\n"
@@ -287,10 +312,28 @@ by whom, the SHA-256 of each file's ciphertext and plaintext, and earlier
 forwards. "seq" is the line's number in the sender's full log, and
 "log_line_sha256" (absent when fields were left out) the SHA-256 of that
 line, so the sender's log can prove these lines later.
-
+{_log_lines_note(omit_fields, head)}
 Attachments are untrusted: open them in a sandbox or on a machine without
 network access, never by double-clicking them on your everyday computer.
 """.encode()
+
+
+def _log_lines_note(omit_fields: Sequence[str], head: tuple[int, str] | None) -> str:
+    if omit_fields:
+        return ""
+    sender = (
+        f"When this bundle was made the sender's log had {head[0]} entries and its head\n"
+        f"(the SHA-256 of its last line) was {head[1]}.\n"
+        if head is not None
+        else ""
+    )
+    return f"""
+{LOG_LINES_NAME} holds the sender's custody log lines for the opening of
+each submission, byte for byte. docs/FORMAT.md of Testimony Portal, "The
+custody log", says how to check them without any of the sender's tools:
+each line is canonical JSON, its SHA-256 is what the sender's next line
+carries as "prev", and its attachments' "sha256" are those of the files here.
+{sender}"""
 
 
 def _tarinfo(name: str, size: int, mtime: int) -> tarfile.TarInfo:
@@ -315,6 +358,7 @@ def write_bundle(
     mtime: int,
     consent_note: str = "",
     consent_records: Sequence[dict[str, Any]] = (),
+    head: tuple[int, str] | None = None,
 ) -> ForwardResult:
     """Write the encrypted tar bundle to `out_path`, which must not exist yet.
 
@@ -326,9 +370,12 @@ def write_bundle(
         raise ForwardError(f"{out_path} already exists; refusing to overwrite it")
     custody_bytes = partner_custody(custody_lines, submission_ids, redacted=bool(omit_fields))
     top = [
-        _Member("README.txt", data=_readme(submission_ids, omit_fields, consent_note)),
+        _Member("README.txt", data=_readme(submission_ids, omit_fields, consent_note, head)),
         _Member("custody.jsonl", data=custody_bytes),
     ]
+    if not omit_fields:
+        # A redacted bundle carries no line: each holds the full manifest's hashes.
+        top.append(_Member(LOG_LINES_NAME, data=log_lines(custody_lines, submission_ids)))
     if consent_records:
         # Each witness's consent and every override with its reason (issue 12).
         consent_json = json.dumps(list(consent_records), ensure_ascii=False, indent=1) + "\n"
@@ -372,8 +419,14 @@ def write_bundle(
 
 def _key(member: _Member) -> tuple[int, str]:
     # README first, then the checksums and custody, then submissions by name.
-    order = {"README.txt": 0, "SHA256SUMS": 1, "custody.jsonl": 2, "consent.json": 3}
-    return (order.get(member.name, 4), member.name)
+    order = {
+        "README.txt": 0,
+        "SHA256SUMS": 1,
+        "custody.jsonl": 2,
+        "consent.json": 3,
+        LOG_LINES_NAME: 4,
+    }
+    return (order.get(member.name, 5), member.name)
 
 
 def _add(tar: tarfile.TarFile, member: _Member, mtime: int) -> None:

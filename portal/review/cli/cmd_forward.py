@@ -101,6 +101,7 @@ def cmd_forward(ctx: Context, args: argparse.Namespace) -> ExitStatus:
             mtime=int(time.time()) // 86400 * 86400,
             consent_note=consent.bundle_note(decisions),
             consent_records=[d.as_record() for d in decisions],
+            head=(session.count, session.head),
         )
         session.append(
             Action.FORWARD,

@@ -100,7 +100,6 @@ def cmd_open(ctx: Context, args: argparse.Namespace) -> ExitStatus:
                 Action.OPEN,
                 reviewer,
                 submission=record.id,
-                output=str(out / record.id),
                 manifest=asdict(record.manifest),
                 record_sha256=record_sha256(record),
                 attachments=[
