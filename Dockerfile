@@ -3,6 +3,7 @@
 #   docker build -t testimony-portal .
 #   docker run --read-only --tmpfs /tmp:size=16m --tmpfs /dev/shm:size=16m \
 #     -v portal-data:/data -v "$PWD/keys/recipients.txt:/keys/recipients.txt:ro" \
+#     -v "$PWD/keys/reply-signers.txt:/keys/reply-signers.txt:ro" \
 #     -e PORTAL_SECRET_KEY="$(openssl rand -hex 32)" -p 127.0.0.1:8080:8080 testimony-portal
 #
 # The root filesystem can be read-only: the app writes only to /data (the
@@ -28,7 +29,8 @@ FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PORTAL_DATA_DIR=/data \
-    PORTAL_RECIPIENTS=/keys/recipients.txt
+    PORTAL_RECIPIENTS=/keys/recipients.txt \
+    PORTAL_REPLY_SIGNERS=/keys/reply-signers.txt
 COPY --from=build /wheels /wheels
 RUN apt-get update \
     && apt-get install -y --no-install-recommends nginx libnginx-mod-http-headers-more-filter \

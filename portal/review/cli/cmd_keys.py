@@ -87,7 +87,7 @@ The line printed above is its public half. To start using it:
   2. Sign every reply with it:
        testimony-review reply ID --from DIR --message-file MSG --out OUTBOX --signing-key {out}
   3. Back it up like the decryption key (a second encrypted copy kept offline);
-     see docs/REVIEWER.md, "Reply signing key", for rotation."""
+     see docs/REVIEWER.md, "The reply signing key", for rotation."""
 
 
 def cmd_keygen(ctx: Context, args: argparse.Namespace) -> ExitStatus:
