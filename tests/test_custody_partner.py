@@ -115,3 +115,39 @@ def test_an_independent_verifier_checks_the_bundle_custody_lines(tmp_path: Path)
     (folder / "custody-log.jsonl").write_text("".join(lines))
     (folder / ids[1] / "p1.jpg").write_bytes(b"y")
     assert "differs from the log" in _verify(folder).stderr
+
+
+def test_a_bundle_carries_no_reply_entry_thread_or_mailbox(tmp_path: Path) -> None:
+    # Issue 21, point 14: what THREAT_MODEL.md says bundles carry is what they carry.
+    from portal.core.conversation import mailbox_name, thread_id
+    from tests.support import signing_key_file
+
+    reviewer = write_identity(tmp_path / "id.txt")
+    witness = X25519Identity.generate()
+    store = make_store(tmp_path / "data")
+    sid = submit(store, [reviewer], "증언", fields={"consent": "yes"}, reply_identity=witness)
+    custody = tmp_path / "custody.jsonl"
+    out = tmp_path / "out"
+    assert review(open_args(store.root, tmp_path / "id.txt", out, custody)).status == 0
+    message = tmp_path / "m.txt"
+    message.write_text("감사합니다")
+    replied = review(
+        ["reply", sid, "--from", out, "--message-file", message, "--out", tmp_path / "outbox",
+         "--custody", custody, "--signing-key", signing_key_file(tmp_path / "signer")]
+    )  # fmt: skip
+    assert replied.status == ExitStatus.OK, replied.err
+    partner = X25519Identity.generate()
+    bundle = tmp_path / "b.age"
+    run = review(
+        ["forward", sid, "--from", out, "--to", str(partner.recipient), "--out", bundle,
+         "--custody", custody]
+    )  # fmt: skip
+    assert run.status == ExitStatus.OK, run.err
+    with tarfile.open(fileobj=io.BytesIO(decrypt(bundle.read_bytes(), [partner]))) as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}  # type: ignore[union-attr]
+    everything = b"".join(members.values())
+    for secret in (str(witness.recipient), thread_id(str(witness.recipient)),
+                   mailbox_name(str(witness.recipient))):  # fmt: skip
+        assert secret.encode() not in everything
+    actions = [json.loads(line)["action"] for line in members["custody.jsonl"].splitlines()]
+    assert actions == ["open"]
