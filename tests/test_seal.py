@@ -528,6 +528,11 @@ def test_real_server_catches_up_a_missed_seal(
 ) -> None:
     data = tmp_path / "server" / "data"
     store = make_store(data)
+    # A deployment that ran before: its receipt salt exists (issue 21 refuses
+    # to start with submissions and no salt).
+    from portal.server.mailbox import ensure_salt
+
+    ensure_salt(data)
     ids = arrive(store, identity, 3)
     two_days_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=2)
     (data / STATE_FILE).write_text(two_days_ago.strftime("%Y-%m-%dT%H:%M:%SZ\n"))
