@@ -106,6 +106,10 @@ def test_a_relabelled_consent_is_refused_with_exit_3(desk: Desk) -> None:
     assert rows[genuine]["consent_effective"] == "yes"
     assert rows[relabelled]["questionnaire_known"] == "relabelled"
     assert rows[relabelled]["consent_effective"] == "ask"
+    verify = review(["verify", desk.out, "--custody", desk.custody])
+    assert verify.status == ExitStatus.INTEGRITY
+    assert f"ok {genuine}" in verify.out
+    assert f"CHANGED {relabelled}: its sealed questionnaire claims" in verify.out
 
 
 def test_identifying_flags_come_from_the_known_file(desk: Desk) -> None:

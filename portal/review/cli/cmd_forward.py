@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,11 +17,11 @@ from portal.core.exitstatus import ExitStatus
 from portal.review import consent, table
 from portal.review.cli.context import (
     PROG,
-    QUESTIONNAIRES_ENV,
     Context,
     IntegrityError,
     UserError,
     custody_session,
+    known_questionnaires,
 )
 from portal.review.custody import (
     Action,
@@ -145,16 +144,6 @@ def cmd_table(ctx: Context, args: argparse.Namespace) -> ExitStatus:
         raise IntegrityError(str(exc)) from None
     ctx.err(f"Wrote {args.out}: {count} submission(s), one row each ({args.format}).")
     return ExitStatus.OK
-
-
-def known_questionnaires(ctx: Context, args: argparse.Namespace) -> consent.KnownQuestionnaires:
-    """The default questionnaire, and those given by --questionnaire or the environment."""
-    paths = [Path(p) for p in args.questionnaire]
-    paths += [Path(p) for p in ctx.env.get(QUESTIONNAIRES_ENV, "").split(os.pathsep) if p]
-    try:
-        return consent.KnownQuestionnaires.load(paths)
-    except consent.QuestionnaireFileError as exc:
-        raise UserError(f"{exc}; give the organisation's questionnaire files") from None
 
 
 def _logged_ids(entries: Sequence[Entry]) -> set[str]:

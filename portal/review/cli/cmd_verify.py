@@ -7,10 +7,12 @@ from pathlib import Path
 
 from portal.core.exitstatus import ExitStatus
 from portal.core.layout import is_valid_id
+from portal.review import consent
 from portal.review.cli.context import (
     Context,
     IntegrityError,
     UserError,
+    known_questionnaires,
 )
 from portal.review.custody import CustodyDamaged, CustodyError
 from portal.review.discovery import find_submissions, leftovers
@@ -25,7 +27,12 @@ from portal.review.record import (
 from portal.review.sealed import SealedIndex
 
 
-def _verify_one(folder: Path, sealed: SealedIndex, source: Path | None) -> str | None:
+def _verify_one(
+    folder: Path,
+    sealed: SealedIndex,
+    source: Path | None,
+    known: consent.KnownQuestionnaires | None = None,
+) -> str | None:
     """What is wrong with one opened submission, or None if every hash holds."""
     try:
         record = read_record(folder)
@@ -38,6 +45,14 @@ def _verify_one(folder: Path, sealed: SealedIndex, source: Path | None) -> str |
         # What the first `open` entry recorded is the reference; a later
         # entry never replaces it (issue 21).
         sealed.check(folder, record, manifest)
+        if known is not None and known.vouch(manifest) == consent.RELABELLED:
+            # Not changed since opening, but not what the server's form
+            # showed either: its consent cannot be trusted (issue 21).
+            return (
+                "its sealed questionnaire claims the SHA-256 of a questionnaire you know but "
+                "shows other words or flags (relabelled): it was crafted. Its consent counts "
+                "as `ask`"
+            )
         if source is not None:
             if not (source / folder.name).exists():
                 return f"its ciphertext is not in {source}"
@@ -62,6 +77,7 @@ def cmd_verify(ctx: Context, args: argparse.Namespace) -> ExitStatus:
         sealed = SealedIndex.from_log(log)
     except CustodyDamaged as exc:
         raise IntegrityError(str(exc)) from None
+    known = known_questionnaires(ctx, args)
     source = None
     if args.src:
         source, _ids = find_submissions(Path(args.src))
@@ -79,7 +95,7 @@ def cmd_verify(ctx: Context, args: argparse.Namespace) -> ExitStatus:
         if not is_valid_id(submission_id) or folder.is_symlink() or not folder.is_dir():
             problem: str | None = f"{folder} is not an opened submission"
         else:
-            problem = _verify_one(folder, sealed, source)
+            problem = _verify_one(folder, sealed, source, known)
         if problem:
             bad += 1
             ctx.out(f"CHANGED {submission_id}: {problem}")

@@ -8,13 +8,16 @@ same way.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import getpass
+import os
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TextIO
 
 from portal.core.exitstatus import ExitStatus
+from portal.review import consent
 from portal.review.custody import CustodyDamaged, CustodyError, CustodyLog, Session
 
 PROG = "testimony-review"
@@ -148,3 +151,13 @@ def say_head(ctx: Context, session: Session) -> None:
         "`testimony-review custody verify --expect-head HEAD` proves later that nothing "
         "after it was cut off or changed."
     )
+
+
+def known_questionnaires(ctx: Context, args: argparse.Namespace) -> consent.KnownQuestionnaires:
+    """The default questionnaire, and those given by --questionnaire or the environment."""
+    paths = [Path(p) for p in args.questionnaire]
+    paths += [Path(p) for p in ctx.env.get(QUESTIONNAIRES_ENV, "").split(os.pathsep) if p]
+    try:
+        return consent.KnownQuestionnaires.load(paths)
+    except consent.QuestionnaireFileError as exc:
+        raise UserError(f"{exc}; give the organisation's questionnaire files") from None

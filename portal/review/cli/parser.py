@@ -319,6 +319,7 @@ def _add_verify(sub: _SubCommands) -> None:
     )
     add_custody(verifier)
     add_expect_head(verifier)
+    add_questionnaires(verifier)
 
     custody_sub = _group(sub, "custody", "{verify}")
     verify = _command(custody_sub, "custody verify", cmd_verify.cmd_custody_verify)
