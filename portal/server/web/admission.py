@@ -5,7 +5,7 @@ has its body read, on any route. Only a POST of a submission form takes a
 token from the submissions' shared bucket, and the token is given back when
 the request stores nothing; nothing is admitted while the disk is below
 PORTAL_MIN_FREE_MB. Follow-up logins and deletions spend a budget of their
-own (`spend_login_token`), never the submissions'. The errors raised here
+own (`portal.server.web.followup`), never the submissions'. The errors raised here
 are the 413, 429 and 503 pages a witness sees before any byte is stored.
 """
 
