@@ -31,6 +31,7 @@ from portal.server.front import (
 from portal.server.mailbox import ReplyRejected, ReplyStore
 from portal.server.store import StoreError, SubmissionStore
 from portal.server.web.security import MAX_ONION_LOCATION_PATH
+from tests.support import TEST_SIGNING_KEY, add_signed
 
 
 def _settings(nofile: int = 65536) -> FrontSettings:
@@ -173,10 +174,13 @@ def test_import_replies_prints_hostile_names_on_one_escaped_line(tmp_path: Path)
     box.mkdir(parents=True)
     (box / "x\n0 reply(ies) imported, 0 already here, 0 refused\x1b[2J.txt").write_bytes(b"x")
     SubmissionStore(tmp_path / "data").initialise()
+    signers = tmp_path / "keys" / "reply-signers.txt"
+    signers.parent.mkdir()
+    signers.write_text(f"{TEST_SIGNING_KEY.public}\n")
     err = io.StringIO()
     portal_cli(
         ["import-replies", str(outbox)],
-        env={"PORTAL_DATA_DIR": str(tmp_path / "data")},
+        env={"PORTAL_DATA_DIR": str(tmp_path / "data"), "PORTAL_REPLY_SIGNERS": str(signers)},
         stdout=io.StringIO(),
         stderr=err,
     )
@@ -187,14 +191,14 @@ def test_import_replies_prints_hostile_names_on_one_escaped_line(tmp_path: Path)
 
 def test_a_planted_mailbox_symlink_is_not_followed(tmp_path: Path) -> None:
     """N9: replies/<mailbox> pointing elsewhere: nothing is written there."""
-    store = ReplyStore(tmp_path / "data")
+    store = ReplyStore(tmp_path / "data", [TEST_SIGNING_KEY.public])
     store.initialise()
     witness = X25519Identity.generate()
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     (store.root / mailbox_name(str(witness.recipient))).symlink_to(elsewhere)
     with pytest.raises(ReplyRejected, match="symbolic link"):
-        store.add(mailbox_name(str(witness.recipient)), _reply(witness))
+        add_signed(store, mailbox_name(str(witness.recipient)), _reply(witness))
     assert list(elsewhere.iterdir()) == []
     assert store.read(witness) == []
 
