@@ -30,6 +30,7 @@ WORDED = {
     "(any)": ("allowed_hosts", ()),
     "(none)": ("onion_location", None),
     "off": ("tls", False),
+    "(no onion port)": ("onion_port", None),
     "the shipped `portal/core/questionnaires/default.toml`": ("questionnaire_file", None),
 }
 

@@ -38,12 +38,16 @@ AUTHORITIES = ("a0", "a1", "a2")
 RELAYS = ("r0", "r1", "r2", "r3", "r4")
 SERVICE = "hs"
 CLIENT = "client"
+# A second client, for benchmarks that flood the service from their own tor.
+FLOODER = "flooder"
 NODES = (*AUTHORITIES, *RELAYS, SERVICE, CLIENT)
-# Ports from `base_port`: ORPort +n, DirPort +10+n (n is the node's index), SocksPort +20,
-# the onion service's MetricsPort +21. The caller may use +30 to +39 for its own servers.
+# Ports from `base_port`: ORPort +n, DirPort +10+n (n is the node's index), SocksPort +20
+# (the flooder's +22), the onion service's MetricsPort +21. The caller may use +30 to +39
+# for its own servers.
 _DIR_OFFSET = 10
 _SOCKS_OFFSET = 20
 _METRICS_OFFSET = 21
+_FLOODER_SOCKS_OFFSET = 22
 PORTS_USED = 40
 
 
@@ -107,12 +111,21 @@ class TorNetwork:
     documented_torrc: str
     target_port: int
     info_log: bool = True
+    flooder: bool = False
     started_at: float = 0.0
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
     def socks_port(self) -> int:
         return self.base_port + _SOCKS_OFFSET
+
+    @property
+    def flooder_socks_port(self) -> int:
+        return self.base_port + _FLOODER_SOCKS_OFFSET
+
+    @property
+    def nodes(self) -> tuple[str, ...]:
+        return (*NODES, FLOODER) if self.flooder else NODES
 
     @property
     def metrics_port(self) -> int:
@@ -194,7 +207,7 @@ class TorNetwork:
     def _torrcs(self, dirauthorities: str) -> dict[str, str]:
         owner = os.getpid()
         torrcs = {}
-        for index, node in enumerate(NODES):
+        for index, node in enumerate(self.nodes):
             data = self.data(node)
             data.mkdir(mode=0o700, parents=True, exist_ok=True)
             text = _common(node, data, owner) + dirauthorities
@@ -229,6 +242,8 @@ V3AuthDistDelay 4
                 )
             if node == CLIENT:
                 text += f"SocksPort 127.0.0.1:{self.socks_port}\n"
+            if node == FLOODER:
+                text += f"SocksPort 127.0.0.1:{self.flooder_socks_port}\n"
             torrcs[node] = text
         return torrcs
 
@@ -267,7 +282,7 @@ V3AuthDistDelay 4
         for node in (*AUTHORITIES, *RELAYS):
             self._launch(node)
         self._wait_for(self._consensus_lists_every_relay, timeout, "a consensus with every relay")
-        for node in (SERVICE, CLIENT):
+        for node in self.nodes[len(AUTHORITIES + RELAYS) :]:
             self._launch(node)
         self._wait_for(lambda: (self.service_dir / "hostname").exists(), 30, "the onion address")
 
@@ -316,12 +331,12 @@ V3AuthDistDelay 4
         )
         return time.monotonic() - self.started_at
 
-    def restart_client(self) -> None:
-        """Restart the client tor: it forgets the onion descriptors it cached (in memory)."""
-        process = self.processes[CLIENT]
+    def restart_client(self, node: str = CLIENT) -> None:
+        """Restart a client tor: it forgets the onion descriptors it cached (in memory)."""
+        process = self.processes[node]
         process.terminate()
         process.wait(timeout=30)
-        self._launch(CLIENT)
+        self._launch(node)
 
     def stop(self) -> None:
         for process in self.processes.values():
