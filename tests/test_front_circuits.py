@@ -28,9 +28,8 @@ from portal.server.front import (
     nginx_config,
 )
 from portal.testing.live import Client, LiveServer, MultipartBody, free_port, hidden_fields
+from tests import test_onion
 from tests.support import translate
-
-pytestmark = pytest.mark.slow
 
 
 def tor_proxy_header(circuit: int) -> bytes:
@@ -89,6 +88,7 @@ def onion_front(make_server: Callable[..., LiveServer]) -> tuple[LiveServer, int
     return server, onion_port
 
 
+@pytest.mark.slow
 def test_one_circuit_is_limited_and_another_is_not(onion_front: tuple[LiveServer, int]) -> None:
     server, onion_port = onion_front
     base = f"http://127.0.0.1:{onion_port}"
@@ -128,6 +128,7 @@ def _hold_upload(port: int, circuit: int, cookie: str, fields: dict[str, str]) -
     return sock
 
 
+@pytest.mark.slow
 def test_one_circuit_holds_at_most_its_share_of_uploads(
     onion_front: tuple[LiveServer, int],
 ) -> None:
@@ -163,6 +164,7 @@ def test_one_circuit_holds_at_most_its_share_of_uploads(
             sock.close()
 
 
+@pytest.mark.slow
 def test_a_connection_without_tors_header_gets_no_page(
     onion_front: tuple[LiveServer, int],
 ) -> None:
@@ -203,3 +205,11 @@ def test_serve_refuses_an_onion_port_it_cannot_serve_in_one_line(
     assert status in (ExitStatus.USAGE, ExitStatus.ERROR), err
     assert words in err and len(err.strip().splitlines()) == 1, err
     assert "Traceback" not in err
+
+
+def test_the_documented_torrc_points_at_the_documented_onion_port() -> None:
+    assert test_onion.documented_onion_port() == 8081
+    assert "HiddenServiceExportCircuitID haproxy" in test_onion.documented_torrc()
+    docs = test_onion.DEPLOYMENT.read_text("utf-8")
+    assert "PORTAL_ONION_PORT=8081" in docs
+    assert "HiddenServicePoWDefensesEnabled 1" in test_onion.documented_torrc()

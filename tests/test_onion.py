@@ -160,14 +160,6 @@ class PortWatcher:
         return seen
 
 
-def test_the_documented_torrc_points_at_the_documented_onion_port() -> None:
-    assert documented_onion_port() == 8081
-    assert "HiddenServiceExportCircuitID haproxy" in documented_torrc()
-    docs = DEPLOYMENT.read_text("utf-8")
-    assert "PORTAL_ONION_PORT=8081" in docs
-    assert "HiddenServicePoWDefensesEnabled 1" in documented_torrc()
-
-
 def test_a_korean_submission_through_the_onion_is_stored_as_ciphertext_only(
     onion: Onion, tmp_path: Path
 ) -> None:
@@ -249,7 +241,7 @@ def test_one_circuit_flooding_requests_is_limited_while_another_submits(onion: O
 
     def burst(_: int) -> list[int]:
         client = net.client(flood_circuit)
-        return [client.get("/ko/").status for _ in range(15)]
+        return [client.get("/ko/").status for _ in range(25)]
 
     # 6 at a time: under the torrc's HiddenServiceMaxStreams (20), which
     # would close the whole circuit. Meanwhile a witness on another circuit
