@@ -172,7 +172,7 @@ def test_a_connection_without_tors_header_gets_no_page(
     with socket.create_connection(("127.0.0.1", onion_port), timeout=30) as sock:
         sock.sendall(b"GET /ko/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         answer = sock.recv(65536)
-    assert b"200 OK" not in answer and b"<html" not in answer
+    assert answer == b""
 
 
 def _serve(tmp_path: Path, argv: list[str], onion_port: str) -> tuple[int, str]:

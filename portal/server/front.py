@@ -148,7 +148,7 @@ def onion_listen(settings: FrontSettings) -> str:
 
     torrc: `HiddenServicePort 80 127.0.0.1:<onion port>` with
     `HiddenServiceExportCircuitID haproxy`. A connection without the header
-    (anything but that tor) is closed with a 400 before any request.
+    (anything but that tor) is closed unanswered.
     """
     if settings.onion_port is None:
         return ""
