@@ -154,7 +154,11 @@ def onion_listen(settings: FrontSettings) -> str:
         return ""
     host = settings.host
     address = f"[{host}]:{settings.onion_port}" if ":" in host else f"{host}:{settings.onion_port}"
-    return f"        listen {address} proxy_protocol backlog=4096;\n"
+    return (
+        "        # The onion service's tor: a PROXY header names each connection's\n"
+        "        # circuit (torrc: HiddenServiceExportCircuitID haproxy).\n"
+        f"        listen {address} proxy_protocol backlog=4096;\n"
+    )
 
 
 def circuit_limit_zones(settings: FrontSettings) -> str:
