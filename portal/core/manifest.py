@@ -204,22 +204,16 @@ def new_manifest(
     received: str | None = None,
     reply_to: str | None = None,
     reply_key: ReplyKey | None = None,
-    questionnaire: Mapping[str, Any] | SealedQuestionnaire | None = None,
+    questionnaire: SealedQuestionnaire | None = None,
 ) -> Manifest:
     """A manifest for a submission being committed (version 3 with a reply key, else 2).
 
     `reply_to` (a version 1 receipt's recipient) or `reply_key` (a version 2
     receipt's), never both.
 
-    `questionnaire` is what `Questionnaire.sealed()` returns (or its typed
-    form): the exact questions the witness saw, sealed with their answers.
-
-    Raises:
-        ManifestError: the sealed questionnaire is not of the documented shape.
+    `questionnaire` is what `Questionnaire.sealed()` returns: the exact
+    questions the witness saw, sealed with their answers.
     """
-    sealed = questionnaire
-    if sealed is not None and not isinstance(sealed, SealedQuestionnaire):
-        sealed = parse_sealed_questionnaire(dict(sealed))
     if reply_to is not None and reply_key is not None:
         raise ManifestError("a manifest seals a reply recipient or a reply key, not both")
     if reply_key is not None:
@@ -237,7 +231,7 @@ def new_manifest(
         reply_to=reply_to,
         reply_key=reply_key,
         thread=thread,
-        questionnaire=sealed,
+        questionnaire=questionnaire,
         format=MANIFEST_FORMAT_V3 if reply_key is not None else MANIFEST_FORMAT,
     )
 

@@ -14,10 +14,10 @@ from __future__ import annotations
 import hashlib
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from portal.core.age import Recipient, Writer
-from portal.core.manifest import Attachment, build_manifest
+from portal.core.manifest import Attachment, SealedQuestionnaire, build_manifest
 from portal.core.replykey import ReplyKey
 from portal.server.store import StagedFile, Staging, SubmissionStore
 
@@ -198,7 +198,7 @@ class Submission:
         *,
         reply_to: str | None = None,
         reply_key: ReplyKey | None = None,
-        questionnaire: Mapping[str, Any] | None = None,
+        questionnaire: SealedQuestionnaire | None = None,
     ) -> str:
         """Encrypt the manifest, then durably commit everything; returns the id.
 

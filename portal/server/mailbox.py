@@ -29,8 +29,7 @@ from pathlib import Path
 
 import nacl.pwhash.argon2id as argon2id
 
-from portal.core.age import AgeError, X25519Identity, decrypt
-from portal.core.age.format import BufferedSource, parse_header
+from portal.core.age import AgeError, X25519Identity, decrypt, header_stanzas
 from portal.core.conversation import is_mailbox_name, mailbox_name
 from portal.core.fsio import DIR_MODE, create_new, fsync_dir
 from portal.core.layout import SECONDS_PER_DAY, day_date, day_floor, day_timestamp
@@ -156,10 +155,10 @@ def check_reply_file(data: bytes) -> None:
     if len(data) > MAX_REPLY_BYTES:
         raise ReplyRejected(f"larger than {MAX_REPLY_BYTES // 1024} KiB; a reply is a short text")
     try:
-        header = parse_header(BufferedSource(io.BytesIO(data)))
+        stanzas = header_stanzas(io.BytesIO(data))
     except AgeError as exc:
         raise ReplyRejected(f"not an age file ({exc})") from None
-    kinds = [stanza.type for stanza in header.stanzas]
+    kinds = [stanza.type for stanza in stanzas]
     if kinds != ["X25519"]:
         raise ReplyRejected(
             "not addressed to one witness (a reply has exactly one X25519 recipient)"
