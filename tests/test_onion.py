@@ -30,8 +30,8 @@ import pytest
 
 from portal.server.front import CIRCUIT_BURST, CIRCUIT_CONNECTIONS
 from portal.testing.live import RECEIVED_MARKERS, LiveServer, MultipartBody, start_server
-from portal.testing.tornet import TorNetwork, first_page, socks_connect
-from tests.support import REPO, require_front, require_tool, translate
+from portal.testing.tornet import TorNetwork, first_page, socks_connect, tor_has_pow
+from tests.support import REPO, require_front, require_tool, translate, unavailable
 
 pytestmark = pytest.mark.slow
 
@@ -73,6 +73,8 @@ def onion(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Onion]:
     for program in ("tor", "tor-gencert", "ss"):
         require_tool(program)
     require_front()
+    if not tor_has_pow():
+        unavailable("the installed tor has no proof-of-work module; install tor 0.4.8 or later")
     root = tmp_path_factory.mktemp("onion")
     reviewer = root / "reviewer"
     reviewer.mkdir(mode=0o700)

@@ -78,6 +78,12 @@ __OwningControllerProcess {owner}
 """
 
 
+def tor_has_pow() -> bool:
+    """Whether the installed tor has the proof-of-work module (`tor --list-modules`)."""
+    listed = subprocess.run(["tor", "--list-modules"], capture_output=True, text=True)
+    return "pow: yes" in listed.stdout
+
+
 def service_torrc(documented: str, service_dir: Path, target_port: int) -> str:
     """An onion service's torrc lines as documented, with this network's folder and port.
 
