@@ -4,9 +4,11 @@ Starts the private Tor network of the tests (`portal.testing.tornet`) with
 docs/DEPLOYMENT.md's torrc and the portal behind it, and a second client
 tor, the flooder: it opens each request on a new circuit (new SOCKS
 credentials), so each one costs the service an introduction and a
-rendezvous, and it never solves a puzzle (the descriptor it cached when
-the flood began asks for no effort, and it never fetches another). The
-witness is the other client tor. It measures, for a witness on a new
+rendezvous. It does not follow the service's call for proof of work: it
+is never restarted, so it keeps the descriptor it cached before the flood,
+which asks for no effort (tor itself adds a puzzle when it retries a failed
+introduction; the efforts queued are printed). The witness is the other
+client tor. It measures, for a witness on a new
 circuit each time: opening the Korean form and submitting it, while quiet,
 during the flood before the service asks for proof of work, and during the
 flood after, once the witness's tor has the new descriptor (Tor Browser
