@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from portal.core.age import X25519Identity
-from portal.server.cli import ExitStatus, main
+from portal.core.exitstatus import ExitStatus
+from portal.server.cli import main
 from portal.server.front import (
     CIRCUIT_BURST,
     CIRCUIT_CONNECTIONS,
