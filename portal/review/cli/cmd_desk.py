@@ -1,0 +1,73 @@
+"""`desk`: the reviewer's everyday web desk over an opened folder, on 127.0.0.1 only."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import signal
+import time
+from pathlib import Path
+from types import FrameType
+
+from portal.core.exitstatus import ExitStatus
+from portal.review.cli.context import Context, UserError
+
+
+def cmd_desk(ctx: Context, args: argparse.Namespace) -> ExitStatus:
+    # The desk (sqlite3, wsgiref) loads only when it runs, not for every command.
+    from portal.review.desk.search import IndexError_
+    from portal.review.desk.server import DeskServer, build_state
+    from portal.review.desk.settings import SettingsError, default_path, load_settings
+
+    opened = Path(args.dir)
+    if not opened.is_dir():
+        raise UserError(f"{opened} is not a folder; give the folder written by `open`")
+    settings_path = Path(args.settings) if args.settings else default_path(ctx.env)
+    try:
+        settings = load_settings(settings_path, required=bool(args.settings))
+    except SettingsError as exc:
+        raise UserError(str(exc)) from None
+    if args.lang:
+        settings = dataclasses.replace(settings, language=args.lang)
+    if args.outbox:
+        settings = dataclasses.replace(settings, outbox=Path(args.outbox))
+    if args.bundles:
+        settings = dataclasses.replace(settings, bundles=Path(args.bundles))
+    ctx.err("Reading the opened folder and bringing the search index up to date...")
+    started = time.monotonic()
+    try:
+        state = build_state(
+            opened.resolve(),
+            ctx.custody(args.custody).path,
+            ctx.reviewer(args.reviewer),
+            settings,
+            ctx.env,
+        )
+        server = DeskServer(state, args.port)
+    except IndexError_ as exc:
+        raise UserError(str(exc)) from None
+    except OSError as exc:
+        raise UserError(f"cannot listen on 127.0.0.1 port {args.port}: {exc.strerror}") from None
+    ctx.err(
+        f"{state.index.count()} testimonies indexed in {time.monotonic() - started:.1f} s"
+        + (f"; {len(state.refused)} could not be read (run `verify`)" if state.refused else "")
+    )
+    ctx.out(server.url)
+    ctx.err(
+        "Open the address above in the browser on this machine. It holds a secret: do not "
+        "share it. Press Ctrl-C here to stop the desk."
+    )
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        server.close()
+    ctx.err("The desk has stopped.")
+    return ExitStatus.OK
+
+
+def _interrupt(_signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
