@@ -282,7 +282,14 @@ class SearchIndex:
             if record is None:
                 continue
             mine = replies.get(submission, [])
-            fingerprint = _fingerprint(record.manifest.sha256, mine)
+            try:
+                # The manifest's size and time too: an edited file is read (and refused) again.
+                info = (folder / record.manifest.file).stat()
+            except OSError as exc:
+                refused[submission] = f"{folder / record.manifest.file}: {exc.strerror}"
+                continue
+            stamp = f"{record.manifest.sha256}:{info.st_size}:{info.st_mtime_ns}:{info.st_ino}"
+            fingerprint = _fingerprint(stamp, mine)
             present.add(submission)
             if known.get(submission) == fingerprint:
                 continue
