@@ -55,6 +55,8 @@ INSTALL = {
     "mount": "apt install mount",
     "mkfs.vfat": "apt install dosfstools (make system-deps)",
     "gpg": "apt install gnupg",
+    "exiftool": "apt install libimage-exiftool-perl (make system-deps)",
+    "mat2": "apt install mat2 (make system-deps)",
 }
 
 

@@ -488,7 +488,9 @@ def _security_headers(csp: str) -> list[tuple[str, str]]:
         ("Content-Security-Policy", csp),
         ("X-Content-Type-Options", "nosniff"),
         ("X-Frame-Options", "DENY"),
-        ("Referrer-Policy", "no-referrer"),
+        # Not `no-referrer`: under it Chromium sends `Origin: null` with the desk's own
+        # forms, which the origin check must refuse. Nothing leaves the desk's origin.
+        ("Referrer-Policy", "same-origin"),
         ("Cross-Origin-Opener-Policy", "same-origin"),
         ("Cross-Origin-Resource-Policy", "same-origin"),
         ("Cache-Control", "no-store"),

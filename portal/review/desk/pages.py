@@ -81,6 +81,17 @@ def status_label(W: Words, status: str) -> str:
     return labels.get(status, status)
 
 
+def consent_short(W: Words, consent: str) -> str:
+    """The consent answer in a word or two, for the list."""
+    labels = {
+        "yes": W["consent: yes"],
+        "anonymous": W["consent: anonymous"],
+        "ask": W["consent: ask first"],
+        "no": W["consent: no"],
+    }
+    return labels.get(consent, consent)
+
+
 def consent_label(W: Words, consent: str) -> str:
     labels = {
         "yes": W["yes-may-be-passed-to"],
@@ -100,6 +111,10 @@ def words(language: str) -> Words:
     """
     _ = catalogue(language).gettext
     return {
+        "consent: yes": _("consent: yes"),
+        "consent: anonymous": _("consent: anonymous"),
+        "consent: ask first": _("consent: ask first"),
+        "consent: no": _("consent: no"),
         "new": _("new"),
         "in review": _("in review"),
         "verified": _("verified"),
@@ -267,7 +282,7 @@ def page(frame: Frame, title: str, body: str, here: str = "") -> str:
     )
     return (
         f'<!doctype html>\n<html lang="{TAGS[frame.lang]}">\n<head>\n<meta charset="utf-8">\n'
-        '<meta name="referrer" content="no-referrer">\n'
+        '<meta name="referrer" content="same-origin">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         f"<title>{esc(title)} · {esc(W['Testimony review desk'])}</title>\n"
         f"<style>{STYLE}</style>\n</head>\n<body>\n"
@@ -403,7 +418,7 @@ def _results_table(frame: Frame, results: Results) -> str:
             f'<td class="preview"><a href="{esc(frame.url("case/" + hit.submission))}">'
             f'<span dir="auto" lang="{esc(_lang(hit.language))}">'
             f"{esc(hit.preview[:160] or hit.submission)}</span></a></td>"
-            f"<td>{esc(hit.consent)}</td><td>{hit.attachments}</td></tr>"
+            f"<td>{esc(consent_short(W, hit.consent))}</td><td>{hit.attachments}</td></tr>"
         )
     rows.append("</tbody></table>")
     return "\n".join(rows)
