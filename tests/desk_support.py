@@ -12,7 +12,7 @@ from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
 from portal.core.age import X25519Identity
-from portal.review.cli import ExitStatus
+from portal.review.cli import ExitStatus, main
 from portal.review.desk.server import DeskServer, build_state
 from portal.review.desk.settings import DeskSettings
 from portal.server.intake import store_submission
@@ -66,7 +66,7 @@ def running_desk(
     opened: Opened, settings: DeskSettings | None = None, env: Mapping[str, str] | None = None
 ) -> Iterator[DeskServer]:
     state = build_state(
-        opened.root, opened.custody, REVIEWER, settings or DeskSettings(), dict(env or {})
+        opened.root, opened.custody, REVIEWER, settings or DeskSettings(), dict(env or {}), main
     )
     server = DeskServer(state)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

@@ -63,6 +63,7 @@ def main(
         stdout or sys.stdout,
         stderr or sys.stderr,
         os.environ if env is None else env,
+        command=main,
     )
     try:
         return _run(ctx, argv)

@@ -42,6 +42,7 @@ def cmd_desk(ctx: Context, args: argparse.Namespace) -> ExitStatus:
             ctx.reviewer(args.reviewer),
             settings,
             ctx.env,
+            ctx.command or _no_command,
         )
         server = DeskServer(state, args.port)
     except IndexError_ as exc:
@@ -67,6 +68,10 @@ def cmd_desk(ctx: Context, args: argparse.Namespace) -> ExitStatus:
         server.close()
     ctx.err("The desk has stopped.")
     return ExitStatus.OK
+
+
+def _no_command(*_args: object, **_kwargs: object) -> ExitStatus:
+    raise UserError("the desk was started without the command line to reply and forward with")
 
 
 def _interrupt(_signum: int, _frame: FrameType | None) -> None:

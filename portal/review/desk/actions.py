@@ -1,7 +1,7 @@
 """Replying and forwarding from the desk, through the code of `reply` and `forward` themselves.
 
 The desk adds no second way to do either: it runs the reviewer's command
-line in-process (`portal.review.cli.main`) with the same arguments a
+line in-process (`portal.review.cli.main`, handed to it by `desk`) with the same arguments a
 reviewer would type, its streams captured. So every check those commands
 make (the opened files hashed again, consent decided and enforced, the
 custody log verified and appended, the recipient's key parsed, whatever
@@ -22,9 +22,22 @@ import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, TextIO
 
 from portal.core.exitstatus import ExitStatus
 from portal.core.fsio import FILE_MODE, write_all
+
+
+class CommandLine(Protocol):
+    def __call__(
+        self,
+        argv: Sequence[str] | None = None,
+        *,
+        stdin: TextIO | None = None,
+        stdout: TextIO | None = None,
+        stderr: TextIO | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> ExitStatus: ...
 
 
 @dataclass(frozen=True)
@@ -57,12 +70,13 @@ class Runner:
     bundles: Path
     work_dir: Path
     env: Mapping[str, str]
+    # `portal.review.cli.main`, handed over by the `desk` command (this package is
+    # below the command line and does not import it).
+    command: CommandLine
 
     def run(self, argv: Sequence[object]) -> Outcome:
-        from portal.review.cli import main  # the command line imports this package lazily
-
         stdout, stderr = io.StringIO(), io.StringIO()
-        status = main(
+        status = self.command(
             [str(a) for a in argv],
             stdin=io.StringIO(""),
             stdout=stdout,

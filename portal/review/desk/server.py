@@ -16,7 +16,7 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from portal.review.custody import CustodyLog
-from portal.review.desk.actions import Runner
+from portal.review.desk.actions import CommandLine, Runner
 from portal.review.desk.app import Desk, DeskState
 from portal.review.desk.cases import CaseBook
 from portal.review.desk.search import INDEX_DIR, SearchIndex
@@ -45,6 +45,7 @@ def build_state(
     reviewer: str,
     settings: DeskSettings,
     env: Mapping[str, str],
+    command: CommandLine,
 ) -> DeskState:
     """Open (or build) the search index and read the custody log for one desk run.
 
@@ -61,6 +62,7 @@ def build_state(
         bundles=settings.bundles or opened_dir.parent / "bundles",
         work_dir=opened_dir / INDEX_DIR,
         env=env,
+        command=command,
     )
     state = DeskState(
         opened_dir=opened_dir,
