@@ -8,6 +8,7 @@ an attacker would meet them (any Host header, any Origin, no token).
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import os
@@ -19,11 +20,13 @@ import tarfile
 import time
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from portal.core.age import X25519Identity, decrypt
 from portal.review.custody import CustodyLog
+from portal.review.record import OpenedRecord
 from portal.review.desk.settings import DeskSettings, SettingsError, load_settings
 from tests.desk_support import (
     REVIEWER,
@@ -365,3 +368,68 @@ def test_a_damaged_custody_log_is_shown_and_nothing_is_recorded(tmp_path: Path) 
         assert answer.status == 409
     assert b'"tag"' not in opened.custody.read_bytes()
     json.loads(opened.custody.read_bytes().splitlines()[0])
+
+
+def test_an_anonymous_forward_carries_mat2_cleaned_copies_beside_the_untouched_originals(
+    tmp_path: Path,
+) -> None:
+    exiftool = require_tool("exiftool")
+    require_tool("mat2")
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(TINY_JPEG)
+    subprocess.run(
+        [exiftool, "-q", "-overwrite_original", "-GPSLatitude=42.44", "-GPSLatitudeRef=N",
+         "-SerialNumber=CAM-4417", str(photo)],
+        check=True,
+    )  # fmt: skip
+    original = photo.read_bytes()
+    opened = open_submissions(
+        tmp_path,
+        [Witness("사진을 보냅니다.", files=[("photo.jpg", original), ("exe", b"MZ")],
+                 fields={"consent": "anonymous"})],
+    )  # fmt: skip
+    sid = opened.ids[0]
+    partner = X25519Identity.generate()
+    settings = DeskSettings(bundles=tmp_path / "bundles")
+    with running_desk(opened, settings) as desk:
+        case = request(desk, base_path(desk) + f"case/{sid}").body
+        assert 'name="clean" value="yes" checked' in case
+        answer = post(
+            desk,
+            base_path(desk) + f"forward/{sid}",
+            {"recipient": str(partner.recipient), "clean": "yes"},
+        )
+        assert answer.status == 303, answer.body
+    [bundle] = (tmp_path / "bundles").glob("*.age")
+    with tarfile.open(fileobj=io.BytesIO(decrypt(bundle.read_bytes(), [partner]))) as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}  # type: ignore[union-attr]
+    files = {e.file: e for e in _record(opened.root / sid).attachments}
+    kept = members[f"{sid}/{_file_named(files, 'photo.jpg')}"]
+    assert kept == original  # the original is untouched
+    cleaned = members[f"{sid}/cleaned/{_file_named(files, 'photo.jpg')}"]
+    assert cleaned != original and b"CAM-4417" not in cleaned
+    check = tmp_path / "cleaned.jpg"
+    check.write_bytes(cleaned)
+    shown = subprocess.run([exiftool, "-s", "-GPSLatitude", "-SerialNumber", str(check)],
+                           capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert shown.strip() == ""
+    sums = members["SHA256SUMS"].decode()
+    assert hashlib.sha256(original).hexdigest() in sums
+    assert hashlib.sha256(cleaned).hexdigest() in sums
+    assert "cleaned" in members["README.txt"].decode()
+    [forward] = [
+        e.entry for e in CustodyLog(opened.custody).entries() if e.entry.action == "forward"
+    ]
+    records = {r["file"]: r for r in forward.details["cleaned"]}
+    photo_record = records[_file_named(files, "photo.jpg")]
+    assert photo_record["original_sha256"] == hashlib.sha256(original).hexdigest()
+    assert photo_record["cleaned_sha256"] == hashlib.sha256(cleaned).hexdigest()
+    assert "not_cleaned" in records[_file_named(files, "exe")]
+
+
+def _record(folder: Path) -> OpenedRecord:
+    return OpenedRecord.from_json(json.loads((folder / "opened.json").read_bytes()))
+
+
+def _file_named(files: dict[str, Any], name: str) -> str:
+    return next(f for f, e in files.items() if e.name == name)

@@ -249,6 +249,12 @@ def _add_forward_and_table(sub: _SubCommands) -> None:
         help="send even where the witness's consent does not allow it; REASON is recorded "
         "in the custody log and the bundle",
     )
+    forward.add_argument(
+        "--clean-metadata",
+        action="store_true",
+        help="add a copy of each attachment cleaned of metadata by mat2 beside the original "
+        "(for witnesses who consented to anonymous forwarding)",
+    )
     add_custody(forward)
     add_reviewer(forward)
 

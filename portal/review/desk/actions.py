@@ -110,6 +110,8 @@ class Runner:
         bundle: Path,
         omit_fields: Sequence[str],
         override_reason: str | None,
+        *,
+        clean: bool = False,
     ) -> Outcome:
         self.bundles.mkdir(mode=0o700, parents=True, exist_ok=True)
         argv: list[object] = [
@@ -120,4 +122,6 @@ class Runner:
             argv += ["--omit-field", name]
         if override_reason is not None:
             argv += ["--override-consent", override_reason]
+        if clean:
+            argv.append("--clean-metadata")
         return self.run([str(a) for a in [*argv, "--", submission]])

@@ -218,7 +218,10 @@ class Desk:
             recipient = one("recipient").strip() or one("partner").strip()
             omit = form.get("omit") or []
             override = one("override").strip() or None
-            return self.forward_view(frame, route[1], recipient, omit, override, start_response)
+            clean = one("clean") == "yes"
+            return self.forward_view(
+                frame, route[1], recipient, omit, override, clean, start_response
+            )
         raise _Refused(HTTPStatus.NOT_FOUND, "not found")
 
     # ------------------------------------------------------------ views
@@ -379,6 +382,7 @@ class Desk:
         recipient: str,
         omit: list[str],
         override: str | None,
+        clean: bool,
         start_response: StartResponse,
     ) -> Iterable[bytes]:
         _record, manifest = self._opened(submission)
@@ -390,7 +394,7 @@ class Desk:
         omit = sorted(set(omit) & set(manifest.fields))
         name = f"{manifest.received}-{submission[:12]}-{os.urandom(4).hex()}.age"
         outcome = self.state.runner.forward(
-            submission, recipient, self.state.runner.bundles / name, omit, override
+            submission, recipient, self.state.runner.bundles / name, omit, override, clean=clean
         )
         if not outcome.ok:
             status, body = self.case_view(

@@ -111,6 +111,9 @@ def words(language: str) -> Words:
     """
     _ = catalogue(language).gettext
     return {
+        "add-copies-cleaned-of-metadata": _(
+            "Add a copy of each attachment cleaned of metadata (mat2) beside the untouched original"
+        ),
         "consent: yes": _("consent: yes"),
         "consent: anonymous": _("consent: anonymous"),
         "consent: ask first": _("consent: ask first"),
@@ -743,6 +746,13 @@ def _forward_form(frame: Frame, view: CaseView) -> str:
             f"<fieldset><legend>{esc(W['Identifying answers to leave out'])}</legend>"
             f"<ul>{boxes}</ul></fieldset>"
         )
+    checked = " checked" if view.consent == "anonymous" else ""
+    clean = (
+        f'<p><input type="checkbox" id="clean" name="clean" value="yes"{checked}> '
+        f'<label for="clean">{esc(W["add-copies-cleaned-of-metadata"])}</label></p>'
+        if view.attachments
+        else ""
+    )
     allowed = view.consent == "yes" or (view.consent == "anonymous")
     rule = (
         W["The witness’s consent allows forwarding."]
@@ -763,6 +773,7 @@ def _forward_form(frame: Frame, view: CaseView) -> str:
 {omit}
 <label for="override">{esc(W["reason-for-sending-without-that"])}</label>
 <input type="text" id="override" name="override" size="70">
+{clean}
 <button type="submit">{esc(W["Make the encrypted bundle"])}</button></form></section>"""
 
 
