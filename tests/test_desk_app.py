@@ -26,8 +26,8 @@ import pytest
 
 from portal.core.age import X25519Identity, decrypt
 from portal.review.custody import CustodyLog
-from portal.review.record import OpenedRecord
 from portal.review.desk.settings import DeskSettings, SettingsError, load_settings
+from portal.review.record import OpenedRecord
 from tests.desk_support import (
     REVIEWER,
     Witness,
