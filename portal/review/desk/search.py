@@ -382,13 +382,28 @@ class SearchIndex:
             "FROM docs d LEFT JOIN cases c ON c.key = d.submission "
             f"WHERE {' AND '.join(where) or '1'}"
         )
-        total = self._db.execute(f"SELECT count(*) {base}", params).fetchone()[0]
-        rows = self._db.execute(
-            "SELECT d.submission, d.received, d.language, d.consent, d.attachments, d.thread, "
-            f"d.preview, coalesce(c.status, 'new') {base} "
-            f"ORDER BY d.received {order}, d.submission {order} LIMIT ? OFFSET ?",
-            [*params, PAGE_SIZE, max(filters.page, 0) * PAGE_SIZE],
-        ).fetchall()
+        # One pass finds every match in order (the search runs once, not again to count);
+        # only the page's rows are read in full.
+        matched = [
+            row[0]
+            for row in self._db.execute(
+                f"SELECT d.rowid {base} ORDER BY d.received {order}, d.submission {order}", params
+            )
+        ]
+        start = max(filters.page, 0) * PAGE_SIZE
+        page = matched[start : start + PAGE_SIZE]
+        by_rowid = {
+            row[0]: row[1:]
+            for row in self._db.execute(
+                "SELECT d.rowid, d.submission, d.received, d.language, d.consent, d.attachments, "
+                "d.thread, d.preview, coalesce(c.status, 'new') FROM docs d "
+                "LEFT JOIN cases c ON c.key = d.submission "
+                f"WHERE d.rowid IN ({','.join('?' * len(page))})",  # noqa: S608 (placeholders)
+                page,
+            )
+        }
+        rows = [by_rowid[rowid] for rowid in page]
+        total = len(matched)
         tags = self._tags([r[0] for r in rows])
         hits = [
             Hit(
