@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 from portal.core.age import X25519Identity, decrypt
+from portal.review.cli import ExitStatus
 from portal.review.custody import CustodyLog
 from portal.review.desk.settings import DeskSettings, SettingsError, load_settings
 from portal.review.record import OpenedRecord
@@ -38,7 +39,7 @@ from tests.desk_support import (
     request,
     running_desk,
 )
-from tests.review_support import tree
+from tests.review_support import review, tree
 from tests.support import require_tool
 
 HOSTILE = "<script>document.title='PWNED'</script><img src=x onerror=alert(1)>"
@@ -150,6 +151,9 @@ def test_status_tags_and_notes_are_custody_entries_and_the_opened_files_stay_as_
     assert all(e.details["submission"] == sid for e in case_entries)
     CustodyLog(opened.custody).verify()
     assert _opened_tree(opened.root) == before
+    # The desk's index folder does not trouble the other commands.
+    checked = review(["verify", opened.root, "--custody", opened.custody])
+    assert checked.status == ExitStatus.OK, checked.err
 
 
 def test_a_hostile_submission_is_shown_as_text_and_its_active_files_are_never_served(

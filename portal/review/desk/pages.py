@@ -89,7 +89,8 @@ def consent_short(W: Words, consent: str) -> str:
         "ask": W["consent: ask first"],
         "no": W["consent: no"],
     }
-    return labels.get(consent, consent)
+    # The English msgids carry "consent: " to tell them from other yeses and noes.
+    return labels.get(consent, consent).removeprefix("consent: ")
 
 
 def consent_label(W: Words, consent: str) -> str:
