@@ -12,6 +12,7 @@ another site are refused. axe-core finds no violation in any language.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Iterator
@@ -76,11 +77,15 @@ class Desk:
 
 
 def _hostile_manifest(sid: str, attachments: list[Any]) -> bytes:
-    sealed = QUESTIONNAIRE.sealed("ko")
-    for question in sealed["questions"]:
-        question["label"] = f"{question['label']} {SCRIPT}"
-        question["label_en"] = f"\u202e{question['label_en']} {SCRIPT}"
-    fields = {q["id"]: f"답변 {SCRIPT}" for q in sealed["questions"] if "choices" not in q}
+    honest = QUESTIONNAIRE.sealed("ko")
+    questions = tuple(
+        dataclasses.replace(
+            q, label=f"{q.label} {SCRIPT}", label_en=f"\u202e{q.label_en} {SCRIPT}"
+        )
+        for q in honest.questions
+    )
+    sealed = dataclasses.replace(honest, questions=questions)
+    fields = {q.id: f"답변 {SCRIPT}" for q in questions if not q.choices}
     fields["testimony"] = f"회령 {SCRIPT} \u202eevil\u202c"
     fields[f"이름{SCRIPT}"] = SCRIPT
     return build_manifest(sid, fields, "ko", attachments, questionnaire=sealed)

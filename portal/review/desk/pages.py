@@ -333,7 +333,7 @@ def list_page(
         _select(
             "consent",
             W["Consent"],
-            every + [(v, consent_label(W, v)) for v in choices["consent"]],
+            every + [(v, consent_short(W, v)) for v in choices["consent"]],
             filters.consent,
         ),
         f'<div><label for="f-day">{esc(W["Received on"])}</label>'
