@@ -79,9 +79,7 @@ class Desk:
 def _hostile_manifest(sid: str, attachments: list[Any]) -> bytes:
     honest = QUESTIONNAIRE.sealed("ko")
     questions = tuple(
-        dataclasses.replace(
-            q, label=f"{q.label} {SCRIPT}", label_en=f"\u202e{q.label_en} {SCRIPT}"
-        )
+        dataclasses.replace(q, label=f"{q.label} {SCRIPT}", label_en=f"\u202e{q.label_en} {SCRIPT}")
         for q in honest.questions
     )
     sealed = dataclasses.replace(honest, questions=questions)

@@ -392,16 +392,14 @@ class SearchIndex:
         ]
         start = max(filters.page, 0) * PAGE_SIZE
         page = matched[start : start + PAGE_SIZE]
-        by_rowid = {
-            row[0]: row[1:]
-            for row in self._db.execute(
-                "SELECT d.rowid, d.submission, d.received, d.language, d.consent, d.attachments, "
-                "d.thread, d.preview, coalesce(c.status, 'new') FROM docs d "
-                "LEFT JOIN cases c ON c.key = d.submission "
-                f"WHERE d.rowid IN ({','.join('?' * len(page))})",  # noqa: S608 (placeholders)
-                page,
-            )
-        }
+        # Only the number of placeholders is formatted in; the row ids are parameters.
+        marks = ",".join("?" * len(page))
+        details = (
+            "SELECT d.rowid, d.submission, d.received, d.language, d.consent, d.attachments, "  # noqa: S608
+            "d.thread, d.preview, coalesce(c.status, 'new') FROM docs d "
+            f"LEFT JOIN cases c ON c.key = d.submission WHERE d.rowid IN ({marks})"
+        )
+        by_rowid = {row[0]: row[1:] for row in self._db.execute(details, page)}
         rows = [by_rowid[rowid] for rowid in page]
         total = len(matched)
         tags = self._tags([r[0] for r in rows])
