@@ -437,3 +437,13 @@ def _record(folder: Path) -> OpenedRecord:
 
 def _file_named(files: dict[str, Any], name: str) -> str:
     return next(f for f, e in files.items() if e.name == name)
+
+
+def test_the_desk_refuses_a_custody_log_that_is_not_the_one_the_folder_was_opened_with(
+    tmp_path: Path,
+) -> None:
+    opened = open_submissions(tmp_path, [Witness("회령")])
+    run = review(["desk", opened.root, "--custody", tmp_path / "other.jsonl"])
+    assert run.status == ExitStatus.INTEGRITY
+    assert "missing or empty" in run.err and "Traceback" not in run.err
+    assert not (tmp_path / "other.jsonl").exists()

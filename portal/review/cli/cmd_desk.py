@@ -10,7 +10,9 @@ from pathlib import Path
 from types import FrameType
 
 from portal.core.exitstatus import ExitStatus
-from portal.review.cli.context import Context, UserError
+from portal.review.cli.context import Context, IntegrityError, UserError
+from portal.review.custody import CustodyError, CustodyLog
+from portal.review.record import opened_ids
 
 
 def cmd_desk(ctx: Context, args: argparse.Namespace) -> ExitStatus:
@@ -33,12 +35,18 @@ def cmd_desk(ctx: Context, args: argparse.Namespace) -> ExitStatus:
         settings = dataclasses.replace(settings, outbox=Path(args.outbox))
     if args.bundles:
         settings = dataclasses.replace(settings, bundles=Path(args.bundles))
+    log = ctx.custody(args.custody)
+    if not _has_entries(log) and opened_ids(opened):
+        raise IntegrityError(
+            f"{opened} holds opened submissions, but the custody log {log.path} is missing or "
+            "empty: it is not the log they were opened with. Give the right log with --custody"
+        )
     ctx.err("Reading the opened folder and bringing the search index up to date...")
     started = time.monotonic()
     try:
         state = build_state(
             opened.resolve(),
-            ctx.custody(args.custody).path,
+            log.path,
             ctx.reviewer(args.reviewer),
             settings,
             ctx.env,
@@ -68,6 +76,14 @@ def cmd_desk(ctx: Context, args: argparse.Namespace) -> ExitStatus:
         server.close()
     ctx.err("The desk has stopped.")
     return ExitStatus.OK
+
+
+def _has_entries(log: CustodyLog) -> bool:
+    """True if the log has a first line (a damaged log counts: the desk shows the damage)."""
+    try:
+        return next(iter(log.entries()), None) is not None
+    except CustodyError:
+        return True
 
 
 def _no_command(*_args: object, **_kwargs: object) -> ExitStatus:
