@@ -333,10 +333,10 @@ def test_settings_are_checked_member_by_member(tmp_path: Path) -> None:
 
 
 def test_the_organisations_own_statuses_replace_the_default_list(tmp_path: Path) -> None:
-    opened = open_submissions(tmp_path, [Witness("회령")])
+    opened = open_submissions(tmp_path, [Witness("회령"), Witness("청진")])
     settings = DeskSettings(statuses=("접수", "법률 검토", "종결"))
     with running_desk(opened, settings) as desk:
-        sid = opened.ids[0]
+        sid, other = opened.ids
         assert (
             post(
                 desk,
@@ -355,6 +355,9 @@ def test_the_organisations_own_statuses_replace_the_default_list(tmp_path: Path)
         )
         page = request(desk, base_path(desk) + "?status=%EB%B2%95%EB%A5%A0+%EA%B2%80%ED%86%A0").body
         assert found_ids(page) == {sid}
+        # A case nobody has touched has the organisation's first status.
+        page = request(desk, base_path(desk) + "?status=%EC%A0%91%EC%88%98").body
+        assert found_ids(page) == {other}
 
 
 def test_a_damaged_custody_log_is_shown_and_nothing_is_recorded(tmp_path: Path) -> None:

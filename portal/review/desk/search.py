@@ -235,8 +235,12 @@ class Refresh:
 class SearchIndex:
     """The desk's SQLite index of one opened folder."""
 
-    def __init__(self, opened_dir: Path, path: Path | None = None) -> None:
+    def __init__(
+        self, opened_dir: Path, path: Path | None = None, *, first_status: str = "new"
+    ) -> None:
         self.opened_dir = opened_dir
+        # What a case without a status entry counts as (the settings' first status).
+        self.first_status = first_status
         self.path = path or opened_dir / INDEX_DIR / INDEX_NAME
         self._db = self._connect()
 
@@ -396,10 +400,12 @@ class SearchIndex:
         marks = ",".join("?" * len(page))
         details = (
             "SELECT d.rowid, d.submission, d.received, d.language, d.consent, d.attachments, "  # noqa: S608
-            "d.thread, d.preview, coalesce(c.status, 'new') FROM docs d "
+            "d.thread, d.preview, coalesce(c.status, ?) FROM docs d "
             f"LEFT JOIN cases c ON c.key = d.submission WHERE d.rowid IN ({marks})"
         )
-        by_rowid = {row[0]: row[1:] for row in self._db.execute(details, page)}
+        by_rowid = {
+            row[0]: row[1:] for row in self._db.execute(details, [self.first_status, *page])
+        }
         rows = [by_rowid[rowid] for rowid in page]
         total = len(matched)
         tags = self._tags([r[0] for r in rows])
@@ -430,8 +436,8 @@ class SearchIndex:
             where.append("instr(d.body, ?) > 0")
             params.append(exact)
         if filters.status:
-            where.append("coalesce(c.status, 'new') = ?")
-            params.append(filters.status)
+            where.append("coalesce(c.status, ?) = ?")
+            params += [self.first_status, filters.status]
         if filters.tag:
             where.append(
                 "EXISTS (SELECT 1 FROM case_tags t WHERE t.key = d.submission AND t.tag = ?)"

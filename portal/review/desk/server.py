@@ -52,7 +52,7 @@ def build_state(
     Raises:
         IndexError_: the index cannot be kept in the opened folder.
     """
-    index = SearchIndex(opened_dir)
+    index = SearchIndex(opened_dir, first_status=settings.first_status)
     log = CustodyLog(custody)
     runner = Runner(
         opened_dir=opened_dir,
