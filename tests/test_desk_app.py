@@ -164,6 +164,7 @@ def test_a_hostile_submission_is_shown_as_text_and_its_active_files_are_never_se
         ("x.html", HOSTILE.encode()),
         ("evil\u202egpj.exe", b"MZ"),
         (f"{HOSTILE}.png", b"\x89PNG\r\n\x1a\n" + HOSTILE.encode()),
+        ("notes.txt", b"plain text " + HOSTILE.encode()),
     ]
     opened = open_submissions(
         tmp_path, [Witness(HOSTILE, files=files, fields={HOSTILE: HOSTILE, "consent": HOSTILE})]
@@ -179,7 +180,8 @@ def test_a_hostile_submission_is_shown_as_text_and_its_active_files_are_never_se
         case = request(desk, base + f"case/{sid}").body
         assert "&lt;script&gt;" in case
         assert "[U+202E]" in case  # the override is shown, not obeyed
-        for number in (1, 2, 3):
+        assert "plain text &lt;script&gt;" in case  # a text file's start, shown as text
+        for number in (1, 2, 3, 5):
             answer = request(desk, base + f"file/{sid}/{number}")
             assert answer.status == 403, number
         # The fourth is a PNG by its (made safe) name and by its first bytes, as the static

@@ -304,7 +304,11 @@ class Desk:
                     cached = str(exc)
                 self.state._metadata[entry.sha256] = cached
             found, problem = (None, cached) if isinstance(cached, str) else (cached, None)
-        return AttachmentView(number, entry, verified, found, problem)
+        text = None
+        if verified and entry.view == inert.TEXT:
+            head = inert.read_head(path)
+            text = head.decode("utf-8", "replace") if inert.looks_like_text(head) else None
+        return AttachmentView(number, entry, verified, found, problem, text)
 
     def _conversation(self, submission: str, manifest: Manifest) -> list[ConversationItem]:
         with self.state.lock:

@@ -454,6 +454,8 @@ class AttachmentView:
     verified_now: bool
     metadata: list[Finding] | None
     metadata_error: str | None
+    # The start of a plain-text attachment, shown escaped (as on the static pages).
+    text: str | None = None
 
 
 @dataclass(frozen=True)
@@ -653,7 +655,10 @@ def _attachments(frame: Frame, view: CaseView) -> str:
             f"<td><bdi>{esc(entry.type)}</bdi></td><td>{esc(human_size(entry.size))}</td>"
             f'<td class="hash">{esc(entry.sha256)}</td><td>{state}</td></tr>'
         )
-        parts.append(f'<tr><td colspan="6">{_metadata(frame, item)}</td></tr>')
+        shown = ""
+        if item.text is not None:
+            shown = f'<div class="text" dir="auto">{esc(item.text)}</div>'
+        parts.append(f'<tr><td colspan="6">{shown}{_metadata(frame, item)}</td></tr>')
     parts.append("</tbody></table></section>")
     return "\n".join(parts)
 
