@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page
+from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Dialog, Page, Request
 
 from portal.core.age import X25519Identity
 from portal.core.manifest import build_manifest
@@ -148,12 +148,22 @@ def _context(browser: Browser, javascript: bool, *, audit: bool = False) -> Brow
 def _watch(page: Page, origin: str) -> tuple[list[str], list[str]]:
     signs: list[str] = []
     outside: list[str] = []
-    page.on("console", lambda m: signs.append(m.text) if MARKER in m.text else None)
-    page.on("dialog", lambda d: (signs.append(d.message), d.dismiss()))
-    page.on(
-        "request",
-        lambda r: None if r.url.startswith(origin + "/") else outside.append(r.url),
-    )
+
+    def console(message: ConsoleMessage) -> None:
+        if MARKER in message.text:
+            signs.append(message.text)
+
+    def dialog(shown: Dialog) -> None:
+        signs.append(shown.message)
+        shown.dismiss()
+
+    def request(sent: Request) -> None:
+        if not sent.url.startswith(origin + "/"):
+            outside.append(sent.url)
+
+    page.on("console", console)
+    page.on("dialog", dialog)
+    page.on("request", request)
     return signs, outside
 
 

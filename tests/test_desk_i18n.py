@@ -71,7 +71,7 @@ def test_each_language_translates_every_message_with_its_placeholders(lang: str)
     assert [m.id for m in entries.values() if not m.string or m.fuzzy] == []
     placeholder = re.compile(r"%\(\w+\)[sd]")
     for message in entries.values():
-        assert sorted(placeholder.findall(message.id)) == sorted(
+        assert sorted(placeholder.findall(str(message.id))) == sorted(
             placeholder.findall(str(message.string))
         ), message.id
 

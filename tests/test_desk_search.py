@@ -8,11 +8,20 @@ is checked against the set of testimonies that truly contain it.
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from portal.review.desk.search import Filters, SearchIndex, index_terms, normalise, parse_query
+from portal.review.desk.search import (
+    Filters,
+    Results,
+    SearchIndex,
+    index_terms,
+    normalise,
+    parse_query,
+)
 from tests.desk_support import Witness, open_submissions
 
 TEXTS = {
@@ -26,8 +35,21 @@ TEXTS = {
 }
 
 
+@dataclass
+class Indexed:
+    index: SearchIndex
+    # The key in TEXTS of each submission id.
+    names: dict[str, str]
+
+    def search(self, filters: Filters) -> Results:
+        return self.index.search(filters)
+
+    def set_cases(self, statuses: dict[str, str], tags: dict[str, list[str]]) -> None:
+        self.index.set_cases(statuses, tags)
+
+
 @pytest.fixture(scope="module")
-def index(tmp_path_factory: pytest.TempPathFactory) -> SearchIndex:
+def index(tmp_path_factory: pytest.TempPathFactory) -> Indexed:
     tmp = tmp_path_factory.mktemp("search")
     languages = {"E": "en", "F": "zh"}
     witnesses = [
@@ -38,14 +60,13 @@ def index(tmp_path_factory: pytest.TempPathFactory) -> SearchIndex:
     index = SearchIndex(opened.root)
     result = index.refresh()
     assert result.added == len(TEXTS) and not result.refused
-    index.ids = dict(zip(opened.ids, TEXTS, strict=True))  # type: ignore[attr-defined]
-    return index
+    return Indexed(index, dict(zip(opened.ids, TEXTS, strict=True)))
 
 
-def found(index: SearchIndex, **filters: object) -> set[str]:
-    results = index.search(Filters(**filters))  # type: ignore[arg-type]
+def found(index: Indexed, **filters: Any) -> set[str]:
+    results = index.search(Filters(**filters))
     assert results.total == len(results.hits)
-    return {index.ids[hit.submission] for hit in results.hits}  # type: ignore[attr-defined]
+    return {index.names[hit.submission] for hit in results.hits}
 
 
 @pytest.mark.parametrize(
@@ -71,7 +92,7 @@ def found(index: SearchIndex, **filters: object) -> set[str]:
     ],
 )
 def test_a_query_finds_exactly_the_testimonies_that_hold_it(
-    index: SearchIndex, query: str, expected: set[str]
+    index: Indexed, query: str, expected: set[str]
 ) -> None:
     truth = {
         k
@@ -82,13 +103,13 @@ def test_a_query_finds_exactly_the_testimonies_that_hold_it(
     assert found(index, text=query) == expected
 
 
-def test_filters_combine_with_search(index: SearchIndex) -> None:
+def test_filters_combine_with_search(index: Indexed) -> None:
     assert found(index, language="en") == {"E"}
     assert found(index, text="보위", language="ko") == {"A", "C", "D"}
     assert found(index, attachments="yes") == {"A"}
     assert found(index, attachments="no", text="회령") == {"B"}
     assert found(index, consent="ask") == set(TEXTS)  # no consent answer counts as ask
-    ids = {v: k for k, v in index.ids.items()}  # type: ignore[attr-defined]
+    ids = {v: k for k, v in index.names.items()}
     index.set_cases({ids["B"]: "verified"}, {ids["C"]: ["청진"], ids["A"]: ["청진", "고문"]})
     assert found(index, status="verified") == {"B"}
     assert found(index, status="new", text="회령") == {"A"}
@@ -97,7 +118,7 @@ def test_filters_combine_with_search(index: SearchIndex) -> None:
     index.set_cases({}, {})
 
 
-def test_punctuation_alone_is_an_exact_substring_search(index: SearchIndex) -> None:
+def test_punctuation_alone_is_an_exact_substring_search(index: Indexed) -> None:
     assert found(index, text=";") == {"E"}
     assert parse_query(";").match is None
 

@@ -104,7 +104,7 @@ class DeskState:
                 return
             statuses = {k: c.status for k, c in book.cases.items() if c.status}
             tags = {k: sorted(c.tags) for k, c in book.cases.items() if c.tags}
-            self.index.set_cases(statuses, tags)  # type: ignore[arg-type]
+            self.index.set_cases(statuses, tags)
             self._synced = book
 
     def refresh(self) -> None:

@@ -34,7 +34,7 @@ import hashlib
 import re
 import sqlite3
 import unicodedata
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -359,7 +359,7 @@ class SearchIndex:
         """Index documents made elsewhere (the benchmark's generated text)."""
         self._write((), list(documents))
 
-    def set_cases(self, statuses: dict[str, str], tags: dict[str, Iterable[str]]) -> None:
+    def set_cases(self, statuses: Mapping[str, str], tags: Mapping[str, Iterable[str]]) -> None:
         """Replace the case table: status and tags by case key (a submission or a thread)."""
         db = self._db
         db.execute("BEGIN")
