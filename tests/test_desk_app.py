@@ -458,3 +458,18 @@ def test_the_desk_refuses_a_custody_log_that_is_not_the_one_the_folder_was_opene
     assert run.status == ExitStatus.INTEGRITY
     assert "missing or empty" in run.err and "Traceback" not in run.err
     assert not (tmp_path / "other.jsonl").exists()
+
+
+def test_desk_mistakes_get_one_line_and_no_traceback(tmp_path: Path) -> None:
+    opened = open_submissions(tmp_path, [Witness("회령")])
+    bad_settings = tmp_path / "desk.toml"
+    bad_settings.write_text('language = "fr"\n', "utf-8")
+    for argv in (
+        ["desk", tmp_path / "missing"],
+        ["desk", opened.root, "--port", "70000"],
+        ["desk", opened.root, "--settings", bad_settings],
+        ["desk", opened.root, "--settings", tmp_path / "absent.toml"],
+    ):
+        run = review([*argv, "--custody", opened.custody])
+        assert run.status == ExitStatus.ERROR, (argv, run.err)
+        assert run.err.count("\n") == 1 and "Traceback" not in run.err, run.err

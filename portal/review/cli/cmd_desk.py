@@ -21,6 +21,8 @@ def cmd_desk(ctx: Context, args: argparse.Namespace) -> ExitStatus:
     from portal.review.desk.server import DeskServer, build_state
     from portal.review.desk.settings import SettingsError, default_path, load_settings
 
+    if not 0 <= args.port <= 65535:
+        raise UserError(f"--port {args.port}: give a port from 1 to 65535, or 0 for a free one")
     opened = Path(args.dir)
     if not opened.is_dir():
         raise UserError(f"{opened} is not a folder; give the folder written by `open`")
@@ -51,6 +53,7 @@ def cmd_desk(ctx: Context, args: argparse.Namespace) -> ExitStatus:
             settings,
             ctx.env,
             ctx.command or _no_command,
+            _reply_options(args),
         )
         server = DeskServer(state, args.port)
     except IndexError_ as exc:
@@ -76,6 +79,15 @@ def cmd_desk(ctx: Context, args: argparse.Namespace) -> ExitStatus:
         server.close()
     ctx.err("The desk has stopped.")
     return ExitStatus.OK
+
+
+def _reply_options(args: argparse.Namespace) -> tuple[str, ...]:
+    options: list[str] = []
+    if args.signing_key:
+        options += ["--signing-key", str(Path(args.signing_key).resolve())]
+    if args.passphrase_file:
+        options += ["--passphrase-file", str(Path(args.passphrase_file).resolve())]
+    return tuple(options)
 
 
 def _has_entries(log: CustodyLog) -> bool:

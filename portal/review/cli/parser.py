@@ -326,6 +326,12 @@ def _add_desk(sub: _SubCommands) -> None:
         metavar="N",
         help="port on 127.0.0.1 (default: a free one the system picks)",
     )
+    desk.add_argument(
+        "--signing-key",
+        metavar="FILE",
+        help="passed to `reply` for the replies written at the desk (when replies are signed)",
+    )
+    add_passphrase_file(desk)
     add_custody(desk)
     add_reviewer(desk)
 

@@ -73,6 +73,9 @@ class Runner:
     # `portal.review.cli.main`, handed over by the `desk` command (this package is
     # below the command line and does not import it).
     command: CommandLine
+    # Options the desk was started with that `reply` takes as they are (the signing
+    # key and its passphrase file, once replies are signed).
+    reply_options: tuple[str, ...] = ()
 
     def run(self, argv: Sequence[object]) -> Outcome:
         stdout, stderr = io.StringIO(), io.StringIO()
@@ -98,7 +101,7 @@ class Runner:
                 write_all(handle, message.encode("utf-8"))
             return self.run(
                 ["reply", "--from", self.opened_dir, "--message-file", path,
-                 "--out", self.outbox, *self._common(), "--", submission]
+                 "--out", self.outbox, *self.reply_options, *self._common(), "--", submission]
             )  # fmt: skip
         finally:
             path.unlink(missing_ok=True)

@@ -46,6 +46,7 @@ def build_state(
     settings: DeskSettings,
     env: Mapping[str, str],
     command: CommandLine,
+    reply_options: tuple[str, ...] = (),
 ) -> DeskState:
     """Open (or build) the search index and read the custody log for one desk run.
 
@@ -63,6 +64,7 @@ def build_state(
         work_dir=opened_dir / INDEX_DIR,
         env=env,
         command=command,
+        reply_options=reply_options,
     )
     state = DeskState(
         opened_dir=opened_dir,
