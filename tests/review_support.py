@@ -78,7 +78,7 @@ def submit(
     server's form does: the reviewer trusts consent only under a known one.
     """
     fields = fields or {}
-    sealed = _default_questionnaire().sealed(language) if "consent" in fields else None
+    sealed = default_questionnaire().sealed(language) if "consent" in fields else None
     return store_submission(
         store,
         [identity.recipient for identity in recipients],
@@ -93,7 +93,7 @@ def submit(
 
 
 @functools.cache
-def _default_questionnaire() -> Questionnaire:
+def default_questionnaire() -> Questionnaire:
     return load_questionnaire(DEFAULT_QUESTIONNAIRE, ("en", "ko", "zh"))
 
 
