@@ -201,3 +201,32 @@ def test_opening_other_ciphertext_of_the_same_submission_is_refused(desk: Desk) 
     assert "decrypts to other contents than when it was first opened" in run.err
     assert not (desk.tmp / "out2" / desk.sid).exists()
     assert CustodyLog(desk.custody).verify().count == 1
+
+
+def test_the_desk_shows_no_edited_submission(tmp_path: Path) -> None:
+    from tests.desk_support import (
+        Witness,
+        base_path,
+        found_ids,
+        open_submissions,
+        request,
+        running_desk,
+    )
+
+    opened = open_submissions(tmp_path, [Witness("원래 증언", fields={"consent": "no"})])
+    (sid,) = opened.ids
+    folder = opened.root / sid
+    document = json.loads((folder / "testimony.json").read_bytes())
+    document["fields"]["testimony"] = "I RETRACT everything"
+    data = json.dumps(document, ensure_ascii=False, indent=1).encode()
+    (folder / "testimony.json").write_bytes(data)
+    record = json.loads((folder / "opened.json").read_bytes())
+    record["manifest"]["sha256"] = hashlib.sha256(data).hexdigest()
+    (folder / "opened.json").write_text(json.dumps(record, indent=1))
+    with running_desk(opened) as desk:
+        case = request(desk, base_path(desk, "en") + f"case/{sid}")
+        assert case.status == 409 and "I RETRACT" not in case.body
+        found = request(desk, base_path(desk, "en") + "?q=RETRACT").body
+        assert sid not in found_ids(found)
+        # It is listed as refused, with the reason.
+        assert "testimony.json and opened.json were edited" in found

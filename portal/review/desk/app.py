@@ -48,6 +48,7 @@ from portal.review.desk.settings import LANGUAGES, DeskSettings
 from portal.review.outcomes import Changed
 from portal.review.recheck import read_opened_manifest
 from portal.review.record import OpenedRecord, RecordError, load_sent_replies, require_record
+from portal.review.sealed import SealedIndex
 
 StartResponse = Callable[..., Any]
 MAX_FORM_BYTES = 256 * 1024
@@ -108,8 +109,9 @@ class DeskState:
             self._synced = book
 
     def refresh(self) -> None:
+        sealed = SealedIndex.from_entries(self.book.read().entries)
         with self.lock:
-            self.refused = self.index.refresh().refused
+            self.refused = self.index.refresh(sealed).refused
 
     def file_hash(self, path: Path) -> str:
         """SHA-256 of a file, computed again whenever its size or time changes."""
@@ -283,6 +285,9 @@ class Desk:
         try:
             record = require_record(folder)
             _data, manifest = read_opened_manifest(folder, record)
+            # What the desk shows is held to the custody log's first opening
+            # of it, as `forward` and `reply` hold what they send (issue 21).
+            SealedIndex.from_entries(self.state.book.read().entries).check(folder, record, manifest)
         except (RecordError, Changed) as exc:
             raise _Refused(HTTPStatus.CONFLICT, str(exc)) from None
         return record, manifest

@@ -49,6 +49,7 @@ from portal.review.record import (
     opened_ids,
     read_record,
 )
+from portal.review.sealed import SealedIndex
 
 # Bump when the schema or the term scheme changes: an older index is rebuilt.
 SCHEMA_VERSION = "desk-index/1"
@@ -270,8 +271,13 @@ class SearchIndex:
 
     # ------------------------------------------------------------ building
 
-    def refresh(self) -> Refresh:
-        """Bring the index up to date with the opened folder: add, re-index and drop."""
+    def refresh(self, sealed: SealedIndex | None = None) -> Refresh:
+        """Bring the index up to date with the opened folder: add, re-index and drop.
+
+        With `sealed` (the custody log's first openings), a submission whose
+        files do not match what was logged when it was opened is refused,
+        not indexed (issue 21).
+        """
         known = dict(self._db.execute("SELECT submission, fingerprint FROM docs").fetchall())
         replies = _replies_by_submission(self.opened_dir)
         present: set[str] = set()
@@ -300,6 +306,8 @@ class SearchIndex:
                 continue
             try:
                 _data, manifest = read_opened_manifest(folder, record)
+                if sealed is not None:
+                    sealed.check(folder, record, manifest)
             except Changed as exc:
                 refused[submission] = str(exc)
                 present.discard(submission)
