@@ -229,7 +229,15 @@ http {{
             proxy_pass http://portal;
             proxy_http_version 1.1;
             proxy_set_header Host $http_host;
-            proxy_set_header Connection close;
+            # No "Connection: close" to gunicorn: with it, gunicorn closes at
+            # once after an early answer (a refused form, a 413) while the
+            # rest of the body is on its way, nginx's next write fails, and
+            # if that comes before nginx has read the answer the witness gets
+            # a 503 instead of the page that says what was wrong. Without
+            # it, gunicorn drops the rest of the body until nginx, answer in
+            # hand, closes the connection (appserver.adapt_gunicorn); with no
+            # upstream `keepalive`, nginx never reuses a connection.
+            proxy_set_header Connection "";
             proxy_request_buffering off;
             proxy_buffering off;
             proxy_max_temp_file_size 0;
