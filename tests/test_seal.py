@@ -524,6 +524,7 @@ def test_a_server_that_missed_the_seal_time_seals_soon_after_start() -> None:
     assert first_due(now, now - dt.timedelta(hours=1), (4, 0)) == tomorrow
 
 
+@pytest.mark.slow  # a real server
 def test_real_server_catches_up_a_missed_seal(
     tmp_path: Path, identity: X25519Identity, identity_file: Path
 ) -> None:
