@@ -59,6 +59,9 @@ INSTALL = {
     "mount": "apt install mount",
     "mkfs.vfat": "apt install dosfstools (make system-deps)",
     "gpg": "apt install gnupg",
+    "tor": "apt install tor (make system-deps)",
+    "tor-gencert": "apt install tor (make system-deps)",
+    "ss": "apt install iproute2 (make system-deps)",
 }
 
 
