@@ -61,9 +61,9 @@ class Config:
 
     `from_env` reads `PORTAL_<FIELD>` (PORTAL_RECIPIENTS and
     PORTAL_QUESTIONNAIRE for the two file fields) and falls back to these
-    defaults, except two that live beside what they configure and are None
-    here: the questionnaire file (`questionnaire.DEFAULT_QUESTIONNAIRE`) and
-    the receipt's argon2id cost (`mailbox.DEFAULT_COST`).
+    defaults. A default of None is decided beside what it configures, as the
+    comment above each such field says (the questionnaire file, the receipt's
+    argon2id cost, the follow-up logins' budget).
     tests/test_config_defaults.py holds the README to them.
     """
 
