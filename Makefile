@@ -42,7 +42,7 @@ server-deps: ## install the Debian packages the server needs (nginx, in front of
 	  fi; \
 	fi
 
-system-deps: server-deps ## install the Debian packages the server and the tests use (nginx, age CLI, jq, Chromium, CJK fonts, node, MIME table, mkfs.vfat, tor, ss)
+system-deps: server-deps ## install the Debian packages the server and the tests use (nginx, age CLI, jq, Chromium, CJK fonts, node, MIME table, mkfs.vfat, tor, ss, exiftool, mat2)
 	@missing=""; \
 	command -v age >/dev/null || missing="$$missing age"; \
 	command -v jq >/dev/null || missing="$$missing jq"; \
@@ -55,6 +55,8 @@ system-deps: server-deps ## install the Debian packages the server and the tests
 	dpkg -s dosfstools >/dev/null 2>&1 || missing="$$missing dosfstools"; \
 	command -v tor >/dev/null || missing="$$missing tor"; \
 	command -v ss >/dev/null || missing="$$missing iproute2"; \
+	command -v exiftool >/dev/null || missing="$$missing libimage-exiftool-perl"; \
+	command -v mat2 >/dev/null || missing="$$missing mat2"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
@@ -104,6 +106,7 @@ bench: $(STAMP) system-deps ## the speed table of issue 14 (portal vs references
 	$(BIN)/python bench/page_weight.py
 	$(BIN)/python bench/bench_pq.py
 	$(BIN)/python bench/bench_tor_flood.py
+	$(BIN)/python bench/bench_desk.py
 
 lint: $(STAMP) ## ruff (lint and format check) and mypy
 	$(BIN)/ruff check portal tests bench
