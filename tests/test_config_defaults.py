@@ -30,6 +30,8 @@ WORDED = {
     "(any)": ("allowed_hosts", ()),
     "(none)": ("onion_location", None),
     "off": ("tls", False),
+    "(AWS S3)": ("s3_endpoint", None),
+    "(none; needed with `s3`)": ("s3_bucket", None),
     "the shipped `portal/core/questionnaires/default.toml`": ("questionnaire_file", None),
 }
 

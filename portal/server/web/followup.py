@@ -22,12 +22,12 @@ from portal.server.mailbox import (
     MailboxError,
     ReceiptKeys,
     Reply,
-    ReplyStore,
+    ReplyBox,
     configured_cost,
-    ensure_salt,
 )
+from portal.server.store import StoreError
 from portal.server.web.admission import spend_rate_token
-from portal.server.web.extensions import portal_state
+from portal.server.web.extensions import PortalState, portal_state
 from portal.server.web.forms import FollowupForm, ReceiptForm, ReplyDeleteForm
 from portal.server.web.onetime import AlreadyStored
 from portal.server.web.storing import store_once
@@ -38,7 +38,12 @@ bp = Blueprint("followup", __name__)
 @dataclass
 class Conversation:
     keys: ReceiptKeys
-    replies: ReplyStore
+    replies: ReplyBox
+
+
+def portal_state_of(app: Flask) -> PortalState:
+    state: PortalState = app.extensions["portal"]
+    return state
 
 
 def conversation() -> Conversation:
@@ -48,14 +53,15 @@ def conversation() -> Conversation:
 
 def init_app(app: Flask) -> None:
     config: Config = app.extensions["portal"].config
+    archive = portal_state_of(app).archive
     try:
-        replies = ReplyStore(config.data_dir)
+        replies = archive.replies()
         replies.initialise()
         replies.purge_older_than(config.reply_days)
         cost = configured_cost(config.receipt_kdf_ops, config.receipt_kdf_memory_kib)
-        keys = ReceiptKeys(ensure_salt(config.data_dir), cost, config.receipt_kdf_concurrency)
-    except MailboxError as exc:
-        # A damaged salt or an impossible cost: the operator must act.
+        keys = ReceiptKeys(archive.receipt_salt(), cost, config.receipt_kdf_concurrency)
+    except (MailboxError, StoreError) as exc:
+        # A damaged salt, an impossible cost, a bucket gone: the operator must act.
         raise ConfigError(str(exc)) from None
     app.extensions["portal.core.conversation"] = Conversation(keys=keys, replies=replies)
     app.register_blueprint(bp)
