@@ -58,7 +58,6 @@ from portal.core.age import AgeError, X25519Identity, decrypt
 from portal.core.conversation import is_mailbox_name, mailbox_name
 from portal.core.fsio import CHUNK, READ_FLAGS, sha256_file
 from portal.core.layout import (
-    FILES_DIR,
     MANIFEST_NAME,
     SECONDS_PER_DAY,
     SUBMISSIONS_DIR,
@@ -358,10 +357,9 @@ class ObjectArchive:
             raise UnknownSubmissionError(f"no submission {submission_id}")
         attachments = []
         for name in names:
-            folder, _, leaf = name.partition("/")
             if name == MANIFEST_NAME:
                 continue
-            if folder != FILES_DIR or not is_attachment_path(leaf):
+            if not is_attachment_path(name):
                 raise StoreError(f"{submission_id}: unexpected object {name!r} in the bucket")
             attachments.append(name)
         attachments.sort(key=lambda n: int(n.split("/")[1].split(".")[0]))
