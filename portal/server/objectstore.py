@@ -138,7 +138,8 @@ class ObjectArchive:
         self._claim_key = claim_key
         self._region = region
         self._attempts = attempts
-        self._clients: dict[int, Any] = {}
+        self._clients: dict[tuple[int, int], Any] = {}
+        self._listing: dict[str, dict[str, float]] = {}
         self._lock = threading.Lock()
         self.requests = 0  # requests sent by this process, for the benchmark
 
@@ -162,19 +163,24 @@ class ObjectArchive:
 
     # -- the client and its errors ---------------------------------------------------
 
-    def _client(self) -> Any:
-        """This process's client (a gunicorn worker forks after start: never share one)."""
-        pid = os.getpid()
+    def _client(self, attempts: int | None = None) -> Any:
+        """This process's client (a gunicorn worker forks after start: never share one).
+
+        `attempts` below the archive's own is for requests a witness waits
+        for (claims): with the store down, they must fail fast, not retry.
+        """
+        attempts = attempts or self._attempts
+        key = (os.getpid(), attempts)
         with self._lock:
-            client = self._clients.get(pid)
+            client = self._clients.get(key)
             if client is None:
                 boto3, boto_config, _ = _boto()
                 # Credentials come from the usual AWS variables and files.
                 session = boto3.session.Session()
                 settings = boto_config(
-                    connect_timeout=5,
-                    read_timeout=60,
-                    retries={"mode": "standard", "max_attempts": self._attempts},
+                    connect_timeout=5 if attempts > 1 else 2,
+                    read_timeout=60 if attempts > 1 else 10,
+                    retries={"mode": "standard", "max_attempts": attempts},
                     s3={"addressing_style": "path"},
                     # Checksums only where the API requires them: stores other
                     # than AWS do not all know the newer checksum headers.
@@ -187,15 +193,20 @@ class ObjectArchive:
                     region_name=self._region or session.region_name or "us-east-1",
                     config=settings,
                 )
-                self._clients = {pid: client}
+                self._clients = {k: c for k, c in self._clients.items() if k[0] == key[0]}
+                self._clients[key] = client
             return client
 
-    def _call(self, operation: str, **kwargs: Any) -> Any:
-        """One request; any failure becomes `ArchiveUnavailable` or `_Refused` (a 4xx)."""
+    def _call(self, operation: str, *, fast: bool = False, **kwargs: Any) -> Any:
+        """One request; any failure becomes `ArchiveUnavailable` or `_Refused` (a 4xx).
+
+        `fast`: one attempt, short timeouts (a witness is waiting for it).
+        """
         _, _, errors = _boto()
         self.requests += 1
         try:
-            return getattr(self._client(), operation)(Bucket=self.bucket, **kwargs)
+            client = self._client(1 if fast else None)
+            return getattr(client, operation)(Bucket=self.bucket, **kwargs)
         except errors.ClientError as exc:
             raise _Refused.from_client_error(exc, self) from None
         except errors.NoCredentialsError:
@@ -342,17 +353,32 @@ class ObjectArchive:
         yield
 
     def ids(self) -> list[str]:
-        found = []
+        """Complete submissions (those whose manifest is in), from one listing of the bucket.
+
+        The listing is kept, so that `files` and `file_time` for an export
+        cost no request of their own; `purge` drops a submission from it.
+        """
+        listing: dict[str, dict[str, float]] = {}
         for item in self._list(SUBMISSIONS_DIR):
             submission_id, _, rest = item["Name"].partition("/")
-            if rest == MANIFEST_NAME and is_valid_id(submission_id):
-                found.append(submission_id)
-        return sorted(found)
+            if is_valid_id(submission_id):
+                listing.setdefault(submission_id, {})[rest] = item["LastModified"].timestamp()
+        self._listing = listing
+        return sorted(i for i, names in listing.items() if MANIFEST_NAME in names)
+
+    def _names(self, submission_id: str) -> dict[str, float]:
+        cached = self._listing.get(submission_id)
+        if cached is not None:
+            return cached
+        return {
+            item["Name"]: item["LastModified"].timestamp()
+            for item in self._list(SUBMISSIONS_DIR, submission_id)
+        }
 
     def files(self, submission_id: str) -> list[str]:
         if not is_valid_id(submission_id):
             raise UnknownSubmissionError(f"not a submission id: {submission_id!r}")
-        names = [item["Name"] for item in self._list(SUBMISSIONS_DIR, submission_id)]
+        names = list(self._names(submission_id))
         if MANIFEST_NAME not in names:
             raise UnknownSubmissionError(f"no submission {submission_id}")
         attachments = []
@@ -376,8 +402,10 @@ class ObjectArchive:
             answer["Body"].close()
 
     def file_time(self, submission_id: str, relpath: str) -> float:
-        answer = self._call("head_object", Key=self._key(SUBMISSIONS_DIR, submission_id, relpath))
-        stamp: float = answer["LastModified"].timestamp()
+        stamp = self._names(submission_id).get(relpath)
+        if stamp is None:
+            key = self._key(SUBMISSIONS_DIR, submission_id, relpath)
+            stamp = self._call("head_object", Key=key)["LastModified"].timestamp()
         return day_floor(stamp)
 
     def purge(self, submission_id: str) -> None:
@@ -385,6 +413,7 @@ class ObjectArchive:
         # The manifest first: a purge cut half way leaves no partial submission.
         for relpath in files:
             self._call("delete_object", Key=self._key(SUBMISSIONS_DIR, submission_id, relpath))
+        self._listing.pop(submission_id, None)
 
     # -- replies, salt and claims --------------------------------------------------------
 
@@ -422,23 +451,23 @@ class ObjectArchive:
     def claim_form(self, key: str) -> FormClaim:
         target = self._claim_object(key)
         try:
-            self._call("put_object", Key=target, Body=_STORING, IfNoneMatch="*")
+            self._call("put_object", fast=True, Key=target, Body=_STORING, IfNoneMatch="*")
             return FormClaim.CLAIMED
         except _Refused as exc:
             if exc.code not in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
                 raise ArchiveUnavailable(f"could not claim a form in the bucket: {exc}") from None
         try:
-            body = self._call("get_object", Key=target)["Body"].read()
+            body = self._call("get_object", fast=True, Key=target)["Body"].read()
         except _Refused:
             # Released between the two requests: the form is free again.
             return self.claim_form(key)
         return FormClaim.STORED if body == _STORED else FormClaim.STORING
 
     def form_stored(self, key: str) -> None:
-        self._call("put_object", Key=self._claim_object(key), Body=_STORED)
+        self._call("put_object", fast=True, Key=self._claim_object(key), Body=_STORED)
 
     def release_form(self, key: str) -> None:
-        self._call("delete_object", Key=self._claim_object(key))
+        self._call("delete_object", fast=True, Key=self._claim_object(key))
 
 
 class AccessDenied(ArchiveUnavailable):
