@@ -16,9 +16,9 @@ from __future__ import annotations
 import datetime as dt
 import os
 import shutil
-import tempfile
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
