@@ -32,7 +32,8 @@ from tests.objectstore_support import free_port_in_range, keys_under, s3_env, se
 
 __all__ = ["seaweed"]  # the module-scoped fixture, imported for pytest
 
-pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
+# A real SeaweedFS and `serve` subprocesses: about a minute, so `make test` only.
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::ResourceWarning")]
 
 
 def _bucket(seaweed: SeaweedFS) -> str:

@@ -24,8 +24,8 @@ from typing import Any
 ADMIN = ("portaladmin", "portal-admin-secret-for-tests")
 READER = ("portalreader", "portal-reader-secret-for-tests")
 # Ports from base_port: master, master grpc, volume, volume grpc, filer,
-# filer grpc, s3, s3 grpc, iceberg, lance.
-PORTS_USED = 10
+# filer grpc, s3, s3 grpc, iceberg, lance, Prometheus metrics.
+PORTS_USED = 11
 
 
 def weed_binary() -> str | None:
@@ -86,6 +86,7 @@ class SeaweedFS:
             "-s3", f"-s3.port={port + 6}", f"-s3.port.grpc={port + 7}",
             f"-s3.port.iceberg={port + 8}", f"-s3.port.lance={port + 9}",
             f"-s3.config={config}",
+            f"-metricsPort={port + 10}",
             "-master.volumeSizeLimitMB=64", "-volume.max=0", "-volume.preStopSeconds=0",
         ]  # fmt: skip
         log = self.log_path.open("ab")
@@ -94,6 +95,21 @@ class SeaweedFS:
         )
         log.close()
         self.wait_ready(timeout)
+
+    def s3_requests(self, bucket: str | None = None) -> int:
+        """S3 requests the store has answered since it started (its Prometheus counter)."""
+        import urllib.request
+
+        url = f"http://127.0.0.1:{self.base_port + 10}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as answer:  # noqa: S310 (loopback)
+            text = answer.read().decode()
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith("SeaweedFS_s3_request_total") and (
+                bucket is None or f'bucket="{bucket}"' in line
+            ):
+                total += float(line.rsplit(" ", 1)[1])
+        return int(total)
 
     def client(self, credentials: tuple[str, str] = ADMIN) -> Any:
         import boto3
