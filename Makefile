@@ -96,6 +96,7 @@ bench: $(STAMP) system-deps ## the speed table of issue 14 (portal vs references
 	$(BIN)/python bench/load.py --attack
 	$(BIN)/python bench/page_weight.py
 	$(BIN)/python bench/bench_pq.py
+	$(BIN)/python bench/bench_nodes.py
 
 lint: $(STAMP) ## ruff (lint and format check) and mypy
 	$(BIN)/ruff check portal tests bench

@@ -313,3 +313,26 @@ def test_export_verifies_every_object_then_purges_the_bucket(
         assert manifest["id"] == submission_id and len(files) == 1
     assert not (usb / "submissions" / victim).exists()
     assert not (tmp_path / "elsewhere").exists()  # an export needs no data directory
+
+
+def test_replies_that_cannot_be_read_are_a_503_never_an_empty_mailbox(
+    seaweed: SeaweedFS, tmp_path: Path, identity: X25519Identity, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from portal.server.web import create_app
+    from tests.test_followup import _followup, _submit
+
+    bucket = _bucket(seaweed)
+    env = _setenv(monkeypatch, {**_node_env(tmp_path, identity), **s3_env(seaweed, bucket)})
+    app = create_app(Config.from_env(env))
+    client = app.test_client()
+    receipt = _submit(client)
+    assert _followup(client, receipt).status_code == 200
+    spool = app.extensions["portal"].store
+    away = ObjectArchive(
+        spool, bucket=bucket, prefix="portal",
+        endpoint=f"http://127.0.0.1:{free_port_in_range()}", claim_key=b"k", attempts=1,
+    )  # fmt: skip
+    app.extensions["portal.core.conversation"].replies = away.replies()
+    page = _followup(client, receipt)
+    assert page.status_code == 503
+    assert "No replies yet" not in page.get_data(as_text=True)

@@ -70,6 +70,7 @@ from portal.core.layout import (
 )
 from portal.server.config import Config, ConfigError
 from portal.server.mailbox import (
+    MAX_REPLY_BYTES,
     REPLIES_DIR,
     SALT_NAME,
     MailboxError,
@@ -424,7 +425,7 @@ class ObjectArchive:
         key = self._key(SALT_NAME)
         for _ in range(2):
             try:
-                text = self._call("get_object", Key=key)["Body"].read()
+                text = self._call("get_object", Key=key)["Body"].read(256)
             except _Refused as exc:
                 if exc.code not in ("NoSuchKey", "404"):
                     raise ArchiveUnavailable(f"cannot read {key} from the bucket: {exc}") from None
@@ -457,7 +458,7 @@ class ObjectArchive:
             if exc.code not in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
                 raise ArchiveUnavailable(f"could not claim a form in the bucket: {exc}") from None
         try:
-            body = self._call("get_object", fast=True, Key=target)["Body"].read()
+            body = self._call("get_object", fast=True, Key=target)["Body"].read(64)
         except _Refused:
             # Released between the two requests: the form is free again.
             return self.claim_form(key)
@@ -548,10 +549,11 @@ class BucketReplies:
     def _entries(self, mailbox: str) -> list[dict[str, Any]]:
         if not is_mailbox_name(mailbox):
             return []
+        # A reply is a short text: anything larger in the bucket is not one.
         return [
             item
             for item in self._archive._list(REPLIES_DIR, mailbox)
-            if is_reply_name(item["Name"])
+            if is_reply_name(item["Name"]) and item.get("Size", 0) <= MAX_REPLY_BYTES
         ]
 
     def read(self, identity: X25519Identity) -> list[Reply]:
@@ -559,7 +561,8 @@ class BucketReplies:
         mailbox = mailbox_name(str(identity.recipient))
         for item in self._entries(mailbox):
             try:
-                data = self._archive._call("get_object", Key=item["Key"])["Body"].read()
+                answer = self._archive._call("get_object", Key=item["Key"])
+                data = answer["Body"].read(MAX_REPLY_BYTES + 1)
                 text = decrypt(data, [identity]).decode("utf-8")
             except (_Refused, AgeError, UnicodeDecodeError):
                 continue

@@ -9,10 +9,12 @@ server cannot tell them apart and does not pretend to.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from flask import Blueprint, Flask, current_app, render_template, request
-from werkzeug.exceptions import BadRequest
+from werkzeug.exceptions import BadRequest, ServiceUnavailable
 
 from portal.core.age import X25519Identity
 from portal.core.receipt import Receipt, ReceiptError, parse_receipt
@@ -27,12 +29,28 @@ from portal.server.mailbox import (
 )
 from portal.server.store import StoreError
 from portal.server.web.admission import spend_rate_token
+from portal.server.web.errors import PortalHTTPError
 from portal.server.web.extensions import PortalState, portal_state
 from portal.server.web.forms import FollowupForm, ReceiptForm, ReplyDeleteForm
 from portal.server.web.onetime import AlreadyStored
 from portal.server.web.storing import store_once
 
 bp = Blueprint("followup", __name__)
+T = TypeVar("T")
+
+
+class RepliesUnavailable(PortalHTTPError, ServiceUnavailable):
+    """The archive holding the replies (a bucket) cannot be reached right now."""
+
+    description = "Replies cannot be read right now."
+
+
+def _replies_or_503(read: Callable[[], T]) -> T:
+    """Replies from the archive, or a 503 "try later": never "no replies" when unknown."""
+    try:
+        return read()
+    except StoreError:
+        raise RepliesUnavailable() from None
 
 
 @dataclass
@@ -101,7 +119,7 @@ def _checked_receipt(typed: str | None) -> Receipt:
 def _mailbox_page(
     receipt: Receipt, identity: X25519Identity, *, deleted: int | None = None
 ) -> tuple[str, int]:
-    replies: list[Reply] = conversation().replies.read(identity)
+    replies: list[Reply] = _replies_or_503(lambda: conversation().replies.read(identity))
     return render_template(
         "followup.html",
         receipt=receipt.display(),
@@ -136,7 +154,7 @@ def delete(lang: str) -> tuple[str, int]:
         raise BadRequest()
     receipt = _checked_receipt(form.receipt.data)
     identity = conversation().keys.derive(receipt)
-    deleted = conversation().replies.delete(identity, form.reply_ids())
+    deleted = _replies_or_503(lambda: conversation().replies.delete(identity, form.reply_ids()))
     return _mailbox_page(receipt, identity, deleted=deleted)
 
 
