@@ -217,7 +217,8 @@ def test_three_nodes_lose_nothing_and_store_nothing_twice_through_a_kill_and_a_s
 
         # A node killed in the middle of an upload, then started again on its spool.
         wait_for(400)
-        started, killed, outcome = threading.Event(), threading.Event(), []
+        started, killed = threading.Event(), threading.Event()
+        outcome: list[str] = []
         uploader = threading.Thread(
             target=_stalled_upload, args=(nodes[1], started, killed, outcome)
         )

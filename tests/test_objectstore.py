@@ -10,6 +10,7 @@ import datetime as dt
 import io
 import os
 import random
+import re
 import subprocess
 import sys
 import time
@@ -319,7 +320,17 @@ def test_replies_that_cannot_be_read_are_a_503_never_an_empty_mailbox(
     seaweed: SeaweedFS, tmp_path: Path, identity: X25519Identity, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from portal.server.web import create_app
-    from tests.test_followup import _followup, _submit
+    from portal.testing.live import csrf_token, post_form
+
+    def _submit(client: Any) -> str:
+        page = post_form(client, {"testimony": "an account"}).get_data(as_text=True)
+        match = re.search(r'id="receipt"[^>]*>([0-9 ]+)<', page)
+        assert match, "no receipt"
+        return match.group(1)
+
+    def _followup(client: Any, receipt: str) -> Any:
+        token = csrf_token(client.get("/followup").get_data(as_text=True))
+        return client.post("/followup", data={"csrf_token": token, "receipt": receipt})
 
     bucket = _bucket(seaweed)
     env = _setenv(monkeypatch, {**_node_env(tmp_path, identity), **s3_env(seaweed, bucket)})

@@ -58,11 +58,14 @@ def _random_secret() -> bytes:
 
 @dataclass(frozen=True)
 class Config:
-    """Every setting, each with its one default (README.md's configuration table).
+    """Every setting (README.md's configuration table), each default named once.
 
     `from_env` reads `PORTAL_<FIELD>` (PORTAL_RECIPIENTS and
     PORTAL_QUESTIONNAIRE for the two file fields) and falls back to these
-    defaults; tests/test_config_defaults.py holds the README to them.
+    defaults, except two that live beside what they configure and are None
+    here: the questionnaire file (`questionnaire.DEFAULT_QUESTIONNAIRE`) and
+    the receipt's argon2id cost (`mailbox.DEFAULT_COST`).
+    tests/test_config_defaults.py holds the README to them.
     """
 
     data_dir: Path = Path("instance/data")
@@ -74,6 +77,10 @@ class Config:
     min_free_mb: int = 1024
     rate_per_minute: int = 60
     rate_burst: int = 30
+    # Follow-up logins' own budget; None: sized from the derivation's CPU
+    # time at start (portal.server.web.followup).
+    login_per_minute: int | None = None
+    login_burst: int | None = None
     log_level: str = "info"
     allowed_hosts: tuple[str, ...] = ()
     onion_location: str | None = None
@@ -138,6 +145,8 @@ class Config:
             min_free_mb=_positive_int(env, "PORTAL_MIN_FREE_MB", cls.min_free_mb, allow_zero=True),
             rate_per_minute=_positive_int(env, "PORTAL_RATE_PER_MINUTE", cls.rate_per_minute),
             rate_burst=_positive_int(env, "PORTAL_RATE_BURST", cls.rate_burst),
+            login_per_minute=_optional_int(env, "PORTAL_LOGIN_PER_MINUTE", cls.login_per_minute),
+            login_burst=_optional_int(env, "PORTAL_LOGIN_BURST", cls.login_burst),
             log_level=log_level,
             allowed_hosts=tuple(h for h in hosts if h) or cls.allowed_hosts,
             onion_location=env.get("PORTAL_ONION_LOCATION") or cls.onion_location,
@@ -168,6 +177,18 @@ class Config:
             s3_prefix=_s3_prefix(env.get("PORTAL_S3_PREFIX", cls.s3_prefix)),
             nodes=_positive_int(env, "PORTAL_NODES", cls.nodes),
         )
+
+    def __post_init__(self) -> None:
+        if self.onion_location and not self.allowed_hosts:
+            # Without a list of its names the server answers any Host header,
+            # and a site reachable under two names must say which ones are
+            # its own: an attacker's name would otherwise be accepted (and
+            # could be echoed) as the portal's.
+            raise ConfigError(
+                "PORTAL_ONION_LOCATION is set but PORTAL_ALLOWED_HOSTS is not: list the names "
+                "this server answers to, e.g. PORTAL_ALLOWED_HOSTS=example.org,"
+                "xxxxxxxx.onion"
+            )
 
     @property
     def max_upload_bytes(self) -> int:
