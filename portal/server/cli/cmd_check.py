@@ -133,7 +133,13 @@ def _check_questionnaire(config: Config, report: Callable[[bool, str], None]) ->
 def _check_conversation(config: Config, report: Callable[[bool, str], None], out: TextIO) -> None:
     """The receipts' salt and key-derivation cost (issue 11)."""
     salt = config.data_dir / SALT_NAME
-    if salt.is_file():
+    if config.store != "local":
+        print(
+            f"[note] receipt salt: `{SALT_NAME}` in the bucket, shared by every node; back it "
+            "up: without it no witness can read replies",
+            file=out,
+        )
+    elif salt.is_file():
         report(
             True,
             f"receipt salt {salt} present: back it up with the data; without it no "

@@ -8,6 +8,7 @@ import math
 from portal.core.exitstatus import ExitStatus
 from portal.server.appserver import bind_address, configure_logging, serve
 from portal.server.cli.context import PROG, Context
+from portal.server.config import Config
 from portal.server.front import (
     FrontError,
     FrontSettings,
@@ -41,7 +42,7 @@ def run(ctx: Context, args: argparse.Namespace) -> ExitStatus:
         front = "" if args.no_front else "nginx in front, "
         print(
             f"testimony-portal: serving on http://{bind_address(args.host, args.port)} "
-            f"({front}data in {config.data_dir}, keys from {config.recipients_file})",
+            f"({front}{_where(config)}, keys from {config.recipients_file})",
             file=stderr,
         )
     if args.no_front or args.unix_socket is not None:
@@ -67,3 +68,9 @@ def run(ctx: Context, args: argparse.Namespace) -> ExitStatus:
     except FrontError as exc:
         print(f"testimony-portal: {exc}", file=stderr)
         return ExitStatus.ERROR
+
+
+def _where(config: Config) -> str:
+    if config.store == "local":
+        return f"data in {config.data_dir}"
+    return f"spool in {config.data_dir}, published to bucket {config.s3_bucket} at the seal"
