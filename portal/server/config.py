@@ -107,6 +107,9 @@ class Config:
     s3_prefix: str = "portal"
     # How many nodes share the deployment's rate budget: each takes 1/nodes.
     nodes: int = 1
+    # A second port for the onion service's tor only (PROXY protocol, limits
+    # per Tor circuit: docs/DEPLOYMENT.md, section 2); None: no such listener.
+    onion_port: int | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -176,6 +179,7 @@ class Config:
             s3_bucket=env.get("PORTAL_S3_BUCKET") or cls.s3_bucket,
             s3_prefix=_s3_prefix(env.get("PORTAL_S3_PREFIX", cls.s3_prefix)),
             nodes=_positive_int(env, "PORTAL_NODES", cls.nodes),
+            onion_port=_port(env, "PORTAL_ONION_PORT", cls.onion_port),
         )
 
     def __post_init__(self) -> None:
@@ -265,6 +269,15 @@ def _s3_prefix(raw: str) -> str:
             f"PORTAL_S3_PREFIX={raw!r} may hold only letters, digits, `.`, `_`, `-` and `/`"
         )
     return prefix
+
+
+def _port(env: Mapping[str, str], name: str, default: int | None) -> int | None:
+    raw = env.get(name, "").strip()
+    if not raw or raw.lower() == "off":
+        return default
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise ConfigError(f"{name}={env[name]!r} is not a TCP port (1-65535) or off")
+    return int(raw)
 
 
 def _seal_time(raw: str) -> tuple[int, int] | None:
