@@ -204,7 +204,8 @@ class ObjectArchive:
         `fast`: one attempt, short timeouts (a witness is waiting for it).
         """
         _, _, errors = _boto()
-        self.requests += 1
+        with self._lock:
+            self.requests += 1
         try:
             client = self._client(1 if fast else None)
             return getattr(client, operation)(Bucket=self.bucket, **kwargs)
@@ -293,18 +294,23 @@ class ObjectArchive:
         ids = self.spool.ids()
         rng.shuffle(ids)
         stop = threading.Event()
+        tally = threading.Lock()
 
         def one(submission_id: str) -> None:
             if stop.is_set():
                 return
             try:
                 self._publish_one(submission_id, rng)
-                report.published += 1
             except ArchiveUnavailable as exc:
                 stop.set()
-                report.stopped = str(exc)
+                with tally:
+                    report.stopped = str(exc)
             except (_Refused, StoreError, OSError) as exc:
-                report.failed[submission_id] = str(exc)
+                with tally:
+                    report.failed[submission_id] = str(exc)
+            else:
+                with tally:
+                    report.published += 1
 
         with ThreadPoolExecutor(PUBLISH_THREADS, thread_name_prefix="publish") as pool:
             list(pool.map(one, ids))
