@@ -13,6 +13,10 @@
 # `testimony-portal serve` runs nginx in front of gunicorn, as `make run`
 # does (see docs/DEPLOYMENT.md): nginx takes the slow and silent
 # connections, streams bodies through unbuffered, and names no software.
+# The image carries the `s3` extra (boto3), so the same image serves a
+# single portal (PORTAL_STORE=local, the default) and the nodes of a
+# deployment on an object store (docs/DEPLOYMENT.md, section 8).
+#
 # This file is not built by the project's tests (they run without a Docker
 # engine); the stack it starts is the one they test.
 
@@ -33,7 +37,7 @@ COPY --from=build /wheels /wheels
 RUN apt-get update \
     && apt-get install -y --no-install-recommends nginx libnginx-mod-http-headers-more-filter \
     && rm -rf /var/lib/apt/lists/* \
-    && pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels \
+    && pip install --no-cache-dir "$(ls /wheels/testimony_portal-*.whl)[s3]" && rm -rf /wheels \
     && useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin portal \
     && mkdir -p /data /keys && chown portal:portal /data && chmod 700 /data
 USER portal

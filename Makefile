@@ -105,6 +105,7 @@ bench: $(STAMP) system-deps ## the speed table of issue 14 (portal vs references
 	$(BIN)/python bench/load.py --attack
 	$(BIN)/python bench/page_weight.py
 	$(BIN)/python bench/bench_pq.py
+	$(BIN)/python bench/bench_nodes.py
 	$(BIN)/python bench/bench_tor_flood.py
 	$(BIN)/python bench/bench_desk.py
 
