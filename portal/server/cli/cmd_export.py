@@ -1,4 +1,4 @@
-"""`testimony-portal export DEST [--purge]`: a verified copy of the ciphertext to transfer media."""
+"""`testimony-portal export DEST [--purge] [--same-disk]`: a verified copy of the ciphertext to transfer media."""
 
 from __future__ import annotations
 
@@ -21,7 +21,9 @@ def run(ctx: Context, args: argparse.Namespace) -> ExitStatus:
     # staging area is never swept, so an export can run beside a live server.
     store = SubmissionStore(config.data_dir)
     try:
-        report = export_submissions(store, args.dest, purge=args.purge, progress=progress)
+        report = export_submissions(
+            store, args.dest, purge=args.purge, same_disk=args.same_disk, progress=progress
+        )
     except ExportError as exc:
         print(f"export failed: {exc}. Nothing was copied or deleted.", file=stderr)
         return ExitStatus.ERROR

@@ -90,6 +90,12 @@ def build_parser() -> Parser:
         action="store_true",
         help="delete each server copy once its exported copy has been read back and verified",
     )
+    export.add_argument(
+        "--same-disk",
+        action="store_true",
+        help="allow DEST on the same file system as the data directory (refused by default: "
+        "it usually means the drive is not mounted)",
+    )
     replies = sub.add_parser(
         "import-replies",
         help="store the replies from an outbox written by `testimony-review reply`",
