@@ -328,11 +328,14 @@ def start_server(
     python: str = sys.executable,
     front: bool = False,
     serve_args: Sequence[str] = (),
+    answers: list[int] | None = None,
 ) -> LiveServer:
     """Start `testimony-portal serve` in a subprocess and wait until it answers.
 
     With `front`, the documented stack (nginx in front of gunicorn) serves;
-    otherwise gunicorn alone (`--no-front`), which starts faster.
+    otherwise gunicorn alone (`--no-front`), which starts faster. `answers`,
+    if given, receives the status of every answer to `GET /` while waiting
+    (a refused connection is not an answer), ending with the first 200.
     """
     root.mkdir(parents=True, exist_ok=True)
     keys = root / "keys"
@@ -383,10 +386,14 @@ def start_server(
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}:\n{server.log()}")
         try:
-            if server.client().get("/").status == 200:
-                return server
+            status = server.client().get("/").status
         except OSError:
-            time.sleep(0.1)
+            time.sleep(0.1 if answers is None else 0.01)
+            continue
+        if answers is not None:
+            answers.append(status)
+        if status == 200:
+            return server
     server.stop()
     raise RuntimeError(f"server did not answer within 60 s:\n{server.log()}")
 
