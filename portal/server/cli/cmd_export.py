@@ -1,4 +1,4 @@
-"""`testimony-portal export DEST [--purge] [--same-disk]`: a verified copy of the ciphertext to transfer media."""
+"""`testimony-portal export DEST [--purge] [--same-disk]`: a verified copy to transfer media."""
 
 from __future__ import annotations
 
