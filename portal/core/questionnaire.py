@@ -24,35 +24,59 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from portal.core.manifest import SealedChoice, SealedQuestion, SealedQuestionnaire
+
 DEFAULT_QUESTIONNAIRE = Path(__file__).resolve().parent / "questionnaires" / "default.toml"
 
-SHORT_TEXT = "short_text"
-LONG_TEXT = "long_text"
-DATE = "date"
-APPROXIMATE_DATE = "approximate_date"
-SINGLE_CHOICE = "single_choice"
-MULTIPLE_CHOICE = "multiple_choice"
-YES_NO = "yes_no"
-FILES = "files"
-TYPES = (
-    SHORT_TEXT,
-    LONG_TEXT,
-    DATE,
-    APPROXIMATE_DATE,
-    SINGLE_CHOICE,
-    MULTIPLE_CHOICE,
-    YES_NO,
-    FILES,
-)
-TEXT_TYPES = (SHORT_TEXT, LONG_TEXT, DATE, APPROXIMATE_DATE)
-CHOICE_TYPES = (SINGLE_CHOICE, MULTIPLE_CHOICE, YES_NO)
 
-# The consent question the reviewer's `forward` enforces (issue 12): its id
-# and its answers are fixed, so the tools can read them in every submission.
+class QuestionKind(enum.StrEnum):
+    """What a question asks for: the `type` of a question in the file and in the manifest."""
+
+    SHORT_TEXT = "short_text"
+    LONG_TEXT = "long_text"
+    DATE = "date"
+    APPROXIMATE_DATE = "approximate_date"
+    SINGLE_CHOICE = "single_choice"
+    MULTIPLE_CHOICE = "multiple_choice"
+    YES_NO = "yes_no"
+    FILES = "files"
+
+    @property
+    def has_choices(self) -> bool:
+        return self in (
+            QuestionKind.SINGLE_CHOICE,
+            QuestionKind.MULTIPLE_CHOICE,
+            QuestionKind.YES_NO,
+        )
+
+
+class Consent(enum.StrEnum):
+    """The answers of the consent question, which the reviewer's `forward` enforces (issue 12).
+
+    The question's id (CONSENT_ID) and these answers are fixed, so the tools
+    can read them in every submission.
+    """
+
+    YES = "yes"
+    ANONYMOUS = "anonymous"
+    ASK = "ask"
+    NO = "no"
+
+    @property
+    def meaning(self) -> str:
+        """What the answer allows, in the words the reviewer's tools print."""
+        return _CONSENT_MEANINGS[self]
+
+
+_CONSENT_MEANINGS = {
+    Consent.YES: "may be passed on",
+    Consent.ANONYMOUS: "only without their name and identifying details",
+    Consent.ASK: "ask the witness first",
+    Consent.NO: "must not be passed on",
+}
 CONSENT_ID = "consent"
-CONSENT_CHOICES = ("yes", "anonymous", "ask", "no")
 # The answer of a submission that has none (older ones): ask the witness first.
-CONSENT_DEFAULT = "ask"
+CONSENT_DEFAULT = Consent.ASK
 # The free-text testimony keeps its historic field name (`fields.testimony`).
 TESTIMONY_ID = "testimony"
 # Form names the page already uses for something else. A files question is
@@ -112,10 +136,10 @@ class Problem(enum.Enum):
 
 @dataclass(frozen=True)
 class Question:
-    """One checked question: `type` is one of TYPES; texts are keyed by language."""
+    """One checked question; texts are keyed by language."""
 
     id: str
-    type: str
+    type: QuestionKind
     required: bool
     identifying: bool
     label: Mapping[str, str]
@@ -124,14 +148,27 @@ class Question:
 
     @property
     def form_name(self) -> str:
-        return ATTACHMENTS_FIELD if self.type == FILES else self.id
+        return ATTACHMENTS_FIELD if self.type == QuestionKind.FILES else self.id
 
     def max_chars(self, long_text_limit: int) -> int:
         return {
-            SHORT_TEXT: SHORT_TEXT_MAX_CHARS,
-            APPROXIMATE_DATE: APPROXIMATE_DATE_MAX_CHARS,
-            DATE: DATE_MAX_CHARS,
+            QuestionKind.SHORT_TEXT: SHORT_TEXT_MAX_CHARS,
+            QuestionKind.APPROXIMATE_DATE: APPROXIMATE_DATE_MAX_CHARS,
+            QuestionKind.DATE: DATE_MAX_CHARS,
         }.get(self.type, long_text_limit)
+
+    def sealed(self, language: str) -> SealedQuestion:
+        """The question as the witness saw it, with the English label beside."""
+        return SealedQuestion(
+            id=self.id,
+            type=self.type.value,
+            required=self.required,
+            identifying=self.identifying,
+            label=self.label[language],
+            label_en=self.label["en"],
+            help=self.help[language] if self.help else "",
+            choices=tuple(c.sealed(language) for c in self.choices),
+        )
 
 
 @dataclass(frozen=True)
@@ -141,9 +178,9 @@ class Choice:
     id: str
     label: Mapping[str, str]
 
-    def sealed(self, language: str) -> dict[str, str]:
+    def sealed(self, language: str) -> SealedChoice:
         """What the manifest records of it: the id and the label shown, with the English one."""
-        return {"id": self.id, "label": self.label[language], "label_en": self.label["en"]}
+        return SealedChoice(self.id, self.label[language], self.label["en"])
 
 
 @dataclass(frozen=True)
@@ -164,35 +201,20 @@ class Questionnaire:
         """The most form parts an honest browser sends for the questions (a box per choice)."""
         return sum(max(1, len(q.choices)) for q in self.questions)
 
-    def sealed(self, language: str) -> dict[str, Any]:
+    def sealed(self, language: str) -> SealedQuestionnaire:
         """What the manifest records: this file's identity and the exact texts shown.
 
         The English label of each question and answer is sealed beside the
         witness's own words, so the reviewer's tools can show both without
         the questionnaire file, which may have changed since.
         """
-        questions = []
-        for q in self.questions:
-            item: dict[str, Any] = {
-                "id": q.id,
-                "type": q.type,
-                "required": q.required,
-                "identifying": q.identifying,
-                "label": q.label[language],
-                "label_en": q.label["en"],
-            }
-            if q.help:
-                item["help"] = q.help[language]
-            if q.choices:
-                item["choices"] = [c.sealed(language) for c in q.choices]
-            questions.append(item)
-        return {
-            "id": self.id,
-            "version": self.version,
-            "sha256": self.sha256,
-            "language": language,
-            "questions": questions,
-        }
+        return SealedQuestionnaire(
+            id=self.id,
+            version=self.version,
+            sha256=self.sha256,
+            language=language,
+            questions=tuple(q.sealed(language) for q in self.questions),
+        )
 
 
 @dataclass
@@ -350,11 +372,11 @@ class _Checker:
         if qid is None:
             return None
         number = f"question {qid!r}"
-        kind = raw.get("type")
-        if kind not in TYPES:
-            self.problem(line("type"), f"{number}: 'type' must be one of {', '.join(TYPES)}")
+        kind = next((k for k in QuestionKind if k.value == raw.get("type")), None)
+        if kind is None:
+            self.problem(line("type"), f"{number}: 'type' must be one of {', '.join(QuestionKind)}")
             return None
-        if kind != FILES and qid in RESERVED_IDS:
+        if kind != QuestionKind.FILES and qid in RESERVED_IDS:
             ok = False
             self.problem(line("id"), f"{number}: the id {qid!r} is reserved; choose another")
         flags = {}
@@ -431,14 +453,14 @@ class _Checker:
         return None if problems or unknown else texts
 
     def _choices(
-        self, raw: Any, kind: str, number: str, start: int, end: int, key_line: int
+        self, raw: Any, kind: QuestionKind, number: str, start: int, end: int, key_line: int
     ) -> tuple[Choice, ...] | None:
-        if kind not in CHOICE_TYPES:
+        if not kind.has_choices:
             if raw is not None:
                 self.problem(key_line, f"{number}: a {kind} question has no choices")
                 return None
             return ()
-        if kind == YES_NO and raw is None:
+        if kind == QuestionKind.YES_NO and raw is None:
             missing = [lang for lang in self.languages if lang not in YES_NO_LABELS["yes"]]
             if missing:
                 self.problem(
@@ -489,7 +511,7 @@ class _Checker:
             )
             if label is not None:
                 choices.append(Choice(cid, label))
-        if kind == YES_NO and seen != {"yes", "no"}:
+        if kind == QuestionKind.YES_NO and seen != {"yes", "no"}:
             self.problem(key_line, f"{number}: a yes_no question's choices are 'yes' and 'no'")
             return None
         if len(choices) != len(raw):
@@ -512,11 +534,11 @@ class _Checker:
             else:
                 ids[qid] = self._key_line("id", start + 1, end, start)
         testimony = next((q for q in questions if q.id == TESTIMONY_ID), None)
-        if testimony is not None and testimony.type != LONG_TEXT:
+        if testimony is not None and testimony.type != QuestionKind.LONG_TEXT:
             # The free text is the form's testimony field, with its own
             # length limit (PORTAL_MAX_TESTIMONY_CHARS).
             self.problem(ids[TESTIMONY_ID], "the question 'testimony' must be of type long_text")
-        files = [q for q in questions if q.type == FILES]
+        files = [q for q in questions if q.type == QuestionKind.FILES]
         if len(files) > 1:
             self.problem(ids[files[1].id], "only one question may be of type files")
         if CONSENT_ID not in ids:
@@ -524,22 +546,22 @@ class _Checker:
                 1,
                 f"no consent question: add a [[questions]] with id = {CONSENT_ID!r}, "
                 'type = "single_choice", required = true and the choices '
-                f"{', '.join(CONSENT_CHOICES)} (see the shipped default questionnaire)",
+                f"{', '.join(Consent)} (see the shipped default questionnaire)",
             )
             return
         consent = next((q for q in questions if q.id == CONSENT_ID), None)
         if consent is None:
             return  # Its own problems were reported already.
         where = ids[CONSENT_ID]
-        if consent.type != SINGLE_CHOICE:
+        if consent.type != QuestionKind.SINGLE_CHOICE:
             self.problem(where, "the consent question must be of type single_choice")
         if not consent.required:
             self.problem(where, "the consent question must have required = true")
         chosen = tuple(c.id for c in consent.choices)
-        if sorted(chosen) != sorted(CONSENT_CHOICES):
+        if sorted(chosen) != sorted(Consent):
             self.problem(
                 where,
-                f"the consent question's choices must be exactly {', '.join(CONSENT_CHOICES)} "
+                f"the consent question's choices must be exactly {', '.join(Consent)} "
                 f"(it has {', '.join(chosen) or 'none'}): the reviewer's tools enforce them",
             )
 
@@ -564,10 +586,10 @@ def read_answers(
     answers = Answers()
     skipped = set(skip)
     for q in questionnaire.questions:
-        if q.type == FILES:
+        if q.type == QuestionKind.FILES:
             continue
         values = [_lf(v) for v in get_list(q.form_name) if isinstance(v, str)]
-        if q.type in CHOICE_TYPES:
+        if q.type.has_choices:
             _read_choice(q, values, answers)
             continue
         text = values[0] if values else ""
@@ -580,9 +602,9 @@ def read_answers(
         answers.values[q.id] = text
         if len(text) > q.max_chars(long_text_limit):
             answers.problems[q.id] = Problem.TOO_LONG
-        elif q.type == DATE and not is_partial_date(text.strip()):
+        elif q.type == QuestionKind.DATE and not is_partial_date(text.strip()):
             answers.problems[q.id] = Problem.BAD_DATE
-        elif q.type == DATE:
+        elif q.type == QuestionKind.DATE:
             answers.values[q.id] = text.strip()
     return answers
 
@@ -595,7 +617,9 @@ def _read_choice(q: Question, values: list[str], answers: Answers) -> None:
         if q.required:
             answers.problems[q.id] = Problem.REQUIRED
         return
-    if any(v not in known for v in sent) or (q.type != MULTIPLE_CHOICE and len(set(sent)) > 1):
+    if any(v not in known for v in sent) or (
+        q.type != QuestionKind.MULTIPLE_CHOICE and len(set(sent)) > 1
+    ):
         answers.problems[q.id] = Problem.BAD_CHOICE
         return
     answers.values[q.id] = CHOICE_SEPARATOR.join(c for c in known if c in sent)

@@ -16,18 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from portal.core.manifest import Manifest, ManifestError, parse_manifest
+from portal.core.questionnaire import CONSENT_DEFAULT, CONSENT_ID, Consent
+from portal.review.record import MANIFEST_JSON
 
-CONSENT_FIELD = "consent"
-CONSENT_ANSWERS = ("yes", "anonymous", "ask", "no")
-# What a submission without a consent answer counts as: ask the witness first.
-NO_ANSWER = "ask"
-_MEANING = {
-    "yes": "may be passed on",
-    "anonymous": "only without their name and identifying details",
-    "ask": "ask the witness first",
-    "no": "must not be passed on",
-}
-MANIFEST_JSON = "testimony.json"
+_ANSWERS = {answer.value: answer for answer in Consent}
 
 
 class ConsentRefused(Exception):
@@ -37,13 +29,16 @@ class ConsentRefused(Exception):
 @dataclass(frozen=True)
 class ConsentDecision:
     submission: str
-    consent: str
+    consent: Consent
     # True when the witness gave no (valid) answer and `consent` is the default.
     assumed: bool
     override_reason: str | None = None
 
     def as_record(self) -> dict[str, object]:
-        record: dict[str, object] = {"submission": self.submission, "consent": self.consent}
+        record: dict[str, object] = {
+            "submission": self.submission,
+            "consent": self.consent.value,
+        }
         if self.assumed:
             record["consent_answer"] = None
         if self.override_reason is not None:
@@ -51,12 +46,12 @@ class ConsentDecision:
         return record
 
 
-def consent_of(manifest: Manifest) -> tuple[str, bool]:
+def consent_of(manifest: Manifest) -> tuple[Consent, bool]:
     """The consent answer and whether it was assumed (no valid answer in the manifest)."""
-    value = manifest.fields.get(CONSENT_FIELD)
-    if value in CONSENT_ANSWERS:
-        return value, False
-    return NO_ANSWER, True
+    answer = _ANSWERS.get(manifest.fields.get(CONSENT_ID, ""))
+    if answer is not None:
+        return answer, False
+    return CONSENT_DEFAULT, True
 
 
 def identifying_answers(manifest: Manifest) -> list[str]:
@@ -79,13 +74,13 @@ def decide(
     """
     consent, assumed = consent_of(manifest)
     given = (
-        f"consent {consent!r} ({_MEANING[consent]})"
+        f"consent {consent.value!r} ({consent.meaning})"
         if not assumed
-        else f"no consent answer (counts as {consent!r}: {_MEANING[consent]})"
+        else f"no consent answer (counts as {consent.value!r}: {consent.meaning})"
     )
-    if consent == "yes":
+    if consent == Consent.YES:
         return ConsentDecision(submission_id, consent, assumed)
-    if consent == "anonymous":
+    if consent == Consent.ANONYMOUS:
         kept = sorted(set(identifying_answers(manifest)) - set(omit_fields))
         if not kept:
             return ConsentDecision(submission_id, consent, assumed)
@@ -141,7 +136,11 @@ def bundle_note(decisions: Sequence[ConsentDecision]) -> str:
     """The bundle README's paragraph on consent: each answer, and every override with its reason."""
     lines = ["Consent given by each witness to passing on their testimony:"]
     for decision in decisions:
-        answer = decision.consent if not decision.assumed else f"none given (counts as {NO_ANSWER})"
+        answer = (
+            decision.consent.value
+            if not decision.assumed
+            else f"none given (counts as {CONSENT_DEFAULT.value})"
+        )
         lines.append(f"  {decision.submission}: {answer}")
         if decision.override_reason is not None:
             lines.append(f"    SENT WITHOUT THAT CONSENT, reason given: {decision.override_reason}")

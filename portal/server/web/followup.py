@@ -145,8 +145,16 @@ def send(lang: str) -> tuple[str, int]:
     testimony = form.testimony.data or ""
 
     def commit(submission: Submission) -> None:
-        identity = conversation().keys.derive(receipt)
-        submission.commit({"testimony": testimony}, language=lang, reply_to=str(identity.recipient))
+        # The same conversation as the receipt's first submission: a version
+        # 2 receipt seals its seed (no derivation), a version 1 its recipient.
+        keys = conversation().keys
+        if receipt.version == 1:
+            reply_to = str(keys.derive(receipt).recipient)
+            submission.commit({"testimony": testimony}, language=lang, reply_to=reply_to)
+        else:
+            submission.commit(
+                {"testimony": testimony}, language=lang, reply_key=keys.reply_key(receipt)
+            )
 
     # One submission per form, as on the main form: a reload stores nothing.
     stored = store_once(form.once, commit)
