@@ -206,6 +206,9 @@ def test_it_runs_as_the_documentation_says(deployed: Deployed) -> None:
     assert mounts["/tmp"][2] == "tmpfs" and mounts["/dev/shm"][2] == "tmpfs"
     assert mounts["/keys/recipients.txt"][3].startswith("ro")
     assert mounts["/data"][3].startswith("rw")
+    # DEPLOYMENT.md: run `docker exec portal testimony-portal check` after every change.
+    check = deployed.podman.run_status("exec", deployed.name, "testimony-portal", "check")
+    assert check.returncode == 0 and "all checks passed" in check.stdout, check.stdout
 
 
 def test_the_healthcheck_passes_with_allowed_hosts_set(deployed: Deployed) -> None:
