@@ -67,7 +67,7 @@ def send_followup(
         "receipt": hidden(form, "receipt"),
         "testimony": text,
     }
-    body = MultipartBody(fields, list(files))  # type: ignore[arg-type]
+    body = MultipartBody(fields, list(files))
     return client.request(
         "POST",
         followup_path(lang, "send"),

@@ -26,6 +26,7 @@ from typing import Any, BinaryIO, NoReturn
 
 import pytest
 from flask import Flask
+from playwright.sync_api import ViewportSize
 
 from portal.server.config import Config
 
@@ -41,7 +42,10 @@ CHROMIUM_ARGS = [
     "--no-first-run",
     "--disable-quic",
 ]
-VIEWPORTS = {"phone": {"width": 360, "height": 740}, "desktop": {"width": 1280, "height": 800}}
+VIEWPORTS: dict[str, ViewportSize] = {
+    "phone": {"width": 360, "height": 740},
+    "desktop": {"width": 1280, "height": 800},
+}
 
 # How to get each external program the tests use (`make system-deps` installs most of them).
 INSTALL = {

@@ -103,8 +103,8 @@ def test_each_documented_default_is_the_codes_default(name: str) -> None:
         assert len(first) == 32 and first != second
         return
     assert re.fullmatch(r"`[^`]+`", documented), f"{name}: give the default as a `value`"
-    value = documented.strip("`")
-    assert effective(Config.from_env({name: value})) == default, (
+    setting = documented.strip("`")
+    assert effective(Config.from_env({name: setting})) == default, (
         f"README.md gives {name} the default {documented}, but the code's default differs"
     )
 

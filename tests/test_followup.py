@@ -16,12 +16,11 @@ import pytest
 from portal.core.age import X25519Identity, encrypt
 from portal.core.conversation import mailbox_name
 from portal.core.receipt import new_receipt, parse_receipt
-from portal.core.replykey import ReplyKey
+from portal.core.replykey import KdfCost, ReplyKey
 from portal.server import mailbox
 from portal.server.config import Config
 from portal.server.mailbox import (
     DEFAULT_COST,
-    KdfCost,
     MailboxError,
     ReceiptKeys,
     ReplyStore,
@@ -42,7 +41,9 @@ def _keys(app: Any) -> ReceiptKeys:
 def _submit(client: Any, text: str = "first account") -> str:
     response = post_form(client, {"testimony": text})
     assert response.status_code == 200
-    return RECEIPT_RE.search(response.get_data(as_text=True)).group(1)
+    match = RECEIPT_RE.search(response.get_data(as_text=True))
+    assert match is not None, "no receipt on the page"
+    return match.group(1)
 
 
 def _followup(client: Any, receipt: str, lang: str = "en") -> Any:
@@ -119,8 +120,10 @@ def test_replies_are_shown_deleted_on_request_and_only_to_their_witness(
 
     form = page[page.index('action="/zh/followup/delete"') :]
     token = csrf_token(form)
-    ids = re.search(r'name="replies" value="([^"]*)"', form).group(1)
-    hidden_receipt = re.search(r'name="receipt" value="([^"]*)"', form).group(1)
+    ids_match = re.search(r'name="replies" value="([^"]*)"', form)
+    receipt_match = re.search(r'name="receipt" value="([^"]*)"', form)
+    assert ids_match is not None and receipt_match is not None
+    ids, hidden_receipt = ids_match.group(1), receipt_match.group(1)
     deleted = client.post(
         "/zh/followup/delete",
         data={"csrf_token": token, "receipt": hidden_receipt, "replies": ids},

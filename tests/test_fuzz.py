@@ -208,6 +208,7 @@ def token_of_kind(portal: Portal, client: FlaskClient, kind: str) -> bytes:
         fresh_token(client)
         with client.session_transaction() as stored:
             raw = stored["csrf_token"]
+        assert portal.app.secret_key is not None
         signer = URLSafeTimedSerializer(portal.app.secret_key, salt="wtf-csrf-token")
         with mock.patch("time.time", return_value=time.time() - 3 * 24 * 3600):
             return signer.dumps(raw).encode()
@@ -222,7 +223,7 @@ def post_raw(
     *,
     framing: str = "length",
     headers: dict[str, str] | None = None,
-):  # type: ignore[no-untyped-def]
+):
     environ: dict[str, Any] = {}
     request_headers = dict(headers or {})
     if framing == "chunked":

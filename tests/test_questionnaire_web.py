@@ -51,7 +51,7 @@ def controls(page: str) -> Inputs:
     return parser
 
 
-def test_the_form_asks_every_question_with_consent_last_and_nothing_chosen(client) -> None:  # type: ignore[no-untyped-def]
+def test_the_form_asks_every_question_with_consent_last_and_nothing_chosen(client) -> None:
     page = client.get("/ko/submit").get_data(as_text=True)
     for question in QUESTIONNAIRE.questions:
         assert html.escape(question.label["ko"], quote=False) in page, question.id
@@ -71,14 +71,14 @@ def test_the_form_asks_every_question_with_consent_last_and_nothing_chosen(clien
         assert f'<label for="{control["id"]}">' in page, control
 
 
-def test_the_files_question_states_the_limits(client, config) -> None:  # type: ignore[no-untyped-def]
+def test_the_files_question_states_the_limits(client, config) -> None:
     page = client.get("/submit").get_data(as_text=True)
     limits = f"up to {config.max_upload_mb} MB in all, at most {config.max_files} files."
     assert limits in page
     assert '<input type="file" name="attachments" id="q-files" multiple' in page
 
 
-def test_every_language_shows_its_own_question_texts(client) -> None:  # type: ignore[no-untyped-def]
+def test_every_language_shows_its_own_question_texts(client) -> None:
     for lang, path in (("en", "/submit"), ("ko", "/ko/submit"), ("zh", "/zh/submit")):
         page = client.get(path).get_data(as_text=True)
         consent = QUESTIONNAIRE.question("consent")
@@ -88,7 +88,7 @@ def test_every_language_shows_its_own_question_texts(client) -> None:  # type: i
             assert html.escape(choice.label[lang], quote=False) in page
 
 
-def test_without_consent_nothing_is_saved_and_every_answer_is_kept(client, config) -> None:  # type: ignore[no-untyped-def]
+def test_without_consent_nothing_is_saved_and_every_answer_is_kept(client, config) -> None:
     answers = {k: v for k, v in KOREAN_ANSWERS.items() if k != "consent"}
     answers["how_known"] = ["saw", "heard"]  # type: ignore[assignment]
     response = post_form(client, {**answers, "consent": ""}, path="/ko/submit")
@@ -112,7 +112,7 @@ def test_without_consent_nothing_is_saved_and_every_answer_is_kept(client, confi
     assert SubmissionStore(config.data_dir).ids() == []
 
 
-def test_a_hostile_answer_is_refused_in_the_witness_language(client) -> None:  # type: ignore[no-untyped-def]
+def test_a_hostile_answer_is_refused_in_the_witness_language(client) -> None:
     response = post_form(client, {"testimony": "x", "consent": "everyone"}, path="/zh/submit")
     assert response.status_code == 400
     assert "请从列出的答案中选择。" in response.get_data(as_text=True)
@@ -121,14 +121,14 @@ def test_a_hostile_answer_is_refused_in_the_witness_language(client) -> None:  #
     assert response.status_code == 200
 
 
-def test_answers_other_than_the_testimony_are_enough(client, config, identity) -> None:  # type: ignore[no-untyped-def]
+def test_answers_other_than_the_testimony_are_enough(client, config, identity) -> None:
     response = post_form(client, {"where": "Hoeryong", "consent": "ask"})
     assert response.status_code == 200, response.get_data(as_text=True)
     only_choices = post_form(client, {"how_known": "saw", "consent": "ask"})
     assert only_choices.status_code == 400
 
 
-def test_the_manifest_seals_the_questions_seen_and_the_answers(client, config, identity) -> None:  # type: ignore[no-untyped-def]
+def test_the_manifest_seals_the_questions_seen_and_the_answers(client, config, identity) -> None:
     from portal.server.store import SubmissionStore
 
     response = post_form(client, KOREAN_ANSWERS, path="/ko/submit")

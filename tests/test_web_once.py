@@ -32,7 +32,7 @@ def stored(config: Config) -> list[str]:
     return SubmissionStore(config.data_dir).ids()
 
 
-def test_a_repeated_form_shows_received_again_and_is_stored_once(client, config, identity) -> None:  # type: ignore[no-untyped-def]
+def test_a_repeated_form_shows_received_again_and_is_stored_once(client, config, identity) -> None:
     fields = form_fields(client.get("/ko/submit").get_data(as_text=True))
     data = {**fields, "testimony": "once only"}
     pages = []
@@ -61,7 +61,7 @@ def test_a_repeated_form_shows_received_again_and_is_stored_once(client, config,
     assert list(SubmissionStore(config.data_dir).staging_dir.iterdir()) == []
 
 
-def test_each_form_stores_its_own_submission(client, config) -> None:  # type: ignore[no-untyped-def]
+def test_each_form_stores_its_own_submission(client, config) -> None:
     for text in ("first", "second"):
         fields = form_fields(client.get("/submit").get_data(as_text=True))
         response = client.post("/submit", data={**fields, "testimony": text})
@@ -74,7 +74,7 @@ def test_each_form_stores_its_own_submission(client, config) -> None:  # type: i
     [None, "", "made-up", "change-the-nonce"],
     ids=["missing", "empty", "unsigned", "forged"],
 )
-def test_a_missing_or_forged_form_value_stores_nothing(client, config, form_id) -> None:  # type: ignore[no-untyped-def]
+def test_a_missing_or_forged_form_value_stores_nothing(client, config, form_id) -> None:
     fields = form_fields(client.get("/submit").get_data(as_text=True))
     if form_id is None:
         del fields["form_id"]
@@ -94,7 +94,7 @@ def test_a_missing_or_forged_form_value_stores_nothing(client, config, form_id) 
     assert_nothing_kept(config.data_dir)
 
 
-def test_a_form_that_failed_to_store_can_be_sent_again(config, make_app) -> None:  # type: ignore[no-untyped-def]
+def test_a_form_that_failed_to_store_can_be_sent_again(config, make_app) -> None:
     app = make_app()
     client = app.test_client()
     fields = form_fields(client.get("/submit").get_data(as_text=True))
@@ -110,7 +110,7 @@ def test_a_form_that_failed_to_store_can_be_sent_again(config, make_app) -> None
     assert len(stored(config)) == 1
 
 
-def test_a_repeat_while_the_first_is_still_storing_waits_for_it(config, make_app) -> None:  # type: ignore[no-untyped-def]
+def test_a_repeat_while_the_first_is_still_storing_waits_for_it(config, make_app) -> None:
     # The first copy's disk is slow: its writes wait until released. The
     # second copy of the same form arrives meanwhile; it must not store, and
     # must not say "received" before the first copy is durably stored.
@@ -122,7 +122,7 @@ def test_a_repeat_while_the_first_is_still_storing_waits_for_it(config, make_app
         def __init__(self, fd: int) -> None:
             super().__init__(healthy(fd))
 
-        def write(self, data) -> int:  # type: ignore[no-untyped-def]
+        def write(self, data) -> int:
             writing.set()
             release.wait(timeout=60)
             return self._raw.write(data)
@@ -134,7 +134,7 @@ def test_a_repeat_while_the_first_is_still_storing_waits_for_it(config, make_app
 
     def send(name: str) -> None:
         client = app.test_client()
-        client.set_cookie("session", setup.get_cookie("session").value)  # type: ignore[union-attr]
+        client.set_cookie("session", setup.get_cookie("session").value)
         response = client.post("/submit", data={**fields, "testimony": "slow disk"})
         answers[name] = (response.status_code, response.get_data(as_text=True))
 
@@ -154,7 +154,7 @@ def test_a_repeat_while_the_first_is_still_storing_waits_for_it(config, make_app
     assert len(stored(config)) == 1
 
 
-def test_a_repeated_form_gives_its_rate_token_back(make_app) -> None:  # type: ignore[no-untyped-def]
+def test_a_repeated_form_gives_its_rate_token_back(make_app) -> None:
     client = make_app(rate_burst=2, rate_per_minute=1).test_client()
     fields = form_fields(client.get("/submit").get_data(as_text=True))
     for _ in range(5):
@@ -169,7 +169,7 @@ def test_a_repeated_form_gives_its_rate_token_back(make_app) -> None:  # type: i
 # --- the signed value and the ledger ----------------------------------------
 
 
-def test_form_values_are_signed_unique_and_expire(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_form_values_are_signed_unique_and_expire(monkeypatch) -> None:
     signer = FormSigner(b"secret")
     one, two = signer.issue(), signer.issue()
     assert one != two
@@ -276,7 +276,7 @@ def test_ledger_is_shared_by_forked_workers() -> None:
 
 def test_live_double_click_while_the_first_is_still_storing_stores_once(
     live_server, identity
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     client = live_server.client()
     fields = {**client.form_fields("ko"), "testimony": "double click"}
     video = os.urandom(6 << 20)
@@ -316,7 +316,7 @@ def test_live_double_click_while_the_first_is_still_storing_stores_once(
 
 
 @pytest.mark.slow
-def test_live_a_restart_lets_a_stored_form_be_stored_once_more_at_most(  # type: ignore[no-untyped-def]
+def test_live_a_restart_lets_a_stored_form_be_stored_once_more_at_most(
     tmp_path, identity, identity_file
 ) -> None:
     # The ledger is memory only. With a fixed secret key, a form drawn before

@@ -57,11 +57,14 @@ def _random_secret() -> bytes:
 
 @dataclass(frozen=True)
 class Config:
-    """Every setting, each with its one default (README.md's configuration table).
+    """Every setting (README.md's configuration table), each default named once.
 
     `from_env` reads `PORTAL_<FIELD>` (PORTAL_RECIPIENTS and
     PORTAL_QUESTIONNAIRE for the two file fields) and falls back to these
-    defaults; tests/test_config_defaults.py holds the README to them.
+    defaults, except two that live beside what they configure and are None
+    here: the questionnaire file (`questionnaire.DEFAULT_QUESTIONNAIRE`) and
+    the receipt's argon2id cost (`mailbox.DEFAULT_COST`).
+    tests/test_config_defaults.py holds the README to them.
     """
 
     data_dir: Path = Path("instance/data")
