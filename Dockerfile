@@ -21,8 +21,8 @@
 #     testimony-portal
 #
 # This is the command of docs/DEPLOYMENT.md, section 1, which says what each
-# line is for (tests/test_container.py runs that one, with podman, and checks
-# that this copy is the same). In short: --init forwards signals and reaps;
+# line is for (tests/test_container.py runs that one with podman;
+# tests/test_dockerfile.py checks that this copy is the same). In short: --init forwards signals and reaps;
 # --stop-timeout 75 lets uploads in flight finish (60 s) before a kill; the
 # root file system is read-only and the app writes only to /data
 # (ciphertext), nginx's configuration, pages and (always empty) temporary

@@ -120,6 +120,7 @@ wheel: $(STAMP) ## build the wheel into dist/
 # The machine's own pip settings (local indexes, constraints) are left out,
 # so the hashes are PyPI's.
 PIP_COMPILE := env -u PIP_FIND_LINKS -u PIP_CONSTRAINT -u PIP_EXTRA_INDEX_URL PIP_CONFIG_FILE=/dev/null \
+	CUSTOM_COMPILE_COMMAND="make lock" \
 	$(BIN)/pip-compile --quiet --generate-hashes --strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links
 lock: $(STAMP) ## regenerate requirements.lock and requirements-build.lock (hashes) from pyproject.toml
 	$(BIN)/pip install --quiet pip-tools
