@@ -13,8 +13,8 @@ files' SHA-256 match. Killing nginx or gunicorn inside makes the container
 exit 1 and its restart policy start it again.
 
 Marked `container` and `slow`: `make test` and CI run it (CI fails without
-podman, tests/support.py), `make test-fast` leaves it out. It uses host
-ports 28080-28099 only. Measurements go to the test's output (`-s`) and to
+podman, tests/support.py), `make test-fast` leaves it out. It publishes on
+host ports 28080-28099 only (`free_port_in`). Measurements go to the test's output (`-s`) and to
 docs/BENCHMARKS.md.
 """
 
@@ -38,6 +38,7 @@ from portal.testing.container import (
     Podman,
     build_image,
     documented_run_command,
+    free_port_in,
     podman_run_args,
     short_root,
     standin_base,
@@ -50,7 +51,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.container]
 
 DEPLOYMENT = REPO / "docs" / "DEPLOYMENT.md"
 IMAGE = "localhost/testimony-portal:test"
-PORT = 28080
 ONION = "testimonyportalcontainertest" + "a" * 28 + ".onion"
 KOREAN = "2019년 봄, 저는 수용소에서 강제 노동을 목격했습니다. 제가 직접 명령을 전달했습니다."
 
@@ -168,9 +168,10 @@ class Deployed:
 def deployed(podman: Podman, image: str, reviewer: tuple[Path, Path]) -> Deployed:
     name = "portal-test"
     start = time.monotonic()
-    podman(*run_args(podman, name, reviewer[1], PORT))
-    probe = Client(f"http://127.0.0.1:{PORT}", timeout=10, host_header=ONION)
-    deployment = Deployed(podman, name, PORT, 0.0, [])
+    port = free_port_in()
+    podman(*run_args(podman, name, reviewer[1], port))
+    probe = Client(f"http://127.0.0.1:{port}", timeout=10, host_header=ONION)
+    deployment = Deployed(podman, name, port, 0.0, [])
     answers = wait_until_served(probe, deployment.running)
     deployment.first_200_seconds = time.monotonic() - start
     deployment.answers = answers
@@ -328,7 +329,7 @@ def test_a_read_only_root_without_a_tmp_tmpfs_is_refused_in_one_line(
     """The documented command without `--tmpfs /tmp`: check and serve name the mount."""
     name = "portal-no-tmp"
     args = run_args(
-        podman, name, reviewer[1], PORT + 1,
+        podman, name, reviewer[1], free_port_in(),
         drop=(("--restart", "unless-stopped"), ("--tmpfs", "/tmp:size=16m,mode=1777")),
     )  # fmt: skip
     args.remove("-d")
@@ -351,7 +352,7 @@ def test_a_dying_half_stops_the_container_and_the_restart_policy_starts_it_again
     podman: Podman, image: str, reviewer: tuple[Path, Path], who: str
 ) -> None:
     name = f"portal-kill-{who}"
-    port = PORT + (2 if who == "nginx" else 3)
+    port = free_port_in()
     podman(*run_args(podman, name, reviewer[1], port))
     client = Client(f"http://127.0.0.1:{port}", timeout=10, host_header=ONION)
 

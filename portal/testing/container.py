@@ -27,6 +27,7 @@ import re
 import resource
 import shlex
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -322,6 +323,22 @@ def podman_run_args(
 def wait_for_exit(podman: Podman, name: str, timeout: float = 120) -> int:
     """The container's exit code once it has stopped."""
     return int(podman("wait", name, timeout=timeout).strip())
+
+
+# Host ports the container tests may publish on (the Tor tests use 27500-27800).
+PORTS = range(28080, 28100)
+
+
+def free_port_in(ports: range = PORTS) -> int:
+    """A port of `ports` that nothing listens on now (another run may be using the others)."""
+    for port in ports:
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise ContainerError(f"every port from {ports.start} to {ports.stop - 1} is taken")
 
 
 def short_root(prefix: str = "tp-podman-") -> Path:
