@@ -30,6 +30,8 @@ WORDED = {
     "(any)": ("allowed_hosts", ()),
     "(none)": ("onion_location", None),
     "off": ("tls", False),
+    "(sized from the receipt cost)": ("login_per_minute", None),
+    "(twice the logins per second, at least 5)": ("login_burst", None),
     "the shipped `portal/core/questionnaires/default.toml`": ("questionnaire_file", None),
 }
 

@@ -330,16 +330,6 @@ def test_a_repeated_follow_up_form_is_stored_once(client: Any, config: Config) -
     assert len(SubmissionStore(config.data_dir).ids()) == 2  # the first one and this one
 
 
-def test_follow_up_logins_spend_the_global_rate_budget(make_app) -> None:
-
-    app = make_app(rate_burst=2, rate_per_minute=1)
-    client = app.test_client()
-    keys = _keys(app)
-    statuses = [_followup(client, new_receipt().display()).status_code for _ in range(3)]
-    assert statuses == [200, 200, 429]
-    assert keys.derivations == 2
-
-
 @pytest.mark.production_kdf
 def test_check_names_the_salt_to_back_up_and_the_memory_receipts_need(
     app: Any, config: Config

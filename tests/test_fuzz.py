@@ -77,6 +77,7 @@ def portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Portal]:
         rate_per_minute=10**9,
         rate_burst=10**9,
         onion_location="http://" + "a" * 56 + ".onion",
+        allowed_hosts=("localhost",),
     )
     app = build_app(config)
     portal = Portal(app, identity, SubmissionStore(config.data_dir))

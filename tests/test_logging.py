@@ -98,7 +98,11 @@ def files_under(*roots: Path) -> list[Path]:
 @pytest.fixture
 def debug_server(make_server):
     return make_server(
-        env={"PORTAL_LOG_LEVEL": "debug", "PORTAL_ONION_LOCATION": "http://x.onion"},
+        env={
+            "PORTAL_LOG_LEVEL": "debug",
+            "PORTAL_ONION_LOCATION": "http://x.onion",
+            "PORTAL_ALLOWED_HOSTS": "127.0.0.1",
+        },
     )
 
 

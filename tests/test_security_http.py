@@ -200,7 +200,7 @@ def test_unknown_host_cannot_submit(config, make_app) -> None:
 
 def test_onion_location_is_sent_and_cannot_be_injected(make_app) -> None:
     onion = "http://" + "a" * 56 + ".onion"
-    client = make_app(onion_location=onion).test_client()
+    client = make_app(onion_location=onion, allowed_hosts=("localhost",)).test_client()
     assert client.get("/ko/submit").headers["Onion-Location"] == onion + "/ko/submit"
     for path in ("/%0d%0aX-Injected:%201", "/%ED%95%9C", "/a%00b"):
         response = client.get(path)

@@ -76,6 +76,10 @@ class Config:
     min_free_mb: int = 1024
     rate_per_minute: int = 60
     rate_burst: int = 30
+    # Follow-up logins' own budget; None: sized from the derivation's CPU
+    # time at start (portal.server.web.followup).
+    login_per_minute: int | None = None
+    login_burst: int | None = None
     log_level: str = "info"
     allowed_hosts: tuple[str, ...] = ()
     onion_location: str | None = None
@@ -116,6 +120,8 @@ class Config:
             min_free_mb=_positive_int(env, "PORTAL_MIN_FREE_MB", cls.min_free_mb, allow_zero=True),
             rate_per_minute=_positive_int(env, "PORTAL_RATE_PER_MINUTE", cls.rate_per_minute),
             rate_burst=_positive_int(env, "PORTAL_RATE_BURST", cls.rate_burst),
+            login_per_minute=_optional_int(env, "PORTAL_LOGIN_PER_MINUTE", cls.login_per_minute),
+            login_burst=_optional_int(env, "PORTAL_LOGIN_BURST", cls.login_burst),
             log_level=log_level,
             allowed_hosts=tuple(h for h in hosts if h) or cls.allowed_hosts,
             onion_location=env.get("PORTAL_ONION_LOCATION") or cls.onion_location,
@@ -136,6 +142,18 @@ class Config:
                 env, "PORTAL_STAGING_SWEEP_SECONDS", cls.staging_sweep_seconds
             ),
         )
+
+    def __post_init__(self) -> None:
+        if self.onion_location and not self.allowed_hosts:
+            # Without a list of its names the server answers any Host header,
+            # and a site reachable under two names must say which ones are
+            # its own: an attacker's name would otherwise be accepted (and
+            # could be echoed) as the portal's.
+            raise ConfigError(
+                "PORTAL_ONION_LOCATION is set but PORTAL_ALLOWED_HOSTS is not: list the names "
+                "this server answers to, e.g. PORTAL_ALLOWED_HOSTS=example.org,"
+                "xxxxxxxx.onion"
+            )
 
     @property
     def max_upload_bytes(self) -> int:

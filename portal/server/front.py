@@ -53,9 +53,24 @@ from portal.server.web.security import STATIC_HEADERS
 
 log = logging.getLogger("nginx")
 
-# Files descriptors for each process: 1,000 hostile connections plus the
-# witnesses, twice over in nginx (client side and upstream side).
-WANTED_NOFILE = 16384
+# File descriptors for each process. nginx holds one per client connection
+# and one more per request it passes on: 12,000 half-open connections (an
+# attack measured on main) must leave room for the witnesses. nginx's
+# `worker_connections` is set from the same number (`nginx_connections`),
+# so the two are raised together.
+WANTED_NOFILE = 65536
+# Descriptors nginx needs besides connections: its log, listening sockets,
+# the files of its error pages.
+NGINX_RESERVED_FILES = 64
+# Below this many connections `serve` warns that a flood of idle
+# connections can reset witnesses' connections.
+NGINX_CONNECTIONS_WANTED = 16384
+# How long nginx waits for the app's answer once the whole request is
+# passed on (and between two writes of a body the app does not read): a
+# stopped or hung app gives the witness the portal's "not saved, try
+# again" page after this long, never a silent wait. The app answers a
+# submission within seconds of its last byte, however large.
+UPSTREAM_TIMEOUT = 30.0
 NGINX_DIRS = (Path("/usr/sbin"), Path("/usr/local/sbin"), Path("/usr/local/nginx/sbin"))
 HEADERS_MORE = Path("/usr/lib/nginx/modules/ngx_http_headers_more_filter_module.so")
 INSTALL_HINT = (
@@ -69,7 +84,7 @@ _MAX_SOCKET_PATH = 100
 APP_START_SECONDS = 60
 # How long a stop waits for requests in flight (gunicorn's graceful timeout
 # is 60 s) before it kills what is left. The container's stop timeout must
-# be longer (docs/DEPLOYMENT.md: --stop-timeout 75 is 60 + this margin).
+# be longer (docs/DEPLOYMENT.md: --stop-timeout 75).
 STOP_SECONDS = 70
 _SHORT_TMP = "/tmp"  # noqa: S108 (a private folder made by mkdtemp, only for the socket)
 
@@ -130,6 +145,20 @@ def raise_open_file_limit(wanted: int = WANTED_NOFILE) -> int:
     return soft
 
 
+def nginx_connections(nofile: int) -> int:
+    """nginx's `worker_connections` for an open-file limit of `nofile`: all but a reserve."""
+    return max(1024, nofile - NGINX_RESERVED_FILES)
+
+
+def forbid_core_files() -> None:
+    """A hard core-size limit of zero for this process and every child it starts.
+
+    nginx, gunicorn and its workers all hold request bodies in memory; a
+    core file of any of them would put testimony on disk in plaintext.
+    """
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
 def find_nginx() -> Path:
     found = shutil.which("nginx")
     candidates = [Path(found)] if found else []
@@ -174,6 +203,9 @@ def nginx_config(settings: FrontSettings, runtime: Path, upstream: Path) -> str:
 master_process on;
 worker_processes 1;
 worker_rlimit_nofile {settings.nofile};
+# Never a core file: one of a worker would hold request bodies (testimony)
+# in plaintext. `serve` also runs nginx with a hard core limit of zero.
+worker_rlimit_core 0;
 # On a stop, requests in flight get as long as gunicorn gives them.
 worker_shutdown_timeout 60s;
 pid {runtime}/nginx.pid;
@@ -181,7 +213,7 @@ error_log stderr warn;
 load_module {HEADERS_MORE};
 
 events {{
-    worker_connections {max(1024, settings.nofile // 2)};
+    worker_connections {nginx_connections(settings.nofile)};
 }}
 
 http {{
@@ -257,11 +289,12 @@ http {{
             proxy_request_buffering off;
             proxy_buffering off;
             proxy_max_temp_file_size 0;
+            # A stopped or hung app: the witness gets the "not saved" page
+            # (504 is sent as 503) after at most UPSTREAM_TIMEOUT once the
+            # request is passed on, or the body timeout while a body waits.
             proxy_connect_timeout 10s;
             proxy_send_timeout {_seconds(settings.body_timeout)};
-            # Committing a large upload (fsync) can take a while after its
-            # last byte.
-            proxy_read_timeout 300s;
+            proxy_read_timeout {_seconds(UPSTREAM_TIMEOUT)};
         }}
     }}
 }}
@@ -281,7 +314,8 @@ def write_error_pages(app: Flask, root: Path) -> None:
 
 def _die_with_parent() -> None:
     # If the supervisor is killed outright, its children must not live on
-    # serving (or half-serving) witnesses.
+    # serving (or half-serving) witnesses. No child ever writes a core file.
+    forbid_core_files()
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
@@ -298,18 +332,32 @@ _LEVELS = {
 }  # fmt: skip
 
 
+# What nginx logs at `warn` or above when a client makes a mistake or goes
+# away: a body too large, a broken chunked body, a body cut short (the app
+# then stops reading and nginx's write to it fails). Logged at info: an
+# attacker who sends garbage must not write lines at the operator's level.
+_CLIENT_CAUSED = re.compile(
+    r"^client |^(?:writev?|send|sendfile)\(\) failed \((?:32: Broken pipe|104: Connection "
+    r"reset by peer)\) while sending request to upstream"
+)
+
+
 def nginx_log_record(line: str) -> tuple[int, str]:
     """nginx's error-log line as (level, message) without time, address or request.
 
     nginx appends the client's address, the request line, the Host header
     and the upstream after ", client: "; all of it is dropped. The rest still
-    goes through the portal's redaction when it is logged.
+    goes through the portal's redaction when it is logged. A client's own
+    mistakes are logged at info whatever level nginx gives them.
     """
     match = _NGINX_LINE.match(line.strip())
     if not match:
         return logging.WARNING, line.strip()[:200]
     message = match.group("message").split(", client: ", 1)[0]
-    return _LEVELS.get(match.group("level"), logging.WARNING), message
+    level = _LEVELS.get(match.group("level"), logging.WARNING)
+    if _CLIENT_CAUSED.match(message):
+        level = min(level, logging.INFO)
+    return level, message
 
 
 class Supervisor:
@@ -318,7 +366,7 @@ class Supervisor:
     Start-up order: the app server first, and nginx only once the app has
     answered a request on its socket, so that no witness ever gets a 502 or
     503 page while the portal starts (the port refuses connections until
-    then, and Tor Browser simply retries). If either process dies, `serve`
+    then). If either process dies, `serve`
     stops the other and exits with status 1 at once (it is woken by
     SIGCHLD), so that a container runtime or systemd restarts the whole
     portal rather than leaving half of it running.
@@ -551,6 +599,15 @@ def run_front(
 ) -> ExitStatus:
     """Serve through nginx: write its configuration and pages, run it and the app server."""
     nginx = find_nginx()
+    forbid_core_files()
+    if nginx_connections(settings.nofile) < NGINX_CONNECTIONS_WANTED:
+        log.warning(
+            "the open-file limit is %d: the front proxy can hold only %d connections, and a "
+            "flood of idle ones would reset witnesses' connections; raise it to %d "
+            "(ulimit -n, or podman/docker run --ulimit nofile=%d:%d)",
+            settings.nofile, nginx_connections(settings.nofile), WANTED_NOFILE,
+            WANTED_NOFILE, WANTED_NOFILE,
+        )  # fmt: skip
     runtime = Path(tempfile.mkdtemp(prefix="testimony-portal-"))
     sockets = runtime
     try:
