@@ -9,7 +9,7 @@
 #     --cap-drop ALL --security-opt no-new-privileges \
 #     --ulimit core=0 \
 #     --memory 2g --memory-swap 2g \
-#     --pids-limit 4096 --ulimit nofile=16384:16384 \
+#     --pids-limit 4096 --ulimit nofile=65536:65536 \
 #     --log-driver local --log-opt max-size=5m --log-opt max-file=2 \
 #     -v portal-data:/data \
 #     -v /etc/testimony-portal/recipients.txt:/keys/recipients.txt:ro \

@@ -121,7 +121,7 @@ def run_args(
         "127.0.0.1:8080:8080": f"127.0.0.1:{port}:8080",
         "testimony-portal": IMAGE,
     }
-    args = podman_run_args(documented, replace, drop)
+    args = podman_run_args(documented, replace, drop, nofile_cap=podman.nofile)
     return ["run", *podman.machine_run_args(), *args]
 
 
@@ -200,7 +200,9 @@ def test_it_runs_as_the_documentation_says(deployed: Deployed) -> None:
     lines = status.splitlines()
     assert lines[:2] == ["10001", "10001"]
     assert all(line.endswith("0000000000000000") for line in lines[2:5]), lines[2:5]
-    assert lines[5:7] == ["0", "16384"]
+    [nofile] = [a for a in documented_run_command(DEPLOYMENT) if a.startswith("nofile=")]
+    wanted = min(int(nofile.split("=")[1].split(":")[0]), deployed.podman.nofile)
+    assert lines[5:7] == ["0", str(wanted)]
     assert "serve" not in lines[7].split()[0], "process 1 must be the init, not the portal"
     mounts = {line.split()[1]: line.split() for line in lines[8:]}
     assert mounts["/"][3].startswith("ro"), mounts["/"]

@@ -284,6 +284,7 @@ def podman_run_args(
     documented: Sequence[str],
     replace: dict[str, str],
     drop: Sequence[tuple[str, str]] = (),
+    nofile_cap: int | None = None,
 ) -> list[str]:
     """The documented `docker run` arguments (after `docker run`), for podman and this test.
 
@@ -293,6 +294,9 @@ def podman_run_args(
     argument (a volume, a port, the secret's shell expression...) to what
     the test uses instead, and `drop` removes option-value pairs; each must
     be in the command, so the test notices when the page changes.
+    `nofile_cap` lowers a documented `--ulimit nofile=` above it: a machine
+    whose hard open-file limit not even root can raise (the test sandbox:
+    20,000) cannot start a container that asks for more.
     """
     if list(documented[:2]) != ["docker", "run"]:
         raise ContainerError(f"not a `docker run` command: {shlex.join(documented)}")
@@ -311,6 +315,11 @@ def podman_run_args(
             continue
         if pair == ("--log-driver", "local"):
             out += ["--log-driver", "k8s-file"]
+            index += 2
+            continue
+        if pair[0] == "--ulimit" and pair[1].startswith("nofile=") and nofile_cap:
+            soft, hard = (int(n) for n in pair[1].removeprefix("nofile=").split(":"))
+            out += ["--ulimit", f"nofile={min(soft, nofile_cap)}:{min(hard, nofile_cap)}"]
             index += 2
             continue
         out.append(replace.get(args[index], args[index]))
