@@ -59,6 +59,11 @@ INSTALL = {
     "mount": "apt install mount",
     "mkfs.vfat": "apt install dosfstools (make system-deps)",
     "gpg": "apt install gnupg",
+    "tor": "apt install tor (make system-deps)",
+    "tor-gencert": "apt install tor (make system-deps)",
+    "ss": "apt install iproute2 (make system-deps)",
+    "exiftool": "apt install libimage-exiftool-perl (make system-deps)",
+    "mat2": "apt install mat2 (make system-deps)",
 }
 
 

@@ -32,6 +32,7 @@ WORDED = {
     "off": ("tls", False),
     "(sized from the receipt cost)": ("login_per_minute", None),
     "(twice the logins per second, at least 5)": ("login_burst", None),
+    "(no onion port)": ("onion_port", None),
     "the shipped `portal/core/questionnaires/default.toml`": ("questionnaire_file", None),
 }
 

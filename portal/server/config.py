@@ -95,6 +95,9 @@ class Config:
     # UTC hour and minute of the daily seal (docs/FORMAT.md), None when off.
     seal_time: tuple[int, int] | None = (4, 0)
     staging_sweep_seconds: int = 60
+    # A second port for the onion service's tor only (PROXY protocol, limits
+    # per Tor circuit: docs/DEPLOYMENT.md, section 2); None: no such listener.
+    onion_port: int | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -141,6 +144,7 @@ class Config:
             staging_sweep_seconds=_positive_int(
                 env, "PORTAL_STAGING_SWEEP_SECONDS", cls.staging_sweep_seconds
             ),
+            onion_port=_port(env, "PORTAL_ONION_PORT", cls.onion_port),
         )
 
     def __post_init__(self) -> None:
@@ -211,6 +215,15 @@ def _optional_int(env: Mapping[str, str], name: str, default: int | None) -> int
     if not env.get(name):
         return default
     return _positive_int(env, name, 0)
+
+
+def _port(env: Mapping[str, str], name: str, default: int | None) -> int | None:
+    raw = env.get(name, "").strip()
+    if not raw or raw.lower() == "off":
+        return default
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise ConfigError(f"{name}={env[name]!r} is not a TCP port (1-65535) or off")
+    return int(raw)
 
 
 def _seal_time(raw: str) -> tuple[int, int] | None:

@@ -96,7 +96,7 @@ _SHORT_TMP = "/tmp"  # noqa: S108 (a private folder made by mkdtemp, only for th
 # pages: no security headers and the word "nginx" in the body. A version
 # nginx cannot parse is the client's mistake, so it is sent as 400.
 PAGE_FOR_STATUS = {
-    400: 400, 404: 404, 405: 405, 408: 400, 413: 413, 414: 400, 494: 400, 500: 500,
+    400: 400, 404: 404, 405: 405, 408: 400, 413: 413, 414: 400, 429: 429, 494: 400, 500: 500,
     501: 400, 502: 503, 503: 503, 504: 503, 505: 400,
 }  # fmt: skip
 SENT_STATUS = {494: 431, 502: 503, 504: 503, 505: 400}
@@ -130,6 +130,8 @@ class FrontSettings:
     body_timeout: float
     max_body_bytes: int
     nofile: int
+    # The onion service's own port (PORTAL_ONION_PORT): PROXY protocol, per-circuit limits.
+    onion_port: int | None = None
 
 
 def raise_open_file_limit(wanted: int = WANTED_NOFILE) -> int:
@@ -177,6 +179,69 @@ def find_nginx() -> Path:
 def _listen(host: str, port: int) -> str:
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     return f"{address} default_server backlog=4096"
+
+
+# Per Tor circuit, on the onion port (see `onion_listen`). A Tor Browser
+# sends all of one witness's requests to the portal over one circuit, at most
+# 6 connections at a time; a page with its style sheet and images is under
+# 10 requests. One circuit may have CIRCUIT_CONNECTIONS requests in
+# progress at once (each upload in flight holds one) and make
+# CIRCUIT_RATE requests a second, after a burst of CIRCUIT_BURST.
+CIRCUIT_CONNECTIONS = 8
+CIRCUIT_RATE = 2
+CIRCUIT_BURST = 30
+# tor's header is "PROXY TCP6 fc00:dead:beef:4dad::AABB:CCDD ::1 65535 42":
+# the circuit's global identifier in the last 32 bits of the source address
+# (tor's manual, HiddenServiceExportCircuitID), which nginx gives as
+# $proxy_protocol_addr.
+
+
+def onion_listen(settings: FrontSettings) -> str:
+    """The onion service's listener, if configured: tor sends a PROXY header first.
+
+    torrc: `HiddenServicePort 80 127.0.0.1:<onion port>` with
+    `HiddenServiceExportCircuitID haproxy`. A connection without the header
+    (anything but that tor) is closed unanswered.
+    """
+    if settings.onion_port is None:
+        return ""
+    host = settings.host
+    address = f"[{host}]:{settings.onion_port}" if ":" in host else f"{host}:{settings.onion_port}"
+    return (
+        "        # The onion service's tor: a PROXY header names each connection's\n"
+        "        # circuit (torrc: HiddenServiceExportCircuitID haproxy).\n"
+        f"        listen {address} proxy_protocol backlog=4096;\n"
+    )
+
+
+def circuit_limit_zones(settings: FrontSettings) -> str:
+    """http-level zones keyed on the Tor circuit; empty elsewhere, so nothing else counts.
+
+    On the plain port $proxy_protocol_addr is empty, and nginx does not
+    account requests whose key is empty: `make run`, health checks and the
+    tests' plain listener are not limited by these zones.
+    """
+    if settings.onion_port is None:
+        return ""
+    return f"""
+    # One key per Tor circuit: the PROXY header's source address. It never
+    # reaches a log or the app.
+    limit_conn_zone $proxy_protocol_addr zone=tor_circuit_conn:1m;
+    limit_req_zone $proxy_protocol_addr zone=tor_circuit_req:2m rate={CIRCUIT_RATE}r/s;
+"""
+
+
+def circuit_limits(settings: FrontSettings) -> str:
+    """location-level limits per Tor circuit: a refused request gets the portal's 429 page."""
+    if settings.onion_port is None:
+        return ""
+    return f"""            limit_conn tor_circuit_conn {CIRCUIT_CONNECTIONS};
+            limit_req zone=tor_circuit_req burst={CIRCUIT_BURST} nodelay;
+            limit_conn_status 429;
+            limit_req_status 429;
+            limit_conn_log_level info;
+            limit_req_log_level info;
+"""
 
 
 def _seconds(value: float) -> str:
@@ -264,10 +329,10 @@ http {{
     upstream portal {{
         server unix:{upstream};
     }}
-
+{circuit_limit_zones(settings)}
     server {{
         listen {_listen(settings.host, settings.port)};
-        server_name _;
+{onion_listen(settings)}        server_name _;
 
 {error_pages}
 
@@ -295,7 +360,7 @@ http {{
             proxy_connect_timeout 10s;
             proxy_send_timeout {_seconds(settings.body_timeout)};
             proxy_read_timeout {_seconds(UPSTREAM_TIMEOUT)};
-        }}
+{circuit_limits(settings)}        }}
     }}
 }}
 """
