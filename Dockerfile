@@ -17,7 +17,8 @@
 #     -e PORTAL_ALLOWED_HOSTS=youronionaddress.onion \
 #     -e PORTAL_LOG_LEVEL=warning \
 #     -e PORTAL_MIN_FREE_MB=2048 \
-#     -p 127.0.0.1:8080:8080 \
+#     -e PORTAL_ONION_PORT=8081 \
+#     -p 127.0.0.1:8080:8080 -p 127.0.0.1:8081:8081 \
 #     testimony-portal
 #
 # This is the command of docs/DEPLOYMENT.md, section 1, which says what each
@@ -70,12 +71,14 @@ RUN apt-get update \
     && mkdir -p /data /keys && chown 10001:10001 /data && chmod 700 /data
 USER 10001:10001
 VOLUME ["/data"]
-EXPOSE 8080
+# 8080: plain HTTP (health checks); 8081: the onion port, where nginx reads
+# tor's PROXY protocol header (PORTAL_ONION_PORT=8081, docs/DEPLOYMENT.md).
+EXPOSE 8080 8081
 # Passes once the portal serves its front page, under the first name of
 # PORTAL_ALLOWED_HOSTS if it is set (the portal answers 400 to any other).
 # (podman keeps a HEALTHCHECK only in the docker image format: --format docker.)
 HEALTHCHECK --interval=30s --timeout=15s --start-period=60s --retries=3 \
     CMD ["testimony-portal", "health", "--port", "8080"]
-# Listen on all interfaces inside the container; publish the port on the
+# Listen on all interfaces inside the container; publish the ports on the
 # host's loopback only, for the Tor daemon (see docs/DEPLOYMENT.md).
 CMD ["testimony-portal", "serve", "--host", "0.0.0.0", "--port", "8080"]

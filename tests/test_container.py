@@ -14,7 +14,7 @@ exit 1 and its restart policy start it again.
 
 Marked `container` and `slow`: `make test` and CI run it (CI fails without
 podman, tests/support.py), `make test-fast` leaves it out. It publishes on
-host ports 28080-28099 only (`free_port_in`). Measurements go to the test's output (`-s`) and to
+host ports 28080-28099 only (`free_ports_in`). Measurements go to the test's output (`-s`) and to
 docs/BENCHMARKS.md.
 """
 
@@ -38,7 +38,7 @@ from portal.testing.container import (
     Podman,
     build_image,
     documented_run_command,
-    free_port_in,
+    free_ports_in,
     podman_run_args,
     short_root,
     standin_base,
@@ -102,11 +102,12 @@ def run_args(
     podman: Podman,
     name: str,
     recipients: Path,
-    port: int,
+    ports: list[int],
     *,
     drop: tuple[tuple[str, str], ...] = (),
 ) -> list[str]:
-    """docs/DEPLOYMENT.md's command for this test: its own name, volume, key, port, image."""
+    """docs/DEPLOYMENT.md's command for this test: its own name, volume, key, ports, image."""
+    port, onion_port = ports
     documented = documented_run_command(DEPLOYMENT)
     replace = {
         "portal": name,
@@ -119,6 +120,7 @@ def run_args(
         ),
         "PORTAL_ALLOWED_HOSTS=youronionaddress.onion": f"PORTAL_ALLOWED_HOSTS={ONION}",
         "127.0.0.1:8080:8080": f"127.0.0.1:{port}:8080",
+        "127.0.0.1:8081:8081": f"127.0.0.1:{onion_port}:8081",
         "testimony-portal": IMAGE,
     }
     args = podman_run_args(documented, replace, drop, nofile_cap=podman.nofile)
@@ -168,8 +170,9 @@ class Deployed:
 def deployed(podman: Podman, image: str, reviewer: tuple[Path, Path]) -> Deployed:
     name = "portal-test"
     start = time.monotonic()
-    port = free_port_in()
-    podman(*run_args(podman, name, reviewer[1], port))
+    ports = free_ports_in(2)
+    port = ports[0]
+    podman(*run_args(podman, name, reviewer[1], ports))
     probe = Client(f"http://127.0.0.1:{port}", timeout=10, host_header=ONION)
     deployment = Deployed(podman, name, port, 0.0, [])
     answers = wait_until_served(probe, deployment.running)
@@ -331,7 +334,7 @@ def test_a_read_only_root_without_a_tmp_tmpfs_is_refused_in_one_line(
     """The documented command without `--tmpfs /tmp`: check and serve name the mount."""
     name = "portal-no-tmp"
     args = run_args(
-        podman, name, reviewer[1], free_port_in(),
+        podman, name, reviewer[1], free_ports_in(2),
         drop=(("--restart", "unless-stopped"), ("--tmpfs", "/tmp:size=16m,mode=1777")),
     )  # fmt: skip
     args.remove("-d")
@@ -354,8 +357,9 @@ def test_a_dying_half_stops_the_container_and_the_restart_policy_starts_it_again
     podman: Podman, image: str, reviewer: tuple[Path, Path], who: str
 ) -> None:
     name = f"portal-kill-{who}"
-    port = free_port_in()
-    podman(*run_args(podman, name, reviewer[1], port))
+    ports = free_ports_in(2)
+    port = ports[0]
+    podman(*run_args(podman, name, reviewer[1], ports))
     client = Client(f"http://127.0.0.1:{port}", timeout=10, host_header=ONION)
 
     def running() -> bool:

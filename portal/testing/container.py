@@ -338,16 +338,19 @@ def wait_for_exit(podman: Podman, name: str, timeout: float = 120) -> int:
 PORTS = range(28080, 28100)
 
 
-def free_port_in(ports: range = PORTS) -> int:
-    """A port of `ports` that nothing listens on now (another run may be using the others)."""
+def free_ports_in(count: int, ports: range = PORTS) -> list[int]:
+    """`count` ports of `ports` that nothing listens on now (another run may use the others)."""
+    found: list[int] = []
     for port in ports:
         with socket.socket() as probe:
             try:
                 probe.bind(("127.0.0.1", port))
             except OSError:
                 continue
-            return port
-    raise ContainerError(f"every port from {ports.start} to {ports.stop - 1} is taken")
+        found.append(port)
+        if len(found) == count:
+            return found
+    raise ContainerError(f"fewer than {count} free ports from {ports.start} to {ports.stop - 1}")
 
 
 def short_root(prefix: str = "tp-podman-") -> Path:
