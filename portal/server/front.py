@@ -538,16 +538,21 @@ class Supervisor:
         assert self.nginx is not None
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline and not self._stopping:
+            if (self.runtime / "nginx.pid").exists():
+                return
             self._drain_nginx_log(0.05)
-            if self.nginx.poll() is not None:
+            ended = self.nginx.poll()
+            if ended is not None and ended != 1:
+                # Stopped by a signal (or a clean stop) after it had started:
+                # that is the watch's to report, as any later end would be.
+                return
+            if ended is not None:
                 self._drain_nginx_log(0)
                 raise FrontError(
                     f"the front proxy (nginx) could not start on "
                     f"{self.settings.host}:{self.settings.port}; see the nginx line above "
                     "(is the port already in use?)"
                 )
-            if (self.runtime / "nginx.pid").exists():
-                return
         if not self._stopping:
             raise FrontError("the front proxy (nginx) did not start listening within 15 s")
 
