@@ -330,7 +330,9 @@ def test_export_waits_for_a_running_seal_and_then_exports_everything(
     result = []
     exporter = threading.Thread(
         target=lambda: result.append(
-            export_submissions(store, tmp_path / "usb", purge=True, progress=messages.append)
+            export_submissions(
+                store, tmp_path / "usb", same_disk=True, purge=True, progress=messages.append
+            )
         )
     )
     exporter.start()
@@ -355,7 +357,7 @@ def test_purge_after_a_seal_removes_the_sealed_copy(
     ids = arrive(store, identity, 2)
     with store.maintenance():
         seal(store)
-    report = export_submissions(store, tmp_path / "usb", purge=True)
+    report = export_submissions(store, tmp_path / "usb", same_disk=True, purge=True)
     assert sorted(report.purged) == sorted(ids) and store.ids() == []
 
 

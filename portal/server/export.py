@@ -240,11 +240,45 @@ class _Exporter:
         return copied_any
 
 
+def check_destination(dest: Path, data_dir: Path | None, *, same_disk: bool = False) -> None:
+    """Refuse a `dest` that is not on a mounted medium, before anything is copied or purged.
+
+    `export /media/NO-SUCH-DRIVE/export --purge` with the drive not mounted
+    would otherwise create the whole path on the server's own disk, report
+    success and purge the server's copy: the ciphertext would never leave
+    the server, and the operator would believe it had. So the folder that
+    holds `dest` must already exist (a mount point is never made here), and
+    `dest` must be on another file system than the data directory unless
+    `same_disk` says that is meant (a second disk mounted elsewhere is
+    another file system; a folder beside the data directory is not). An
+    export from an object store (`data_dir` None) has no disk to compare.
+    """
+    parent = dest.parent
+    if not dest.is_dir() and not parent.is_dir():
+        raise ExportError(
+            f"{parent} does not exist: is the drive mounted? Mount it (or create the folder "
+            "that holds DEST) and run the command again"
+        )
+    if data_dir is None:
+        return
+    probe = dest if dest.is_dir() else parent
+    try:
+        same = os.stat(probe).st_dev == os.stat(data_dir).st_dev
+    except OSError as exc:
+        raise ExportError(f"cannot examine {probe}: {exc.strerror or exc}") from exc
+    if same and not same_disk:
+        raise ExportError(
+            f"{dest} is on the same disk as the data directory {data_dir}, so the copy would "
+            "not leave the server: is the drive mounted? Add --same-disk if this is meant"
+        )
+
+
 def export_submissions(
     store: SubmissionStore | Archive,
     dest: Path,
     *,
     purge: bool = False,
+    same_disk: bool = False,
     progress: Progress | None = None,
     opener: Opener | None = None,
 ) -> ExportReport:
@@ -265,10 +299,13 @@ def export_submissions(
     It prints nothing: `progress` gets one line per submission, and the
     command (`portal.server.cli`) reports the returned `ExportReport`.
 
+    `dest` must be on another file system than the data directory (a
+    mounted drive), unless `same_disk`; see `check_destination`.
+
     Raises:
         ExportError: the data directory is not a portal's, the archive
-            cannot be reached, or `dest` cannot be prepared at all; nothing
-            was copied or deleted.
+            cannot be reached, `dest` is not on a separate medium, or it
+            cannot be prepared at all; nothing was copied or deleted.
         KeyboardInterrupt: passed on as it comes; what was verified on
             `dest` stays there and every other submission is untouched.
     """
@@ -287,6 +324,7 @@ def export_submissions(
             )
         if dest.resolve().is_relative_to(archive.root.resolve()):
             raise ExportError(f"{dest} is inside the data directory; export to a separate medium")
+    check_destination(dest, archive.root, same_disk=same_disk)
     try:
         if dest.is_symlink() and not dest.is_dir():
             raise ExportError(f"{dest} is a broken symbolic link")

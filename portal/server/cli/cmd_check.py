@@ -22,6 +22,7 @@ from portal.server.config import (
     load_recipients,
 )
 from portal.server.mailbox import SALT_NAME, MailboxError, configured_cost
+from portal.server.scratch import scratch_problems
 from portal.server.store import ArchiveUnavailable
 from portal.server.web.i18n import LANGUAGES
 
@@ -81,6 +82,8 @@ def run(ctx: Context, args: argparse.Namespace) -> ExitStatus:
         f"room for one upload of PORTAL_MAX_UPLOAD_MB={config.max_upload_mb}",
     )
     _check_archive(config, report, out)
+    for problem in scratch_problems():
+        report(False, problem)
     if "PORTAL_SECRET_KEY" not in env:
         print(
             "[note] PORTAL_SECRET_KEY is not set: open forms stop working after a restart", file=out

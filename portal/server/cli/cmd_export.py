@@ -1,4 +1,4 @@
-"""`testimony-portal export DEST [--purge]`: a verified copy of the ciphertext to transfer media."""
+"""`testimony-portal export DEST [--purge] [--same-disk]`: a verified copy to transfer media."""
 
 from __future__ import annotations
 
@@ -22,7 +22,9 @@ def run(ctx: Context, args: argparse.Namespace) -> ExitStatus:
     # live server; a bucket is read directly, whichever node published.
     archive = open_archive(config)
     try:
-        report = export_submissions(archive, args.dest, purge=args.purge, progress=progress)
+        report = export_submissions(
+            archive, args.dest, purge=args.purge, same_disk=args.same_disk, progress=progress
+        )
     except ExportError as exc:
         print(f"export failed: {exc}. Nothing was copied or deleted.", file=stderr)
         return ExitStatus.ERROR

@@ -16,6 +16,7 @@ from portal.server.front import (
     raise_open_file_limit,
     run_front,
 )
+from portal.server.scratch import scratch_problems
 from portal.server.web import create_app
 from portal.server.web.body_guard import BODY_PROGRESS_WINDOW_KEY
 
@@ -40,6 +41,11 @@ def run(ctx: Context, args: argparse.Namespace) -> ExitStatus:
     if onion_problem:
         print(f"{PROG}: {onion_problem}", file=stderr)
         return ExitStatus.USAGE
+    problems = scratch_problems(front=not args.no_front and args.unix_socket is None)
+    if problems:
+        for problem in problems:
+            print(f"{PROG}: {problem}", file=stderr)
+        return ExitStatus.ERROR
     nofile = raise_open_file_limit()
     app = create_app(config, **{BODY_PROGRESS_WINDOW_KEY: args.body_timeout})
     if args.unix_socket is None:
