@@ -12,6 +12,7 @@ from typing import TextIO
 
 from portal.core import questionnaire
 from portal.core.exitstatus import ExitStatus
+from portal.server.archive import open_archive
 from portal.server.cli.context import Context
 from portal.server.config import (
     Config,
@@ -22,6 +23,8 @@ from portal.server.config import (
     load_reply_signers,
 )
 from portal.server.mailbox import SALT_NAME, MailboxError, check_salt, configured_cost
+from portal.server.scratch import scratch_problems
+from portal.server.store import ArchiveUnavailable
 from portal.server.web.i18n import LANGUAGES
 
 
@@ -80,6 +83,9 @@ def run(ctx: Context, args: argparse.Namespace) -> ExitStatus:
         free_mb >= config.max_upload_mb,
         f"room for one upload of PORTAL_MAX_UPLOAD_MB={config.max_upload_mb}",
     )
+    _check_archive(config, report, out)
+    for problem in scratch_problems():
+        report(False, problem)
     if "PORTAL_SECRET_KEY" not in env:
         print(
             "[note] PORTAL_SECRET_KEY is not set: open forms stop working after a restart", file=out
@@ -108,6 +114,30 @@ def _check_reply_signers(config: Config, report: Callable[[bool, str], None], ou
         )
 
 
+def _check_archive(config: Config, report: Callable[[bool, str], None], out: TextIO) -> None:
+    """With PORTAL_STORE=s3: the bucket reached, credentials taken, a real write and delete."""
+    if config.store == "local":
+        return  # the data directory checks above are the archive's
+    try:
+        archive = open_archive(config)
+        notes = archive.verify()
+    except (ConfigError, ArchiveUnavailable) as exc:
+        report(False, f"PORTAL_STORE={config.store}: {exc}")
+        return
+    report(True, archive.describe() + "; a test object was written and deleted")
+    for note in notes:
+        warning = note.startswith("WARNING: ")
+        print(
+            f"[warning] {note.removeprefix('WARNING: ')}" if warning else f"[note] {note}", file=out
+        )
+    print(
+        f"[note] rate budget: this node takes 1/{config.nodes} of PORTAL_RATE_PER_MINUTE="
+        f"{config.rate_per_minute} (PORTAL_NODES={config.nodes}); set PORTAL_NODES to the "
+        "number of nodes on every node",
+        file=out,
+    )
+
+
 def _check_questionnaire(config: Config, report: Callable[[bool, str], None]) -> None:
     """Every mistake in the questionnaire, each with its line: the server would refuse it."""
     path = config.questionnaire_file or questionnaire.DEFAULT_QUESTIONNAIRE
@@ -132,19 +162,26 @@ def _check_conversation(config: Config, report: Callable[[bool, str], None], out
     except MailboxError as exc:
         report(False, str(exc))
         return
-    try:
-        present = check_salt(config.data_dir, cost) is not None
-    except MailboxError as exc:
-        report(False, str(exc))
-        return
-    if present:
-        report(
-            True,
-            f"receipt salt {salt} present: back it up with the data (every export copies "
-            "it); without it no witness can read replies. Its recorded cost matches",
+    if config.store != "local":
+        print(
+            f"[note] receipt salt: `{SALT_NAME}` in the bucket, shared by every node; back it "
+            "up: without it no witness can read replies",
+            file=out,
         )
     else:
-        print(f"[note] receipt salt {salt} will be created at first start", file=out)
+        try:
+            present = check_salt(config.data_dir, cost) is not None
+        except MailboxError as exc:
+            report(False, str(exc))
+            return
+        if present:
+            report(
+                True,
+                f"receipt salt {salt} present: back it up with the data (every export copies "
+                "it); without it no witness can read replies. Its recorded cost matches",
+            )
+        else:
+            print(f"[note] receipt salt {salt} will be created at first start", file=out)
     per_worker = cost.memlimit * config.receipt_kdf_concurrency // 2**20
     print(
         f"[note] receipts: argon2id opslimit {cost.opslimit}, {cost.memlimit // 2**20} MiB each; "
