@@ -72,7 +72,7 @@ def test_forward_to_a_classic_key_of_post_quantum_submissions_asks_for_allow_cla
     pq = MLKEM768X25519Identity.generate()
     (tmp_path / "pq.txt").write_text(f"{pq}\n")
     store = make_store(tmp_path / "data")
-    sid = submit(store, [pq], "양자 내성", fields={"consent": "yes"})  # type: ignore[list-item]
+    sid = submit(store, [pq], "양자 내성", fields={"consent": "yes"})
     custody = tmp_path / "c.jsonl"
     out = tmp_path / "out"
     assert review(open_args(store.root, tmp_path / "pq.txt", out, custody)).status == 0
