@@ -79,7 +79,7 @@ def test_an_empty_deployment_still_makes_its_salt(config: Config) -> None:
 
 
 def test_export_copies_the_salt(deployed: Config, tmp_path: Path) -> None:
-    status, _out, err = _portal(["export", str(tmp_path / "usb")], _env(deployed))
+    status, _out, err = _portal(["export", str(tmp_path / "usb"), "--same-disk"], _env(deployed))
     assert status == ExitStatus.OK, err
     for name in (SALT_NAME, KDF_RECORD_NAME):
         assert (tmp_path / "usb" / name).read_bytes() == (deployed.data_dir / name).read_bytes()
