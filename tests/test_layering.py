@@ -56,7 +56,8 @@ def _imports(path: Path) -> set[str]:
 
 
 GRAPH = {
-    name: {m for m in _imports(path) if m in MODULES and m != name} for name, path in MODULES.items()
+    name: {m for m in _imports(path) if m in MODULES and m != name}
+    for name, path in MODULES.items()
 }
 
 

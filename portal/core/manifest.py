@@ -31,7 +31,13 @@ MANIFEST_FORMAT_V1 = "testimony-portal/submission/1"
 MANIFEST_FORMAT = "testimony-portal/submission/2"
 # The formats the parser accepts; the writer writes only the last.
 MANIFEST_FORMATS = (MANIFEST_FORMAT_V1, MANIFEST_FORMAT)
-MANIFEST_MIN_BUCKET = 4096
+# The smallest size a manifest is padded to (issue 22). Every path through the
+# default questionnaire (victim, witness, insider) and every follow-up, with
+# answers of ordinary length, fits in it, so the ciphertext's size tells
+# neither who the witness is nor whether it is a follow-up: the sealed texts
+# of the insider's questions alone are about 9 KiB in Korean, a follow-up's
+# 2 KiB, and 64 KiB leaves room for about 18,000 Korean characters of answers.
+MANIFEST_MIN_BUCKET = 64 * 1024
 P = ParamSpec("P")
 
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
@@ -225,11 +231,12 @@ build_manifest = _returning_plaintext(new_manifest)
 
 
 def padded_size(length: int) -> int:
-    """The manifest size bucket for `length` bytes: 4 KiB, then each power of two.
+    """The manifest size bucket for `length` bytes: 64 KiB, then each power of two.
 
-    4 KiB holds about 3,500 ASCII or 1,100 Korean characters of testimony, so
-    short ones all look alike and a one-line testimony costs 4 KiB on disk;
-    above that, the size reveals at most the power of two.
+    The first bucket holds the sealed questions of any path with answers of
+    ordinary length (see MANIFEST_MIN_BUCKET), so these all look alike and
+    a short testimony costs 64 KiB on disk; above that, the size reveals at
+    most the power of two.
     """
     bucket = MANIFEST_MIN_BUCKET
     while bucket < length:

@@ -7,6 +7,14 @@ them first) or `no`. A submission without an answer (older ones, made
 before the questionnaire) counts as `ask`. Only `yes`, and `anonymous` with
 every identifying answer left out, are forwarded without an override; an
 override needs a reason, which the custody log and the bundle record.
+
+A follow-up sent with a receipt asks consent again and offers one more
+answer, `same` ("the same as I answered before"). The server cannot read the
+earlier answer, so it is resolved here, from the conversation: the other
+submissions of the same thread in the opened folder. The latest earlier
+answer counts; submissions carry only their day, so when answers of that
+day differ the most careful of them counts, and with no earlier answer in
+the folder a `same` counts as `ask`.
 """
 
 from __future__ import annotations
@@ -19,6 +27,11 @@ from portal.core.manifest import Manifest, ManifestError, parse_manifest
 
 CONSENT_FIELD = "consent"
 CONSENT_ANSWERS = ("yes", "anonymous", "ask", "no")
+# A follow-up's "the same as I answered before" (portal.core.questionnaire.CONSENT_SAME).
+SAME_AS_BEFORE = "same"
+# From the most careful answer to the least: where answers of one day differ,
+# the first of them in this order counts.
+_CAREFUL_FIRST = ("no", "ask", "anonymous", "yes")
 # What a submission without a consent answer counts as: ask the witness first.
 NO_ANSWER = "ask"
 _MEANING = {
@@ -41,22 +54,84 @@ class ConsentDecision:
     # True when the witness gave no (valid) answer and `consent` is the default.
     assumed: bool
     override_reason: str | None = None
+    # For a follow-up that answered "the same as before": the submissions of
+    # the conversation whose answer it took.
+    same_as: tuple[str, ...] = ()
 
     def as_record(self) -> dict[str, object]:
         record: dict[str, object] = {"submission": self.submission, "consent": self.consent}
         if self.assumed:
             record["consent_answer"] = None
+        if self.same_as:
+            record["consent_answer"] = SAME_AS_BEFORE
+            record["same_as"] = list(self.same_as)
         if self.override_reason is not None:
             record["override_reason"] = self.override_reason
         return record
 
 
 def consent_of(manifest: Manifest) -> tuple[str, bool]:
-    """The consent answer and whether it was assumed (no valid answer in the manifest)."""
+    """The consent answer and whether it was assumed (no valid answer in the manifest).
+
+    A follow-up's "the same as before" is not an answer on its own: see
+    `resolve_same`.
+    """
     value = manifest.fields.get(CONSENT_FIELD)
     if value in CONSENT_ANSWERS:
         return value, False
     return NO_ANSWER, True
+
+
+def answered_same(manifest: Manifest) -> bool:
+    """Whether a follow-up answered "the same as before", as its sealed question offered it."""
+    if manifest.fields.get(CONSENT_FIELD) != SAME_AS_BEFORE or manifest.questionnaire is None:
+        return False
+    question = next((q for q in manifest.questionnaire.questions if q.id == CONSENT_FIELD), None)
+    return question is not None and any(c.id == SAME_AS_BEFORE for c in question.choices)
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A consent as it counts: the answer, whether it was assumed, and where it came from."""
+
+    consent: str
+    assumed: bool
+    same_as: tuple[str, ...] = ()
+
+
+def resolve_same(manifest: Manifest, conversation: Sequence[Manifest]) -> Resolved:
+    """The consent of `manifest`, with "the same as before" taken from its conversation.
+
+    `conversation` holds the other opened submissions (any thread; those of
+    other threads are ignored). The answer of the latest earlier day counts;
+    if that day's answers differ, the most careful one.
+    """
+    if not answered_same(manifest):
+        consent, assumed = consent_of(manifest)
+        return Resolved(consent, assumed)
+    thread = [m for m in conversation if m.thread == manifest.thread and m.id != manifest.id]
+    # Another "same" of the same day may have been sent after this one: it is
+    # not "before". Days are ISO dates, so they compare as text.
+    earlier = [
+        m
+        for m in thread
+        if m.received < manifest.received
+        or (m.received == manifest.received and not answered_same(m))
+    ]
+    if not earlier:
+        return Resolved(NO_ANSWER, True)
+    latest = max(m.received for m in earlier)
+    answers: dict[str, list[str]] = {}
+    for member in earlier:
+        if member.received != latest:
+            continue
+        resolved = resolve_same(member, thread)
+        if not resolved.assumed:
+            answers.setdefault(resolved.consent, []).append(member.id)
+    if not answers:
+        return Resolved(NO_ANSWER, True)
+    consent = next(answer for answer in _CAREFUL_FIRST if answer in answers)
+    return Resolved(consent, False, tuple(sorted(answers[consent])))
 
 
 def identifying_answers(manifest: Manifest) -> list[str]:
@@ -71,24 +146,39 @@ def decide(
     submission_id: str,
     omit_fields: Iterable[str],
     override_reason: str | None,
+    conversation: Sequence[Manifest] = (),
 ) -> ConsentDecision:
     """Whether this submission may go out as asked.
+
+    `conversation` holds the other opened submissions, from which a
+    follow-up's "the same as before" is resolved.
 
     Raises:
         ConsentRefused: the consent does not allow it and there is no override.
     """
-    consent, assumed = consent_of(manifest)
-    given = (
-        f"consent {consent!r} ({_MEANING[consent]})"
-        if not assumed
-        else f"no consent answer (counts as {consent!r}: {_MEANING[consent]})"
-    )
+    resolved = resolve_same(manifest, conversation)
+    consent, assumed, same_as = resolved.consent, resolved.assumed, resolved.same_as
+    if same_as:
+        given = (
+            f"consent 'same as before', which is {consent!r} ({_MEANING[consent]}) "
+            f"as answered in {', '.join(same_as)}"
+        )
+    elif answered_same(manifest):
+        given = (
+            "consent 'same as before', but no earlier answer of this conversation is in the "
+            f"folder (counts as {consent!r}: {_MEANING[consent]}; open the conversation's "
+            "first submission into the same folder to resolve it)"
+        )
+    elif not assumed:
+        given = f"consent {consent!r} ({_MEANING[consent]})"
+    else:
+        given = f"no consent answer (counts as {consent!r}: {_MEANING[consent]})"
     if consent == "yes":
-        return ConsentDecision(submission_id, consent, assumed)
+        return ConsentDecision(submission_id, consent, assumed, same_as=same_as)
     if consent == "anonymous":
         kept = sorted(set(identifying_answers(manifest)) - set(omit_fields))
         if not kept:
-            return ConsentDecision(submission_id, consent, assumed)
+            return ConsentDecision(submission_id, consent, assumed, same_as=same_as)
         problem = (
             f"submission {submission_id} has {given}, but its identifying answers "
             f"{', '.join(map(repr, kept))} would be sent. Leave them out with "
@@ -97,7 +187,7 @@ def decide(
     else:
         problem = f"submission {submission_id} has {given}"
     if override_reason is not None:
-        return ConsentDecision(submission_id, consent, assumed, override_reason)
+        return ConsentDecision(submission_id, consent, assumed, override_reason, same_as)
     raise ConsentRefused(
         f"{problem}. Nothing was sent. Only if you have the witness's consent some other way, "
         "give --override-consent REASON (the reason is recorded in the custody log and the "
@@ -118,6 +208,7 @@ def check_folder(
     """
     decisions = []
     refused = []
+    conversation = _opened_manifests(from_dir)
     for submission_id in sorted(set(submission_ids)):
         path = from_dir / submission_id / MANIFEST_JSON
         try:
@@ -125,7 +216,9 @@ def check_folder(
         except (OSError, ManifestError) as exc:
             raise ConsentRefused(f"{path} cannot be read: {exc}") from None
         try:
-            decisions.append(decide(manifest, submission_id, omit_fields, override_reason))
+            decisions.append(
+                decide(manifest, submission_id, omit_fields, override_reason, conversation)
+            )
         except ConsentRefused as exc:
             refused.append(str(exc))
     if len(refused) == 1:
@@ -137,11 +230,28 @@ def check_folder(
     return decisions
 
 
+def _opened_manifests(from_dir: Path) -> list[Manifest]:
+    """Every readable manifest opened into `from_dir`: the conversations "same" is resolved in.
+
+    One that cannot be read is left out here; it is refused by name if it
+    is one of those being forwarded.
+    """
+    manifests = []
+    for path in sorted(from_dir.glob(f"*/{MANIFEST_JSON}")):
+        try:
+            manifests.append(parse_manifest(path.read_bytes()))
+        except (OSError, ManifestError):
+            continue
+    return manifests
+
+
 def bundle_note(decisions: Sequence[ConsentDecision]) -> str:
     """The bundle README's paragraph on consent: each answer, and every override with its reason."""
     lines = ["Consent given by each witness to passing on their testimony:"]
     for decision in decisions:
         answer = decision.consent if not decision.assumed else f"none given (counts as {NO_ANSWER})"
+        if decision.same_as:
+            answer += f" (answered 'the same as before': as in {', '.join(decision.same_as)})"
         lines.append(f"  {decision.submission}: {answer}")
         if decision.override_reason is not None:
             lines.append(f"    SENT WITHOUT THAT CONSENT, reason given: {decision.override_reason}")
