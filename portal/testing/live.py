@@ -178,10 +178,16 @@ def form_fields(page: str) -> dict[str, str]:
 
 
 def _answers(page: str) -> dict[str, str]:
-    """A form's hidden fields, with consent given when the page asks for it."""
+    """A form's hidden fields, with consent given when the page's form stores a submission.
+
+    Consent is asked on the last page of the form; a page before it carries
+    the one-time value (`form_id`) too, and a POST of it to the submit
+    address is a submission like the last page's.
+    """
     fields = hidden_fields(page)
     assert fields.get("csrf_token"), "no CSRF token on the page"
-    return {**fields, **CONSENT} if 'name="consent"' in page else fields
+    stores = 'name="consent"' in page or 'name="form_id"' in page
+    return {**fields, **CONSENT} if stores else fields
 
 
 @overload
