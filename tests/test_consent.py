@@ -28,7 +28,7 @@ KOREAN = {
     "testimony": "청진 집결소에서 있었던 일입니다.",
     "when": "2019년 겨울",
     "where": "함경북도 청진",
-    "how_known": "experienced,saw",
+    "how_known": "saw,heard",
     "confirm": "같은 방에 있던 김 아무개",
 }
 
@@ -181,8 +181,8 @@ def test_open_shows_each_answer_under_its_question_with_the_english_label(box: O
     box.open()
     page = (box.out / sid / "testimony.html").read_text("utf-8")
     assert "무슨 일이 있었습니까?" in page and "(<bdi>What happened?</bdi>" in page
-    assert "나에게 일어난 일입니다; 직접 보았습니다" in page
-    assert "It happened to me; I saw it myself" in page
+    assert "직접 보았습니다; 다른 사람에게서 들었습니다" in page
+    assert "I saw it myself; Others told me about it" in page
     where = page.index("어디에서 있었던 일입니까?")
     assert where < page.index(KOREAN["where"]) < page.index("누구에게 책임이 있습니까?")
     assert "No answer." in page  # "who was responsible" was not answered
@@ -202,7 +202,8 @@ def test_table_writes_one_csv_row_per_submission_with_korean_intact(box: Opened)
     assert list(rows[0]) == [
         "submission", "received", "language", "questionnaire_id", "questionnaire_version",
         "questionnaire_sha256", "consent_effective",
-        *[q.id for q in QUESTIONNAIRE.questions if q.type != "files"], "attachments",
+        *[q.id for q in QUESTIONNAIRE.questions if q.type not in ("files", "notice")],
+        "attachments",
     ]  # fmt: skip
     by_id = {row["submission"]: row for row in rows}
     assert set(by_id) == {first, second, old}
@@ -210,7 +211,7 @@ def test_table_writes_one_csv_row_per_submission_with_korean_intact(box: Opened)
         by_id[first]["where"] == "함경북도 청진"
         and by_id[first]["testimony"] == KOREAN["testimony"]
     )
-    assert by_id[first]["how_known"] == "experienced,saw"
+    assert by_id[first]["how_known"] == "saw,heard"
     assert by_id[first]["questionnaire_id"] == "grave-violations"
     assert by_id[old]["testimony"] == "질문지 이전의 증언" and by_id[old]["questionnaire_id"] == ""
     assert by_id[old]["consent_effective"] == "ask" and by_id[second]["consent_effective"] == "no"

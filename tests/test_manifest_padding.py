@@ -16,9 +16,10 @@ from portal.testing.live import LiveServer
 
 @pytest.mark.parametrize(
     ("length", "bucket"),
-    [(0, 4096), (1, 4096), (4096, 4096), (4097, 8192), (8192, 8192), (300_001, 524_288)],
-)
-def test_buckets_are_4_kib_then_powers_of_two(length: int, bucket: int) -> None:
+    [(0, 65_536), (1, 65_536), (65_536, 65_536), (65_537, 131_072), (131_072, 131_072),
+     (300_001, 524_288)],
+)  # fmt: skip
+def test_buckets_are_64_kib_then_powers_of_two(length: int, bucket: int) -> None:
     assert padded_size(length) == bucket
 
 
@@ -45,7 +46,7 @@ def test_testimonies_of_different_lengths_in_one_bucket_have_equal_ciphertext_si
     seen: set[str] = set()
     short = _manifest_size(live_server, "짧다", seen)
     longer = _manifest_size(live_server, "조금 더 긴 증언입니다. " * 60, seen)  # ~2,000 bytes
-    much_longer = _manifest_size(live_server, "훨씬 긴 증언. " * 600, seen)  # ~10,000 bytes
+    much_longer = _manifest_size(live_server, "훨씬 긴 증언. " * 5000, seen)  # ~90,000 bytes
     assert short == longer
     assert much_longer > longer
     store = SubmissionStore(live_server.data_dir)

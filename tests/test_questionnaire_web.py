@@ -56,7 +56,7 @@ def controls(page: str) -> Inputs:
 
 
 def _page_two(client, role: str, lang: str = "ko", **answers: str):  # type: ignore[no-untyped-def]
-    """Continue from the first page having chosen `role`: the second page, as the server draws it."""
+    """Continue from the first page having chosen `role`: the second page, as drawn."""
     prefix = "" if lang == "en" else f"/{lang}"
     first = client.get(f"{prefix}/submit").get_data(as_text=True)
     data = {"csrf_token": hidden_fields(first)["csrf_token"], "page": "1", "go": "next"}

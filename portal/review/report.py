@@ -270,7 +270,9 @@ def _questionnaire_answers(
             continue
         if question.type == "notice":
             # Words the witness read before answering (no answer of its own).
-            parts.append('<p class="note">Shown to the witness before the questions that follow:</p>')
+            parts.append(
+                '<p class="note">Shown to the witness before the questions that follow:</p>'
+            )
             parts.append(f'<div class="text" dir="auto"{lang}>{esc(question.help)}</div>')
             continue
         value = fields.get(question.id)

@@ -106,7 +106,7 @@ def answer_columns(rows: Sequence[Row]) -> list[str]:
     for row in rows:
         sealed = row.manifest.questionnaire
         for question in sealed.questions if sealed is not None else ():
-            if question.type != "files" and question.id not in columns:
+            if question.type not in ("files", "notice") and question.id not in columns:
                 columns.append(question.id)
     others = sorted({name for row in rows for name in row.manifest.fields} - set(columns))
     return columns + others

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, overload
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 if TYPE_CHECKING:
     from flask.testing import FlaskClient
@@ -114,6 +114,18 @@ class Client:
         fields = form_fields(page.body)
         self.form_id = fields["form_id"]
         return fields
+
+    def last_page(self, lang: str = "en", role: str = "saw") -> str:
+        """The form's last page (default questionnaire: the second), as a witness reaches it."""
+        fields = hidden_fields(self.get(_submit_path(lang)).body)
+        body = urlencode({**fields, "page": "1", "go": "next", "role": role}).encode()
+        headers = {
+            "Content-Type": "application/x-www-form-urlencoded",
+            "Content-Length": str(len(body)),
+        }
+        response = self.request("POST", f"{_submit_path(lang)}/page", body=body, headers=headers)
+        assert response.status == 200, f"the form's next page did not load ({response.status})"
+        return response.body
 
     def submit(
         self,
