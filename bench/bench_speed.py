@@ -1,4 +1,4 @@
-"""The speed table of issue 14 in one run: portal beside its reference, with ratios.
+"""The speed table of issues 14 and 25 in one run: portal beside its reference, with ratios.
 
     python bench/bench_speed.py            # all rows (several minutes)
     python bench/bench_speed.py --quick    # small sizes and counts, to try it out
@@ -7,25 +7,30 @@
 Rows (each measured `--repeat` times, default 3; the median is printed, with
 the 1-minute load average of the machine when each run started):
 
-  upload   1 GiB through the real portal (gunicorn, 2 workers x 16 threads)
+  browsers text submissions from 16 keep-alive browsers, each GETting the
+           form and POSTing it (consent and a short testimony, an empty file
+           part), against a reference Flask + Flask-WTF app on the same
+           gunicorn settings that validates its CSRF token, writes each
+           POST's testimony to a new file and fsyncs it. Rate, CPU per
+           submission, and the POST's p99 latency of each.
+  upload   256 MiB through the real portal with curl (gunicorn, 2 workers)
            to ciphertext on disk, against `age -e` to the same disk + fsync;
            and against a SecureDrop-style server on the same gunicorn
            settings (Werkzeug's default form parser, which spools the upload
            to a plaintext temporary file, then `gzip | gpg -e` to a
            throwaway key in a temporary GNUPGHOME, then fsync).
-  open     `testimony-review open` of that 1 GiB submission against
-           `age -d` of the same file + fsync of its output.
+  open     `testimony-review open` of that submission against `age -d` of
+           the same file + fsync of its output.
   small    2,000 text submissions from 32 connections, each posting the form
            as a browser does with no file chosen (an empty file part) and the
            default questionnaire's one required answer (consent), with a form
            fetched beforehand for each submission (forms are one-time).
-  browser  submissions as a browser makes them: GET the form (new session,
-           new token), then POST it.
+  browser  submissions as a new visitor makes them: a new connection, GET
+           the form (new session, new token), then POST it.
   get      GET / against a minimal Flask page on the same gunicorn settings.
-  cheap    small and browser again, on a server whose receipt key is derived
-           at argon2id's minimum cost (PORTAL_RECEIPT_KDF_OPS=1,
-           PORTAL_RECEIPT_KDF_MEMORY_KIB=8) instead of the default 2 passes
-           and 19 MiB: what that one setting costs every submission.
+
+Every row runs at the default settings (the receipt's default argon2id cost
+included). `small` and `browser` are not in the default set (`--rows`).
 
 The load client runs in separate processes (`--client-procs`, default 4, each
 with `clients / procs` threads on blocking keep-alive sockets) and sends
@@ -66,7 +71,6 @@ from bench_upload import RssSampler, tree_rss  # noqa: E402
 from portal.core.age import X25519Identity  # noqa: E402
 from portal.testing.live import (  # noqa: E402
     RECEIVED_MARKERS,
-    Client,
     free_port,
     hidden_fields,
     start_server,
@@ -74,10 +78,8 @@ from portal.testing.live import (  # noqa: E402
 
 MIB = 1 << 20
 CLOCK_TICK = os.sysconf("SC_CLK_TCK")
-ALL_ROWS = ("upload", "open", "small", "browser", "get", "cheap")
-# The "cheap" rows: small submissions again, with the receipt key derived at
-# argon2id's minimum cost instead of the default (see portal/server/mailbox.py).
-CHEAP_KDF = {"PORTAL_RECEIPT_KDF_OPS": "1", "PORTAL_RECEIPT_KDF_MEMORY_KIB": "8"}
+ALL_ROWS = ("browsers", "upload", "open", "small", "browser", "get")
+DEFAULT_ROWS = ("browsers", "upload", "open", "get")
 
 
 # ------------------------------------------------------------------ measuring
@@ -277,6 +279,13 @@ def client_thread(
             form, new_cookie = fetch_form(conn)
             status, _head, body = conn.roundtrip(form_post(form, new_cookie, text))
             ok = status == 200 and RECEIVED in body
+        elif mode == "browsers":
+            # A browser that stays: one keep-alive connection, one session.
+            form, cookie = fetch_form(conn, cookie or None)
+            posted = time.perf_counter()
+            status, _head, body = conn.roundtrip(form_post(form, cookie, text))
+            out["post_latencies"].append(time.perf_counter() - posted)
+            ok = status == 200 and RECEIVED in body
         else:
             status, _head, body = conn.roundtrip(get_request(mode))
             ok = status == 200
@@ -290,7 +299,7 @@ def client_thread(
 def client_process(
     port: int, mode: str, counts: list[int], barrier: Any, results: Any, go: Any
 ) -> None:
-    out: dict[str, Any] = {"latencies": [], "failures": 0}
+    out: dict[str, Any] = {"latencies": [], "post_latencies": [], "failures": 0}
     prepared = threading.Barrier(len(counts) + 1)
     ready = threading.Barrier(len(counts) + 1)
     threads = [
@@ -310,7 +319,7 @@ def client_process(
     end = time.monotonic()
     usage = resource.getrusage(resource.RUSAGE_SELF)
     cpu = usage.ru_utime + usage.ru_stime - before.ru_utime - before.ru_stime
-    results.put((start, end, out["latencies"], out["failures"], cpu))
+    results.put((start, end, out["latencies"], out["failures"], cpu, out["post_latencies"]))
 
 
 def run_load(
@@ -337,9 +346,11 @@ def run_load(
     start = min(c[0] for c in collected)
     end = max(c[1] for c in collected)
     latencies = sorted(lat for c in collected for lat in c[2])
+    posts = sorted(lat for c in collected for lat in c[5]) or latencies
     failures = sum(c[3] for c in collected)
     wall = end - start
     return {
+        "post_p99": posts[min(len(posts) - 1, int(0.99 * len(posts)))] * 1000,
         "rate": len(latencies) / wall,
         "p50": latencies[len(latencies) // 2] * 1000,
         "p99": latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))] * 1000,
@@ -360,6 +371,47 @@ def minimal_app() -> Any:
     @app.get("/")
     def index() -> str:
         return "<!doctype html><html><head><title>Hello</title></head><body>Hello</body></html>"
+
+    return app
+
+
+def wtf_app(out_dir: Path) -> Any:
+    """The reference form: Flask + Flask-WTF, CSRF checked, each POST written and fsynced."""
+    from flask import Flask
+    from flask_wtf import FlaskForm
+    from wtforms import TextAreaField
+
+    app = Flask("reference_form")
+    app.config["SECRET_KEY"] = secrets.token_hex(32)
+
+    class TestimonyForm(FlaskForm):  # type: ignore[misc]
+        testimony = TextAreaField()
+
+    page = (
+        "<!doctype html><html lang=en><head><title>Form</title></head><body>"
+        '<form method=post action="/submit" enctype="multipart/form-data">'
+        '<input type="hidden" name="csrf_token" value="{token}">'
+        '<input type="hidden" name="form_id" value="reference">'
+        '<textarea name="testimony"></textarea><button>Send</button></form></body></html>'
+    )
+
+    @app.get("/submit")
+    def form() -> str:
+        return page.format(token=TestimonyForm().csrf_token.current_token)
+
+    @app.post("/submit")
+    def submit() -> tuple[str, int]:
+        posted = TestimonyForm()
+        if not posted.validate_on_submit():
+            return "invalid", 400
+        target = out_dir / secrets.token_hex(12)
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, (posted.testimony.data or "").encode("utf-8"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return f"<p {RECEIVED_MARKERS[0]}>received</p>", 200
 
     return app
 
@@ -404,10 +456,12 @@ def securedrop_app(out_dir: Path, gnupghome: str, recipient: str) -> Any:
 
 def serve_reference(kind: str, port: int, extra: list[str]) -> None:
     from portal.server.appserver import PortalServer, gunicorn_options
-    from portal.server.cli import DEFAULT_THREADS
+    from portal.server.cli.parser import DEFAULT_THREADS
 
     if kind == "minimal":
         app = minimal_app()
+    elif kind == "wtf":
+        app = wtf_app(Path(extra[0]))
     else:
         out_dir, gnupghome, recipient = extra
         app = securedrop_app(Path(out_dir), gnupghome, recipient)
@@ -487,22 +541,45 @@ def random_file(path: Path, mib: int) -> Path:
     return path
 
 
-def upload_once(port: int, pid: int, source: Path, data_dir: Path | None) -> dict[str, float]:
-    client = Client(f"http://127.0.0.1:{port}")
-    token = client.csrf_token() if data_dir is not None else "unused"
+def curl_upload(port: int, source: Path, *, with_form: bool) -> float:
+    """POST `source` with curl as a browser would; returns the POST's seconds.
+
+    `with_form`: GET the portal's form first (its session cookie, CSRF token
+    and one-time value) and answer its one required question, as a witness does.
+    """
+    base = f"http://127.0.0.1:{port}"
+    command = ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "1800"]
+    if with_form:
+        jar = str(source.parent / "cookies.txt")
+        page = subprocess.run(
+            ["curl", "-sS", "-c", jar, "-b", jar, f"{base}/submit"],
+            capture_output=True,
+            check=True,
+        ).stdout.decode()
+        command += ["-c", jar, "-b", jar, "-F", "consent=yes"]
+        for name, value in hidden_fields(page).items():
+            command += ["-F", f"{name}={value}"]
+    command += [
+        "-F", "testimony=benchmark",
+        "-F", f"attachments=@{source};type=application/octet-stream",
+        f"{base}/submit",
+    ]  # fmt: skip
+    start = time.perf_counter()
+    status = subprocess.run(command, capture_output=True, check=True, text=True).stdout
+    elapsed = time.perf_counter() - start
+    if status != "200":
+        raise SystemExit(f"upload failed: HTTP {status}")
+    return elapsed
+
+
+def upload_once(port: int, pid: int, source: Path, *, with_form: bool) -> dict[str, float]:
     idle = tree_rss(pid)
     sampler = RssSampler(pid)
     sampler.start()
     cpu = tree_cpu(pid)
-    start = time.perf_counter()
-    response = client.submit(
-        "benchmark", [(source.name, source, "application/octet-stream")], token=token
-    )
-    elapsed = time.perf_counter() - start
+    elapsed = curl_upload(port, source, with_form=with_form)
     server_cpu = tree_cpu(pid) - cpu
     peak = sampler.stop()
-    if response.status != 200:
-        raise SystemExit(f"upload failed: HTTP {response.status}")
     size = source.stat().st_size / MIB
     return {
         "rate": size / elapsed,
@@ -535,7 +612,7 @@ def rows_upload_open(args: argparse.Namespace, root: Path) -> list[Row]:
         def portal_upload() -> dict[str, float]:
             for old in submissions.iterdir():
                 shutil.rmtree(old)
-            return upload_once(server.port, server.process.pid, source, server.data_dir)
+            return upload_once(server.port, server.process.pid, source, with_form=True)
 
         portal_runs: list[Run] = []
         age_runs: list[Run] = []
@@ -550,8 +627,8 @@ def rows_upload_open(args: argparse.Namespace, root: Path) -> list[Row]:
     p, a = median_run(portal_runs, "rate"), median_run(age_runs, "rate")
     rows.append(
         Row(
-            f"{args.upload_mib} MiB upload through gunicorn, to ciphertext on disk",
-            f"{p.values['rate']:.0f} MiB/s (server +{p.values['rss']:.0f} MiB RSS, "
+            f"{args.upload_mib} MiB upload (curl) through gunicorn, to ciphertext on disk",
+            f"{p.values['rate']:.0f} MiB/s (server +{p.values['rss']:.0f} MiB RSS, aim <= +64; "
             f"{p.values['cpu']:.2f} cores, {p.values['cpu_s_per_gib']:.1f} CPU s/GiB)",
             f"`age -e` + fsync: {a.values['rate']:.0f} MiB/s",
             f"{p.values['rate'] / a.values['rate']:.2f}",
@@ -604,7 +681,7 @@ def securedrop_row(args: argparse.Namespace, root: Path, portal: Run) -> Row:
         def sd_upload() -> dict[str, float]:
             for old in out_dir.iterdir():
                 old.unlink()
-            return upload_once(reference.port, reference.process.pid, source, None)
+            return upload_once(reference.port, reference.process.pid, source, with_form=False)
 
         runs = repeat(args.repeat, sd_upload)
     finally:
@@ -656,40 +733,36 @@ def age_decrypt_once(
     return {"rate": mib / elapsed}
 
 
-def rows_load(
-    args: argparse.Namespace,
-    root: Path,
-    *,
-    only: set[str] | None = None,
-    env: dict[str, str] | None = None,
-    label: str = "",
-) -> list[Row]:
-    """The load rows in `only` (default: those asked for), on a server started with `env`."""
-    wanted = args.rows if only is None else only
+def rows_load(args: argparse.Namespace, root: Path) -> list[Row]:
+    """The load rows asked for, on one portal server at the default settings."""
+    wanted = args.rows
     identity = X25519Identity.generate()
     identity_file = root / "identity.txt"
     identity_file.write_text(f"{identity}\n")
-    server = start_server(root / "portal-load", str(identity.recipient), identity_file, env=env)
+    server = start_server(root / "portal-load", str(identity.recipient), identity_file)
     pid, port = server.process.pid, server.port
     rows: list[Row] = []
     load_args = (args.clients, args.client_procs)
 
-    def submissions(mode: str, count: int) -> dict[str, float]:
+    def submissions(mode: str, count: int, clients: int | None = None) -> dict[str, float]:
         """Submit `count`; a submission confirmed but not on disk counts as a failure."""
         before = len(os.listdir(server.data_dir / "submissions"))
-        result = run_load(pid, port, mode, count, *load_args)
+        shape = load_args if clients is None else (clients, min(args.client_procs, clients))
+        result = run_load(pid, port, mode, count, *shape)
         stored = len(os.listdir(server.data_dir / "submissions")) - before
         result["failures"] += abs(count - stored)
         return result
 
     try:
+        if "browsers" in wanted:
+            rows.append(browsers_row(args, root, pid, port, submissions))
         if "small" in wanted:
             runs = repeat(args.repeat, lambda: submissions("small", args.submissions))
             m = median_run(runs, "rate")
             rows.append(
                 Row(
                     f"small text submissions, {args.clients} clients, {args.submissions} "
-                    f"submissions (empty file part as a browser sends){label}",
+                    f"submissions (empty file part as a browser sends)",
                     f"{m.values['rate']:.0f}/s, p99 {m.values['p99']:.0f} ms, "
                     f"{m.values['server_ms']:.1f} ms CPU each",
                     f"(goal) client {m.values['client_ms']:.1f} ms CPU each",
@@ -704,7 +777,7 @@ def rows_load(
             m = median_run(runs, "rate")
             rows.append(
                 Row(
-                    f"small submissions as a browser makes them (GET the form, then POST){label}",
+                    "small submissions as a browser makes them (GET the form, then POST)",
                     f"{m.values['rate']:.0f}/s, {m.values['server_ms']:.1f} ms CPU each",
                     f"client {m.values['client_ms']:.1f} ms CPU each",
                     "",
@@ -750,6 +823,52 @@ def rows_load(
     return rows
 
 
+def browsers_row(
+    args: argparse.Namespace,
+    root: Path,
+    pid: int,
+    port: int,
+    submissions: Callable[[str, int, int], dict[str, float]],
+) -> Row:
+    """16 keep-alive browsers: the portal against the Flask + Flask-WTF reference, interleaved."""
+    out_dir = root / "reference-out"
+    out_dir.mkdir(exist_ok=True)
+    reference = start_reference("wtf", root, [str(out_dir)])
+    browsers = (args.browsers_clients, min(args.client_procs, args.browsers_clients))
+    portal_runs: list[Run] = []
+    reference_runs: list[Run] = []
+    try:
+        for _ in range(args.repeat):
+            portal_runs += repeat(
+                1, lambda: submissions("browsers", args.browsers, args.browsers_clients)
+            )
+
+            def reference_load() -> dict[str, float]:
+                before = len(os.listdir(out_dir))
+                result = run_load(
+                    reference.process.pid, reference.port, "browsers", args.browsers, *browsers
+                )
+                result["failures"] += abs(args.browsers - (len(os.listdir(out_dir)) - before))
+                return result
+
+            reference_runs += repeat(1, reference_load)
+    finally:
+        reference.stop()
+    p, r = median_run(portal_runs, "rate"), median_run(reference_runs, "rate")
+    return Row(
+        f"text submissions, {args.browsers_clients} keep-alive browsers (GET form + POST)",
+        f"{p.values['rate']:.0f}/s, {p.values['server_ms']:.1f} ms CPU each, "
+        f"POST p99 {p.values['post_p99']:.0f} ms",
+        f"Flask + Flask-WTF, write + fsync each POST: {r.values['rate']:.0f}/s, "
+        f"{r.values['server_ms']:.1f} ms CPU each, POST p99 {r.values['post_p99']:.0f} ms",
+        f"{p.values['rate'] / r.values['rate']:.2f} (p99 "
+        f"{p.values['post_p99'] / r.values['post_p99']:.1f}x)",
+        ">= 0.7 (p99 <= 4x)",
+        f"{loads(portal_runs)} ; {loads(reference_runs)}",
+        failures(portal_runs + reference_runs),
+    )
+
+
 def failures(runs: list[Run]) -> str:
     failed = sum(int(r.values["failures"]) for r in runs)
     return f"{failed} failed requests" if failed else ""
@@ -758,7 +877,7 @@ def failures(runs: list[Run]) -> str:
 def print_table(rows: list[Row], args: argparse.Namespace) -> None:
     print()
     print(
-        f"Issue 14 speed table: median of {args.repeat} runs; load = 1-minute load average "
+        f"Speed table (issues 14, 25): median of {args.repeat} runs; load = 1-minute load average "
         f"at the start of each run ({os.cpu_count()} cores)"
     )
     print()
@@ -780,9 +899,13 @@ def print_table(rows: list[Row], args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", default=",".join(ALL_ROWS), help="default %(default)s")
+    parser.add_argument(
+        "--rows",
+        default=",".join(DEFAULT_ROWS),
+        help=f"default %(default)s; any of {','.join(ALL_ROWS)}",
+    )
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--upload-mib", type=int, default=1024)
+    parser.add_argument("--upload-mib", type=int, default=256)
     parser.add_argument(
         "--sd-mib",
         type=int,
@@ -791,11 +914,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--submissions", type=int, default=2000)
     parser.add_argument("--browser", type=int, default=1000)
+    parser.add_argument("--browsers", type=int, default=2000)
+    parser.add_argument("--browsers-clients", type=int, default=16)
     parser.add_argument("--gets", type=int, default=3000)
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--client-procs", type=int, default=4)
     parser.add_argument("--quick", action="store_true", help="small sizes and counts")
-    parser.add_argument("--serve", choices=("minimal", "securedrop"), help=argparse.SUPPRESS)
+    parser.add_argument("--serve", choices=("minimal", "wtf", "securedrop"), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("extra", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -804,7 +929,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.quick:
         args.upload_mib, args.sd_mib, args.submissions = 64, 16, 300
-        args.browser, args.gets, args.repeat = 200, 500, 1
+        args.browser, args.gets, args.repeat, args.browsers = 200, 500, 1, 300
     args.rows = set(args.rows.split(","))
     for tool in ("age", "gpg", "gzip"):
         if not shutil.which(tool):
@@ -815,18 +940,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.rows & {"upload", "open"}:
             (root / "big").mkdir()
             rows += rows_upload_open(args, root / "big")
-        if args.rows & {"small", "browser", "get"}:
+        if args.rows & {"browsers", "small", "browser", "get"}:
             (root / "load").mkdir()
             rows += rows_load(args, root / "load")
-        if "cheap" in args.rows:
-            (root / "cheap").mkdir()
-            rows += rows_load(
-                args,
-                root / "cheap",
-                only={"small", "browser"},
-                env=CHEAP_KDF,
-                label="; receipt key at argon2id's minimum cost (1 pass, 8 KiB)",
-            )
     print_table(rows, args)
     return 0
 

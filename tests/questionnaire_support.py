@@ -19,7 +19,7 @@ QUESTIONNAIRE = load_questionnaire(DEFAULT_QUESTIONNAIRE, LANGUAGES)
 KOREAN_PATHS: dict[str, dict[str, str]] = {
     "suffered": {
         "role": "suffered",
-        "testimony": "2018년 봄, 온성 보위부 구류장에 두 달 동안 갇혀 있었습니다. 밤마다 심문받았습니다.",
+        "testimony": "2018년 봄, 온성 보위부 구류장에 두 달 동안 갇혀 밤마다 심문받았습니다.",
         "when": "2018년 봄",
         "where": "함경북도 온성군, 보위부 구류장",
         "responsible": "보위부 예심원, 이름은 모릅니다",

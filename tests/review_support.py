@@ -15,6 +15,7 @@ from pathlib import Path
 
 from portal.core.age import Recipient, X25519Identity, encrypt
 from portal.core.manifest import Attachment, build_manifest
+from portal.core.replykey import ReplyKey
 from portal.review.cli import ExitStatus, main
 from portal.server.intake import store_submission
 from portal.server.store import SubmissionStore
@@ -64,6 +65,9 @@ def submit(
     files: Sequence[tuple[str, bytes]] = (),
     language: str = "en",
     fields: dict[str, str] | None = None,
+    *,
+    reply_to: str | None = None,
+    reply_key: ReplyKey | None = None,
 ) -> str:
     """Store one submission the way the server does (encrypted on arrival)."""
     return store_submission(
@@ -72,6 +76,8 @@ def submit(
         {"testimony": text, **(fields or {})},
         [(name, "application/octet-stream", content) for name, content in files],
         language,
+        reply_to=reply_to,
+        reply_key=reply_key,
     )
 
 

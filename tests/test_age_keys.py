@@ -21,13 +21,13 @@ from portal.core.age import (
     Writer,
     X25519Identity,
     X25519Recipient,
-    bech32,
     decrypt,
     encrypt,
     looks_encrypted_identity,
     parse_identities,
     parse_recipients,
 )
+from portal.core.age import _bech32 as bech32
 from tests.support import require_tool
 
 # The example key pair from the age specification (age-encryption.org/v1).

@@ -25,7 +25,6 @@ from portal.core.age import (
     Writer,
     X25519Identity,
     X25519Recipient,
-    bech32,
     check_mix,
     decrypt,
     encrypt,
@@ -35,7 +34,8 @@ from portal.core.age import (
     parse_recipient,
     parse_recipients,
 )
-from portal.core.age.format import BufferedSource, b64decode, b64encode, parse_header
+from portal.core.age import _bech32 as bech32
+from portal.core.age._format import BufferedSource, b64decode, b64encode, parse_header
 from tests import node_oracle
 
 MIB = 1024 * 1024

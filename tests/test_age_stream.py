@@ -29,9 +29,9 @@ from portal.core.age import (
     Writer,
     X25519Identity,
     decrypt,
-    decrypt_to_path,
     encrypt,
 )
+from portal.core.fsio import replace_with_chunks
 
 CHUNK = 64 * 1024
 ENC_CHUNK = CHUNK + 16
@@ -478,34 +478,26 @@ def test_reader_works_on_a_source_that_returns_short_reads(identity: X25519Ident
     assert Reader(Trickle(ciphertext), [identity]).read() == plaintext  # type: ignore[arg-type]
 
 
-# --- decrypt_to_path -----------------------------------------------------------
+# --- writing plaintext to disk ------------------------------------------------
+# The reviewer's tool writes what it decrypts with fsio.replace_with_chunks: the
+# file appears only once the Reader's last chunk has verified.
 
 
-def test_decrypt_to_path_writes_verified_plaintext_with_private_mode(
+def decrypt_to_path(src: io.BytesIO, identities: Sequence[X25519Identity], dest: Path) -> None:
+    replace_with_chunks(dest, Reader(src, identities).chunks())
+
+
+def test_decrypted_plaintext_appears_whole_with_its_hash(
     identity: X25519Identity, tmp_path: Path
 ) -> None:
     plaintext = os.urandom(2 * CHUNK + 9)
     dest = tmp_path / "testimony.bin"
-    size, digest = decrypt_to_path(
-        io.BytesIO(encrypt(plaintext, [identity.recipient])), [identity], dest
-    )
+    reader = Reader(io.BytesIO(encrypt(plaintext, [identity.recipient])), [identity])
+    size, digest = replace_with_chunks(dest, reader.chunks())
     assert (size, digest) == (len(plaintext), hashlib.sha256(plaintext).hexdigest())
     assert dest.read_bytes() == plaintext
     assert dest.stat().st_mode & 0o777 == 0o600
     assert [p.name for p in tmp_path.iterdir()] == ["testimony.bin"]
-
-
-def test_decrypt_to_path_honours_the_requested_mode_despite_umask(
-    identity: X25519Identity, tmp_path: Path
-) -> None:
-    old = os.umask(0o077)
-    try:
-        decrypt_to_path(
-            io.BytesIO(encrypt(b"x", [identity.recipient])), [identity], tmp_path / "f", mode=0o640
-        )
-    finally:
-        os.umask(old)
-    assert (tmp_path / "f").stat().st_mode & 0o777 == 0o640
 
 
 def test_truncated_file_leaves_no_plaintext_and_keeps_the_old_file(
@@ -520,9 +512,7 @@ def test_truncated_file_leaves_no_plaintext_and_keeps_the_old_file(
     assert [p.name for p in tmp_path.iterdir()] == ["testimony.bin"]
 
 
-def test_decrypt_to_path_creates_nothing_when_the_header_fails(
-    identity: X25519Identity, tmp_path: Path
-) -> None:
+def test_a_header_failure_creates_nothing(identity: X25519Identity, tmp_path: Path) -> None:
     ciphertext = encrypt(b"x", [identity.recipient])
     with pytest.raises(NoIdentityMatchError):
         decrypt_to_path(io.BytesIO(ciphertext), [X25519Identity.generate()], tmp_path / "f")

@@ -263,7 +263,7 @@ def _manifest_with(questionnaire: object, fmt: str = "testimony-portal/submissio
 def test_a_malformed_sealed_questionnaire_is_refused(damage) -> None:  # type: ignore[no-untyped-def]
     from portal.core.manifest import ManifestError, parse_manifest
 
-    sealed = QUESTIONNAIRE.sealed("ko")
+    sealed = QUESTIONNAIRE.sealed("ko").to_json()
     assert parse_manifest(_manifest_with(sealed)).questionnaire is not None
     with pytest.raises(ManifestError, match="questionnaire"):
         parse_manifest(_manifest_with(damage(sealed)))
@@ -272,13 +272,13 @@ def test_a_malformed_sealed_questionnaire_is_refused(damage) -> None:  # type: i
 def test_a_version_1_manifest_cannot_carry_a_questionnaire() -> None:
     from portal.core.manifest import ManifestError, parse_manifest
 
-    bad = _manifest_with(QUESTIONNAIRE.sealed("en"), fmt="testimony-portal/submission/1")
+    bad = _manifest_with(QUESTIONNAIRE.sealed("en").to_json(), fmt="testimony-portal/submission/1")
     with pytest.raises(ManifestError, match="version 1 manifest cannot hold a questionnaire"):
         parse_manifest(bad)
 
 
 def test_hostile_question_texts_are_shown_as_text(box: Opened) -> None:
-    sealed = QUESTIONNAIRE.sealed("ko")
+    sealed = QUESTIONNAIRE.sealed("ko").to_json()
     sealed["language"] = '"><script>'
     sealed["questions"][0]["label"] = "<script>alert('q')</script>"
     sealed["questions"][-1]["choices"][0]["label_en"] = "<img src=x onerror=alert(1)>"

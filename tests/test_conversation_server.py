@@ -11,7 +11,7 @@ import zlib
 from pathlib import Path
 
 from portal.core.age import X25519Identity, encrypt
-from portal.core.conversation import mailbox_name, thread_id
+from portal.core.conversation import mailbox_name, thread_id, thread_of_seed
 from portal.core.receipt import parse_receipt
 from portal.server.store import SubmissionStore
 from portal.testing.live import LiveServer
@@ -76,6 +76,10 @@ def test_nothing_derived_from_a_receipt_is_written_or_logged(live_server: LiveSe
         "recipient": recipient.encode(),
         "mailbox": mailbox_name(recipient).encode(),
         "thread": thread_id(recipient).encode(),
+        # Version 2 receipts: the seed and its thread are sealed, never in the clear.
+        "seed": parse_receipt(receipt).seed().hex().encode(),
+        "seed (raw)": parse_receipt(receipt).seed(),
+        "thread of the seed": thread_of_seed(parse_receipt(receipt).seed()).encode(),
     }
     for path in _files(live_server.data_dir, live_server.tmp_dir) + [live_server.log_path]:
         data = path.read_bytes()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import re
 import threading
@@ -15,6 +16,7 @@ import pytest
 from portal.core.age import X25519Identity, encrypt
 from portal.core.conversation import mailbox_name
 from portal.core.receipt import new_receipt, parse_receipt
+from portal.core.replykey import ReplyKey
 from portal.server import mailbox
 from portal.server.config import Config
 from portal.server.mailbox import (
@@ -152,10 +154,56 @@ def test_a_follow_up_is_an_independent_submission_carrying_the_same_recipient(
     manifests = [open_submission(store.path(i), [identity])[0] for i in store.ids()]
     assert len(manifests) == 2
     assert manifests[0]["id"] != manifests[1]["id"]
-    assert manifests[0]["reply_to"] == manifests[1]["reply_to"]
+    # A version 2 receipt: both seal its seed, salt and cost, and no recipient.
+    assert "reply_to" not in manifests[0] and "reply_to" not in manifests[1]
+    assert manifests[0]["reply_key"] == manifests[1]["reply_key"]
     assert manifests[0]["thread"] == manifests[1]["thread"]
+    # The sealed key derives the identity the witness's login derives.
     expected = str(_keys(app).derive(parse_receipt(receipt)).recipient)
-    assert manifests[0]["reply_to"] == expected
+    assert ReplyKey.from_json(manifests[0]["reply_key"]).recipient() == expected
+
+
+def test_a_submission_runs_no_key_derivation(app: Any, client: Any) -> None:
+    # Issue 25: argon2id is off the submission path; the follow-up login still runs it.
+    keys = _keys(app)
+    receipt = _submit(client)
+    assert keys.derivations == 0
+    _followup(client, receipt)
+    assert keys.derivations == 1
+
+
+def test_a_version_1_receipt_keeps_its_identity_and_its_conversation(
+    app: Any, client: Any, config: Config, identity: X25519Identity
+) -> None:
+    # Receipts issued before version 2 derive the same identity as before
+    # (argon2id over the digits), and their follow-ups seal that recipient.
+    from portal.server.store import SubmissionStore
+    from portal.testing.live import open_submission
+
+    old = new_receipt(version=1)
+    assert parse_receipt(old.display()) == old
+    keys = _keys(app)
+    salt = ensure_salt(config.data_dir)
+    before = argon2id.kdf(
+        32,
+        b"testimony-portal/receipt-identity/1\x00" + old.digits.encode(),
+        salt,
+        opslimit=keys.cost.opslimit,
+        memlimit=keys.cost.memlimit,
+    )
+    assert str(keys.derive(old)) == str(X25519Identity(before))
+    page = _followup(client, old.display()).get_data(as_text=True)
+    form = page[page.index('action="/followup/send"') :]
+    response = client.post(
+        "/followup/send",
+        data={**form_fields(form), "receipt": old.display(), "testimony": "more"},
+        content_type="multipart/form-data",
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)
+    store = SubmissionStore(config.data_dir)
+    [manifest] = [open_submission(store.path(i), [identity])[0] for i in store.ids()]
+    assert manifest["reply_to"] == str(X25519Identity(before).recipient)
+    assert "reply_key" not in manifest
 
 
 def test_a_follow_up_with_a_bad_receipt_stores_nothing(client: Any, config: Config) -> None:
@@ -183,7 +231,7 @@ def test_production_cost_is_the_measured_one_and_derives_the_documented_identity
     assert KdfCost(opslimit=2, memlimit=19 * 1024 * 1024) == DEFAULT_COST
     config = Config.from_env({"PORTAL_DATA_DIR": str(tmp_path)})
     assert configured_cost(config.receipt_kdf_ops, config.receipt_kdf_memory_kib) == DEFAULT_COST
-    receipt = new_receipt()
+    receipt = new_receipt(version=1)
     salt = bytes(range(16))
     expected = argon2id.kdf(
         32,
@@ -193,6 +241,14 @@ def test_production_cost_is_the_measured_one_and_derives_the_documented_identity
         memlimit=19 * 1024 * 1024,
     )
     assert str(derive_identity(receipt, salt, DEFAULT_COST)) == str(X25519Identity(expected))
+    # Version 2: argon2id over the seed, one SHA-256 of the digits.
+    current = new_receipt()
+    seed = hashlib.sha256(b"testimony-portal/receipt-seed/2\x00" + current.digits.encode()).digest()
+    expected = argon2id.kdf(
+        32, b"testimony-portal/receipt-identity/1\x00" + seed, salt, opslimit=2, memlimit=19 << 20
+    )
+    assert str(derive_identity(current, salt, DEFAULT_COST)) == str(X25519Identity(expected))
+    assert str(ReplyKey(seed, salt, DEFAULT_COST).identity()) == str(X25519Identity(expected))
 
 
 def test_lowered_costs_are_refused_below_argon2id_minimums() -> None:

@@ -14,6 +14,7 @@ import pytest
 
 from portal.core.age import X25519Identity, decrypt
 from portal.core.manifest import Attachment, build_manifest
+from portal.core.replykey import KdfCost, ReplyKey
 from portal.review.cli import ExitStatus
 from portal.review.custody import CustodyLog
 from tests.review_support import Run, make_store, open_args, review, submit, write_identity
@@ -256,3 +257,32 @@ def test_omitting_a_field_the_submission_does_not_have_is_refused(
         in run.err
     )
     assert not bundle.exists() and custody.read_bytes() == before
+
+
+def test_a_bundle_never_carries_what_leads_to_the_witness(tmp_path: Path) -> None:
+    # reply_to, reply_key (which derives the witness's reply identity) and
+    # thread stay with the organisation, whatever the consent (issues 21, 25).
+    identity = write_identity(tmp_path / "id.txt")
+    store = make_store(tmp_path / "data")
+    key = ReplyKey(seed=bytes(range(32)), salt=bytes(16), cost=KdfCost(1, 8 * 1024))
+    ids = [
+        submit(store, [identity], "seed", fields=YES, reply_key=key),
+        submit(store, [identity], "recipient", fields=YES, reply_to=str(identity.recipient)),
+    ]
+    custody = tmp_path / "custody.jsonl"
+    assert review(open_args(store.root, tmp_path / "id.txt", tmp_path / "out", custody)).status == 0
+    partner = write_identity(tmp_path / "partner.txt")
+    desk = Desk(ids, tmp_path / "out", custody, partner, tmp_path / "partner.txt")
+    bundle = tmp_path / "b.tar.age"
+    run = desk.forward(ids, bundle)
+    assert run.status == ExitStatus.OK, run.err
+    members = desk.members(bundle)
+    for submission_id in ids:
+        opened = json.loads((desk.out_dir / submission_id / "testimony.json").read_text())
+        assert "thread" in opened  # the reviewer keeps the conversation
+        sent = json.loads(members[f"{submission_id}/testimony.json"])
+        assert not set(sent) & {"reply_to", "reply_key", "thread"}, sent
+        assert sent["fields"] == opened["fields"]
+    everything = b"".join(members.values())
+    assert bytes(range(32)).hex().encode() not in everything
+    assert str(identity.recipient).encode() not in everything

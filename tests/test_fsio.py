@@ -26,6 +26,7 @@ from portal.core.fsio import (
     open_lock_file,
     open_new,
     replace_file,
+    replace_with_chunks,
     sha256_file,
     write_all,
 )
@@ -292,6 +293,34 @@ def test_replace_and_append_fsync_the_file_and_the_folder(
 
 
 # ---------------------------------------------------------------------------
+# Replacing a file with data that arrives in pieces
+
+
+def test_replace_with_chunks_writes_every_piece_and_returns_size_and_hash(tmp_path: Path) -> None:
+    pieces = [os.urandom(n) for n in (0, 1, fsio.CHUNK, 17)]
+    size, digest = replace_with_chunks(tmp_path / "f", pieces)
+    whole = b"".join(pieces)
+    assert (size, digest) == (len(whole), hashlib.sha256(whole).hexdigest())
+    assert (tmp_path / "f").read_bytes() == whole
+    assert [p.name for p in tmp_path.iterdir()] == ["f"]
+
+
+def test_replace_with_chunks_keeps_the_old_file_when_the_pieces_fail(tmp_path: Path) -> None:
+    # A decryption that finds the file cut short raises after releasing
+    # authentic pieces: none of them may appear under the name.
+    (tmp_path / "f").write_bytes(b"previous")
+
+    def pieces() -> Iterator[bytes]:
+        yield b"released before the error"
+        raise ValueError("the rest of the file is missing")
+
+    with pytest.raises(ValueError, match="missing"):
+        replace_with_chunks(tmp_path / "f", pieces())
+    assert (tmp_path / "f").read_bytes() == b"previous"
+    assert [p.name for p in tmp_path.iterdir()] == ["f"]
+
+
+# ---------------------------------------------------------------------------
 # A file system that cannot fsync a directory (vfat, exFAT on USB drives)
 
 
@@ -315,8 +344,9 @@ def test_fsync_dir_accepts_a_file_system_that_refuses_directory_fsync(
         out.write(b"data")
     replace_file(tmp_path / "h", b"data")
     append_file(tmp_path / "i", b"data")
-    assert len(refused) == 5
-    assert (tmp_path / "f").read_bytes() == b"data"
+    replace_with_chunks(tmp_path / "j", [b"da", b"ta"])
+    assert len(refused) == 6
+    assert (tmp_path / "f").read_bytes() == (tmp_path / "j").read_bytes() == b"data"
 
 
 @pytest.mark.parametrize("code", [errno.EIO, errno.ENOSPC, errno.EROFS])
@@ -381,6 +411,7 @@ def test_every_primitive_works_on_a_real_vfat_file_system(tmp_path: Path) -> Non
         replace_file(usb / "state", b"one")
         replace_file(usb / "state", b"two")
         append_file(usb / "SHA256SUMS", b"line\n")
+        replace_with_chunks(folder / "c.txt", [b"c" * 100_000, b"c"])
         fsync_dir(folder)
         with pytest.raises(FileExistsError):
             create_new(folder / "a.age", b"other")
@@ -413,7 +444,8 @@ def test_modes_are_private_under_a_permissive_umask(tmp_path: Path, permissive_u
     append_file(tmp_path / "d", b"x")
     os.close(open_lock_file(tmp_path / "e"))
     os.close(open_new(tmp_path / "f"))
-    for name in "abcdef":
+    replace_with_chunks(tmp_path / "g", [b"x"])
+    for name in "abcdefg":
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600, name
 
 
@@ -471,12 +503,14 @@ def test_every_open_is_close_on_exec_and_refuses_links(
     replace_file(tmp_path / "d", b"x")
     append_file(tmp_path / "e", b"x")
     os.close(open_lock_file(tmp_path / "lock"))
+    replace_with_chunks(tmp_path / "g", [b"x"])
     sha256_file(tmp_path / "a")
     fsync_dir(tmp_path)
     for name in "abc":
         assert open_flags[str(tmp_path / name)] & _EXCLUSIVE == _EXCLUSIVE, name
-    temp = next(p for p in open_flags if p.startswith(str(tmp_path / ".d.")))
-    assert open_flags[temp] & _EXCLUSIVE == _EXCLUSIVE
+    for replaced in ("d", "g"):
+        temp = next(p for p in open_flags if p.startswith(str(tmp_path / f".{replaced}.")))
+        assert open_flags[temp] & _EXCLUSIVE == _EXCLUSIVE
     for name in ("e", "lock"):
         assert open_flags[str(tmp_path / name)] & _SAFE == _SAFE, name
     assert open_flags[str(tmp_path / "e")] & os.O_APPEND

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from portal.core import fsio, layout
-from portal.core.age import scrypt
 from portal.server import export, mailbox, seal, store
 from portal.server.config import Config
 
@@ -65,13 +64,6 @@ def test_receipt_kdf_memory_bound_quoted_in_the_docs_adds_up() -> None:
             assert int(match.group(1) or match.group(2)) == cost_mib, path.name
             found += 1
     assert found >= 3
-
-
-def test_scrypt_work_factor_is_named_once_in_the_age_package() -> None:
-    # age -p writes log2(N) = 18; 2**18 x 1 KiB (r = 8) is 256 MiB per guess.
-    assert scrypt.DEFAULT_WORK_FACTOR == 18
-    assert scrypt.DEFAULT_WORK_FACTOR <= scrypt.DEFAULT_MAX_WORK_FACTOR
-    assert scrypt.ScryptRecipient(b"passphrase").work_factor == scrypt.DEFAULT_WORK_FACTOR
 
 
 def test_modes_and_folder_names_have_one_source() -> None:

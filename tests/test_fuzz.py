@@ -255,13 +255,13 @@ def check_answer(portal: Portal, response: Any) -> None:
     assert "<h1>" in page, "not a clear page"
     assert response.headers["X-Frame-Options"] == "DENY"
     assert "default-src 'none'" in response.headers["Content-Security-Policy"]
-    assert list(portal.server.store.staging_dir.iterdir()) == [], "staging was left behind"
-    ids = portal.server.store.ids()
+    assert list(portal.store.staging_dir.iterdir()) == [], "staging was left behind"
+    ids = portal.store.ids()
     if response.status_code == 200:
         assert 'class="notice ok"' in page
         assert len(ids) == portal.committed + 1, "a 200 without a committed submission"
-        new = max(ids, key=lambda i: portal.server.store.path(i).stat().st_ino)
-        open_submission(portal.server.store.path(new), [portal.identity])
+        new = max(ids, key=lambda i: portal.store.path(i).stat().st_ino)
+        open_submission(portal.store.path(new), [portal.identity])
         portal.committed += 1
     else:
         # The "not saved" notice, in whichever language the page speaks.

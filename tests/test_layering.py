@@ -55,10 +55,7 @@ def _imports(path: Path) -> set[str]:
     return found
 
 
-GRAPH = {
-    name: {m for m in _imports(path) if m in MODULES and m != name}
-    for name, path in MODULES.items()
-}
+GRAPH = {name: _imports(path) & ALL_MODULES - {name} for name, path in MODULES.items()}
 
 
 def _in(name: str, package: str) -> bool:

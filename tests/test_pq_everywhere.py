@@ -23,9 +23,9 @@ from portal.core.age import (
     MLKEM768X25519Identity,
     X25519Identity,
     decrypt,
+    header_stanzas,
     parse_identities,
 )
-from portal.core.age.format import BufferedSource, parse_header
 from portal.review.cli import ExitStatus
 from portal.server.store import SubmissionStore
 from portal.testing.live import RECEIVED_MARKERS, LiveServer, start_server
@@ -37,7 +37,7 @@ RECORDING = bytes(range(256)) * 700  # spans three 64 KiB chunks
 
 
 def stanza_types(data: bytes) -> list[str]:
-    return [s.type for s in parse_header(BufferedSource(io.BytesIO(data))).stanzas]
+    return [s.type for s in header_stanzas(io.BytesIO(data))]
 
 
 def keygen(path: Path, *extra: str) -> str:

@@ -7,6 +7,7 @@ must refuse to start with such a file (one line, non-zero exit, no traceback).
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import subprocess
@@ -271,17 +272,17 @@ def test_the_default_questionnaire_is_valid_and_asks_for_consent_last() -> None:
     # Every question is optional except consent; none is asked as required identity.
     assert [question.id for question in loaded.questions if question.required] == ["consent"]
     consent = loaded.question("consent")
-    assert consent is not None and [c.id for c in consent.choices] == list(q.CONSENT_CHOICES)
+    assert consent is not None and [c.id for c in consent.choices] == list(q.Consent)
     for question in loaded.questions:
         assert set(question.label) == set(LANGUAGES)
         assert all(set(choice.label) == set(LANGUAGES) for choice in question.choices)
     assert {question.type for question in loaded.questions} >= {
-        q.LONG_TEXT,
-        q.SHORT_TEXT,
-        q.APPROXIMATE_DATE,
-        q.MULTIPLE_CHOICE,
-        q.FILES,
-        q.SINGLE_CHOICE,
+        q.QuestionKind.LONG_TEXT,
+        q.QuestionKind.SHORT_TEXT,
+        q.QuestionKind.APPROXIMATE_DATE,
+        q.QuestionKind.MULTIPLE_CHOICE,
+        q.QuestionKind.FILES,
+        q.QuestionKind.SINGLE_CHOICE,
     }
 
 
@@ -433,17 +434,15 @@ def test_a_date_question_refuses_what_is_not_a_date(tmp_path: Path) -> None:
 def test_sealed_texts_are_the_witness_language_with_english_beside() -> None:
     loaded = load_questionnaire(DEFAULT_QUESTIONNAIRE, LANGUAGES)
     sealed = loaded.sealed("ko")
-    assert sealed["id"] == "grave-violations" and sealed["language"] == "ko"
-    import hashlib
-
-    assert sealed["sha256"] == hashlib.sha256(DEFAULT_QUESTIONNAIRE.read_bytes()).hexdigest()
-    consent = sealed["questions"][-1]
-    assert consent["label"] == "귀하의 증언을 국제 법원과 유엔 기구에 전달해도 되겠습니까?"
-    assert consent["label_en"].startswith("May we pass your testimony on")
-    assert [c["id"] for c in consent["choices"]] == ["yes", "anonymous", "ask", "no"]
-    assert consent["choices"][2]["label"] == "먼저 저에게 물어봐 주십시오"
-    confirm = next(x for x in sealed["questions"] if x["id"] == "confirm")
-    assert confirm["identifying"] is True
+    assert sealed.id == "grave-violations" and sealed.language == "ko"
+    assert sealed.sha256 == hashlib.sha256(DEFAULT_QUESTIONNAIRE.read_bytes()).hexdigest()
+    consent = sealed.questions[-1]
+    assert consent.label == "귀하의 증언을 국제 법원과 유엔 기구에 전달해도 되겠습니까?"
+    assert consent.label_en.startswith("May we pass your testimony on")
+    assert [c.id for c in consent.choices] == ["yes", "anonymous", "ask", "no"]
+    assert consent.choices[2].label == "먼저 저에게 물어봐 주십시오"
+    confirm = next(x for x in sealed.questions if x.id == "confirm")
+    assert confirm.identifying is True
 
 
 # ------------------------------------------------------------------ paths

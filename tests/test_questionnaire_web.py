@@ -251,7 +251,7 @@ def test_the_manifest_seals_the_questions_seen_and_the_answers(client, config, i
     store = SubmissionStore(config.data_dir)
     [sid] = store.ids()
     manifest, _files = open_submission(store.path(sid), [identity])
-    assert manifest["format"] == "testimony-portal/submission/2"
+    assert manifest["format"] == "testimony-portal/submission/3"  # with a reply key
     assert manifest["fields"] == KOREAN_ANSWERS
     sealed = manifest["questionnaire"]
     assert sealed["id"] == "grave-violations" and sealed["version"] == "2"

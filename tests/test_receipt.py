@@ -99,3 +99,38 @@ def test_a_receipt_never_shows_itself_in_repr() -> None:
     receipt = SAMPLES[0]
     assert receipt.digits not in repr(receipt) and receipt.digits not in str(receipt)
     assert receipt.digits not in f"{receipt!r} {[receipt]}"
+
+
+def test_new_receipts_are_version_2_and_old_ones_still_parse_as_version_1() -> None:
+    rng = random.Random(25)
+    for _ in range(300):
+        current = new_receipt(rng.randrange)
+        old = new_receipt(rng.randrange, version=1)
+        assert parse_receipt(current.display()) == current and current.version == 2
+        assert parse_receipt(old.display()) == old and old.version == 1
+        # The versions feed different secrets to the key derivation.
+        assert current.secret() != current.digits.encode() and len(current.seed()) == 32
+        assert old.secret() == old.digits.encode()
+
+
+def test_a_version_2_receipt_is_never_one_typo_away_from_a_version_1_receipt() -> None:
+    # Every single wrong digit and every swap of neighbours leaves at least
+    # one group failing the version 1 check: it is caught, never misread.
+    for receipt in SAMPLES:
+        d = receipt.digits
+        variants = [
+            d[:i] + o + d[i + 1 :] for i in range(len(d)) for o in "0123456789" if o != d[i]
+        ]
+        variants += [d[:i] + d[i + 1] + d[i] + d[i + 2 :] for i in range(len(d) - 1)]
+        for typo in variants:
+            if typo == d:
+                continue
+            with pytest.raises(ReceiptError):
+                parse_receipt(typo)
+
+
+def test_the_entropy_of_a_version_2_receipt_stays_83_bits() -> None:
+    # Redrawing keeps only receipts with >= 3 groups failing the version 1
+    # check: each fails with probability 9/10.
+    kept = sum(math.comb(5, k) * 0.9**k * 0.1 ** (5 - k) for k in range(3, 6))
+    assert math.floor(math.log2(10**25 * kept)) == ENTROPY_BITS == 83

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import tracemalloc
@@ -52,6 +54,33 @@ def test_open_writes_manifest_and_every_attachment_with_its_hash(
     assert (tmp_path / "out" / "index.html").is_file()
     assert (folder / "testimony.html").is_file()
     assert oct((folder / "photo.jpg").stat().st_mode & 0o777) == "0o600"
+
+
+def test_open_writes_to_a_drive_that_refuses_to_fsync_folders(
+    tmp_path: Path,
+    store: SubmissionStore,
+    reviewer: tuple[X25519Identity, Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # vfat and exFAT, the usual file systems of a USB drive, answer EINVAL to
+    # a folder's fsync; `open --out` onto one once failed after writing.
+    identity, key = reviewer
+    sid = submit(store, [identity], "text", [("a.txt", b"a" * 70_000)])
+    real_fsync = os.fsync
+    refused: list[int] = []
+
+    def fsync(fd: int) -> None:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            refused.append(fd)
+            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    run = open_into(tmp_path, store.root, key)
+
+    assert run.status == ExitStatus.OK, run.err
+    assert (tmp_path / "out" / sid / "a.txt").read_bytes() == b"a" * 70_000
+    assert refused
 
 
 @pytest.mark.parametrize("layout", ["data-dir", "submissions-copy", "one-submission"])

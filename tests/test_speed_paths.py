@@ -184,7 +184,7 @@ def test_open_of_a_large_attachment_records_the_ciphertext_hash(tmp_path: Path) 
     # The threaded hash must still cover every byte of the file, trailing ones
     # included: the custody log's ciphertext hash is what courts compare.
     from portal.core.fsio import sha256_file
-    from portal.review.opening import HashingReader
+    from portal.review.opening.decrypt import HashingReader
 
     data = os.urandom(3 << 20)
     path = tmp_path / "big.bin"

@@ -59,8 +59,9 @@ def test_submission_is_stored_encrypted_with_a_manifest(client, config, identity
     assert 'class="notice ok"' in response.get_data(as_text=True)
 
     manifest, directory = open_only_submission(config, identity)
-    assert manifest["format"] == "testimony-portal/submission/2"
-    assert manifest["reply_to"].startswith("age1") and len(manifest["thread"]) == 64
+    assert manifest["format"] == "testimony-portal/submission/3"  # with a reply key
+    assert len(manifest["reply_key"]["seed"]) == 64 and len(manifest["thread"]) == 64
+    assert "reply_to" not in manifest
     assert manifest["fields"] == {"testimony": "I saw the camp at 12 o'clock.", "consent": "yes"}
     assert manifest["language"] == "en"
     assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", manifest["received"])

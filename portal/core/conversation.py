@@ -14,6 +14,7 @@ import re
 MAILBOX_LABEL = b"testimony-portal/server/mailbox/1\x00"
 THREAD_LABEL = b"testimony-portal/thread/1\x00"
 SINGLE_THREAD_LABEL = b"testimony-portal/thread-of-one/1\x00"
+SEED_THREAD_LABEL = b"testimony-portal/thread-of-seed/2\x00"
 MAILBOX_RE = re.compile(r"[0-9a-f]{64}")
 
 
@@ -25,6 +26,11 @@ def mailbox_name(recipient: str) -> str:
 def thread_id(recipient: str) -> str:
     """The opaque value every submission made with one receipt shares."""
     return hashlib.sha256(THREAD_LABEL + recipient.encode("ascii")).hexdigest()
+
+
+def thread_of_seed(seed: bytes) -> str:
+    """The thread of a version 2 receipt's submissions, from the seed they seal."""
+    return hashlib.sha256(SEED_THREAD_LABEL + seed).hexdigest()
 
 
 def thread_of_one(submission_id: str) -> str:

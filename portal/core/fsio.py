@@ -3,8 +3,8 @@
 One small module, so that the flags and the durability steps are written
 (and audited) once: standard library only, no Flask and no project imports,
 so the store, the seal, the export, the mailbox and the reviewer's tool can
-all use it. (`portal/core/age` stays standalone and keeps its own two-line write
-loop for file objects.)
+all use it. (`portal/core/age` stays standalone and writes no files: the
+reviewer's tool writes what it decrypts with `replace_with_chunks`.)
 
 The rules it applies everywhere:
 
@@ -33,7 +33,7 @@ import os
 import queue
 import secrets
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -221,6 +221,43 @@ def replace_file(path: Path, data: Data, *, mode: int = FILE_MODE, sync_dir: boo
         raise
     if sync_dir:
         fsync_dir(path.parent)
+
+
+def replace_with_chunks(
+    path: Path, chunks: Iterable[Data], *, mode: int = FILE_MODE, sync_dir: bool = True
+) -> tuple[int, str]:
+    """`replace_file` for data that arrives in pieces: `path` changes only if all of them came.
+
+    The pieces go to a temporary file beside `path` (created as `open_new`
+    creates a file), which is fsynced and renamed over `path` only once
+    `chunks` is exhausted. If the iterator raises (a decryption that finds
+    the rest of the file truncated or altered, after releasing authentic
+    pieces), or a write fails, the temporary file is removed, `path` is left
+    as it was, and the error is raised.
+
+    Returns:
+        The size of the data and its SHA-256 as lowercase hex.
+    """
+    temp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    digest = hashlib.sha256()
+    size = 0
+    fd = open_new(temp, mode)
+    try:
+        try:
+            for chunk in chunks:
+                write_all(fd, chunk)
+                digest.update(chunk)
+                size += len(chunk)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temp, path)
+    except BaseException:
+        _remove_failed(temp)
+        raise
+    if sync_dir:
+        fsync_dir(path.parent)
+    return size, digest.hexdigest()
 
 
 def sha256_file(path: Path, *, drop_cache: bool = False) -> str:

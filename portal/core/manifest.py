@@ -6,9 +6,13 @@ module (it needs neither Flask nor the server's intake code), so the format
 strings, the attachment-path grammar, the size buckets and the typed
 `Manifest` exist once. docs/FORMAT.md describes the format in words.
 
-Version 1 (`testimony-portal/submission/1`) is only read. Version 2, the one
-written, adds the optional `reply_to` and `thread` (issue 11) and the sealed
-`questionnaire` (issue 12).
+Version 1 is only read. Version 2 added the optional `reply_to` and
+`thread` (issue 11) and the sealed `questionnaire` (issue 12). Version 3
+adds `reply_key` (issue 25): a version 2 receipt's seed, salt and cost,
+sealed instead of `reply_to` so that the server derives no key for a
+submission (`portal.core.replykey`). The writer writes version 3 for a
+manifest with a `reply_key` and version 2 otherwise (byte for byte as
+before).
 
 Everything the parser reads came from a witness's browser or from a server
 that may have been tampered with, so every member is checked for type and
@@ -24,13 +28,15 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, ParamSpec
 
 from portal.core.age import KeyFormatError, X25519Recipient
-from portal.core.conversation import thread_id, thread_of_one
+from portal.core.conversation import thread_id, thread_of_one, thread_of_seed
 from portal.core.layout import is_attachment_path, received_date
+from portal.core.replykey import ReplyKey, ReplyKeyError
 
 MANIFEST_FORMAT_V1 = "testimony-portal/submission/1"
 MANIFEST_FORMAT = "testimony-portal/submission/2"
-# The formats the parser accepts; the writer writes only the last.
-MANIFEST_FORMATS = (MANIFEST_FORMAT_V1, MANIFEST_FORMAT)
+MANIFEST_FORMAT_V3 = "testimony-portal/submission/3"
+# The formats the parser accepts; the writer writes the last two.
+MANIFEST_FORMATS = (MANIFEST_FORMAT_V1, MANIFEST_FORMAT, MANIFEST_FORMAT_V3)
 # The smallest size a manifest is padded to (issue 22). Every path through the
 # default questionnaire (victim, witness, insider) and every follow-up, with
 # answers of ordinary length, fits in it, so the ciphertext's size tells
@@ -38,6 +44,10 @@ MANIFEST_FORMATS = (MANIFEST_FORMAT_V1, MANIFEST_FORMAT)
 # of the insider's questions alone are about 9 KiB in Korean, a follow-up's
 # 2 KiB, and 64 KiB leaves room for about 18,000 Korean characters of answers.
 MANIFEST_MIN_BUCKET = 64 * 1024
+# The members that lead to the witness (their reply recipient or what derives
+# it, and their conversation): for the organisation's reviewers only. They
+# never leave in a forward bundle, whatever the consent.
+WITNESS_CHANNEL_MEMBERS = ("reply_to", "reply_key", "thread")
 P = ParamSpec("P")
 
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
@@ -143,10 +153,12 @@ class Manifest:
     language: str
     fields: dict[str, str]
     attachments: tuple[Attachment, ...]
-    # The witness's own age recipient (from their receipt), and the opaque
+    # The witness's own age recipient (a version 1 receipt's), or what
+    # derives it (a version 2 receipt's seed, salt and cost); and the opaque
     # thread shared by every submission made with that receipt.
     reply_to: str | None = None
     thread: str = ""
+    reply_key: ReplyKey | None = None
     questionnaire: SealedQuestionnaire | None = None
     format: str = MANIFEST_FORMAT
     document: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -154,6 +166,16 @@ class Manifest:
     @property
     def testimony(self) -> str:
         return self.fields.get("testimony", "")
+
+    def reply_recipient(self) -> str | None:
+        """The witness's age recipient, or None for a submission without a receipt.
+
+        For a version 2 receipt this runs argon2id (offline, on the reviewer's
+        machine): tens of milliseconds.
+        """
+        if self.reply_key is not None:
+            return self.reply_key.recipient()
+        return self.reply_to
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object the server writes, members in their documented order."""
@@ -167,6 +189,9 @@ class Manifest:
         }
         if self.reply_to is not None:
             document["reply_to"] = self.reply_to
+            document["thread"] = self.thread
+        elif self.reply_key is not None:
+            document["reply_key"] = self.reply_key.to_json()
             document["thread"] = self.thread
         if self.questionnaire is not None:
             document["questionnaire"] = self.questionnaire.to_json()
@@ -184,19 +209,25 @@ def new_manifest(
     *,
     received: str | None = None,
     reply_to: str | None = None,
-    questionnaire: Mapping[str, Any] | SealedQuestionnaire | None = None,
+    reply_key: ReplyKey | None = None,
+    questionnaire: SealedQuestionnaire | None = None,
 ) -> Manifest:
-    """A version 2 manifest for a submission being committed.
+    """A manifest for a submission being committed (version 3 with a reply key, else 2).
 
-    `questionnaire` is what `Questionnaire.sealed()` returns (or its typed
-    form): the exact questions the witness saw, sealed with their answers.
+    `reply_to` (a version 1 receipt's recipient) or `reply_key` (a version 2
+    receipt's), never both.
 
-    Raises:
-        ManifestError: the sealed questionnaire is not of the documented shape.
+    `questionnaire` is what `Questionnaire.sealed()` returns: the exact
+    questions the witness saw, sealed with their answers.
     """
-    sealed = questionnaire
-    if sealed is not None and not isinstance(sealed, SealedQuestionnaire):
-        sealed = parse_sealed_questionnaire(dict(sealed))
+    if reply_to is not None and reply_key is not None:
+        raise ManifestError("a manifest seals a reply recipient or a reply key, not both")
+    if reply_key is not None:
+        thread = thread_of_seed(reply_key.seed)
+    elif reply_to is not None:
+        thread = thread_id(reply_to)
+    else:
+        thread = thread_of_one(submission_id)
     return Manifest(
         id=submission_id,
         received=received or received_date(),
@@ -204,8 +235,10 @@ def new_manifest(
         fields=dict(fields),
         attachments=tuple(attachments),
         reply_to=reply_to,
-        thread=thread_id(reply_to) if reply_to is not None else thread_of_one(submission_id),
-        questionnaire=sealed,
+        reply_key=reply_key,
+        thread=thread,
+        questionnaire=questionnaire,
+        format=MANIFEST_FORMAT_V3 if reply_key is not None else MANIFEST_FORMAT,
     )
 
 
@@ -363,9 +396,10 @@ def parse_manifest_text(text: str) -> Manifest:
             "a version 1 manifest cannot hold a questionnaire",
         )
         questionnaire = parse_sealed_questionnaire(document["questionnaire"])
-    reply_to, thread = _conversation(document)
+    reply_to, reply_key, thread = _conversation(document)
     return Manifest(
         reply_to=reply_to,
+        reply_key=reply_key,
         thread=thread,
         id=document["id"],
         received=document["received"],
@@ -468,15 +502,29 @@ def parse_sealed_questionnaire(raw: Any) -> SealedQuestionnaire:
     )
 
 
-def _conversation(document: dict[str, Any]) -> tuple[str | None, str]:
-    """The reply recipient and thread, checked against each other.
+def _conversation(document: dict[str, Any]) -> tuple[str | None, ReplyKey | None, str]:
+    """The reply recipient or reply key, and the thread, checked against each other.
 
-    A manifest without a recipient (version 1) is a thread of its own.
+    A manifest with neither (version 1, or no receipt) is a thread of its own.
     """
     reply_to = document.get("reply_to")
+    if "reply_key" in document:
+        _require(reply_to is None, "manifest has both 'reply_to' and 'reply_key'")
+        _require(
+            document["format"] == MANIFEST_FORMAT_V3, "only a version 3 manifest has 'reply_key'"
+        )
+        try:
+            reply_key = ReplyKey.from_json(document["reply_key"])
+        except ReplyKeyError as exc:
+            raise ManifestError(f"manifest member {exc}") from None
+        _require(
+            document.get("thread") == thread_of_seed(reply_key.seed),
+            "manifest member 'thread' does not belong to its reply key",
+        )
+        return None, reply_key, thread_of_seed(reply_key.seed)
     if reply_to is None:
         _require("thread" not in document, "manifest has a thread but no reply recipient")
-        return None, thread_of_one(str(document["id"]))
+        return None, None, thread_of_one(str(document["id"]))
     _require(isinstance(reply_to, str), "manifest member 'reply_to' is not a string")
     _require(document["format"] != MANIFEST_FORMAT_V1, "a version 1 manifest has no 'reply_to'")
     try:
@@ -487,4 +535,4 @@ def _conversation(document: dict[str, Any]) -> tuple[str | None, str]:
         document.get("thread") == thread_id(reply_to),
         "manifest member 'thread' does not belong to its reply recipient",
     )
-    return reply_to, thread_id(reply_to)
+    return reply_to, None, thread_id(reply_to)

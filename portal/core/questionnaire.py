@@ -24,42 +24,67 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from portal.core.manifest import SealedChoice, SealedQuestion, SealedQuestionnaire
+
 DEFAULT_QUESTIONNAIRE = Path(__file__).resolve().parent / "questionnaires" / "default.toml"
 
-SHORT_TEXT = "short_text"
-LONG_TEXT = "long_text"
-DATE = "date"
-APPROXIMATE_DATE = "approximate_date"
-SINGLE_CHOICE = "single_choice"
-MULTIPLE_CHOICE = "multiple_choice"
-YES_NO = "yes_no"
-FILES = "files"
-# Words only, no answer: what the witness should know before the questions
-# that follow it (for example what may happen to an insider's testimony).
-NOTICE = "notice"
-TYPES = (
-    SHORT_TEXT,
-    LONG_TEXT,
-    DATE,
-    APPROXIMATE_DATE,
-    SINGLE_CHOICE,
-    MULTIPLE_CHOICE,
-    YES_NO,
-    FILES,
-    NOTICE,
-)
-TEXT_TYPES = (SHORT_TEXT, LONG_TEXT, DATE, APPROXIMATE_DATE)
-CHOICE_TYPES = (SINGLE_CHOICE, MULTIPLE_CHOICE, YES_NO)
 
-# The consent question the reviewer's `forward` enforces (issue 12): its id
-# and its answers are fixed, so the tools can read them in every submission.
+class QuestionKind(enum.StrEnum):
+    """What a question asks for: the `type` of a question in the file and in the manifest."""
+
+    SHORT_TEXT = "short_text"
+    LONG_TEXT = "long_text"
+    DATE = "date"
+    APPROXIMATE_DATE = "approximate_date"
+    SINGLE_CHOICE = "single_choice"
+    MULTIPLE_CHOICE = "multiple_choice"
+    YES_NO = "yes_no"
+    FILES = "files"
+    # Words only, no answer: what the witness should know before the
+    # questions that follow it (for example what may happen to an insider's
+    # testimony). Sealed with the answers, so the evidence records it.
+    NOTICE = "notice"
+
+    @property
+    def has_choices(self) -> bool:
+        return self in (
+            QuestionKind.SINGLE_CHOICE,
+            QuestionKind.MULTIPLE_CHOICE,
+            QuestionKind.YES_NO,
+        )
+
+
+class Consent(enum.StrEnum):
+    """The answers of the consent question, which the reviewer's `forward` enforces (issue 12).
+
+    The question's id (CONSENT_ID) and these answers are fixed, so the tools
+    can read them in every submission.
+    """
+
+    YES = "yes"
+    ANONYMOUS = "anonymous"
+    ASK = "ask"
+    NO = "no"
+
+    @property
+    def meaning(self) -> str:
+        """What the answer allows, in the words the reviewer's tools print."""
+        return _CONSENT_MEANINGS[self]
+
+
+_CONSENT_MEANINGS = {
+    Consent.YES: "may be passed on",
+    Consent.ANONYMOUS: "only without their name and identifying details",
+    Consent.ASK: "ask the witness first",
+    Consent.NO: "must not be passed on",
+}
 CONSENT_ID = "consent"
-CONSENT_CHOICES = ("yes", "anonymous", "ask", "no")
 # The answer of a submission that has none (older ones): ask the witness first.
-CONSENT_DEFAULT = "ask"
+CONSENT_DEFAULT = Consent.ASK
 # A follow-up's consent question offers one more answer (issue 22): "the
 # same as I answered before". The server cannot read the earlier answer, so
-# the reviewer's tools resolve it from the conversation.
+# the reviewer's tools resolve it from the conversation. It is not a Consent:
+# on its own it allows nothing.
 CONSENT_SAME = "same"
 CONSENT_SAME_LABELS = {
     "en": "The same as I answered before",
@@ -153,10 +178,10 @@ class Condition:
 
 @dataclass(frozen=True)
 class Question:
-    """One checked question: `type` is one of TYPES; texts are keyed by language."""
+    """One checked question; texts are keyed by language."""
 
     id: str
-    type: str
+    type: QuestionKind
     required: bool
     identifying: bool
     label: Mapping[str, str]
@@ -168,19 +193,32 @@ class Question:
 
     @property
     def form_name(self) -> str:
-        return ATTACHMENTS_FIELD if self.type == FILES else self.id
+        return ATTACHMENTS_FIELD if self.type == QuestionKind.FILES else self.id
 
     @property
     def answered(self) -> bool:
-        """Whether the witness can answer it in a form field that travels between pages."""
-        return self.type not in (FILES, NOTICE)
+        """Whether the witness answers it in a form field (one that travels between pages)."""
+        return self.type not in (QuestionKind.FILES, QuestionKind.NOTICE)
 
     def max_chars(self, long_text_limit: int) -> int:
         return {
-            SHORT_TEXT: SHORT_TEXT_MAX_CHARS,
-            APPROXIMATE_DATE: APPROXIMATE_DATE_MAX_CHARS,
-            DATE: DATE_MAX_CHARS,
+            QuestionKind.SHORT_TEXT: SHORT_TEXT_MAX_CHARS,
+            QuestionKind.APPROXIMATE_DATE: APPROXIMATE_DATE_MAX_CHARS,
+            QuestionKind.DATE: DATE_MAX_CHARS,
         }.get(self.type, long_text_limit)
+
+    def sealed(self, language: str) -> SealedQuestion:
+        """The question as the witness saw it, with the English label beside."""
+        return SealedQuestion(
+            id=self.id,
+            type=self.type.value,
+            required=self.required,
+            identifying=self.identifying,
+            label=self.label[language],
+            label_en=self.label["en"],
+            help=self.help[language] if self.help else "",
+            choices=tuple(c.sealed(language) for c in self.choices),
+        )
 
 
 @dataclass(frozen=True)
@@ -190,9 +228,9 @@ class Choice:
     id: str
     label: Mapping[str, str]
 
-    def sealed(self, language: str) -> dict[str, str]:
+    def sealed(self, language: str) -> SealedChoice:
         """What the manifest records of it: the id and the label shown, with the English one."""
-        return {"id": self.id, "label": self.label[language], "label_en": self.label["en"]}
+        return SealedChoice(self.id, self.label[language], self.label["en"])
 
 
 @dataclass(frozen=True)
@@ -229,11 +267,11 @@ class Questionnaire:
             if question.id == CONSENT_ID:
                 same = Choice(CONSENT_SAME, dict(CONSENT_SAME_LABELS))
                 kept.append(replace(question, choices=(same, *question.choices), page=1))
-            elif question.id == TESTIMONY_ID or question.type == FILES:
+            elif question.id == TESTIMONY_ID or question.type == QuestionKind.FILES:
                 kept.append(replace(question, page=1, condition=None))
         return replace(self, questions=tuple(kept))
 
-    def sealed(self, language: str, shown: Iterable[Question] | None = None) -> dict[str, Any]:
+    def sealed(self, language: str, shown: Iterable[Question] | None = None) -> SealedQuestionnaire:
         """What the manifest records: this file's identity and the exact texts shown.
 
         Only the questions in `shown` (all by default) are sealed: those the
@@ -242,28 +280,15 @@ class Questionnaire:
         so the reviewer's tools can show both without the questionnaire
         file, which may have changed since.
         """
-        questions = []
-        for q in self.questions if shown is None else shown:
-            item: dict[str, Any] = {
-                "id": q.id,
-                "type": q.type,
-                "required": q.required,
-                "identifying": q.identifying,
-                "label": q.label[language],
-                "label_en": q.label["en"],
-            }
-            if q.help:
-                item["help"] = q.help[language]
-            if q.choices:
-                item["choices"] = [c.sealed(language) for c in q.choices]
-            questions.append(item)
-        return {
-            "id": self.id,
-            "version": self.version,
-            "sha256": self.sha256,
-            "language": language,
-            "questions": questions,
-        }
+        return SealedQuestionnaire(
+            id=self.id,
+            version=self.version,
+            sha256=self.sha256,
+            language=language,
+            questions=tuple(
+                q.sealed(language) for q in (self.questions if shown is None else shown)
+            ),
+        )
 
 
 @dataclass
@@ -426,11 +451,11 @@ class _Checker:
         if qid is None:
             return None
         number = f"question {qid!r}"
-        kind = raw.get("type")
-        if kind not in TYPES:
-            self.problem(line("type"), f"{number}: 'type' must be one of {', '.join(TYPES)}")
+        kind = next((k for k in QuestionKind if k.value == raw.get("type")), None)
+        if kind is None:
+            self.problem(line("type"), f"{number}: 'type' must be one of {', '.join(QuestionKind)}")
             return None
-        if kind != FILES and qid in RESERVED_IDS:
+        if kind != QuestionKind.FILES and qid in RESERVED_IDS:
             ok = False
             self.problem(line("id"), f"{number}: the id {qid!r} is reserved; choose another")
         flags = {}
@@ -439,13 +464,13 @@ class _Checker:
             if not isinstance(value, bool):
                 ok = False
                 self.problem(line(key), f"{number}: {key!r} must be true or false")
-            elif value and kind == NOTICE:
+            elif value and kind == QuestionKind.NOTICE:
                 ok = False
                 self.problem(line(key), f"{number}: a notice has no answer, so it cannot be {key}")
             flags[key] = value is True
         label = self._texts(raw.get("label"), line("label"), f"{number}: 'label'", required=True)
         help_texts = self._texts(
-            raw.get("help"), line("help"), f"{number}: 'help'", required=kind == NOTICE
+            raw.get("help"), line("help"), f"{number}: 'help'", required=kind == QuestionKind.NOTICE
         )
         first_choice = self._headers(r"\[\[\s*questions\.choices\s*\]\]", start, end)
         choices_line = first_choice[0] + 1 if first_choice else line("choices")
@@ -514,7 +539,7 @@ class _Checker:
             self.problem(line, f"{where} must list choice ids of {source_id!r}, {example}")
             return None
         source = next((q for q in earlier if q.id == source_id), None)
-        if source is None or source.type not in CHOICE_TYPES:
+        if source is None or not source.type.has_choices:
             self.problem(
                 line,
                 f"{where} names {source_id!r}, which is not a choice question earlier in the file",
@@ -594,14 +619,14 @@ class _Checker:
         return None if problems or unknown else texts
 
     def _choices(
-        self, raw: Any, kind: str, number: str, start: int, end: int, key_line: int
+        self, raw: Any, kind: QuestionKind, number: str, start: int, end: int, key_line: int
     ) -> tuple[Choice, ...] | None:
-        if kind not in CHOICE_TYPES:
+        if not kind.has_choices:
             if raw is not None:
                 self.problem(key_line, f"{number}: a {kind} question has no choices")
                 return None
             return ()
-        if kind == YES_NO and raw is None:
+        if kind == QuestionKind.YES_NO and raw is None:
             missing = [lang for lang in self.languages if lang not in YES_NO_LABELS["yes"]]
             if missing:
                 self.problem(
@@ -652,7 +677,7 @@ class _Checker:
             )
             if label is not None:
                 choices.append(Choice(cid, label))
-        if kind == YES_NO and seen != {"yes", "no"}:
+        if kind == QuestionKind.YES_NO and seen != {"yes", "no"}:
             self.problem(key_line, f"{number}: a yes_no question's choices are 'yes' and 'no'")
             return None
         if len(choices) != len(raw):
@@ -675,11 +700,11 @@ class _Checker:
             else:
                 ids[qid] = self._key_line("id", start + 1, end, start)
         testimony = next((q for q in questions if q.id == TESTIMONY_ID), None)
-        if testimony is not None and testimony.type != LONG_TEXT:
+        if testimony is not None and testimony.type != QuestionKind.LONG_TEXT:
             # The free text is the form's testimony field, with its own
             # length limit (PORTAL_MAX_TESTIMONY_CHARS).
             self.problem(ids[TESTIMONY_ID], "the question 'testimony' must be of type long_text")
-        files = [q for q in questions if q.type == FILES]
+        files = [q for q in questions if q.type == QuestionKind.FILES]
         if len(files) > 1:
             self.problem(ids[files[1].id], "only one question may be of type files")
         if CONSENT_ID not in ids:
@@ -687,7 +712,7 @@ class _Checker:
                 1,
                 f"no consent question: add a [[questions]] with id = {CONSENT_ID!r}, "
                 'type = "single_choice", required = true and the choices '
-                f"{', '.join(CONSENT_CHOICES)} (see the shipped default questionnaire)",
+                f"{', '.join(Consent)} (see the shipped default questionnaire)",
             )
             return
         last_page = max((q.page for q in questions), default=1)
@@ -709,15 +734,15 @@ class _Checker:
                 f"the consent question must be asked of everyone on the last page "
                 f"(page {last_page}), with no show_if or hide_if",
             )
-        if consent.type != SINGLE_CHOICE:
+        if consent.type != QuestionKind.SINGLE_CHOICE:
             self.problem(where, "the consent question must be of type single_choice")
         if not consent.required:
             self.problem(where, "the consent question must have required = true")
         chosen = tuple(c.id for c in consent.choices)
-        if sorted(chosen) != sorted(CONSENT_CHOICES):
+        if sorted(chosen) != sorted(Consent):
             self.problem(
                 where,
-                f"the consent question's choices must be exactly {', '.join(CONSENT_CHOICES)} "
+                f"the consent question's choices must be exactly {', '.join(Consent)} "
                 f"(it has {', '.join(chosen) or 'none'}): the reviewer's tools enforce them",
             )
 
@@ -754,7 +779,7 @@ def read_answers(
         if not q.answered:
             continue
         values = [normalise_line_breaks(v) for v in get_list(q.form_name) if isinstance(v, str)]
-        if q.type in CHOICE_TYPES:
+        if q.type.has_choices:
             _read_choice(q, values, answers)
             continue
         text = values[0] if values else ""
@@ -767,9 +792,9 @@ def read_answers(
         answers.values[q.id] = text
         if len(text) > q.max_chars(long_text_limit):
             answers.problems[q.id] = Problem.TOO_LONG
-        elif q.type == DATE and not is_partial_date(text.strip()):
+        elif q.type == QuestionKind.DATE and not is_partial_date(text.strip()):
             answers.problems[q.id] = Problem.BAD_DATE
-        elif q.type == DATE:
+        elif q.type == QuestionKind.DATE:
             answers.values[q.id] = text.strip()
     return answers
 
@@ -782,7 +807,9 @@ def _read_choice(q: Question, values: list[str], answers: Answers) -> None:
         if q.required:
             answers.problems[q.id] = Problem.REQUIRED
         return
-    if any(v not in known for v in sent) or (q.type != MULTIPLE_CHOICE and len(set(sent)) > 1):
+    if any(v not in known for v in sent) or (
+        q.type != QuestionKind.MULTIPLE_CHOICE and len(set(sent)) > 1
+    ):
         answers.problems[q.id] = Problem.BAD_CHOICE
         return
     answers.values[q.id] = CHOICE_SEPARATOR.join(c for c in known if c in sent)

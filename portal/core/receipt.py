@@ -13,6 +13,16 @@ every single wrong digit and every swap of two neighbouring digits; folding
 the position in also catches two whole groups written in the wrong order.
 Five groups of five random digits hold 10**25 values, about 83 bits.
 
+Two versions share this form. Version 2 receipts (issued since issue 25)
+fold positions 6 to 10 into their check digits instead of 1 to 5, so the
+digits alone say which version a receipt is. A new receipt is drawn again
+unless at least three of its groups fail the version 1 check: then no single
+wrong digit, swap of neighbours or pair of groups in the wrong order can
+turn it into a valid version 1 receipt (each leaves a failing group in
+place). That keeps 99.1% of draws, so a receipt still holds 83 bits. The
+version decides what the key derivation is fed (`Receipt.secret()`, see
+`portal.core.replykey`).
+
 The check runs before any key derivation, so a typo costs the server
 nothing but a string comparison, and the witness is told which group to
 look at again.
@@ -25,12 +35,18 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from portal.core.replykey import seed_of
+
 GROUPS = 5
 DATA_DIGITS = 5
 GROUP_DIGITS = DATA_DIGITS + 1
 RECEIPT_DIGITS = GROUPS * GROUP_DIGITS
 # log2(10**25), rounded down: the entropy of a receipt.
 ENTROPY_BITS = 83
+# The receipt versions (see the module docstring); new receipts are the last.
+VERSIONS = (1, 2)
+CURRENT_VERSION = 2
+_MIN_GROUPS_FAILING_V1 = 3
 
 # The Damm quasigroup of order 10 (totally anti-symmetric, zero diagonal):
 # Damm, "Total anti-symmetrische Quasigruppen", 2004.
@@ -71,8 +87,18 @@ def damm_digit(digits: str) -> int:
     return interim
 
 
-def _group_check(position: int, data: str) -> str:
-    return str(damm_digit(str(position) + data))
+def _group_check(position: int, data: str, version: int) -> str:
+    return str(damm_digit(str(position + (version - 1) * GROUPS) + data))
+
+
+def _bad_groups(digits: str, version: int) -> list[int]:
+    """The 1-based groups of `digits` whose check digit fails under `version`."""
+    bad = []
+    for index in range(GROUPS):
+        group = digits[index * GROUP_DIGITS : (index + 1) * GROUP_DIGITS]
+        if _group_check(index + 1, group[:DATA_DIGITS], version) != group[DATA_DIGITS]:
+            bad.append(index + 1)
+    return bad
 
 
 @dataclass(frozen=True)
@@ -80,6 +106,7 @@ class Receipt:
     """A well-formed receipt. `digits` is its canonical form: 30 ASCII digits."""
 
     digits: str
+    version: int = 1
 
     def __repr__(self) -> str:
         # A receipt must never reach a log line or a traceback by accident.
@@ -96,16 +123,32 @@ class Receipt:
         return " ".join(self.groups)
 
     def secret(self) -> bytes:
-        """What the key derivation is fed: the canonical digits as ASCII."""
-        return self.digits.encode("ascii")
+        """What the key derivation is fed: version 1, the digits; version 2, the seed."""
+        if self.version == 1:
+            return self.digits.encode("ascii")
+        return seed_of(self.digits)
+
+    def seed(self) -> bytes:
+        """A version 2 receipt's seed, which its submissions seal (`portal.core.replykey`)."""
+        if self.version == 1:
+            raise ValueError("a version 1 receipt has no seed")
+        return seed_of(self.digits)
 
 
-def new_receipt(randbelow: Callable[[int], int] = secrets.randbelow) -> Receipt:
-    groups = []
-    for position in range(1, GROUPS + 1):
-        data = f"{randbelow(10**DATA_DIGITS):0{DATA_DIGITS}d}"
-        groups.append(data + _group_check(position, data))
-    return Receipt("".join(groups))
+def new_receipt(
+    randbelow: Callable[[int], int] = secrets.randbelow, *, version: int = CURRENT_VERSION
+) -> Receipt:
+    """A fresh receipt of `version` (tests make version 1 ones, as issued before)."""
+    while True:
+        groups = []
+        for position in range(1, GROUPS + 1):
+            data = f"{randbelow(10**DATA_DIGITS):0{DATA_DIGITS}d}"
+            groups.append(data + _group_check(position, data, version))
+        digits = "".join(groups)
+        # Version 1 wins when both pass (for the receipts issued before):
+        # keep only version 2 receipts that no usual typo makes pass as it.
+        if version == 1 or len(_bad_groups(digits, 1)) >= _MIN_GROUPS_FAILING_V1:
+            return Receipt(digits, version)
 
 
 def parse_receipt(typed: str) -> Receipt:
@@ -129,8 +172,13 @@ def parse_receipt(typed: str) -> Receipt:
     canonical = "".join(digits)
     if len(canonical) != RECEIPT_DIGITS:
         raise ReceiptError(f"a receipt has {RECEIPT_DIGITS} digits, not {len(canonical)}")
-    for index in range(GROUPS):
-        group = canonical[index * GROUP_DIGITS : (index + 1) * GROUP_DIGITS]
-        if _group_check(index + 1, group[:DATA_DIGITS]) != group[DATA_DIGITS]:
-            raise ReceiptError(f"group {index + 1} of the receipt has a mistake", group=index + 1)
-    return Receipt(canonical)
+    # Version 1 first: the receipts issued before version 2 must keep their
+    # meaning, and no version 2 receipt passes as version 1.
+    bad = {version: _bad_groups(canonical, version) for version in VERSIONS}
+    for version in VERSIONS:
+        if not bad[version]:
+            return Receipt(canonical, version)
+    # A typo: name the first wrong group of the version it is closest to.
+    closest = min(reversed(VERSIONS), key=lambda version: len(bad[version]))
+    group = bad[closest][0]
+    raise ReceiptError(f"group {group} of the receipt has a mistake", group=group)

@@ -6,10 +6,11 @@ names from the rest of the package: never Flask, never the web layer.
 
 - `cli/`: the command line (the only place that prints or picks exit statuses)
 - `discovery`: where the submissions under SRC are, and what each one holds
-- `opening`: the parallel decryptor that opens them into DIR
+- `opening/`: the parallel decryptor that opens them into DIR (`decrypt`: every file
+  checked against the manifest; `folder`: the page and `opened.json`; `opener`: the run)
 - `record`: `opened.json` and the sent-reply copies, typed
 - `recheck`: an opened submission hashed again against its record
-- `outcomes`: what a run did with a submission, and each kind of failure
+- `outcomes`: what a run did with each submission, and each kind of failure
 - `custody`: the hash-chained custody log and its typed entries
 - `report`, `inert`, `safenames`: the offline pages, which files they link, safe names
 - `forward`, `consent`, `table`, `reply`: what leaves DIR, and under which rules

@@ -24,23 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from portal.core.manifest import Manifest, ManifestError, parse_manifest
+from portal.core.questionnaire import CONSENT_DEFAULT, CONSENT_ID, CONSENT_SAME, Consent
+from portal.review.record import MANIFEST_JSON
 
-CONSENT_FIELD = "consent"
-CONSENT_ANSWERS = ("yes", "anonymous", "ask", "no")
-# A follow-up's "the same as I answered before" (portal.core.questionnaire.CONSENT_SAME).
-SAME_AS_BEFORE = "same"
+_ANSWERS = {answer.value: answer for answer in Consent}
 # From the most careful answer to the least: where answers of one day differ,
 # the first of them in this order counts.
-_CAREFUL_FIRST = ("no", "ask", "anonymous", "yes")
-# What a submission without a consent answer counts as: ask the witness first.
-NO_ANSWER = "ask"
-_MEANING = {
-    "yes": "may be passed on",
-    "anonymous": "only without their name and identifying details",
-    "ask": "ask the witness first",
-    "no": "must not be passed on",
-}
-MANIFEST_JSON = "testimony.json"
+_CAREFUL_FIRST = (Consent.NO, Consent.ASK, Consent.ANONYMOUS, Consent.YES)
 
 
 class ConsentRefused(Exception):
@@ -50,7 +40,7 @@ class ConsentRefused(Exception):
 @dataclass(frozen=True)
 class ConsentDecision:
     submission: str
-    consent: str
+    consent: Consent
     # True when the witness gave no (valid) answer and `consent` is the default.
     assumed: bool
     override_reason: str | None = None
@@ -59,42 +49,45 @@ class ConsentDecision:
     same_as: tuple[str, ...] = ()
 
     def as_record(self) -> dict[str, object]:
-        record: dict[str, object] = {"submission": self.submission, "consent": self.consent}
+        record: dict[str, object] = {
+            "submission": self.submission,
+            "consent": self.consent.value,
+        }
         if self.assumed:
             record["consent_answer"] = None
         if self.same_as:
-            record["consent_answer"] = SAME_AS_BEFORE
+            record["consent_answer"] = CONSENT_SAME
             record["same_as"] = list(self.same_as)
         if self.override_reason is not None:
             record["override_reason"] = self.override_reason
         return record
 
 
-def consent_of(manifest: Manifest) -> tuple[str, bool]:
+def consent_of(manifest: Manifest) -> tuple[Consent, bool]:
     """The consent answer and whether it was assumed (no valid answer in the manifest).
 
     A follow-up's "the same as before" is not an answer on its own: see
     `resolve_same`.
     """
-    value = manifest.fields.get(CONSENT_FIELD)
-    if value in CONSENT_ANSWERS:
-        return value, False
-    return NO_ANSWER, True
+    answer = _ANSWERS.get(manifest.fields.get(CONSENT_ID, ""))
+    if answer is not None:
+        return answer, False
+    return CONSENT_DEFAULT, True
 
 
 def answered_same(manifest: Manifest) -> bool:
     """Whether a follow-up answered "the same as before", as its sealed question offered it."""
-    if manifest.fields.get(CONSENT_FIELD) != SAME_AS_BEFORE or manifest.questionnaire is None:
+    if manifest.fields.get(CONSENT_ID) != CONSENT_SAME or manifest.questionnaire is None:
         return False
-    question = next((q for q in manifest.questionnaire.questions if q.id == CONSENT_FIELD), None)
-    return question is not None and any(c.id == SAME_AS_BEFORE for c in question.choices)
+    question = next((q for q in manifest.questionnaire.questions if q.id == CONSENT_ID), None)
+    return question is not None and any(c.id == CONSENT_SAME for c in question.choices)
 
 
 @dataclass(frozen=True)
 class Resolved:
     """A consent as it counts: the answer, whether it was assumed, and where it came from."""
 
-    consent: str
+    consent: Consent
     assumed: bool
     same_as: tuple[str, ...] = ()
 
@@ -118,10 +111,8 @@ def resolve_same(manifest: Manifest, conversation: Sequence[Manifest]) -> Resolv
         if m.received < manifest.received
         or (m.received == manifest.received and not answered_same(m))
     ]
-    if not earlier:
-        return Resolved(NO_ANSWER, True)
-    latest = max(m.received for m in earlier)
-    answers: dict[str, list[str]] = {}
+    answers: dict[Consent, list[str]] = {}
+    latest = max((m.received for m in earlier), default="")
     for member in earlier:
         if member.received != latest:
             continue
@@ -129,7 +120,7 @@ def resolve_same(manifest: Manifest, conversation: Sequence[Manifest]) -> Resolv
         if not resolved.assumed:
             answers.setdefault(resolved.consent, []).append(member.id)
     if not answers:
-        return Resolved(NO_ANSWER, True)
+        return Resolved(CONSENT_DEFAULT, True)
     consent = next(answer for answer in _CAREFUL_FIRST if answer in answers)
     return Resolved(consent, False, tuple(sorted(answers[consent])))
 
@@ -160,22 +151,22 @@ def decide(
     consent, assumed, same_as = resolved.consent, resolved.assumed, resolved.same_as
     if same_as:
         given = (
-            f"consent 'same as before', which is {consent!r} ({_MEANING[consent]}) "
+            f"consent 'same as before', which is {consent.value!r} ({consent.meaning}) "
             f"as answered in {', '.join(same_as)}"
         )
     elif answered_same(manifest):
         given = (
             "consent 'same as before', but no earlier answer of this conversation is in the "
-            f"folder (counts as {consent!r}: {_MEANING[consent]}; open the conversation's "
+            f"folder (counts as {consent.value!r}: {consent.meaning}; open the conversation's "
             "first submission into the same folder to resolve it)"
         )
     elif not assumed:
-        given = f"consent {consent!r} ({_MEANING[consent]})"
+        given = f"consent {consent.value!r} ({consent.meaning})"
     else:
-        given = f"no consent answer (counts as {consent!r}: {_MEANING[consent]})"
-    if consent == "yes":
+        given = f"no consent answer (counts as {consent.value!r}: {consent.meaning})"
+    if consent == Consent.YES:
         return ConsentDecision(submission_id, consent, assumed, same_as=same_as)
-    if consent == "anonymous":
+    if consent == Consent.ANONYMOUS:
         kept = sorted(set(identifying_answers(manifest)) - set(omit_fields))
         if not kept:
             return ConsentDecision(submission_id, consent, assumed, same_as=same_as)
@@ -249,7 +240,11 @@ def bundle_note(decisions: Sequence[ConsentDecision]) -> str:
     """The bundle README's paragraph on consent: each answer, and every override with its reason."""
     lines = ["Consent given by each witness to passing on their testimony:"]
     for decision in decisions:
-        answer = decision.consent if not decision.assumed else f"none given (counts as {NO_ANSWER})"
+        answer = (
+            decision.consent.value
+            if not decision.assumed
+            else f"none given (counts as {CONSENT_DEFAULT.value})"
+        )
         if decision.same_as:
             answer += f" (answered 'the same as before': as in {', '.join(decision.same_as)})"
         lines.append(f"  {decision.submission}: {answer}")

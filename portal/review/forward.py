@@ -38,6 +38,7 @@ from typing import Any, BinaryIO, cast
 from portal.core.age import PublicKey, Writer
 from portal.core.fsio import FILE_MODE, READ_FLAGS, fsync_dir, new_file, sha256_file, write_all
 from portal.core.layout import is_valid_id
+from portal.core.manifest import WITNESS_CHANNEL_MEMBERS
 from portal.review.custody import Entry
 from portal.review.outcomes import Changed
 from portal.review.recheck import read_opened_manifest
@@ -138,7 +139,7 @@ def collect(
                 f"submission {submission_id} has no field {', '.join(map(repr, missing))} to "
                 f"omit; its fields are: {present}. Nothing was sent; check the spelling"
             )
-        if omit_fields:
+        if omit_fields or any(key in manifest.document for key in WITNESS_CHANNEL_MEMBERS):
             manifest_bytes = _redacted_manifest(manifest.document, omit_fields)
         members.append(_Member(f"{submission_id}/{MANIFEST_JSON}", data=manifest_bytes))
         for entry in record.attachments:
@@ -171,11 +172,12 @@ def collect(
 
 
 def _redacted_manifest(document: dict[str, Any], omit_fields: Sequence[str]) -> bytes:
-    """The manifest without the omitted fields, serialised afresh."""
+    """The manifest without the omitted fields and the witness's channel, serialised afresh."""
     omitted = set(omit_fields)
-    redacted = dict(document)
+    redacted = {k: v for k, v in document.items() if k not in WITNESS_CHANNEL_MEMBERS}
     redacted["fields"] = {k: v for k, v in document["fields"].items() if k not in omitted}
-    redacted["omitted_fields"] = sorted(omitted)
+    if omitted:
+        redacted["omitted_fields"] = sorted(omitted)
     return json.dumps(redacted, ensure_ascii=False, indent=1, sort_keys=True).encode()
 
 

@@ -2,12 +2,15 @@
 
 Callers tell the kinds apart with `isinstance`; each class carries the label
 the tool prints and whether it is evidence of tampering (which makes the
-command exit with `ExitStatus.INTEGRITY`).
+command exit with `ExitStatus.INTEGRITY`). An `OpenReport` gathers the
+`Outcome` of every submission of one `open` run.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 
 
 class Status(StrEnum):
@@ -53,3 +56,40 @@ class Changed(OpenFailure, label="changed since opened", integrity=True):
 
 class Unexpected(OpenFailure, label="unexpected error"):
     """A bug or an unforeseen condition; the run goes on with the next submission."""
+
+
+@dataclass
+class Outcome:
+    submission_id: str
+    status: Status
+    # Set when the status is FAILED: why, with its kind and label.
+    failure: OpenFailure | None = None
+
+    @property
+    def reason(self) -> str:
+        return str(self.failure) if self.failure is not None else ""
+
+    @property
+    def kind(self) -> str:
+        return self.failure.label if self.failure is not None else ""
+
+
+@dataclass
+class OpenReport:
+    outcomes: list[Outcome] = field(default_factory=list)
+    index_path: Path | None = None
+
+    def _with(self, status: Status) -> list[Outcome]:
+        return [o for o in self.outcomes if o.status == status]
+
+    @property
+    def opened(self) -> list[Outcome]:
+        return self._with(Status.OPENED)
+
+    @property
+    def skipped(self) -> list[Outcome]:
+        return self._with(Status.ALREADY_OPENED)
+
+    @property
+    def failed(self) -> list[Outcome]:
+        return self._with(Status.FAILED)

@@ -14,6 +14,7 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,19 @@ RECORD_NAME = "opened.json"
 
 class RecordError(Exception):
     """An `opened.json` is not a record this tool writes (damaged or edited)."""
+
+
+class AttachmentStatus(StrEnum):
+    """What `open` recorded of an attachment's integrity."""
+
+    VERIFIED = "verified"
+    # A record without a status, or with one this tool never writes (an
+    # edited record): its files are never shown as verified.
+    UNKNOWN = "unknown"
+
+    @classmethod
+    def read(cls, text: str) -> AttachmentStatus:
+        return cls.VERIFIED if text == cls.VERIFIED.value else cls.UNKNOWN
 
 
 def is_plain_name(name: object) -> bool:
@@ -106,7 +120,7 @@ class OpenedRecord:
                     ciphertext_sha256=item.text("ciphertext_sha256"),
                     view=item.optional_text("view"),
                     view_reason=item.text("view_reason", default=""),
-                    status=item.text("status", default=""),
+                    status=AttachmentStatus.read(item.text("status", default="")),
                 )
                 for item in reader.items("attachments")
             ),
@@ -143,11 +157,11 @@ class OpenedAttachment:
     # How the pages show it (see inert.Decision): a kind only when inert.
     view: str | None
     view_reason: str
-    status: str = "verified"
+    status: AttachmentStatus = AttachmentStatus.VERIFIED
 
     @property
     def verified(self) -> bool:
-        return self.status == "verified"
+        return self.status == AttachmentStatus.VERIFIED
 
 
 @dataclass(frozen=True)

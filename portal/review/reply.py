@@ -2,8 +2,9 @@
 
 `testimony-review reply ID --from OPENED_DIR --message-file FILE --out OUTBOX`
 checks the opened submission again, takes the witness's recipient from its
-manifest (`reply_to`), encrypts the message to that recipient only, and
-writes `OUTBOX/<mailbox>/<hash>.age` for the drive that goes to the server.
+manifest (`reply_to`, or derived offline from its `reply_key`), encrypts the
+message to that recipient only, and writes `OUTBOX/<mailbox>/<hash>.age` for
+the drive that goes to the server.
 The server can store and serve that file but never read it; only the
 witness's receipt opens it.
 
@@ -98,15 +99,17 @@ def write_reply(
             f"{exc}; open it first (testimony-review open ... --out {opened_dir})"
         ) from None
     manifest = check_opened_files(folder, record)
-    if manifest.reply_to is None:
+    # A version 2 receipt's submission seals a seed: this runs argon2id.
+    reply_to = manifest.reply_recipient()
+    if reply_to is None:
         raise ReplyError(
             f"submission {submission_id} was sent before the portal gave receipts: there is "
             "no way to reply to its witness. Nothing was written"
         )
-    recipient = X25519Recipient.parse(manifest.reply_to)
+    recipient = X25519Recipient.parse(reply_to)
     ciphertext = encrypt(message.encode("utf-8"), [recipient])
     digest = hashlib.sha256(ciphertext).hexdigest()
-    mailbox = mailbox_name(manifest.reply_to)
+    mailbox = mailbox_name(reply_to)
     box = outbox / mailbox
     box.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
     target = box / f"{digest[:32]}.age"

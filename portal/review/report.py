@@ -16,6 +16,7 @@ import hashlib
 import html
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -26,6 +27,7 @@ from portal.core.manifest import (
     SealedQuestionnaire,
     parse_sealed_questionnaire,
 )
+from portal.core.questionnaire import QuestionKind
 from portal.review import inert
 from portal.review.outcomes import Status
 from portal.review.record import (
@@ -265,7 +267,7 @@ def _questionnaire_answers(
             f'<span class="note">(<bdi>{esc(question.label_en)}</bdi>; '
             f"<code>{esc(question.id)}</code>)</span></h2>"
         )
-        if question.type == "files":
+        if question.type == QuestionKind.FILES:
             parts.append('<p class="note">See the attachments below.</p>')
             continue
         if question.type == "notice":
@@ -316,14 +318,27 @@ def _thread_rows(thread: str, members: int, replies: Sequence[ReplyCopy]) -> lis
     return rows
 
 
-def _by_thread(
-    rows: Sequence[tuple[OpenedRecord, Mapping[str, Any]]],
-) -> list[tuple[str, list[tuple[OpenedRecord, Mapping[str, Any]]]]]:
+@dataclass(frozen=True)
+class _Conversation:
+    """The group of the index a submission is listed in."""
+
+    # The thread every submission made with one receipt shares. Records
+    # written before threads have none ("") and each is a group of its own,
+    # named by `alone`, without a heading.
+    thread: str
+    alone: str = ""
+
+
+_Row = tuple[OpenedRecord, Mapping[str, Any]]
+
+
+def _by_thread(rows: Sequence[_Row]) -> list[tuple[_Conversation, list[_Row]]]:
     """Rows grouped by conversation, the conversation with the newest submission first."""
-    groups: dict[str, list[tuple[OpenedRecord, Mapping[str, Any]]]] = {}
+    groups: dict[_Conversation, list[_Row]] = {}
     for row in rows:
-        thread = row[0].thread or "single:" + row[0].id
-        groups.setdefault(thread, []).append(row)
+        record = row[0]
+        key = _Conversation(record.thread) if record.thread else _Conversation("", record.id)
+        groups.setdefault(key, []).append(row)
     return list(groups.items())
 
 
@@ -361,8 +376,9 @@ def render_index(
     )
     # Submissions made with one receipt form a conversation: shown together,
     # under a heading row, with the replies sent to it.
-    for thread, members in _by_thread(rows):
-        if not thread.startswith("single:"):
+    for conversation, members in _by_thread(rows):
+        if conversation.thread:
+            thread = conversation.thread
             parts.extend(_thread_rows(thread, len(members), replies.get(thread, [])))
         for record, manifest in members:
             parts.append(_index_row(record, manifest, checked, failures))

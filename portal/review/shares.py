@@ -34,7 +34,6 @@ from portal.core.age import (
     X25519Identity,
     is_post_quantum,
 )
-from portal.core.age.bech32 import decode as bech32_decode
 
 MAX_SHARES = 16
 WORDS_BEGIN = "----- BEGIN SHARE WORDS -----"
@@ -63,9 +62,7 @@ class ShareInput:
 
 def identity_secret(identity: PrivateKey) -> bytes:
     """The secret that is shared: the raw key, tagged if it is post-quantum."""
-    # portal.core.age keeps the raw key private; its canonical text encoding is
-    # the public way to get at it.
-    _hrp, secret = bech32_decode(str(identity))
+    secret = identity.secret_bytes()
     if isinstance(identity, MLKEM768X25519Identity):
         return PQ_TAG + secret
     return secret

@@ -65,7 +65,7 @@ class Row:
                 if sealed is not None
                 else None
             ),
-            "consent_effective": consent_of(m)[0],
+            "consent_effective": consent_of(m)[0].value,
             "answers": self.answers(),
             "attachments": [
                 {"name": a.name, "type": a.type, "size": a.size, "sha256": a.sha256}

@@ -14,10 +14,11 @@ from __future__ import annotations
 import hashlib
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from portal.core.age import Recipient, Writer
-from portal.core.manifest import Attachment, build_manifest
+from portal.core.manifest import Attachment, SealedQuestionnaire, build_manifest
+from portal.core.replykey import ReplyKey
 from portal.server.store import StagedFile, Staging, SubmissionStore
 
 # Names and types come from the witness's browser: keep them, but bounded,
@@ -196,12 +197,14 @@ class Submission:
         language: str,
         *,
         reply_to: str | None = None,
-        questionnaire: Mapping[str, Any] | None = None,
+        reply_key: ReplyKey | None = None,
+        questionnaire: SealedQuestionnaire | None = None,
     ) -> str:
         """Encrypt the manifest, then durably commit everything; returns the id.
 
-        `reply_to` (the witness's own age recipient, from their receipt) is
-        written only inside the encrypted manifest. `questionnaire` is what
+        `reply_to` (a version 1 receipt's age recipient) or `reply_key` (a
+        version 2 receipt's seed, salt and cost) is written only inside the
+        encrypted manifest. `questionnaire` is what
         `Questionnaire.sealed()` returns: the exact questions the witness
         saw, sealed with their answers.
         """
@@ -214,6 +217,7 @@ class Submission:
                 language,
                 attachments,
                 reply_to=reply_to,
+                reply_key=reply_key,
                 questionnaire=questionnaire,
             )
             staged = staging.create_manifest()
@@ -246,6 +250,7 @@ def store_submission(
     *,
     chunk_size: int = 64 * 1024,
     reply_to: str | None = None,
+    reply_key: ReplyKey | None = None,
 ) -> str:
     """Store a submission without the web layer (tools, tests, load generators)."""
     submission = Submission(store, recipients)
@@ -261,4 +266,4 @@ def store_submission(
     except BaseException:
         submission.discard()
         raise
-    return submission.commit(fields, language, reply_to=reply_to)
+    return submission.commit(fields, language, reply_to=reply_to, reply_key=reply_key)

@@ -1,8 +1,10 @@
 """From a receipt to the witness's age identity, and the replies waiting for it.
 
 No Flask here. The receipt is turned into an X25519 identity with argon2id
-(PyNaCl) under a per-deployment salt; the identity's recipient is sealed
-inside each manifest made with that receipt, and replies for it wait,
+(PyNaCl) under a per-deployment salt (`portal.core.replykey`); what the
+reviewer needs to reach that identity is sealed inside each manifest made
+with that receipt (its recipient for a version 1 receipt, its seed for a
+version 2 one), and replies for it wait,
 encrypted on the reviewer's air-gapped machine, in `replies/<mailbox>/`,
 where `<mailbox>` is a hash of the recipient (see `portal.core.conversation`).
 
@@ -27,19 +29,19 @@ from pathlib import Path
 
 import nacl.pwhash.argon2id as argon2id
 
-from portal.core.age import AgeError, X25519Identity, decrypt
-from portal.core.age.format import BufferedSource, parse_header
+from portal.core.age import AgeError, X25519Identity, decrypt, header_stanzas
 from portal.core.conversation import is_mailbox_name, mailbox_name
 from portal.core.fsio import DIR_MODE, create_new, fsync_dir
 from portal.core.layout import SECONDS_PER_DAY, day_date, day_floor, day_timestamp
 from portal.core.receipt import Receipt
+from portal.core.replykey import KdfCost, ReplyKey
+from portal.core.replykey import derive_identity as derive_from_secret
 
 SALT_NAME = "receipt-salt"
 REPLIES_DIR = "replies"
 # Work folders of `ReplyStore.reseal`, beside `replies/` in the data directory.
 RESEAL_NEW = ".replies-new"
 RESEAL_OLD = ".replies-old"
-_KDF_LABEL = b"testimony-portal/receipt-identity/1"
 _REPLY_RE = re.compile(r"[0-9a-f]{32}\.age")
 # A reply is a short text; anything near this size is not one.
 MAX_REPLY_BYTES = 256 * 1024
@@ -53,19 +55,12 @@ class ReplyRejected(MailboxError):
     """A file offered for import is not a reply this server will keep."""
 
 
-@dataclass(frozen=True)
-class KdfCost:
-    """argon2id costs: passes over memory and memory in bytes."""
-
-    opslimit: int
-    memlimit: int
-
-
 # A receipt holds 83 random bits, so guessing one is out of reach whatever
 # the cost: argon2id is a margin on top (for a receipt partly seen or
-# partly remembered), not what keeps it secret. Every submission runs one
-# derivation, so the cost is also a price on every witness's "send". The
-# default is OWASP's minimum for argon2id passwords (19 MiB, 2 passes).
+# partly remembered), not what keeps it secret. A follow-up login runs one
+# derivation (a first submission with a version 2 receipt runs none: it
+# seals the receipt's seed, and the reviewer derives offline). The default
+# is OWASP's minimum for argon2id passwords (19 MiB, 2 passes).
 # Measured on the development machine (2 cores, 2026-11, PyNaCl): about
 # 15 ms, against 140 ms for 64 MiB and 3 passes, which capped the whole
 # server at a few submissions a second. Memory stays bounded by
@@ -114,15 +109,8 @@ def ensure_salt(data_dir: Path) -> bytes:
 
 
 def derive_identity(receipt: Receipt, salt: bytes, cost: KdfCost) -> X25519Identity:
-    """The witness's age identity: argon2id(receipt) under the deployment's salt."""
-    key = argon2id.kdf(
-        32,
-        _KDF_LABEL + b"\x00" + receipt.secret(),
-        salt,
-        opslimit=cost.opslimit,
-        memlimit=cost.memlimit,
-    )
-    return X25519Identity(key)
+    """The witness's age identity: argon2id over the receipt's secret, under the salt."""
+    return derive_from_secret(receipt.secret(), salt, cost)
 
 
 class ReceiptKeys:
@@ -144,6 +132,10 @@ class ReceiptKeys:
             self.derivations += 1
             return derive_identity(receipt, self._salt, self.cost)
 
+    def reply_key(self, receipt: Receipt) -> ReplyKey:
+        """What a version 2 receipt's submissions seal: no derivation, one SHA-256."""
+        return ReplyKey(seed=receipt.seed(), salt=self._salt, cost=self.cost)
+
 
 @dataclass(frozen=True)
 class Reply:
@@ -163,10 +155,10 @@ def check_reply_file(data: bytes) -> None:
     if len(data) > MAX_REPLY_BYTES:
         raise ReplyRejected(f"larger than {MAX_REPLY_BYTES // 1024} KiB; a reply is a short text")
     try:
-        header = parse_header(BufferedSource(io.BytesIO(data)))
+        stanzas = header_stanzas(io.BytesIO(data))
     except AgeError as exc:
         raise ReplyRejected(f"not an age file ({exc})") from None
-    kinds = [stanza.type for stanza in header.stanzas]
+    kinds = [stanza.type for stanza in stanzas]
     if kinds != ["X25519"]:
         raise ReplyRejected(
             "not addressed to one witness (a reply has exactly one X25519 recipient)"

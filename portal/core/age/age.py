@@ -9,9 +9,7 @@ from collections.abc import Callable, Generator, Iterator, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
-from portal.core.age.armor import ArmorReader, ArmorWriter, Sink, write_all
-from portal.core.age.errors import AgeError, HeaderError, HMACError, NoIdentityMatchError
-from portal.core.age.format import (
+from portal.core.age._format import (
     INTRO,
     BufferedSource,
     Stanza,
@@ -19,15 +17,17 @@ from portal.core.age.format import (
     marshal_without_mac,
     parse_header,
 )
+from portal.core.age._stream import NONCE_SIZE, StreamEncryptor, decrypt_chunks
+from portal.core.age.armor import ArmorReader, ArmorWriter, Sink, write_all
+from portal.core.age.errors import AgeError, HeaderError, HMACError, NoIdentityMatchError
 from portal.core.age.mlkem768x25519 import STANZA_TYPE as PQ_STANZA_TYPE
 from portal.core.age.primitives import FILE_KEY_SIZE, header_mac, payload_key
 from portal.core.age.scrypt import STANZA_TYPE as SCRYPT_STANZA_TYPE
-from portal.core.age.stream import NONCE_SIZE, StreamEncryptor, decrypt_chunks
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
 
-__all__ = ["Identity", "Reader", "Recipient", "Writer", "decrypt", "encrypt"]
+__all__ = ["Identity", "Reader", "Recipient", "Writer", "decrypt", "encrypt", "header_stanzas"]
 
 Rng = Callable[[int], bytes]
 
@@ -172,7 +172,8 @@ class Reader(io.RawIOBase):
     then released one 64 KiB chunk at a time, each only after its tag has
     been checked. A file cut short still releases its verified chunks before
     PayloadError is raised: callers that must not act on partial plaintext
-    should use decrypt_to_path(). ASCII-armored input is detected and decoded.
+    keep it aside (a temporary file) until `chunks()` ends without an error.
+    ASCII-armored input is detected and decoded.
     `src` is never closed.
     """
 
@@ -308,3 +309,15 @@ def _unwrap(stanzas: Sequence[Stanza], identities: Sequence[Identity]) -> bytes:
 def decrypt(ciphertext: bytes, identities: Sequence[Identity]) -> bytes:
     """Decrypt a whole age file (binary or armored) held in memory."""
     return Reader(io.BytesIO(ciphertext), identities).readall()
+
+
+def header_stanzas(src: BinaryIO) -> tuple[Stanza, ...]:
+    """The recipient stanzas of a binary age file, read from `src` without decrypting anything.
+
+    Only the header is read. Its MAC cannot be checked without the file key,
+    so the stanzas say whom the file claims to be encrypted to, nothing more.
+
+    Raises:
+        HeaderError: `src` does not start with a well-formed age v1 header.
+    """
+    return parse_header(BufferedSource(src)).stanzas

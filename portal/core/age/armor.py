@@ -12,8 +12,8 @@ import base64
 import binascii
 from typing import Protocol
 
+from portal.core.age._format import BufferedSource
 from portal.core.age.errors import ArmorError
-from portal.core.age.format import BufferedSource
 
 BEGIN = b"-----BEGIN AGE ENCRYPTED FILE-----"
 END = b"-----END AGE ENCRYPTED FILE-----"

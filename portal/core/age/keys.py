@@ -14,10 +14,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Sequence
 
+from portal.core.age._bech32 import CHARSET
+from portal.core.age._format import INTRO
 from portal.core.age.armor import BEGIN as ARMOR_BEGIN
-from portal.core.age.bech32 import CHARSET
 from portal.core.age.errors import KeyFormatError
-from portal.core.age.format import INTRO
 from portal.core.age.mlkem768x25519 import (
     IDENTITY_HRP as PQ_IDENTITY_HRP,
 )

@@ -23,9 +23,9 @@ from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric import mlkem
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
-from portal.core.age import bech32
+from portal.core.age._bech32 import Bech32Identity, Bech32Recipient
+from portal.core.age._format import Stanza, b64encode, stanzas_of_type
 from portal.core.age.errors import HeaderError, KeyFormatError, NoIdentityMatchError
-from portal.core.age.format import Stanza, b64encode, stanzas_of_type
 from portal.core.age.primitives import FILE_KEY_SIZE, TAG_SIZE
 
 STANZA_TYPE = "mlkem768x25519"
@@ -63,7 +63,7 @@ def _expand_seed(seed: bytes) -> tuple[mlkem.MLKEM768PrivateKey, X25519PrivateKe
     )
 
 
-class MLKEM768X25519Recipient(bech32.Bech32Recipient):
+class MLKEM768X25519Recipient(Bech32Recipient):
     """A hybrid post-quantum public key (1216 bytes) that files are encrypted to ("age1pq1...")."""
 
     __slots__ = ("_hpke", "_public")
@@ -110,7 +110,7 @@ class MLKEM768X25519Recipient(bech32.Bech32Recipient):
         return f"MLKEM768X25519Recipient('{text[:16]}...{text[-8:]}')"
 
 
-class MLKEM768X25519Identity(bech32.Bech32Identity[MLKEM768X25519Recipient]):
+class MLKEM768X25519Identity(Bech32Identity[MLKEM768X25519Recipient]):
     """A hybrid post-quantum private key: a 32-byte seed ("AGE-SECRET-KEY-PQ-1...")."""
 
     __slots__ = ("_hpke", "_recipient", "_secret", "_x25519")

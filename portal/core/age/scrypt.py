@@ -8,8 +8,8 @@ from collections.abc import Callable, Sequence
 
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
+from portal.core.age._format import Stanza, b64encode, stanza_args, stanza_bytes
 from portal.core.age.errors import HeaderError, NoIdentityMatchError
-from portal.core.age.format import Stanza, b64encode, stanza_args, stanza_bytes
 from portal.core.age.primitives import (
     FILE_KEY_SIZE,
     KEY_SIZE,

@@ -8,9 +8,9 @@ from collections.abc import Callable, Sequence
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from portal.core.age import bech32
+from portal.core.age._bech32 import Bech32Identity, Bech32Recipient
+from portal.core.age._format import Stanza, b64encode, stanzas_of_type
 from portal.core.age.errors import HeaderError, KeyFormatError, NoIdentityMatchError
-from portal.core.age.format import Stanza, b64encode, stanzas_of_type
 from portal.core.age.primitives import hkdf, unwrap_file_key, wrap_file_key
 
 X25519_LABEL = b"age-encryption.org/v1/X25519"
@@ -47,7 +47,7 @@ def _wrap_key(shared: bytes, share: bytes, recipient: bytes) -> bytes:
     return hkdf(shared, share + recipient, X25519_LABEL)
 
 
-class X25519Recipient(bech32.Bech32Recipient):
+class X25519Recipient(Bech32Recipient):
     """A public key that files can be encrypted to; `parse` reads an "age1..." string."""
 
     __slots__ = ("_public",)
@@ -80,7 +80,7 @@ class X25519Recipient(bech32.Bech32Recipient):
         return f"X25519Recipient({str(self)!r})"
 
 
-class X25519Identity(bech32.Bech32Identity[X25519Recipient]):
+class X25519Identity(Bech32Identity[X25519Recipient]):
     """A private key that decrypts files encrypted to its recipient ("AGE-SECRET-KEY-1...")."""
 
     __slots__ = ("_private", "_recipient", "_secret")

@@ -177,13 +177,18 @@ def send(lang: str) -> tuple[str, int]:
     testimony = form.testimony.data or ""
 
     def commit(submission: Submission) -> None:
-        identity = conversation().keys.derive(receipt)
-        submission.commit(
-            {"testimony": testimony, **answers.values},
-            language=lang,
-            reply_to=str(identity.recipient),
-            questionnaire=followup.sealed(lang),
-        )
+        # The same conversation as the receipt's first submission: a version
+        # 2 receipt seals its seed (no derivation), a version 1 its recipient.
+        keys = conversation().keys
+        fields = {"testimony": testimony, **answers.values}
+        sealed = followup.sealed(lang)
+        if receipt.version == 1:
+            reply_to = str(keys.derive(receipt).recipient)
+            submission.commit(fields, language=lang, reply_to=reply_to, questionnaire=sealed)
+        else:
+            submission.commit(
+                fields, language=lang, reply_key=keys.reply_key(receipt), questionnaire=sealed
+            )
 
     # One submission per form, as on the main form: a reload stores nothing.
     stored = store_once(form.once, commit)

@@ -23,7 +23,7 @@ from flask import Flask, current_app, request
 from flask_babel import gettext as _
 
 from portal.core import questionnaire as q
-from portal.core.questionnaire import Answers, Problem, Question, Questionnaire
+from portal.core.questionnaire import Answers, Problem, Question, QuestionKind, Questionnaire
 
 _EXTENSION = "questionnaire"
 
@@ -41,7 +41,7 @@ class QuestionView:
     """One question as the template draws it, in the witness's language."""
 
     id: str
-    type: str
+    type: QuestionKind
     name: str
     html_id: str
     label: str
@@ -69,7 +69,11 @@ class QuestionView:
 
     @property
     def described_by(self) -> str:
-        ids = [f"{self.html_id}-hint"] if self.help or self.type in (q.FILES, q.DATE) else []
+        ids = (
+            [f"{self.html_id}-hint"]
+            if self.help or self.type in (QuestionKind.FILES, QuestionKind.DATE)
+            else []
+        )
         if self.errors:
             ids.append(f"{self.html_id}-error")
         return " ".join(ids)
@@ -98,7 +102,7 @@ class FormQuestions:
 
     @property
     def has_files(self) -> bool:
-        return any(view.type == q.FILES for view in self.questions)
+        return any(view.type == QuestionKind.FILES for view in self.questions)
 
     @property
     def errors(self) -> list[QuestionView]:

@@ -133,14 +133,15 @@ def receive(lang: str) -> tuple[str, int]:
     fields = {q.TESTIMONY_ID: testimony} if testimony_asked else {}
 
     def commit(submission: Submission) -> Receipt:
-        # The receipt is drawn and turned into the witness's recipient in
-        # memory; only that recipient is kept, inside the encrypted manifest.
+        # The receipt is drawn in memory and never kept; only its seed (one
+        # SHA-256 of it) is sealed, inside the encrypted manifest, for the
+        # reviewer to derive the witness's recipient offline: no memory-hard
+        # derivation on the submission path (portal.core.replykey).
         receipt = new_receipt()
-        identity = conversation().keys.derive(receipt)
         submission.commit(
             {**fields, **answers.values},
             language=lang,
-            reply_to=str(identity.recipient),
+            reply_key=conversation().keys.reply_key(receipt),
             questionnaire=current_questionnaire().sealed(lang, answers.shown),
         )
         return receipt

@@ -169,3 +169,10 @@ class Bech32Identity(Bech32Key, Generic[R]):
 
     def __str__(self) -> str:
         return encode(self.HRP, self._secret).upper()
+
+    def secret_bytes(self) -> bytes:
+        """The identity's raw secret (`SECRET_SIZE` bytes), which its constructor takes back.
+
+        For splitting a key into shares; everything else uses the text form.
+        """
+        return self._secret

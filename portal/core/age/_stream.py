@@ -12,8 +12,8 @@ from collections.abc import Callable, Generator
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
+from portal.core.age._format import BufferedSource
 from portal.core.age.errors import PayloadError
-from portal.core.age.format import BufferedSource
 from portal.core.age.primitives import TAG_SIZE
 
 CHUNK_SIZE = 64 * 1024
