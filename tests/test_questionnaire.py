@@ -487,10 +487,10 @@ def test_only_the_questions_asked_are_sealed_with_the_notice_an_insider_read() -
     loaded = load_questionnaire(DEFAULT_QUESTIONNAIRE, LANGUAGES)
     insider = answers_for({"role": ["took_part"], "consent": ["yes"]})
     sealed = loaded.sealed("ko", insider.shown)
-    ids = [item["id"] for item in sealed["questions"]]
+    ids = [item.id for item in sealed.questions]
     assert ids == [question.id for question in insider.shown]
-    notice = sealed["questions"][1]
-    assert notice["type"] == "notice" and "기소" in notice["help"]
+    notice = sealed.questions[1]
+    assert notice.type == "notice" and "기소" in notice.help
     assert (
         "prosecut"
         in next(question for question in loaded.questions if question.id == "insider_notice").help[
@@ -505,7 +505,7 @@ def test_a_followup_asks_consent_again_with_the_same_as_before() -> None:
     assert [question.id for question in followup.questions] == ["testimony", "files", "consent"]
     consent = followup.question("consent")
     assert consent is not None and consent.required
-    assert [c.id for c in consent.choices] == ["same", *q.CONSENT_CHOICES]
+    assert [c.id for c in consent.choices] == ["same", *q.Consent]
     answers = read_answers(followup, lambda n: [], long_text_limit=9)
     assert answers.problems == {"consent": Problem.REQUIRED}
     same = read_answers(followup, lambda n: {"consent": ["same"]}.get(n, []), long_text_limit=9)
