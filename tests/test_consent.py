@@ -294,3 +294,99 @@ def test_hostile_question_texts_are_shown_as_text(box: Opened) -> None:
     assert "<script" not in page and "<img" not in page
     assert "&lt;script&gt;alert(&#x27;q&#x27;)&lt;/script&gt;" in page
     assert "&lt;img src=x onerror=alert(1)&gt;" in page
+
+
+# ------------------------------------------------- consent in a conversation
+
+
+def submit_in_thread(
+    box: Opened, recipient: str, consent: str, *, followup: bool = True, text: str = "후속"
+) -> str:
+    """A submission of the conversation of `recipient`, as the follow-up form (or the first
+    form) seals it."""
+    from portal.server.intake import Submission
+
+    questionnaire = QUESTIONNAIRE.followup() if followup else QUESTIONNAIRE
+    submission = Submission(box.store, [box.identity.recipient])
+    return submission.commit(
+        {"testimony": text, "consent": consent},
+        "ko",
+        reply_to=recipient,
+        questionnaire=questionnaire.sealed("ko"),
+    )
+
+
+@pytest.fixture
+def thread() -> str:
+    return str(X25519Identity.generate().recipient)
+
+
+def test_a_followup_that_answers_yes_forwards_without_override(box: Opened, thread: str) -> None:
+    submit_in_thread(box, thread, "ask", followup=False)
+    later = submit_in_thread(box, thread, "yes")
+    box.open()
+    run, bundle = box.forward(later)
+    assert run.status == ExitStatus.OK, run.err  # type: ignore[attr-defined]
+    members = box.members(bundle)
+    assert json.loads(members["consent.json"])[0]["consent"] == "yes"
+    assert b"SENT WITHOUT THAT CONSENT" not in members["README.txt"]
+
+
+def test_the_same_as_before_takes_the_first_answer_of_the_conversation(
+    box: Opened, thread: str
+) -> None:
+    first = submit_in_thread(box, thread, "yes", followup=False)
+    same = submit_in_thread(box, thread, "same")
+    box.open()
+    run, bundle = box.forward(same)
+    assert run.status == ExitStatus.OK, run.err  # type: ignore[attr-defined]
+    members = box.members(bundle)
+    [record] = json.loads(members["consent.json"])
+    assert record == {
+        "submission": same,
+        "consent": "yes",
+        "consent_answer": "same",
+        "same_as": [first],
+    }
+    assert f"as in {first}" in members["README.txt"].decode()
+
+
+def test_the_same_as_a_refusal_is_refused(box: Opened, thread: str) -> None:
+    submit_in_thread(box, thread, "no", followup=False)
+    same = submit_in_thread(box, thread, "same")
+    box.open()
+    run, bundle = box.forward(same)
+    assert run.status == ExitStatus.ERROR  # type: ignore[attr-defined]
+    assert "consent 'same as before', which is 'no'" in run.err  # type: ignore[attr-defined]
+    assert not bundle.exists()
+
+
+def test_the_same_as_before_with_no_earlier_answer_counts_as_ask(box: Opened, thread: str) -> None:
+    other = str(X25519Identity.generate().recipient)
+    submit_in_thread(box, other, "yes", followup=False)  # another conversation's yes
+    same = submit_in_thread(box, thread, "same")
+    box.open()
+    run, _bundle = box.forward(same)
+    assert run.status == ExitStatus.ERROR  # type: ignore[attr-defined]
+    assert "no earlier answer of this conversation is in the folder" in run.err  # type: ignore[attr-defined]
+
+
+def test_answers_of_one_day_that_differ_count_as_the_most_careful(box: Opened, thread: str) -> None:
+    submit_in_thread(box, thread, "yes", followup=False)
+    submit_in_thread(box, thread, "ask")
+    same = submit_in_thread(box, thread, "same")
+    box.open()
+    run, _bundle = box.forward(same)
+    assert run.status == ExitStatus.ERROR  # type: ignore[attr-defined]
+    assert "which is 'ask'" in run.err  # type: ignore[attr-defined]
+
+
+def test_same_is_no_answer_where_the_sealed_question_never_offered_it(
+    box: Opened, thread: str
+) -> None:
+    submit_in_thread(box, thread, "yes", followup=False)
+    crafted = submit_in_thread(box, thread, "same", followup=False)
+    box.open()
+    run, _bundle = box.forward(crafted)
+    assert run.status == ExitStatus.ERROR  # type: ignore[attr-defined]
+    assert "no consent answer (counts as 'ask'" in run.err  # type: ignore[attr-defined]
