@@ -17,9 +17,6 @@ test-output/screenshots/.
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
 import os
 import re
 import threading
@@ -165,8 +162,9 @@ def auditor_page(auditor: BrowserContext) -> Iterator[Page]:
 
 
 def send(page: Page) -> Response:
+    """Press the form's first button: Continue, or Send on the last page (Back comes after)."""
     with page.expect_navigation() as navigation:
-        page.locator("form button[type=submit]").click()
+        page.locator("main form button[type=submit]").first.click()
     response = navigation.value
     assert response is not None
     return response
@@ -179,8 +177,10 @@ def visit(page: Page, servers: Servers, name: str, lang: str) -> Response:
     consent = page.locator("#q-consent-yes")
 
     def form(server: LiveServer) -> None:
+        """The form's last page: the first page's question left unanswered, then Continue."""
         response = page.goto(f"{server.url}{base}/submit")
         assert response is not None and response.status == 200
+        assert send(page).status == 200
 
     if name == "landing":
         response = page.goto(f"{servers.main.url}{base}/")
@@ -231,93 +231,6 @@ def visit(page: Page, servers: Servers, name: str, lang: str) -> Response:
 
 
 # -------------------------------------------------------------------- tests
-
-
-def test_witness_answers_the_korean_questionnaire_without_javascript(
-    witness_page: Page, servers: Servers, reviewer: Reviewer, tmp_path: Path
-) -> None:
-    """Every question of the default questionnaire, a mistake first, then open: each answer
-    under its question. Screenshots of the form and the reviewer's page go to docs/screenshots/."""
-    from portal.core.questionnaire import DEFAULT_QUESTIONNAIRE, load_questionnaire
-    from portal.review.cli import main as review
-    from tests.questionnaire_support import KOREAN_ANSWERS, assert_each_answer_under_its_question
-
-    questionnaire = load_questionnaire(DEFAULT_QUESTIONNAIRE, LANGUAGES)
-    page = witness_page
-    answers = dict(KOREAN_ANSWERS)
-    answers["testimony"] += "\n밤마다 사람들이 끌려 나갔습니다."
-    photo = tmp_path / "집결소 사진.jpg"
-    photo.write_bytes(b"\xff\xd8\xff\xe0" + hashlib.sha256(b"photo").digest() * 20_000)
-
-    page.set_content("<title>off</title><script>document.title = 'on'</script>")
-    assert page.title() == "off", "JavaScript must be disabled for the witness"
-
-    page.goto(f"{servers.main.url}/ko/")
-    assert page.locator("html").get_attribute("lang") == "ko"
-    with page.expect_navigation():
-        page.get_by_role("link", name="증언하기").first.click()
-    assert page.url == f"{servers.main.url}/ko/submit"
-
-    def label(question_id: str) -> str:
-        question = questionnaire.question(question_id)
-        assert question is not None
-        return question.label["ko"]
-
-    def choice(question_id: str, choice_id: str) -> str:
-        question = questionnaire.question(question_id)
-        assert question is not None
-        return next(c.label["ko"] for c in question.choices if c.id == choice_id)
-
-    for question_id in ("testimony", "when", "where", "responsible", "confirm", "anything_else"):
-        page.get_by_label(label(question_id), exact=True).fill(answers[question_id])
-    page.get_by_label(choice("how_known", "saw"), exact=True).check()
-    page.get_by_label(label("files"), exact=True).set_input_files(photo)
-    DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=DOCS_SCREENSHOTS / "ko-questionnaire-filled-phone.png", full_page=True)
-
-    # Sent without the one required answer: nothing is saved, the summary links to it.
-    response = send(page)
-    assert response.status == 400
-    summary = page.get_by_role("alert")
-    assert "증언이 저장되지 않았습니다" in summary.inner_text()
-    summary.get_by_role("link").click()
-    assert page.evaluate("document.activeElement.id") == "q-consent-yes"
-    page.screenshot(path=DOCS_SCREENSHOTS / "ko-questionnaire-error-phone.png", full_page=True)
-    for question_id in ("testimony", "when", "where", "responsible", "confirm", "anything_else"):
-        kept = page.get_by_label(label(question_id), exact=True).input_value()
-        assert kept.replace("\r\n", "\n") == answers[question_id], (question_id, kept)
-    assert page.get_by_label(choice("how_known", "saw"), exact=True).is_checked()
-
-    page.get_by_label(choice("consent", "anonymous"), exact=True).check()
-    page.get_by_label(label("files"), exact=True).set_input_files(photo)  # files are chosen again
-    response = send(page)
-    assert response.status == 200
-    assert page.locator("h1").inner_text() == "증언이 접수되었습니다"
-
-    out = tmp_path / "opened"
-    stderr = io.StringIO()
-    status = review(
-        ["open", str(servers.main.data_dir), "--identity", str(reviewer.identity_file),
-         "--out", str(out), "--custody", str(tmp_path / "custody.jsonl"),
-         "--reviewer", "browser test", "--quiet"],
-        stdout=io.StringIO(), stderr=stderr, env={},
-    )  # fmt: skip
-    assert status == 0, stderr.getvalue()
-    manifests = [json.loads(p.read_text("utf-8")) for p in out.glob("*/testimony.json")]
-    [manifest] = [m for m in manifests if "청진" in m["fields"]["testimony"]]
-    assert manifest["language"] == "ko" and manifest["questionnaire"]["language"] == "ko"
-    # Browsers send a textarea's line breaks as CRLF (HTML form submission rules).
-    fields = {k: v.replace("\r\n", "\n") for k, v in manifest["fields"].items()}
-    assert fields == answers
-    [attachment] = manifest["attachments"]
-    assert attachment["name"] == photo.name
-    assert attachment["sha256"] == hashlib.sha256(photo.read_bytes()).hexdigest()
-    reviewer_page = out / manifest["id"] / "testimony.html"
-    shown = reviewer_page.read_text("utf-8").replace("\r\n", "\n")
-    assert_each_answer_under_its_question(shown, answers)
-    page.set_viewport_size(VIEWPORTS["desktop"])
-    page.goto(reviewer_page.as_uri())
-    page.screenshot(path=DOCS_SCREENSHOTS / "ko-questionnaire-opened-desktop.png", full_page=True)
 
 
 @pytest.mark.parametrize(("lang", "name"), ALL_PAGES)

@@ -154,7 +154,9 @@ def receive(lang: str) -> tuple[str, int]:
         "received.html",
         receipt=stored.value.display(),
         receipt_notes=receipt_notes(),
-        testimony_chars=len(testimony),
+        # Every written answer counts, the insider's (who has no `testimony`) too.
+        testimony_chars=len(testimony)
+        + sum(len(v) for k, v in answers.values.items() if k not in answers.chosen),
         arrived=stored.submission.committed_attachments,
     ), 200
 
