@@ -49,6 +49,7 @@ PAGES = {
     "landing": (200, "Give testimony safely"),
     "form": (200, "Give testimony"),
     "form-errors": (400, "Give testimony"),
+    "form-insider": (200, "Give testimony"),
     "received": (200, "Your testimony was received"),
     "error-400": (400, "The request could not be accepted"),
     "error-403": (403, "Not allowed"),
@@ -186,6 +187,10 @@ def visit(page: Page, servers: Servers, name: str, lang: str) -> Response:
         response = page.goto(f"{servers.main.url}{base}/")
     elif name == "form":
         response = page.goto(f"{servers.main.url}{base}/submit")
+    elif name == "form-insider":
+        response = page.goto(f"{servers.main.url}{base}/submit")
+        page.locator("input[name=role][value=took_part]").check()
+        response = send(page)
     elif name == "form-errors":
         form(servers.main)
         response = send(page)  # nothing written, nothing attached
@@ -282,26 +287,43 @@ def test_keyboard_reaches_every_control_in_reading_order(
         "() => { const e = document.activeElement; return e.tagName.toLowerCase()"
         " + ' ' + (e.getAttribute('name') || e.textContent.trim()); }"
     )
-    order = []
-    for _ in range(18):
-        page.keyboard.press("Tab")
-        order.append(page.evaluate(describe))
-        if order[-1] == "a 본문으로 건너뛰기":
-            # The skip link appears on screen when it has the focus.
-            box = page.locator("a.skip").bounding_box()
-            assert box is not None and box["x"] >= 0 and box["y"] >= 0
-    # The hidden honeypot field is never reached.
-    assert order == [
+
+    def tab_order(stops: int) -> list[str]:
+        order = []
+        for _ in range(stops):
+            page.keyboard.press("Tab")
+            order.append(page.evaluate(describe))
+            if order[-1] == "a 본문으로 건너뛰기":
+                # The skip link appears on screen when it has the focus.
+                box = page.locator("a.skip").bounding_box()
+                assert box is not None and box["x"] >= 0 and box["y"] >= 0
+        return order
+
+    # Page 1: the one question, a group of radio buttons (one stop for Tab), then Continue.
+    assert tab_order(7) == [
         "a 본문으로 건너뛰기",
         "a 증언 포털",
         "a English",
         "a 한국어",
         "a 简体中文",
+        "input role",
+        "button go",
+    ]
+    page.get_by_label("직접 보았거나 알고 있는 일입니다").check()
+    assert send(page).status == 200
+    # Page 2: the language menu is made of buttons that keep the answers (name "go");
+    # the hidden honeypot field is never reached; Back comes after Send.
+    page.locator("body").focus()
+    assert tab_order(18) == [
+        "a 본문으로 건너뛰기",
+        "a 증언 포털",
+        "button go",
+        "button go",
+        "button go",
         "textarea testimony",
         "input when",
         "input where",
         "textarea responsible",
-        "input how_known",
         "input how_known",
         "input how_known",
         "input how_known",
@@ -311,4 +333,5 @@ def test_keyboard_reaches_every_control_in_reading_order(
         # A group of radio buttons is one stop for the Tab key.
         "input consent",
         "button 안전하게 보내기",
+        "button go",
     ]
