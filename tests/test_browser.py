@@ -17,7 +17,6 @@ test-output/screenshots/.
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 from collections.abc import Iterator
@@ -37,12 +36,8 @@ from tests.support import REPO, VIEWPORTS, app_config, build_app, translate
 pytestmark = pytest.mark.browser
 
 SCREENSHOTS = REPO / "test-output" / "screenshots"
-# The few screenshots the documentation shows (the questionnaire in Korean)
-# are rewritten in docs/screenshots/ only when asked, so that a test run
-# leaves the checkout clean: UPDATE_DOCS_SCREENSHOTS=1 pytest tests/test_browser.py
-DOCS_SCREENSHOTS = (
-    REPO / "docs" / "screenshots" if os.environ.get("UPDATE_DOCS_SCREENSHOTS") else SCREENSHOTS
-)
+# The questionnaire's screenshots in docs/screenshots/ come from
+# tests/test_paths_browser.py (UPDATE_DOCS_SCREENSHOTS=1).
 
 # Each page: the status it answers with and the heading it shows.
 PAGES = {

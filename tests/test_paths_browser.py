@@ -92,6 +92,10 @@ def click(page: Page, button: str) -> int:
 
 
 def shot(page: Page, name: str) -> None:
+    if name.endswith("-phone"):
+        # Readable at 360 px: nothing wider than the screen.
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= VIEWPORTS["phone"]["width"], (name, width)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)
 
