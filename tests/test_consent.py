@@ -390,3 +390,15 @@ def test_same_is_no_answer_where_the_sealed_question_never_offered_it(
     run, _bundle = box.forward(crafted)
     assert run.status == ExitStatus.ERROR  # type: ignore[attr-defined]
     assert "no consent answer (counts as 'ask'" in run.err  # type: ignore[attr-defined]
+
+
+def test_table_shows_the_consent_a_same_as_before_resolves_to(box: Opened, thread: str) -> None:
+    first = submit_in_thread(box, thread, "anonymous", followup=False)
+    same = submit_in_thread(box, thread, "same")
+    box.open()
+    table = box.tmp / "answers.jsonl"
+    run = review(["table", "--from", box.out, "--out", table, "--format", "jsonl"])
+    assert run.status == ExitStatus.OK, run.err
+    rows = {row["submission"]: row for row in map(json.loads, table.read_text().splitlines())}
+    assert rows[same]["answers"]["consent"] == "same"
+    assert rows[same]["consent_effective"] == rows[first]["consent_effective"] == "anonymous"

@@ -19,7 +19,7 @@ from typing import Any
 
 from portal.core.layout import is_valid_id
 from portal.core.manifest import Manifest
-from portal.review.consent import consent_of
+from portal.review.consent import resolve_same
 from portal.review.outcomes import Changed
 from portal.review.recheck import read_opened_manifest
 from portal.review.record import RecordError, read_record
@@ -49,6 +49,9 @@ class TableError(Exception):
 @dataclass(frozen=True)
 class Row:
     manifest: Manifest
+    # The consent `forward` would apply: a follow-up's "the same as before"
+    # resolved from the other opened submissions of its conversation.
+    consent: str = ""
 
     def answers(self) -> dict[str, str]:
         return dict(self.manifest.fields)
@@ -65,7 +68,7 @@ class Row:
                 if sealed is not None
                 else None
             ),
-            "consent_effective": consent_of(m)[0].value,
+            "consent_effective": self.consent,
             "answers": self.answers(),
             "attachments": [
                 {"name": a.name, "type": a.type, "size": a.size, "sha256": a.sha256}
@@ -96,6 +99,8 @@ def read_rows(from_dir: Path) -> list[Row]:
         rows.append(Row(manifest))
     if not rows:
         raise TableError(f"no opened submissions in {from_dir}; run `testimony-review open` first")
+    manifests = [row.manifest for row in rows]
+    rows = [Row(row.manifest, resolve_same(row.manifest, manifests).consent.value) for row in rows]
     rows.sort(key=lambda row: (row.manifest.received, row.manifest.id))
     return rows
 
