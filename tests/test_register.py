@@ -1,5 +1,7 @@
 """One voice in each language: Korean in 합니다체 (never 당신), Chinese with 您 (never 你).
 
+Chinese text also keeps full-width punctuation next to Chinese characters.
+
 Every Korean and Chinese text a witness reads is checked: the catalogues
 (`.po`), the default questionnaire's texts and the built-in answer labels.
 docs/TRANSLATING.md sets the register down; these tests catch a word outside
@@ -42,8 +44,14 @@ def korean_register_problems(text: str) -> list[str]:
     return found
 
 
+# Half-width punctuation touching a Chinese character (full-width belongs there).
+_HALF_WIDTH = re.compile(r"[\u4e00-\u9fff][,.?:;!()]|[,.?:;!(][\u4e00-\u9fff]")
+
+
 def chinese_register_problems(text: str) -> list[str]:
-    return [text[max(0, m.start() - 8) : m.end() + 4] for m in _NI.finditer(text)]
+    text = _PLACEHOLDER.sub("", text)
+    found = [m for pattern in (_NI, _HALF_WIDTH) for m in pattern.finditer(text)]
+    return [text[max(0, m.start() - 8) : m.end() + 4] for m in found]
 
 
 def texts(lang: str) -> Iterator[tuple[str, str]]:
@@ -99,6 +107,9 @@ def test_every_korean_text_is_in_one_register() -> None:
 
 def test_every_chinese_text_says_nin_never_ni() -> None:
     assert chinese_register_problems("你的证词") and not chinese_register_problems("您的证词")
+    assert chinese_register_problems("证词,已收到") and not chinese_register_problems(
+        "证词，已收到"
+    )
     problems = [
         f"{where}: {word}"
         for where, text in texts("zh")
