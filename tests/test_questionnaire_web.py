@@ -283,3 +283,35 @@ def test_korean_questionnaire_on_a_real_server_opens_with_each_answer_under_its_
     assert manifest["fields"] == KOREAN_ANSWERS
     page = (folder / "testimony.html").read_text("utf-8")
     assert_each_answer_under_its_question(page, KOREAN_ANSWERS)
+
+
+def test_the_page_route_needs_the_form_session_and_spends_no_rate_budget(make_app, config) -> None:  # type: ignore[no-untyped-def]
+    from portal.server.store import SubmissionStore
+
+    client = make_app(rate_burst=1, rate_per_minute=1).test_client()
+    refused = client.post("/ko/submit/page", data={"page": "1", "go": "next", "role": "saw"})
+    assert refused.status_code == 400  # no CSRF session: nothing drawn
+    for _ in range(5):  # pages drawn back and forth cost no token
+        page = _page_two(client, "saw").get_data(as_text=True)
+        assert 'name="consent"' in page
+    assert post_form(client, dict(KOREAN_ANSWERS), path="/ko/submit").status_code == 200
+    assert len(SubmissionStore(config.data_dir).ids()) == 1
+    # The one token is spent now: the next real submission is refused.
+    assert post_form(client, dict(KOREAN_ANSWERS), path="/ko/submit").status_code == 429
+
+
+def test_the_form_and_the_received_page_warn_about_what_files_carry(client) -> None:  # type: ignore[no-untyped-def]
+    from flask_babel import force_locale
+    from flask_babel import gettext as _
+
+    title = "Before you send files: hidden information in them"
+    for lang in ("en", "ko", "zh"):
+        prefix = "" if lang == "en" else f"/{lang}"
+        with client.application.test_request_context(), force_locale(lang):
+            words = html.escape(_(title), quote=False)
+        assert lang == "en" or words != title
+        form = _page_two(client, "took_part", lang=lang).get_data(as_text=True)
+        received = post_form(client, {"testimony": "x"}, path=f"{prefix}/submit")
+        assert received.status_code == 200
+        for page in (form, received.get_data(as_text=True)):
+            assert words in page and "mat2" in page and "ExifTool" in page, lang
