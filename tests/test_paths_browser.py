@@ -169,6 +169,15 @@ def test_korean_witness_walks_their_path_without_javascript(
         shot(page, "ko-questionnaire-role-phone")
     assert click(page, "계속") == 200
 
+    if role == "suffered":
+        # The browser's own Back keeps the first page's answer too (Chromium
+        # restores the form of a page it loads again); what was typed on the
+        # page left is kept only by the page's Back button, which page 2 says.
+        response = page.go_back()
+        assert response is not None and response.status == 200
+        assert page.get_by_label(choice_label(role_question, role), exact=True).is_checked()
+        assert click(page, "계속") == 200
+
     # Page 2: the questions of this path; an insider reads the notice first.
     notice = page.locator("#q-insider_notice")
     assert notice.count() == (1 if role == "took_part" else 0)
