@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # The server alone (no test tools): what `make run` installs.
 RUN_STAMP := $(VENV)/.installed-run
-APT_PACKAGES := age jq chromium chromium-driver fonts-noto-cjk nodejs npm media-types gnupg
+APT_PACKAGES := age jq chromium chromium-driver fonts-noto-cjk nodejs npm media-types gnupg tor iproute2
 SERVER_APT_PACKAGES := nginx libnginx-mod-http-headers-more-filter
 NGINX_MODULE := /usr/lib/nginx/modules/ngx_http_headers_more_filter_module.so
 NODE_ORACLE := tests/node_oracle
@@ -42,7 +42,7 @@ server-deps: ## install the Debian packages the server needs (nginx, in front of
 	  fi; \
 	fi
 
-system-deps: server-deps ## install the Debian packages the server and the tests use (nginx, age CLI, jq, Chromium, CJK fonts, node, MIME table, mkfs.vfat)
+system-deps: server-deps ## install the Debian packages the server and the tests use (nginx, age CLI, jq, Chromium, CJK fonts, node, MIME table, mkfs.vfat, tor, ss, exiftool, mat2)
 	@missing=""; \
 	command -v age >/dev/null || missing="$$missing age"; \
 	command -v jq >/dev/null || missing="$$missing jq"; \
@@ -53,10 +53,19 @@ system-deps: server-deps ## install the Debian packages the server and the tests
 	[ -f /etc/mime.types ] || missing="$$missing media-types"; \
 	command -v gpg >/dev/null || missing="$$missing gnupg"; \
 	dpkg -s dosfstools >/dev/null 2>&1 || missing="$$missing dosfstools"; \
+	command -v tor >/dev/null || missing="$$missing tor"; \
+	command -v ss >/dev/null || missing="$$missing iproute2"; \
+	command -v exiftool >/dev/null || missing="$$missing libimage-exiftool-perl"; \
+	command -v mat2 >/dev/null || missing="$$missing mat2"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	  if case "$$missing" in *" tor"*) true;; *) false;; esac && command -v systemctl >/dev/null \
+	     && systemctl is-enabled tor >/dev/null 2>&1; then \
+	    echo "the tests run their own private Tor network: disabling the system tor service that was just installed"; \
+	    $$SUDO systemctl disable --now tor >/dev/null 2>&1 || true; \
+	  fi; \
 	fi
 
 run: server-deps $(RUN_STAMP) ## set up and start the portal on http://127.0.0.1:8080 (demo key if none configured)
@@ -96,6 +105,8 @@ bench: $(STAMP) system-deps ## the speed table of issue 14 (portal vs references
 	$(BIN)/python bench/load.py --attack
 	$(BIN)/python bench/page_weight.py
 	$(BIN)/python bench/bench_pq.py
+	$(BIN)/python bench/bench_tor_flood.py
+	$(BIN)/python bench/bench_desk.py
 
 lint: $(STAMP) ## ruff (lint and format check) and mypy
 	$(BIN)/ruff check portal tests bench

@@ -14,9 +14,13 @@ differ, is "corrupt". The exit status is non-zero unless both are 0.
 With `--attack` it runs twice, on two fresh servers, and prints the two
 side by side: once quiet, once while `--hostile` connections (a quarter
 each: silent and dribbling, in the header block and in the body; each one
-the server drops is opened again) and `--junk-per-second` junk POSTs keep
-coming. The client's own cost (its threads, the CPU time it used, the load
-average) is printed too: the client shares the machine with the server.
+the server drops is opened again), `--junk-per-second` junk POSTs,
+`--followup-flood` clients sending follow-up logins without pause (half of
+them typo'd), `--sessionless-per-second` new connections each posting a
+stalled body to a follow-up route without a session, and `--trickles`
+login bodies at 1.5 KiB/s (portal/testing/attacks.py) keep coming. The
+client's own cost (its threads, the CPU time it used, the load average) is
+printed too: the client shares the machine with the server.
 
 With `--followup-logins N`, it instead sends N follow-up logins (well-formed
 random receipts, each one a full argon2id derivation at the production cost)
@@ -46,6 +50,7 @@ sys.path.insert(0, str(REPO))
 
 from portal.core.age import X25519Identity  # noqa: E402
 from portal.server.store import SubmissionStore  # noqa: E402
+from portal.testing.attacks import FollowupFlood, SessionlessBodies, Trickle  # noqa: E402
 from portal.testing.hostile import KINDS, HostileSwarm  # noqa: E402
 from portal.testing.live import RECEIVED_MARKERS, Client, start_server  # noqa: E402
 
@@ -176,7 +181,20 @@ def run_once(args: argparse.Namespace, attack: bool) -> dict[str, str]:
             target=junk_poster, args=(server.url, args.junk_per_second, stop_junk, junk_sent)
         )
         hostile_open = "-"
+        attackers = (
+            {
+                "follow-up flood": FollowupFlood(server.url, args.followup_flood),
+                "sessionless bodies": SessionlessBodies(
+                    "127.0.0.1", server.port, args.sessionless_per_second
+                ),
+                "trickled logins": Trickle(server.url, "127.0.0.1", server.port, args.trickles),
+            }
+            if attack
+            else {}
+        )
         try:
+            for attacker in attackers.values():
+                attacker.start()
             if swarm is not None:
                 swarm.start()
                 junk.start()
@@ -197,15 +215,32 @@ def run_once(args: argparse.Namespace, attack: bool) -> dict[str, str]:
             if swarm is not None:
                 junk.join()
                 swarm.stop()
+            for attacker in attackers.values():
+                attacker.stop()
             server.stop()
         log_errors = sum(1 for line in server.log().splitlines() if line.startswith("[ERROR]"))
         stored, lost, corrupt = audit(server.data_dir, identity, results.confirmed)
 
     lat = results.latencies
     cpu = (cpu_end.ru_utime - cpu_start.ru_utime) + (cpu_end.ru_stime - cpu_start.ru_stime)
-    client_threads = f"{args.clients} witnesses" + (" + 1 swarm + 1 junk" if attack else "")
+    client_threads = f"{args.clients} witnesses" + (
+        f" + 1 swarm + 1 junk + {args.followup_flood} flood + 1 bodies + {args.trickles} trickles"
+        if attack
+        else ""
+    )
+    flood, bodies, trickle = (attackers.get(name) for name in (
+        "follow-up flood", "sessionless bodies", "trickled logins"))  # fmt: skip
     return {
         "hostile connections": hostile_open if attack else "0",
+        "follow-up logins sent (answers)": _answers(flood),
+        "sessionless bodies (answers)": _answers(bodies)
+        + (
+            f", median held {statistics.median(bodies.held):.2f} s"
+            if bodies and bodies.held
+            else ""
+        ),
+        "trickled logins (answers)": _answers(trickle)
+        + (f", longest held {max(trickle.held):.0f} s" if trickle and trickle.held else ""),
         "junk POSTs sent": f"{junk_sent[0]}" if attack else "0",
         "submissions sent": f"{args.submissions}",
         "confirmed (received page)": f"{len(results.confirmed)}",
@@ -224,6 +259,14 @@ def run_once(args: argparse.Namespace, attack: bool) -> dict[str, str]:
         "load average (1 min) at the end": f"{load:.1f} on {os.cpu_count()} cores",
         "ok": "yes" if lost == 0 and corrupt == 0 and stored == len(results.confirmed) else "no",
     }
+
+
+def _answers(attacker: object) -> str:
+    if attacker is None:
+        return "0"
+    sent = getattr(attacker, "sent", 0)
+    statuses = dict(getattr(attacker, "statuses", {}))
+    return f"{sent} {statuses}"
 
 
 def _worker_peaks(pid: int) -> list[int]:
@@ -264,6 +307,9 @@ def followup_logins(count: int, clients: int) -> int:
         "PORTAL_RECEIPT_KDF_OPS": str(DEFAULT_COST.opslimit),
         "PORTAL_RECEIPT_KDF_MEMORY_KIB": str(DEFAULT_COST.memlimit // 1024),
         "PORTAL_RECEIPT_KDF_CONCURRENCY": str(concurrency),
+        # What the derivations can do, not what the logins' budget lets through.
+        "PORTAL_LOGIN_PER_MINUTE": "1000000",
+        "PORTAL_LOGIN_BURST": "1000000",
     }
     identity = X25519Identity.generate()
     latencies: list[float] = []
@@ -353,6 +399,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--hostile", type=int, default=1000, help="hostile connections")
     parser.add_argument("--junk-per-second", type=float, default=20, help="junk POSTs a second")
+    parser.add_argument(
+        "--followup-flood", type=int, default=32, help="clients flooding follow-up logins"
+    )
+    parser.add_argument(
+        "--sessionless-per-second",
+        type=float,
+        default=50,
+        help="new connections a second, each a follow-up POST without a session",
+    )
+    parser.add_argument("--trickles", type=int, default=20, help="login bodies at 1.5 KiB/s")
     parser.add_argument(
         "--followup-logins",
         type=int,

@@ -18,6 +18,7 @@ import pytest
 from flask import Flask
 
 from portal.core.age import X25519Identity
+from portal.core.replykey import KdfCost
 from portal.server.config import Config
 from portal.server.store import SubmissionStore
 from portal.testing.live import LiveServer, start_server
@@ -76,7 +77,7 @@ def fast_receipt_kdf(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyP
     if request.node.get_closest_marker("production_kdf") is None:
         from portal.server import mailbox
 
-        monkeypatch.setattr(mailbox, "DEFAULT_COST", mailbox.KdfCost(1, 8 * 1024))
+        monkeypatch.setattr(mailbox, "DEFAULT_COST", KdfCost(1, 8 * 1024))
         monkeypatch.setenv("PORTAL_RECEIPT_KDF_OPS", "1")
         monkeypatch.setenv("PORTAL_RECEIPT_KDF_MEMORY_KIB", "8")
 
@@ -155,7 +156,7 @@ def app(make_app: MakeApp) -> Flask:
 
 
 @pytest.fixture
-def client(app):  # type: ignore[no-untyped-def]
+def client(app):
     return app.test_client()
 
 

@@ -70,7 +70,7 @@ def send_followup(
         "testimony": text,
         **answers,
     }
-    body = MultipartBody(fields, list(files))  # type: ignore[arg-type]
+    body = MultipartBody(fields, list(files))
     return client.request(
         "POST",
         followup_path(lang, "send"),

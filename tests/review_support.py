@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from portal.core.age import Recipient, X25519Identity, encrypt
+from portal.core.age import PrivateKey, Recipient, X25519Identity, encrypt
 from portal.core.manifest import Attachment, build_manifest
 from portal.core.replykey import ReplyKey
 from portal.review.cli import ExitStatus, main
@@ -32,8 +32,8 @@ class Run:
     err: str
 
 
-def review(argv: Sequence[str], stdin: str = "", env: dict[str, str] | None = None) -> Run:
-    """Run `testimony-review ARGV` in-process with captured streams."""
+def review(argv: Sequence[object], stdin: str = "", env: dict[str, str] | None = None) -> Run:
+    """Run `testimony-review ARGV` in-process with captured streams (each argument as its str)."""
     stdout, stderr = io.StringIO(), io.StringIO()
     status = main(
         [str(a) for a in argv],
@@ -60,7 +60,7 @@ def make_store(root: Path) -> SubmissionStore:
 
 def submit(
     store: SubmissionStore,
-    recipients: Sequence[X25519Identity],
+    recipients: Sequence[PrivateKey],
     text: str,
     files: Sequence[tuple[str, bytes]] = (),
     language: str = "en",
@@ -131,7 +131,7 @@ def flip_byte(path: Path, offset: int) -> None:
     path.write_bytes(bytes(data))
 
 
-def open_args(src: Path, identity_file: Path, out: Path, custody: Path) -> list[str]:
+def open_args(src: Path, identity_file: Path, out: Path, custody: Path) -> list[str | Path]:
     return [
         "open", src, "--identity", identity_file, "--out", out,
         "--custody", custody, "--reviewer", "Test Reviewer",

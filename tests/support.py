@@ -26,6 +26,7 @@ from typing import Any, BinaryIO, NoReturn
 
 import pytest
 from flask import Flask
+from playwright.sync_api import ViewportSize
 
 from portal.server.config import Config
 
@@ -41,7 +42,10 @@ CHROMIUM_ARGS = [
     "--no-first-run",
     "--disable-quic",
 ]
-VIEWPORTS = {"phone": {"width": 360, "height": 740}, "desktop": {"width": 1280, "height": 800}}
+VIEWPORTS: dict[str, ViewportSize] = {
+    "phone": {"width": 360, "height": 740},
+    "desktop": {"width": 1280, "height": 800},
+}
 
 # How to get each external program the tests use (`make system-deps` installs most of them).
 INSTALL = {
@@ -55,6 +59,11 @@ INSTALL = {
     "mount": "apt install mount",
     "mkfs.vfat": "apt install dosfstools (make system-deps)",
     "gpg": "apt install gnupg",
+    "tor": "apt install tor (make system-deps)",
+    "tor-gencert": "apt install tor (make system-deps)",
+    "ss": "apt install iproute2 (make system-deps)",
+    "exiftool": "apt install libimage-exiftool-perl (make system-deps)",
+    "mat2": "apt install mat2 (make system-deps)",
 }
 
 

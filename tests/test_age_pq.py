@@ -21,6 +21,7 @@ from portal.core.age import (
     MLKEM768X25519Recipient,
     NoIdentityMatchError,
     Reader,
+    Recipient,
     Stanza,
     Writer,
     X25519Identity,
@@ -159,7 +160,7 @@ def test_the_right_stanza_is_found_among_several() -> None:
 
 
 def test_writer_refuses_to_mix_post_quantum_and_classic_recipients() -> None:
-    mixed = [our_identity().recipient, X25519Identity.generate().recipient]
+    mixed: list[Recipient] = [our_identity().recipient, X25519Identity.generate().recipient]
     for recipients in (mixed, mixed[::-1]):
         out = io.BytesIO()
         with pytest.raises(ValueError, match="cannot be mixed"):

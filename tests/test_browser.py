@@ -86,7 +86,7 @@ def reviewer(tmp_path_factory: pytest.TempPathFactory) -> Reviewer:
     return Reviewer(identity, path)
 
 
-def _faulty_app(root: Path, recipient: str):  # type: ignore[no-untyped-def]
+def _faulty_app(root: Path, recipient: str):
     """The real app plus routes that fail with 403 and 500, in every language."""
     return build_app(app_config(root, recipient), failing_routes=True, testing=False)
 

@@ -14,7 +14,7 @@ from portal.testing.live import open_submission
 pytestmark = pytest.mark.browser
 
 
-def test_reloading_the_received_page_stores_nothing_more(live_server, identity, browser) -> None:  # type: ignore[no-untyped-def]
+def test_reloading_the_received_page_stores_nothing_more(live_server, identity, browser) -> None:
     server = live_server
     posts: list[str] = []
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from portal.core.age import X25519Identity
-from portal.server.cli import ExitStatus, main
+from portal.core.exitstatus import ExitStatus
+from portal.server.cli import main
 from tests.support import mounted_tmpfs, require_root, require_tool, unsupported_here
 
 
@@ -150,7 +151,7 @@ def read_only_disk(tmp_path: Path) -> Iterator[Path]:
         yield disk
 
 
-def test_data_directory_on_a_read_only_mount_is_refused(tmp_path: Path, read_only_disk) -> None:  # type: ignore[no-untyped-def]
+def test_data_directory_on_a_read_only_mount_is_refused(tmp_path: Path, read_only_disk) -> None:
     env = env_for(tmp_path, f"{X25519Identity.generate().recipient}\n")
     env["PORTAL_DATA_DIR"] = str(read_only_disk / "data")
     refused_by_check_and_serve(env, str(read_only_disk / "data"), "read-only file system")

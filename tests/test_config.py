@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from portal.core.age import MLKEM768X25519Identity, ScryptRecipient, X25519Identity, encrypt
+from portal.core.exitstatus import ExitStatus
 from portal.server import cli
 from portal.server.config import Config, ConfigError, find_private_keys, load_recipients
 
@@ -205,25 +206,25 @@ def _check(tmp_path: Path, recipients: str) -> tuple[int, str]:
 
 def test_check_reports_post_quantum_protection(tmp_path: Path) -> None:
     status, out = _check(tmp_path, f"{pq_identity().recipient}\n{pq_identity().recipient}\n")
-    assert status == cli.ExitStatus.OK, out
+    assert status == ExitStatus.OK, out
     assert "[ok] protection: post-quantum" in out
 
 
 def test_check_notes_classic_only_protection(tmp_path: Path) -> None:
     status, out = _check(tmp_path, f"{X25519Identity.generate().recipient}\n")
-    assert status == cli.ExitStatus.OK, out
+    assert status == ExitStatus.OK, out
     assert "[note] protection: classic X25519 only" in out
 
 
 def test_check_and_serve_refuse_a_mix(tmp_path: Path) -> None:
     mixed = f"{pq_identity().recipient}\n{X25519Identity.generate().recipient}\n"
     status, out = _check(tmp_path, mixed)
-    assert status == cli.ExitStatus.ERROR
+    assert status == ExitStatus.ERROR
     assert "[PROBLEM]" in out and "mixed" in out
     err = io.StringIO()
     env = {
         "PORTAL_DATA_DIR": str(tmp_path / "data"),
         "PORTAL_RECIPIENTS": str(tmp_path / "recipients.txt"),
     }
-    assert cli.main(["serve"], env=env, stdout=io.StringIO(), stderr=err) == cli.ExitStatus.ERROR
+    assert cli.main(["serve"], env=env, stdout=io.StringIO(), stderr=err) == ExitStatus.ERROR
     assert "line 2 is not" in err.getvalue() and "Traceback" not in err.getvalue()

@@ -30,6 +30,9 @@ WORDED = {
     "(any)": ("allowed_hosts", ()),
     "(none)": ("onion_location", None),
     "off": ("tls", False),
+    "(sized from the receipt cost)": ("login_per_minute", None),
+    "(twice the logins per second, at least 5)": ("login_burst", None),
+    "(no onion port)": ("onion_port", None),
     "the shipped `portal/core/questionnaires/default.toml`": ("questionnaire_file", None),
 }
 
@@ -103,8 +106,8 @@ def test_each_documented_default_is_the_codes_default(name: str) -> None:
         assert len(first) == 32 and first != second
         return
     assert re.fullmatch(r"`[^`]+`", documented), f"{name}: give the default as a `value`"
-    value = documented.strip("`")
-    assert effective(Config.from_env({name: value})) == default, (
+    setting = documented.strip("`")
+    assert effective(Config.from_env({name: setting})) == default, (
         f"README.md gives {name} the default {documented}, but the code's default differs"
     )
 

@@ -260,7 +260,7 @@ def _manifest_with(questionnaire: object, fmt: str = "testimony-portal/submissio
         lambda s: {**s, "questions": [{**s["questions"][-1], "choices": [{"id": "yes"}]}]},
     ],
 )
-def test_a_malformed_sealed_questionnaire_is_refused(damage) -> None:  # type: ignore[no-untyped-def]
+def test_a_malformed_sealed_questionnaire_is_refused(damage) -> None:
     from portal.core.manifest import ManifestError, parse_manifest
 
     sealed = QUESTIONNAIRE.sealed("ko").to_json()

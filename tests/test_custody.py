@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 
 from portal.review.cli import ExitStatus
-from portal.review.custody import GENESIS, CustodyError, CustodyLog, canonical, line_hash
+from portal.review.custody import (
+    GENESIS,
+    Action,
+    CustodyError,
+    CustodyLog,
+    canonical,
+    line_hash,
+)
 from tests.review_support import make_store, open_args, review, submit, write_identity
 
 
@@ -16,7 +23,7 @@ from tests.review_support import make_store, open_args, review, submit, write_id
 def log(tmp_path: Path) -> CustodyLog:
     log = CustodyLog(tmp_path / "custody" / "custody.jsonl")
     for number in range(1, 6):
-        log.append("open", "Reviewer A", submission=f"submission{number:02d}xxxxxxxxxxxxxx")
+        log.append(Action.OPEN, "Reviewer A", submission=f"submission{number:02d}xxxxxxxxxxxxxx")
     return log
 
 
@@ -134,7 +141,7 @@ def test_a_rewritten_chain_is_caught_by_the_recorded_head(log: CustodyLog, tmp_p
 
 def test_a_head_recorded_earlier_is_still_found_after_more_entries(log: CustodyLog) -> None:
     head = log.verify().head
-    log.append("forward", "Reviewer B", submissions=["x"])
+    log.append(Action.FORWARD, "Reviewer B", submissions=["x"])
     result = log.verify(expect_head=head)
     assert result.expected_head_line == 5 and result.count == 6
 
@@ -144,7 +151,7 @@ def test_appending_to_a_damaged_log_is_refused(log: CustodyLog) -> None:
     del lines[0]
     _write(log, lines)
     with pytest.raises(CustodyError):
-        log.append("open", "Reviewer A", submission="y")
+        log.append(Action.OPEN, "Reviewer A", submission="y")
     assert _lines(log) == lines
 
 
@@ -156,7 +163,7 @@ def test_a_cut_off_final_line_is_detected(log: CustodyLog) -> None:
 
 def test_details_cannot_overwrite_the_chain_fields(tmp_path: Path) -> None:
     log = CustodyLog(tmp_path / "c.jsonl")
-    entry = log.append("open", "A", prev="f" * 64, seq=99)
+    entry = log.append(Action.OPEN, "A", prev="f" * 64, seq=99)
     assert entry.data["prev"] == GENESIS and entry.data["seq"] == 1
 
 

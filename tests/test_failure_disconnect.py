@@ -18,7 +18,7 @@ from portal.testing.live import LiveServer, MultipartBody, csrf_token
 pytestmark = pytest.mark.slow
 
 
-def wait_for(condition, timeout: float = 15.0) -> bool:  # type: ignore[no-untyped-def]
+def wait_for(condition, timeout: float = 15.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
@@ -57,7 +57,7 @@ def start_upload(server: LiveServer, *, chunked: bool) -> socket.socket:
 
 @pytest.mark.parametrize("how", ["close", "reset"])
 @pytest.mark.parametrize("chunked", [False, True], ids=["length", "chunked"])
-def test_client_gone_mid_upload_leaves_nothing(live_server, chunked, how) -> None:  # type: ignore[no-untyped-def]
+def test_client_gone_mid_upload_leaves_nothing(live_server, chunked, how) -> None:
     sock = start_upload(live_server, chunked=chunked)
     # The upload really was being stored (as ciphertext) when the client left.
     assert wait_for(lambda: staged(live_server.data_dir)), "the upload never reached staging"
@@ -72,7 +72,7 @@ def test_client_gone_mid_upload_leaves_nothing(live_server, chunked, how) -> Non
     assert len(SubmissionStore(live_server.data_dir).ids()) == 1
 
 
-def test_stalled_upload_is_dropped_and_leaves_nothing(config, make_app) -> None:  # type: ignore[no-untyped-def]
+def test_stalled_upload_is_dropped_and_leaves_nothing(config, make_app) -> None:
     """A client that stops sending (but keeps the connection) cannot hold a worker for ever.
 
     In-process, with the body read from a real socket as gunicorn does, and

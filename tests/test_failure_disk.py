@@ -53,7 +53,7 @@ def fill(directory: Path) -> Path:
 
 def test_disk_full_during_an_upload_on_a_real_small_disk(
     small_disk, config, identity, make_app
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     config = dataclasses.replace(config, data_dir=small_disk / "data")
     client = make_app(data_dir=config.data_dir).test_client()
     video = os.urandom(3 << 20)  # three times the whole disk
@@ -75,7 +75,7 @@ def test_disk_full_during_an_upload_on_a_real_small_disk(
     assert manifest["fields"]["testimony"] == "short and safe"
 
 
-def test_disk_full_before_the_manifest_on_a_real_small_disk(small_disk, config, make_app) -> None:  # type: ignore[no-untyped-def]
+def test_disk_full_before_the_manifest_on_a_real_small_disk(small_disk, config, make_app) -> None:
     config = dataclasses.replace(config, data_dir=small_disk / "data")
     client = make_app(data_dir=config.data_dir).test_client()
     filler = fill(small_disk)
@@ -89,7 +89,7 @@ def test_disk_full_before_the_manifest_on_a_real_small_disk(small_disk, config, 
 
 
 @pytest.mark.slow
-def test_disk_full_through_the_real_server(small_disk, tmp_path, identity, identity_file) -> None:  # type: ignore[no-untyped-def]
+def test_disk_full_through_the_real_server(small_disk, tmp_path, identity, identity_file) -> None:
     server = start_server(
         tmp_path / "server", str(identity.recipient), identity_file, data_dir=small_disk / "data"
     )
@@ -142,7 +142,7 @@ class FreeSpaceWatcher(threading.Thread):
 
 
 @pytest.fixture
-def floored_server(tmp_path, identity, identity_file):  # type: ignore[no-untyped-def]
+def floored_server(tmp_path, identity, identity_file):
     """A real server whose data directory is on a 24 MiB disk with an 8 MiB floor."""
     with tmpfs(tmp_path / "disk", DISK_MB) as disk:
         server = start_server(
@@ -159,7 +159,7 @@ def floored_server(tmp_path, identity, identity_file):  # type: ignore[no-untype
 
 
 @pytest.mark.slow
-def test_live_one_upload_cannot_take_the_disk_below_the_floor(floored_server, identity) -> None:  # type: ignore[no-untyped-def]
+def test_live_one_upload_cannot_take_the_disk_below_the_floor(floored_server, identity) -> None:
     watcher = FreeSpaceWatcher(floored_server.data_dir)
     assert watcher.free() > 20 * MIB  # the upload starts well above the floor
     watcher.start()
@@ -184,7 +184,7 @@ def test_live_one_upload_cannot_take_the_disk_below_the_floor(floored_server, id
 @pytest.mark.slow
 def test_live_concurrent_uploads_cannot_take_the_disk_below_the_floor(
     floored_server, identity
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     # Three 7 MiB uploads at once: 21 MiB, where only 16 MiB lie above the floor.
     videos = [os.urandom(7 * MIB) for _ in range(3)]
     statuses: list[int] = []
@@ -242,14 +242,12 @@ def test_disk_full_at_any_point_leaves_nothing(config: Config, budget: int, make
     assert_nothing_kept(config.data_dir)
 
 
-def test_failure_while_committing_leaves_nothing(config: Config, monkeypatch, make_app) -> None:  # type: ignore[no-untyped-def]
-    import portal.server.store
-
+def test_failure_while_committing_leaves_nothing(config: Config, monkeypatch, make_app) -> None:
     def no_rename(src: object, dst: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
     client = make_app().test_client()
-    monkeypatch.setattr(portal.server.store.os, "rename", no_rename)
+    monkeypatch.setattr(os, "rename", no_rename)
     response = post(client, {"testimony": "almost", "attachments": (io.BytesIO(b"f"), "f")})
     monkeypatch.undo()
     assert response.status_code == 503

@@ -68,7 +68,7 @@ class Witness(threading.Thread):
         while not self.stop.is_set():
             count += 1
             marker = f"witness-{self.number}-{count}-{secrets.token_hex(4)}"
-            files = []
+            files: list[tuple[str, bytes | Path, str]] = []
             if count % 2:
                 files = [(f"{marker}.bin", os.urandom(50_000 + 30_000 * self.number), "video/mp4")]
             try:
@@ -114,7 +114,7 @@ class Witness(threading.Thread):
 
 def test_sigkill_during_concurrent_uploads_loses_nothing_confirmed(
     tmp_path, identity, identity_file
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     root = tmp_path / "server"
     server = start_server(root, str(identity.recipient), identity_file)
     stop = threading.Event()
@@ -126,8 +126,8 @@ def test_sigkill_during_concurrent_uploads_loses_nothing_confirmed(
         deadline = time.monotonic() + 30
         staging = server.data_dir / "staging"
         while time.monotonic() < deadline:
-            confirmed = sum(len(w.confirmed) for w in witnesses)
-            if confirmed >= 20 and len(list(staging.iterdir())) >= 2:
+            done = sum(len(w.confirmed) for w in witnesses)
+            if done >= 20 and len(list(staging.iterdir())) >= 2:
                 break
             time.sleep(0.01)
         in_flight = len(list(staging.iterdir()))
@@ -184,7 +184,7 @@ def _owner_of(folder: Path, pids: list[int]) -> int | None:
 
 def test_worker_killed_mid_upload_leaves_no_staging_without_a_restart(
     tmp_path, identity, identity_file
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     server = start_server(
         tmp_path / "server",
         str(identity.recipient),
@@ -257,7 +257,7 @@ def test_worker_killed_mid_upload_leaves_no_staging_without_a_restart(
         server.stop()
 
 
-def test_server_runs_the_daily_seal_itself(tmp_path, identity, identity_file) -> None:  # type: ignore[no-untyped-def]
+def test_server_runs_the_daily_seal_itself(tmp_path, identity, identity_file) -> None:
     """The seal time is set to the next minute; the server seals without being asked."""
     at = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)
     if at.second > 50:  # leave time to submit before the seal starts

@@ -16,12 +16,11 @@ import pytest
 from portal.core.age import X25519Identity, encrypt
 from portal.core.conversation import mailbox_name
 from portal.core.receipt import new_receipt, parse_receipt
-from portal.core.replykey import ReplyKey
+from portal.core.replykey import KdfCost, ReplyKey
 from portal.server import mailbox
 from portal.server.config import Config
 from portal.server.mailbox import (
     DEFAULT_COST,
-    KdfCost,
     MailboxError,
     ReceiptKeys,
     ReplyStore,
@@ -42,7 +41,9 @@ def _keys(app: Any) -> ReceiptKeys:
 def _submit(client: Any, text: str = "first account") -> str:
     response = post_form(client, {"testimony": text})
     assert response.status_code == 200
-    return RECEIPT_RE.search(response.get_data(as_text=True)).group(1)
+    match = RECEIPT_RE.search(response.get_data(as_text=True))
+    assert match is not None, "no receipt on the page"
+    return match.group(1)
 
 
 def _followup(client: Any, receipt: str, lang: str = "en") -> Any:
@@ -119,8 +120,10 @@ def test_replies_are_shown_deleted_on_request_and_only_to_their_witness(
 
     form = page[page.index('action="/zh/followup/delete"') :]
     token = csrf_token(form)
-    ids = re.search(r'name="replies" value="([^"]*)"', form).group(1)
-    hidden_receipt = re.search(r'name="receipt" value="([^"]*)"', form).group(1)
+    ids_match = re.search(r'name="replies" value="([^"]*)"', form)
+    receipt_match = re.search(r'name="receipt" value="([^"]*)"', form)
+    assert ids_match is not None and receipt_match is not None
+    ids, hidden_receipt = ids_match.group(1), receipt_match.group(1)
     deleted = client.post(
         "/zh/followup/delete",
         data={"csrf_token": token, "receipt": hidden_receipt, "replies": ids},
@@ -325,16 +328,6 @@ def test_a_repeated_follow_up_form_is_stored_once(client: Any, config: Config) -
     assert "What arrived" in answers[0].get_data(as_text=True)
     assert "What arrived" not in answers[1].get_data(as_text=True)
     assert len(SubmissionStore(config.data_dir).ids()) == 2  # the first one and this one
-
-
-def test_follow_up_logins_spend_the_global_rate_budget(make_app) -> None:
-
-    app = make_app(rate_burst=2, rate_per_minute=1)
-    client = app.test_client()
-    keys = _keys(app)
-    statuses = [_followup(client, new_receipt().display()).status_code for _ in range(3)]
-    assert statuses == [200, 200, 429]
-    assert keys.derivations == 2
 
 
 @pytest.mark.production_kdf

@@ -47,7 +47,7 @@ def one_byte_writes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         asked.append(len(data))
         return real_write(fd, bytes(data[:1]))
 
-    monkeypatch.setattr(fsio.os, "write", write)
+    monkeypatch.setattr(os, "write", write)
     return asked
 
 
@@ -122,7 +122,7 @@ def test_write_all_through_a_real_pipe_with_a_slow_reader() -> None:
     os.set_blocking(fd, False)
     try:
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(fsio.os, "write", write)
+            patch.setattr(os, "write", write)
             write_all(fd, data)
     finally:
         reader.stdin.close()
@@ -202,7 +202,7 @@ def test_a_failed_write_leaves_no_partial_file(
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_write(fd, bytes(data[:1]))
 
-    monkeypatch.setattr(fsio.os, "write", full_after_one_byte)
+    monkeypatch.setattr(os, "write", full_after_one_byte)
     with pytest.raises(OSError) as caught:
         create_new(tmp_path / "f", b"abcdef")
     assert caught.value.errno == errno.ENOSPC
@@ -232,7 +232,7 @@ def test_replace_file_replaces_in_one_step_and_leaves_no_temporary(
     def no_replace(_src: object, _dst: object) -> None:
         raise OSError(errno.EIO, "Input/output error")
 
-    monkeypatch.setattr(fsio.os, "replace", no_replace)
+    monkeypatch.setattr(os, "replace", no_replace)
     with pytest.raises(OSError):
         replace_file(path, b"three")
     assert path.read_bytes() == b"two"
@@ -260,7 +260,7 @@ def fsynced(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         paths.append(os.readlink(f"/proc/self/fd/{fd}"))
         real_fsync(fd)
 
-    monkeypatch.setattr(fsio.os, "fsync", fsync)
+    monkeypatch.setattr(os, "fsync", fsync)
     return paths
 
 
@@ -337,7 +337,7 @@ def test_fsync_dir_accepts_a_file_system_that_refuses_directory_fsync(
             raise OSError(code, os.strerror(code))
         real_fsync(fd)
 
-    monkeypatch.setattr(fsio.os, "fsync", fsync)
+    monkeypatch.setattr(os, "fsync", fsync)
     fsync_dir(tmp_path)
     create_new(tmp_path / "f", b"data")
     with new_file(tmp_path / "g") as out:
@@ -356,7 +356,7 @@ def test_fsync_dir_raises_every_other_error(
     def fsync(_fd: int) -> None:
         raise OSError(code, os.strerror(code))
 
-    monkeypatch.setattr(fsio.os, "fsync", fsync)
+    monkeypatch.setattr(os, "fsync", fsync)
     with pytest.raises(OSError) as caught:
         fsync_dir(tmp_path)
     assert caught.value.errno == code
@@ -370,7 +370,7 @@ def test_a_file_fsync_refused_with_einval_is_an_error(
     def fsync(_fd: int) -> None:
         raise OSError(errno.EINVAL, "Invalid argument")
 
-    monkeypatch.setattr(fsio.os, "fsync", fsync)
+    monkeypatch.setattr(os, "fsync", fsync)
     with pytest.raises(OSError):
         create_new(tmp_path / "f", b"data")
     assert not (tmp_path / "f").exists()
@@ -485,7 +485,7 @@ def open_flags(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
         flags_by_path.setdefault(os.fspath(path), flags)  # the first open: the creation
         return real_open(path, flags, *args, **kwargs)
 
-    monkeypatch.setattr(fsio.os, "open", recording_open)
+    monkeypatch.setattr(os, "open", recording_open)
     return flags_by_path
 
 

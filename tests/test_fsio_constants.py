@@ -72,7 +72,7 @@ def test_modes_and_folder_names_have_one_source() -> None:
         for name in ("FILE_MODE", "DIR_MODE"):
             value = getattr(module, name, None)
             assert value is None or value is getattr(fsio, name), (module.__name__, name)
-    assert export.SUBMISSIONS_DIR is layout.SUBMISSIONS_DIR
+    assert vars(export)["SUBMISSIONS_DIR"] is layout.SUBMISSIONS_DIR
     documented = _text(ROOT / "docs" / "FORMAT.md")
     names = (layout.STAGING_DIR, layout.SUBMISSIONS_DIR, layout.FILES_DIR, layout.MANIFEST_NAME)
     for name in names:

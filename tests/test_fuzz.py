@@ -77,6 +77,7 @@ def portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Portal]:
         rate_per_minute=10**9,
         rate_burst=10**9,
         onion_location="http://" + "a" * 56 + ".onion",
+        allowed_hosts=("localhost",),
     )
     app = build_app(config)
     portal = Portal(app, identity, SubmissionStore(config.data_dir))
@@ -208,6 +209,7 @@ def token_of_kind(portal: Portal, client: FlaskClient, kind: str) -> bytes:
         fresh_token(client)
         with client.session_transaction() as stored:
             raw = stored["csrf_token"]
+        assert portal.app.secret_key is not None
         signer = URLSafeTimedSerializer(portal.app.secret_key, salt="wtf-csrf-token")
         with mock.patch("time.time", return_value=time.time() - 3 * 24 * 3600):
             return signer.dumps(raw).encode()
@@ -222,7 +224,7 @@ def post_raw(
     *,
     framing: str = "length",
     headers: dict[str, str] | None = None,
-):  # type: ignore[no-untyped-def]
+):
     environ: dict[str, Any] = {}
     request_headers = dict(headers or {})
     if framing == "chunked":

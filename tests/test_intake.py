@@ -20,7 +20,7 @@ def read_manifest(store: SubmissionStore, submission_id: str, identity: X25519Id
     return json.loads(decrypt(data, [identity]))
 
 
-def test_attachment_streamed_in_pieces_is_hashed_and_encrypted(store, identity) -> None:  # type: ignore[no-untyped-def]
+def test_attachment_streamed_in_pieces_is_hashed_and_encrypted(store, identity) -> None:
     payload = bytes(range(251)) * 4099
     submission_id = store_submission(
         store,
@@ -43,13 +43,13 @@ def test_attachment_streamed_in_pieces_is_hashed_and_encrypted(store, identity) 
     assert decrypt(stored, [identity]) == payload
 
 
-def test_every_recipient_can_open_it(store) -> None:  # type: ignore[no-untyped-def]
+def test_every_recipient_can_open_it(store) -> None:
     old, new = X25519Identity.generate(), X25519Identity.generate()
     submission_id = store_submission(store, [old.recipient, new.recipient], {"testimony": "t"}, [])
     assert read_manifest(store, submission_id, old) == read_manifest(store, submission_id, new)
 
 
-def test_hostile_names_are_kept_as_data_without_control_characters(store, identity) -> None:  # type: ignore[no-untyped-def]
+def test_hostile_names_are_kept_as_data_without_control_characters(store, identity) -> None:
     name = "../../etc/passwd\0\x1b[31m\u202etxt.exe" + "x" * 5000
     submission_id = store_submission(
         store, [identity.recipient], {}, [(name, "text/html\r\nX-Evil: 1", b"<script>")]
@@ -64,7 +64,7 @@ def test_hostile_names_are_kept_as_data_without_control_characters(store, identi
     assert [p.name for p in (store.path(submission_id) / "files").iterdir()] == ["1.age"]
 
 
-def test_failure_mid_stream_keeps_nothing(store, identity) -> None:  # type: ignore[no-untyped-def]
+def test_failure_mid_stream_keeps_nothing(store, identity) -> None:
     class Broken(io.RawIOBase):
         def __init__(self) -> None:
             self.calls = 0
@@ -76,12 +76,12 @@ def test_failure_mid_stream_keeps_nothing(store, identity) -> None:  # type: ign
             return b"x" * 1000
 
     with pytest.raises(ConnectionResetError):
-        store_submission(store, [identity.recipient], {}, [("a", "b", Broken())])
+        store_submission(store, [identity.recipient], {}, [("a", "b", Broken())])  # type: ignore[list-item]  # a file object that fails
     assert store.ids() == []
     assert list(store.staging_dir.iterdir()) == []
 
 
-def test_discard_after_commit_keeps_the_submission(store, identity) -> None:  # type: ignore[no-untyped-def]
+def test_discard_after_commit_keeps_the_submission(store, identity) -> None:
     submission = Submission(store, [identity.recipient])
     sink = submission.open_attachment("a.txt", "text/plain")
     sink.write(b"hello")
@@ -90,7 +90,7 @@ def test_discard_after_commit_keeps_the_submission(store, identity) -> None:  # 
     assert store.ids() == [submission_id]
 
 
-def test_unfinished_attachment_cannot_be_committed_twice(store, identity) -> None:  # type: ignore[no-untyped-def]
+def test_unfinished_attachment_cannot_be_committed_twice(store, identity) -> None:
     submission = Submission(store, [identity.recipient])
     submission.commit({"testimony": "once"}, "en")
     with pytest.raises(StoreError):
@@ -100,7 +100,7 @@ def test_unfinished_attachment_cannot_be_committed_twice(store, identity) -> Non
 def _counting_store(tmp_path: Path) -> tuple[SubmissionStore, list[int]]:
     opened: list[int] = []
 
-    def opener(fd: int):  # type: ignore[no-untyped-def]
+    def opener(fd: int):
         opened.append(fd)
         return open(fd, "wb", buffering=0)  # noqa: SIM115 - closed by StagedFile
 
@@ -109,7 +109,7 @@ def _counting_store(tmp_path: Path) -> tuple[SubmissionStore, list[int]]:
     return store, opened
 
 
-def test_empty_unnamed_file_part_makes_no_file_at_all(tmp_path: Path, identity) -> None:  # type: ignore[no-untyped-def]
+def test_empty_unnamed_file_part_makes_no_file_at_all(tmp_path: Path, identity) -> None:
     # What a browser sends when the witness chose no file.
     store, opened = _counting_store(tmp_path)
     submission = Submission(store, [identity.recipient])
@@ -124,7 +124,7 @@ def test_empty_unnamed_file_part_makes_no_file_at_all(tmp_path: Path, identity) 
 
 def test_named_empty_file_is_kept_and_numbering_follows_stored_files(
     tmp_path: Path, identity
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     store, _opened = _counting_store(tmp_path)
     submission = Submission(store, [identity.recipient])
     submission.open_attachment("", "application/octet-stream").seek(0)

@@ -29,7 +29,7 @@ class FakeClock:
         return self.now
 
 
-def test_too_many_files_get_a_clear_page_and_nothing_is_kept(config, make_app) -> None:  # type: ignore[no-untyped-def]
+def test_too_many_files_get_a_clear_page_and_nothing_is_kept(config, make_app) -> None:
     client = make_app(max_files=3).test_client()
 
     def files(count: int) -> list[tuple[io.BytesIO, str]]:
@@ -44,7 +44,7 @@ def test_too_many_files_get_a_clear_page_and_nothing_is_kept(config, make_app) -
     assert ok.status_code == 200
 
 
-def test_too_long_testimony_is_refused_with_the_limit_named(config, make_app) -> None:  # type: ignore[no-untyped-def]
+def test_too_long_testimony_is_refused_with_the_limit_named(config, make_app) -> None:
     client = make_app(max_testimony_chars=500).test_client()
     response = post(client, {"testimony": "가" * 501, "attachments": (io.BytesIO(b"doc"), "a.txt")})
     assert response.status_code == 400
@@ -54,7 +54,7 @@ def test_too_long_testimony_is_refused_with_the_limit_named(config, make_app) ->
     assert post(client, {"testimony": "가" * 500}).status_code == 200
 
 
-def test_a_text_field_beyond_the_memory_bound_gets_413(config, make_app) -> None:  # type: ignore[no-untyped-def]
+def test_a_text_field_beyond_the_memory_bound_gets_413(config, make_app) -> None:
     client = make_app(max_testimony_chars=100).test_client()
     response = post(client, {"testimony": "x" * (3 << 20)})
     assert response.status_code == 413
@@ -62,7 +62,7 @@ def test_a_text_field_beyond_the_memory_bound_gets_413(config, make_app) -> None
     assert_nothing_kept(config.data_dir)
 
 
-def test_thousands_of_parts_get_413(config, client) -> None:  # type: ignore[no-untyped-def]
+def test_thousands_of_parts_get_413(config, client) -> None:
     token = csrf_token(client.get("/submit").get_data(as_text=True))
     fields = {"csrf_token": token, "consent": "yes", "testimony": "parts"}
     fields.update({f"f{n}": "" for n in range(3000)})
@@ -72,7 +72,7 @@ def test_thousands_of_parts_get_413(config, client) -> None:  # type: ignore[no-
     assert_nothing_kept(config.data_dir)
 
 
-def test_honeypot_filled_in_is_refused_and_nothing_kept(client, config) -> None:  # type: ignore[no-untyped-def]
+def test_honeypot_filled_in_is_refused_and_nothing_kept(client, config) -> None:
     first = client.get("/submit").get_data(as_text=True)
     fields = {**hidden_fields(first), "go": "next", "role": "saw"}
     page = client.post("/submit/page", data=fields).get_data(as_text=True)
@@ -141,7 +141,7 @@ def test_a_worker_killed_inside_the_bucket_does_not_block_the_others() -> None:
     assert result == [0.0], "the bucket stayed locked after its holder died"
 
 
-def test_rate_limit_answers_429_with_retry_after_and_stores_nothing(config, make_app) -> None:  # type: ignore[no-untyped-def]
+def test_rate_limit_answers_429_with_retry_after_and_stores_nothing(config, make_app) -> None:
     app = make_app(rate_per_minute=6, rate_burst=2)
     clock = FakeClock()
     app.extensions["portal"].bucket = TokenBucket(rate_per_second=0.1, burst=2, clock=clock)
@@ -163,7 +163,7 @@ def test_rate_limit_answers_429_with_retry_after_and_stores_nothing(config, make
     assert len(store.ids()) == 3
 
 
-def test_rate_limit_is_checked_before_csrf_so_floods_cost_nothing(make_app) -> None:  # type: ignore[no-untyped-def]
+def test_rate_limit_is_checked_before_csrf_so_floods_cost_nothing(make_app) -> None:
     app = make_app()
     app.extensions["portal"].bucket = TokenBucket(rate_per_second=1e-3, burst=0, clock=FakeClock())
     client = app.test_client()
@@ -172,7 +172,7 @@ def test_rate_limit_is_checked_before_csrf_so_floods_cost_nothing(make_app) -> N
     assert response.status_code == 429
 
 
-def test_junk_posts_never_spend_the_rate_budget(config, make_app) -> None:  # type: ignore[no-untyped-def]
+def test_junk_posts_never_spend_the_rate_budget(config, make_app) -> None:
     app = make_app()
     bucket = TokenBucket(rate_per_second=1e-6, burst=1, clock=FakeClock())
     app.extensions["portal"].bucket = bucket
@@ -183,8 +183,8 @@ def test_junk_posts_never_spend_the_rate_budget(config, make_app) -> None:  # ty
         ("/robots.txt", {}, 405),
         ("/ko/submit", {"testimony": "no session"}, 400),  # no form session: refused unread
     ]
-    for path, data, status in junk:
-        response = client.post(path, data=data)
+    for path, junk_data, status in junk:
+        response = client.post(path, data=junk_data)
         assert response.status_code == status, path
     assert client.get_cookie("session") is None
     # With the form's session, refused forms give their token back.
@@ -203,7 +203,7 @@ def test_junk_posts_never_spend_the_rate_budget(config, make_app) -> None:  # ty
     assert post(client, {"testimony": "one too many"}).status_code == 429
 
 
-def test_a_refused_upload_gives_its_token_back(make_app) -> None:  # type: ignore[no-untyped-def]
+def test_a_refused_upload_gives_its_token_back(make_app) -> None:
     app = make_app(max_files=1)
     app.extensions["portal"].bucket = TokenBucket(rate_per_second=1e-6, burst=1, clock=FakeClock())
     client = app.test_client()
@@ -212,7 +212,7 @@ def test_a_refused_upload_gives_its_token_back(make_app) -> None:  # type: ignor
     assert post(client, {"testimony": "the witness"}).status_code == 200
 
 
-def test_low_disk_space_refuses_before_any_byte_is_stored(config, monkeypatch, make_app) -> None:  # type: ignore[no-untyped-def]
+def test_low_disk_space_refuses_before_any_byte_is_stored(config, monkeypatch, make_app) -> None:
     app = make_app(min_free_mb=1024)
     store = app.extensions["portal"].store
     monkeypatch.setattr(store, "free_bytes", lambda: 1023 * 1024 * 1024)
@@ -230,7 +230,7 @@ def test_low_disk_space_refuses_before_any_byte_is_stored(config, monkeypatch, m
     assert_nothing_kept(config.data_dir)
 
 
-def test_disk_floor_is_checked_again_for_each_file(config, monkeypatch, make_app) -> None:  # type: ignore[no-untyped-def]
+def test_disk_floor_is_checked_again_for_each_file(config, monkeypatch, make_app) -> None:
     app = make_app(min_free_mb=1)
     store = app.extensions["portal"].store
     free = iter([10 << 20, 10 << 20, 0, 0, 0])  # before the request, file 1, file 2
@@ -251,13 +251,13 @@ def test_disk_floor_is_checked_again_for_each_file(config, monkeypatch, make_app
 
 
 @pytest.fixture
-def small_server(make_server):  # type: ignore[no-untyped-def]
+def small_server(make_server):
     return make_server(
         env={"PORTAL_MAX_UPLOAD_MB": "1", "PORTAL_RATE_PER_MINUTE": "1", "PORTAL_RATE_BURST": "4"},
     )
 
 
-def test_live_oversized_uploads_are_refused_also_when_chunked(small_server) -> None:  # type: ignore[no-untyped-def]
+def test_live_oversized_uploads_are_refused_also_when_chunked(small_server) -> None:
     big = os.urandom(1536 * 1024)
     for chunked in (False, True):
         client = small_server.client()
@@ -269,7 +269,7 @@ def test_live_oversized_uploads_are_refused_also_when_chunked(small_server) -> N
     assert_nothing_kept(small_server.data_dir)
 
 
-def test_live_rate_limit_is_global_across_workers(small_server) -> None:  # type: ignore[no-untyped-def]
+def test_live_rate_limit_is_global_across_workers(small_server) -> None:
     # Two gunicorn workers, burst 4: however requests are spread over the
     # workers, exactly four are accepted (the 413 test above is separate).
     statuses = []
@@ -284,7 +284,7 @@ def test_live_rate_limit_is_global_across_workers(small_server) -> None:  # type
     assert len(SubmissionStore(small_server.data_dir).ids()) == 4
 
 
-def test_live_huge_headers_get_a_4xx(small_server) -> None:  # type: ignore[no-untyped-def]
+def test_live_huge_headers_get_a_4xx(small_server) -> None:
     for request in (
         b"GET /" + b"a" * 10000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 20000 + b"\r\n\r\n",
@@ -298,7 +298,7 @@ def test_live_huge_headers_get_a_4xx(small_server) -> None:  # type: ignore[no-u
     assert small_server.client().get("/").status == 200
 
 
-def test_live_malformed_chunked_body_gets_a_clear_400(small_server) -> None:  # type: ignore[no-untyped-def]
+def test_live_malformed_chunked_body_gets_a_clear_400(small_server) -> None:
     client = small_server.client()
     token = client.csrf_token()
     head = (

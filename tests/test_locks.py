@@ -36,7 +36,7 @@ def test_two_locks_used_by_threads_of_two_workers_never_report_a_deadlock() -> N
         for thread in threads:
             thread.join()
         os._exit(1 if errors else 0)
-    errors: list[BaseException] = []
+    errors = []
     threads = [
         threading.Thread(target=hammer, args=(lock, 1500, errors)) for lock in (first, second)
     ]

@@ -96,14 +96,18 @@ def files_under(*roots: Path) -> list[Path]:
 
 
 @pytest.fixture
-def debug_server(make_server):  # type: ignore[no-untyped-def]
+def debug_server(make_server):
     return make_server(
-        env={"PORTAL_LOG_LEVEL": "debug", "PORTAL_ONION_LOCATION": "http://x.onion"},
+        env={
+            "PORTAL_LOG_LEVEL": "debug",
+            "PORTAL_ONION_LOCATION": "http://x.onion",
+            "PORTAL_ALLOWED_HOSTS": "127.0.0.1",
+        },
     )
 
 
 @pytest.mark.slow
-def test_debug_log_and_data_hold_no_address_agent_referrer_or_query(debug_server, identity) -> None:  # type: ignore[no-untyped-def]
+def test_debug_log_and_data_hold_no_address_agent_referrer_or_query(debug_server, identity) -> None:
     server = debug_server
     identifying = {
         "User-Agent": MARKER_UA,
@@ -113,8 +117,8 @@ def test_debug_log_and_data_hold_no_address_agent_referrer_or_query(debug_server
         "Referer": MARKER_REFERER,
     }
     client = ClientFrom(server.url)
-    for path in (f"/?{MARKER}=query", f"/ko/submit?q={MARKER}", f"/{MARKER}-missing"):
-        assert client.request("GET", path, headers=identifying).status in (200, 404)
+    for url in (f"/?{MARKER}=query", f"/ko/submit?q={MARKER}", f"/{MARKER}-missing"):
+        assert client.request("GET", url, headers=identifying).status in (200, 404)
 
     # A complete submission, with the identifying headers on every request.
     body = MultipartBody(
@@ -177,7 +181,7 @@ def test_debug_log_and_data_hold_no_address_agent_referrer_or_query(debug_server
     assert list(store.staging_dir.iterdir()) == []
 
 
-def test_logging_setup_routes_every_logger_through_the_safe_formatter(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_logging_setup_routes_every_logger_through_the_safe_formatter(monkeypatch) -> None:
     from portal.server.appserver import configure_logging
 
     root = logging.getLogger()

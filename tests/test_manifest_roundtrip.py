@@ -27,7 +27,7 @@ from portal.core.manifest import (
 from portal.core.questionnaire import DEFAULT_QUESTIONNAIRE, load_questionnaire
 
 # Any text a browser can send, less lone surrogates (which no UTF-8 request holds).
-TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
+TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=40)
 SHA256 = st.text("0123456789abcdef", min_size=64, max_size=64)
 RECIPIENT = str(X25519Identity.generate().recipient)
 

@@ -155,7 +155,7 @@ def test_one_huge_body_cannot_grow_the_server_by_64_mib(
     assert worst < BOUND, f"a process grew by {worst / 2**20:.0f} MiB ({growth})"
 
 
-def test_urlencoded_text_over_the_form_budget_is_refused_before_it_is_held(client) -> None:  # type: ignore[no-untyped-def]
+def test_urlencoded_text_over_the_form_budget_is_refused_before_it_is_held(client) -> None:
     """In-process: an urlencoded body is read in bounded pieces and refused past the budget."""
     app = client.application
     budget = app.config["MAX_FORM_MEMORY_SIZE"] + 1024 * 1024
@@ -184,7 +184,7 @@ def test_urlencoded_text_over_the_form_budget_is_refused_before_it_is_held(clien
     assert sum(read) < budget + 2 * 1024 * 1024, "the body was read far past the budget"
 
 
-def test_many_text_fields_share_one_budget(client) -> None:  # type: ignore[no-untyped-def]
+def test_many_text_fields_share_one_budget(client) -> None:
     """Each field under Werkzeug's per-field bound; together over the request's budget: 413."""
     field = client.application.config["MAX_FORM_MEMORY_SIZE"] - 1024
     data = {f"f{n}": "a" * field for n in range(4)}
@@ -193,7 +193,7 @@ def test_many_text_fields_share_one_budget(client) -> None:  # type: ignore[no-u
     assert response.status_code == 413
 
 
-def test_files_do_not_count_against_the_text_budget(client) -> None:  # type: ignore[no-untyped-def]
+def test_files_do_not_count_against_the_text_budget(client) -> None:
     """Bytes streamed into encrypted attachments are not held; a large file still goes in."""
     import io
 

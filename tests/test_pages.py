@@ -53,7 +53,7 @@ def visible_text(page: str) -> str:
     return " ".join(parser.parts)
 
 
-def hidden_fields(client, lang: str) -> dict[str, str]:  # type: ignore[no-untyped-def]
+def hidden_fields(client, lang: str) -> dict[str, str]:
     """Open the form: its CSRF token and one-time value."""
     return form_fields(client.get(f"{prefix(lang)}/submit").get_data(as_text=True))
 
@@ -63,7 +63,7 @@ def hidden_fields(client, lang: str) -> dict[str, str]:  # type: ignore[no-untyp
 
 @pytest.mark.parametrize("path", ["/", "/submit"])
 @pytest.mark.parametrize("lang", list(LANGUAGES))
-def test_page_speaks_the_language_of_its_address(client, lang: str, path: str) -> None:  # type: ignore[no-untyped-def]
+def test_page_speaks_the_language_of_its_address(client, lang: str, path: str) -> None:
     response = client.get(prefix(lang) + path)
     page = response.get_data(as_text=True)
     assert response.status_code == 200
@@ -73,7 +73,7 @@ def test_page_speaks_the_language_of_its_address(client, lang: str, path: str) -
 
 
 @pytest.mark.parametrize("lang", list(LANGUAGES))
-def test_every_page_has_a_menu_naming_each_language_in_itself(client, lang: str) -> None:  # type: ignore[no-untyped-def]
+def test_every_page_has_a_menu_naming_each_language_in_itself(client, lang: str) -> None:
     page = client.get(f"{prefix(lang)}/submit").get_data(as_text=True)
     for code, info in LANGUAGES.items():
         current = ' aria-current="true"' if code == lang else ""
@@ -85,17 +85,17 @@ def test_every_page_has_a_menu_naming_each_language_in_itself(client, lang: str)
 
 
 @pytest.mark.parametrize("path", ["/en/", "/en/submit", "/fr/", "/KO/"])
-def test_english_has_one_address_and_unknown_languages_are_not_found(client, path: str) -> None:  # type: ignore[no-untyped-def]
+def test_english_has_one_address_and_unknown_languages_are_not_found(client, path: str) -> None:
     assert client.get(path).status_code == 404
 
 
-def test_browser_language_is_ignored(client) -> None:  # type: ignore[no-untyped-def]
+def test_browser_language_is_ignored(client) -> None:
     # Tor Browser always says en-US; anything else would single a witness out.
     page = client.get("/", headers={"Accept-Language": "ko-KR,ko;q=0.9"}).get_data(as_text=True)
     assert html_lang(page) == "en ltr"
 
 
-def test_language_is_never_kept_in_a_cookie(app, client) -> None:  # type: ignore[no-untyped-def]
+def test_language_is_never_kept_in_a_cookie(app, client) -> None:
     assert "Set-Cookie" not in client.get("/ko/").headers
     form = client.get("/zh/submit")
     [cookie] = form.headers.getlist("Set-Cookie")
@@ -110,7 +110,7 @@ def test_language_is_never_kept_in_a_cookie(app, client) -> None:  # type: ignor
 
 
 @pytest.mark.parametrize("lang", list(LANGUAGES))
-def test_form_errors_are_in_the_witness_language(make_app, lang: str) -> None:  # type: ignore[no-untyped-def]
+def test_form_errors_are_in_the_witness_language(make_app, lang: str) -> None:
     client = make_app(max_testimony_chars=10).test_client()
     path = f"{prefix(lang)}/submit"
     cases = {
@@ -129,7 +129,7 @@ def test_form_errors_are_in_the_witness_language(make_app, lang: str) -> None:  
 # --------------------------------------------------------------- error pages
 
 
-def trigger(make_app, code: int, lang: str):  # type: ignore[no-untyped-def]
+def trigger(make_app, code: int, lang: str):
     """Provoke a real error `code` for an address in `lang`; returns (response, was_post)."""
     base = prefix(lang)
     if code == 400:  # no CSRF token
@@ -177,7 +177,7 @@ ERROR_TITLES = {
 @pytest.mark.parametrize("lang", list(LANGUAGES))
 def test_error_page_says_what_happened_and_whether_anything_was_saved(
     make_app, lang: str, code: int
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     response, was_post = trigger(make_app, code, lang)
     page = response.get_data(as_text=True)
     assert response.status_code == code
@@ -195,11 +195,11 @@ def test_error_page_says_what_happened_and_whether_anything_was_saved(
 
 
 @pytest.fixture
-def pages(app) -> list[tuple[str, str, str]]:  # type: ignore[no-untyped-def]
+def pages(app) -> list[tuple[str, str, str]]:
     return list(page_weight.witness_pages(app))
 
 
-def test_translated_pages_show_no_english(pages) -> None:  # type: ignore[no-untyped-def]
+def test_translated_pages_show_no_english(pages) -> None:
     # Names that stay in Latin letters in Korean and Chinese text.
     allowed = {"Tor", "JavaScript", "Cookie", "IP", "MB", "SHA", "PDF", "ExifTool", "mat"}
     leftovers = {}
@@ -217,11 +217,11 @@ def test_translated_pages_show_no_english(pages) -> None:  # type: ignore[no-unt
     assert leftovers == {}
 
 
-def test_pages_have_no_unfilled_placeholders(pages) -> None:  # type: ignore[no-untyped-def]
+def test_pages_have_no_unfilled_placeholders(pages) -> None:
     assert [(page, lang) for page, lang, html in pages if "%(" in html or "%%" in html] == []
 
 
-def test_pages_load_nothing_from_elsewhere_and_run_no_script(pages) -> None:  # type: ignore[no-untyped-def]
+def test_pages_load_nothing_from_elsewhere_and_run_no_script(pages) -> None:
     for page, lang, html in pages:
         assert "<script" not in html.lower(), (page, lang)
         assert " style=" not in html, (page, lang)
@@ -229,14 +229,14 @@ def test_pages_load_nothing_from_elsewhere_and_run_no_script(pages) -> None:  # 
             assert url.startswith(("/", "#")) and not url.startswith("//"), (page, lang, url)
 
 
-def test_every_page_with_its_css_is_under_30_kb(app, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_every_page_with_its_css_is_under_30_kb(app, capsys) -> None:
     rows = page_weight.page_weights(app)
     with capsys.disabled():
         print("\n" + page_weight.format_table(rows))
     assert [(r.page, r.lang, r.total) for r in rows if r.total > page_weight.BUDGET_BYTES] == []
 
 
-def test_error_page_for_an_unroutable_request_still_has_working_links(client) -> None:  # type: ignore[no-untyped-def]
+def test_error_page_for_an_unroutable_request_still_has_working_links(client) -> None:
     # A Host header Werkzeug cannot encode leaves Flask without a URL adapter.
     response = client.get("/ko/submit", headers={"Host": "h" * 64})
     page = response.get_data(as_text=True)
@@ -245,12 +245,12 @@ def test_error_page_for_an_unroutable_request_still_has_working_links(client) ->
     assert '<a href="/ko/">' in page and 'href="/static/style.css"' in page
 
 
-def test_landing_page_is_drawn_once_per_language_and_served_whole(client, app) -> None:  # type: ignore[no-untyped-def]
+def test_landing_page_is_drawn_once_per_language_and_served_whole(client, app) -> None:
     from flask import template_rendered
 
     drawn: list[str] = []
 
-    def record(sender, template, context, **extra):  # type: ignore[no-untyped-def]
+    def record(sender, template, context, **extra):
         drawn.append(template.name)
 
     template_rendered.connect(record, app)

@@ -21,6 +21,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page
@@ -129,7 +130,7 @@ def assert_page_two_holds(page: Page, questions: list[Question], answers: dict[s
             assert kept.replace("\r\n", "\n") == value, (question.id, kept)
 
 
-def opened(portal: Portal, tmp_path: Path, role: str) -> tuple[Path, dict[str, object]]:
+def opened(portal: Portal, tmp_path: Path, role: str) -> tuple[Path, dict[str, Any]]:
     """Open everything on the server; the folder and manifest of this path's submission."""
     out = tmp_path / "opened"
     run = review(
@@ -231,11 +232,11 @@ def test_korean_witness_walks_their_path_without_javascript(
 
     # The reviewer opens it: every answer under its question, in the sealed words.
     folder, manifest = opened(portal, tmp_path, role)
-    fields = {k: v.replace("\r\n", "\n") for k, v in manifest["fields"].items()}  # type: ignore[attr-defined]
+    fields = {k: v.replace("\r\n", "\n") for k, v in manifest["fields"].items()}
     assert fields == answers
-    sealed_ids = [q["id"] for q in manifest["questionnaire"]["questions"]]  # type: ignore[index]
+    sealed_ids = [q["id"] for q in manifest["questionnaire"]["questions"]]
     assert sealed_ids == [q.id for q in asked_questions(answers)]
-    [attachment] = manifest["attachments"]  # type: ignore[misc]
+    [attachment] = manifest["attachments"]
     assert attachment["sha256"] == hashlib.sha256(evidence.read_bytes()).hexdigest()
     shown = (folder / "testimony.html").read_text("utf-8").replace("\r\n", "\n")
     assert_each_answer_under_its_question(shown, answers)

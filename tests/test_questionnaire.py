@@ -357,7 +357,7 @@ def test_the_server_refuses_to_start_with_an_invalid_questionnaire(tmp_path: Pat
     assert "Traceback" not in result.stderr + result.stdout
 
 
-def test_the_app_factory_refuses_an_invalid_questionnaire(tmp_path: Path, config) -> None:  # type: ignore[no-untyped-def]
+def test_the_app_factory_refuses_an_invalid_questionnaire(tmp_path: Path, config) -> None:
     from dataclasses import replace
 
     from portal.server.config import ConfigError

@@ -55,7 +55,7 @@ def controls(page: str) -> Inputs:
     return parser
 
 
-def _page_two(client, role: str, lang: str = "ko", **answers: str):  # type: ignore[no-untyped-def]
+def _page_two(client, role: str, lang: str = "ko", **answers: str):
     """Continue from the first page having chosen `role`: the second page, as drawn."""
     prefix = "" if lang == "en" else f"/{lang}"
     first = client.get(f"{prefix}/submit").get_data(as_text=True)
@@ -63,7 +63,7 @@ def _page_two(client, role: str, lang: str = "ko", **answers: str):  # type: ign
     return client.post(f"{prefix}/submit/page", data={**data, "role": role, **answers})
 
 
-def test_the_first_page_asks_only_which_describes_the_witness(client) -> None:  # type: ignore[no-untyped-def]
+def test_the_first_page_asks_only_which_describes_the_witness(client) -> None:
     page = client.get("/ko/submit").get_data(as_text=True)
     role = QUESTIONNAIRE.question("role")
     assert role is not None and html.escape(role.label["ko"], quote=False) in page
@@ -80,7 +80,7 @@ def test_the_first_page_asks_only_which_describes_the_witness(client) -> None:  
 @pytest.mark.parametrize("role", ["suffered", "saw", "took_part", "other"])
 def test_each_path_asks_its_questions_with_consent_last_and_nothing_chosen(
     client, role: str
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     response = _page_two(client, role)
     assert response.status_code == 200
     page = response.get_data(as_text=True)
@@ -109,14 +109,14 @@ def test_each_path_asks_its_questions_with_consent_last_and_nothing_chosen(
     assert "위치" in page and "mat2" in page
 
 
-def test_an_insider_reads_what_may_happen_before_the_first_question(client) -> None:  # type: ignore[no-untyped-def]
+def test_an_insider_reads_what_may_happen_before_the_first_question(client) -> None:
     notice = QUESTIONNAIRE.question("insider_notice")
     assert notice is not None
     for lang in ("en", "ko", "zh"):
         page = _page_two(client, "took_part", lang=lang).get_data(as_text=True)
-        first_question = html.escape(
-            QUESTIONNAIRE.question("organisation").label[lang], quote=False
-        )  # type: ignore[union-attr]
+        organisation = QUESTIONNAIRE.question("organisation")
+        assert organisation is not None
+        first_question = html.escape(organisation.label[lang], quote=False)
         start = page.index(html.escape(notice.label[lang], quote=False))
         assert start < page.index(first_question)
         for paragraph in notice.help[lang].split("\n\n"):
@@ -126,7 +126,7 @@ def test_an_insider_reads_what_may_happen_before_the_first_question(client) -> N
         assert words in english.lower().replace("Courts", "courts"), words
 
 
-def test_back_and_continue_keep_every_answer_and_store_nothing(client, config) -> None:  # type: ignore[no-untyped-def]
+def test_back_and_continue_keep_every_answer_and_store_nothing(client, config) -> None:
     from portal.server.store import SubmissionStore
 
     answers = {k: v for k, v in KOREAN_PATHS["took_part"].items() if k not in ("role", "consent")}
@@ -150,7 +150,7 @@ def test_back_and_continue_keep_every_answer_and_store_nothing(client, config) -
     assert SubmissionStore(config.data_dir).ids() == []
 
 
-def test_a_changed_path_sends_only_the_answers_it_asked(client, config, identity) -> None:  # type: ignore[no-untyped-def]
+def test_a_changed_path_sends_only_the_answers_it_asked(client, config, identity) -> None:
     from portal.server.store import SubmissionStore
 
     # An insider's answers carried along, then the witness chose "I saw it".
@@ -163,7 +163,7 @@ def test_a_changed_path_sends_only_the_answers_it_asked(client, config, identity
     assert sealed_ids == [q.id for q in asked_questions(KOREAN_ANSWERS)]
 
 
-def test_continue_refuses_a_bad_answer_on_the_page_left(client) -> None:  # type: ignore[no-untyped-def]
+def test_continue_refuses_a_bad_answer_on_the_page_left(client) -> None:
     response = _page_two(client, "everyone")
     assert response.status_code == 400
     page = response.get_data(as_text=True)
@@ -174,7 +174,7 @@ def test_continue_refuses_a_bad_answer_on_the_page_left(client) -> None:  # type
     )
 
 
-def test_a_language_button_redraws_the_page_with_its_answers(client) -> None:  # type: ignore[no-untyped-def]
+def test_a_language_button_redraws_the_page_with_its_answers(client) -> None:
     second = _page_two(client, "took_part").get_data(as_text=True)
     assert 'form="testimony-form" formaction="/zh/submit/page"' in second
     fields = {**hidden_fields(second), "orders": "连长下达的命令", "go": "stay"}
@@ -184,14 +184,14 @@ def test_a_language_button_redraws_the_page_with_its_answers(client) -> None:  #
     assert "连长下达的命令" in page
 
 
-def test_the_files_question_states_the_limits(client, config) -> None:  # type: ignore[no-untyped-def]
+def test_the_files_question_states_the_limits(client, config) -> None:
     page = _page_two(client, "saw", lang="en").get_data(as_text=True)
     limits = f"up to {config.max_upload_mb} MB in all, at most {config.max_files} files."
     assert limits in page
     assert '<input type="file" name="attachments" id="q-files" multiple' in page
 
 
-def test_every_language_shows_its_own_question_texts(client) -> None:  # type: ignore[no-untyped-def]
+def test_every_language_shows_its_own_question_texts(client) -> None:
     for lang in ("en", "ko", "zh"):
         first = client.get("/submit" if lang == "en" else f"/{lang}/submit").get_data(as_text=True)
         assert html.escape(QUESTIONNAIRE.question("role").label[lang], quote=False) in first  # type: ignore[union-attr]
@@ -203,7 +203,7 @@ def test_every_language_shows_its_own_question_texts(client) -> None:  # type: i
             assert html.escape(choice.label[lang], quote=False) in page
 
 
-def test_without_consent_nothing_is_saved_and_every_answer_is_kept(client, config) -> None:  # type: ignore[no-untyped-def]
+def test_without_consent_nothing_is_saved_and_every_answer_is_kept(client, config) -> None:
     answers = {k: v for k, v in KOREAN_ANSWERS.items() if k != "consent"}
     answers["how_known"] = ["saw", "heard"]  # type: ignore[assignment]
     response = post_form(client, {**answers, "consent": ""}, path="/ko/submit")
@@ -227,7 +227,7 @@ def test_without_consent_nothing_is_saved_and_every_answer_is_kept(client, confi
     assert SubmissionStore(config.data_dir).ids() == []
 
 
-def test_a_hostile_answer_is_refused_in_the_witness_language(client) -> None:  # type: ignore[no-untyped-def]
+def test_a_hostile_answer_is_refused_in_the_witness_language(client) -> None:
     response = post_form(client, {"testimony": "x", "consent": "everyone"}, path="/zh/submit")
     assert response.status_code == 400
     assert "请从列出的答案中选择。" in response.get_data(as_text=True)
@@ -236,14 +236,14 @@ def test_a_hostile_answer_is_refused_in_the_witness_language(client) -> None:  #
     assert response.status_code == 200
 
 
-def test_answers_other_than_the_testimony_are_enough(client, config, identity) -> None:  # type: ignore[no-untyped-def]
+def test_answers_other_than_the_testimony_are_enough(client, config, identity) -> None:
     response = post_form(client, {"where": "Hoeryong", "consent": "ask"})
     assert response.status_code == 200, response.get_data(as_text=True)
     only_choices = post_form(client, {"how_known": "saw", "consent": "ask"})
     assert only_choices.status_code == 400
 
 
-def test_the_manifest_seals_the_questions_seen_and_the_answers(client, config, identity) -> None:  # type: ignore[no-untyped-def]
+def test_the_manifest_seals_the_questions_seen_and_the_answers(client, config, identity) -> None:
     from portal.server.store import SubmissionStore
 
     response = post_form(client, KOREAN_ANSWERS, path="/ko/submit")
@@ -285,7 +285,7 @@ def test_korean_questionnaire_on_a_real_server_opens_with_each_answer_under_its_
     assert_each_answer_under_its_question(page, KOREAN_ANSWERS)
 
 
-def test_the_page_route_needs_the_form_session_and_spends_no_rate_budget(make_app, config) -> None:  # type: ignore[no-untyped-def]
+def test_the_page_route_needs_the_form_session_and_spends_no_rate_budget(make_app, config) -> None:
     from portal.server.store import SubmissionStore
 
     client = make_app(rate_burst=1, rate_per_minute=1).test_client()
@@ -300,7 +300,7 @@ def test_the_page_route_needs_the_form_session_and_spends_no_rate_budget(make_ap
     assert post_form(client, dict(KOREAN_ANSWERS), path="/ko/submit").status_code == 429
 
 
-def test_the_form_and_the_received_page_warn_about_what_files_carry(client) -> None:  # type: ignore[no-untyped-def]
+def test_the_form_and_the_received_page_warn_about_what_files_carry(client) -> None:
     from flask_babel import force_locale
     from flask_babel import gettext as _
 

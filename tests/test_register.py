@@ -59,9 +59,9 @@ def texts(lang: str) -> Iterator[tuple[str, str]]:
     with (TRANSLATIONS_DIR / lang / "LC_MESSAGES" / "messages.po").open("rb") as handle:
         for message in read_po(handle):
             if message.id and message.string:
-                strings = message.string if isinstance(message.string, tuple) else (message.string,)
-                for string in strings:
-                    yield f"messages.po {message.id!r}", string
+                string = message.string
+                for text in string if isinstance(string, (tuple, list)) else (string,):
+                    yield f"messages.po {message.id!r}", str(text)
     for question in QUESTIONNAIRE.questions:
         yield f"questionnaire {question.id} label", question.label[lang]
         if question.help:

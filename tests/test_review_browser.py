@@ -21,7 +21,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import pytest
-from playwright.sync_api import Browser, Error, Page
+from playwright.sync_api import Browser, Dialog, Error, Page
 
 from portal.review import inert
 from portal.review.cli import ExitStatus
@@ -73,7 +73,12 @@ def mime_table_extensions() -> list[str]:
 
 def _watch(page: Page, seen: list[str]) -> None:
     page.on("console", lambda message: seen.append(f"console: {message.text}"))
-    page.on("dialog", lambda dialog: (seen.append(f"dialog: {dialog.message}"), dialog.dismiss()))
+
+    def dismiss(dialog: Dialog) -> None:
+        seen.append(f"dialog: {dialog.message}")
+        dialog.dismiss()
+
+    page.on("dialog", dismiss)
 
 
 def _visit(page: Page, url: str) -> None:

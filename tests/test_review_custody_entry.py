@@ -10,6 +10,7 @@ import pytest
 from portal.review.custody import (
     CUSTODY_FORMAT,
     GENESIS,
+    Action,
     CustodyDamaged,
     CustodyEntry,
     CustodyLog,
@@ -20,7 +21,7 @@ from portal.review.custody import (
 def test_an_appended_entry_reads_back_equal_and_in_canonical_form(tmp_path: Path) -> None:
     log = CustodyLog(tmp_path / "custody.jsonl")
     written = log.append(
-        "open",
+        Action.OPEN,
         "Reviewer 검토자",
         submission="S" * 24,
         manifest={"file": "testimony.json", "sha256": "a" * 64, "ciphertext_sha256": "b" * 64},
@@ -42,7 +43,7 @@ def test_an_appended_entry_reads_back_equal_and_in_canonical_form(tmp_path: Path
 def test_a_forward_entry_is_read_through_its_type(tmp_path: Path) -> None:
     log = CustodyLog(tmp_path / "custody.jsonl")
     log.append(
-        "forward",
+        Action.FORWARD,
         "R",
         submissions=["A" * 24, "B" * 24],
         omitted_fields=["contact"],

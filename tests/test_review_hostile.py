@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -18,7 +19,6 @@ from typing import Any
 
 import pytest
 
-from portal.core import layout as layout_module
 from portal.core.age import X25519Identity, encrypt
 from portal.core.layout import new_id
 from portal.core.manifest import Attachment
@@ -263,7 +263,7 @@ def test_verify_refuses_an_opened_folder_the_custody_log_does_not_vouch_for(
     sid = submit(store, [identity], "x", [("a.txt", b"abc")])
     assert open_into(tmp_path, store.root, key).status == ExitStatus.OK
     other_log = CustodyLog(tmp_path / "other.jsonl")
-    other_log.append("open", "Someone", submission="A" * 24)
+    other_log.append(custody.Action.OPEN, "Someone", submission="A" * 24)
     run = review(["verify", tmp_path / "out", "--custody", other_log.path])
     assert run.status == ExitStatus.INTEGRITY
     assert f"CHANGED {sid}: the custody log has no entry for its opening" in run.out
@@ -435,7 +435,7 @@ def test_new_ids_never_start_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> Non
     # would be below 1e-20.
     assert not any(new_id().startswith("-") for _ in range(3000))
     draws = iter(["-" + "a" * 23, "b" * 24])
-    monkeypatch.setattr(layout_module.secrets, "token_urlsafe", lambda _n: next(draws))
+    monkeypatch.setattr(secrets, "token_urlsafe", lambda _n: next(draws))
     assert new_id() == "b" * 24
 
 

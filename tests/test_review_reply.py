@@ -20,7 +20,7 @@ def _opened(tmp_path: Path, reply_to: str | None) -> tuple[Path, str, Path]:
     store = make_store(tmp_path / "data")
     if reply_to is None:
         # Before the conversation: a format 1 manifest, with no reply recipient.
-        def v1(sid: str, attachments: list) -> bytes:  # type: ignore[type-arg]
+        def v1(sid: str, attachments: list) -> bytes:
             document = json.loads(build_manifest(sid, {"testimony": "old"}, "en", attachments))
             document["format"] = "testimony-portal/submission/1"
             return json.dumps(document).encode()
@@ -39,7 +39,7 @@ def _opened(tmp_path: Path, reply_to: str | None) -> tuple[Path, str, Path]:
     return out, sid, custody
 
 
-def _reply(out: Path, sid: str, message: Path, outbox: Path, custody: Path):  # type: ignore[no-untyped-def]
+def _reply(out: Path, sid: str, message: Path, outbox: Path, custody: Path):
     return review(
         ["reply", sid, "--from", out, "--message-file", message, "--out", outbox,
          "--custody", custody, "--reviewer", "Test Reviewer"]

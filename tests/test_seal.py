@@ -16,8 +16,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -79,7 +80,7 @@ class Ordered(random.Random):
         super().__init__(0)
         self.reverse = reverse
 
-    def shuffle(self, x: list) -> None:  # type: ignore[override,type-arg]
+    def shuffle(self, x: list[Any]) -> None:  # type: ignore[override]  # sorts lists only
         x.sort(reverse=self.reverse)
 
 
@@ -406,7 +407,7 @@ def _run_seal_process(data: Path, kill_at: int) -> subprocess.CompletedProcess[s
 
 
 def _assert_complete(
-    store: SubmissionStore, identity: X25519Identity, expected: dict[str, object]
+    store: SubmissionStore, identity: X25519Identity, expected: Mapping[str, object]
 ) -> None:
     assert store.ids() == sorted(expected)
     assert sorted(os.listdir(store.submissions_dir)) == sorted(expected), "stray entries"

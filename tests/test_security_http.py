@@ -49,7 +49,7 @@ def hidden_fields(client: FlaskClient, path: str = "/submit") -> dict[str, str]:
 
 
 @pytest.mark.parametrize(("method", "path"), PAGES)
-def test_every_response_carries_the_security_headers(client, method, path) -> None:  # type: ignore[no-untyped-def]
+def test_every_response_carries_the_security_headers(client, method, path) -> None:
     response = client.open(path, method=method)
     for name, value in REQUIRED_HEADERS.items():
         assert response.headers.get(name) == value, name
@@ -70,14 +70,14 @@ def test_every_response_carries_the_security_headers(client, method, path) -> No
     assert "Server" not in response.headers
 
 
-def test_static_files_carry_the_headers_but_may_be_cached(client) -> None:  # type: ignore[no-untyped-def]
+def test_static_files_carry_the_headers_but_may_be_cached(client) -> None:
     response = client.get("/static/style.css")
     assert response.status_code == 200
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert "no-store" not in response.headers.get("Cache-Control", "")
 
 
-def test_static_files_do_not_date_the_install(client) -> None:  # type: ignore[no-untyped-def]
+def test_static_files_do_not_date_the_install(client) -> None:
     path = "/static/style.css"
     response = client.get(path)
     assert response.status_code == 200 and response.data
@@ -95,13 +95,13 @@ def test_static_files_do_not_date_the_install(client) -> None:  # type: ignore[n
         assert again.data == response.data
 
 
-def test_a_missing_static_file_is_a_404_page(client) -> None:  # type: ignore[no-untyped-def]
+def test_a_missing_static_file_is_a_404_page(client) -> None:
     response = client.get("/static/no-such-file.css")
     assert response.status_code == 404
     assert "<h1>" in response.get_data(as_text=True)
 
 
-def test_hsts_only_when_tls_is_configured(make_app) -> None:  # type: ignore[no-untyped-def]
+def test_hsts_only_when_tls_is_configured(make_app) -> None:
     plain = make_app().test_client().get("/")
     assert "Strict-Transport-Security" not in plain.headers
     tls = make_app(tls=True).test_client().get("/")
@@ -109,12 +109,12 @@ def test_hsts_only_when_tls_is_configured(make_app) -> None:  # type: ignore[no-
     assert int(tls.headers["Strict-Transport-Security"].split("=")[1]) >= 31536000
 
 
-def session_cookie(response) -> str:  # type: ignore[no-untyped-def]
+def session_cookie(response) -> str:
     [cookie] = [v for v in response.headers.getlist("Set-Cookie") if v.startswith("session=")]
     return cookie
 
 
-def test_session_cookie_is_httponly_strict_and_not_persistent(client) -> None:  # type: ignore[no-untyped-def]
+def test_session_cookie_is_httponly_strict_and_not_persistent(client) -> None:
     cookie = session_cookie(client.get("/submit"))
     attributes = {a.strip().split("=")[0].lower() for a in cookie.split(";")[1:]}
     assert "httponly" in attributes
@@ -123,24 +123,24 @@ def test_session_cookie_is_httponly_strict_and_not_persistent(client) -> None:  
     assert "expires" not in attributes and "max-age" not in attributes
 
 
-def test_session_cookie_is_secure_under_tls(make_app) -> None:  # type: ignore[no-untyped-def]
+def test_session_cookie_is_secure_under_tls(make_app) -> None:
     cookie = session_cookie(make_app(tls=True).test_client().get("/submit"))
     assert "secure" in {a.strip().lower() for a in cookie.split(";")[1:]}
 
 
-def test_session_holds_only_the_csrf_token(app, client) -> None:  # type: ignore[no-untyped-def]
+def test_session_holds_only_the_csrf_token(app, client) -> None:
     client.get("/submit", headers={"User-Agent": "MarkerAgent/1", "X-Forwarded-For": "203.0.113.9"})
     with client.session_transaction() as session:
         assert set(session) == {"csrf_token"}
         assert re.fullmatch(r"[0-9a-f]{40}", session["csrf_token"])
 
 
-def test_no_cookie_on_pages_without_a_form(client) -> None:  # type: ignore[no-untyped-def]
+def test_no_cookie_on_pages_without_a_form(client) -> None:
     for path in ("/", "/ko/", "/robots.txt", "/static/style.css"):
         assert "Set-Cookie" not in client.get(path).headers, path
 
 
-def test_csrf_window_covers_a_slow_upload_over_tor(app, client, config, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_csrf_window_covers_a_slow_upload_over_tor(app, client, config, monkeypatch) -> None:
     assert app.config["WTF_CSRF_TIME_LIMIT"] >= 6 * 3600
     fields = hidden_fields(client)
     # Eight hours later, as after a very slow upload, the form is still accepted.
@@ -155,7 +155,7 @@ def test_csrf_window_covers_a_slow_upload_over_tor(app, client, config, monkeypa
     assert len(SubmissionStore(config.data_dir).ids()) == 1
 
 
-def test_csrf_token_expires_eventually(client, config, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_csrf_token_expires_eventually(client, config, monkeypatch) -> None:
     fields = hidden_fields(client)
     later = time.time() + 3 * 24 * 3600
     monkeypatch.setattr(time, "time", lambda: later)
@@ -169,7 +169,7 @@ def test_csrf_token_expires_eventually(client, config, monkeypatch) -> None:  # 
     assert SubmissionStore(config.data_dir).ids() == []
 
 
-def test_unknown_host_gets_a_clear_400_page(make_app) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_host_gets_a_clear_400_page(make_app) -> None:
     client = make_app(allowed_hosts=("abcdef.onion",)).test_client()
     foreign = client.get("/", headers={"Host": "evil.example"})
     assert foreign.status_code == 400
@@ -180,7 +180,7 @@ def test_unknown_host_gets_a_clear_400_page(make_app) -> None:  # type: ignore[n
     assert client.get("/", headers={"Host": "ABCDEF.Onion"}).status_code == 200
 
 
-def test_unknown_host_cannot_submit(config, make_app) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_host_cannot_submit(config, make_app) -> None:
     client = make_app(allowed_hosts=("abcdef.onion",)).test_client()
     page = client.get("/submit", headers={"Host": "abcdef.onion"}).get_data(as_text=True)
     response = client.post(
@@ -198,9 +198,9 @@ def test_unknown_host_cannot_submit(config, make_app) -> None:  # type: ignore[n
     assert list(SubmissionStore(config.data_dir).staging_dir.iterdir()) == []
 
 
-def test_onion_location_is_sent_and_cannot_be_injected(make_app) -> None:  # type: ignore[no-untyped-def]
+def test_onion_location_is_sent_and_cannot_be_injected(make_app) -> None:
     onion = "http://" + "a" * 56 + ".onion"
-    client = make_app(onion_location=onion).test_client()
+    client = make_app(onion_location=onion, allowed_hosts=("localhost",)).test_client()
     assert client.get("/ko/submit").headers["Onion-Location"] == onion + "/ko/submit"
     for path in ("/%0d%0aX-Injected:%201", "/%ED%95%9C", "/a%00b"):
         response = client.get(path)
@@ -212,7 +212,7 @@ def test_onion_location_is_sent_and_cannot_be_injected(make_app) -> None:  # typ
     assert "Onion-Location" not in make_app().test_client().get("/").headers
 
 
-def test_robots_txt_disallows_everything(client) -> None:  # type: ignore[no-untyped-def]
+def test_robots_txt_disallows_everything(client) -> None:
     response = client.get("/robots.txt")
     assert response.status_code == 200
     lines = response.get_data(as_text=True).splitlines()
@@ -258,7 +258,7 @@ def witness_pages(client: FlaskClient, config: Config) -> dict[str, str]:
     return pages
 
 
-def test_witness_pages_contain_no_script_at_all(client, config) -> None:  # type: ignore[no-untyped-def]
+def test_witness_pages_contain_no_script_at_all(client, config) -> None:
     pages = witness_pages(client, config)
     assert any("notice ok" in page for page in pages.values())
     for name, page in pages.items():
@@ -276,7 +276,7 @@ def test_template_folder_has_no_script_tags() -> None:
 
 
 @pytest.mark.parametrize("host", ["h" * 64 + ".onion", "a..b", "a." + "b" * 300])
-def test_unparseable_host_gets_a_clear_400_not_a_500(client, host) -> None:  # type: ignore[no-untyped-def]
+def test_unparseable_host_gets_a_clear_400_not_a_500(client, host) -> None:
     response = client.get("/submit", headers={"Host": host})
     assert response.status_code == 400
     assert "<h1>" in response.get_data(as_text=True)

@@ -36,7 +36,7 @@ def process_tree(pid: int) -> list[int]:
     return pids
 
 
-def test_no_server_software_is_named(live_server) -> None:  # type: ignore[no-untyped-def]
+def test_no_server_software_is_named(live_server) -> None:
     requests = [
         b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
         b"GET /static/style.css HTTP/1.1\r\nHost: x\r\n\r\n",
@@ -53,7 +53,7 @@ def test_no_server_software_is_named(live_server) -> None:  # type: ignore[no-un
         assert "python" not in head.lower(), head
 
 
-def test_security_headers_survive_the_real_server(live_server) -> None:  # type: ignore[no-untyped-def]
+def test_security_headers_survive_the_real_server(live_server) -> None:
     response = live_server.client().get("/submit")
     assert response.headers["content-security-policy"].startswith("default-src 'none'")
     assert response.headers["cache-control"] == "no-store"
@@ -62,7 +62,7 @@ def test_security_headers_survive_the_real_server(live_server) -> None:  # type:
     assert "httponly" in cookie and "samesite=strict" in cookie
 
 
-def test_no_process_of_the_server_can_dump_core(live_server) -> None:  # type: ignore[no-untyped-def]
+def test_no_process_of_the_server_can_dump_core(live_server) -> None:
     deadline = time.monotonic() + 30
     while len(pids := process_tree(live_server.process.pid)) < 3:  # master, two workers
         assert time.monotonic() < deadline, f"workers did not start: {pids}"
@@ -73,7 +73,7 @@ def test_no_process_of_the_server_can_dump_core(live_server) -> None:  # type: i
         assert line.split()[4:6] == ["0", "0"], line
 
 
-def test_server_writes_only_its_data_directory(live_server) -> None:  # type: ignore[no-untyped-def]
+def test_server_writes_only_its_data_directory(live_server) -> None:
     assert live_server.client().submit("a testimony").status == 200
     root = live_server.log_path.parent
     written = {

@@ -28,7 +28,7 @@ def backup(tmp_path: Path) -> tuple[X25519Identity, list[Path]]:
     return identity, sheets
 
 
-def restore(out: Path, *sheets: Path, stdin: str = ""):  # type: ignore[no-untyped-def]
+def restore(out: Path, *sheets: Path, stdin: str = ""):
     return review(["key", "restore", "--out", out, "--no-passphrase", *sheets], stdin=stdin)
 
 

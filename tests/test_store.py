@@ -26,7 +26,7 @@ from portal.server.store import (
 from tests.support import failing_after
 
 
-def _stage(store: SubmissionStore, payloads: list[bytes]):  # type: ignore[no-untyped-def]
+def _stage(store: SubmissionStore, payloads: list[bytes]):
     staging = store.begin()
     for payload in payloads:
         _relpath, f = staging.create_attachment()
@@ -321,7 +321,7 @@ def test_begin_never_hands_out_a_folder_a_sweep_removed(
     import portal.server.store as store_module
 
     real_lock = store_module._lock_directory
-    raced = []
+    raced: list[Path] = []
 
     def sweep_first(path: Path) -> int | None:
         if not raced:
@@ -353,7 +353,12 @@ def test_large_file_starts_write_back_without_waiting_and_is_fsynced_once_at_the
     real_fsync = os.fsync
     monkeypatch.setattr(StagedFile, "SYNC_EVERY", 256 * 1024)
     monkeypatch.setattr(os, "fdatasync", lambda fd: calls.append("fdatasync"))
-    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append("fsync"), real_fsync(fd))[1])
+
+    def fsync(fd: int) -> None:
+        calls.append("fsync")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(
         os, "posix_fadvise", lambda fd, offset, length, advice: calls.append("writeback")
     )

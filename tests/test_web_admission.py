@@ -21,7 +21,7 @@ FLOODERS = 4
 
 
 @pytest.fixture
-def limited_server(make_server):  # type: ignore[no-untyped-def]
+def limited_server(make_server):
     return make_server(
         env={"PORTAL_RATE_PER_MINUTE": str(RATE_PER_MINUTE), "PORTAL_RATE_BURST": str(BURST)},
     )
@@ -44,7 +44,7 @@ def junk_requests(url: str) -> list[tuple[str, str, bytes, dict[str, str]]]:
 
 
 @pytest.mark.slow
-def test_junk_posts_do_not_lock_a_witness_out(limited_server) -> None:  # type: ignore[no-untyped-def]
+def test_junk_posts_do_not_lock_a_witness_out(limited_server) -> None:
     junk = junk_requests(limited_server.url)
     statuses: Counter[int] = Counter()
     stop = time.monotonic() + SECONDS

@@ -20,7 +20,7 @@ MAX_CHARS = 10
 
 
 @pytest.fixture
-def edge_server(make_server):  # type: ignore[no-untyped-def]
+def edge_server(make_server):
     return make_server(
         env={
             "PORTAL_MAX_UPLOAD_MB": "1",
@@ -31,7 +31,7 @@ def edge_server(make_server):  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
-def test_live_upload_of_exactly_the_limit_is_accepted(edge_server, chunked: bool) -> None:  # type: ignore[no-untyped-def]
+def test_live_upload_of_exactly_the_limit_is_accepted(edge_server, chunked: bool) -> None:
     limit = 1 << 20  # PORTAL_MAX_UPLOAD_MB=1
     for extra, expected in ((0, 200), (1, 413)):
         client = edge_server.client()
@@ -50,7 +50,7 @@ def test_live_upload_of_exactly_the_limit_is_accepted(edge_server, chunked: bool
     assert len(SubmissionStore(edge_server.data_dir).ids()) == 1
 
 
-def test_live_line_breaks_count_once_and_are_stored_as_lf(edge_server, identity) -> None:  # type: ignore[no-untyped-def]
+def test_live_line_breaks_count_once_and_are_stored_as_lf(edge_server, identity) -> None:
     page = edge_server.client().last_page("ko")
     [textarea] = re.findall(r"<textarea[^>]*name=\"testimony\"[^>]*>", page)
     assert f'maxlength="{MAX_CHARS}"' in textarea
@@ -66,7 +66,7 @@ def test_live_line_breaks_count_once_and_are_stored_as_lf(edge_server, identity)
 
 
 @pytest.mark.parametrize("lang", list(LANGUAGES))
-def test_live_too_many_files_page_says_too_many_files(edge_server, lang: str) -> None:  # type: ignore[no-untyped-def]
+def test_live_too_many_files_page_says_too_many_files(edge_server, lang: str) -> None:
     files = [(f"{n}.jpg", b"photo", "image/jpeg") for n in range(3)]
     response = edge_server.client().submit("three photos", files, lang=lang)
     assert response.status == 413
@@ -81,7 +81,7 @@ def test_live_too_many_files_page_says_too_many_files(edge_server, lang: str) ->
     assert prefix(lang) + "/submit" in response.body  # the link back to the form
 
 
-def test_live_static_files_do_not_date_the_install(edge_server) -> None:  # type: ignore[no-untyped-def]
+def test_live_static_files_do_not_date_the_install(edge_server) -> None:
     client = edge_server.client()
     response = client.get("/static/style.css")
     assert response.status == 200 and response.body

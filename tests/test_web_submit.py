@@ -17,7 +17,7 @@ from portal.testing.live import csrf_token, hidden_fields
 from portal.testing.live import post_form as post
 
 
-def form_token(client, path: str = "/submit") -> str:  # type: ignore[no-untyped-def]
+def form_token(client, path: str = "/submit") -> str:
     page = client.get(path)
     assert page.status_code == 200
     return csrf_token(page.get_data(as_text=True))
@@ -32,7 +32,7 @@ def open_only_submission(config: Config, identity: X25519Identity) -> tuple[dict
     return manifest, directory
 
 
-def test_landing_and_form_pages_answer(client) -> None:  # type: ignore[no-untyped-def]
+def test_landing_and_form_pages_answer(client) -> None:
     assert client.get("/").status_code == 200
     first = client.get("/submit").get_data(as_text=True)
     assert 'name="role"' in first and 'name="csrf_token"' in first
@@ -43,7 +43,7 @@ def test_landing_and_form_pages_answer(client) -> None:  # type: ignore[no-untyp
     assert 'enctype="multipart/form-data"' in page
 
 
-def test_submission_is_stored_encrypted_with_a_manifest(client, config, identity) -> None:  # type: ignore[no-untyped-def]
+def test_submission_is_stored_encrypted_with_a_manifest(client, config, identity) -> None:
     photo = bytes(range(256)) * 5000  # over Werkzeug's 500 KB spooling threshold
     response = post(
         client,
@@ -74,7 +74,7 @@ def test_submission_is_stored_encrypted_with_a_manifest(client, config, identity
     assert decrypt((directory / entry["path"]).read_bytes(), [identity]) == photo
 
 
-def test_language_of_the_url_is_recorded(client, config, identity) -> None:  # type: ignore[no-untyped-def]
+def test_language_of_the_url_is_recorded(client, config, identity) -> None:
     response = post(client, {"testimony": "증언합니다"}, path="/ko/submit")
     assert response.status_code == 200
     manifest, _ = open_only_submission(config, identity)
@@ -82,7 +82,7 @@ def test_language_of_the_url_is_recorded(client, config, identity) -> None:  # t
     assert manifest["fields"]["testimony"] == "증언합니다"
 
 
-def test_empty_file_input_is_not_an_attachment(client, config, identity) -> None:  # type: ignore[no-untyped-def]
+def test_empty_file_input_is_not_an_attachment(client, config, identity) -> None:
     response = post(
         client,
         {
@@ -97,14 +97,14 @@ def test_empty_file_input_is_not_an_attachment(client, config, identity) -> None
     assert not (directory / "files").exists() or not any((directory / "files").iterdir())
 
 
-def test_empty_submission_is_refused_and_nothing_kept(client, config) -> None:  # type: ignore[no-untyped-def]
+def test_empty_submission_is_refused_and_nothing_kept(client, config) -> None:
     response = post(client, {"testimony": "   "})
     assert response.status_code == 400
     assert "NOT saved" in response.get_data(as_text=True)
     assert SubmissionStore(config.data_dir).ids() == []
 
 
-def test_missing_csrf_token_is_refused_and_nothing_kept(client, config) -> None:  # type: ignore[no-untyped-def]
+def test_missing_csrf_token_is_refused_and_nothing_kept(client, config) -> None:
     response = client.post(
         "/submit",
         data={"testimony": "x", "attachments": [(io.BytesIO(b"data" * 1000), "a.bin")]},
@@ -117,11 +117,11 @@ def test_missing_csrf_token_is_refused_and_nothing_kept(client, config) -> None:
 
 
 @pytest.fixture
-def small_app(make_app):  # type: ignore[no-untyped-def]
+def small_app(make_app):
     return make_app(max_upload_mb=1)
 
 
-def test_oversized_upload_gets_413_and_nothing_kept(small_app, config) -> None:  # type: ignore[no-untyped-def]
+def test_oversized_upload_gets_413_and_nothing_kept(small_app, config) -> None:
     client = small_app.test_client()
     response = post(
         client, {"testimony": "x", "attachments": [(io.BytesIO(b"\0" * (2 << 20)), "big.bin")]}
@@ -133,7 +133,7 @@ def test_oversized_upload_gets_413_and_nothing_kept(small_app, config) -> None: 
     assert list(store.staging_dir.iterdir()) == []
 
 
-def test_oversized_chunked_upload_gets_413_and_nothing_kept(small_app, config) -> None:  # type: ignore[no-untyped-def]
+def test_oversized_chunked_upload_gets_413_and_nothing_kept(small_app, config) -> None:
     client = small_app.test_client()
     token = form_token(client)
     boundary = "b0undary"
@@ -169,7 +169,7 @@ def test_app_refuses_to_start_without_recipients(config: Config) -> None:
         create_app(config)
 
 
-def test_app_refuses_to_start_with_a_private_key(config: Config, identity) -> None:  # type: ignore[no-untyped-def]
+def test_app_refuses_to_start_with_a_private_key(config: Config, identity) -> None:
     from portal.server.web import create_app
 
     (config.recipients_file.parent / "oops.txt").write_text(f"{identity}\n")
@@ -177,7 +177,7 @@ def test_app_refuses_to_start_with_a_private_key(config: Config, identity) -> No
         create_app(config)
 
 
-def test_uploads_never_use_werkzeugs_spooling_stream_factory(client, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_uploads_never_use_werkzeugs_spooling_stream_factory(client, monkeypatch) -> None:
     # Werkzeug's default factory spools uploads over 500 KB to a plaintext
     # temporary file. If the app ever fell back to it, this test fails.
     import werkzeug.formparser

@@ -35,6 +35,9 @@ def test_wheel_contains_templates_and_static_files(wheel: Path) -> None:
     # The default questionnaire: without it the server refuses to start.
     assert "portal/core/questionnaires/default.toml" in names
     assert "portal/server/web/static/style.css" in names
+    # The reviewers' desk speaks Korean and Chinese from its compiled catalogues.
+    for lang in ("ko", "zh"):
+        assert f"portal/review/desk/translations/{lang}/LC_MESSAGES/desk.mo" in names
     assert not any(name.startswith("tests/") for name in names)
     assert not any(name.startswith("portal/testing/") for name in names)
 

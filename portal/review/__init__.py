@@ -15,4 +15,5 @@ names from the rest of the package: never Flask, never the web layer.
 - `report`, `inert`, `safenames`: the offline pages, which files they link, safe names
 - `forward`, `consent`, `table`, `reply`: what leaves DIR, and under which rules
 - `keys`, `shares`: identity files and their paper backups
+- `desk/`: the reviewers' desk, a loopback web app over an opened folder (search, case work)
 """

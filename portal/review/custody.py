@@ -54,6 +54,9 @@ class Action(StrEnum):
     OPEN = "open"
     FORWARD = "forward"
     REPLY = "reply"
+    # Case work at the desk: a status, a tag or a note on a submission or a
+    # conversation (portal/review/desk/cases.py reads these back).
+    CASE = "case"
 
 
 class CustodyError(Exception):

@@ -357,3 +357,8 @@ def _add(tar: tarfile.TarFile, member: _Member, mtime: int) -> None:
         tar.addfile(info, reader)
     if reader.sha256.hexdigest() != member.sha256:
         raise ForwardError(f"{member.path} changed while it was being copied; not sent")
+
+
+def extra_member(name: str, path: Path, sha256: str, size: int) -> _Member:
+    """A file made for the bundle (a cleaned copy), checked while copied in like the rest."""
+    return _Member(name, path=path, sha256=sha256, size=size)

@@ -23,7 +23,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-import shamir_mnemonic  # type: ignore[import-untyped]
+import shamir_mnemonic
 from shamir_mnemonic import MnemonicError, Share
 
 from portal.core.age import (

@@ -25,6 +25,7 @@ import re
 import resource
 import sys
 import threading
+import time
 import traceback
 from types import TracebackType
 from typing import Any
@@ -120,6 +121,61 @@ class SafeFormatter(logging.Formatter):
         return text
 
 
+# gunicorn's messages about a client's own mistake (a malformed request):
+# worth knowing when debugging, never a warning. An attacker who can send
+# garbage must not be able to write lines at the operator's level.
+_CLIENT_MISTAKES = (re.compile(r"^Invalid request from"),)
+
+
+class FloodGuard(logging.Filter):
+    """Lets each kind of line through at most `burst` times, then once per `every` seconds.
+
+    A kind is the logger, the level and the message with its numbers
+    removed. Whatever a client makes us log, repeated, cannot push the
+    operator's real lines out of a rotated log: after the burst, one line of
+    each kind in `every` seconds says how many like it were left out. There
+    are at most `max_kinds` kinds; more share one allowance.
+    """
+
+    def __init__(
+        self, burst: int = 20, every: float = 10.0, max_kinds: int = 256,
+        clock: Any = time.monotonic,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        self.burst = burst
+        self.every = every
+        self.max_kinds = max_kinds
+        self._clock = clock
+        self._lock = threading.Lock()
+        # kind -> [allowance, last refill, lines left out since the last one let through]
+        self._kinds: dict[tuple[str, int, str], list[float]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            text = record.getMessage()
+        except Exception:  # a malformed record must not crash logging
+            text = str(record.msg)
+        kind = (record.name, record.levelno, _DIGITS.sub("0", text)[:120])
+        now = self._clock()
+        with self._lock:
+            if kind not in self._kinds and len(self._kinds) >= self.max_kinds:
+                kind = ("", 0, "")
+            state = self._kinds.setdefault(kind, [float(self.burst), now, 0])
+            state[0] = min(float(self.burst), state[0] + (now - state[1]) / self.every)
+            state[1] = now
+            if state[0] < 1:
+                state[2] += 1
+                return False
+            state[0] -= 1
+            left_out, state[2] = int(state[2]), 0
+        if left_out:
+            record.msg = f"{record.msg} (and {left_out} more like it, not logged)"
+        return True
+
+
+_DIGITS = re.compile(r"\d+")
+
+
 class QuietLogger(Logger):
     """gunicorn's logger: no access log, and every error-log line made safe.
 
@@ -133,6 +189,13 @@ class QuietLogger(Logger):
         super().setup(cfg)
         for handler in self.error_log.handlers:
             handler.setFormatter(SafeFormatter())
+            handler.addFilter(FloodGuard())
+
+    def warning(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        if any(pattern.match(str(msg)) for pattern in _CLIENT_MISTAKES):
+            self.error_log.info(msg, *args, **kwargs)
+        else:
+            super().warning(msg, *args, **kwargs)
 
     def access(self, resp: Any, req: Any, environ: Any, request_time: Any) -> None:
         return None
@@ -254,6 +317,7 @@ def configure_logging(level: str) -> None:
     """Send every logger's records through `SafeFormatter` at `level`."""
     handler = logging.StreamHandler()
     handler.setFormatter(SafeFormatter())
+    handler.addFilter(FloodGuard())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -57,11 +57,14 @@ def _random_secret() -> bytes:
 
 @dataclass(frozen=True)
 class Config:
-    """Every setting, each with its one default (README.md's configuration table).
+    """Every setting (README.md's configuration table), each default named once.
 
     `from_env` reads `PORTAL_<FIELD>` (PORTAL_RECIPIENTS and
     PORTAL_QUESTIONNAIRE for the two file fields) and falls back to these
-    defaults; tests/test_config_defaults.py holds the README to them.
+    defaults, except two that live beside what they configure and are None
+    here: the questionnaire file (`questionnaire.DEFAULT_QUESTIONNAIRE`) and
+    the receipt's argon2id cost (`mailbox.DEFAULT_COST`).
+    tests/test_config_defaults.py holds the README to them.
     """
 
     data_dir: Path = Path("instance/data")
@@ -73,6 +76,10 @@ class Config:
     min_free_mb: int = 1024
     rate_per_minute: int = 60
     rate_burst: int = 30
+    # Follow-up logins' own budget; None: sized from the derivation's CPU
+    # time at start (portal.server.web.followup).
+    login_per_minute: int | None = None
+    login_burst: int | None = None
     log_level: str = "info"
     allowed_hosts: tuple[str, ...] = ()
     onion_location: str | None = None
@@ -88,6 +95,9 @@ class Config:
     # UTC hour and minute of the daily seal (docs/FORMAT.md), None when off.
     seal_time: tuple[int, int] | None = (4, 0)
     staging_sweep_seconds: int = 60
+    # A second port for the onion service's tor only (PROXY protocol, limits
+    # per Tor circuit: docs/DEPLOYMENT.md, section 2); None: no such listener.
+    onion_port: int | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -113,6 +123,8 @@ class Config:
             min_free_mb=_positive_int(env, "PORTAL_MIN_FREE_MB", cls.min_free_mb, allow_zero=True),
             rate_per_minute=_positive_int(env, "PORTAL_RATE_PER_MINUTE", cls.rate_per_minute),
             rate_burst=_positive_int(env, "PORTAL_RATE_BURST", cls.rate_burst),
+            login_per_minute=_optional_int(env, "PORTAL_LOGIN_PER_MINUTE", cls.login_per_minute),
+            login_burst=_optional_int(env, "PORTAL_LOGIN_BURST", cls.login_burst),
             log_level=log_level,
             allowed_hosts=tuple(h for h in hosts if h) or cls.allowed_hosts,
             onion_location=env.get("PORTAL_ONION_LOCATION") or cls.onion_location,
@@ -132,7 +144,20 @@ class Config:
             staging_sweep_seconds=_positive_int(
                 env, "PORTAL_STAGING_SWEEP_SECONDS", cls.staging_sweep_seconds
             ),
+            onion_port=_port(env, "PORTAL_ONION_PORT", cls.onion_port),
         )
+
+    def __post_init__(self) -> None:
+        if self.onion_location and not self.allowed_hosts:
+            # Without a list of its names the server answers any Host header,
+            # and a site reachable under two names must say which ones are
+            # its own: an attacker's name would otherwise be accepted (and
+            # could be echoed) as the portal's.
+            raise ConfigError(
+                "PORTAL_ONION_LOCATION is set but PORTAL_ALLOWED_HOSTS is not: list the names "
+                "this server answers to, e.g. PORTAL_ALLOWED_HOSTS=example.org,"
+                "xxxxxxxx.onion"
+            )
 
     @property
     def max_upload_bytes(self) -> int:
@@ -190,6 +215,15 @@ def _optional_int(env: Mapping[str, str], name: str, default: int | None) -> int
     if not env.get(name):
         return default
     return _positive_int(env, name, 0)
+
+
+def _port(env: Mapping[str, str], name: str, default: int | None) -> int | None:
+    raw = env.get(name, "").strip()
+    if not raw or raw.lower() == "off":
+        return default
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise ConfigError(f"{name}={env[name]!r} is not a TCP port (1-65535) or off")
+    return int(raw)
 
 
 def _seal_time(raw: str) -> tuple[int, int] | None:

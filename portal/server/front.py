@@ -51,9 +51,24 @@ from portal.server.web.security import STATIC_HEADERS
 
 log = logging.getLogger("nginx")
 
-# Files descriptors for each process: 1,000 hostile connections plus the
-# witnesses, twice over in nginx (client side and upstream side).
-WANTED_NOFILE = 16384
+# File descriptors for each process. nginx holds one per client connection
+# and one more per request it passes on: 12,000 half-open connections (an
+# attack measured on main) must leave room for the witnesses. nginx's
+# `worker_connections` is set from the same number (`nginx_connections`),
+# so the two are raised together.
+WANTED_NOFILE = 65536
+# Descriptors nginx needs besides connections: its log, listening sockets,
+# the files of its error pages.
+NGINX_RESERVED_FILES = 64
+# Below this many connections `serve` warns that a flood of idle
+# connections can reset witnesses' connections.
+NGINX_CONNECTIONS_WANTED = 16384
+# How long nginx waits for the app's answer once the whole request is
+# passed on (and between two writes of a body the app does not read): a
+# stopped or hung app gives the witness the portal's "not saved, try
+# again" page after this long, never a silent wait. The app answers a
+# submission within seconds of its last byte, however large.
+UPSTREAM_TIMEOUT = 30.0
 NGINX_DIRS = (Path("/usr/sbin"), Path("/usr/local/sbin"), Path("/usr/local/nginx/sbin"))
 HEADERS_MORE = Path("/usr/lib/nginx/modules/ngx_http_headers_more_filter_module.so")
 INSTALL_HINT = (
@@ -73,7 +88,7 @@ _SHORT_TMP = "/tmp"  # noqa: S108 (a private folder made by mkdtemp, only for th
 # pages: no security headers and the word "nginx" in the body. A version
 # nginx cannot parse is the client's mistake, so it is sent as 400.
 PAGE_FOR_STATUS = {
-    400: 400, 404: 404, 405: 405, 408: 400, 413: 413, 414: 400, 494: 400, 500: 500,
+    400: 400, 404: 404, 405: 405, 408: 400, 413: 413, 414: 400, 429: 429, 494: 400, 500: 500,
     501: 400, 502: 503, 503: 503, 504: 503, 505: 400,
 }  # fmt: skip
 SENT_STATUS = {494: 431, 502: 503, 504: 503, 505: 400}
@@ -91,6 +106,8 @@ class FrontSettings:
     body_timeout: float
     max_body_bytes: int
     nofile: int
+    # The onion service's own port (PORTAL_ONION_PORT): PROXY protocol, per-circuit limits.
+    onion_port: int | None = None
 
 
 def raise_open_file_limit(wanted: int = WANTED_NOFILE) -> int:
@@ -104,6 +121,20 @@ def raise_open_file_limit(wanted: int = WANTED_NOFILE) -> int:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
         return target
     return soft
+
+
+def nginx_connections(nofile: int) -> int:
+    """nginx's `worker_connections` for an open-file limit of `nofile`: all but a reserve."""
+    return max(1024, nofile - NGINX_RESERVED_FILES)
+
+
+def forbid_core_files() -> None:
+    """A hard core-size limit of zero for this process and every child it starts.
+
+    nginx, gunicorn and its workers all hold request bodies in memory; a
+    core file of any of them would put testimony on disk in plaintext.
+    """
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
 def find_nginx() -> Path:
@@ -124,6 +155,69 @@ def find_nginx() -> Path:
 def _listen(host: str, port: int) -> str:
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     return f"{address} default_server backlog=4096"
+
+
+# Per Tor circuit, on the onion port (see `onion_listen`). A Tor Browser
+# sends all of one witness's requests to the portal over one circuit, at most
+# 6 connections at a time; a page with its style sheet and images is under
+# 10 requests. One circuit may have CIRCUIT_CONNECTIONS requests in
+# progress at once (each upload in flight holds one) and make
+# CIRCUIT_RATE requests a second, after a burst of CIRCUIT_BURST.
+CIRCUIT_CONNECTIONS = 8
+CIRCUIT_RATE = 2
+CIRCUIT_BURST = 30
+# tor's header is "PROXY TCP6 fc00:dead:beef:4dad::AABB:CCDD ::1 65535 42":
+# the circuit's global identifier in the last 32 bits of the source address
+# (tor's manual, HiddenServiceExportCircuitID), which nginx gives as
+# $proxy_protocol_addr.
+
+
+def onion_listen(settings: FrontSettings) -> str:
+    """The onion service's listener, if configured: tor sends a PROXY header first.
+
+    torrc: `HiddenServicePort 80 127.0.0.1:<onion port>` with
+    `HiddenServiceExportCircuitID haproxy`. A connection without the header
+    (anything but that tor) is closed unanswered.
+    """
+    if settings.onion_port is None:
+        return ""
+    host = settings.host
+    address = f"[{host}]:{settings.onion_port}" if ":" in host else f"{host}:{settings.onion_port}"
+    return (
+        "        # The onion service's tor: a PROXY header names each connection's\n"
+        "        # circuit (torrc: HiddenServiceExportCircuitID haproxy).\n"
+        f"        listen {address} proxy_protocol backlog=4096;\n"
+    )
+
+
+def circuit_limit_zones(settings: FrontSettings) -> str:
+    """http-level zones keyed on the Tor circuit; empty elsewhere, so nothing else counts.
+
+    On the plain port $proxy_protocol_addr is empty, and nginx does not
+    account requests whose key is empty: `make run`, health checks and the
+    tests' plain listener are not limited by these zones.
+    """
+    if settings.onion_port is None:
+        return ""
+    return f"""
+    # One key per Tor circuit: the PROXY header's source address. It never
+    # reaches a log or the app.
+    limit_conn_zone $proxy_protocol_addr zone=tor_circuit_conn:1m;
+    limit_req_zone $proxy_protocol_addr zone=tor_circuit_req:2m rate={CIRCUIT_RATE}r/s;
+"""
+
+
+def circuit_limits(settings: FrontSettings) -> str:
+    """location-level limits per Tor circuit: a refused request gets the portal's 429 page."""
+    if settings.onion_port is None:
+        return ""
+    return f"""            limit_conn tor_circuit_conn {CIRCUIT_CONNECTIONS};
+            limit_req zone=tor_circuit_req burst={CIRCUIT_BURST} nodelay;
+            limit_conn_status 429;
+            limit_req_status 429;
+            limit_conn_log_level info;
+            limit_req_log_level info;
+"""
 
 
 def _seconds(value: float) -> str:
@@ -150,6 +244,9 @@ def nginx_config(settings: FrontSettings, runtime: Path, upstream: Path) -> str:
 master_process on;
 worker_processes 1;
 worker_rlimit_nofile {settings.nofile};
+# Never a core file: one of a worker would hold request bodies (testimony)
+# in plaintext. `serve` also runs nginx with a hard core limit of zero.
+worker_rlimit_core 0;
 # On a stop, requests in flight get as long as gunicorn gives them.
 worker_shutdown_timeout 60s;
 pid {runtime}/nginx.pid;
@@ -157,7 +254,7 @@ error_log stderr warn;
 load_module {HEADERS_MORE};
 
 events {{
-    worker_connections {max(1024, settings.nofile // 2)};
+    worker_connections {nginx_connections(settings.nofile)};
 }}
 
 http {{
@@ -208,10 +305,10 @@ http {{
     upstream portal {{
         server unix:{upstream};
     }}
-
+{circuit_limit_zones(settings)}
     server {{
         listen {_listen(settings.host, settings.port)};
-        server_name _;
+{onion_listen(settings)}        server_name _;
 
 {error_pages}
 
@@ -233,12 +330,13 @@ http {{
             proxy_request_buffering off;
             proxy_buffering off;
             proxy_max_temp_file_size 0;
+            # A stopped or hung app: the witness gets the "not saved" page
+            # (504 is sent as 503) after at most UPSTREAM_TIMEOUT once the
+            # request is passed on, or the body timeout while a body waits.
             proxy_connect_timeout 10s;
             proxy_send_timeout {_seconds(settings.body_timeout)};
-            # Committing a large upload (fsync) can take a while after its
-            # last byte.
-            proxy_read_timeout 300s;
-        }}
+            proxy_read_timeout {_seconds(UPSTREAM_TIMEOUT)};
+{circuit_limits(settings)}        }}
     }}
 }}
 """
@@ -257,7 +355,8 @@ def write_error_pages(app: Flask, root: Path) -> None:
 
 def _die_with_parent() -> None:
     # If the supervisor is killed outright, its children must not live on
-    # serving (or half-serving) witnesses.
+    # serving (or half-serving) witnesses. No child ever writes a core file.
+    forbid_core_files()
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
@@ -274,18 +373,32 @@ _LEVELS = {
 }  # fmt: skip
 
 
+# What nginx logs at `warn` or above when a client makes a mistake or goes
+# away: a body too large, a broken chunked body, a body cut short (the app
+# then stops reading and nginx's write to it fails). Logged at info: an
+# attacker who sends garbage must not write lines at the operator's level.
+_CLIENT_CAUSED = re.compile(
+    r"^client |^(?:writev?|send|sendfile)\(\) failed \((?:32: Broken pipe|104: Connection "
+    r"reset by peer)\) while sending request to upstream"
+)
+
+
 def nginx_log_record(line: str) -> tuple[int, str]:
     """nginx's error-log line as (level, message) without time, address or request.
 
     nginx appends the client's address, the request line, the Host header
     and the upstream after ", client: "; all of it is dropped. The rest still
-    goes through the portal's redaction when it is logged.
+    goes through the portal's redaction when it is logged. A client's own
+    mistakes are logged at info whatever level nginx gives them.
     """
     match = _NGINX_LINE.match(line.strip())
     if not match:
         return logging.WARNING, line.strip()[:200]
     message = match.group("message").split(", client: ", 1)[0]
-    return _LEVELS.get(match.group("level"), logging.WARNING), message
+    level = _LEVELS.get(match.group("level"), logging.WARNING)
+    if _CLIENT_CAUSED.match(message):
+        level = min(level, logging.INFO)
+    return level, message
 
 
 class Supervisor:
@@ -417,6 +530,15 @@ def run_front(
 ) -> ExitStatus:
     """Serve through nginx: write its configuration and pages, run it and the app server."""
     nginx = find_nginx()
+    forbid_core_files()
+    if nginx_connections(settings.nofile) < NGINX_CONNECTIONS_WANTED:
+        log.warning(
+            "the open-file limit is %d: the front proxy can hold only %d connections, and a "
+            "flood of idle ones would reset witnesses' connections; raise it to %d "
+            "(ulimit -n, or podman/docker run --ulimit nofile=%d:%d)",
+            settings.nofile, nginx_connections(settings.nofile), WANTED_NOFILE,
+            WANTED_NOFILE, WANTED_NOFILE,
+        )  # fmt: skip
     runtime = Path(tempfile.mkdtemp(prefix="testimony-portal-"))
     sockets = runtime
     try:

@@ -23,6 +23,7 @@ import random
 import re
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,6 +127,17 @@ class ReceiptKeys:
         self.cost = cost
         self._slots = threading.BoundedSemaphore(concurrency)
         self.derivations = 0  # counted, so tests can prove a typo never gets here
+
+    def measure_cpu_seconds(self) -> float:
+        """The CPU time one derivation takes at this cost, measured now (the least of three)."""
+        probe = b"testimony-portal/cost-probe"
+        times = []
+        for _ in range(3):
+            started = time.thread_time()
+            argon2id.kdf(32, probe, self._salt, opslimit=self.cost.opslimit,
+                         memlimit=self.cost.memlimit)  # fmt: skip
+            times.append(time.thread_time() - started)
+        return max(min(times), 1e-6)
 
     def derive(self, receipt: Receipt) -> X25519Identity:
         with self._slots:
@@ -242,9 +254,13 @@ class ReplyStore:
         folder = self._mailbox_dir(mailbox)
         name = hashlib.sha256(data).hexdigest()[:32] + ".age"
         target = folder / name
-        if target.exists():
+        if os.path.lexists(target):
             return False
         folder.mkdir(mode=DIR_MODE, exist_ok=True)
+        if folder.is_symlink():
+            # Planted: writing through it would put a reply (and its times)
+            # wherever it points.
+            raise ReplyRejected(f"{folder} is a symbolic link; refusing to write through it")
         temp = folder / f".{name}.tmp"
         with contextlib.suppress(FileNotFoundError):
             temp.unlink()

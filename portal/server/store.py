@@ -274,6 +274,8 @@ class Staging:
         try:
             if path.parent != self.path:  # files/ for attachments; the manifest sits at the top
                 path.parent.mkdir(mode=DIR_MODE, exist_ok=True)
+                if path.parent.is_symlink():
+                    raise StoreError(f"{path.parent} is a symbolic link; refusing to use it")
             fd = open_new(path)
             raw = self._store.opener(fd)
         except OSError as exc:

@@ -25,7 +25,7 @@ from typing import TextIO
 from portal.core import cliutil
 from portal.core.cliutil import UsageError
 from portal.core.exitstatus import ExitStatus
-from portal.review import consent, keys, shares, table
+from portal.review import cleaning, consent, keys, shares, table
 from portal.review.cli.context import (
     PROG,
     Context,
@@ -46,6 +46,7 @@ _USER_ERRORS = (
     CustodyError,
     ForwardError,
     consent.ConsentRefused,
+    cleaning.CleaningUnavailable,
     table.TableError,
 )
 
@@ -63,6 +64,7 @@ def main(
         stdout or sys.stdout,
         stderr or sys.stderr,
         os.environ if env is None else env,
+        command=main,
     )
     try:
         return _run(ctx, argv)

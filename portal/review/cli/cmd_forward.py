@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from portal.core.age import (
@@ -14,6 +15,7 @@ from portal.core.age import (
 from portal.core.cliutil import UsageError
 from portal.core.exitstatus import ExitStatus
 from portal.review import consent, table
+from portal.review.cleaning import CleanedCopy, cleaned_copies
 from portal.review.cli.context import (
     PROG,
     Context,
@@ -25,7 +27,7 @@ from portal.review.custody import (
     Action,
     Entry,
 )
-from portal.review.forward import collect, write_bundle
+from portal.review.forward import collect, extra_member, write_bundle
 from portal.review.report import human_size
 
 
@@ -61,17 +63,24 @@ def cmd_forward(ctx: Context, args: argparse.Namespace) -> ExitStatus:
                 f"{', '.join(missing)}: it is not the log they were opened with, or it "
                 "was emptied. Nothing was sent. Give the right log with --custody"
             )
-        result = write_bundle(
-            Path(args.out),
-            members,
-            recipient,
-            custody_lines=entries,
-            submission_ids=ids,
-            omit_fields=args.omit_field,
-            mtime=int(time.time()) // 86400 * 86400,
-            consent_note=consent.bundle_note(decisions),
-            consent_records=[d.as_record() for d in decisions],
-        )
+        with _cleaned(args.clean_metadata, Path(args.source), ids) as cleaned:
+            result = write_bundle(
+                Path(args.out),
+                members
+                + [
+                    extra_member(c.name, c.path, c.sha256, c.size)
+                    for c in cleaned
+                    if c.path is not None and c.sha256 is not None
+                ],
+                recipient,
+                custody_lines=entries,
+                submission_ids=ids,
+                omit_fields=args.omit_field,
+                mtime=int(time.time()) // 86400 * 86400,
+                consent_note=consent.bundle_note(decisions) + _cleaning_note(cleaned),
+                consent_records=[d.as_record() for d in decisions],
+            )
+        extra = {"cleaned": [c.as_record() for c in cleaned]} if args.clean_metadata else {}
         session.append(
             Action.FORWARD,
             ctx.reviewer(args.reviewer),
@@ -81,6 +90,7 @@ def cmd_forward(ctx: Context, args: argparse.Namespace) -> ExitStatus:
             omitted_fields=sorted(set(args.omit_field)),
             files=listing,
             consent=[d.as_record() for d in decisions],
+            **extra,
         )
     return ctx.done(
         result.path,
@@ -94,6 +104,26 @@ def cmd_table(ctx: Context, args: argparse.Namespace) -> ExitStatus:
     count = table.write_table(Path(args.source), Path(args.out), args.format)
     ctx.err(f"Wrote {args.out}: {count} submission(s), one row each ({args.format}).")
     return ExitStatus.OK
+
+
+@contextlib.contextmanager
+def _cleaned(wanted: bool, source: Path, ids: Sequence[str]) -> Iterator[list[CleanedCopy]]:
+    if not wanted:
+        yield []
+        return
+    with cleaned_copies(source, ids) as copies:
+        yield copies
+
+
+def _cleaning_note(cleaned: Sequence[CleanedCopy]) -> str:
+    if not cleaned:
+        return ""
+    lines = [
+        "\nMetadata-cleaned copies (made with mat2) are beside the originals, under",
+        "<id>/cleaned/. The originals are untouched; SHA256SUMS lists both.",
+    ]
+    lines += [f"  {c.submission}/{c.file}: not cleaned ({c.problem})" for c in cleaned if c.problem]
+    return "\n".join(lines) + "\n"
 
 
 def _logged_ids(entries: Sequence[Entry]) -> set[str]:

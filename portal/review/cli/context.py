@@ -34,12 +34,20 @@ class Context:
     """The streams and environment one invocation runs with."""
 
     def __init__(
-        self, stdin: TextIO, stdout: TextIO, stderr: TextIO, env: Mapping[str, str]
+        self,
+        stdin: TextIO,
+        stdout: TextIO,
+        stderr: TextIO,
+        env: Mapping[str, str],
+        command: Callable[..., ExitStatus] | None = None,
     ) -> None:
         self.stdin = stdin
         self.stdout = stdout
         self.stderr = stderr
         self.env = env
+        # The command line's own `main`, for the desk, which runs `reply` and
+        # `forward` as a reviewer would type them (and must not import this package).
+        self.command = command
 
     def err(self, message: str) -> None:
         print(message, file=self.stderr, flush=True)

@@ -17,7 +17,7 @@ from portal.core import cliutil
 from portal.core.exitstatus import ExitStatus
 from portal.core.layout import is_valid_id
 from portal.review import table
-from portal.review.cli import cmd_forward, cmd_keys, cmd_open, cmd_reply, cmd_verify
+from portal.review.cli import cmd_desk, cmd_forward, cmd_keys, cmd_open, cmd_reply, cmd_verify
 from portal.review.cli.context import CUSTODY_ENV, PROG, REVIEWER_ENV, Context
 
 
@@ -150,6 +150,8 @@ SUMMARIES = {
     "verify": "hash an opened folder again against its manifests and the custody log",
     "custody": "the chain-of-custody log",
     "custody verify": "check the log's hash chain",
+    "desk": "the reviewers' desk: search, case work, replies and forwards in the browser, "
+    "on this machine only",
 }
 
 
@@ -247,6 +249,12 @@ def _add_forward_and_table(sub: _SubCommands) -> None:
         help="send even where the witness's consent does not allow it; REASON is recorded "
         "in the custody log and the bundle",
     )
+    forward.add_argument(
+        "--clean-metadata",
+        action="store_true",
+        help="add a copy of each attachment cleaned of metadata by mat2 beside the original "
+        "(for witnesses who consented to anonymous forwarding)",
+    )
     add_custody(forward)
     add_reviewer(forward)
 
@@ -287,6 +295,47 @@ def _add_verify(sub: _SubCommands) -> None:
     add_expect_head(verify)
 
 
+def _add_desk(sub: _SubCommands) -> None:
+    desk = _command(sub, "desk", cmd_desk.cmd_desk)
+    desk.add_argument("dir", metavar="OPENED_DIR", help="the folder written by `open`")
+    desk.add_argument(
+        "--lang",
+        choices=("ko", "en", "zh"),
+        help="the desk's language (default: the settings file's, else ko)",
+    )
+    desk.add_argument(
+        "--settings",
+        metavar="FILE",
+        help="settings file (default: ~/.config/testimony-review/desk.toml if it exists)",
+    )
+    desk.add_argument(
+        "--outbox",
+        metavar="DIR",
+        help="where replies go (default: the settings file's, else outbox beside OPENED_DIR)",
+    )
+    desk.add_argument(
+        "--bundles",
+        metavar="DIR",
+        help="where forward bundles go (default: the settings file's, else bundles beside "
+        "OPENED_DIR)",
+    )
+    desk.add_argument(
+        "--port",
+        type=int,
+        default=0,
+        metavar="N",
+        help="port on 127.0.0.1 (default: a free one the system picks)",
+    )
+    desk.add_argument(
+        "--signing-key",
+        metavar="FILE",
+        help="passed to `reply` for the replies written at the desk (when replies are signed)",
+    )
+    add_passphrase_file(desk)
+    add_custody(desk)
+    add_reviewer(desk)
+
+
 def build_parser() -> Parser:
     parser = Parser(prog=PROG, description="Offline reviewer tool for Testimony Portal.")
     sub = parser.add_subparsers(
@@ -297,4 +346,5 @@ def build_parser() -> Parser:
     _add_forward_and_table(sub)
     _add_reply(sub)
     _add_verify(sub)
+    _add_desk(sub)
     return parser

@@ -10,6 +10,19 @@ from portal.server.mailbox import MailboxError, ReplyStore, import_outbox
 from portal.server.store import StoreError, SubmissionStore
 
 
+def printable(text: str) -> str:
+    """`text` on one line with nothing a terminal would act on: controls and odd characters escaped.
+
+    File names in an outbox come from a USB stick: a newline in one would
+    forge a line of this command's output (say, "0 refused"), and escape
+    sequences could rewrite the terminal.
+    """
+    return "".join(
+        ch if ch.isprintable() and ch not in "\\" else ch.encode("unicode_escape").decode("ascii")
+        for ch in text
+    )
+
+
 def run(ctx: Context, args: argparse.Namespace) -> ExitStatus:
     """Store the replies of an outbox written by `testimony-review reply`."""
     config, outbox, stdout, stderr = ctx.config, args.outbox, ctx.stdout, ctx.stderr
@@ -28,10 +41,10 @@ def run(ctx: Context, args: argparse.Namespace) -> ExitStatus:
             result = import_outbox(store, outbox)
             expired = store.purge_older_than(config.reply_days)
     except (MailboxError, StoreError, OSError) as exc:
-        print(f"testimony-portal: import-replies: {exc}", file=stderr)
+        print(f"testimony-portal: import-replies: {printable(str(exc))}", file=stderr)
         return ExitStatus.ERROR
     for problem in result.rejected:
-        print(f"testimony-portal: NOT imported: {problem}", file=stderr)
+        print(f"testimony-portal: NOT imported: {printable(problem)}", file=stderr)
     print(
         f"{result.added} reply(ies) imported, {result.already} already here, "
         f"{len(result.rejected)} refused; {expired} older than PORTAL_REPLY_DAYS="

@@ -35,10 +35,16 @@ def run(ctx: Context, args: argparse.Namespace) -> ExitStatus:
     if not 0 < args.port < 65536:
         print(f"{PROG}: --port {args.port} is not a TCP port (1-65535)", file=stderr)
         return ExitStatus.USAGE
+    onion_problem = _onion_port_problem(config.onion_port, args)
+    if onion_problem:
+        print(f"{PROG}: {onion_problem}", file=stderr)
+        return ExitStatus.USAGE
     nofile = raise_open_file_limit()
     app = create_app(config, **{BODY_PROGRESS_WINDOW_KEY: args.body_timeout})
     if args.unix_socket is None:
         front = "" if args.no_front else "nginx in front, "
+        if config.onion_port is not None and not args.no_front:
+            front += f"the onion service's tor on port {config.onion_port}, "
         print(
             f"testimony-portal: serving on http://{bind_address(args.host, args.port)} "
             f"({front}data in {config.data_dir}, keys from {config.recipients_file})",
@@ -60,6 +66,7 @@ def run(ctx: Context, args: argparse.Namespace) -> ExitStatus:
         # is only a backstop above it.
         max_body_bytes=config.max_upload_bytes + 16 * 1024 * 1024,
         nofile=nofile,
+        onion_port=config.onion_port,
     )
     command = app_server_command(args.workers, args.threads, args.body_timeout)
     try:
@@ -67,3 +74,19 @@ def run(ctx: Context, args: argparse.Namespace) -> ExitStatus:
     except FrontError as exc:
         print(f"testimony-portal: {exc}", file=stderr)
         return ExitStatus.ERROR
+
+
+def _onion_port_problem(onion_port: int | None, args: argparse.Namespace) -> str | None:
+    """Why PORTAL_ONION_PORT cannot be served as asked, or None."""
+    # The app server behind nginx (--unix-socket) inherits the setting: only
+    # nginx reads it.
+    if onion_port is None or args.unix_socket is not None:
+        return None
+    if args.no_front:
+        return (
+            "PORTAL_ONION_PORT needs nginx in front (it reads tor's PROXY header); "
+            "drop --no-front or unset PORTAL_ONION_PORT"
+        )
+    if onion_port == args.port:
+        return f"PORTAL_ONION_PORT={onion_port} is also --port; give the onion service its own port"
+    return None

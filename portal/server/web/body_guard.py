@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterable
 from typing import IO, Any
 
-from flask import Flask
+from flask import Flask, request
 from werkzeug.exceptions import ClientDisconnected, HTTPException
 
 from portal.server.config import BODY_PROGRESS_WINDOW, PROGRESS_BYTES
@@ -53,14 +53,18 @@ class ProgressWatchdog:
         self._next = 0
         self._pid = 0
 
-    def begin(self, sock: socket.socket) -> int:
+    def begin(self, sock: socket.socket, deadline: float | None = None) -> int:
+        """Register a read that is about to wait; it is dropped after `window` or at `deadline`."""
+        expires = time.monotonic() + self.window
+        if deadline is not None:
+            expires = min(expires, deadline)
         with self._lock:
             # Started lazily in each worker: threads do not survive fork().
             if self._pid != os.getpid():
                 self._pid = os.getpid()
                 threading.Thread(target=self._run, name="body-watchdog", daemon=True).start()
             self._next += 1
-            self._waiting[self._next] = (time.monotonic(), sock)
+            self._waiting[self._next] = (expires, sock)
             return self._next
 
     def end(self, token: int) -> bool:
@@ -75,12 +79,12 @@ class ProgressWatchdog:
     def _run(self) -> None:
         while True:
             time.sleep(min(1.0, self.window / 4))
-            deadline = time.monotonic() - self.window
+            now = time.monotonic()
             with self._lock:
                 # Under the lock the read is still waiting, so its socket is
                 # still open and still this request's.
-                for token, (started, sock) in list(self._waiting.items()):
-                    if started < deadline:
+                for token, (expires, sock) in list(self._waiting.items()):
+                    if expires < now:
                         del self._waiting[token]
                         self._dropped.add(token)
                         # OSError: the client has already closed it.
@@ -118,6 +122,8 @@ class GuardedInput:
         self._pos = 0
         self._watchdog = watchdog if sock is not None else None
         self._sock = sock
+        # Set by `limit_body_time` for routes whose whole body is small.
+        self.deadline: float | None = None
 
     def _buffered(self, size: int) -> bytes:
         data = self._block[self._pos : self._pos + size]
@@ -149,7 +155,7 @@ class GuardedInput:
     def _timed(self, read: Any, size: int) -> bytes:
         if self._watchdog is None or self._sock is None:
             return self._guard(read, size)
-        token = self._watchdog.begin(self._sock)
+        token = self._watchdog.begin(self._sock, self.deadline)
         try:
             data = self._guard(read, size)
         except ClientDisconnected:
@@ -207,6 +213,18 @@ class GuardedInputMiddleware:
         environ["wsgi.input"] = GuardedInput(environ["wsgi.input"], self.watchdog, sock)
         result: Iterable[bytes] = self.wsgi_app(environ, start_response)
         return result
+
+
+def limit_body_time(seconds: float) -> None:
+    """The rest of this request's body must arrive within `seconds`, whatever its pace.
+
+    For routes that take a small body only (a receipt): a client that sends
+    its headers and then nothing, or a byte now and then, holds a thread for
+    this long at most instead of the upload window.
+    """
+    stream = request.environ.get("wsgi.input")
+    if isinstance(stream, GuardedInput):
+        stream.deadline = time.monotonic() + seconds
 
 
 def init_app(app: Flask) -> None:

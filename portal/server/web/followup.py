@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flask import Blueprint, Flask, current_app, render_template, request
+from flask import Blueprint, Flask, current_app, render_template
 from werkzeug.exceptions import BadRequest
 
 from portal.core.age import X25519Identity
@@ -27,7 +27,7 @@ from portal.server.mailbox import (
     configured_cost,
     ensure_salt,
 )
-from portal.server.web.admission import spend_rate_token
+from portal.server.web.admission import refuse_unless_token
 from portal.server.web.extensions import portal_state
 from portal.server.web.forms import FollowupForm, ReceiptForm, ReplyDeleteForm
 from portal.server.web.onetime import AlreadyStored
@@ -37,6 +37,7 @@ from portal.server.web.questions import (
     form_questions,
     read_posted_answers,
 )
+from portal.server.web.ratelimit import TokenBucket
 from portal.server.web.storing import store_once
 
 bp = Blueprint("followup", __name__)
@@ -46,6 +47,8 @@ bp = Blueprint("followup", __name__)
 class Conversation:
     keys: ReceiptKeys
     replies: ReplyStore
+    # The follow-up logins' own budget (see `_login_bucket`).
+    logins: TokenBucket
 
 
 def conversation() -> Conversation:
@@ -64,23 +67,47 @@ def init_app(app: Flask) -> None:
     except MailboxError as exc:
         # A damaged salt or an impossible cost: the operator must act.
         raise ConfigError(str(exc)) from None
-    app.extensions["portal.core.conversation"] = Conversation(keys=keys, replies=replies)
+    app.extensions["portal.core.conversation"] = Conversation(
+        keys=keys, replies=replies, logins=_login_bucket(config, keys)
+    )
     app.register_blueprint(bp)
 
 
-def _spend_rate_budget() -> None:
-    """Every follow-up login and deletion spends the global rate budget.
+# Follow-up logins may use at most this share of one core for their
+# derivations, whatever the flood; the rest is the witnesses'.
+LOGIN_CPU_SHARE = 0.25
+# Bounds on the logins' rate per second when it is sized from the cost.
+LOGIN_RATE_RANGE = (1.0, 50.0)
 
-    Each one derives a key with argon2id, so a flood of them is a flood of
-    argon2id derivations: the same bucket that bounds submissions bounds them
-    (a typo'd receipt included, though it costs no derivation). Runs after
-    the CSRF check, so requests without the form's session spend nothing.
+
+def _login_bucket(config: Config, keys: ReceiptKeys) -> TokenBucket:
+    """The follow-up logins' budget, separate from the submissions'.
+
+    Each login that passes the receipt's check digits runs one argon2id
+    derivation. Unless PORTAL_LOGIN_PER_MINUTE says otherwise, the rate is
+    sized from the CPU time one derivation takes at the configured cost
+    (measured once at start), so that a flood of logins uses at most
+    `LOGIN_CPU_SHARE` of one core. Created before gunicorn forks, like the
+    submissions' bucket, so every worker shares it.
     """
-    if request.endpoint in ("followup.mailbox", "followup.delete"):
-        spend_rate_token()
+    if config.login_per_minute:
+        per_second = config.login_per_minute / 60
+    else:
+        low, high = LOGIN_RATE_RANGE
+        per_second = min(high, max(low, LOGIN_CPU_SHARE / keys.measure_cpu_seconds()))
+    burst = config.login_burst or max(5, int(per_second * 2))
+    return TokenBucket(rate_per_second=per_second, burst=burst)
 
 
-bp.before_request(_spend_rate_budget)
+def _spend_login_budget() -> None:
+    """A login that will derive a key spends one token of the logins' budget.
+
+    Called once the receipt has passed its check digits: a typo'd receipt
+    costs no derivation and spends nothing anywhere. The submissions'
+    budget is never touched, so logins cannot refuse or delay a witness's
+    submission, nor date one for an observer.
+    """
+    refuse_unless_token(conversation().logins)
 
 
 def _followup_form() -> FollowupForm:
@@ -140,6 +167,7 @@ def mailbox(lang: str) -> tuple[str, int]:
     if not form.validate():
         return _login_page(form, status=400)
     receipt = parse_receipt(form.receipt.data or "")
+    _spend_login_budget()
     return _mailbox_page(receipt, conversation().keys.derive(receipt), lang)
 
 
@@ -150,6 +178,7 @@ def delete(lang: str) -> tuple[str, int]:
     if not form.validate():
         raise BadRequest()
     receipt = _checked_receipt(form.receipt.data)
+    _spend_login_budget()
     identity = conversation().keys.derive(receipt)
     deleted = conversation().replies.delete(identity, form.reply_ids())
     return _mailbox_page(receipt, identity, lang, deleted=deleted)

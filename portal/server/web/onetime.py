@@ -28,7 +28,7 @@ import multiprocessing
 import os
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
@@ -50,8 +50,11 @@ _SEAL_OVERHEAD = 12 + 16  # ChaCha20-Poly1305 nonce and tag
 _SEALED_SIZE = 2 + PAGE_STATE_SIZE + _SEAL_OVERHEAD
 _SLOT_BYTES = KEY_SIZE + _SEALED_SIZE
 
-# Slot states. FREE is a tombstone: probes go on past it.
+# Slot states. FREE was used and is free again: look-ups go on past it
+# (a later slot of the window may hold the value), NEVER ends them.
 NEVER, STORING, STORED, FREE = 0, 1, 2, 3
+# The slots a value may live in, from where its hash points.
+PROBE_WINDOW = 64
 
 
 class InvalidFormValue(Exception):
@@ -112,13 +115,16 @@ ClaimResult = Claimed | AlreadyStored | StillStoring
 class FormLedger:
     """The set of forms already used, in memory shared by every worker.
 
-    An open-addressing hash table (linear probing) of twice `capacity`
-    slots; a value's keyed hash picks where its probe starts. Released and
-    expired entries stay as tombstones until the table is rebuilt in place,
-    which happens when fewer than a quarter of the slots were never used.
+    A hash table of twice `capacity` slots; a value's keyed hash picks a
+    window of `PROBE_WINDOW` neighbouring slots, and the value lives in one
+    of them or nowhere. Every claim looks at that window only, whatever the
+    table holds: the work (and the time the lock all workers share is held)
+    is the same for the first claim and at the cap, and nothing is ever
+    rebuilt. A released or expired entry's slot is reused in place.
     `capacity` should cover every submission the rate limit lets through
-    in `FORM_LIFETIME`; if ever every slot holds a live entry, the one that
-    expires first is forgotten (that form could then be stored once more).
+    in `FORM_LIFETIME`; at half full a window is all live about once in
+    2^64 claims. If ever it is, the entry of that window that expires first
+    is forgotten (that form could then be stored once more).
     """
 
     def __init__(
@@ -128,12 +134,11 @@ class FormLedger:
         clock: Callable[[], float] = time.monotonic,
         alive: Callable[[int], bool] | None = None,
     ) -> None:
-        self._size = max(4, 2 * capacity)
+        self._size = max(PROBE_WINDOW, 2 * capacity)
         self._data = multiprocessing.RawArray("B", self._size * _SLOT_BYTES)
         self._state = multiprocessing.RawArray("b", self._size)
         self._owner = multiprocessing.RawArray("i", self._size)
         self._expires = multiprocessing.RawArray("d", self._size)
-        self._used = multiprocessing.RawArray("q", 1)  # slots that are not NEVER
         self._clock = clock
         self._alive = alive or _process_alive
         self._lock = SharedLock("portal-form-ledger")
@@ -176,45 +181,29 @@ class FormLedger:
         # A worker killed while storing leaves its claim behind; it holds nothing.
         return state == STORED or self._alive(self._owner[slot])
 
-    def _probe(self, key: bytes) -> Iterator[int]:
+    def _window(self, key: bytes) -> range:
         start = int.from_bytes(key[:8], "big") % self._size
-        for step in range(self._size):
-            yield (start + step) % self._size
+        return range(start, start + PROBE_WINDOW)
 
     def _find(self, key: bytes, now: float) -> int | None:
-        for slot in self._probe(key):
+        for index in self._window(key):
+            slot = index % self._size
             if self._state[slot] == NEVER:
-                return None
+                return None  # slots are filled in order: nothing further on
             if self._live(slot, now) and self._key(slot) == key:
                 return slot
         return None
 
     def _put(self, key: bytes, state: int, owner: int, expires: float, sealed: bytes,
              now: float) -> None:  # fmt: skip
-        if self._used[0] >= self._size * 3 // 4:
-            self._rebuild(now)
-        slot = next((s for s in self._probe(key) if not self._live(s, now)), None)
-        if slot is None:  # every slot live: forget the entry that expires first
-            slot = min(range(self._size), key=lambda s: self._expires[s])
-        if self._state[slot] == NEVER:
-            self._used[0] += 1
+        window = [index % self._size for index in self._window(key)]
+        slot = next((s for s in window if not self._live(s, now)), None)
+        if slot is None:  # the whole window is live: forget the entry that expires first
+            slot = min(window, key=lambda s: self._expires[s])
         self._write(slot, key, sealed)
         self._state[slot] = state
         self._owner[slot] = owner
         self._expires[slot] = expires
-
-    def _rebuild(self, now: float) -> None:
-        """Drop tombstones and expired entries: put the live ones back in place."""
-        live = [
-            (self._key(s), self._state[s], self._owner[s], self._expires[s], self._sealed(s))
-            for s in range(self._size)
-            if self._live(s, now)
-        ]
-        for slot in range(self._size):
-            self._state[slot] = NEVER
-        self._used[0] = 0
-        for key, state, owner, expires, sealed in live:
-            self._put(key, state, owner, expires, sealed, now)
 
     def _key(self, slot: int) -> bytes:
         start = slot * _SLOT_BYTES

@@ -18,7 +18,14 @@ from flask import Flask, Request, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from portal.server.intake import Submission
-from portal.server.web.admission import refuse_when_low_on_disk, release_rate_token
+from portal.server.web.admission import (
+    SMALL_BODY_BYTES,
+    SMALL_BODY_ENDPOINTS,
+    accepts_files,
+    refuse_files,
+    refuse_when_low_on_disk,
+    release_rate_token,
+)
 from portal.server.web.body_guard import PROGRESS_BYTES
 from portal.server.web.errors import PortalHTTPError, Reason
 from portal.server.web.extensions import portal_state
@@ -83,6 +90,8 @@ class IntakeRequest(Request):
         exact limit.
         """
         limit: int | None = super().max_content_length
+        if self.endpoint in SMALL_BODY_ENDPOINTS:
+            limit = SMALL_BODY_BYTES
         if limit is None or (self.content_length is not None and self.content_length > limit):
             return limit
         return limit + 1
@@ -119,6 +128,10 @@ class IntakeRequest(Request):
         filename: str | None = None,
         content_length: int | None = None,
     ) -> IO[bytes]:
+        if not accepts_files():
+            # A login or a deletion: its files would be staged (and count
+            # against the disk floor) for nothing.
+            refuse_files()
         state = portal_state()
         submission = current_submission()
         if submission.file_count >= state.config.max_files:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from flask import Flask, Response, current_app, request, send_from_directory
 from werkzeug.exceptions import BadRequest, HTTPException
@@ -44,6 +44,10 @@ STATIC_HEADERS = {
     "Permissions-Policy": PERMISSIONS_POLICY,
 }
 HSTS = "max-age=63072000"
+# Onion-Location repeats the request's path; a longer one is left out (the
+# header then names the onion service's front page). nginx refuses a
+# response whose headers do not fit its buffer (a 503 for the witness).
+MAX_ONION_LOCATION_PATH = 256
 # Uploads of large files over Tor can take hours: a CSRF token that expired
 # while the witness was uploading would lose the testimony.
 CSRF_TIME_LIMIT = dt.timedelta(hours=12)
@@ -128,6 +132,37 @@ def static_file(filename: str) -> Response:
     return response
 
 
+def onion_location(onion: str) -> str:
+    """The Onion-Location header for this request: the same path on the onion service.
+
+    The path is percent-encoded: a raw one could carry a line break (header
+    injection, and a 500 from Werkzeug) or non-Latin-1 text. A path longer
+    than `MAX_ONION_LOCATION_PATH` is not repeated.
+    """
+    path = quote(request.path)
+    if len(path) > MAX_ONION_LOCATION_PATH:
+        path = "/"
+    return onion.rstrip("/") + path
+
+
+def relative_location(response: Response) -> None:
+    """Make a redirect's Location a path: never an echo of the request's Host header.
+
+    Werkzeug's routing redirects (a missing slash) name the host the
+    request gave. With a path only, a redirect cannot send a browser to a
+    name an attacker put in the Host header, whatever PORTAL_ALLOWED_HOSTS says.
+    """
+    location = response.headers.get("Location")
+    if not location:
+        return
+    parts = urlsplit(location)
+    if parts.scheme or parts.netloc:
+        path = parts.path or "/"
+        # "//evil" as a path would be read as a host again.
+        path = "/" + path.lstrip("/")
+        response.headers["Location"] = path + (f"?{parts.query}" if parts.query else "")
+
+
 def init_app(app: Flask) -> None:
     config: Config = app.extensions["portal"].config
     app.view_functions["static"] = static_file
@@ -153,7 +188,6 @@ def init_app(app: Flask) -> None:
         if config.tls:
             response.headers["Strict-Transport-Security"] = HSTS
         if config.onion_location:
-            # The path is percent-encoded: a raw one could carry a line break
-            # (header injection, and a 500 from Werkzeug) or non-Latin-1 text.
-            response.headers["Onion-Location"] = config.onion_location + quote(request.path)
+            response.headers["Onion-Location"] = onion_location(config.onion_location)
+        relative_location(response)
         return response
