@@ -164,7 +164,8 @@ def test_an_unfinished_multi_page_answer_leaves_nothing_on_disk_in_logs_or_shm(
     again = post("/ko/submit/page", {**hidden_fields(back), "go": "next"})
     chinese = post("/zh/submit/page", {**hidden_fields(again), "go": "stay"})
     assert marker in chinese
-    # A hostile client sends a file to the page route: it is never kept either.
+    # A hostile client sends a file to the page route: refused (files are
+    # staged only where submissions are stored), and never kept.
     body = MultipartBody(
         {**hidden_fields(chinese), "go": "back"},
         [("secret.txt", f"file {marker}".encode(), "text/plain")],
@@ -175,7 +176,7 @@ def test_an_unfinished_multi_page_answer_leaves_nothing_on_disk_in_logs_or_shm(
         body=iter(body),
         headers={"Content-Type": body.content_type, "Content-Length": str(body.length)},
     )
-    assert response.status == 200
+    assert response.status == 413
     live_server.stop()
 
     shm = [p for p in files_under(Path("/dev/shm")) if p.is_file() and os.access(p, os.R_OK)]
