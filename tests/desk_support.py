@@ -15,6 +15,7 @@ from portal.core.age import X25519Identity
 from portal.review.cli import ExitStatus, main
 from portal.review.desk.server import DeskServer, build_state
 from portal.review.desk.settings import DeskSettings
+from portal.core.manifest import SealedQuestionnaire
 from portal.server.intake import store_submission
 from tests.review_support import make_store, open_args, review, write_identity
 
@@ -30,6 +31,7 @@ class Witness:
     language: str = "ko"
     fields: Mapping[str, str] | None = None
     reply_key: X25519Identity | None = None
+    questionnaire: SealedQuestionnaire | None = None
 
 
 @dataclass
@@ -53,6 +55,7 @@ def open_submissions(tmp_path: Path, witnesses: Sequence[Witness]) -> Opened:
                 [(name, "application/octet-stream", data) for name, data in witness.files],
                 witness.language,
                 reply_to=str(witness.reply_key.recipient) if witness.reply_key else None,
+                questionnaire=witness.questionnaire,
             )
         )
     opened, custody = tmp_path / "opened", tmp_path / "custody.jsonl"

@@ -251,6 +251,7 @@ def store_submission(
     chunk_size: int = 64 * 1024,
     reply_to: str | None = None,
     reply_key: ReplyKey | None = None,
+    questionnaire: SealedQuestionnaire | None = None,
 ) -> str:
     """Store a submission without the web layer (tools, tests, load generators)."""
     submission = Submission(store, recipients)
@@ -266,4 +267,6 @@ def store_submission(
     except BaseException:
         submission.discard()
         raise
-    return submission.commit(fields, language, reply_to=reply_to, reply_key=reply_key)
+    return submission.commit(
+        fields, language, reply_to=reply_to, reply_key=reply_key, questionnaire=questionnaire
+    )
