@@ -8,11 +8,14 @@ STAMP := $(VENV)/.installed
 RUN_STAMP := $(VENV)/.installed-run
 APT_PACKAGES := age jq chromium chromium-driver fonts-noto-cjk nodejs npm media-types gnupg tor iproute2
 SERVER_APT_PACKAGES := nginx libnginx-mod-http-headers-more-filter
+# The container tests (tests/test_container.py): podman with runc, its
+# network and init helpers, and mmdebstrap for the stand-in base image.
+CONTAINER_APT_PACKAGES := podman runc netavark aardvark-dns catatonit iptables uidmap mmdebstrap
 NGINX_MODULE := /usr/lib/nginx/modules/ngx_http_headers_more_filter_module.so
 NODE_ORACLE := tests/node_oracle
 NODE_ORACLE_STAMP := $(NODE_ORACLE)/node_modules/.installed
 
-.PHONY: help run test test-fast bench lint format system-deps server-deps wheel wheelhouse clean
+.PHONY: help run test test-fast bench lint format system-deps server-deps wheel wheelhouse clean lock pin-base
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -42,7 +45,7 @@ server-deps: ## install the Debian packages the server needs (nginx, in front of
 	  fi; \
 	fi
 
-system-deps: server-deps ## install the Debian packages the server and the tests use (nginx, age CLI, jq, Chromium, CJK fonts, node, MIME table, mkfs.vfat, tor, ss, exiftool, mat2)
+system-deps: server-deps ## install the Debian packages the server and the tests use (nginx, age CLI, jq, Chromium, CJK fonts, node, MIME table, mkfs.vfat, tor, ss, exiftool, mat2, podman, mmdebstrap)
 	@missing=""; \
 	command -v age >/dev/null || missing="$$missing age"; \
 	command -v jq >/dev/null || missing="$$missing jq"; \
@@ -57,6 +60,9 @@ system-deps: server-deps ## install the Debian packages the server and the tests
 	command -v ss >/dev/null || missing="$$missing iproute2"; \
 	command -v exiftool >/dev/null || missing="$$missing libimage-exiftool-perl"; \
 	command -v mat2 >/dev/null || missing="$$missing mat2"; \
+	for package in $(CONTAINER_APT_PACKAGES); do \
+	  dpkg -s $$package >/dev/null 2>&1 || missing="$$missing $$package"; \
+	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
@@ -105,6 +111,7 @@ bench: $(STAMP) system-deps ## the speed table of issue 14 (portal vs references
 	$(BIN)/python bench/load.py --attack
 	$(BIN)/python bench/page_weight.py
 	$(BIN)/python bench/bench_pq.py
+	$(BIN)/python bench/bench_nodes.py
 	$(BIN)/python bench/bench_tor_flood.py
 	$(BIN)/python bench/bench_desk.py
 
@@ -119,6 +126,27 @@ format: $(STAMP) ## apply ruff's formatting
 
 wheel: $(STAMP) ## build the wheel into dist/
 	$(BIN)/python -m build --wheel --outdir dist .
+
+# The image's Python packages, pinned by hash (the Dockerfile installs them
+# with --require-hashes). Run after changing pyproject.toml's dependencies.
+# The machine's own pip settings (local indexes, constraints) are left out,
+# so the hashes are PyPI's.
+PIP_COMPILE := env -u PIP_FIND_LINKS -u PIP_CONSTRAINT -u PIP_EXTRA_INDEX_URL PIP_CONFIG_FILE=/dev/null \
+	CUSTOM_COMPILE_COMMAND="make lock" \
+	$(BIN)/pip-compile --quiet --generate-hashes --strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links
+lock: $(STAMP) ## regenerate requirements.lock and requirements-build.lock (hashes) from pyproject.toml
+	$(BIN)/pip install --quiet pip-tools
+	$(PIP_COMPILE) --upgrade --extra s3 --output-file requirements.lock pyproject.toml
+	$(PIP_COMPILE) --upgrade --output-file requirements-build.lock requirements-build.in
+
+# The Dockerfile's base image, pinned by digest: the digest the registry
+# gives for python:3.11-slim today (needs skopeo and registry access).
+BASE_IMAGE := docker.io/library/python:3.11-slim
+pin-base: ## rewrite the Dockerfile's BASE to python:3.11-slim's current digest
+	@digest=$$(skopeo inspect --format '{{.Digest}}' docker://$(BASE_IMAGE)) && \
+	  test -n "$$digest" && \
+	  sed -i "s|^ARG BASE=.*|ARG BASE=$(BASE_IMAGE)@$$digest|" Dockerfile && \
+	  grep '^ARG BASE=' Dockerfile
 
 WHEELHOUSE ?= wheelhouse
 wheelhouse: $(STAMP) ## folder of wheels to install the reviewer tool offline (pip install --no-index)

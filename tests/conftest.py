@@ -39,10 +39,16 @@ AGE_TESTKIT = Path(
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A test on the documented stack (`front_server`) starts nginx and gunicorn, 2-3 s each:
-    it counts as `slow`, so `make test-fast` leaves it to `make test`."""
+    """A test that starts a real server (`make_server`, and so `live_server` and
+    `front_server`) counts as `slow`, so `make test-fast` leaves it to `make test`.
+
+    Each start costs about a second of CPU (gunicorn's master and workers, and
+    nginx in front) and one to three seconds of waiting; together they were
+    half of the fast suite's CPU time. A test that calls `start_server`
+    itself is marked `slow` by hand.
+    """
     for item in items:
-        if "front_server" in getattr(item, "fixturenames", ()):
+        if "make_server" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
 
 

@@ -113,7 +113,7 @@ def import_replies(data_dir: Path, outbox: Path, **env: str) -> tuple[int, str, 
 def export(data_dir: Path, dest: Path) -> None:
     out, err = io.StringIO(), io.StringIO()
     status = portal_cli(
-        ["export", str(dest), "--purge"],
+        ["export", str(dest), "--purge", "--same-disk"],
         env={"PORTAL_DATA_DIR": str(data_dir)},
         stdout=out,
         stderr=err,

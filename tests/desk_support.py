@@ -12,10 +12,10 @@ from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
 from portal.core.age import X25519Identity
+from portal.core.manifest import SealedQuestionnaire
 from portal.review.cli import ExitStatus, main
 from portal.review.desk.server import DeskServer, build_state
 from portal.review.desk.settings import DeskSettings
-from portal.core.manifest import SealedQuestionnaire
 from portal.server.intake import store_submission
 from tests.review_support import make_store, open_args, review, write_identity
 

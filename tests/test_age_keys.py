@@ -243,6 +243,7 @@ def test_encrypted_identity_files_are_recognised() -> None:
 # --- scrypt parameters -------------------------------------------------------------
 
 
+@pytest.mark.slow  # scrypt at 2^18
 def test_scrypt_recipient_uses_production_work_factor_by_default() -> None:
     # Tests elsewhere lower the cost for speed; this pins the real default.
     assert inspect.signature(ScryptRecipient).parameters["work_factor"].default == 18

@@ -30,6 +30,8 @@ WORDED = {
     "(any)": ("allowed_hosts", ()),
     "(none)": ("onion_location", None),
     "off": ("tls", False),
+    "(AWS S3)": ("s3_endpoint", None),
+    "(none; needed with `s3`)": ("s3_bucket", None),
     "(sized from the receipt cost)": ("login_per_minute", None),
     "(twice the logins per second, at least 5)": ("login_burst", None),
     "(no onion port)": ("onion_port", None),

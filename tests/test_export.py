@@ -35,10 +35,17 @@ def store(tmp_path: Path, identity: X25519Identity) -> SubmissionStore:
 
 
 def run_export(
-    store: SubmissionStore, dest: Path, *, purge: bool, stdout: io.StringIO, stderr: io.StringIO
+    store: SubmissionStore,
+    dest: Path,
+    *,
+    purge: bool,
+    stdout: io.StringIO,
+    stderr: io.StringIO,
+    same_disk: bool = False,
 ) -> int:
-    """`testimony-portal export DEST [--purge]` on `store`'s data directory, in process."""
+    """`testimony-portal export DEST [--purge] [--same-disk]` on `store`'s data directory."""
     argv = ["export", str(dest), *(["--purge"] if purge else [])]
+    argv += ["--same-disk"] if same_disk else []
     return main(argv, env={"PORTAL_DATA_DIR": str(store.root)}, stdout=stdout, stderr=stderr)
 
 
@@ -59,7 +66,7 @@ def test_export_copies_every_submission_and_writes_a_checkable_manifest(
     before = _server_files(store)
     dest = tmp_path / "usb"
 
-    report = export_submissions(store, dest)
+    report = export_submissions(store, dest, same_disk=True)
 
     assert report.ok and len(report.copied) == 3 and report.purged == []
     assert tree(dest / "submissions") == before
@@ -76,12 +83,12 @@ def test_running_again_skips_what_is_there_and_never_rewrites_it(
     tmp_path: Path, store: SubmissionStore, identity: X25519Identity
 ) -> None:
     dest = tmp_path / "usb"
-    export_submissions(store, dest)
+    export_submissions(store, dest, same_disk=True)
     inodes = {p: p.stat().st_ino for p in dest.rglob("*.age")}
     sums = (dest / SUMS_NAME).read_bytes()
     new = submit(store, [identity], "arrived later")
 
-    report = export_submissions(store, dest)
+    report = export_submissions(store, dest, same_disk=True)
 
     assert report.ok and report.copied == [new] and len(report.already_present) == 3
     assert all(p.stat().st_ino == inode for p, inode in inodes.items())
@@ -99,7 +106,7 @@ def test_a_different_file_on_dest_is_not_overwritten_and_its_submission_not_purg
     planted.write_bytes(b"something else")
     victim_files = tree(store.path(victim))
 
-    report = export_submissions(store, dest, purge=True)
+    report = export_submissions(store, dest, same_disk=True, purge=True)
 
     assert list(report.failed) == [victim] and "differs" in report.failed[victim]
     assert planted.read_bytes() == b"something else"
@@ -118,7 +125,7 @@ def test_a_symlinked_submissions_folder_on_dest_is_refused(
     (dest / "submissions").symlink_to(elsewhere)
     server = _server_files(store)
     with pytest.raises(ExportError, match="symbolic link"):
-        export_submissions(store, dest, purge=True)
+        export_submissions(store, dest, same_disk=True, purge=True)
     assert list(elsewhere.iterdir()) == []
     assert _server_files(store) == server
 
@@ -135,7 +142,7 @@ def test_a_symlinked_folder_inside_the_export_is_not_written_through(
     planted.symlink_to(elsewhere)
     victim_files = tree(store.path(victim))
 
-    report = export_submissions(store, dest, purge=True)
+    report = export_submissions(store, dest, same_disk=True, purge=True)
 
     assert list(report.failed) == [victim] and "symbolic link" in report.failed[victim]
     assert list(elsewhere.iterdir()) == []
@@ -149,7 +156,7 @@ def test_purge_deletes_only_copies_that_were_read_back_and_verified(
     before = _server_files(store)
     dest = tmp_path / "usb"
 
-    report = export_submissions(store, dest, purge=True)
+    report = export_submissions(store, dest, same_disk=True, purge=True)
 
     assert sorted(report.purged) == sorted(report.copied) and len(report.purged) == 3
     assert store.ids() == []
@@ -194,7 +201,7 @@ def test_a_failing_medium_stops_the_export_and_leaves_the_server_untouched(
     dest = tmp_path / "usb"
     opener = _faulty_opener(_raise(number), after=500_000)
 
-    report = export_submissions(store, dest, purge=True, opener=opener)
+    report = export_submissions(store, dest, same_disk=True, purge=True, opener=opener)
 
     assert report.stopped == message and not report.ok
     [first] = report.copied
@@ -214,7 +221,7 @@ def test_a_copy_that_reads_back_wrong_is_removed_and_not_purged(
     dest = tmp_path / "usb"
     opener = _faulty_opener(lambda _offset: b"\x00\x01\x02", after=450_000)
 
-    report = export_submissions(store, dest, purge=True, opener=opener)
+    report = export_submissions(store, dest, same_disk=True, purge=True, opener=opener)
 
     [bad] = report.failed
     assert "did not read back as written" in report.failed[bad]
@@ -235,11 +242,13 @@ def test_an_interrupted_export_leaves_no_partial_files_and_resumes(
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        export_submissions(store, dest, purge=True, opener=_faulty_opener(interrupt, 500_000))
+        export_submissions(
+            store, dest, same_disk=True, purge=True, opener=_faulty_opener(interrupt, 500_000)
+        )
     assert len(store.ids()) == 2
     assert not [p for p in dest.rglob("*") if p.name.startswith(".")]
 
-    report = export_submissions(store, dest, purge=True)
+    report = export_submissions(store, dest, same_disk=True, purge=True)
     assert report.ok and store.ids() == []
     assert tree(dest / "submissions") == before
 
@@ -266,7 +275,7 @@ def test_a_real_full_disk_stops_cleanly_and_a_second_medium_finishes(
     assert not [p for p in small_disk.rglob("*") if p.name.startswith(".")]
 
     second = tmp_path / "second-usb"
-    assert run_export(store, second, purge=True, stdout=out, stderr=err) == 0
+    assert run_export(store, second, purge=True, stdout=out, stderr=err, same_disk=True) == 0
     assert store.ids() == []
 
 
@@ -291,7 +300,10 @@ def test_dest_inside_the_data_directory_is_refused(store: SubmissionStore) -> No
 
 def test_run_export_reports_success_and_counts(tmp_path: Path, store: SubmissionStore) -> None:
     out, err = io.StringIO(), io.StringIO()
-    assert run_export(store, tmp_path / "usb", purge=False, stdout=out, stderr=err) == 0
+    status = run_export(
+        store, tmp_path / "usb", purge=False, stdout=out, stderr=err, same_disk=True
+    )
+    assert status == 0, err.getvalue()
     assert "3 submission(s)" in out.getvalue() and "0 purged" in out.getvalue()
     sums = (tmp_path / "usb" / SUMS_NAME).read_text().splitlines()
     for line in sums:
@@ -320,7 +332,7 @@ def test_export_finishes_an_interrupted_seal_first(
     work = store.root / WORK_DIR / "new"
     work.mkdir(parents=True)
     os.rename(store.path(ids[0]), work / ids[0])
-    report = export_submissions(store, tmp_path / "usb")
+    report = export_submissions(store, tmp_path / "usb", same_disk=True)
     assert report.ok and sorted(report.copied) == ids
     assert store.ids() == ids and not (store.root / WORK_DIR).exists()
 
@@ -338,7 +350,64 @@ def test_export_reads_a_read_only_data_directory_without_lock_files(
     require_root("a read-only bind mount")
     subprocess.run(["mount", "--bind", "-o", "ro", str(store.root), str(mounted)], check=True)
     try:
-        report = export_submissions(SubmissionStore(mounted), tmp_path / "usb")
+        report = export_submissions(SubmissionStore(mounted), tmp_path / "usb", same_disk=True)
         assert report.ok and sorted(report.copied) == store.ids()
     finally:
         subprocess.run(["umount", "-l", str(mounted)], check=False)
+
+
+def test_a_drive_that_is_not_mounted_is_refused_and_nothing_is_created_or_purged(
+    tmp_path: Path, store: SubmissionStore
+) -> None:
+    """`export /media/NO-SUCH-DRIVE/export --purge`: the path is never made on the server's disk."""
+    before = _server_files(store)
+    media = tmp_path / "media"
+    media.mkdir()
+    dest = media / "NO-SUCH-DRIVE" / "export"
+    for same_disk in (False, True):
+        err = io.StringIO()
+        status = run_export(
+            store, dest, purge=True, stdout=io.StringIO(), stderr=err, same_disk=same_disk
+        )
+        assert status == 1
+        [line] = err.getvalue().strip().splitlines()
+        assert f"{dest.parent} does not exist: is the drive mounted?" in line
+        assert "Nothing was copied or deleted" in line
+        assert list(media.iterdir()) == []
+        assert _server_files(store) == before
+
+
+def test_dest_on_the_data_directorys_disk_is_refused_unless_same_disk_says_so(
+    tmp_path: Path, store: SubmissionStore
+) -> None:
+    before = _server_files(store)
+    dest = tmp_path / "export"
+    err = io.StringIO()
+    assert run_export(store, dest, purge=True, stdout=io.StringIO(), stderr=err) == 1
+    [line] = err.getvalue().strip().splitlines()
+    assert "same disk as the data directory" in line and "--same-disk" in line
+    assert not dest.exists() and _server_files(store) == before
+    # An existing folder on the same disk is refused just the same.
+    dest.mkdir()
+    assert run_export(store, dest, purge=True, stdout=io.StringIO(), stderr=io.StringIO()) == 1
+    assert list(dest.iterdir()) == [] and _server_files(store) == before
+
+    status = run_export(
+        store, dest, purge=True, stdout=io.StringIO(), stderr=io.StringIO(), same_disk=True
+    )
+    assert status == 0 and store.ids() == []
+    assert tree(dest / "submissions") == before
+
+
+def test_a_new_folder_on_a_mounted_drive_needs_no_flag(
+    tmp_path: Path, store: SubmissionStore
+) -> None:
+    """The usual case: DEST does not exist yet, its parent is the drive's mount point."""
+    before = _server_files(store)
+    with mounted_tmpfs(tmp_path / "usb", "size=8m,mode=0700") as drive:
+        dest = drive / "export-2026"
+        err = io.StringIO()
+        assert run_export(store, dest, purge=True, stdout=io.StringIO(), stderr=err) == 0, (
+            err.getvalue()
+        )
+        assert store.ids() == [] and tree(dest / "submissions") == before

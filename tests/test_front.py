@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
 import signal
 import socket
@@ -115,6 +116,46 @@ def test_bare_gunicorn_answers_malformed_requests_safely(
     assert 400 <= got < 500, head
     assert_safe_answer(head, body)
     assert b"a" * 100 not in body and b"\x01" not in body, "the page quotes the request"
+
+
+def test_gunicorn_takes_the_rest_of_a_body_after_an_early_answer(
+    front_server: LiveServer,
+) -> None:
+    """nginx gets to read an early answer (here a 400): gunicorn does not close on it at once.
+
+    gunicorn answers a refused form on its headers alone while nginx still
+    sends the body. Had gunicorn closed then, nginx's next write would fail,
+    and if that came before nginx had read the answer, the witness would get
+    a 503 instead (once in a few hundred under load). So gunicorn takes the
+    rest of the body until nginx, answer in hand, closes; here a client on
+    its socket plays nginx and sends 1 MiB more without reading, far past the
+    128 KiB gunicorn 27 takes by itself.
+    """
+    config = next(front_server.tmp_dir.glob("testimony-portal-*/nginx.conf")).read_text()
+    match = re.search(r"server unix:(\S+);", config)
+    assert match is not None, "no upstream socket in nginx.conf"
+    upstream = match.group(1)
+    # The Connection header nginx passes on, as its configuration sets it.
+    passed = re.search(r'proxy_set_header Connection "?([^";]*)"?;', config)
+    connection = (
+        f"Connection: {passed.group(1)}\r\n".encode() if passed and passed.group(1) else b""
+    )
+    piece = b"%x\r\n%s\r\n" % (65536, b"x" * 65536)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(60)
+        sock.connect(upstream)
+        sock.sendall(
+            b"POST /ko/submit HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+            b"Content-Type: application/octet-stream\r\n" + connection + b"\r\n"
+        )
+        for _ in range(16):
+            sock.sendall(piece)  # BrokenPipeError: gunicorn closed with the body unread
+        sock.sendall(b"0\r\n\r\n")
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
 
 
 def test_front_error_page_speaks_the_witness_language(front_server: LiveServer) -> None:

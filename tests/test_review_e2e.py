@@ -70,7 +70,7 @@ def test_server_to_export_to_open_with_tamper_detection_and_purge(
     kept_files = {p.name: p.read_bytes() for p in store.path(kept).rglob("*") if p.is_file()}
     err = io.StringIO()
     status = portal_cli(
-        ["export", str(usb), "--purge"],
+        ["export", str(usb), "--purge", "--same-disk"],
         env={"PORTAL_DATA_DIR": str(live_server.data_dir)},
         stdout=io.StringIO(),
         stderr=err,
@@ -146,7 +146,7 @@ def test_stock_age_opens_the_exported_ciphertext_too(
     assert response.status == 200
     store = SubmissionStore(live_server.data_dir)
     usb = tmp_path / "usb"
-    assert export_submissions(store, usb).ok
+    assert export_submissions(store, usb, same_disk=True).ok
     [sid] = store.ids()
     result = subprocess.run(
         [

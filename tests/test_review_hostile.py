@@ -471,6 +471,7 @@ def test_every_command_accepts_an_existing_id_that_starts_with_a_dash(
     assert "goes after `--`, or as --id=ID" in run.err
 
 
+@pytest.mark.slow  # 60 MB through open
 def test_a_60_mb_testimony_makes_a_small_page_and_keeps_the_full_text_as_a_file(
     tmp_path: Path, store: SubmissionStore, reviewer: tuple[X25519Identity, Path]
 ) -> None:

@@ -174,6 +174,7 @@ def test_on_a_terminal_keygen_asks_twice_and_refuses_a_mismatch(
     assert out.read_bytes().startswith(b"age-encryption.org/v1\n-> scrypt ")
 
 
+@pytest.mark.slow  # scrypt at 2^18, twice
 @pytest.mark.production_kdf
 def test_production_identity_files_use_work_factor_18_and_stock_age_reads_them(
     tmp_path: Path, passphrase_file: Path

@@ -330,7 +330,9 @@ def test_export_waits_for_a_running_seal_and_then_exports_everything(
     result = []
     exporter = threading.Thread(
         target=lambda: result.append(
-            export_submissions(store, tmp_path / "usb", purge=True, progress=messages.append)
+            export_submissions(
+                store, tmp_path / "usb", same_disk=True, purge=True, progress=messages.append
+            )
         )
     )
     exporter.start()
@@ -355,7 +357,7 @@ def test_purge_after_a_seal_removes_the_sealed_copy(
     ids = arrive(store, identity, 2)
     with store.maintenance():
         seal(store)
-    report = export_submissions(store, tmp_path / "usb", purge=True)
+    report = export_submissions(store, tmp_path / "usb", same_disk=True, purge=True)
     assert sorted(report.purged) == sorted(ids) and store.ids() == []
 
 
@@ -524,6 +526,7 @@ def test_a_server_that_missed_the_seal_time_seals_soon_after_start() -> None:
     assert first_due(now, now - dt.timedelta(hours=1), (4, 0)) == tomorrow
 
 
+@pytest.mark.slow  # a real server
 def test_real_server_catches_up_a_missed_seal(
     tmp_path: Path, identity: X25519Identity, identity_file: Path
 ) -> None:

@@ -27,6 +27,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return built
 
 
+@pytest.mark.slow  # builds the wheel
 def test_wheel_contains_templates_and_static_files(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     for page in ("base.html", "landing.html", "submit.html", "received.html", "error.html"):

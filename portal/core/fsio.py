@@ -212,15 +212,9 @@ def replace_file(path: Path, data: Data, *, mode: int = FILE_MODE, sync_dir: boo
     False the caller fsyncs the folder itself (the new name is not durable
     until it does).
     """
-    temp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    temp = _temporary_beside(path)
     create_new(temp, data, mode=mode, sync_dir=False)
-    try:
-        os.replace(temp, path)
-    except BaseException:
-        _remove_failed(temp)
-        raise
-    if sync_dir:
-        fsync_dir(path.parent)
+    _move_into_place(temp, path, sync_dir=sync_dir)
 
 
 def replace_with_chunks(
@@ -238,7 +232,7 @@ def replace_with_chunks(
     Returns:
         The size of the data and its SHA-256 as lowercase hex.
     """
-    temp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    temp = _temporary_beside(path)
     digest = hashlib.sha256()
     size = 0
     fd = open_new(temp, mode)
@@ -251,13 +245,28 @@ def replace_with_chunks(
             os.fsync(fd)
         finally:
             os.close(fd)
+    except BaseException:
+        _remove_failed(temp)
+        raise
+    _move_into_place(temp, path, sync_dir=sync_dir)
+    return size, digest.hexdigest()
+
+
+def _temporary_beside(path: Path) -> Path:
+    # A dot name ending in .tmp: the reviewer's tool sweeps such leftovers
+    # of a killed run (review/discovery.py).
+    return path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+
+
+def _move_into_place(temp: Path, path: Path, *, sync_dir: bool) -> None:
+    """Rename a complete, fsynced temporary file over `path`; then fsync the folder."""
+    try:
         os.replace(temp, path)
     except BaseException:
         _remove_failed(temp)
         raise
     if sync_dir:
         fsync_dir(path.parent)
-    return size, digest.hexdigest()
 
 
 def sha256_file(path: Path, *, drop_cache: bool = False) -> str:

@@ -35,6 +35,7 @@ from flask.logging import default_handler
 from gunicorn import util as gunicorn_util
 from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger
+from gunicorn.http import parser as gunicorn_parser
 from gunicorn.http import unreader as gunicorn_unreader
 from gunicorn.http import wsgi as gunicorn_wsgi
 from werkzeug.exceptions import HTTPException, default_exceptions
@@ -269,6 +270,10 @@ def _no_request_log(worker: Any, req: Any) -> None:
 # Each worker thread's stack: threads are many (one per request body in
 # flight) and the app's call depth is small.
 THREAD_STACK_BYTES = 1024 * 1024
+# How much of a body the app did not read gunicorn reads and drops after an
+# early answer (a refused form, a 413) before it gives up and closes; see
+# `adapt_gunicorn`. The worker's data timeout (5 s) bounds the time it takes.
+EARLY_ANSWER_DRAIN_BYTES = 16 * 1024 * 1024
 
 
 def bind_address(host: str, port: int) -> str:
@@ -366,6 +371,17 @@ def adapt_gunicorn(app: Flask) -> None:
     # (bench/bench_speed.py: 5.0 -> 3.0 CPU s/GiB). gunicorn before 27 has
     # no such attribute and receives 8 KiB at a time; setting it is harmless.
     gunicorn_unreader.SocketUnreader.max_body_chunk = PROGRESS_BYTES
+    # After an early answer gunicorn reads and drops the rest of the body
+    # before closing the connection (nginx asks for no close: front.py), so
+    # that nginx reads the answer before it finds the connection closed; a
+    # close with unread bytes makes nginx's next write fail, and if that
+    # comes first the witness gets a 503 instead of the answer. gunicorn 27
+    # gives up after 64 KiB, which a busy nginx can send before it gets to
+    # the answer (one early 400 in a few hundred under load). nginx closes
+    # the connection as soon as it has the answer, so the drain ends there.
+    # gunicorn before 27 drains the whole body and has no such attribute.
+    if hasattr(gunicorn_parser, "_DRAIN_MAX_BYTES"):
+        gunicorn_parser._DRAIN_MAX_BYTES = EARLY_ANSWER_DRAIN_BYTES
 
 
 def serve(app: Flask, config: Config, bind: str, workers: int, threads: int) -> None:

@@ -32,6 +32,7 @@ class ConfigError(Exception):
     """The configuration cannot work; the message says what to change."""
 
 
+STORES = ("local", "s3")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 # A request body must keep moving: every `PROGRESS_BYTES` of it (or the rest
@@ -61,9 +62,9 @@ class Config:
 
     `from_env` reads `PORTAL_<FIELD>` (PORTAL_RECIPIENTS and
     PORTAL_QUESTIONNAIRE for the two file fields) and falls back to these
-    defaults, except two that live beside what they configure and are None
-    here: the questionnaire file (`questionnaire.DEFAULT_QUESTIONNAIRE`) and
-    the receipt's argon2id cost (`mailbox.DEFAULT_COST`).
+    defaults. A default of None is decided beside what it configures, as the
+    comment above each such field says (the questionnaire file, the receipt's
+    argon2id cost, the follow-up logins' budget).
     tests/test_config_defaults.py holds the README to them.
     """
 
@@ -92,9 +93,20 @@ class Config:
     receipt_kdf_ops: int | None = None
     receipt_kdf_memory_kib: int | None = None
     receipt_kdf_concurrency: int = 2
-    # UTC hour and minute of the daily seal (docs/FORMAT.md), None when off.
+    # UTC hour and minute of the daily seal (docs/FORMAT.md), None when off;
+    # with `seal_hourly` the seal runs at that minute of every hour.
     seal_time: tuple[int, int] | None = (4, 0)
+    seal_hourly: bool = False
     staging_sweep_seconds: int = 60
+    # Where committed submissions rest (issue 24): "local" (the data
+    # directory, nothing to install) or "s3" (an S3-compatible bucket shared
+    # by several nodes; the data directory is then each node's spool).
+    store: str = "local"
+    s3_endpoint: str | None = None
+    s3_bucket: str | None = None
+    s3_prefix: str = "portal"
+    # How many nodes share the deployment's rate budget: each takes 1/nodes.
+    nodes: int = 1
     # A second port for the onion service's tor only (PROXY protocol, limits
     # per Tor circuit: docs/DEPLOYMENT.md, section 2); None: no such listener.
     onion_port: int | None = None
@@ -110,7 +122,20 @@ class Config:
                 f"PORTAL_LOG_LEVEL={log_level!r} is not one of {', '.join(LOG_LEVELS)}"
             )
         hosts = tuple(h.strip().lower() for h in env.get("PORTAL_ALLOWED_HOSTS", "").split(","))
+        if store_needs_secret(env) and not secret:
+            raise ConfigError(
+                "PORTAL_STORE=s3 needs PORTAL_SECRET_KEY, the same on every node: forms drawn "
+                "by one node are posted to another, and form claims are keyed with it "
+                "(e.g. `openssl rand -hex 32`)"
+            )
         seal_time = env.get("PORTAL_SEAL_TIME")
+        hourly = seal_time is not None and seal_time.strip().lower() == "hourly"
+        store = env.get("PORTAL_STORE", cls.store).strip().lower() or cls.store
+        if store not in STORES:
+            raise ConfigError(
+                f"PORTAL_STORE={store!r} is not one of {', '.join(STORES)} "
+                "(local: the data directory; s3: an S3-compatible bucket, see docs/DEPLOYMENT.md)"
+            )
         return cls(
             data_dir=Path(env.get("PORTAL_DATA_DIR", cls.data_dir)),
             recipients_file=Path(env.get("PORTAL_RECIPIENTS", cls.recipients_file)),
@@ -140,10 +165,20 @@ class Config:
             receipt_kdf_concurrency=_positive_int(
                 env, "PORTAL_RECEIPT_KDF_CONCURRENCY", cls.receipt_kdf_concurrency
             ),
-            seal_time=cls.seal_time if seal_time is None else _seal_time(seal_time),
+            seal_time=(0, 0)
+            if hourly
+            else cls.seal_time
+            if seal_time is None
+            else _seal_time(seal_time),
+            seal_hourly=hourly,
             staging_sweep_seconds=_positive_int(
                 env, "PORTAL_STAGING_SWEEP_SECONDS", cls.staging_sweep_seconds
             ),
+            store=store,
+            s3_endpoint=env.get("PORTAL_S3_ENDPOINT") or cls.s3_endpoint,
+            s3_bucket=env.get("PORTAL_S3_BUCKET") or cls.s3_bucket,
+            s3_prefix=_s3_prefix(env.get("PORTAL_S3_PREFIX", cls.s3_prefix)),
+            nodes=_positive_int(env, "PORTAL_NODES", cls.nodes),
             onion_port=_port(env, "PORTAL_ONION_PORT", cls.onion_port),
         )
 
@@ -217,6 +252,25 @@ def _optional_int(env: Mapping[str, str], name: str, default: int | None) -> int
     return _positive_int(env, name, 0)
 
 
+def store_needs_secret(env: Mapping[str, str]) -> bool:
+    return env.get("PORTAL_STORE", "").strip().lower() == "s3"
+
+
+def _s3_prefix(raw: str) -> str:
+    """The key prefix without surrounding slashes; refused if it could climb out of itself."""
+    prefix = raw.strip().strip("/")
+    if any(part in ("", ".", "..") for part in prefix.split("/")) and prefix:
+        raise ConfigError(
+            f"PORTAL_S3_PREFIX={raw!r} has an empty, `.` or `..` part; use plain names "
+            "separated by `/`, e.g. portal or org/portal"
+        )
+    if not re.fullmatch(r"[A-Za-z0-9._/-]*", prefix):
+        raise ConfigError(
+            f"PORTAL_S3_PREFIX={raw!r} may hold only letters, digits, `.`, `_`, `-` and `/`"
+        )
+    return prefix
+
+
 def _port(env: Mapping[str, str], name: str, default: int | None) -> int | None:
     raw = env.get(name, "").strip()
     if not raw or raw.lower() == "off":
@@ -233,7 +287,7 @@ def _seal_time(raw: str) -> tuple[int, int] | None:
     if not match:
         raise ConfigError(
             f"PORTAL_SEAL_TIME={raw!r} is not a time of day: use HH:MM in UTC, "
-            "e.g. 04:00, or `off` to run `testimony-portal seal` yourself"
+            "e.g. 04:00, `hourly`, or `off` to run `testimony-portal seal` yourself"
         )
     return int(match.group(1)), int(match.group(2))
 

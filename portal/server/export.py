@@ -1,5 +1,8 @@
 """Export across the air gap: a verified copy of committed ciphertext to transfer media.
 
+It reads through the archive seam (`portal.server.store.Archive`): the data
+directory, or the bucket several nodes publish to.
+
 `testimony-portal export DEST [--purge]` copies every committed submission
 into `DEST/submissions/<id>/` (the server's own layout, so `testimony-review
 open DEST` reads it directly) and records each file's SHA-256 in
@@ -30,7 +33,6 @@ from typing import BinaryIO
 from portal.core.fsio import (
     CHUNK,
     DIR_MODE,
-    READ_FLAGS,
     append_file,
     fsync_dir,
     new_file,
@@ -38,12 +40,20 @@ from portal.core.fsio import (
     write_all,
 )
 from portal.core.layout import FILES_DIR, SUBMISSIONS_DIR
-from portal.server.seal import WORK_DIR, recover_interrupted_seal
-from portal.server.store import StoreError, SubmissionStore, UnknownSubmissionError
+from portal.server.archive import LocalArchive
+from portal.server.store import (
+    Archive,
+    ArchiveUnavailable,
+    StoreError,
+    SubmissionStore,
+    UnknownSubmissionError,
+)
 
 SUMS_NAME = "SHA256SUMS"
 
 Progress = Callable[[str], None]
+# One file of a submission in the archive: its id and its path inside it.
+Source = tuple[str, str]
 Opener = Callable[[int], BinaryIO]
 
 
@@ -91,8 +101,8 @@ def _default_opener(fd: int) -> BinaryIO:
 
 
 class _Exporter:
-    def __init__(self, store: SubmissionStore, dest: Path, opener: Opener) -> None:
-        self.store = store
+    def __init__(self, archive: Archive, dest: Path, opener: Opener) -> None:
+        self.archive = archive
         self.dest = dest
         self.opener = opener
         self.sums_path = dest / SUMS_NAME
@@ -118,22 +128,25 @@ class _Exporter:
         append_file(self.sums_path, data)
         self.sums.update(dict(new))
 
-    def _copy(self, source: Path, target: Path) -> tuple[str, int]:
+    def _copy(self, source: Source, target: Path) -> tuple[str, int]:
         """Copy one file via a temporary name; return the SHA-256 of what was read."""
+        submission_id, relpath = source
         temp = target.parent / f".{target.name}.{secrets.token_hex(8)}.partial"
         digest = hashlib.sha256()
         size = 0
-        src_fd = os.open(source, READ_FLAGS)
         try:
-            stat = os.fstat(src_fd)
             # The folder is fsynced once the temporary file has its final name.
-            with new_file(temp, opener=self.opener, sync_dir=False) as out:
-                while chunk := os.read(src_fd, CHUNK):
+            with (
+                self.archive.open_file(submission_id, relpath) as src,
+                new_file(temp, opener=self.opener, sync_dir=False) as out,
+            ):
+                while chunk := src.read(CHUNK):
                     digest.update(chunk)
                     size += len(chunk)
                     write_all(out, chunk)
-            # Keep the server's day-coarse times: nothing finer should travel.
-            os.utime(temp, (stat.st_mtime, stat.st_mtime))
+            # Keep the archive's day-coarse times: nothing finer should travel.
+            stamp = self.archive.file_time(submission_id, relpath)
+            os.utime(temp, (stamp, stamp))
             if target.exists() or target.is_symlink():
                 raise FileExistsError(errno.EEXIST, "appeared during the copy", str(target))
             os.rename(temp, target)
@@ -141,12 +154,19 @@ class _Exporter:
             with contextlib.suppress(OSError):
                 os.unlink(temp)
             raise
-        finally:
-            os.close(src_fd)
         fsync_dir(target.parent)
         return digest.hexdigest(), size
 
-    def _verify_or_copy(self, source: Path, target: Path, report: ExportReport) -> tuple[str, bool]:
+    def _source_hash(self, source: Source) -> str:
+        digest = hashlib.sha256()
+        with self.archive.open_file(*source) as src:
+            while chunk := src.read(CHUNK):
+                digest.update(chunk)
+        return digest.hexdigest()
+
+    def _verify_or_copy(
+        self, source: Source, target: Path, report: ExportReport
+    ) -> tuple[str, bool]:
         """Make `target` a verified copy of `source`; return its hash and whether it was copied."""
         # A link planted on the export medium (`submissions -> /etc`) would
         # make the copy land wherever it points: no folder below DEST may be one.
@@ -159,7 +179,7 @@ class _Exporter:
         if target.is_symlink():
             raise VerificationError(f"{target} is a symbolic link; refusing to touch it")
         if target.exists():
-            source_hash = sha256_file(source)
+            source_hash = self._source_hash(source)
             if sha256_file(target) != source_hash:
                 raise VerificationError(
                     f"{target} already exists and differs from the server's file; "
@@ -184,7 +204,6 @@ class _Exporter:
         shows a partial submission under a real id (the reviewer would take
         it for a tampered one).
         """
-        source_dir = self.store.path(submission_id)
         parent = self.dest / SUBMISSIONS_DIR
         final_dir = parent / submission_id
         if final_dir.is_symlink():
@@ -201,9 +220,8 @@ class _Exporter:
         copied_any = False
         verified: list[tuple[str, str]] = []
         try:
-            for source in self.store.files(submission_id):
-                rel = source.relative_to(source_dir).as_posix()
-                digest, copied = self._verify_or_copy(source, work_dir / rel, report)
+            for rel in self.archive.files(submission_id):
+                digest, copied = self._verify_or_copy((submission_id, rel), work_dir / rel, report)
                 copied_any = copied_any or copied
                 verified.append((f"{SUBMISSIONS_DIR}/{submission_id}/{rel}", digest))
             for directory in (work_dir / FILES_DIR, work_dir):
@@ -222,46 +240,91 @@ class _Exporter:
         return copied_any
 
 
+def check_destination(dest: Path, data_dir: Path | None, *, same_disk: bool = False) -> None:
+    """Refuse a `dest` that is not on a mounted medium, before anything is copied or purged.
+
+    `export /media/NO-SUCH-DRIVE/export --purge` with the drive not mounted
+    would otherwise create the whole path on the server's own disk, report
+    success and purge the server's copy: the ciphertext would never leave
+    the server, and the operator would believe it had. So the folder that
+    holds `dest` must already exist (a mount point is never made here), and
+    `dest` must be on another file system than the data directory unless
+    `same_disk` says that is meant (a second disk mounted elsewhere is
+    another file system; a folder beside the data directory is not). An
+    export from an object store (`data_dir` None) has no disk to compare.
+    """
+    parent = dest.parent
+    if not dest.is_dir() and not parent.is_dir():
+        raise ExportError(
+            f"{parent} does not exist: is the drive mounted? Mount it (or create the folder "
+            "that holds DEST) and run the command again"
+        )
+    if data_dir is None:
+        return
+    probe = dest if dest.is_dir() else parent
+    try:
+        same = os.stat(probe).st_dev == os.stat(data_dir).st_dev
+    except OSError as exc:
+        raise ExportError(f"cannot examine {probe}: {exc.strerror or exc}") from exc
+    if same and not same_disk:
+        raise ExportError(
+            f"{dest} is on the same disk as the data directory {data_dir}, so the copy would "
+            "not leave the server: is the drive mounted? Add --same-disk if this is meant"
+        )
+
+
 def export_submissions(
-    store: SubmissionStore,
+    store: SubmissionStore | Archive,
     dest: Path,
     *,
     purge: bool = False,
+    same_disk: bool = False,
     progress: Progress | None = None,
     opener: Opener | None = None,
 ) -> ExportReport:
-    """Copy every committed submission to `dest`, verify it, and optionally purge the server copy.
+    """Copy every committed submission to `dest`, verify it, and optionally purge the archive.
 
-    A submission is purged only after each of its files has been read back
-    from `dest` and matched by SHA-256. The export holds the data
-    directory's maintenance lock, so it waits for a running seal (and a seal
-    for it) and never sees submissions half-way through a swap. The export stops at the first sign
-    that `dest` is unusable (full, read-only, removed), reporting what was
-    done; a single submission that cannot be exported (a conflicting file
-    on `dest`, a damaged server directory) is reported and the rest go on.
+    `store` is the archive (or, for the local disk, the data directory's
+    store). A submission is purged only after each of its files has been
+    read back from `dest` and matched by SHA-256 (and, from a bucket, the
+    download matched the SHA-256 its node recorded when publishing). The
+    export holds the archive (`Archive.exclusive`: for the data directory,
+    its maintenance lock, so it waits for a running seal and never sees
+    submissions half-way through a swap). The export stops at the first sign
+    that `dest` is unusable (full, read-only, removed) or that the archive
+    cannot be reached, reporting what was done; a single submission that
+    cannot be exported (a conflicting file on `dest`, a damaged copy) is
+    reported and the rest go on.
 
     It prints nothing: `progress` gets one line per submission, and the
     command (`portal.server.cli`) reports the returned `ExportReport`.
 
+    `dest` must be on another file system than the data directory (a
+    mounted drive), unless `same_disk`; see `check_destination`.
+
     Raises:
-        ExportError: the data directory is not a portal's, or `dest` cannot
-            be prepared at all; nothing was copied or deleted.
+        ExportError: the data directory is not a portal's, the archive
+            cannot be reached, `dest` is not on a separate medium, or it
+            cannot be prepared at all; nothing was copied or deleted.
         KeyboardInterrupt: passed on as it comes; what was verified on
             `dest` stays there and every other submission is untouched.
     """
+    archive = LocalArchive(store) if isinstance(store, SubmissionStore) else store
     say = progress or (lambda _message: None)
     dest = Path(dest)
     opener = opener or _default_opener
-    if not store.submissions_dir.is_dir():
-        # The store is only read here (its staging area is never swept), so
-        # an export can run beside a live server; a wrong path must not
-        # look like an empty server.
-        raise ExportError(
-            f"{store.submissions_dir} does not exist; check PORTAL_DATA_DIR "
-            "(it must be the server's data directory)"
-        )
-    if dest.resolve().is_relative_to(store.root.resolve()):
-        raise ExportError(f"{dest} is inside the data directory; export to a separate medium")
+    if archive.root is not None:
+        if not (archive.root / SUBMISSIONS_DIR).is_dir():
+            # The store is only read here (its staging area is never swept),
+            # so an export can run beside a live server; a wrong path must
+            # not look like an empty server.
+            raise ExportError(
+                f"{archive.root / SUBMISSIONS_DIR} does not exist; check PORTAL_DATA_DIR "
+                "(it must be the server's data directory)"
+            )
+        if dest.resolve().is_relative_to(archive.root.resolve()):
+            raise ExportError(f"{dest} is inside the data directory; export to a separate medium")
+    check_destination(dest, archive.root, same_disk=same_disk)
     try:
         if dest.is_symlink() and not dest.is_dir():
             raise ExportError(f"{dest} is a broken symbolic link")
@@ -274,32 +337,32 @@ def export_submissions(
     except OSError as exc:
         reason = _is_fatal(exc, dest) or exc.strerror
         raise ExportError(f"cannot prepare {dest}: {reason}") from exc
-    with contextlib.ExitStack() as stack:
-        try:
-            stack.enter_context(store.maintenance(wait=False))
-        except BlockingIOError:
-            say("waiting for a running seal, export or purge to finish...")
-            stack.enter_context(store.maintenance())
-        # A seal killed half-way left some submissions in its work folder.
-        try:
-            recover_interrupted_seal(store)
-        except OSError as exc:
-            raise ExportError(
-                f"an interrupted seal left {store.root / WORK_DIR} and it could not be tidied "
-                f"({exc.strerror or exc}); run `testimony-portal seal` once, then export again"
-            ) from exc
-        return _export_all(store, dest, purge, say, opener)
+    try:
+        with archive.exclusive(
+            lambda: say("waiting for a running seal, export or purge to finish...")
+        ):
+            return _export_all(archive, dest, purge, say, opener)
+    except ArchiveUnavailable as exc:
+        raise ExportError(str(exc)) from None
+    except StoreError as exc:
+        raise ExportError(str(exc)) from exc
 
 
 def _export_all(
-    store: SubmissionStore, dest: Path, purge: bool, say: Progress, opener: Opener
+    archive: Archive, dest: Path, purge: bool, say: Progress, opener: Opener
 ) -> ExportReport:
-    exporter = _Exporter(store, dest, opener)
-    ids = store.ids()
+    exporter = _Exporter(archive, dest, opener)
+    ids = archive.ids()
     report = ExportReport()
     for index, submission_id in enumerate(ids, start=1):
         try:
             copied = exporter.export_one(submission_id, report)
+        except ArchiveUnavailable as exc:
+            report.stopped = str(exc)
+            report.failed[submission_id] = str(exc)
+            report.not_attempted = ids[index:]
+            say(f"[{index}/{len(ids)}] {submission_id}: NOT exported: {exc}")
+            break
         except (VerificationError, StoreError, UnknownSubmissionError) as exc:
             report.failed[submission_id] = str(exc)
             say(f"[{index}/{len(ids)}] {submission_id}: NOT exported: {exc}")
@@ -318,7 +381,12 @@ def _export_all(
         (report.copied if copied else report.already_present).append(submission_id)
         state = "copied and verified" if copied else "already on DEST, verified"
         if purge:
-            store.purge(submission_id)
+            try:
+                archive.purge(submission_id)
+            except (ArchiveUnavailable, StoreError) as exc:
+                report.failed[submission_id] = f"verified on DEST, but not purged: {exc}"
+                say(f"[{index}/{len(ids)}] {submission_id}: verified, NOT purged: {exc}")
+                continue
             report.purged.append(submission_id)
             state += ", purged from the server"
         say(f"[{index}/{len(ids)}] {submission_id}: {state}")

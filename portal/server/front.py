@@ -17,9 +17,10 @@ and there is no access log. Its own error pages (400, 408, 413, 414, 431,
 when the server starts, with the same security headers, and no response
 names the server software.
 
-`serve` runs nginx and gunicorn as two child processes and stops both when
-either ends, so `make run`, the Docker image and the tests share this one
-code path.
+`serve` runs nginx and gunicorn as two child processes: gunicorn first,
+nginx only once the app answers (no 502/503 page at start), and it stops
+both and exits non-zero when either ends (`Supervisor`), so `make run`,
+the Docker image and the tests share this one code path.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import resource
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -78,6 +80,12 @@ INSTALL_HINT = (
 )
 _PR_SET_PDEATHSIG = 1
 _MAX_SOCKET_PATH = 100
+# How long the app server may take to answer its first request.
+APP_START_SECONDS = 60
+# How long a stop waits for requests in flight (gunicorn's graceful timeout
+# is 60 s) before it kills what is left. The container's stop timeout must
+# be longer (docs/DEPLOYMENT.md: --stop-timeout 75).
+STOP_SECONDS = 70
 _SHORT_TMP = "/tmp"  # noqa: S108 (a private folder made by mkdtemp, only for the socket)
 
 # Which of the portal's error pages stands for each status nginx answers
@@ -92,6 +100,22 @@ PAGE_FOR_STATUS = {
     501: 400, 502: 503, 503: 503, 504: 503, 505: 400,
 }  # fmt: skip
 SENT_STATUS = {494: 431, 502: 503, 504: 503, 505: 400}
+
+
+def app_answers(upstream: Path, timeout: float = 5.0) -> bool:
+    """True once the app server answers an HTTP request on its Unix socket.
+
+    Any answer counts (a 400 for a Host not in PORTAL_ALLOWED_HOSTS too):
+    the point is that a worker has taken the request, not what it said.
+    """
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(timeout)
+        try:
+            probe.connect(str(upstream))
+            probe.sendall(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            return probe.recv(16).startswith(b"HTTP/")
+        except OSError:
+            return False
 
 
 class FrontError(Exception):
@@ -326,7 +350,15 @@ http {{
             proxy_pass http://portal;
             proxy_http_version 1.1;
             proxy_set_header Host $http_host;
-            proxy_set_header Connection close;
+            # No "Connection: close" to gunicorn: with it, gunicorn closes at
+            # once after an early answer (a refused form, a 413) while the
+            # rest of the body is on its way, nginx's next write fails, and
+            # if that comes before nginx has read the answer the witness gets
+            # a 503 instead of the page that says what was wrong. Without
+            # it, gunicorn drops the rest of the body until nginx, answer in
+            # hand, closes the connection (appserver.adapt_gunicorn); with no
+            # upstream `keepalive`, nginx never reuses a connection.
+            proxy_set_header Connection "";
             proxy_request_buffering off;
             proxy_buffering off;
             proxy_max_temp_file_size 0;
@@ -402,7 +434,16 @@ def nginx_log_record(line: str) -> tuple[int, str]:
 
 
 class Supervisor:
-    """Runs nginx and the gunicorn server side by side; both stop when either ends."""
+    """Runs the gunicorn server, then nginx in front of it; both stop when either ends.
+
+    Start-up order: the app server first, and nginx only once the app has
+    answered a request on its socket, so that no witness ever gets a 502 or
+    503 page while the portal starts (the port refuses connections until
+    then). If either process dies, `serve`
+    stops the other and exits with status 1 at once (it is woken by
+    SIGCHLD), so that a container runtime or systemd restarts the whole
+    portal rather than leaving half of it running.
+    """
 
     def __init__(self, settings: FrontSettings, runtime: Path, stderr: IO[str]) -> None:
         self.settings = settings
@@ -412,40 +453,92 @@ class Supervisor:
         self.app: subprocess.Popen[bytes] | None = None
         self._stopping = False
         self._pending = b""
+        self._wakeup: tuple[int, int] | None = None
 
-    def run(self, nginx: Path, app_command: Sequence[str]) -> ExitStatus:
+    def run(self, nginx: Path, app_command: Sequence[str], upstream: Path) -> ExitStatus:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, self._on_signal)
+        self._watch_children()
         try:
-            self.nginx = subprocess.Popen(
-                [
-                    str(nginx),
-                    "-p",
-                    str(self.runtime),
-                    "-c",
-                    str(self.runtime / "nginx.conf"),
-                    "-e",
-                    "stderr",
-                ],  # fmt: skip
+            self.app = subprocess.Popen(
+                list(app_command),
                 stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
                 preexec_fn=_die_with_parent,  # noqa: PLW1509 (no threads run here yet)
-                # Its own process group, so that its workers can be stopped
-                # even if its master process died first.
+                # Its own process group, like nginx's: see _stop_children.
                 process_group=0,
             )
+            if not self._wait_for_app(upstream):
+                return ExitStatus.OK  # stopped by a signal while starting
+            self.nginx = self._start_nginx(nginx)
             self._wait_for_nginx()
-            self.app = subprocess.Popen(
-                list(app_command), stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent
-            )
             return self._watch()
         finally:
             self._stop_children()
             self._drain_nginx_log(0)
+            self._unwatch_children()
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         self._stopping = True
+
+    def _watch_children(self) -> None:
+        """Wake the supervisor's wait at once when a child ends or a signal arrives."""
+        read, write = os.pipe()
+        os.set_blocking(read, False)
+        os.set_blocking(write, False)
+        try:
+            signal.set_wakeup_fd(write)
+        except ValueError:  # not the main thread (a test): the 0.5 s poll remains
+            os.close(read)
+            os.close(write)
+            return
+        self._wakeup = (read, write)
+        signal.signal(signal.SIGCHLD, lambda _signum, _frame: None)
+
+    def _unwatch_children(self) -> None:
+        if self._wakeup is None:
+            return
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.set_wakeup_fd(-1)
+        for fd in self._wakeup:
+            os.close(fd)
+        self._wakeup = None
+
+    def _start_nginx(self, nginx: Path) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [
+                str(nginx),
+                "-p",
+                str(self.runtime),
+                "-c",
+                str(self.runtime / "nginx.conf"),
+                "-e",
+                "stderr",
+            ],  # fmt: skip
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 (no threads run here yet)
+            # Its own process group, so that its workers can be stopped
+            # even if its master process died first.
+            process_group=0,
+        )
+
+    def _wait_for_app(self, upstream: Path) -> bool:
+        """Until the app answers an HTTP request on its socket; False if stopped by a signal."""
+        assert self.app is not None
+        deadline = time.monotonic() + APP_START_SECONDS
+        while not self._stopping:
+            if self.app.poll() is not None:
+                raise FrontError(
+                    f"the app server stopped while starting (exit status {self.app.returncode}); "
+                    "see the lines above"
+                )
+            if app_answers(upstream):
+                return True
+            if time.monotonic() > deadline:
+                raise FrontError(f"the app server did not answer within {APP_START_SECONDS} s")
+            self._sleep(0.05)
+        return False
 
     def _wait_for_nginx(self) -> None:
         # nginx writes its pid file only once it listens: a port held by
@@ -453,17 +546,37 @@ class Supervisor:
         assert self.nginx is not None
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline and not self._stopping:
+            if (self.runtime / "nginx.pid").exists():
+                return
             self._drain_nginx_log(0.05)
-            if self.nginx.poll() is not None:
+            ended = self.nginx.poll()
+            if ended is not None and ended != 1:
+                # Stopped by a signal (or a clean stop) after it had started:
+                # that is the watch's to report, as any later end would be.
+                return
+            if ended is not None:
                 self._drain_nginx_log(0)
                 raise FrontError(
                     f"the front proxy (nginx) could not start on "
                     f"{self.settings.host}:{self.settings.port}; see the nginx line above "
                     "(is the port already in use?)"
                 )
-            if (self.runtime / "nginx.pid").exists():
-                return
-        raise FrontError("the front proxy (nginx) did not start listening within 15 s")
+        if not self._stopping:
+            raise FrontError("the front proxy (nginx) did not start listening within 15 s")
+
+    def _sleep(self, timeout: float) -> None:
+        """Wait up to `timeout`, waking early on a signal or a child's end."""
+        waits = [self._wakeup[0]] if self._wakeup else []
+        with contextlib.suppress(InterruptedError):
+            ready, _, _ = select.select(waits, [], [], timeout)
+            if ready:
+                self._clear_wakeup()
+
+    def _clear_wakeup(self) -> None:
+        if self._wakeup is not None:
+            with contextlib.suppress(BlockingIOError):
+                while os.read(self._wakeup[0], 512):
+                    pass
 
     def _watch(self) -> ExitStatus:
         assert self.nginx is not None and self.app is not None
@@ -472,26 +585,28 @@ class Supervisor:
             (self.nginx, "the front proxy (nginx)", "the app server"),
         )
         while not self._stopping:
-            self._drain_nginx_log(0.5)
-            if self._stopping:
-                break
             for process, name, other in pair:
                 if process.poll() is not None:
                     print(
                         f"testimony-portal: {name} stopped (exit status "
-                        f"{process.returncode}); stopping {other} too",
+                        f"{process.returncode}); stopping {other} too and exiting, so that "
+                        "the service manager restarts the whole portal",
                         file=self.stderr,
                     )
                     return ExitStatus.ERROR
+            self._drain_nginx_log(0.5)
         return ExitStatus.OK
 
     def _drain_nginx_log(self, timeout: float) -> None:
         if self.nginx is None or self.nginx.stderr is None:
             return
         pipe = self.nginx.stderr
+        waits = [pipe.fileno(), *([self._wakeup[0]] if self._wakeup else [])]
         with contextlib.suppress(InterruptedError):
-            ready, _, _ = select.select([pipe], [], [], timeout)
-            if not ready:
+            ready, _, _ = select.select(waits, [], [], timeout)
+            if self._wakeup and self._wakeup[0] in ready:
+                self._clear_wakeup()
+            if pipe.fileno() not in ready:
                 return
         data = os.read(pipe.fileno(), 65536)
         if not data:
@@ -503,23 +618,55 @@ class Supervisor:
                 log.log(level, "%s", message)
 
     def _stop_children(self) -> None:
-        children = [p for p in (self.app, self.nginx) if p is not None]
-        for process in children:
+        """Stop both, gracefully: requests in flight get gunicorn's graceful timeout.
+
+        Each child leads its own process group, so that its workers are
+        found even when their master died first (orphaned gunicorn workers
+        would otherwise finish their requests with nobody left to supervise
+        them, and nginx workers keep the port open).
+        """
+        # SIGQUIT is nginx's graceful stop: it stops accepting and lets
+        # uploads in flight finish, as gunicorn does on SIGTERM.
+        children = [
+            (process, signal.SIGQUIT if process is self.nginx else signal.SIGTERM)
+            for process in (self.app, self.nginx)
+            if process is not None
+        ]
+        for process, graceful in children:
             if process.poll() is None:
-                # SIGQUIT is nginx's graceful stop: it stops accepting and
-                # lets uploads in flight finish, as gunicorn does on SIGTERM.
-                process.send_signal(signal.SIGQUIT if process is self.nginx else signal.SIGTERM)
-        deadline = time.monotonic() + 75  # gunicorn's graceful timeout is 60 s
-        for process in children:
+                process.send_signal(graceful)
+        deadline = time.monotonic() + STOP_SECONDS
+        for process, graceful in children:
             try:
                 process.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-        if self.nginx is not None:
-            # nginx workers outlive a master that was killed outright.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.nginx.pid, signal.SIGKILL)
+            _end_process_group(process.pid, graceful, deadline)
+
+
+def _process_group_alive(pgid: int) -> bool:
+    """Whether any process of group `pgid` still runs (zombies do not count)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
+def _end_process_group(pgid: int, graceful: signal.Signals, deadline: float) -> None:
+    """Stop what is left of a child's process group: gracefully until `deadline`, then kill."""
+    try:
+        os.killpg(pgid, graceful)
+    except (ProcessLookupError, PermissionError):
+        return
+    while time.monotonic() < deadline and _process_group_alive(pgid):
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
 
 
 def run_front(
@@ -551,7 +698,7 @@ def run_front(
         upstream = sockets / "app.sock"
         (runtime / "nginx.conf").write_text(nginx_config(settings, runtime, upstream), "utf-8")
         command = [*app_command, "--unix-socket", str(upstream)]
-        return Supervisor(settings, runtime, stderr).run(nginx, command)
+        return Supervisor(settings, runtime, stderr).run(nginx, command, upstream)
     finally:
         shutil.rmtree(runtime, ignore_errors=True)
         if sockets != runtime:

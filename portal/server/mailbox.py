@@ -27,6 +27,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import nacl.pwhash.argon2id as argon2id
 
@@ -177,6 +178,31 @@ def check_reply_file(data: bytes) -> None:
         )
 
 
+class ReplyBox(Protocol):
+    """Where replies wait: `ReplyStore` on the data directory, or a bucket (objectstore.py)."""
+
+    def initialise(self) -> None: ...
+
+    def read(self, identity: X25519Identity) -> list[Reply]: ...
+
+    def delete(self, identity: X25519Identity, reply_ids: list[str]) -> int: ...
+
+    def add(self, mailbox: str, data: bytes) -> bool: ...
+
+    def purge_older_than(self, days: int, now: dt.datetime | None = None) -> int: ...
+
+    def reseal(self, days: int, rng: random.Random | None = None) -> int: ...
+
+
+def reply_name(data: bytes) -> str:
+    """A reply's file name: a hash of its ciphertext, so importing it twice stores it once."""
+    return hashlib.sha256(data).hexdigest()[:32] + ".age"
+
+
+def is_reply_name(name: str) -> bool:
+    return _REPLY_RE.fullmatch(name) is not None
+
+
 class ReplyStore:
     """`replies/<mailbox>/<hash>.age` under the data directory: ciphertext only.
 
@@ -252,7 +278,7 @@ class ReplyStore:
         """Store one reply durably; False if it was already there (idempotent)."""
         check_reply_file(data)
         folder = self._mailbox_dir(mailbox)
-        name = hashlib.sha256(data).hexdigest()[:32] + ".age"
+        name = reply_name(data)
         target = folder / name
         if os.path.lexists(target):
             return False
@@ -365,7 +391,7 @@ class ImportResult:
     rejected: list[str] = field(default_factory=list)
 
 
-def import_outbox(store: ReplyStore, outbox: Path) -> ImportResult:
+def import_outbox(store: ReplyBox, outbox: Path) -> ImportResult:
     """Import `OUTBOX/<mailbox>/*.age` as written by `testimony-review reply`.
 
     Every file is checked on its own; a bad one is named in `rejected` and

@@ -1,4 +1,11 @@
-"""The ciphertext store on disk: staging, commit, list, purge.
+"""The ciphertext store on disk (staging, commit, list, purge), and the archive seam.
+
+`SubmissionStore` is the local disk every node writes to as a witness's
+bytes arrive. `Archive` is the one seam behind which committed submissions
+rest until they are exported: the data directory itself (`LocalArchive`,
+portal/server/archive.py, the default) or an S3-compatible bucket shared by
+several nodes (`ObjectArchive`, portal/server/objectstore.py). Nothing above
+the seam (the web app, the seal, export, the mailbox) knows which is in use.
 
 Layout under the data directory (see docs/FORMAT.md)::
 
@@ -22,12 +29,16 @@ import errno
 import fcntl
 import os
 import queue
+import random
 import shutil
 import threading
 import weakref
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from portal.core.fsio import DIR_MODE, flocked, fsync_dir, open_new, open_unbuffered, write_all
 from portal.core.layout import (
@@ -61,6 +72,15 @@ class StorageFullError(StoreError):
 
 class UnknownSubmissionError(StoreError):
     """No committed submission has that id (or the id is malformed)."""
+
+
+class ArchiveUnavailable(StoreError):
+    """The archive cannot be reached or used now; the message names what to fix.
+
+    For a bucket this is an unreachable endpoint, refused credentials, a
+    missing bucket or a missing permission. Submissions already in a node's
+    spool stay there and are published when the archive is back.
+    """
 
 
 def _start_writeback(fd: int) -> None:
@@ -502,3 +522,113 @@ def _lock_directory(path: Path) -> int | None:
         os.close(fd)
         raise
     return fd
+
+
+class FormClaim(Enum):
+    """What the archive says of a form's one-time value, across every node."""
+
+    CLAIMED = "claimed"  # this request now holds it
+    STORING = "storing"  # another request (perhaps on another node) is storing it
+    STORED = "stored"  # a submission was stored with it
+
+
+@dataclass
+class PublishReport:
+    """What one publish (at the seal) did: how many submissions reached the archive."""
+
+    published: int = 0
+    failed: dict[str, str] = field(default_factory=dict)
+    stopped: str | None = None
+    requests: int = 0
+    claims_forgotten: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and self.stopped is None
+
+
+if TYPE_CHECKING:
+    from portal.server.mailbox import ReplyBox
+
+
+class Archive(Protocol):
+    """Where committed submissions rest until export; what the nodes of a deployment share.
+
+    Every node writes a witness's ciphertext into its own `spool` (a
+    `SubmissionStore`) and answers "received" once it is durable there.
+    `publish()`, run at the seal, moves what the spool holds into the
+    archive. Export reads and purges through `ids`, `files`, `open_file` and
+    `purge`. Replies, the receipts' salt and the claims of one-time form
+    values live here too, so that a witness may reach any node.
+    """
+
+    kind: str
+    spool: SubmissionStore
+    #: The local folder the archive keeps submissions in, or None for a bucket.
+    root: Path | None
+
+    def describe(self) -> str:
+        """One line naming where submissions rest (for `check` and `serve`)."""
+        ...
+
+    def verify(self) -> list[str]:
+        """Prove the archive usable (reach, credentials, bucket, write); notes to show.
+
+        Raises:
+            ArchiveUnavailable: one line naming the setting to fix.
+        """
+        ...
+
+    def publish(self, *, rng: random.Random | None = None, reserve_bytes: int = 0) -> PublishReport:
+        """At the seal: make what the spool holds part of the archive, in random order.
+
+        Call it holding `spool.maintenance()`.
+        """
+        ...
+
+    def exclusive(self, on_wait: Callable[[], None] | None = None) -> AbstractContextManager[None]:
+        """Hold the archive for an export or purge (one at a time, never mid-seal).
+
+        `on_wait` is called once if it must first wait for another holder.
+        """
+        ...
+
+    def ids(self) -> list[str]:
+        """Ids of the complete submissions in the archive, sorted."""
+        ...
+
+    def files(self, submission_id: str) -> list[str]:
+        """One submission's files, relative to it: the manifest first, then attachments."""
+        ...
+
+    def open_file(self, submission_id: str, relpath: str) -> AbstractContextManager[BinaryIO]:
+        """Read one file of a submission, as stored."""
+        ...
+
+    def file_time(self, submission_id: str, relpath: str) -> float:
+        """The file's time, coarsened to the day, to keep on an exported copy."""
+        ...
+
+    def purge(self, submission_id: str) -> None:
+        """Delete one submission from the archive; call it inside `exclusive()`."""
+        ...
+
+    def replies(self) -> ReplyBox:
+        """The replies waiting for witnesses."""
+        ...
+
+    def receipt_salt(self) -> bytes:
+        """The deployment's receipt salt, created the first time (shared by every node)."""
+        ...
+
+    def claim_form(self, key: str) -> FormClaim:
+        """Claim a form's one-time value (a keyed hash of it) for this request."""
+        ...
+
+    def form_stored(self, key: str) -> None:
+        """Record that the form claimed with `key` was stored."""
+        ...
+
+    def release_form(self, key: str) -> None:
+        """Give a claim back: its submission was not stored, the form may be sent again."""
+        ...

@@ -50,11 +50,13 @@ class Response:
 class Client:
     """A tiny browser: keeps the session cookie, fetches CSRF tokens, posts multipart."""
 
-    def __init__(self, base_url: str, timeout: float = 600) -> None:
+    def __init__(self, base_url: str, timeout: float = 600, host_header: str | None = None) -> None:
         parts = urlsplit(base_url)
         self.host = parts.hostname or "127.0.0.1"
         self.port = parts.port or 80
         self.timeout = timeout
+        # The name to send in Host (the onion address of PORTAL_ALLOWED_HOSTS), if not the URL's.
+        self.host_header = host_header
         self.cookie: str | None = None
         self.form_id: str | None = None
 
@@ -69,6 +71,8 @@ class Client:
         headers: dict[str, str] | None = None,
     ) -> Response:
         headers = dict(headers or {})
+        if self.host_header:
+            headers.setdefault("Host", self.host_header)
         if self.cookie:
             headers["Cookie"] = self.cookie
         conn = self._connection()
@@ -314,9 +318,10 @@ class LiveServer:
     identity_file: Path
     recipient: str
     process: subprocess.Popen[bytes]
+    host_header: str | None = None
 
     def client(self) -> Client:
-        return Client(self.url)
+        return Client(self.url, host_header=self.host_header)
 
     def stop(self, sig: int | None = None) -> None:
         if self.process.poll() is None:
@@ -346,11 +351,16 @@ def start_server(
     python: str = sys.executable,
     front: bool = False,
     serve_args: Sequence[str] = (),
+    answers: list[int] | None = None,
+    host_header: str | None = None,
 ) -> LiveServer:
     """Start `testimony-portal serve` in a subprocess and wait until it answers.
 
     With `front`, the documented stack (nginx in front of gunicorn) serves;
-    otherwise gunicorn alone (`--no-front`), which starts faster.
+    otherwise gunicorn alone (`--no-front`), which starts faster. `answers`,
+    if given, receives the status of every answer to `GET /` while waiting
+    (a refused connection is not an answer), ending with the first 200.
+    `host_header` is the name its clients send (one of PORTAL_ALLOWED_HOSTS).
     """
     root.mkdir(parents=True, exist_ok=True)
     keys = root / "keys"
@@ -395,16 +405,21 @@ def start_server(
         identity_file=identity_file,
         recipient=recipient,
         process=process,
+        host_header=host_header,
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}:\n{server.log()}")
         try:
-            if server.client().get("/").status == 200:
-                return server
+            status = server.client().get("/").status
         except OSError:
-            time.sleep(0.1)
+            time.sleep(0.1 if answers is None else 0.01)
+            continue
+        if answers is not None:
+            answers.append(status)
+        if status == 200:
+            return server
     server.stop()
     raise RuntimeError(f"server did not answer within 60 s:\n{server.log()}")
 

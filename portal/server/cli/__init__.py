@@ -1,6 +1,6 @@
 """`testimony-portal`: the online server's command line.
 
-Its commands: serve, check, export, import-replies, seal.
+Its commands: serve, check, health, export, import-replies, seal.
 
 All flags, environment reading, printing and exit statuses live in this
 package; the domain modules it calls (`portal.server.export`, `.seal`,

@@ -12,6 +12,7 @@ from typing import TextIO
 
 from portal.core import questionnaire
 from portal.core.exitstatus import ExitStatus
+from portal.server.archive import open_archive
 from portal.server.cli.context import Context
 from portal.server.config import (
     Config,
@@ -21,6 +22,8 @@ from portal.server.config import (
     load_recipients,
 )
 from portal.server.mailbox import SALT_NAME, MailboxError, configured_cost
+from portal.server.scratch import scratch_problems
+from portal.server.store import ArchiveUnavailable
 from portal.server.web.i18n import LANGUAGES
 
 
@@ -78,6 +81,9 @@ def run(ctx: Context, args: argparse.Namespace) -> ExitStatus:
         free_mb >= config.max_upload_mb,
         f"room for one upload of PORTAL_MAX_UPLOAD_MB={config.max_upload_mb}",
     )
+    _check_archive(config, report, out)
+    for problem in scratch_problems():
+        report(False, problem)
     if "PORTAL_SECRET_KEY" not in env:
         print(
             "[note] PORTAL_SECRET_KEY is not set: open forms stop working after a restart", file=out
@@ -85,6 +91,30 @@ def run(ctx: Context, args: argparse.Namespace) -> ExitStatus:
     _check_conversation(config, report, out)
     print("all checks passed" if not problems else f"{problems} problem(s) found", file=out)
     return ExitStatus.OK if not problems else ExitStatus.ERROR
+
+
+def _check_archive(config: Config, report: Callable[[bool, str], None], out: TextIO) -> None:
+    """With PORTAL_STORE=s3: the bucket reached, credentials taken, a real write and delete."""
+    if config.store == "local":
+        return  # the data directory checks above are the archive's
+    try:
+        archive = open_archive(config)
+        notes = archive.verify()
+    except (ConfigError, ArchiveUnavailable) as exc:
+        report(False, f"PORTAL_STORE={config.store}: {exc}")
+        return
+    report(True, archive.describe() + "; a test object was written and deleted")
+    for note in notes:
+        warning = note.startswith("WARNING: ")
+        print(
+            f"[warning] {note.removeprefix('WARNING: ')}" if warning else f"[note] {note}", file=out
+        )
+    print(
+        f"[note] rate budget: this node takes 1/{config.nodes} of PORTAL_RATE_PER_MINUTE="
+        f"{config.rate_per_minute} (PORTAL_NODES={config.nodes}); set PORTAL_NODES to the "
+        "number of nodes on every node",
+        file=out,
+    )
 
 
 def _check_questionnaire(config: Config, report: Callable[[bool, str], None]) -> None:
@@ -106,7 +136,13 @@ def _check_questionnaire(config: Config, report: Callable[[bool, str], None]) ->
 def _check_conversation(config: Config, report: Callable[[bool, str], None], out: TextIO) -> None:
     """The receipts' salt and key-derivation cost (issue 11)."""
     salt = config.data_dir / SALT_NAME
-    if salt.is_file():
+    if config.store != "local":
+        print(
+            f"[note] receipt salt: `{SALT_NAME}` in the bucket, shared by every node; back it "
+            "up: without it no witness can read replies",
+            file=out,
+        )
+    elif salt.is_file():
         report(
             True,
             f"receipt salt {salt} present: back it up with the data; without it no "

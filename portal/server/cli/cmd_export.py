@@ -1,13 +1,13 @@
-"""`testimony-portal export DEST [--purge]`: a verified copy of the ciphertext to transfer media."""
+"""`testimony-portal export DEST [--purge] [--same-disk]`: a verified copy to transfer media."""
 
 from __future__ import annotations
 
 import argparse
 
 from portal.core.exitstatus import ExitStatus
+from portal.server.archive import open_archive
 from portal.server.cli.context import Context
 from portal.server.export import ExportError, export_submissions
-from portal.server.store import SubmissionStore
 
 
 def run(ctx: Context, args: argparse.Namespace) -> ExitStatus:
@@ -17,11 +17,14 @@ def run(ctx: Context, args: argparse.Namespace) -> ExitStatus:
     def progress(message: str) -> None:
         print(message, file=stderr, flush=True)
 
-    # The data directory is only read, and purged from with --purge: its
-    # staging area is never swept, so an export can run beside a live server.
-    store = SubmissionStore(config.data_dir)
+    # The archive is only read, and purged from with --purge: the data
+    # directory's staging area is never swept, so an export can run beside a
+    # live server; a bucket is read directly, whichever node published.
+    archive = open_archive(config)
     try:
-        report = export_submissions(store, args.dest, purge=args.purge, progress=progress)
+        report = export_submissions(
+            archive, args.dest, purge=args.purge, same_disk=args.same_disk, progress=progress
+        )
     except ExportError as exc:
         print(f"export failed: {exc}. Nothing was copied or deleted.", file=stderr)
         return ExitStatus.ERROR
@@ -36,7 +39,8 @@ def run(ctx: Context, args: argparse.Namespace) -> ExitStatus:
     print(
         f"{done} submission(s) on {args.dest} and verified "
         f"({len(report.copied)} copied now, {len(report.already_present)} already there, "
-        f"{report.bytes_copied} bytes written); {len(report.purged)} purged from the server.",
+        f"{report.bytes_copied} bytes written); {len(report.purged)} purged from the "
+        f"{'bucket' if archive.root is None else 'server'}.",
         file=stdout,
     )
     if report.ok:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 
 from portal.core.exitstatus import ExitStatus
+from portal.server.archive import open_archive
 from portal.server.cli.context import Context
-from portal.server.mailbox import MailboxError, ReplyStore, import_outbox
+from portal.server.mailbox import MailboxError, import_outbox
 from portal.server.store import StoreError, SubmissionStore
 
 
@@ -33,10 +35,18 @@ def run(ctx: Context, args: argparse.Namespace) -> ExitStatus:
             file=stderr,
         )
         return ExitStatus.ERROR
-    store = ReplyStore(config.data_dir)
+    # The archive's replies: the data directory's, or the bucket's, where
+    # every node reads them.
+    archive = open_archive(config)
+    store = archive.replies()
+    # The daily seal rewrites the local replies/ too: never import in the middle of it.
+    held = (
+        SubmissionStore(config.data_dir).maintenance()
+        if archive.root is not None
+        else contextlib.nullcontext()
+    )
     try:
-        # The daily seal rewrites replies/ too: never import in the middle of it.
-        with SubmissionStore(config.data_dir).maintenance():
+        with held:
             store.initialise()
             result = import_outbox(store, outbox)
             expired = store.purge_older_than(config.reply_days)

@@ -1,4 +1,4 @@
-"""`testimony-portal seal [--all]`: the daily seal, run by hand."""
+"""`testimony-portal seal [--all]`: the seal, run by hand (with a bucket: publish the spool now)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ import argparse
 import contextlib
 
 from portal.core.exitstatus import ExitStatus
+from portal.server.archive import open_archive
 from portal.server.cli.context import Context
-from portal.server.mailbox import ReplyStore
+from portal.server.mailbox import MailboxError, ReplyStore
 from portal.server.seal import SealError, seal
-from portal.server.store import StoreError, SubmissionStore
+from portal.server.store import Archive, ArchiveUnavailable, StoreError, SubmissionStore
 
 
 def run(ctx: Context, args: argparse.Namespace) -> ExitStatus:
@@ -23,6 +24,9 @@ def run(ctx: Context, args: argparse.Namespace) -> ExitStatus:
             file=stderr,
         )
         return ExitStatus.ERROR
+    archive = open_archive(config, store)
+    if archive.root is None:
+        return _publish(ctx, archive)
     try:
         with contextlib.ExitStack() as stack:
             try:
@@ -54,4 +58,35 @@ def run(ctx: Context, args: argparse.Namespace) -> ExitStatus:
     )
     for submission_id, reason in report.not_sealed.items():
         print(f"not sealed: {submission_id}: {reason}", file=stderr)
+    return ExitStatus.OK if report.ok else ExitStatus.ERROR
+
+
+def _publish(ctx: Context, archive: Archive) -> ExitStatus:
+    """Move every submission of this node's spool into the bucket, in random order."""
+    config, store = ctx.config, archive.spool
+    try:
+        archive.verify()
+        with contextlib.ExitStack() as stack:
+            try:
+                stack.enter_context(store.maintenance(wait=False))
+            except BlockingIOError:
+                ctx.err("waiting for a running seal, export or purge to finish...")
+                stack.enter_context(store.maintenance())
+            report = archive.publish(reserve_bytes=config.min_free_mb * 1024 * 1024)
+            kept = archive.replies().reseal(config.reply_days) if report.stopped is None else 0
+    except (ArchiveUnavailable, MailboxError) as exc:
+        ctx.err(f"seal failed: {exc}. The spool keeps every submission; run it again later.")
+        return ExitStatus.ERROR
+    except KeyboardInterrupt:
+        ctx.err("seal interrupted; what was not published waits in the spool. Run it again.")
+        return ExitStatus.INTERRUPTED
+    ctx.out(
+        f"published: {report.published} submission(s) moved from the spool to the bucket in "
+        f"random order ({report.requests} requests); {len(store.ids())} wait in the spool; "
+        f"{kept} reply(ies) in the bucket"
+    )
+    if report.stopped is not None:
+        ctx.err(f"seal stopped: {report.stopped}. The rest waits in the spool; run it again.")
+    for submission_id, reason in report.failed.items():
+        ctx.err(f"not published: {submission_id}: {reason}")
     return ExitStatus.OK if report.ok else ExitStatus.ERROR

@@ -8,6 +8,7 @@ import math
 from portal.core.exitstatus import ExitStatus
 from portal.server.appserver import bind_address, configure_logging, serve
 from portal.server.cli.context import PROG, Context
+from portal.server.config import Config
 from portal.server.front import (
     FrontError,
     FrontSettings,
@@ -15,6 +16,7 @@ from portal.server.front import (
     raise_open_file_limit,
     run_front,
 )
+from portal.server.scratch import scratch_problems
 from portal.server.web import create_app
 from portal.server.web.body_guard import BODY_PROGRESS_WINDOW_KEY
 
@@ -39,6 +41,11 @@ def run(ctx: Context, args: argparse.Namespace) -> ExitStatus:
     if onion_problem:
         print(f"{PROG}: {onion_problem}", file=stderr)
         return ExitStatus.USAGE
+    problems = scratch_problems(front=not args.no_front and args.unix_socket is None)
+    if problems:
+        for problem in problems:
+            print(f"{PROG}: {problem}", file=stderr)
+        return ExitStatus.ERROR
     nofile = raise_open_file_limit()
     app = create_app(config, **{BODY_PROGRESS_WINDOW_KEY: args.body_timeout})
     if args.unix_socket is None:
@@ -47,7 +54,7 @@ def run(ctx: Context, args: argparse.Namespace) -> ExitStatus:
             front += f"the onion service's tor on port {config.onion_port}, "
         print(
             f"testimony-portal: serving on http://{bind_address(args.host, args.port)} "
-            f"({front}data in {config.data_dir}, keys from {config.recipients_file})",
+            f"({front}{_where(config)}, keys from {config.recipients_file})",
             file=stderr,
         )
     if args.no_front or args.unix_socket is not None:
@@ -74,6 +81,12 @@ def run(ctx: Context, args: argparse.Namespace) -> ExitStatus:
     except FrontError as exc:
         print(f"testimony-portal: {exc}", file=stderr)
         return ExitStatus.ERROR
+
+
+def _where(config: Config) -> str:
+    if config.store == "local":
+        return f"data in {config.data_dir}"
+    return f"spool in {config.data_dir}, published to bucket {config.s3_bucket} at the seal"
 
 
 def _onion_port_problem(onion_port: int | None, args: argparse.Namespace) -> str | None:

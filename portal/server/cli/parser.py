@@ -27,6 +27,7 @@ COMMANDS = {
     "export": "portal.server.cli.cmd_export",
     "import-replies": "portal.server.cli.cmd_import_replies",
     "seal": "portal.server.cli.cmd_seal",
+    "health": "portal.server.cli.cmd_health",
 }
 
 
@@ -81,6 +82,14 @@ def build_parser() -> Parser:
     # Used by the front proxy to start the app server behind it.
     serve.add_argument("--unix-socket", type=Path, help=argparse.SUPPRESS)
     sub.add_parser("check", help="check configuration, keys, permissions and free space")
+    health = sub.add_parser(
+        "health",
+        help="exit 0 if the portal on this machine serves its front page (the image's HEALTHCHECK)",
+    )
+    health.add_argument("--host", default=DEFAULT_HOST, help=f"address (default {DEFAULT_HOST})")
+    health.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})"
+    )
     export = sub.add_parser(
         "export", help="copy committed submissions (ciphertext) to DEST, verified"
     )
@@ -89,6 +98,12 @@ def build_parser() -> Parser:
         "--purge",
         action="store_true",
         help="delete each server copy once its exported copy has been read back and verified",
+    )
+    export.add_argument(
+        "--same-disk",
+        action="store_true",
+        help="allow DEST on the same file system as the data directory (refused by default: "
+        "it usually means the drive is not mounted)",
     )
     replies = sub.add_parser(
         "import-replies",

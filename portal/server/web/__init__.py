@@ -7,6 +7,7 @@ from typing import Any
 
 from flask import Flask
 
+from portal.server.archive import open_archive
 from portal.server.config import (
     Config,
     ConfigError,
@@ -16,7 +17,7 @@ from portal.server.config import (
 )
 from portal.server.freespace import FreeSpaceFloor
 from portal.server.seal import recover_if_idle
-from portal.server.store import StoreError, SubmissionStore
+from portal.server.store import ArchiveUnavailable, StoreError, SubmissionStore
 from portal.server.web import (
     admission,
     body_guard,
@@ -66,11 +67,20 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
             f"cannot prepare the data directory {config.data_dir}: {reason}; "
             "run `testimony-portal check` for details"
         ) from None
+    # Where committed submissions rest: never silently the local disk when
+    # a bucket was asked for and cannot be used.
+    archive = open_archive(config, store)
+    try:
+        archive.verify()
+    except ArchiveUnavailable as exc:
+        raise ConfigError(f"PORTAL_STORE={config.store}: {exc}") from None
 
     app = Flask(__name__, template_folder=str(template_folder()))
     app.config.update(security.flask_settings(config))
     app.config.update(overrides)
-    app.extensions["portal"] = PortalState(config=config, store=store, recipients=recipients)
+    app.extensions["portal"] = PortalState(
+        config=config, store=store, recipients=recipients, archive=archive
+    )
     questions.init_app(app, questionnaire)
 
     i18n.init_app(app)

@@ -10,8 +10,8 @@ from flask_wtf.csrf import CSRFProtect
 
 from portal.core.age import PublicKey
 from portal.server.config import Config
-from portal.server.store import SubmissionStore
-from portal.server.web.onetime import FORM_LIFETIME, FormLedger, FormSigner
+from portal.server.store import Archive, SubmissionStore
+from portal.server.web.onetime import FORM_LIFETIME, FormLedger, FormSigner, SharedFormLedger
 from portal.server.web.ratelimit import TokenBucket
 
 csrf = CSRFProtect()
@@ -25,21 +25,35 @@ class PortalState:
     config: Config
     store: SubmissionStore
     recipients: Sequence[PublicKey]
+    archive: Archive
     bucket: TokenBucket = field(init=False)
     forms: FormSigner = field(init=False)
-    used_forms: FormLedger = field(init=False)
+    used_forms: SharedFormLedger = field(init=False)
 
     def __post_init__(self) -> None:
-        self.bucket = TokenBucket(
-            rate_per_second=self.config.rate_per_minute / 60, burst=self.config.rate_burst
-        )
+        # The rate budget is the deployment's: each of PORTAL_NODES nodes
+        # takes its share (docs/DEPLOYMENT.md).
+        rate, burst = node_share(self.config.rate_per_minute, self.config.rate_burst,
+                                 self.config.nodes)  # fmt: skip
+        self.bucket = TokenBucket(rate_per_second=rate / 60, burst=burst)
         self.forms = FormSigner(self.config.secret_key)
         # Every form stored within a form's lifetime must fit: the rate limit
         # bounds how many that can be. Capped, so a generous limit does not
         # take unbounded memory (14 MiB at the cap, 9 MiB at the default rate).
         hours = FORM_LIFETIME.total_seconds() / 3600
         capacity = int(self.config.rate_per_minute * 60 * hours) + self.config.rate_burst
-        self.used_forms = FormLedger(capacity=min(capacity, MAX_FORM_LEDGER))
+        ledger = FormLedger(capacity=min(capacity, MAX_FORM_LEDGER))
+        self.used_forms = SharedFormLedger(ledger, self.archive)
+
+
+def node_share(rate_per_minute: int, burst: int, nodes: int) -> tuple[float, int]:
+    """One node's part of the deployment's rate budget: 1/nodes of the rate and the burst.
+
+    The burst is at least one, so a node can take a submission at all; N
+    nodes together then allow at most the configured rate, and a burst of
+    at most max(burst, nodes).
+    """
+    return rate_per_minute / nodes, max(1, burst // nodes)
 
 
 def portal_state() -> PortalState:

@@ -9,10 +9,12 @@ server cannot tell them apart and does not pretend to.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from flask import Blueprint, Flask, current_app, render_template
-from werkzeug.exceptions import BadRequest
+from werkzeug.exceptions import BadRequest, ServiceUnavailable
 
 from portal.core.age import X25519Identity
 from portal.core.questionnaire import Answers
@@ -23,12 +25,13 @@ from portal.server.mailbox import (
     MailboxError,
     ReceiptKeys,
     Reply,
-    ReplyStore,
+    ReplyBox,
     configured_cost,
-    ensure_salt,
 )
+from portal.server.store import StoreError
 from portal.server.web.admission import refuse_unless_token
-from portal.server.web.extensions import portal_state
+from portal.server.web.errors import PortalHTTPError
+from portal.server.web.extensions import PortalState, portal_state
 from portal.server.web.forms import FollowupForm, ReceiptForm, ReplyDeleteForm
 from portal.server.web.onetime import AlreadyStored
 from portal.server.web.questions import (
@@ -41,14 +44,34 @@ from portal.server.web.ratelimit import TokenBucket
 from portal.server.web.storing import store_once
 
 bp = Blueprint("followup", __name__)
+T = TypeVar("T")
+
+
+class RepliesUnavailable(PortalHTTPError, ServiceUnavailable):
+    """The archive holding the replies (a bucket) cannot be reached right now."""
+
+    description = "Replies cannot be read right now."
+
+
+def _replies_or_503(read: Callable[[], T]) -> T:
+    """Replies from the archive, or a 503 "try later": never "no replies" when unknown."""
+    try:
+        return read()
+    except StoreError:
+        raise RepliesUnavailable() from None
 
 
 @dataclass
 class Conversation:
     keys: ReceiptKeys
-    replies: ReplyStore
+    replies: ReplyBox
     # The follow-up logins' own budget (see `_login_bucket`).
     logins: TokenBucket
+
+
+def portal_state_of(app: Flask) -> PortalState:
+    state: PortalState = app.extensions["portal"]
+    return state
 
 
 def conversation() -> Conversation:
@@ -58,14 +81,15 @@ def conversation() -> Conversation:
 
 def init_app(app: Flask) -> None:
     config: Config = app.extensions["portal"].config
+    archive = portal_state_of(app).archive
     try:
-        replies = ReplyStore(config.data_dir)
+        replies = archive.replies()
         replies.initialise()
         replies.purge_older_than(config.reply_days)
         cost = configured_cost(config.receipt_kdf_ops, config.receipt_kdf_memory_kib)
-        keys = ReceiptKeys(ensure_salt(config.data_dir), cost, config.receipt_kdf_concurrency)
-    except MailboxError as exc:
-        # A damaged salt or an impossible cost: the operator must act.
+        keys = ReceiptKeys(archive.receipt_salt(), cost, config.receipt_kdf_concurrency)
+    except (MailboxError, StoreError) as exc:
+        # A damaged salt, an impossible cost, a bucket gone: the operator must act.
         raise ConfigError(str(exc)) from None
     app.extensions["portal.core.conversation"] = Conversation(
         keys=keys, replies=replies, logins=_login_bucket(config, keys)
@@ -141,7 +165,7 @@ def _send_questions(lang: str, form: FollowupForm, answers: Answers | None = Non
 def _mailbox_page(
     receipt: Receipt, identity: X25519Identity, lang: str, *, deleted: int | None = None
 ) -> tuple[str, int]:
-    replies: list[Reply] = conversation().replies.read(identity)
+    replies: list[Reply] = _replies_or_503(lambda: conversation().replies.read(identity))
     send_form = _followup_form()
     return render_template(
         "followup.html",
@@ -180,7 +204,7 @@ def delete(lang: str) -> tuple[str, int]:
     receipt = _checked_receipt(form.receipt.data)
     _spend_login_budget()
     identity = conversation().keys.derive(receipt)
-    deleted = conversation().replies.delete(identity, form.reply_ids())
+    deleted = _replies_or_503(lambda: conversation().replies.delete(identity, form.reply_ids()))
     return _mailbox_page(receipt, identity, lang, deleted=deleted)
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import logging
 import multiprocessing
 import os
 import secrets
@@ -36,6 +37,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from itsdangerous import BadSignature, TimestampSigner
 
 from portal.server.locks import SharedLock
+from portal.server.store import Archive, ArchiveUnavailable, FormClaim
 
 # A form's value is valid as long as its CSRF token: a slow upload over Tor
 # may take hours. The ledger keeps each entry until then.
@@ -217,6 +219,65 @@ class FormLedger:
         start = slot * _SLOT_BYTES
         record = key + sealed.ljust(_SEALED_SIZE, b"\0")
         memoryview(self._data).cast("B")[start : start + _SLOT_BYTES] = record
+
+
+log = logging.getLogger("portal.forms")
+
+
+@dataclass(frozen=True)
+class SharedClaimed(Claimed):
+    """A claim held in this node's ledger and in the archive, for every node to see."""
+
+    name: str = ""
+
+
+class SharedFormLedger:
+    """The node's own ledger first, then the archive's claim across nodes (issue 24).
+
+    With the local archive the second step always succeeds and costs
+    nothing. With a bucket, a form posted to two nodes is claimed by one:
+    the other is told it was stored (or waits while it is being stored). If
+    the bucket cannot be reached, this node's ledger decides alone, and the
+    submission is still accepted into the spool (docs/DEPLOYMENT.md).
+    """
+
+    def __init__(self, ledger: FormLedger, archive: Archive) -> None:
+        self.ledger = ledger
+        self._archive = archive
+
+    def claim(self, form: FormValue) -> ClaimResult:
+        local = self.ledger.claim(form)
+        if not isinstance(local, Claimed):
+            return local
+        name = form.nonce.decode("ascii", "replace")
+        try:
+            shared = self._archive.claim_form(name)
+        except ArchiveUnavailable as exc:
+            log.warning("form claims across nodes unavailable, this node decides alone: %s", exc)
+            return local
+        if shared is FormClaim.CLAIMED:
+            return SharedClaimed(key=local.key, page_key=local.page_key, name=name)
+        if shared is FormClaim.STORED:
+            self.ledger.complete(local, b"")
+            return AlreadyStored(b"")
+        self.ledger.release(local)
+        return StillStoring()
+
+    def complete(self, claim: Claimed, page_state: bytes = b"") -> None:
+        self.ledger.complete(claim, page_state)
+        if isinstance(claim, SharedClaimed):
+            try:
+                self._archive.form_stored(claim.name)
+            except ArchiveUnavailable as exc:
+                log.warning("could not mark a form stored in the archive: %s", exc)
+
+    def release(self, claim: Claimed) -> None:
+        self.ledger.release(claim)
+        if isinstance(claim, SharedClaimed):
+            try:
+                self._archive.release_form(claim.name)
+            except ArchiveUnavailable as exc:
+                log.warning("could not release a form's claim in the archive: %s", exc)
 
 
 def _seal(page_key: bytes, page_state: bytes) -> bytes:
