@@ -59,13 +59,16 @@ def send_followup(
     text: str,
     files: list[tuple[str, bytes, str]],
     lang: str = "en",
+    **answers: str,
 ) -> Response:
-    """Send more testimony from the follow-up page, as its form does."""
+    """Send more testimony from the follow-up page, as its form does (consent `yes` unless
+    `answers` says otherwise)."""
     form = mailbox_page[mailbox_page.index('action="' + followup_path(lang, "send")) :]
     fields = {
         **form_fields(form),
         "receipt": hidden(form, "receipt"),
         "testimony": text,
+        **answers,
     }
     body = MultipartBody(fields, list(files))
     return client.request(

@@ -12,6 +12,7 @@ from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
 from portal.core.age import X25519Identity
+from portal.core.manifest import SealedQuestionnaire
 from portal.review.cli import ExitStatus, main
 from portal.review.cli.context import SIGNING_KEY_ENV
 from portal.review.desk.server import DeskServer, build_state
@@ -38,6 +39,7 @@ class Witness:
     language: str = "ko"
     fields: Mapping[str, str] | None = None
     reply_key: X25519Identity | None = None
+    questionnaire: SealedQuestionnaire | None = None
 
 
 @dataclass
@@ -63,9 +65,12 @@ def open_submissions(tmp_path: Path, witnesses: Sequence[Witness]) -> Opened:
                 reply_identity=witness.reply_key,
                 # Consent is trusted only under a known questionnaire (issue 21).
                 questionnaire=(
-                    default_questionnaire().sealed(witness.language)
-                    if "consent" in (witness.fields or {})
-                    else None
+                    witness.questionnaire
+                    or (
+                        default_questionnaire().sealed(witness.language)
+                        if "consent" in (witness.fields or {})
+                        else None
+                    )
                 ),
             )
         )

@@ -17,10 +17,6 @@ test-output/screenshots/.
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
-import os
 import re
 import threading
 from collections.abc import Iterator
@@ -40,18 +36,15 @@ from tests.support import REPO, VIEWPORTS, app_config, build_app, translate
 pytestmark = pytest.mark.browser
 
 SCREENSHOTS = REPO / "test-output" / "screenshots"
-# The few screenshots the documentation shows (the questionnaire in Korean)
-# are rewritten in docs/screenshots/ only when asked, so that a test run
-# leaves the checkout clean: UPDATE_DOCS_SCREENSHOTS=1 pytest tests/test_browser.py
-DOCS_SCREENSHOTS = (
-    REPO / "docs" / "screenshots" if os.environ.get("UPDATE_DOCS_SCREENSHOTS") else SCREENSHOTS
-)
+# The questionnaire's screenshots in docs/screenshots/ come from
+# tests/test_paths_browser.py (UPDATE_DOCS_SCREENSHOTS=1).
 
 # Each page: the status it answers with and the heading it shows.
 PAGES = {
     "landing": (200, "Give testimony safely"),
     "form": (200, "Give testimony"),
     "form-errors": (400, "Give testimony"),
+    "form-insider": (200, "Give testimony"),
     "received": (200, "Your testimony was received"),
     "error-400": (400, "The request could not be accepted"),
     "error-403": (403, "Not allowed"),
@@ -165,8 +158,9 @@ def auditor_page(auditor: BrowserContext) -> Iterator[Page]:
 
 
 def send(page: Page) -> Response:
+    """Press the form's first button: Continue, or Send on the last page (Back comes after)."""
     with page.expect_navigation() as navigation:
-        page.locator("form button[type=submit]").click()
+        page.locator("main form button[type=submit]").first.click()
     response = navigation.value
     assert response is not None
     return response
@@ -179,13 +173,19 @@ def visit(page: Page, servers: Servers, name: str, lang: str) -> Response:
     consent = page.locator("#q-consent-yes")
 
     def form(server: LiveServer) -> None:
+        """The form's last page: the first page's question left unanswered, then Continue."""
         response = page.goto(f"{server.url}{base}/submit")
         assert response is not None and response.status == 200
+        assert send(page).status == 200
 
     if name == "landing":
         response = page.goto(f"{servers.main.url}{base}/")
     elif name == "form":
         response = page.goto(f"{servers.main.url}{base}/submit")
+    elif name == "form-insider":
+        response = page.goto(f"{servers.main.url}{base}/submit")
+        page.locator("input[name=role][value=took_part]").check()
+        response = send(page)
     elif name == "form-errors":
         form(servers.main)
         response = send(page)  # nothing written, nothing attached
@@ -231,93 +231,6 @@ def visit(page: Page, servers: Servers, name: str, lang: str) -> Response:
 
 
 # -------------------------------------------------------------------- tests
-
-
-def test_witness_answers_the_korean_questionnaire_without_javascript(
-    witness_page: Page, servers: Servers, reviewer: Reviewer, tmp_path: Path
-) -> None:
-    """Every question of the default questionnaire, a mistake first, then open: each answer
-    under its question. Screenshots of the form and the reviewer's page go to docs/screenshots/."""
-    from portal.core.questionnaire import DEFAULT_QUESTIONNAIRE, load_questionnaire
-    from portal.review.cli import main as review
-    from tests.questionnaire_support import KOREAN_ANSWERS, assert_each_answer_under_its_question
-
-    questionnaire = load_questionnaire(DEFAULT_QUESTIONNAIRE, LANGUAGES)
-    page = witness_page
-    answers = dict(KOREAN_ANSWERS)
-    answers["testimony"] += "\n밤마다 사람들이 끌려 나갔습니다."
-    photo = tmp_path / "집결소 사진.jpg"
-    photo.write_bytes(b"\xff\xd8\xff\xe0" + hashlib.sha256(b"photo").digest() * 20_000)
-
-    page.set_content("<title>off</title><script>document.title = 'on'</script>")
-    assert page.title() == "off", "JavaScript must be disabled for the witness"
-
-    page.goto(f"{servers.main.url}/ko/")
-    assert page.locator("html").get_attribute("lang") == "ko"
-    with page.expect_navigation():
-        page.get_by_role("link", name="증언하기").first.click()
-    assert page.url == f"{servers.main.url}/ko/submit"
-
-    def label(question_id: str) -> str:
-        question = questionnaire.question(question_id)
-        assert question is not None
-        return question.label["ko"]
-
-    def choice(question_id: str, choice_id: str) -> str:
-        question = questionnaire.question(question_id)
-        assert question is not None
-        return next(c.label["ko"] for c in question.choices if c.id == choice_id)
-
-    for question_id in ("testimony", "when", "where", "responsible", "confirm", "anything_else"):
-        page.get_by_label(label(question_id), exact=True).fill(answers[question_id])
-    page.get_by_label(choice("how_known", "saw"), exact=True).check()
-    page.get_by_label(label("files"), exact=True).set_input_files(photo)
-    DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=DOCS_SCREENSHOTS / "ko-questionnaire-filled-phone.png", full_page=True)
-
-    # Sent without the one required answer: nothing is saved, the summary links to it.
-    response = send(page)
-    assert response.status == 400
-    summary = page.get_by_role("alert")
-    assert "증언이 저장되지 않았습니다" in summary.inner_text()
-    summary.get_by_role("link").click()
-    assert page.evaluate("document.activeElement.id") == "q-consent-yes"
-    page.screenshot(path=DOCS_SCREENSHOTS / "ko-questionnaire-error-phone.png", full_page=True)
-    for question_id in ("testimony", "when", "where", "responsible", "confirm", "anything_else"):
-        kept = page.get_by_label(label(question_id), exact=True).input_value()
-        assert kept.replace("\r\n", "\n") == answers[question_id], (question_id, kept)
-    assert page.get_by_label(choice("how_known", "saw"), exact=True).is_checked()
-
-    page.get_by_label(choice("consent", "anonymous"), exact=True).check()
-    page.get_by_label(label("files"), exact=True).set_input_files(photo)  # files are chosen again
-    response = send(page)
-    assert response.status == 200
-    assert page.locator("h1").inner_text() == "증언이 접수되었습니다"
-
-    out = tmp_path / "opened"
-    stderr = io.StringIO()
-    status = review(
-        ["open", str(servers.main.data_dir), "--identity", str(reviewer.identity_file),
-         "--out", str(out), "--custody", str(tmp_path / "custody.jsonl"),
-         "--reviewer", "browser test", "--quiet"],
-        stdout=io.StringIO(), stderr=stderr, env={},
-    )  # fmt: skip
-    assert status == 0, stderr.getvalue()
-    manifests = [json.loads(p.read_text("utf-8")) for p in out.glob("*/testimony.json")]
-    [manifest] = [m for m in manifests if "청진" in m["fields"]["testimony"]]
-    assert manifest["language"] == "ko" and manifest["questionnaire"]["language"] == "ko"
-    # Browsers send a textarea's line breaks as CRLF (HTML form submission rules).
-    fields = {k: v.replace("\r\n", "\n") for k, v in manifest["fields"].items()}
-    assert fields == answers
-    [attachment] = manifest["attachments"]
-    assert attachment["name"] == photo.name
-    assert attachment["sha256"] == hashlib.sha256(photo.read_bytes()).hexdigest()
-    reviewer_page = out / manifest["id"] / "testimony.html"
-    shown = reviewer_page.read_text("utf-8").replace("\r\n", "\n")
-    assert_each_answer_under_its_question(shown, answers)
-    page.set_viewport_size(VIEWPORTS["desktop"])
-    page.goto(reviewer_page.as_uri())
-    page.screenshot(path=DOCS_SCREENSHOTS / "ko-questionnaire-opened-desktop.png", full_page=True)
 
 
 @pytest.mark.parametrize(("lang", "name"), ALL_PAGES)
@@ -369,26 +282,43 @@ def test_keyboard_reaches_every_control_in_reading_order(
         "() => { const e = document.activeElement; return e.tagName.toLowerCase()"
         " + ' ' + (e.getAttribute('name') || e.textContent.trim()); }"
     )
-    order = []
-    for _ in range(18):
-        page.keyboard.press("Tab")
-        order.append(page.evaluate(describe))
-        if order[-1] == "a 본문으로 건너뛰기":
-            # The skip link appears on screen when it has the focus.
-            box = page.locator("a.skip").bounding_box()
-            assert box is not None and box["x"] >= 0 and box["y"] >= 0
-    # The hidden honeypot field is never reached.
-    assert order == [
+
+    def tab_order(stops: int) -> list[str]:
+        order = []
+        for _ in range(stops):
+            page.keyboard.press("Tab")
+            order.append(page.evaluate(describe))
+            if order[-1] == "a 본문으로 건너뛰기":
+                # The skip link appears on screen when it has the focus.
+                box = page.locator("a.skip").bounding_box()
+                assert box is not None and box["x"] >= 0 and box["y"] >= 0
+        return order
+
+    # Page 1: the one question, a group of radio buttons (one stop for Tab), then Continue.
+    assert tab_order(7) == [
         "a 본문으로 건너뛰기",
         "a 증언 포털",
         "a English",
         "a 한국어",
         "a 简体中文",
+        "input role",
+        "button go",
+    ]
+    page.get_by_label("직접 보았거나 알고 있는 일입니다").check()
+    assert send(page).status == 200
+    # Page 2: the language menu is made of buttons that keep the answers (name "go");
+    # the hidden honeypot field is never reached; Back comes after Send.
+    page.locator("body").focus()
+    assert tab_order(18) == [
+        "a 본문으로 건너뛰기",
+        "a 증언 포털",
+        "button go",
+        "button go",
+        "button go",
         "textarea testimony",
         "input when",
         "input where",
         "textarea responsible",
-        "input how_known",
         "input how_known",
         "input how_known",
         "input how_known",
@@ -398,4 +328,5 @@ def test_keyboard_reaches_every_control_in_reading_order(
         # A group of radio buttons is one stop for the Tab key.
         "input consent",
         "button 안전하게 보내기",
+        "button go",
     ]

@@ -28,7 +28,7 @@ KOREAN = {
     "testimony": "청진 집결소에서 있었던 일입니다.",
     "when": "2019년 겨울",
     "where": "함경북도 청진",
-    "how_known": "experienced,saw",
+    "how_known": "saw,heard",
     "confirm": "같은 방에 있던 김 아무개",
 }
 
@@ -181,8 +181,8 @@ def test_open_shows_each_answer_under_its_question_with_the_english_label(box: O
     box.open()
     page = (box.out / sid / "testimony.html").read_text("utf-8")
     assert "무슨 일이 있었습니까?" in page and "(<bdi>What happened?</bdi>" in page
-    assert "나에게 일어난 일입니다; 직접 보았습니다" in page
-    assert "It happened to me; I saw it myself" in page
+    assert "직접 보았습니다; 다른 사람에게서 들었습니다" in page
+    assert "I saw it myself; Others told me about it" in page
     where = page.index("어디에서 있었던 일입니까?")
     assert where < page.index(KOREAN["where"]) < page.index("누구에게 책임이 있습니까?")
     assert "No answer." in page  # "who was responsible" was not answered
@@ -202,7 +202,8 @@ def test_table_writes_one_csv_row_per_submission_with_korean_intact(box: Opened)
     assert list(rows[0]) == [
         "submission", "received", "language", "questionnaire_id", "questionnaire_version",
         "questionnaire_sha256", "questionnaire_known", "consent_effective",
-        *[q.id for q in QUESTIONNAIRE.questions if q.type != "files"], "attachments",
+        *[q.id for q in QUESTIONNAIRE.questions if q.type not in ("files", "notice")],
+        "attachments",
     ]  # fmt: skip
     by_id = {row["submission"]: row for row in rows}
     assert set(by_id) == {first, second, old}
@@ -210,7 +211,7 @@ def test_table_writes_one_csv_row_per_submission_with_korean_intact(box: Opened)
         by_id[first]["where"] == "함경북도 청진"
         and by_id[first]["testimony"] == KOREAN["testimony"]
     )
-    assert by_id[first]["how_known"] == "experienced,saw"
+    assert by_id[first]["how_known"] == "saw,heard"
     assert by_id[first]["questionnaire_id"] == "grave-violations"
     assert by_id[old]["testimony"] == "질문지 이전의 증언" and by_id[old]["questionnaire_id"] == ""
     assert by_id[old]["consent_effective"] == "ask" and by_id[second]["consent_effective"] == "no"
@@ -295,3 +296,122 @@ def test_hostile_question_texts_are_shown_as_text(box: Opened) -> None:
     assert "<script" not in page and "<img" not in page
     assert "&lt;script&gt;alert(&#x27;q&#x27;)&lt;/script&gt;" in page
     assert "&lt;img src=x onerror=alert(1)&gt;" in page
+
+
+# ------------------------------------------------- consent in a conversation
+
+
+def submit_in_thread(
+    box: Opened, witness: X25519Identity, consent: str, *, followup: bool = True, text: str = "후속"
+) -> str:
+    """A submission of the conversation of `recipient`, as the follow-up form (or the first
+    form) seals it."""
+    from portal.server.intake import Submission
+
+    questionnaire = QUESTIONNAIRE.followup() if followup else QUESTIONNAIRE
+    submission = Submission(box.store, [box.identity.recipient])
+    return submission.commit(
+        {"testimony": text, "consent": consent},
+        "ko",
+        # Proven by the witness's key, as the server seals it (issue 21).
+        reply_identity=witness,
+        questionnaire=questionnaire.sealed("ko"),
+    )
+
+
+@pytest.fixture
+def thread() -> X25519Identity:
+    return X25519Identity.generate()
+
+
+def test_a_followup_that_answers_yes_forwards_without_override(
+    box: Opened, thread: X25519Identity
+) -> None:
+    submit_in_thread(box, thread, "ask", followup=False)
+    later = submit_in_thread(box, thread, "yes")
+    box.open()
+    run, bundle = box.forward(later)
+    assert run.status == ExitStatus.OK, run.err  # type: ignore[attr-defined]
+    members = box.members(bundle)
+    assert json.loads(members["consent.json"])[0]["consent"] == "yes"
+    assert b"SENT WITHOUT THAT CONSENT" not in members["README.txt"]
+
+
+def test_the_same_as_before_takes_the_first_answer_of_the_conversation(
+    box: Opened, thread: X25519Identity
+) -> None:
+    first = submit_in_thread(box, thread, "yes", followup=False)
+    same = submit_in_thread(box, thread, "same")
+    box.open()
+    run, bundle = box.forward(same)
+    assert run.status == ExitStatus.OK, run.err  # type: ignore[attr-defined]
+    members = box.members(bundle)
+    [record] = json.loads(members["consent.json"])
+    assert record == {
+        "submission": same,
+        "consent": "yes",
+        "consent_answer": "same",
+        "same_as": [first],
+    }
+    assert f"as in {first}" in members["README.txt"].decode()
+
+
+def test_the_same_as_a_refusal_is_refused(box: Opened, thread: X25519Identity) -> None:
+    submit_in_thread(box, thread, "no", followup=False)
+    same = submit_in_thread(box, thread, "same")
+    box.open()
+    run, bundle = box.forward(same)
+    assert run.status == ExitStatus.ERROR  # type: ignore[attr-defined]
+    assert "consent 'same as before', which is 'no'" in run.err  # type: ignore[attr-defined]
+    assert not bundle.exists()
+
+
+def test_the_same_as_before_with_no_earlier_answer_counts_as_ask(
+    box: Opened, thread: X25519Identity
+) -> None:
+    other = X25519Identity.generate()
+    submit_in_thread(box, other, "yes", followup=False)  # another conversation's yes
+    same = submit_in_thread(box, thread, "same")
+    box.open()
+    run, _bundle = box.forward(same)
+    assert run.status == ExitStatus.ERROR  # type: ignore[attr-defined]
+    assert "no earlier answer of this conversation is in the folder" in run.err  # type: ignore[attr-defined]
+
+
+def test_answers_of_one_day_that_differ_count_as_the_most_careful(
+    box: Opened, thread: X25519Identity
+) -> None:
+    submit_in_thread(box, thread, "yes", followup=False)
+    submit_in_thread(box, thread, "ask")
+    same = submit_in_thread(box, thread, "same")
+    box.open()
+    run, _bundle = box.forward(same)
+    assert run.status == ExitStatus.ERROR  # type: ignore[attr-defined]
+    assert "which is 'ask'" in run.err  # type: ignore[attr-defined]
+
+
+def test_same_is_no_answer_where_the_sealed_question_never_offered_it(
+    box: Opened, thread: X25519Identity
+) -> None:
+    submit_in_thread(box, thread, "yes", followup=False)
+    crafted = submit_in_thread(box, thread, "same", followup=False)
+    box.open()
+    run, _bundle = box.forward(crafted)
+    assert run.status == ExitStatus.ERROR  # type: ignore[attr-defined]
+    assert "no consent answer (counts as 'ask'" in run.err  # type: ignore[attr-defined]
+
+
+def test_table_shows_the_consent_a_same_as_before_resolves_to(
+    box: Opened, thread: X25519Identity
+) -> None:
+    first = submit_in_thread(box, thread, "anonymous", followup=False)
+    same = submit_in_thread(box, thread, "same")
+    box.open()
+    table = box.tmp / "answers.jsonl"
+    run = review(
+        ["table", "--from", box.out, "--out", table, "--format", "jsonl", "--custody", box.custody]
+    )
+    assert run.status == ExitStatus.OK, run.err
+    rows = {row["submission"]: row for row in map(json.loads, table.read_text().splitlines())}
+    assert rows[same]["answers"]["consent"] == "same"
+    assert rows[same]["consent_effective"] == rows[first]["consent_effective"] == "anonymous"

@@ -68,14 +68,16 @@ def test_korean_witness_reads_a_reply_and_sends_more_without_javascript(
     second.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(5000))
 
     page.goto(f"{live_server.url}/ko/submit")
+    page.get_by_label("직접 보았거나 알고 있는 일입니다").check()
+    assert _click(page, "계속") == 200
     page.get_by_label("무슨 일이 있었습니까?").fill("2019년 겨울, 집결소에서 본 일을 증언합니다.")
     page.get_by_label("사진, 동영상, 녹음이나 문서가 있습니까?").set_input_files(photo)
-    page.get_by_label("먼저 저에게 물어봐 주세요").check()  # the questionnaire's consent
+    page.get_by_label("먼저 저에게 물어봐 주십시오").check()  # the questionnaire's consent
     assert _click(page, "안전하게 보내기") == 200
     receipt = page.locator("#receipt").inner_text().strip()
     assert len(receipt.replace(" ", "")) == 30
     main = page.locator("main").inner_text()
-    assert "지금 종이에 보이는 그대로 적어 두세요" in main
+    assert "지금 종이에 보이는 그대로 적어 두십시오" in main
     assert hashlib.sha256(photo.read_bytes()).hexdigest() in main
     _shot(page, "receipt")
 
@@ -114,8 +116,11 @@ def test_korean_witness_reads_a_reply_and_sends_more_without_javascript(
     assert replies.count() == 1 and REPLY in replies.first.inner_text()
     _shot(page, "followup-reply")
 
-    page.get_by_label("증언 내용").fill("사진은 2019년 12월에 찍었습니다. 약도를 보냅니다.")
-    page.get_by_label("파일 (선택)").set_input_files(second)
+    page.get_by_label("무슨 일이 있었습니까?").fill(
+        "사진은 2019년 12월에 찍었습니다. 약도를 보냅니다."
+    )
+    page.get_by_label("사진, 동영상, 녹음이나 문서가 있습니까?").set_input_files(second)
+    page.get_by_label("지난번에 답한 것과 같습니다").check()  # consent, asked again
     assert _click(page, "안전하게 보내기") == 200
     assert page.locator("h1").inner_text() == "증언이 접수되었습니다"
     assert hashlib.sha256(second.read_bytes()).hexdigest() in page.locator("main").inner_text()
@@ -128,7 +133,7 @@ def test_korean_witness_reads_a_reply_and_sends_more_without_javascript(
     assert _click(page, "열기") == 200
     assert _click(page, "이 답장들을 서버에서 지우기") == 200
     assert page.locator(".reply").count() == 0
-    assert "읽은 답장을 서버에서 지웠습니다." in page.locator("main").inner_text()
+    assert "읽으신 답장을 서버에서 지웠습니다." in page.locator("main").inner_text()
 
     export(live_server.data_dir, usb)
     run = review(open_args(usb, live_server.identity_file, out, custody))

@@ -474,3 +474,38 @@ def test_desk_mistakes_get_one_line_and_no_traceback(tmp_path: Path) -> None:
         run = review([*argv, "--custody", opened.custody])
         assert run.status == ExitStatus.ERROR, (argv, run.err)
         assert run.err.count("\n") == 1 and "Traceback" not in run.err, run.err
+
+
+def test_a_followups_same_as_before_shows_the_consent_of_its_conversation(
+    tmp_path: Path,
+) -> None:
+    from tests.questionnaire_support import QUESTIONNAIRE
+
+    witness = X25519Identity.generate()
+    first = Witness(
+        "처음 증언입니다.",
+        reply_key=witness,
+        fields={"consent": "yes"},
+        questionnaire=QUESTIONNAIRE.sealed("ko"),
+    )
+    later = Witness(
+        "덧붙입니다.",
+        reply_key=witness,
+        fields={"consent": "same"},
+        questionnaire=QUESTIONNAIRE.followup().sealed("ko"),
+    )
+    alone = Witness(
+        "다른 대화입니다.",
+        reply_key=X25519Identity.generate(),
+        fields={"consent": "same"},
+        questionnaire=QUESTIONNAIRE.followup().sealed("ko"),
+    )
+    opened = open_submissions(tmp_path, [first, later, alone])
+    with running_desk(opened) as desk:
+        pages = [request(desk, base_path(desk, "en") + f"case/{sid}").body for sid in opened.ids]
+    consent_row = re.compile(r"<th scope=\"row\">Consent</th><td>(.*?)</td>", re.S)
+    rows = [consent_row.search(page) for page in pages]
+    assert all(rows), pages[1][:2000]
+    first_row, later_row, alone_row = (row.group(1) for row in rows if row)
+    assert later_row == first_row and "counts as" not in later_row
+    assert "counts as" in alone_row  # no earlier answer in its conversation: ask first

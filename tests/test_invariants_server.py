@@ -105,3 +105,90 @@ def test_plaintext_never_reaches_disk_and_every_oracle_opens_it(
         check=True,
     ).stdout
     assert hashlib.sha256(plain).hexdigest() == entry["sha256"]
+
+
+def _session_payload(cookie_header: str) -> bytes:
+    """The decoded payload of Flask's session cookie (a signed client cookie), or b""."""
+    import base64
+    import zlib
+
+    value = cookie_header.split(";", 1)[0].partition("=")[2]
+    compressed = value.startswith(".")
+    payload = value.lstrip(".").split(".", 1)[0]
+    data = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+    return zlib.decompress(data) if compressed else data
+
+
+def test_an_unfinished_multi_page_answer_leaves_nothing_on_disk_in_logs_or_shm(
+    live_server: LiveServer,
+) -> None:
+    """Page 1, the insider's page 2, Back, Continue, another language, then abandoned.
+
+    The answers travel only in the pages' own forms: afterwards no marker is
+    in any file of the data directory, the server's TMPDIR, its log or
+    /dev/shm, nor in the session cookie the browser holds.
+    """
+    from urllib.parse import urlencode
+
+    from portal.testing.live import MultipartBody, hidden_fields
+
+    marker = "UNSENT-" + secrets.token_hex(16)
+    client = live_server.client()
+    cookies: list[str] = []
+
+    def post(path: str, fields: dict[str, str]) -> str:
+        body = urlencode(fields).encode()
+        response = client.request(
+            "POST",
+            path,
+            body=body,
+            headers={
+                "Content-Type": "application/x-www-form-urlencoded",
+                "Content-Length": str(len(body)),
+            },
+        )
+        assert response.status == 200, response.body[:300]
+        cookies.extend(v for k, v in response.headers.items() if k == "set-cookie")
+        return response.body
+
+    first = client.get("/ko/submit").body
+    start = {**hidden_fields(first), "page": "1", "go": "next", "role": "took_part"}
+    second = post("/ko/submit/page", start)
+    answers = {
+        "orders": f"{marker} 명령은 과장에게서",
+        "did_and_saw": f"밤마다 {marker}",
+        "records": marker,
+    }
+    back = post("/ko/submit/page", {**hidden_fields(second), **answers, "go": "back"})
+    assert marker in back  # carried by the page itself, in hidden fields
+    again = post("/ko/submit/page", {**hidden_fields(back), "go": "next"})
+    chinese = post("/zh/submit/page", {**hidden_fields(again), "go": "stay"})
+    assert marker in chinese
+    # A hostile client sends a file to the page route: refused (files are
+    # staged only where submissions are stored), and never kept.
+    body = MultipartBody(
+        {**hidden_fields(chinese), "go": "back"},
+        [("secret.txt", f"file {marker}".encode(), "text/plain")],
+    )
+    response = client.request(
+        "POST",
+        "/ko/submit/page",
+        body=iter(body),
+        headers={"Content-Type": body.content_type, "Content-Length": str(body.length)},
+    )
+    assert response.status == 413
+    live_server.stop()
+
+    shm = [p for p in files_under(Path("/dev/shm")) if p.is_file() and os.access(p, os.R_OK)]
+    stored = files_under(live_server.data_dir, live_server.tmp_dir) + [live_server.log_path]
+    assert live_server.log_path.stat().st_size > 0  # the scan reads a real log
+    for path in stored + shm:
+        try:
+            data = path.read_bytes()
+        except OSError:
+            continue
+        assert marker.encode() not in data, f"unsent answer found in {path}"
+        assert marker.encode().hex().encode() not in data, f"hex of unsent answer in {path}"
+    assert not list((live_server.data_dir / "submissions").iterdir())
+    for cookie in cookies + ([client.cookie] if client.cookie else []):
+        assert marker.encode() not in _session_payload(cookie), "an answer in the session cookie"

@@ -16,9 +16,10 @@ from portal.testing.live import LiveServer
 
 @pytest.mark.parametrize(
     ("length", "bucket"),
-    [(0, 4096), (1, 4096), (4096, 4096), (4097, 8192), (8192, 8192), (300_001, 524_288)],
-)
-def test_buckets_are_4_kib_then_powers_of_two(length: int, bucket: int) -> None:
+    [(0, 65_536), (1, 65_536), (65_536, 65_536), (65_537, 131_072), (131_072, 131_072),
+     (300_001, 524_288)],
+)  # fmt: skip
+def test_buckets_are_64_kib_then_powers_of_two(length: int, bucket: int) -> None:
     assert padded_size(length) == bucket
 
 
@@ -45,7 +46,7 @@ def test_testimonies_of_different_lengths_in_one_bucket_have_equal_ciphertext_si
     seen: set[str] = set()
     short = _manifest_size(live_server, "짧다", seen)
     longer = _manifest_size(live_server, "조금 더 긴 증언입니다. " * 60, seen)  # ~2,000 bytes
-    much_longer = _manifest_size(live_server, "훨씬 긴 증언. " * 600, seen)  # ~10,000 bytes
+    much_longer = _manifest_size(live_server, "훨씬 긴 증언. " * 5000, seen)  # ~90,000 bytes
     assert short == longer
     assert much_longer > longer
     store = SubmissionStore(live_server.data_dir)
@@ -78,3 +79,52 @@ def test_reviewer_reads_the_padded_manifest(tmp_path: Path, identity: X25519Iden
 
     manifest = build_manifest("B" * 24, {"testimony": "padded"}, "en", [])
     assert parse_manifest(manifest).document["fields"]["testimony"] == "padded"
+
+
+def _ordinary(answers: dict[str, str]) -> dict[str, str]:
+    """Answers of ordinary length: the main account 2,000 characters, each other text 300
+    (choices and dates as they are)."""
+    grown = {}
+    for name, value in answers.items():
+        if name in ("role", "how_known", "investigators", "consent", "when", "period"):
+            grown[name] = value
+        else:
+            length = 2000 if name in ("testimony", "did_and_saw") else 300
+            grown[name] = (value + " ") * (length // (len(value) + 1)) + value[
+                : length % (len(value) + 1)
+            ]
+    return grown
+
+
+def test_no_path_and_no_followup_shows_in_the_ciphertext_size(
+    live_server: LiveServer, identity: X25519Identity
+) -> None:
+    """Victim, witness, insider and a follow-up, with ordinary answers: one size at rest."""
+    from tests.conversation_support import open_followup, receipt_of, send_followup
+    from tests.questionnaire_support import KOREAN_PATHS
+
+    seen: set[str] = set()
+    sizes = {}
+    store = SubmissionStore(live_server.data_dir)
+    receipt = ""
+    for role, answers in KOREAN_PATHS.items():
+        fields = _ordinary(answers)
+        client = live_server.client()
+        response = client.submit(fields.pop("testimony", ""), lang="ko", extra_fields=fields)
+        assert response.status == 200, response.body[:500]
+        receipt = receipt_of(response.body)
+        [new] = set(store.ids()) - seen
+        seen.add(new)
+        sizes[role] = (store.path(new) / "testimony.age").stat().st_size
+    client = live_server.client()
+    mailbox = open_followup(client, receipt, lang="ko")
+    text = _ordinary({"testimony": "사진을 더 보냅니다. 그때 본 것을 덧붙입니다."})["testimony"]
+    sent = send_followup(client, mailbox.body, text, [], lang="ko", consent="same")
+    assert sent.status == 200, sent.body[:500]
+    [followup] = set(store.ids()) - seen
+    sizes["follow-up"] = (store.path(followup) / "testimony.age").stat().st_size
+    assert len(set(sizes.values())) == 1, sizes
+    # The bucket is the first: what a manifest holds is the sealed texts and the answers.
+    manifest = decrypt((store.path(followup) / "testimony.age").read_bytes(), [identity])
+    assert len(manifest) == MANIFEST_MIN_BUCKET
+    assert json.loads(manifest)["fields"]["consent"] == "same"

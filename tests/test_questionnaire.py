@@ -170,6 +170,68 @@ MISTAKES = {
     ),
     "consent-wrong-choices": (edit('id = "ask"', 'id = "later"'), 23, "exactly yes, anonymous"),
     "no-questions": ('id = "x"\nversion = "1"\n', 1, "no questions"),
+    "page-not-a-number": (
+        edit('id = "seen"', 'id = "seen"\npage = "two"'),
+        11,
+        "'page' must be a whole number",
+    ),
+    "page-skipped": (edit('id = "seen"', 'id = "seen"\npage = 3'), 11, "does not follow page 1"),
+    "condition-on-same-page": (
+        edit('id = "consent"', 'id = "consent"\nshow_if = { seen = ["yes"] }'),
+        24,
+        "same page",
+    ),
+    "condition-on-later-question": (
+        edit('id = "what"', 'id = "what"\nshow_if = { seen = ["yes"] }'),
+        6,
+        "not a choice question earlier",
+    ),
+    "condition-on-unknown-choice": (
+        edit(
+            'id = "consent"',
+            'id = "later"\npage = 2\ntype = "long_text"\nhide_if = { seen = ["maybe"] }\n'
+            'label = { en = "a", ko = "가", zh = "甲" }\n\n[[questions]]\nid = "consent"',
+        ),
+        26,
+        "has no choice 'maybe'",
+    ),  # fmt: skip
+    "condition-not-a-table": (
+        edit('id = "seen"', 'id = "seen"\nshow_if = "what"'),
+        11,
+        "must name one earlier question",
+    ),
+    "show-and-hide": (
+        edit('id = "seen"', 'id = "seen"\nshow_if = { what = ["a"] }\nhide_if = { what = ["b"] }'),
+        11,
+        "not both",
+    ),
+    "notice-without-text": (
+        edit('id = "what"\ntype = "long_text"', 'id = "what"\ntype = "notice"'),
+        4,
+        "'help' must give the text",
+    ),
+    "notice-required": (
+        edit('id = "what"\ntype = "long_text"', 'id = "what"\ntype = "notice"\nrequired = true'),
+        7,
+        "a notice has no answer",
+    ),
+    "files-not-on-last-page": (
+        edit('id = "what"\ntype = "long_text"', 'id = "what"\ntype = "files"').replace(
+            'id = "seen"', 'id = "seen"\npage = 2'
+        ),
+        5,
+        "must be on the last page",
+    ),
+    "consent-not-on-last-page": (
+        edit(
+            '[[questions]]\nid = "consent"',
+            '[[questions]]\nid = "consent"',
+        ).replace('id = "ask"', 'id = "ask"', 1)
+        + '\n[[questions]]\nid = "after"\npage = 2\ntype = "long_text"\n'
+        'label = { en = "a", ko = "가", zh = "甲" }\n',
+        23,
+        "must be asked of everyone on the last page",
+    ),
     "testimony-not-long-text": (
         edit('id = "what"\ntype = "long_text"', 'id = "testimony"\ntype = "short_text"'),
         5,
@@ -204,7 +266,9 @@ def run_check(tmp_path: Path, questionnaire: Path) -> tuple[int, str]:
 def test_the_default_questionnaire_is_valid_and_asks_for_consent_last() -> None:
     loaded = load_questionnaire(DEFAULT_QUESTIONNAIRE, LANGUAGES)
     ids = [question.id for question in loaded.questions]
-    assert ids[0] == "testimony" and ids[-1] == "consent"
+    # Page 1 asks which describes the witness; consent is asked last, of everyone.
+    assert ids[0] == "role" and ids[-1] == "consent"
+    assert loaded.last_page == 2 and loaded.questions[-1].condition is None
     # Every question is optional except consent; none is asked as required identity.
     assert [question.id for question in loaded.questions if question.required] == ["consent"]
     consent = loaded.question("consent")
@@ -322,14 +386,15 @@ def test_consent_is_required_and_has_no_default() -> None:
 def test_an_answer_that_was_never_offered_is_refused() -> None:
     assert answers_for({"consent": ["maybe"]}).problems == {"consent": Problem.BAD_CHOICE}
     assert answers_for({"consent": ["yes", "no"]}).problems == {"consent": Problem.BAD_CHOICE}
-    mixed = answers_for({"consent": ["yes"], "how_known": ["saw", "rumour"]})
+    mixed = answers_for({"role": ["other"], "consent": ["yes"], "how_known": ["saw", "rumour"]})
     assert mixed.problems == {"how_known": Problem.BAD_CHOICE}
 
 
 def test_multiple_choices_are_stored_in_questionnaire_order() -> None:
-    answers = answers_for({"consent": ["no"], "how_known": ["heard", "experienced", "heard"]})
+    form = {"role": ["saw"], "consent": ["no"], "how_known": ["heard", "saw", "heard"]}
+    answers = answers_for(form)
     assert answers.problems == {}
-    assert answers.values["how_known"] == "experienced,heard"
+    assert answers.values["how_known"] == "saw,heard"
 
 
 def test_text_answers_are_bounded_and_line_breaks_stored_as_lf() -> None:
@@ -375,9 +440,78 @@ def test_sealed_texts_are_the_witness_language_with_english_beside() -> None:
     assert consent.label == "귀하의 증언을 국제 법원과 유엔 기구에 전달해도 되겠습니까?"
     assert consent.label_en.startswith("May we pass your testimony on")
     assert [c.id for c in consent.choices] == ["yes", "anonymous", "ask", "no"]
-    assert consent.choices[2].label == "먼저 저에게 물어봐 주세요"
+    assert consent.choices[2].label == "먼저 저에게 물어봐 주십시오"
     confirm = next(x for x in sealed.questions if x.id == "confirm")
     assert confirm.identifying is True
+
+
+# ------------------------------------------------------------------ paths
+
+
+def test_each_path_asks_only_its_questions_and_drops_answers_to_the_others() -> None:
+    form = {
+        "role": ["took_part"],
+        "orders": ["대대장에게서 받았습니다"],
+        "testimony": ["carried from another path"],
+        "when": ["2019"],
+        "consent": ["yes"],
+    }
+    insider = answers_for(form)
+    asked = [question.id for question in insider.shown]
+    assert asked[:3] == ["role", "insider_notice", "organisation"]
+    assert {"orders", "records", "investigators", "victims"} <= set(asked)
+    assert "testimony" not in asked and "when" not in asked
+    assert insider.values == {
+        "role": "took_part",
+        "orders": "대대장에게서 받았습니다",
+        "consent": "yes",
+    }
+    victim = answers_for({**form, "role": ["suffered"]})
+    assert "orders" not in victim.values and victim.values["when"] == "2019"
+    assert "insider_notice" not in [question.id for question in victim.shown]
+    # No answer to the first page asks the questions every path shares.
+    nobody = answers_for({"consent": ["ask"]})
+    assert "testimony" in [question.id for question in nobody.shown]
+    assert "orders" not in [question.id for question in nobody.shown]
+
+
+def test_up_to_page_reads_only_the_pages_so_far() -> None:
+    loaded = load_questionnaire(DEFAULT_QUESTIONNAIRE, LANGUAGES)
+    first = read_answers(
+        loaded, lambda n: {"role": ["saw"]}.get(n, []), long_text_limit=9, up_to_page=1
+    )
+    assert [question.id for question in first.shown] == ["role"] and first.problems == {}
+
+
+def test_only_the_questions_asked_are_sealed_with_the_notice_an_insider_read() -> None:
+    loaded = load_questionnaire(DEFAULT_QUESTIONNAIRE, LANGUAGES)
+    insider = answers_for({"role": ["took_part"], "consent": ["yes"]})
+    sealed = loaded.sealed("ko", insider.shown)
+    ids = [item.id for item in sealed.questions]
+    assert ids == [question.id for question in insider.shown]
+    notice = sealed.questions[1]
+    assert notice.type == "notice" and "기소" in notice.help
+    assert (
+        "prosecut"
+        in next(question for question in loaded.questions if question.id == "insider_notice").help[
+            "en"
+        ]
+    )
+
+
+def test_a_followup_asks_consent_again_with_the_same_as_before() -> None:
+    loaded = load_questionnaire(DEFAULT_QUESTIONNAIRE, LANGUAGES)
+    followup = loaded.followup()
+    assert [question.id for question in followup.questions] == ["testimony", "files", "consent"]
+    consent = followup.question("consent")
+    assert consent is not None and consent.required
+    assert [c.id for c in consent.choices] == ["same", *q.Consent]
+    answers = read_answers(followup, lambda n: [], long_text_limit=9)
+    assert answers.problems == {"consent": Problem.REQUIRED}
+    same = read_answers(followup, lambda n: {"consent": ["same"]}.get(n, []), long_text_limit=9)
+    assert same.values == {"consent": "same"}
+    # The main form never offers it.
+    assert answers_for({"consent": ["same"]}).problems == {"consent": Problem.BAD_CHOICE}
 
 
 # ------------------------------------------------------------------ fuzzing

@@ -13,7 +13,7 @@ import pytest
 from portal.core.age import X25519Identity, decrypt
 from portal.server.config import Config, ConfigError
 from portal.server.store import SubmissionStore
-from portal.testing.live import csrf_token
+from portal.testing.live import csrf_token, hidden_fields
 from portal.testing.live import post_form as post
 
 
@@ -34,7 +34,10 @@ def open_only_submission(config: Config, identity: X25519Identity) -> tuple[dict
 
 def test_landing_and_form_pages_answer(client) -> None:
     assert client.get("/").status_code == 200
-    page = client.get("/submit").get_data(as_text=True)
+    first = client.get("/submit").get_data(as_text=True)
+    assert 'name="role"' in first and 'name="csrf_token"' in first
+    fields = {**hidden_fields(first), "go": "next", "role": "suffered"}
+    page = client.post("/submit/page", data=fields).get_data(as_text=True)
     for name in ("testimony", "attachments", "csrf_token"):
         assert f'name="{name}"' in page
     assert 'enctype="multipart/form-data"' in page

@@ -47,7 +47,13 @@ MANIFEST_FORMAT = "testimony-portal/submission/2"
 MANIFEST_FORMAT_V3 = "testimony-portal/submission/3"
 # The formats the parser accepts; the writer writes the last two.
 MANIFEST_FORMATS = (MANIFEST_FORMAT_V1, MANIFEST_FORMAT, MANIFEST_FORMAT_V3)
-MANIFEST_MIN_BUCKET = 4096
+# The smallest size a manifest is padded to (issue 22). Every path through the
+# default questionnaire (victim, witness, insider) and every follow-up, with
+# answers of ordinary length, fits in it, so the ciphertext's size tells
+# neither who the witness is nor whether it is a follow-up: the sealed texts
+# of the insider's questions alone are about 9 KiB in Korean, a follow-up's
+# 2 KiB, and 64 KiB leaves room for about 18,000 Korean characters of answers.
+MANIFEST_MIN_BUCKET = 64 * 1024
 # The members that lead to the witness (their reply recipient or what derives
 # it, and their conversation): for the organisation's reviewers only. They
 # never leave in a forward bundle, whatever the consent.
@@ -303,11 +309,12 @@ build_manifest = _returning_plaintext(new_manifest)
 
 
 def padded_size(length: int) -> int:
-    """The manifest size bucket for `length` bytes: 4 KiB, then each power of two.
+    """The manifest size bucket for `length` bytes: 64 KiB, then each power of two.
 
-    4 KiB holds about 3,500 ASCII or 1,100 Korean characters of testimony, so
-    short ones all look alike and a one-line testimony costs 4 KiB on disk;
-    above that, the size reveals at most the power of two.
+    The first bucket holds the sealed questions of any path with answers of
+    ordinary length (see MANIFEST_MIN_BUCKET), so these all look alike and
+    a short testimony costs 64 KiB on disk; above that, the size reveals at
+    most the power of two.
     """
     bucket = MANIFEST_MIN_BUCKET
     while bucket < length:

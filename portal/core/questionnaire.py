@@ -20,7 +20,7 @@ import hashlib
 import re
 import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,10 @@ class QuestionKind(enum.StrEnum):
     MULTIPLE_CHOICE = "multiple_choice"
     YES_NO = "yes_no"
     FILES = "files"
+    # Words only, no answer: what the witness should know before the
+    # questions that follow it (for example what may happen to an insider's
+    # testimony). Sealed with the answers, so the evidence records it.
+    NOTICE = "notice"
 
     @property
     def has_choices(self) -> bool:
@@ -77,6 +81,16 @@ _CONSENT_MEANINGS = {
 CONSENT_ID = "consent"
 # The answer of a submission that has none (older ones): ask the witness first.
 CONSENT_DEFAULT = Consent.ASK
+# A follow-up's consent question offers one more answer (issue 22): "the
+# same as I answered before". The server cannot read the earlier answer, so
+# the reviewer's tools resolve it from the conversation. It is not a Consent:
+# on its own it allows nothing.
+CONSENT_SAME = "same"
+CONSENT_SAME_LABELS = {
+    "en": "The same as I answered before",
+    "ko": "지난번에 답한 것과 같습니다",
+    "zh": "与我上次的回答相同",
+}
 # The free-text testimony keeps its historic field name (`fields.testimony`).
 TESTIMONY_ID = "testimony"
 # Form names the page already uses for something else. A files question is
@@ -106,7 +120,20 @@ _CHOICE_ID_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _DATE_RE = re.compile(r"([0-9]{4})(?:-([0-9]{2})(?:-([0-9]{2}))?)?")
 _TOML_POSITION_RE = re.compile(r"\(at line (\d+), column (\d+)\)|\(at end of document\)")
 _TOP_KEYS = {"id", "version", "questions"}
-_QUESTION_KEYS = {"id", "type", "required", "identifying", "label", "help", "choices"}
+_QUESTION_KEYS = {
+    "id",
+    "type",
+    "required",
+    "identifying",
+    "label",
+    "help",
+    "choices",
+    "page",
+    "show_if",
+    "hide_if",
+}
+# A form of this many pages is plenty; more is a mistake in the file.
+MAX_PAGES = 20
 _CHOICE_KEYS = {"id", "label"}
 
 
@@ -135,6 +162,21 @@ class Problem(enum.Enum):
 
 
 @dataclass(frozen=True)
+class Condition:
+    """When a question is asked: an earlier choice question's answer is (or is not) in `choices`."""
+
+    question: str
+    choices: frozenset[str]
+    # False for `hide_if`: asked unless the answer is one of the choices
+    # (so also when that question was not answered at all).
+    shown_on_match: bool
+
+    def holds(self, values: Mapping[str, str]) -> bool:
+        answered = set(values.get(self.question, "").split(CHOICE_SEPARATOR)) - {""}
+        return bool(answered & self.choices) == self.shown_on_match
+
+
+@dataclass(frozen=True)
 class Question:
     """One checked question; texts are keyed by language."""
 
@@ -145,10 +187,18 @@ class Question:
     label: Mapping[str, str]
     help: Mapping[str, str]
     choices: tuple[Choice, ...]
+    # The page of the form it is on (1 for a one-page form), and when it is asked.
+    page: int = 1
+    condition: Condition | None = None
 
     @property
     def form_name(self) -> str:
         return ATTACHMENTS_FIELD if self.type == QuestionKind.FILES else self.id
+
+    @property
+    def answered(self) -> bool:
+        """Whether the witness answers it in a form field (one that travels between pages)."""
+        return self.type not in (QuestionKind.FILES, QuestionKind.NOTICE)
 
     def max_chars(self, long_text_limit: int) -> int:
         return {
@@ -199,21 +249,45 @@ class Questionnaire:
     @property
     def form_parts(self) -> int:
         """The most form parts an honest browser sends for the questions (a box per choice)."""
-        return sum(max(1, len(q.choices)) for q in self.questions)
+        return sum(max(1, len(q.choices)) for q in self.questions) + 2  # page, go
 
-    def sealed(self, language: str) -> SealedQuestionnaire:
+    @property
+    def last_page(self) -> int:
+        return max(q.page for q in self.questions)
+
+    def followup(self) -> Questionnaire:
+        """The questions of a follow-up sent with a receipt: the testimony, files and consent.
+
+        Consent is asked again, nothing chosen, with one more answer: the
+        same as before (CONSENT_SAME), which the reviewer's tools resolve
+        from the conversation.
+        """
+        kept = []
+        for question in self.questions:
+            if question.id == CONSENT_ID:
+                same = Choice(CONSENT_SAME, dict(CONSENT_SAME_LABELS))
+                kept.append(replace(question, choices=(same, *question.choices), page=1))
+            elif question.id == TESTIMONY_ID or question.type == QuestionKind.FILES:
+                kept.append(replace(question, page=1, condition=None))
+        return replace(self, questions=tuple(kept))
+
+    def sealed(self, language: str, shown: Iterable[Question] | None = None) -> SealedQuestionnaire:
         """What the manifest records: this file's identity and the exact texts shown.
 
-        The English label of each question and answer is sealed beside the
-        witness's own words, so the reviewer's tools can show both without
-        the questionnaire file, which may have changed since.
+        Only the questions in `shown` (all by default) are sealed: those the
+        witness was asked, with the notices they read. The English label of
+        each question and answer is sealed beside the witness's own words,
+        so the reviewer's tools can show both without the questionnaire
+        file, which may have changed since.
         """
         return SealedQuestionnaire(
             id=self.id,
             version=self.version,
             sha256=self.sha256,
             language=language,
-            questions=tuple(q.sealed(language) for q in self.questions),
+            questions=tuple(
+                q.sealed(language) for q in (self.questions if shown is None else shown)
+            ),
         )
 
 
@@ -222,6 +296,8 @@ class Answers:
     """The witness's answers as they will be stored, and what was wrong with them."""
 
     values: dict[str, str] = field(default_factory=dict)
+    # The questions asked (their conditions hold), notices included, in order.
+    shown: list[Question] = field(default_factory=list)
     # What the witness sent for a choice question, to show it again on an error.
     chosen: dict[str, list[str]] = field(default_factory=dict)
     problems: dict[str, Problem] = field(default_factory=dict)
@@ -337,11 +413,14 @@ class _Checker:
         if not isinstance(raw_questions, list) or not raw_questions:
             self.problem(1, "no questions: add at least one [[questions]] table")
             return None
-        questions = []
+        questions: list[Question] = []
+        page = 1
         for index, raw in enumerate(raw_questions):
             question = self._question(index, raw)
+            page = self._page(index, raw, page)
             if question is not None:
-                questions.append(question)
+                condition = self._condition(index, raw, question, questions, page)
+                questions.append(replace(question, page=page, condition=condition))
         self._whole(questions, raw_questions)
         if self.problems:
             return None
@@ -385,9 +464,14 @@ class _Checker:
             if not isinstance(value, bool):
                 ok = False
                 self.problem(line(key), f"{number}: {key!r} must be true or false")
+            elif value and kind == QuestionKind.NOTICE:
+                ok = False
+                self.problem(line(key), f"{number}: a notice has no answer, so it cannot be {key}")
             flags[key] = value is True
         label = self._texts(raw.get("label"), line("label"), f"{number}: 'label'", required=True)
-        help_texts = self._texts(raw.get("help"), line("help"), f"{number}: 'help'", required=False)
+        help_texts = self._texts(
+            raw.get("help"), line("help"), f"{number}: 'help'", required=kind == QuestionKind.NOTICE
+        )
         first_choice = self._headers(r"\[\[\s*questions\.choices\s*\]\]", start, end)
         choices_line = first_choice[0] + 1 if first_choice else line("choices")
         choices = self._choices(raw.get("choices"), kind, number, start, end, choices_line)
@@ -396,6 +480,88 @@ class _Checker:
         return Question(
             qid, kind, flags["required"], flags["identifying"], label, help_texts, choices
         )
+
+    def _line_in(self, index: int, key: str) -> int:
+        start, end = self._question_range(index)
+        return self._key_line(key, start + 1, end, start)
+
+    def _page(self, index: int, raw: Any, current: int) -> int:
+        """The page this question is on: `page = N` starts page N, else the page goes on."""
+        if not isinstance(raw, dict) or "page" not in raw:
+            return current
+        value = raw["page"]
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.problem(
+                self._line_in(index, "page"), "'page' must be a whole number, like page = 2"
+            )
+            return current
+        if value not in (current, current + 1) or value > MAX_PAGES:
+            self.problem(
+                self._line_in(index, "page"),
+                f"'page = {value}' does not follow page {current}: pages are numbered 1, 2, 3 "
+                f"in the order of the file (at most {MAX_PAGES}); "
+                "a question without 'page' stays on the page before it",
+            )
+            return current
+        return value
+
+    def _condition(
+        self,
+        index: int,
+        raw: dict[str, Any],
+        question: Question,
+        earlier: list[Question],
+        page: int,
+    ) -> Condition | None:
+        """`show_if` or `hide_if`: one earlier choice question and some of its choice ids."""
+        keys = [key for key in ("show_if", "hide_if") if key in raw]
+        if not keys:
+            return None
+        key = keys[0]
+        line = self._line_in(index, key)
+        where = f"question {question.id!r}: {key!r}"
+        example = f'for example {key} = {{ role = ["took_part"] }}'
+        if len(keys) > 1:
+            self.problem(line, f"question {question.id!r}: give show_if or hide_if, not both")
+            return None
+        value = raw[key]
+        if not isinstance(value, dict) or len(value) != 1:
+            self.problem(line, f"{where} must name one earlier question and its choices, {example}")
+            return None
+        [(source_id, wanted)] = value.items()
+        if isinstance(wanted, str):
+            wanted = [wanted]
+        if (
+            not isinstance(wanted, list)
+            or not wanted
+            or not all(isinstance(w, str) for w in wanted)
+        ):
+            self.problem(line, f"{where} must list choice ids of {source_id!r}, {example}")
+            return None
+        source = next((q for q in earlier if q.id == source_id), None)
+        if source is None or not source.type.has_choices:
+            self.problem(
+                line,
+                f"{where} names {source_id!r}, which is not a choice question earlier in the file",
+            )
+            return None
+        if source.page >= page:
+            self.problem(
+                line,
+                f"{where} names {source_id!r}, which is on the same page (page {page}); "
+                "a question can only depend on an answer given on an earlier page "
+                "(the form works without JavaScript)",
+            )
+            return None
+        unknown = sorted(set(wanted) - {c.id for c in source.choices})
+        if unknown:
+            self.problem(
+                line,
+                f"{where}: {source_id!r} has no choice {', '.join(map(repr, unknown))} "
+                f"(it has {', '.join(c.id for c in source.choices)})",
+            )
+            return None
+        return Condition(source_id, frozenset(wanted), key == "show_if")
 
     def _keys_and_id(
         self,
@@ -549,10 +715,25 @@ class _Checker:
                 f"{', '.join(Consent)} (see the shipped default questionnaire)",
             )
             return
+        last_page = max((q.page for q in questions), default=1)
+        for question in files:
+            if question.page != last_page:
+                # A chosen file cannot travel from page to page in a form.
+                self.problem(
+                    ids[question.id],
+                    f"the files question {question.id!r} must be on the last page "
+                    f"(page {last_page}): files cannot be carried from one page to the next",
+                )
         consent = next((q for q in questions if q.id == CONSENT_ID), None)
         if consent is None:
             return  # Its own problems were reported already.
         where = ids[CONSENT_ID]
+        if consent.page != last_page or consent.condition is not None:
+            self.problem(
+                where,
+                f"the consent question must be asked of everyone on the last page "
+                f"(page {last_page}), with no show_if or hide_if",
+            )
         if consent.type != QuestionKind.SINGLE_CHOICE:
             self.problem(where, "the consent question must be of type single_choice")
         if not consent.required:
@@ -575,9 +756,13 @@ def read_answers(
     *,
     long_text_limit: int,
     skip: Iterable[str] = (),
+    up_to_page: int | None = None,
 ) -> Answers:
     """Check the witness's answers: `get_list(name)` gives every value sent under a form name.
 
+    Only the questions asked are read (a condition decides from the answers
+    to earlier pages; `up_to_page` stops at a page): an answer sent for a
+    question that was not asked is left out, whatever the form sent.
     Values that are not text (a file part under a question's name, from a
     hostile client) are ignored. Questions in `skip` are read by someone
     else (the free-text testimony by the form) but still checked for being
@@ -586,9 +771,14 @@ def read_answers(
     answers = Answers()
     skipped = set(skip)
     for q in questionnaire.questions:
-        if q.type == QuestionKind.FILES:
+        if up_to_page is not None and q.page > up_to_page:
+            break
+        if q.condition is not None and not q.condition.holds(answers.values):
             continue
-        values = [_lf(v) for v in get_list(q.form_name) if isinstance(v, str)]
+        answers.shown.append(q)
+        if not q.answered:
+            continue
+        values = [normalise_line_breaks(v) for v in get_list(q.form_name) if isinstance(v, str)]
         if q.type.has_choices:
             _read_choice(q, values, answers)
             continue
@@ -638,6 +828,6 @@ def is_partial_date(text: str) -> bool:
     return year >= 1900
 
 
-def _lf(value: Any) -> Any:
-    # Browsers send line breaks as CRLF; stored as LF like the testimony.
+def normalise_line_breaks(value: Any) -> Any:
+    """Browsers send line breaks as CRLF; they are stored as LF like the testimony."""
     return value.replace("\r\n", "\n").replace("\r", "\n") if isinstance(value, str) else value

@@ -8,14 +8,23 @@ before the questionnaire) counts as `ask`. Only `yes`, and `anonymous` with
 every identifying answer left out, are forwarded without an override; an
 override needs a reason, which the custody log and the bundle record.
 
+A follow-up sent with a receipt asks consent again and offers one more
+answer, `same` ("the same as I answered before"). The server cannot read the
+earlier answer, so it is resolved here, from the conversation: the other
+submissions of the same thread in the opened folder. The latest earlier
+answer counts; submissions carry only their day, so when answers of that
+day differ the most careful of them counts, and with no earlier answer in
+the folder a `same` counts as `ask`.
+
 The consent question's words and the `identifying` flags are sealed in the
 manifest by the server, so a crafted manifest could relabel them (show `yes`
 as "never pass this on", or mark nothing identifying). They are trusted only
 when the sealed questionnaire is one the organisation knows: its SHA-256 is
 that of the shipped default or of a file given to the reviewer's tool
-(`--questionnaire`, `TESTIMONY_REVIEW_QUESTIONNAIRES`), and what was sealed
-is exactly what that file shows in the sealed language. Otherwise the
-answer counts as `ask` and the reason is said (issue 21).
+(`--questionnaire`, `TESTIMONY_REVIEW_QUESTIONNAIRES`), and every sealed
+question is exactly what that file (or its follow-up form) shows in the
+sealed language. Otherwise the answer counts as `ask` and the reason is
+said (issue 21).
 """
 
 from __future__ import annotations
@@ -26,10 +35,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from portal.core.manifest import Manifest, ManifestError, parse_manifest
+from portal.core.manifest import Manifest, ManifestError, SealedQuestion, parse_manifest
 from portal.core.questionnaire import (
     CONSENT_DEFAULT,
     CONSENT_ID,
+    CONSENT_SAME,
     DEFAULT_QUESTIONNAIRE,
     Consent,
     Questionnaire,
@@ -39,6 +49,9 @@ from portal.core.questionnaire import (
 from portal.review.record import MANIFEST_JSON
 
 _ANSWERS = {answer.value: answer for answer in Consent}
+# From the most careful answer to the least: where answers of one day differ,
+# the first of them in this order counts.
+_CAREFUL_FIRST = (Consent.NO, Consent.ASK, Consent.ANONYMOUS, Consent.YES)
 
 
 class ConsentRefused(Exception):
@@ -97,18 +110,29 @@ class KnownQuestionnaires:
         return cls(found)
 
     def vouch(self, manifest: Manifest) -> str:
-        """KNOWN, or why the sealed questions are not trusted (UNKNOWN, RELABELLED, NO_...)."""
+        """KNOWN, or why the sealed questions are not trusted (UNKNOWN, RELABELLED, NO_...).
+
+        A submission seals only the questions its witness was asked (a path
+        of the questionnaire, or a follow-up's), so each sealed question must
+        be one of the known file's, or of its follow-up form, word for word.
+        """
         sealed = manifest.questionnaire
         if sealed is None:
             return NO_QUESTIONNAIRE
         known = self.by_sha256.get(sealed.sha256)
         if known is None:
             return UNKNOWN
+        if (sealed.id, sealed.version) != (known.id, known.version):
+            return RELABELLED
         try:
-            expected = known.sealed(sealed.language)
+            allowed: dict[str, list[SealedQuestion]] = {}
+            for form in (known, known.followup()):
+                for question in form.sealed(sealed.language).questions:
+                    allowed.setdefault(question.id, []).append(question)
         except KeyError:  # a language the file does not have
             return RELABELLED
-        return KNOWN if expected == sealed else RELABELLED
+        ok = all(q in allowed.get(q.id, []) for q in sealed.questions)
+        return KNOWN if ok else RELABELLED
 
 
 @functools.cache
@@ -127,6 +151,9 @@ class ConsentDecision:
     # True when the witness gave no (valid) answer and `consent` is the default.
     assumed: bool
     override_reason: str | None = None
+    # For a follow-up that answered "the same as before": the submissions of
+    # the conversation whose answer it took.
+    same_as: tuple[str, ...] = ()
     # Why the sealed questionnaire was not trusted (UNKNOWN, RELABELLED), if so.
     questionnaire: str = KNOWN
 
@@ -137,6 +164,9 @@ class ConsentDecision:
         }
         if self.assumed:
             record["consent_answer"] = None
+        if self.same_as:
+            record["consent_answer"] = CONSENT_SAME
+            record["same_as"] = list(self.same_as)
         if self.questionnaire in (UNKNOWN, RELABELLED):
             record["questionnaire"] = self.questionnaire
         if self.override_reason is not None:
@@ -151,13 +181,69 @@ def consent_of(
 
     Assumed (`ask`) when the manifest has no valid answer, or its sealed
     questionnaire is not one the organisation knows exactly (`known`, the
-    shipped default when not given).
+    shipped default when not given). A follow-up's "the same as before" is
+    not an answer on its own: see `resolve_same`.
     """
     known = known or default_known()
     answer = _ANSWERS.get(manifest.fields.get(CONSENT_ID, ""))
     if answer is not None and known.vouch(manifest) == KNOWN:
         return answer, False
     return CONSENT_DEFAULT, True
+
+
+def answered_same(manifest: Manifest) -> bool:
+    """Whether a follow-up answered "the same as before", as its sealed question offered it."""
+    if manifest.fields.get(CONSENT_ID) != CONSENT_SAME or manifest.questionnaire is None:
+        return False
+    question = next((q for q in manifest.questionnaire.questions if q.id == CONSENT_ID), None)
+    return question is not None and any(c.id == CONSENT_SAME for c in question.choices)
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A consent as it counts: the answer, whether it was assumed, and where it came from."""
+
+    consent: Consent
+    assumed: bool
+    same_as: tuple[str, ...] = ()
+
+
+def resolve_same(
+    manifest: Manifest,
+    conversation: Sequence[Manifest],
+    known: KnownQuestionnaires | None = None,
+) -> Resolved:
+    """The consent of `manifest`, with "the same as before" taken from its conversation.
+
+    `conversation` holds the other opened submissions (any thread; those of
+    other threads are ignored). The answer of the latest earlier day counts;
+    if that day's answers differ, the most careful one.
+    """
+    known = known or default_known()
+    if not answered_same(manifest) or known.vouch(manifest) != KNOWN:
+        consent, assumed = consent_of(manifest, known)
+        return Resolved(consent, assumed)
+    thread = [m for m in conversation if m.thread == manifest.thread and m.id != manifest.id]
+    # Another "same" of the same day may have been sent after this one: it is
+    # not "before". Days are ISO dates, so they compare as text.
+    earlier = [
+        m
+        for m in thread
+        if m.received < manifest.received
+        or (m.received == manifest.received and not answered_same(m))
+    ]
+    answers: dict[Consent, list[str]] = {}
+    latest = max((m.received for m in earlier), default="")
+    for member in earlier:
+        if member.received != latest:
+            continue
+        resolved = resolve_same(member, thread, known)
+        if not resolved.assumed:
+            answers.setdefault(resolved.consent, []).append(member.id)
+    if not answers:
+        return Resolved(CONSENT_DEFAULT, True)
+    consent = next(answer for answer in _CAREFUL_FIRST if answer in answers)
+    return Resolved(consent, False, tuple(sorted(answers[consent])))
 
 
 def identifying_answers(manifest: Manifest, known: KnownQuestionnaires | None = None) -> list[str]:
@@ -180,16 +266,21 @@ def decide(
     submission_id: str,
     omit_fields: Iterable[str],
     override_reason: str | None,
+    conversation: Sequence[Manifest] = (),
     *,
     known: KnownQuestionnaires | None = None,
 ) -> ConsentDecision:
     """Whether this submission may go out as asked.
 
+    `conversation` holds the other opened submissions, from which a
+    follow-up's "the same as before" is resolved.
+
     Raises:
         ConsentRefused: the consent does not allow it and there is no override.
     """
     known = known or default_known()
-    consent, assumed = consent_of(manifest, known)
+    resolved = resolve_same(manifest, conversation, known)
+    consent, assumed, same_as = resolved.consent, resolved.assumed, resolved.same_as
     vouched = known.vouch(manifest)
     why = {
         UNKNOWN: "its questionnaire is not one you know (its SHA-256 is not that of the "
@@ -197,19 +288,34 @@ def decide(
         RELABELLED: "its sealed questions differ from the known questionnaire of that "
         "SHA-256 (they were relabelled)",
     }.get(vouched)
+    questionnaire = vouched if vouched in (UNKNOWN, RELABELLED) else KNOWN
     if why is not None and manifest.fields.get(CONSENT_ID):
         given = f"a consent answer that cannot be trusted: {why} (counts as {consent.value!r})"
+    elif same_as:
+        given = (
+            f"consent 'same as before', which is {consent.value!r} ({consent.meaning}) "
+            f"as answered in {', '.join(same_as)}"
+        )
+    elif answered_same(manifest):
+        given = (
+            "consent 'same as before', but no earlier answer of this conversation is in the "
+            f"folder (counts as {consent.value!r}: {consent.meaning}; open the conversation's "
+            "first submission into the same folder to resolve it)"
+        )
     elif not assumed:
         given = f"consent {consent.value!r} ({consent.meaning})"
     else:
         given = f"no consent answer (counts as {consent.value!r}: {consent.meaning})"
-    questionnaire = vouched if vouched in (UNKNOWN, RELABELLED) else KNOWN
     if consent == Consent.YES:
-        return ConsentDecision(submission_id, consent, assumed, questionnaire=questionnaire)
+        return ConsentDecision(
+            submission_id, consent, assumed, same_as=same_as, questionnaire=questionnaire
+        )
     if consent == Consent.ANONYMOUS:
         kept = sorted(set(identifying_answers(manifest, known)) - set(omit_fields))
         if not kept:
-            return ConsentDecision(submission_id, consent, assumed, questionnaire=questionnaire)
+            return ConsentDecision(
+                submission_id, consent, assumed, same_as=same_as, questionnaire=questionnaire
+            )
         problem = (
             f"submission {submission_id} has {given}, but its identifying answers "
             f"{', '.join(map(repr, kept))} would be sent. Leave them out with "
@@ -219,7 +325,7 @@ def decide(
         problem = f"submission {submission_id} has {given}"
     if override_reason is not None:
         return ConsentDecision(
-            submission_id, consent, assumed, override_reason, questionnaire=questionnaire
+            submission_id, consent, assumed, override_reason, same_as, questionnaire
         )
     refusal = ConsentRelabelled if vouched == RELABELLED else ConsentRefused
     raise refusal(
@@ -245,6 +351,7 @@ def check_folder(
     decisions = []
     refused = []
     relabelled = False
+    conversation = _opened_manifests(from_dir)
     for submission_id in sorted(set(submission_ids)):
         path = from_dir / submission_id / MANIFEST_JSON
         try:
@@ -253,7 +360,9 @@ def check_folder(
             raise ConsentRefused(f"{path} cannot be read: {exc}") from None
         try:
             decisions.append(
-                decide(manifest, submission_id, omit_fields, override_reason, known=known)
+                decide(
+                    manifest, submission_id, omit_fields, override_reason, conversation, known=known
+                )
             )
         except ConsentRefused as exc:
             refused.append(str(exc))
@@ -268,6 +377,21 @@ def check_folder(
     return decisions
 
 
+def _opened_manifests(from_dir: Path) -> list[Manifest]:
+    """Every readable manifest opened into `from_dir`: the conversations "same" is resolved in.
+
+    One that cannot be read is left out here; it is refused by name if it
+    is one of those being forwarded.
+    """
+    manifests = []
+    for path in sorted(from_dir.glob(f"*/{MANIFEST_JSON}")):
+        try:
+            manifests.append(parse_manifest(path.read_bytes()))
+        except (OSError, ManifestError):
+            continue
+    return manifests
+
+
 def bundle_note(decisions: Sequence[ConsentDecision]) -> str:
     """The bundle README's paragraph on consent: each answer, and every override with its reason."""
     lines = ["Consent given by each witness to passing on their testimony:"]
@@ -277,6 +401,8 @@ def bundle_note(decisions: Sequence[ConsentDecision]) -> str:
             if not decision.assumed
             else f"none given (counts as {CONSENT_DEFAULT.value})"
         )
+        if decision.same_as:
+            answer += f" (answered 'the same as before': as in {', '.join(decision.same_as)})"
         lines.append(f"  {decision.submission}: {answer}")
         if decision.override_reason is not None:
             lines.append(f"    SENT WITHOUT THAT CONSENT, reason given: {decision.override_reason}")

@@ -315,6 +315,13 @@ def _questionnaire_answers(
         if question.type == QuestionKind.FILES:
             parts.append('<p class="note">See the attachments below.</p>')
             continue
+        if question.type == "notice":
+            # Words the witness read before answering (no answer of its own).
+            parts.append(
+                '<p class="note">Shown to the witness before the questions that follow:</p>'
+            )
+            parts.append(f'<div class="text" dir="auto"{lang}>{esc(question.help)}</div>')
+            continue
         value = fields.get(question.id)
         if not value:
             parts.append('<p class="note">No answer.</p>')

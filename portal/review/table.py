@@ -19,7 +19,7 @@ from typing import Any
 
 from portal.core.layout import is_valid_id
 from portal.core.manifest import Manifest
-from portal.review.consent import KnownQuestionnaires, consent_of, default_known
+from portal.review.consent import KnownQuestionnaires, default_known, resolve_same
 from portal.review.outcomes import Changed
 from portal.review.recheck import read_opened_manifest
 from portal.review.record import RecordError, read_record
@@ -55,6 +55,9 @@ class TableTampered(TableError):
 @dataclass(frozen=True)
 class Row:
     manifest: Manifest
+    # The consent `forward` would apply: a follow-up's "the same as before"
+    # resolved from the other opened submissions of its conversation.
+    consent: str = ""
     # The questionnaires the organisation knows; the shipped default if None.
     known: KnownQuestionnaires | None = None
 
@@ -79,7 +82,7 @@ class Row:
                 if sealed is not None
                 else None
             ),
-            "consent_effective": consent_of(m, self.known)[0].value,
+            "consent_effective": self.consent,
             "answers": self.answers(),
             "attachments": [
                 {"name": a.name, "type": a.type, "size": a.size, "sha256": a.sha256}
@@ -119,9 +122,14 @@ def read_rows(
             raise TableError(f"{exc}; open the submission again from the ciphertext") from None
         except Changed as exc:
             raise TableTampered(f"{exc}; open the submission again from the ciphertext") from None
-        rows.append(Row(manifest, known))
+        rows.append(Row(manifest, known=known))
     if not rows:
         raise TableError(f"no opened submissions in {from_dir}; run `testimony-review open` first")
+    manifests = [row.manifest for row in rows]
+    rows = [
+        Row(row.manifest, resolve_same(row.manifest, manifests, known).consent.value, known)
+        for row in rows
+    ]
     rows.sort(key=lambda row: (row.manifest.received, row.manifest.id))
     return rows
 
@@ -132,7 +140,7 @@ def answer_columns(rows: Sequence[Row]) -> list[str]:
     for row in rows:
         sealed = row.manifest.questionnaire
         for question in sealed.questions if sealed is not None else ():
-            if question.type != "files" and question.id not in columns:
+            if question.type not in ("files", "notice") and question.id not in columns:
                 columns.append(question.id)
     others = sorted({name for row in rows for name in row.manifest.fields} - set(columns))
     return columns + others

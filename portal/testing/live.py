@@ -25,7 +25,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, overload
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 if TYPE_CHECKING:
     from flask.testing import FlaskClient
@@ -119,6 +119,18 @@ class Client:
         self.form_id = fields["form_id"]
         return fields
 
+    def last_page(self, lang: str = "en", role: str = "saw") -> str:
+        """The form's last page (default questionnaire: the second), as a witness reaches it."""
+        fields = hidden_fields(self.get(_submit_path(lang)).body)
+        body = urlencode({**fields, "page": "1", "go": "next", "role": role}).encode()
+        headers = {
+            "Content-Type": "application/x-www-form-urlencoded",
+            "Content-Length": str(len(body)),
+        }
+        response = self.request("POST", f"{_submit_path(lang)}/page", body=body, headers=headers)
+        assert response.status == 200, f"the form's next page did not load ({response.status})"
+        return response.body
+
     def submit(
         self,
         text: str,
@@ -182,10 +194,16 @@ def form_fields(page: str) -> dict[str, str]:
 
 
 def _answers(page: str) -> dict[str, str]:
-    """A form's hidden fields, with consent given when the page asks for it."""
+    """A form's hidden fields, with consent given when the page's form stores a submission.
+
+    Consent is asked on the last page of the form; a page before it carries
+    the one-time value (`form_id`) too, and a POST of it to the submit
+    address is a submission like the last page's.
+    """
     fields = hidden_fields(page)
     assert fields.get("csrf_token"), "no CSRF token on the page"
-    return {**fields, **CONSENT} if 'name="consent"' in page else fields
+    stores = 'name="consent"' in page or 'name="form_id"' in page
+    return {**fields, **CONSENT} if stores else fields
 
 
 @overload

@@ -62,6 +62,14 @@ def witness_pages(app: Flask) -> Iterator[tuple[str, str, str]]:
         hidden = form_fields(form)
         yield "landing", lang, client.get(f"{base}/").get_data(as_text=True)
         yield "form", lang, form
+        # The second page of the default questionnaire, for each answer of the first.
+        for role in ("suffered", "saw", "took_part", "other"):
+            fields = {"csrf_token": hidden["csrf_token"], "page": "1", "go": "next", "role": role}
+            yield (
+                f"form, page 2 ({role})",
+                lang,
+                client.post(f"{base}/submit/page", data=fields).get_data(as_text=True),
+            )
         yield (
             "form, with errors",
             lang,

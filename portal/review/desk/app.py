@@ -35,8 +35,9 @@ from urllib.parse import parse_qs
 from portal.core.fsio import READ_FLAGS, sha256_file
 from portal.core.layout import is_valid_id
 from portal.core.manifest import Manifest
+from portal.core.questionnaire import Consent
 from portal.review import inert
-from portal.review.consent import consent_of, identifying_answers
+from portal.review.consent import answered_same, consent_of, identifying_answers, resolve_same
 from portal.review.custody import CustodyError
 from portal.review.desk import pages
 from portal.review.desk.actions import Runner
@@ -257,7 +258,7 @@ class Desk:
         book = state.book.read()
         thread = manifest.thread
         conversation = self._conversation(submission, manifest)
-        consent, assumed = consent_of(manifest)
+        consent, assumed = self._consent(submission, manifest)
         return CaseView(
             submission=submission,
             manifest=manifest,
@@ -314,6 +315,22 @@ class Desk:
             head = inert.read_head(path)
             text = head.decode("utf-8", "replace") if inert.looks_like_text(head) else None
         return AttachmentView(number, entry, verified, found, problem, text)
+
+    def _consent(self, submission: str, manifest: Manifest) -> tuple[Consent, bool]:
+        """The consent `forward` applies: a follow-up's "same as before" read from its thread."""
+        if not answered_same(manifest):
+            return consent_of(manifest)
+        with self.state.lock:
+            members = self.state.index.thread_members(manifest.thread)
+        others = []
+        for sid, _day, _preview in members:
+            if sid != submission:
+                try:
+                    others.append(self._opened(sid)[1])
+                except _Refused:
+                    continue  # a damaged member is shown as such on its own page
+        resolved = resolve_same(manifest, others)
+        return resolved.consent, resolved.assumed
 
     def _conversation(self, submission: str, manifest: Manifest) -> list[ConversationItem]:
         with self.state.lock:

@@ -17,6 +17,7 @@ from flask import Blueprint, Flask, current_app, render_template
 from werkzeug.exceptions import BadRequest, ServiceUnavailable
 
 from portal.core.age import X25519Identity
+from portal.core.questionnaire import Answers
 from portal.core.receipt import Receipt, ReceiptError, parse_receipt
 from portal.server.config import Config, ConfigError, load_reply_signers
 from portal.server.intake import Submission
@@ -33,6 +34,12 @@ from portal.server.web.errors import PortalHTTPError
 from portal.server.web.extensions import PortalState, portal_state
 from portal.server.web.forms import FollowupForm, ReceiptForm, ReplyDeleteForm
 from portal.server.web.onetime import AlreadyStored
+from portal.server.web.questions import (
+    FormQuestions,
+    current_questionnaire,
+    form_questions,
+    read_posted_answers,
+)
 from portal.server.web.ratelimit import TokenBucket
 from portal.server.web.storing import store_once
 
@@ -144,17 +151,31 @@ def _checked_receipt(typed: str | None) -> Receipt:
         raise BadRequest() from None
 
 
+def _send_questions(lang: str, form: FollowupForm, answers: Answers | None = None) -> FormQuestions:
+    """The follow-up's questions: its text, files and consent asked again (nothing chosen)."""
+    return form_questions(
+        lang,
+        portal_state().config.max_testimony_chars,
+        answers,
+        testimony=form.testimony.data or "",
+        testimony_errors=tuple(str(e) for e in form.testimony.errors),
+        questionnaire=current_questionnaire().followup(),
+    )
+
+
 def _mailbox_page(
-    receipt: Receipt, identity: X25519Identity, *, deleted: int | None = None
+    receipt: Receipt, identity: X25519Identity, lang: str, *, deleted: int | None = None
 ) -> tuple[str, int]:
     replies: list[Reply] = _replies_or_503(lambda: conversation().replies.read(identity))
+    send_form = _followup_form()
     return render_template(
         "followup.html",
         receipt=receipt.display(),
         replies=replies,
         deleted=deleted,
         delete_form=ReplyDeleteForm(),
-        send_form=_followup_form().fresh(),
+        send_form=send_form.fresh(),
+        send_questions=_send_questions(lang, send_form),
     ), 200
 
 
@@ -172,7 +193,7 @@ def mailbox(lang: str) -> tuple[str, int]:
         return _login_page(form, status=400)
     receipt = parse_receipt(form.receipt.data or "")
     _spend_login_budget()
-    return _mailbox_page(receipt, conversation().keys.derive(receipt))
+    return _mailbox_page(receipt, conversation().keys.derive(receipt), lang)
 
 
 @bp.post("/followup/delete", defaults={"lang": "en"})
@@ -185,16 +206,27 @@ def delete(lang: str) -> tuple[str, int]:
     _spend_login_budget()
     identity = conversation().keys.derive(receipt)
     deleted = _replies_or_503(lambda: conversation().replies.delete(identity, form.reply_ids()))
-    return _mailbox_page(receipt, identity, deleted=deleted)
+    return _mailbox_page(receipt, identity, lang, deleted=deleted)
 
 
 @bp.post("/followup/send", defaults={"lang": "en"})
 @bp.post("/<lang:lang>/followup/send")
 def send(lang: str) -> tuple[str, int]:
     form = _followup_form()
-    if not form.validate() or form.once is None:
+    followup = current_questionnaire().followup()
+    answers = read_posted_answers(portal_state().config.max_testimony_chars, questionnaire=followup)
+    form.answered_other_questions = answers.has_text
+    if not form.validate() or answers.problems or form.once is None:
         # Files already streamed in are discarded when the request ends.
-        return render_template("followup_failed.html", form=form), 400
+        # The receipt came in this POST; the form is drawn again with the
+        # witness's words, without the replies (the next visit shows them).
+        receipt_ok = _typed_receipt(form.receipt.data)
+        return render_template(
+            "followup_failed.html",
+            form=form.fresh(),
+            receipt=receipt_ok,
+            send_questions=_send_questions(lang, form, answers),
+        ), 400
     receipt = _checked_receipt(form.receipt.data)
     testimony = form.testimony.data or ""
 
@@ -202,24 +234,36 @@ def send(lang: str) -> tuple[str, int]:
         # The same conversation as the receipt's first submission: a version
         # 2 receipt seals its seed (no derivation), a version 1 its recipient.
         keys = conversation().keys
+        fields = {"testimony": testimony, **answers.values}
+        sealed = followup.sealed(lang)
         if receipt.version == 1:
             # Its recipient is sealed with the witness's own signature, so a
             # submission that only names the recipient cannot join (issue 21).
             identity = keys.derive(receipt)
-            submission.commit({"testimony": testimony}, language=lang, reply_identity=identity)
+            submission.commit(fields, language=lang, reply_identity=identity, questionnaire=sealed)
         else:
             submission.commit(
-                {"testimony": testimony}, language=lang, reply_key=keys.reply_key(receipt)
+                fields, language=lang, reply_key=keys.reply_key(receipt), questionnaire=sealed
             )
 
     # One submission per form, as on the main form: a reload stores nothing.
     stored = store_once(form.once, commit)
+    back = {"conversation_receipt": receipt.display(), "back_form": ReceiptForm()}
     if isinstance(stored, AlreadyStored):
-        return render_template("received.html", receipt=None, followup=True), 200
+        return render_template("received.html", receipt=None, followup=True, **back), 200
     return render_template(
         "received.html",
         receipt=None,
         followup=True,
         testimony_chars=len(testimony),
         arrived=stored.submission.committed_attachments,
+        **back,
     ), 200
+
+
+def _typed_receipt(typed: str | None) -> str | None:
+    """The receipt as the form sent it, in its display form, or None if it is not one."""
+    try:
+        return parse_receipt(typed or "").display()
+    except ReceiptError:
+        return None

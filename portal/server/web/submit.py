@@ -1,20 +1,43 @@
-"""The submission form and its handling."""
+"""The submission form, page by page, and its handling.
+
+Every page but the last posts to `submit.page`, which only draws another
+page: it checks the answers of the page just left, stores nothing and
+logs nothing, and sends every answer back in the next page's hidden fields
+(see portal/server/web/questions.py). The last page posts to
+`submit.receive`, the one request that stores a submission.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint, render_template
+from typing import Any
 
+from flask import Blueprint, render_template, request
+from flask_babel import force_locale
+from flask_babel import gettext as _
+
+from portal.core import questionnaire as q
 from portal.core.questionnaire import Answers
 from portal.core.receipt import Receipt, new_receipt
 from portal.server.intake import Submission
 from portal.server.web.extensions import portal_state
 from portal.server.web.followup import conversation
 from portal.server.web.forms import SubmissionForm
+from portal.server.web.i18n import LANGUAGES
 from portal.server.web.onetime import AlreadyStored
-from portal.server.web.questions import current_questionnaire, form_questions, read_posted_answers
+from portal.server.web.questions import (
+    current_questionnaire,
+    form_questions,
+    neighbour_page,
+    page_of,
+    posted_page,
+    read_posted_answers,
+)
 from portal.server.web.storing import store_once
 
 bp = Blueprint("submit", __name__)
+
+# What the buttons of a page that is not the last send as `go`.
+NEXT, BACK, STAY = "next", "back", "stay"
 
 
 def _new_form() -> SubmissionForm:
@@ -23,16 +46,28 @@ def _new_form() -> SubmissionForm:
 
 
 def _form_page(
-    form: SubmissionForm, lang: str, answers: Answers | None = None, status: int = 200
+    form: SubmissionForm,
+    lang: str,
+    answers: Answers | None = None,
+    status: int = 200,
+    *,
+    page: int = 1,
+    show_errors: bool = True,
+    testimony_from_form: bool = True,
 ) -> tuple[str, int]:
     # The limits shown on the form come from the pages blueprint's context processor.
-    # The witness's answers are drawn again after a mistake; files cannot be.
+    # The witness's answers are drawn again; files cannot be.
+    limit = portal_state().config.max_testimony_chars
     questions = form_questions(
         lang,
-        portal_state().config.max_testimony_chars,
+        limit,
         answers,
-        testimony=form.testimony.data or "",
-        testimony_errors=tuple(str(e) for e in form.testimony.errors),
+        # The last page leaves the testimony to the form; a page reads it as an answer.
+        testimony=(form.testimony.data or "") if testimony_from_form else None,
+        testimony_errors=tuple(str(e) for e in form.testimony.errors) if show_errors else (),
+        page=page,
+        show_errors=show_errors,
+        carry=request.method == "POST",
     )
     return render_template("submit.html", form=form.fresh(), questions=questions), status
 
@@ -50,17 +85,52 @@ def form(lang: str) -> tuple[str, int]:
     return _form_page(_new_form(), lang)
 
 
+@bp.post("/submit/page", defaults={"lang": "en"})
+@bp.post("/<lang:lang>/submit/page")
+def page(lang: str) -> tuple[str, int]:
+    """Another page of the form: Continue checks the page left, Back and a language never do."""
+    limit = portal_state().config.max_testimony_chars
+    current = posted_page()
+    go = request.form.get("go", NEXT)
+    if go == NEXT:
+        answers = read_posted_answers(limit, up_to_page=current, skip_testimony=False)
+        if any(question.page == current for question in _refused(answers)):
+            return _form_page(
+                _new_form(), lang, answers, status=400, page=current, testimony_from_form=False
+            )
+        target = neighbour_page(current, 1, limit)
+    else:
+        target = neighbour_page(current, -1, limit) if go == BACK else current
+    answers = read_posted_answers(limit, up_to_page=target, skip_testimony=False)
+    return _form_page(
+        _new_form(), lang, answers, page=target, show_errors=False, testimony_from_form=False
+    )
+
+
+def _refused(answers: Answers) -> list[q.Question]:
+    return [question for question in answers.shown if question.id in answers.problems]
+
+
 @bp.post("/submit", defaults={"lang": "en"})
 @bp.post("/<lang:lang>/submit")
 def receive(lang: str) -> tuple[str, int]:
     form = _new_form()
     answers = read_posted_answers(portal_state().config.max_testimony_chars)
     form.answered_other_questions = answers.has_text
+    asked = {question.id for question in answers.shown}
+    # A questionnaire without a testimony question still has the form's field.
+    testimony_asked = q.TESTIMONY_ID in asked or not current_questionnaire().question(
+        q.TESTIMONY_ID
+    )
+    if not testimony_asked:
+        # Not asked on this witness's path: a text carried from another path is not theirs.
+        form.testimony.data = ""
     if not form.validate() or answers.problems or form.once is None:
         # Files already streamed in are discarded when the request ends;
         # the page tells the witness that nothing was saved.
-        return _form_page(form, lang, answers, status=400)
+        return _form_page(form, lang, answers, status=400, page=page_of(answers))
     testimony = form.testimony.data or ""
+    fields = {q.TESTIMONY_ID: testimony} if testimony_asked else {}
 
     def commit(submission: Submission) -> Receipt:
         # The receipt is drawn in memory and never kept; only its seed (one
@@ -69,10 +139,10 @@ def receive(lang: str) -> tuple[str, int]:
         # derivation on the submission path (portal.core.replykey).
         receipt = new_receipt()
         submission.commit(
-            {"testimony": testimony, **answers.values},
+            {**fields, **answers.values},
             language=lang,
             reply_key=conversation().keys.reply_key(receipt),
-            questionnaire=current_questionnaire().sealed(lang),
+            questionnaire=current_questionnaire().sealed(lang, answers.shown),
         )
         return receipt
 
@@ -83,6 +153,39 @@ def receive(lang: str) -> tuple[str, int]:
     return render_template(
         "received.html",
         receipt=stored.value.display(),
-        testimony_chars=len(testimony),
+        receipt_notes=receipt_notes(),
+        # Every written answer counts, the insider's (who has no `testimony`) too.
+        testimony_chars=len(testimony)
+        + sum(len(v) for k, v in answers.values.items() if k not in answers.chosen),
         arrived=stored.submission.committed_attachments,
     ), 200
+
+
+def receipt_notes() -> dict[str, dict[str, Any]]:
+    """What the received page's language menu shows in place, in each language.
+
+    The page that shows a receipt is the only one that ever will: a language
+    link that left it would lose the receipt for a witness who had not yet
+    written it down. The menu leads to these notes instead (the receipt's
+    instructions in the chosen language, then a link away).
+    """
+    notes = {}
+    for code in LANGUAGES:
+        with force_locale(code):
+            notes[code] = {
+                "title": _("Your receipt is shown only on this page"),
+                "lines": [
+                    _("Write it down now, on paper, exactly as shown. It is shown only once."),
+                    _("Keep it hidden. Anyone who has it can read the replies to you."),
+                    _(
+                        "It is the only way to read replies from the organisation and to add "
+                        "more to your testimony."
+                    ),
+                    _(
+                        "Nobody can recover it for you: not the organisation, not the people "
+                        "who run this server."
+                    ),
+                ],
+                "leave": _("I have written down my receipt: go to the start page"),
+            }
+    return notes
