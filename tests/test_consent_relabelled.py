@@ -135,3 +135,14 @@ def test_an_unknown_questionnaire_counts_as_ask_until_it_is_given(desk: Desk) ->
     assert desk.table()[sid]["consent_effective"] == "ask"
     assert desk.forward(sid, "--questionnaire", custom).status == ExitStatus.OK
     assert desk.table("--questionnaire", custom)[sid]["consent_effective"] == "yes"
+
+
+def test_a_consent_question_left_out_of_the_sealed_questions_gives_no_consent(desk: Desk) -> None:
+    sealed = DEFAULT.sealed("ko")
+    without = dataclasses.replace(
+        sealed, questions=tuple(q for q in sealed.questions if q.id != "consent")
+    )
+    sid = desk.craft(without, "yes")
+    desk.open()
+    assert desk.forward(sid).status == ExitStatus.ERROR
+    assert desk.table()[sid]["consent_effective"] == "ask"

@@ -186,7 +186,11 @@ def consent_of(
     """
     known = known or default_known()
     answer = _ANSWERS.get(manifest.fields.get(CONSENT_ID, ""))
-    if answer is not None and known.vouch(manifest) == KNOWN:
+    # The answer counts only if the witness was shown the known consent question.
+    asked = manifest.questionnaire is not None and any(
+        q.id == CONSENT_ID for q in manifest.questionnaire.questions
+    )
+    if answer is not None and asked and known.vouch(manifest) == KNOWN:
         return answer, False
     return CONSENT_DEFAULT, True
 
