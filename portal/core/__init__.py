@@ -8,7 +8,10 @@ them, or any web framework (tests/test_layering.py).
 - `layout`: the store's folders, ids, attachment paths and day rounding
 - `manifest`: the sealed submission manifest, written and parsed
 - `questionnaire`: the TOML questionnaire and its sealed form
-- `receipt`, `conversation`: the witness's receipt, mailbox and thread names
+- `receipt`, `replykey`, `conversation`: the witness's receipt, the key derived
+  from it, mailbox and thread names
+- `replysig`, `xeddsa`: the organisation's signature on a reply; a witness's
+  proof that a follow-up belongs to their conversation
 - `fsio`: create, write, fsync and replace files, one policy for every disk
 - `exitstatus`, `cliutil`: what both command lines share
 """

@@ -13,7 +13,10 @@ names from the rest of the package: never Flask, never the web layer.
 - `outcomes`: what a run did with each submission, and each kind of failure
 - `custody`: the hash-chained custody log and its typed entries
 - `report`, `inert`, `safenames`: the offline pages, which files they link, safe names
-- `forward`, `consent`, `table`, `reply`: what leaves DIR, and under which rules
+- `sealed`: what forward, table, reply and verify decide on, held to the first
+  `open` entry of the custody log
+- `forward`, `cleaning`, `consent`, `table`, `reply`: what leaves DIR, and under
+  which rules
 - `keys`, `shares`: identity files and their paper backups
 - `desk/`: the reviewers' desk, a loopback web app over an opened folder (search, case work)
 """
