@@ -346,6 +346,62 @@ def is_reply_name(name: str) -> bool:
     return _REPLY_RE.fullmatch(name) is not None
 
 
+class UnreadableReply(MailboxError):
+    """A stored reply not shown: unsigned, signed by no reply signer, or not for this key."""
+
+
+def accept_reply(
+    mailbox: str,
+    data: bytes,
+    signature: bytes | None,
+    signers: Sequence[ReplySigner],
+    reply_days: int,
+) -> bytes:
+    """Check a reply offered for import, before any of it is stored; returns its signature.
+
+    Both reply stores (the data directory, a bucket) take only this.
+
+    Raises:
+        ReplyRejected: not a reply file, not signed by a reply signer for
+            this mailbox, or signed more than `reply_days` ago.
+    """
+    check_reply_file(data)
+    if signature is None:
+        raise ReplyRejected(
+            "no signature file beside it: not written by `testimony-review reply --signing-key`"
+        )
+    try:
+        written = check_signature(signature, mailbox, data, signers)
+    except SignatureError as exc:
+        raise ReplyRejected(f"not signed by the organisation: {exc}") from None
+    if (dt.datetime.now(dt.UTC).date() - written).days > reply_days:
+        raise ReplyRejected(
+            f"signed on {written}, more than PORTAL_REPLY_DAYS={reply_days} days ago"
+        )
+    return signature
+
+
+def open_reply(
+    data: bytes,
+    signature: bytes,
+    mailbox: str,
+    signers: Sequence[ReplySigner],
+    identity: X25519Identity,
+) -> str:
+    """A stored reply's text, in memory, only if a reply signer signed it for this mailbox.
+
+    Raises:
+        UnreadableReply: the signature does not hold, or the reply does not
+            decrypt with `identity` (damaged, or planted): the witness sees
+            only what the organisation wrote to them.
+    """
+    try:
+        check_signature(signature, mailbox, data, signers)
+        return reply_text(decrypt(data, [identity]))
+    except (AgeError, UnicodeDecodeError, SignatureError):
+        raise UnreadableReply("not shown") from None
+
+
 class ReplyStore:
     """`replies/<mailbox>/<hash>.age` under the data directory: ciphertext only.
 
@@ -395,11 +451,9 @@ class ReplyStore:
         for path in self._entries(mailbox):
             try:
                 stamp = path.stat().st_mtime
-                data = path.read_bytes()
                 signature = _read_signature(path.with_suffix(SIGNATURE_SUFFIX))
-                check_signature(signature, mailbox, data, self.signers)
-                text = reply_text(decrypt(data, [identity]))
-            except (OSError, AgeError, UnicodeDecodeError, SignatureError):
+                text = open_reply(path.read_bytes(), signature, mailbox, self.signers, identity)
+            except (OSError, UnreadableReply):
                 continue
             replies.append(Reply(id=path.stem, text=text, received=day_date(stamp)))
         replies.sort(key=lambda r: (r.received, r.id))
@@ -444,20 +498,7 @@ class ReplyStore:
             ReplyRejected: not a reply file, not signed by a reply signer for
                 this mailbox, or signed too long ago.
         """
-        check_reply_file(data)
-        if signature is None:
-            raise ReplyRejected(
-                "no signature file beside it: not written by `testimony-review reply --signing-key`"
-            )
-        try:
-            written = check_signature(signature, mailbox, data, self.signers)
-        except SignatureError as exc:
-            raise ReplyRejected(f"not signed by the organisation: {exc}") from None
-        today = dt.datetime.now(dt.UTC).date()
-        if (today - written).days > self.reply_days:
-            raise ReplyRejected(
-                f"signed on {written}, more than PORTAL_REPLY_DAYS={self.reply_days} days ago"
-            )
+        signature = accept_reply(mailbox, data, signature, self.signers, self.reply_days)
         folder = self._mailbox_dir(mailbox)
         name = reply_name(data)
         target = folder / name

@@ -54,7 +54,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from portal.core.age import AgeError, X25519Identity, decrypt
+from portal.core.age import X25519Identity
 from portal.core.conversation import is_mailbox_name, mailbox_name
 from portal.core.fsio import CHUNK, READ_FLAGS, sha256_file
 from portal.core.layout import (
@@ -73,8 +73,6 @@ from portal.core.replysig import (
     MAX_SIGNATURE_FILE,
     SIGNATURE_SUFFIX,
     ReplySigner,
-    SignatureError,
-    check_signature,
 )
 from portal.server.config import Config, ConfigError
 from portal.server.mailbox import (
@@ -85,11 +83,11 @@ from portal.server.mailbox import (
     MailboxError,
     Reply,
     ReplyBox,
-    ReplyRejected,
-    check_reply_file,
+    UnreadableReply,
+    accept_reply,
     is_reply_name,
+    open_reply,
     reply_name,
-    reply_text,
 )
 from portal.server.store import (
     ArchiveUnavailable,
@@ -608,9 +606,8 @@ class BucketReplies:
             try:
                 data = self._get(item["Key"], MAX_REPLY_BYTES)
                 signature = self._get(_signature_key(item["Key"]), MAX_SIGNATURE_FILE)
-                check_signature(signature, mailbox, data, self.signers)
-                text = reply_text(decrypt(data, [identity]))
-            except (_Refused, AgeError, UnicodeDecodeError, SignatureError):
+                text = open_reply(data, signature, mailbox, self.signers, identity)
+            except (_Refused, UnreadableReply):
                 continue
             stamp = item["LastModified"].timestamp()
             replies.append(
@@ -634,21 +631,9 @@ class BucketReplies:
         return removed
 
     def add(self, mailbox: str, data: bytes, signature: bytes | None) -> bool:
-        check_reply_file(data)
         if not is_mailbox_name(mailbox):
             raise MailboxError(f"not a mailbox name: {mailbox[:80]!r}")
-        if signature is None:
-            raise ReplyRejected(
-                "no signature file beside it: not written by `testimony-review reply --signing-key`"
-            )
-        try:
-            written = check_signature(signature, mailbox, data, self.signers)
-        except SignatureError as exc:
-            raise ReplyRejected(f"not signed by the organisation: {exc}") from None
-        if (dt.datetime.now(dt.UTC).date() - written).days > self.reply_days:
-            raise ReplyRejected(
-                f"signed on {written}, more than PORTAL_REPLY_DAYS={self.reply_days} days ago"
-            )
+        signature = accept_reply(mailbox, data, signature, self.signers, self.reply_days)
         key = self._archive._key(REPLIES_DIR, mailbox, reply_name(data))
         if self._exists(key[: -len(".age")] + TOMBSTONE_SUFFIX):
             return False

@@ -136,7 +136,9 @@ class Filters:
 
 
 @dataclass(frozen=True)
-class Hit:
+class Summary:
+    """What a list shows of one opened submission."""
+
     submission: str
     received: str
     language: str
@@ -144,6 +146,10 @@ class Hit:
     attachments: int
     thread: str
     preview: str
+
+
+@dataclass(frozen=True)
+class Hit(Summary):
     status: str
     tags: tuple[str, ...]
 
@@ -154,18 +160,11 @@ class Results:
     hits: list[Hit]
 
 
-@dataclass
-class Document:
+@dataclass(frozen=True)
+class Document(Summary):
     """What the index keeps of one opened submission."""
 
-    submission: str
     fingerprint: str
-    received: str
-    language: str
-    consent: str
-    attachments: int
-    thread: str
-    preview: str
     body: str = field(repr=False)
 
 
