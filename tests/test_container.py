@@ -95,6 +95,15 @@ def reviewer(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     recipients = root / "recipients.txt"
     recipients.write_text(done.stdout)
     recipients.chmod(0o644)
+    # The organisation's reply signing key: its public half is mounted as
+    # docs/DEPLOYMENT.md says, beside the recipients.
+    signed = subprocess.run(
+        [sys.executable, "-m", "portal.review.cli", "keygen", "--signing", "--no-passphrase",
+         "--out", str(root / "signing.age")],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    (root / "reply-signers.txt").write_text(signed.stdout)
+    (root / "reply-signers.txt").chmod(0o644)
     return identity, recipients
 
 
@@ -114,6 +123,9 @@ def run_args(
         "portal-data:/data": f"{name}-data:/data",
         "/etc/testimony-portal/recipients.txt:/keys/recipients.txt:ro": (
             f"{recipients}:/keys/recipients.txt:ro"
+        ),
+        "/etc/testimony-portal/reply-signers.txt:/keys/reply-signers.txt:ro": (
+            f"{recipients.parent / 'reply-signers.txt'}:/keys/reply-signers.txt:ro"
         ),
         "PORTAL_SECRET_KEY=$(cat /etc/testimony-portal/secret-key)": (
             f"PORTAL_SECRET_KEY={secrets.token_hex(32)}"

@@ -278,7 +278,7 @@ def test_server_runs_the_daily_seal_itself(tmp_path, identity, identity_file) ->
         state = server.data_dir / ".sealed"
         deadline = time.monotonic() + 240
         # The state file is written before the seal logs its line: wait for both.
-        done = "daily seal: 3 submission(s) rewritten"
+        done = "seal: 3 submission(s) sealed or published"
         while not (state.exists() and done in server.log()):
             assert time.monotonic() < deadline, f"no seal ran:\n{server.log()}"
             time.sleep(0.5)
