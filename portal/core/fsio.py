@@ -218,7 +218,12 @@ def replace_file(path: Path, data: Data, *, mode: int = FILE_MODE, sync_dir: boo
 
 
 def replace_with_chunks(
-    path: Path, chunks: Iterable[Data], *, mode: int = FILE_MODE, sync_dir: bool = True
+    path: Path,
+    chunks: Iterable[Data],
+    *,
+    mode: int = FILE_MODE,
+    sync_dir: bool = True,
+    behind: bool = False,
 ) -> tuple[int, str]:
     """`replace_file` for data that arrives in pieces: `path` changes only if all of them came.
 
@@ -229,27 +234,119 @@ def replace_with_chunks(
     pieces), or a write fails, the temporary file is removed, `path` is left
     as it was, and the error is raised.
 
+    With `behind`, the pieces after the first `CHUNK` bytes are hashed and
+    written on a helper thread (`_WriteBehind`) while the iterator makes the
+    next ones: the caller promises never to change a piece once it has
+    been yielded (a new buffer each time, or immutable bytes). Either way,
+    the kernel is asked to start writing a large file out every
+    `WRITEBACK_EVERY` bytes, so that the final fsync has little left to do.
+
     Returns:
         The size of the data and its SHA-256 as lowercase hex.
     """
     temp = _temporary_beside(path)
-    digest = hashlib.sha256()
-    size = 0
     fd = open_new(temp, mode)
     try:
+        writer = _WriteBehind(fd, inline_bytes=CHUNK if behind else None)
         try:
             for chunk in chunks:
-                write_all(fd, chunk)
-                digest.update(chunk)
-                size += len(chunk)
+                writer.write(chunk)
+            size, digest = writer.finish()
             os.fsync(fd)
         finally:
+            writer.close()
             os.close(fd)
     except BaseException:
         _remove_failed(temp)
         raise
     _move_into_place(temp, path, sync_dir=sync_dir)
-    return size, digest.hexdigest()
+    return size, digest
+
+
+# How much of a large file being written may be left unwritten before the
+# kernel is asked to start writing it out (`start_writeback`).
+WRITEBACK_EVERY = 32 * 1024 * 1024
+
+
+def start_writeback(fd: int) -> None:
+    """Ask the kernel to start writing a file's dirty pages out, without waiting.
+
+    On Linux, POSIX_FADV_DONTNEED starts write-back of the dirty pages and
+    drops the clean ones. It makes nothing durable (the writer's fsync still
+    does): it keeps the disk busy while the writer goes on, so that the final
+    fsync of a large file has little left to do, without stopping the writer
+    the way fdatasync would.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+
+
+class _WriteBehind:
+    """Hashes and writes a file's pieces, from `inline_bytes` on (None: never) on a helper thread.
+
+    hashlib and os.write release the GIL, so with a free core the helper
+    hashes and writes one piece while the caller makes the next (decrypts
+    it, for `open`). The first `inline_bytes` are done by the caller, so a
+    small file starts no thread. At most `depth` pieces wait; `write()`
+    blocks beyond that, so memory stays bounded. A failure on the helper is
+    raised by the next `write()` or by `finish()`. `close()` (always, after
+    `finish()` or instead of it) ends the helper.
+    """
+
+    def __init__(self, fd: int, *, inline_bytes: int | None, depth: int = 2) -> None:
+        self._fd = fd
+        self._digest = hashlib.sha256()
+        self._size = 0
+        self._unwritten = 0
+        self._inline_left = inline_bytes
+        self._queue: queue.Queue[Data | None] = queue.Queue(maxsize=depth)
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def _put(self, data: Data) -> None:
+        write_all(self._fd, data)
+        self._digest.update(data)
+        self._size += len(data)
+        self._unwritten += len(data)
+        if self._unwritten >= WRITEBACK_EVERY:
+            # The disk writes while the next pieces are made.
+            start_writeback(self._fd)
+            self._unwritten = 0
+
+    def _run(self) -> None:
+        while (piece := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._put(piece)
+                except BaseException as exc:  # noqa: BLE001 (raised on the caller's thread)
+                    self._error = exc
+
+    def write(self, data: Data) -> None:
+        if self._error is not None:
+            raise self._error
+        if self._thread is None:
+            if self._inline_left is None or len(data) <= self._inline_left:
+                if self._inline_left is not None:
+                    self._inline_left -= len(data)
+                self._put(data)
+                return
+            self._thread = threading.Thread(target=self._run, name="write-behind", daemon=True)
+            self._thread.start()
+        self._queue.put(data)
+
+    def finish(self) -> tuple[int, str]:
+        """Wait until every piece is written; return the size and the SHA-256 (hex)."""
+        self.close()
+        if self._error is not None:
+            raise self._error
+        return self._size, self._digest.hexdigest()
+
+    def close(self) -> None:
+        if self._thread is not None:
+            # The helper drains the queue whatever happened, so this never blocks for good.
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
 
 
 def _temporary_beside(path: Path) -> Path:

@@ -123,6 +123,97 @@ def decrypt_chunks(key: bytes, src: BufferedSource) -> Generator[bytes, None, No
             follows the final chunk, or a final chunk after the first is empty.
     """
     aead = ChaCha20Poly1305(key)
+    for ciphertext, counter, more in _sealed_chunks(src):
+        if len(ciphertext) == ENC_CHUNK_SIZE:
+            # A full chunk is usually not the last one, but may be.
+            try:
+                plaintext = aead.decrypt(_nonce(counter, _NOT_LAST), ciphertext, None)
+                last = False
+            except InvalidTag:
+                plaintext = _open(aead, counter, _LAST, ciphertext)
+                last = True
+        else:
+            plaintext = _open(aead, counter, _LAST, ciphertext)
+            last = True
+        if last and not plaintext and counter > 0:
+            raise PayloadError("final payload chunk is empty")
+        yield plaintext
+        if last:
+            if more:
+                raise PayloadError(_TRAILING)
+            return
+
+
+def decrypt_blocks(
+    key: bytes, src: BufferedSource, block_chunks: int
+) -> Generator[memoryview, None, None]:
+    """The plaintext of `decrypt_chunks`, `block_chunks` chunks at a time, each in a new buffer.
+
+    Each chunk is decrypted straight into its block (no object per chunk),
+    and a block is yielded once it is full or the payload ends. A block is
+    never written again once yielded: the caller owns it and may hand it to
+    another thread. On a failure, the chunks of the current block that
+    verified are yielded first (copied out, so that nothing unverified comes
+    with them): exactly the plaintext `decrypt_chunks` releases is released.
+
+    Raises:
+        PayloadError: as `decrypt_chunks`.
+    """
+    aead = ChaCha20Poly1305(key)
+    capacity = block_chunks * CHUNK_SIZE
+    block = _new_block(capacity)
+    filled = 0
+    try:
+        for ciphertext, counter, more in _sealed_chunks(src):
+            if filled == capacity:
+                yield block
+                block, filled = _new_block(capacity), 0
+            size = len(ciphertext) - TAG_SIZE
+            out = block[filled : filled + size]
+            last = len(ciphertext) < ENC_CHUNK_SIZE
+            if last:
+                _open_into(aead, counter, _LAST, ciphertext, out)
+            else:
+                try:
+                    aead.decrypt_into(_nonce(counter, _NOT_LAST), ciphertext, None, out)
+                except InvalidTag:
+                    # Perhaps a full final chunk. What the failed attempt wrote
+                    # is overwritten, or never released if this fails too.
+                    _open_into(aead, counter, _LAST, ciphertext, out)
+                    last = True
+            if last and not size and counter > 0:
+                raise PayloadError("final payload chunk is empty")
+            filled += size
+            if last:
+                if filled:
+                    yield block[:filled]
+                filled = 0
+                if more:
+                    raise PayloadError(_TRAILING)
+                return
+    except PayloadError:
+        if filled:
+            yield memoryview(bytes(block[:filled]))
+        raise
+
+
+def _new_block(size: int) -> memoryview:
+    return memoryview(bytearray(size))
+
+
+_TRAILING = "trailing data after the end of the encrypted file"
+
+
+def _sealed_chunks(src: BufferedSource) -> Generator[tuple[memoryview, int, bool], None, None]:
+    """Each sealed chunk of the payload, its counter, and whether any data follows it.
+
+    A chunk shorter than a full one can only be the last; a full one may be
+    the last, which only its tag tells: the caller stops after the last
+    chunk. A chunk's view is valid until the next one is asked for.
+
+    Raises:
+        PayloadError: the payload ends before a chunk that must follow.
+    """
     block_size = ENC_CHUNK_SIZE * _READ_CHUNKS
     # One buffer for the whole file: reading into it avoids a copy per block.
     buffer = bytearray(block_size + ENC_CHUNK_SIZE + 1)
@@ -138,36 +229,28 @@ def decrypt_chunks(key: bytes, src: BufferedSource) -> Generator[bytes, None, No
             end = leftover + src.readinto(view[leftover : leftover + block_size])
             pos = 0
         ciphertext = view[pos : min(pos + ENC_CHUNK_SIZE, end)]
-        if len(ciphertext) == ENC_CHUNK_SIZE:
-            # A full chunk is usually not the last one, but may be.
-            try:
-                plaintext = aead.decrypt(_nonce(counter, _NOT_LAST), ciphertext, None)
-                last = False
-            except InvalidTag:
-                plaintext = _open(aead, counter, _LAST, ciphertext)
-                last = True
-        else:
-            if not ciphertext:
-                if counter == 0:
-                    raise PayloadError("payload is truncated: no chunks after the nonce")
-                raise PayloadError("payload is truncated: the final chunk is missing")
-            if len(ciphertext) < TAG_SIZE:
-                raise PayloadError("payload is truncated: chunk shorter than its tag")
-            plaintext = _open(aead, counter, _LAST, ciphertext)
-            last = True
-        if last and not plaintext and counter > 0:
-            raise PayloadError("final payload chunk is empty")
-        yield plaintext
+        if not ciphertext:
+            if counter == 0:
+                raise PayloadError("payload is truncated: no chunks after the nonce")
+            raise PayloadError("payload is truncated: the final chunk is missing")
+        if len(ciphertext) < TAG_SIZE:
+            raise PayloadError("payload is truncated: chunk shorter than its tag")
         pos += len(ciphertext)
-        if last:
-            if pos < end:
-                raise PayloadError("trailing data after the end of the encrypted file")
-            return
+        yield ciphertext, counter, pos < end
         counter += 1
 
 
 def _open(aead: ChaCha20Poly1305, counter: int, flag: bytes, ciphertext: memoryview) -> bytes:
     try:
         return aead.decrypt(_nonce(counter, flag), ciphertext, None)
+    except InvalidTag:
+        raise PayloadError(f"payload chunk {counter} failed authentication") from None
+
+
+def _open_into(
+    aead: ChaCha20Poly1305, counter: int, flag: bytes, ciphertext: memoryview, out: memoryview
+) -> None:
+    try:
+        aead.decrypt_into(_nonce(counter, flag), ciphertext, None, out)
     except InvalidTag:
         raise PayloadError(f"payload chunk {counter} failed authentication") from None

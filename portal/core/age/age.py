@@ -17,7 +17,7 @@ from portal.core.age._format import (
     marshal_without_mac,
     parse_header,
 )
-from portal.core.age._stream import NONCE_SIZE, StreamEncryptor, decrypt_chunks
+from portal.core.age._stream import NONCE_SIZE, StreamEncryptor, decrypt_blocks, decrypt_chunks
 from portal.core.age.armor import ArmorReader, ArmorWriter, Sink, write_all
 from portal.core.age.errors import AgeError, HeaderError, HMACError, NoIdentityMatchError
 from portal.core.age.mlkem768x25519 import STANZA_TYPE as PQ_STANZA_TYPE
@@ -195,9 +195,10 @@ class Reader(io.RawIOBase):
         nonce = source.read(NONCE_SIZE)
         if len(nonce) != NONCE_SIZE:
             raise HeaderError("the file ends before the payload nonce")
-        self._chunks: Generator[bytes, None, None] = decrypt_chunks(
-            payload_key(file_key, nonce), source
-        )
+        self._key = payload_key(file_key, nonce)
+        self._source = source
+        self._chunks: Generator[bytes, None, None] | None = None
+        self._blocks = False
         self._pending = b""
         self._offset = 0
         self._error: AgeError | None = None
@@ -212,9 +213,34 @@ class Reader(io.RawIOBase):
         while (chunk := self._next_piece()) is not None:
             yield chunk
 
+    def blocks(self, chunks_per_block: int = 16) -> Iterator[memoryview]:
+        """Yield the plaintext in blocks of up to `chunks_per_block` verified chunks.
+
+        The same plaintext as `chunks()`, released by the same rule (a chunk
+        only once its own tag verified, the authentic ones before an error),
+        but decrypted straight into blocks of 1 MiB (by default) that are
+        never reused: the caller owns each one, and may hand it to another
+        thread to hash or write while the next is decrypted. Use either
+        this or the other ways of reading, from the start, not both.
+
+        Raises:
+            PayloadError: as `chunks()`.
+        """
+        if self.closed:
+            raise ValueError("read from a closed age Reader")
+        if self._chunks is not None or self._blocks:
+            raise ValueError("blocks() reads the whole payload: the Reader was already read")
+        if chunks_per_block < 1:
+            raise ValueError("a block holds at least one chunk")
+        self._blocks = True
+        for block in decrypt_blocks(self._key, self._source, chunks_per_block):
+            if block:
+                yield block
+
     def close(self) -> None:
         """Stop decrypting. The source file object is left open."""
-        self._chunks.close()
+        if self._chunks is not None:
+            self._chunks.close()
         super().close()
 
     def _next_piece(self) -> bytes | None:
@@ -228,6 +254,10 @@ class Reader(io.RawIOBase):
         if self._error is not None:
             # A failure is sticky: the file must never look complete later.
             raise self._error
+        if self._chunks is None:
+            if self._blocks:
+                raise ValueError("the Reader's payload was read with blocks()")
+            self._chunks = decrypt_chunks(self._key, self._source)
         while True:
             try:
                 chunk = next(self._chunks, None)

@@ -25,7 +25,6 @@ from typing import TextIO
 from portal.core import cliutil
 from portal.core.cliutil import UsageError
 from portal.core.exitstatus import ExitStatus
-from portal.review import cleaning, consent, keys, shares, table
 from portal.review.cli.context import (
     PROG,
     Context,
@@ -33,22 +32,30 @@ from portal.review.cli.context import (
     UserError,
 )
 from portal.review.cli.parser import build_parser
-from portal.review.custody import CustodyError
-from portal.review.discovery import SourceError
-from portal.review.forward import ForwardError
 
 # Each of these is a condition the user can act on: one line, exit status ERROR.
+# Named, not imported: a command imports only the modules it needs (parser.py),
+# and an error class whose module was never imported cannot have been raised.
 _USER_ERRORS = (
-    UserError,
-    keys.KeyFileError,
-    shares.ShareError,
-    SourceError,
-    CustodyError,
-    ForwardError,
-    consent.ConsentRefused,
-    cleaning.CleaningUnavailable,
-    table.TableError,
+    ("portal.review.keys", "KeyFileError"),
+    ("portal.review.shares", "ShareError"),
+    ("portal.review.discovery", "SourceError"),
+    ("portal.review.custody", "CustodyError"),
+    ("portal.review.forward", "ForwardError"),
+    ("portal.review.consent", "ConsentRefused"),
+    ("portal.review.cleaning", "CleaningUnavailable"),
+    ("portal.review.table", "TableError"),
 )
+
+
+def _is_user_error(exc: Exception) -> bool:
+    if isinstance(exc, UserError):
+        return True
+    for module, name in _USER_ERRORS:
+        loaded = sys.modules.get(module)
+        if loaded is not None and isinstance(exc, getattr(loaded, name)):
+            return True
+    return False
 
 
 def main(
@@ -108,13 +115,15 @@ def _run(ctx: Context, argv: Sequence[str] | None) -> ExitStatus:
     except IntegrityError as exc:
         ctx.err(f"{PROG}: INTEGRITY FAILURE: {exc}")
         return ExitStatus.INTEGRITY
-    except _USER_ERRORS as exc:
-        ctx.err(f"{PROG}: error: {exc}")
-        return ExitStatus.ERROR
-    except OSError as exc:
-        where = f" ({exc.filename})" if exc.filename else ""
-        ctx.err(f"{PROG}: error: {exc.strerror or exc}{where}")
-        return ExitStatus.ERROR
+    except Exception as exc:
+        if _is_user_error(exc):
+            ctx.err(f"{PROG}: error: {exc}")
+            return ExitStatus.ERROR
+        if isinstance(exc, OSError):
+            where = f" ({exc.filename})" if exc.filename else ""
+            ctx.err(f"{PROG}: error: {exc.strerror or exc}{where}")
+            return ExitStatus.ERROR
+        raise
 
 
 __all__ = ["ExitStatus", "build_parser", "main"]

@@ -14,11 +14,13 @@ import getpass
 import os
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from portal.core.exitstatus import ExitStatus
-from portal.review import consent
 from portal.review.custody import CustodyDamaged, CustodyError, CustodyLog, Session
+
+if TYPE_CHECKING:
+    from portal.review import consent
 
 PROG = "testimony-review"
 CUSTODY_ENV = "TESTIMONY_REVIEW_CUSTODY"
@@ -163,6 +165,8 @@ def say_head(ctx: Context, session: Session) -> None:
 
 def known_questionnaires(ctx: Context, args: argparse.Namespace) -> consent.KnownQuestionnaires:
     """The default questionnaire, and those given by --questionnaire or the environment."""
+    from portal.review import consent  # only the commands that read consent need it
+
     paths = [Path(p) for p in args.questionnaire]
     paths += [Path(p) for p in ctx.env.get(QUESTIONNAIRES_ENV, "").split(os.pathsep) if p]
     try:

@@ -10,14 +10,13 @@ without help.
 from __future__ import annotations
 
 import argparse
+import importlib
 from collections.abc import Callable
 from typing import TypeAlias
 
 from portal.core import cliutil
 from portal.core.exitstatus import ExitStatus
 from portal.core.layout import is_valid_id
-from portal.review import table
-from portal.review.cli import cmd_desk, cmd_forward, cmd_keys, cmd_open, cmd_reply, cmd_verify
 from portal.review.cli.context import (
     CUSTODY_ENV,
     PROG,
@@ -44,6 +43,26 @@ class Parser(cliutil.Parser):
 _SubCommands: TypeAlias = "argparse._SubParsersAction[Parser]"
 # What a subcommand runs: it returns the exit status and prints through the context.
 Handler = Callable[[Context, argparse.Namespace], ExitStatus]
+
+# `table --format`: the formats portal.review.table writes (a test checks they agree; the
+# parser does not import the table's modules, which `open` does not need).
+TABLE_FORMATS = ("csv", "jsonl")
+
+
+def _handler(where: str) -> Handler:
+    """The function `where` ("cmd_open.cmd_open") of this package, imported when it runs.
+
+    Each command imports only the modules it needs: `open` of one large
+    submission is a new process, and importing every command's modules cost
+    it more than a tenth of a second.
+    """
+    module, name = where.split(".")
+
+    def run(ctx: Context, args: argparse.Namespace) -> ExitStatus:
+        command: Handler = getattr(importlib.import_module(f"portal.review.cli.{module}"), name)
+        return command(ctx, args)
+
+    return run
 
 
 # ---------------------------------------------------------------- shared options
@@ -174,12 +193,10 @@ SUMMARIES = {
 }
 
 
-def _command(
-    sub: _SubCommands, name: str, handler: Handler, *, epilog: str | None = None
-) -> Parser:
-    """The subcommand `name` (its full path, as in SUMMARIES), which runs `handler`."""
+def _command(sub: _SubCommands, name: str, handler: str, *, epilog: str | None = None) -> Parser:
+    """The subcommand `name` (its full path, as in SUMMARIES), which runs `handler` (`_handler`)."""
     command = sub.add_parser(name.split()[-1], help=SUMMARIES[name], epilog=epilog)
-    command.set_defaults(handler=handler)
+    command.set_defaults(handler=_handler(handler))
     return command
 
 
@@ -192,7 +209,7 @@ def _group(sub: _SubCommands, name: str, metavar: str) -> _SubCommands:
 
 
 def _add_key_commands(sub: _SubCommands) -> None:
-    keygen = _command(sub, "keygen", cmd_keys.cmd_keygen)
+    keygen = _command(sub, "keygen", "cmd_keys.cmd_keygen")
     add_new_identity(keygen)
     keygen.add_argument(
         "--classic",
@@ -208,7 +225,7 @@ def _add_key_commands(sub: _SubCommands) -> None:
     )
 
     key_sub = _group(sub, "key", "{backup,restore}")
-    backup = _command(key_sub, "key backup", cmd_keys.cmd_key_backup)
+    backup = _command(key_sub, "key backup", "cmd_keys.cmd_key_backup")
     add_identity(backup, repeatable=False)
     add_out(backup, "DIR", "folder for the sheets")
     backup.add_argument(
@@ -222,14 +239,14 @@ def _add_key_commands(sub: _SubCommands) -> None:
         help="how many sheets restore the key (default 3)",
     )
     add_passphrase_file(backup)
-    restore = _command(key_sub, "key restore", cmd_keys.cmd_key_restore)
+    restore = _command(key_sub, "key restore", "cmd_keys.cmd_key_restore")
     add_new_identity(restore)
     sheets = "share sheet files (or type the words when asked)"
     restore.add_argument("sheets", nargs="*", metavar="SHEET", help=sheets)
 
 
 def _add_open(sub: _SubCommands) -> None:
-    opener = _command(sub, "open", cmd_open.cmd_open)
+    opener = _command(sub, "open", "cmd_open.cmd_open")
     opener.add_argument(
         "src",
         metavar="SRC",
@@ -251,7 +268,7 @@ def _add_forward_and_table(sub: _SubCommands) -> None:
     forward = _command(
         sub,
         "forward",
-        cmd_forward.cmd_forward,
+        "cmd_forward.cmd_forward",
         epilog="An ID that starts with `-` goes after `--` (forward --from DIR ... -- -ID) "
         "or as --id=-ID.",
     )
@@ -289,12 +306,12 @@ def _add_forward_and_table(sub: _SubCommands) -> None:
     add_custody(forward)
     add_reviewer(forward)
 
-    tabler = _command(sub, "table", cmd_forward.cmd_table)
+    tabler = _command(sub, "table", "cmd_forward.cmd_table")
     add_from(tabler)
     add_out(tabler, "FILE", "the table to write")
     tabler.add_argument(
         "--format",
-        choices=table.FORMATS,
+        choices=TABLE_FORMATS,
         default="csv",
         help="csv (UTF-8 with BOM, for spreadsheets; default) or jsonl (one JSON object a line)",
     )
@@ -303,7 +320,7 @@ def _add_forward_and_table(sub: _SubCommands) -> None:
 
 
 def _add_reply(sub: _SubCommands) -> None:
-    replier = _command(sub, "reply", cmd_reply.cmd_reply)
+    replier = _command(sub, "reply", "cmd_reply.cmd_reply")
     add_ids(replier, "the submission to answer", single=True)
     add_from(replier)
     add_required(replier, "--message-file", "FILE", "the reply, UTF-8 text in any language")
@@ -319,7 +336,7 @@ def _add_reply(sub: _SubCommands) -> None:
 
 
 def _add_verify(sub: _SubCommands) -> None:
-    verifier = _command(sub, "verify", cmd_verify.cmd_verify)
+    verifier = _command(sub, "verify", "cmd_verify.cmd_verify")
     verifier.add_argument("dir", metavar="DIR", help="the folder written by `open`")
     add_ids(verifier, "only these submissions (default: all in DIR)")
     verifier.add_argument(
@@ -330,13 +347,13 @@ def _add_verify(sub: _SubCommands) -> None:
     add_questionnaires(verifier)
 
     custody_sub = _group(sub, "custody", "{verify}")
-    verify = _command(custody_sub, "custody verify", cmd_verify.cmd_custody_verify)
+    verify = _command(custody_sub, "custody verify", "cmd_verify.cmd_custody_verify")
     add_custody(verify)
     add_expect_head(verify)
 
 
 def _add_desk(sub: _SubCommands) -> None:
-    desk = _command(sub, "desk", cmd_desk.cmd_desk)
+    desk = _command(sub, "desk", "cmd_desk.cmd_desk")
     desk.add_argument("dir", metavar="OPENED_DIR", help="the folder written by `open`")
     desk.add_argument(
         "--lang",

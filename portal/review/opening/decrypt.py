@@ -59,6 +59,18 @@ MAX_MANIFEST_CIPHERTEXT = (
 
 BytesFn = Callable[[int], None]
 
+# A large attachment is decrypted on its worker thread, while one helper
+# thread hashes its ciphertext (for the record and the custody log) and
+# another hashes and writes its plaintext (fsio.replace_with_chunks, behind):
+# hashlib and os.write release the GIL, ChaCha20-Poly1305 does not, so this
+# keeps both cores busy. What is in flight stays under 8 MiB a file
+# (tests/test_review_open.py): age's 1 MiB read buffer; up to
+# CIPHERTEXT_DEPTH + 2 ciphertext copies of about 1 MiB (queued, being
+# hashed, being handed over); and up to 4 plaintext blocks of
+# PLAINTEXT_BLOCK_CHUNKS x 64 KiB (2 queued, 1 being written, 1 being filled).
+CIPHERTEXT_DEPTH = 2
+PLAINTEXT_BLOCK_CHUNKS = 8
+
 
 class Cancelled(Exception):
     """Raised inside a worker when the run or its submission is being abandoned."""
@@ -71,7 +83,8 @@ class HashingReader:
     beside the decryption: `open` of a large file hashes its ciphertext and
     its plaintext, and doing one of the two beside the rest took a 1 GiB
     `open` from 424-490 to 652-682 MiB/s on the 2-core machine
-    (bench/bench_speed.py, issue 14). Use it with `with`, which ends the thread.
+    (bench/bench_speed.py, issue 14); the plaintext's hash is now done
+    beside it too (see CIPHERTEXT_DEPTH). Use it with `with`, which ends the thread.
     """
 
     def __init__(
@@ -80,7 +93,7 @@ class HashingReader:
         self._raw = raw
         self._on_bytes = on_bytes
         self.sha256: ThreadedSha256 | hashlib._Hash = (
-            ThreadedSha256() if threaded else hashlib.sha256()
+            ThreadedSha256(depth=CIPHERTEXT_DEPTH) if threaded else hashlib.sha256()
         )
         self.size = 0
 
@@ -291,16 +304,19 @@ class Decryptor:
                 self._on_bytes(count)
 
         dest = work / name
-        with open_ciphertext(path) as raw, HashingReader(raw, check, threaded=True) as reader:
+        with open_ciphertext(path) as raw, HashingReader(raw, check, threaded=True) as hashing:
             try:
                 # The plaintext appears under its name only once every chunk
                 # has verified: a cut or altered file leaves nothing behind.
-                plaintext = Reader(cast(BinaryIO, reader), self.identities).chunks()
-                size, digest = replace_with_chunks(dest, plaintext, mode=FILE_MODE)
+                # Decrypted a block at a time into new buffers, each hashed and
+                # written on a helper thread while the next is decrypted.
+                reader = Reader(cast(BinaryIO, hashing), self.identities)
+                plaintext = reader.blocks(PLAINTEXT_BLOCK_CHUNKS)
+                size, digest = replace_with_chunks(dest, plaintext, mode=FILE_MODE, behind=True)
             except AgeError as exc:
                 raise age_failure(entry.path, exc, attachment=True) from None
-            reader.drain()
-            ciphertext_sha256 = reader.hexdigest()
+            hashing.drain()
+            ciphertext_sha256 = hashing.hexdigest()
         if size != entry.size or digest != entry.sha256:
             raise Tampered(
                 f"{entry.path}: the decrypted file's SHA-256 does not match the manifest"
