@@ -478,6 +478,100 @@ def test_reader_works_on_a_source_that_returns_short_reads(identity: X25519Ident
     assert Reader(Trickle(ciphertext), [identity]).read() == plaintext  # type: ignore[arg-type]
 
 
+# --- blocks(): the same plaintext, many chunks at a time ----------------------
+
+
+def released_by_blocks(
+    ciphertext: bytes, identity: X25519Identity, per_block: int
+) -> tuple[bytes, AgeError | None, list[memoryview]]:
+    blocks: list[memoryview] = []
+    error = None
+    try:
+        for block in Reader(io.BytesIO(ciphertext), [identity]).blocks(per_block):
+            blocks.append(block)
+    except AgeError as exc:
+        error = exc
+    return b"".join(blocks), error, blocks
+
+
+def damaged_versions(plaintext: bytes, identity: X25519Identity) -> dict[str, bytes]:
+    ciphertext = encrypt(plaintext, [identity.recipient])
+    start = header_end(ciphertext) + 16
+    chunks = max(1, -(-len(plaintext) // CHUNK))
+    versions = {
+        "intact": ciphertext,
+        "trailing byte": ciphertext + b"\x00",
+        "trailing chunk": ciphertext + os.urandom(ENC_CHUNK),
+        "cut inside the last chunk": ciphertext[:-1],
+        "no chunk at all": ciphertext[:start],
+    }
+    for k in range(chunks):
+        versions[f"chunk {k} altered"] = flip(ciphertext, start + k * ENC_CHUNK + 5)
+        if k:
+            versions[f"cut before chunk {k}"] = ciphertext[: start + k * ENC_CHUNK]
+    return versions
+
+
+@pytest.mark.parametrize("size", [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK, 5 * CHUNK + 7])
+@pytest.mark.parametrize("per_block", [1, 2, 16])
+def test_blocks_release_exactly_what_chunks_release(
+    identity: X25519Identity, size: int, per_block: int
+) -> None:
+    for damage, ciphertext in damaged_versions(os.urandom(size), identity).items():
+        by_chunks = bytearray()
+        chunk_error: AgeError | None = None
+        try:
+            for chunk in Reader(io.BytesIO(ciphertext), [identity]).chunks():
+                by_chunks += chunk
+        except AgeError as exc:
+            chunk_error = exc
+        released, block_error, _blocks = released_by_blocks(ciphertext, identity, per_block)
+        assert released == by_chunks, damage
+        assert type(block_error) is type(chunk_error), damage
+        assert str(block_error) == str(chunk_error), damage
+
+
+def test_blocks_are_new_buffers_that_are_never_written_again(identity: X25519Identity) -> None:
+    # Another thread may still be hashing or writing a block while the next is
+    # decrypted: a block reused for the next one would change under it.
+    plaintext = os.urandom(7 * CHUNK + 3)
+    ciphertext = encrypt(plaintext, [identity.recipient])
+    _released, error, blocks = released_by_blocks(ciphertext, identity, 2)
+    assert error is None
+    assert [len(b) for b in blocks] == [2 * CHUNK] * 3 + [CHUNK + 3]
+    assert len({id(b.obj) for b in blocks}) == len(blocks)
+    assert b"".join(blocks) == plaintext
+
+
+def test_a_block_released_before_a_failure_holds_nothing_unverified(
+    identity: X25519Identity,
+) -> None:
+    plaintext = os.urandom(5 * CHUNK)
+    ciphertext = encrypt(plaintext, [identity.recipient])
+    start = header_end(ciphertext) + 16
+    released, error, blocks = released_by_blocks(
+        flip(ciphertext, start + 3 * ENC_CHUNK + 9), identity, 4
+    )
+    assert isinstance(error, PayloadError) and "chunk 3" in str(error)
+    assert released == plaintext[: 3 * CHUNK]
+    # The block the failed chunk was decrypted into is not handed out: only
+    # a copy of its verified part, with nothing behind it.
+    (partial,) = blocks
+    assert len(partial.obj) == 3 * CHUNK  # type: ignore[arg-type]
+
+
+def test_blocks_cannot_be_mixed_with_other_reads(identity: X25519Identity) -> None:
+    ciphertext = encrypt(os.urandom(3 * CHUNK), [identity.recipient])
+    reader = Reader(io.BytesIO(ciphertext), [identity])
+    assert len(reader.read(10)) == 10
+    with pytest.raises(ValueError, match="already read"):
+        list(reader.blocks())
+    reader = Reader(io.BytesIO(ciphertext), [identity])
+    next(iter(reader.blocks(1)))
+    with pytest.raises(ValueError, match="blocks"):
+        reader.read(10)
+
+
 # --- writing plaintext to disk ------------------------------------------------
 # The reviewer's tool writes what it decrypts with fsio.replace_with_chunks: the
 # file appears only once the Reader's last chunk has verified.

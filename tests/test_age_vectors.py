@@ -164,6 +164,35 @@ def test_vector_decrypts_to_expected_outcome_and_releases_expected_plaintext(
         assert released.hexdigest() == vector.payload
 
 
+def test_vector_released_in_blocks_as_open_writes_it(vector: Vector, tmp_path: Path) -> None:
+    # `open` decrypts attachments with blocks() and writes them behind: the
+    # same outcome, the same released plaintext, and a file only on success.
+    released = hashlib.sha256()
+    error: AgeError | None = None
+    try:
+        reader = Reader(io.BytesIO(vector.body), vector.age_identities())
+        for block in reader.blocks(1):
+            released.update(block)
+    except AgeError as e:
+        error = e
+    assert_expected_error(vector, error)
+    if vector.payload is not None:
+        assert released.hexdigest() == vector.payload
+    dest = tmp_path / "plaintext"
+    try:
+        reader = Reader(io.BytesIO(vector.body), vector.age_identities())
+        size, digest = replace_with_chunks(dest, reader.blocks(), behind=True)
+    except AgeError as e:
+        assert type(e) is type(error)
+        assert not dest.exists()
+    else:
+        assert error is None and size == dest.stat().st_size
+        if vector.payload is not None:
+            assert digest == vector.payload
+    # No temporary file is left behind either way.
+    assert [p.name for p in tmp_path.iterdir()] == ([] if error else ["plaintext"])
+
+
 def test_vector_written_to_disk_leaves_a_file_only_on_success(
     vector: Vector, tmp_path: Path
 ) -> None:

@@ -10,6 +10,7 @@ import select
 import stat
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -318,6 +319,95 @@ def test_replace_with_chunks_keeps_the_old_file_when_the_pieces_fail(tmp_path: P
         replace_with_chunks(tmp_path / "f", pieces())
     assert (tmp_path / "f").read_bytes() == b"previous"
     assert [p.name for p in tmp_path.iterdir()] == ["f"]
+
+
+def write_behind_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "write-behind"]
+
+
+def test_written_behind_the_pieces_are_the_same_file_and_the_helper_ends(tmp_path: Path) -> None:
+    pieces = [os.urandom(n) for n in (0, 1, fsio.CHUNK, 17, 3 * fsio.CHUNK + 5, 9)]
+    started: list[str] = []
+    real_start = threading.Thread.start
+
+    def start(thread: threading.Thread) -> None:
+        started.append(thread.name)
+        real_start(thread)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(threading.Thread, "start", start)
+        size, digest = replace_with_chunks(tmp_path / "f", pieces, behind=True)
+    whole = b"".join(pieces)
+    assert (size, digest) == (len(whole), hashlib.sha256(whole).hexdigest())
+    assert (tmp_path / "f").read_bytes() == whole
+    assert [p.name for p in tmp_path.iterdir()] == ["f"]
+    # The first MiB is written inline; only the rest goes to the helper.
+    assert started == ["write-behind"] and write_behind_threads() == []
+
+
+def test_a_small_file_written_behind_starts_no_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_thread(thread: threading.Thread) -> None:
+        raise AssertionError(f"thread {thread.name} started for a small file")
+
+    monkeypatch.setattr(threading.Thread, "start", no_thread)
+    assert replace_with_chunks(tmp_path / "f", [b"a" * 1000, b"b"], behind=True)[0] == 1001
+
+
+def test_a_failed_write_behind_is_raised_and_leaves_the_old_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "f").write_bytes(b"previous")
+    real_write = os.write
+    written = [0]
+
+    def write(fd: int, data: bytes | memoryview) -> int:
+        if written[0] > 2 * fsio.CHUNK:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        written[0] += len(data)
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", write)
+    pieces = (os.urandom(fsio.CHUNK // 2) for _ in range(64))
+    with pytest.raises(OSError) as info:
+        replace_with_chunks(tmp_path / "f", pieces, behind=True)
+    assert info.value.errno == errno.ENOSPC
+    assert (tmp_path / "f").read_bytes() == b"previous"
+    assert [p.name for p in tmp_path.iterdir()] == ["f"]
+    assert write_behind_threads() == []
+
+
+def test_pieces_that_fail_behind_leave_the_old_file_and_end_the_helper(tmp_path: Path) -> None:
+    (tmp_path / "f").write_bytes(b"previous")
+
+    def pieces() -> Iterator[bytes]:
+        for _ in range(8):
+            yield os.urandom(fsio.CHUNK // 2)
+        raise ValueError("the rest of the file is missing")
+
+    with pytest.raises(ValueError, match="missing"):
+        replace_with_chunks(tmp_path / "f", pieces(), behind=True)
+    assert (tmp_path / "f").read_bytes() == b"previous"
+    assert [p.name for p in tmp_path.iterdir()] == ["f"]
+    assert write_behind_threads() == []
+
+
+@pytest.mark.parametrize("behind", [False, True])
+def test_a_large_file_is_sent_to_the_disk_while_it_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, behind: bool
+) -> None:
+    # The kernel is asked to start writeback every WRITEBACK_EVERY bytes, so
+    # that the final fsync finds little left; the fsync is still made.
+    monkeypatch.setattr(fsio, "WRITEBACK_EVERY", 4 * fsio.CHUNK)
+    asked: list[int] = []
+    monkeypatch.setattr(fsio, "start_writeback", lambda fd: asked.append(os.fstat(fd).st_size))
+    fsynced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (fsynced.append(fd), real_fsync(fd))[1])
+    replace_with_chunks(tmp_path / "f", [bytes(fsio.CHUNK)] * 9, behind=behind)
+    assert asked == [4 * fsio.CHUNK, 8 * fsio.CHUNK]
+    assert len(fsynced) == 2  # the file, then its folder
 
 
 # ---------------------------------------------------------------------------

@@ -8,7 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from portal.review import table
 from portal.review.cli import ExitStatus, build_parser, main
+from portal.review.cli.parser import TABLE_FORMATS, Command
 
 
 def _commands(
@@ -59,3 +61,19 @@ def test_a_shared_option_reads_the_same_everywhere() -> None:
                 helps.setdefault(action.option_strings[0], set()).add(str(action.help))
     assert set(helps) == {"--custody", "--reviewer"}
     assert all(len(texts) == 1 for texts in helps.values()), helps
+
+
+def test_every_command_runs_a_function_that_exists() -> None:
+    # Commands import their modules only when they run (parser.Command): a
+    # misspelt name would show only then, so each is resolved here.
+    handlers = [
+        parser.get_default("handler")
+        for _path, parser in _commands(build_parser())
+        if parser.get_default("handler") is not None
+    ]
+    assert len(handlers) == len([p for p in COMMANDS if p not in (("key",), ("custody",))])
+    assert all(isinstance(h, Command) and callable(h.resolve()) for h in handlers)
+
+
+def test_the_table_formats_offered_are_the_ones_it_writes() -> None:
+    assert TABLE_FORMATS == table.FORMATS

@@ -507,6 +507,30 @@ def test_reviewer_cli_never_imports_flask_or_jinja() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_open_imports_only_the_modules_it_needs(
+    tmp_path: Path, store: SubmissionStore, reviewer: tuple[X25519Identity, Path]
+) -> None:
+    # `open` of one large submission is a new process: importing the desk,
+    # forward, table and key-sharing code it never runs cost it 30 ms.
+    identity, key = reviewer
+    sid = submit(store, [identity], "imports", [("a.txt", b"a")])
+    argv = [str(a) for a in open_args(store.root, key, tmp_path / "out", tmp_path / "c.jsonl")]
+    others = (
+        "portal.review.desk", "portal.review.forward", "portal.review.table",
+        "portal.review.cleaning", "portal.review.shares", "portal.review.consent",
+        "portal.review.reply", "portal.review.cli.cmd_forward", "portal.review.cli.cmd_desk",
+    )  # fmt: skip
+    code = (
+        "import sys; from portal.review.cli import main; status = main(sys.argv[1:]); "
+        f"print(int(status), [m for m in {others!r} if m in sys.modules])"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120
+    )
+    assert result.stdout.strip() == "0 []", result.stdout + result.stderr
+    assert (tmp_path / "out" / sid / "a.txt").read_bytes() == b"a"
+
+
 def test_usage_errors_name_the_missing_option(tmp_path: Path) -> None:
     run = review(["open", str(tmp_path)])
     assert run.status == ExitStatus.USAGE

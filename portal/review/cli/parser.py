@@ -49,20 +49,24 @@ Handler = Callable[[Context, argparse.Namespace], ExitStatus]
 TABLE_FORMATS = ("csv", "jsonl")
 
 
-def _handler(where: str) -> Handler:
+class Command:
     """The function `where` ("cmd_open.cmd_open") of this package, imported when it runs.
 
     Each command imports only the modules it needs: `open` of one large
     submission is a new process, and importing every command's modules cost
     it more than a tenth of a second.
     """
-    module, name = where.split(".")
 
-    def run(ctx: Context, args: argparse.Namespace) -> ExitStatus:
-        command: Handler = getattr(importlib.import_module(f"portal.review.cli.{module}"), name)
-        return command(ctx, args)
+    def __init__(self, where: str) -> None:
+        self.module, self.name = where.split(".")
 
-    return run
+    def resolve(self) -> Handler:
+        module = importlib.import_module(f"portal.review.cli.{self.module}")
+        handler: Handler = getattr(module, self.name)
+        return handler
+
+    def __call__(self, ctx: Context, args: argparse.Namespace) -> ExitStatus:
+        return self.resolve()(ctx, args)
 
 
 # ---------------------------------------------------------------- shared options
@@ -194,9 +198,9 @@ SUMMARIES = {
 
 
 def _command(sub: _SubCommands, name: str, handler: str, *, epilog: str | None = None) -> Parser:
-    """The subcommand `name` (its full path, as in SUMMARIES), which runs `handler` (`_handler`)."""
+    """The subcommand `name` (its full path, as in SUMMARIES), which runs `handler` (`Command`)."""
     command = sub.add_parser(name.split()[-1], help=SUMMARIES[name], epilog=epilog)
-    command.set_defaults(handler=_handler(handler))
+    command.set_defaults(handler=Command(handler))
     return command
 
 
