@@ -404,7 +404,12 @@ def test_a_large_file_is_sent_to_the_disk_while_it_is_written(
     monkeypatch.setattr(fsio, "start_writeback", lambda fd: asked.append(os.fstat(fd).st_size))
     fsynced: list[int] = []
     real_fsync = os.fsync
-    monkeypatch.setattr(os, "fsync", lambda fd: (fsynced.append(fd), real_fsync(fd))[1])
+
+    def fsync(fd: int) -> None:
+        fsynced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
     replace_with_chunks(tmp_path / "f", [bytes(fsio.CHUNK)] * 9, behind=behind)
     assert asked == [4 * fsio.CHUNK, 8 * fsio.CHUNK]
     assert len(fsynced) == 2  # the file, then its folder
