@@ -394,6 +394,26 @@ def test_pieces_that_fail_behind_leave_the_old_file_and_end_the_helper(tmp_path:
 
 
 @pytest.mark.parametrize("behind", [False, True])
+def test_a_piece_is_handed_back_only_once_it_is_hashed_and_written(
+    tmp_path: Path, behind: bool
+) -> None:
+    # `open` decrypts the next block into a buffer handed back: one handed
+    # back too early would be overwritten before it reached the file.
+    pieces = [bytearray(os.urandom(fsio.CHUNK // 2)) for _ in range(9)]
+    expected = b"".join(pieces)
+    handed_back: list[int] = []
+
+    def written(piece: fsio.Data) -> None:
+        handed_back.append(len(piece))
+        memoryview(piece)[:] = bytes(len(piece))  # reused at once
+
+    size, digest = replace_with_chunks(tmp_path / "f", pieces, behind=behind, written=written)
+    assert (tmp_path / "f").read_bytes() == expected
+    assert (size, digest) == (len(expected), hashlib.sha256(expected).hexdigest())
+    assert handed_back == [fsio.CHUNK // 2] * 9
+
+
+@pytest.mark.parametrize("behind", [False, True])
 def test_a_large_file_is_sent_to_the_disk_while_it_is_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, behind: bool
 ) -> None:

@@ -480,6 +480,19 @@ def test_pages_render_hostile_testimony_as_text_with_no_script_or_external_resou
         assert "page.html</bdi> <span" in text
 
 
+def test_a_large_random_attachment_opens_byte_for_byte(
+    tmp_path: Path, store: SubmissionStore, reviewer: tuple[X25519Identity, Path]
+) -> None:
+    # Decrypted a block at a time into reused buffers, hashed and written on
+    # a helper thread: every byte must land where it belongs.
+    identity, key = reviewer
+    data = os.urandom((9 << 20) + 12345)
+    sid = submit(store, [identity], "large", [("film.bin", data)])
+    run = open_into(tmp_path, store.root, key)
+    assert run.status == ExitStatus.OK, run.err
+    assert (tmp_path / "out" / sid / "film.bin").read_bytes() == data
+
+
 def test_large_attachment_is_streamed_with_bounded_memory(
     tmp_path: Path, store: SubmissionStore, reviewer: tuple[X25519Identity, Path]
 ) -> None:

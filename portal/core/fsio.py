@@ -224,6 +224,7 @@ def replace_with_chunks(
     mode: int = FILE_MODE,
     sync_dir: bool = True,
     behind: bool = False,
+    written: Callable[[Data], object] | None = None,
 ) -> tuple[int, str]:
     """`replace_file` for data that arrives in pieces: `path` changes only if all of them came.
 
@@ -236,8 +237,9 @@ def replace_with_chunks(
 
     With `behind`, the pieces after the first `CHUNK` bytes are hashed and
     written on a helper thread (`_WriteBehind`) while the iterator makes the
-    next ones: the caller promises never to change a piece once it has
-    been yielded (a new buffer each time, or immutable bytes). Either way,
+    next ones: the caller must not change a piece it has yielded until
+    `written(piece)` is called (on whichever thread wrote it), once the
+    piece is hashed and written; from then on it may reuse it. Either way,
     the kernel is asked to start writing a large file out every
     `WRITEBACK_EVERY` bytes, so that the final fsync has little left to do.
 
@@ -247,7 +249,7 @@ def replace_with_chunks(
     temp = _temporary_beside(path)
     fd = open_new(temp, mode)
     try:
-        writer = _WriteBehind(fd, inline_bytes=CHUNK if behind else None)
+        writer = _WriteBehind(fd, inline_bytes=CHUNK if behind else None, written=written)
         try:
             for chunk in chunks:
                 writer.write(chunk)
@@ -293,8 +295,16 @@ class _WriteBehind:
     `finish()` or instead of it) ends the helper.
     """
 
-    def __init__(self, fd: int, *, inline_bytes: int | None, depth: int = 2) -> None:
+    def __init__(
+        self,
+        fd: int,
+        *,
+        inline_bytes: int | None,
+        depth: int = 2,
+        written: Callable[[Data], object] | None = None,
+    ) -> None:
         self._fd = fd
+        self._written = written
         self._digest = hashlib.sha256()
         self._size = 0
         self._unwritten = 0
@@ -312,6 +322,8 @@ class _WriteBehind:
             # The disk writes while the next pieces are made.
             start_writeback(self._fd)
             self._unwritten = 0
+        if self._written is not None:
+            self._written(data)
 
     def _run(self) -> None:
         while (piece := self._queue.get()) is not None:
@@ -402,13 +414,17 @@ class ThreadedSha256:
     def __init__(self, *, inline_bytes: int = CHUNK, depth: int = 4) -> None:
         self._digest = hashlib.sha256()
         self._inline_left = inline_bytes
-        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
+        self._queue: queue.Queue[memoryview | None] = queue.Queue(maxsize=depth)
+        # Copies are made into buffers the helper hands back once hashed, so
+        # that a large file does not take new memory for every piece.
+        self._spare: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._closed = False
 
     def _run(self) -> None:
         while (piece := self._queue.get()) is not None:
             self._digest.update(piece)
+            self._spare.put(piece.obj)  # type: ignore[arg-type]
 
     def update(self, data: bytes | bytearray | memoryview) -> None:
         if self._closed:
@@ -421,7 +437,16 @@ class ThreadedSha256:
             self._thread = threading.Thread(target=self._run, name="sha256", daemon=True)
             self._thread.start()
         # A copy: the caller may reuse its buffer as soon as this returns.
-        self._queue.put(bytes(data))
+        try:
+            spare = self._spare.get_nowait()
+        except queue.Empty:
+            spare = bytearray()
+        size = len(data)
+        if len(spare) < size:
+            spare = bytearray(size)
+        copy = memoryview(spare)[:size]
+        copy[:] = data
+        self._queue.put(copy)
 
     def close(self) -> None:
         if not self._closed:

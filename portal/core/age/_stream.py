@@ -145,29 +145,35 @@ def decrypt_chunks(key: bytes, src: BufferedSource) -> Generator[bytes, None, No
 
 
 def decrypt_blocks(
-    key: bytes, src: BufferedSource, block_chunks: int
+    key: bytes,
+    src: BufferedSource,
+    block_chunks: int,
+    new_block: Callable[[int], memoryview] | None = None,
 ) -> Generator[memoryview, None, None]:
-    """The plaintext of `decrypt_chunks`, `block_chunks` chunks at a time, each in a new buffer.
+    """The plaintext of `decrypt_chunks`, `block_chunks` chunks at a time.
 
     Each chunk is decrypted straight into its block (no object per chunk),
-    and a block is yielded once it is full or the payload ends. A block is
-    never written again once yielded: the caller owns it and may hand it to
-    another thread. On a failure, the chunks of the current block that
-    verified are yielded first (copied out, so that nothing unverified comes
-    with them): exactly the plaintext `decrypt_chunks` releases is released.
+    a buffer of `block_chunks` chunks from `new_block` (by default a new
+    one each time), and a block is yielded once it is full or the payload
+    ends. A block is never written again once yielded: the caller may hand
+    it to another thread, and give it back through `new_block` when done.
+    On a failure, the chunks of the current block that verified are yielded
+    first (copied out, so that nothing unverified comes with them): exactly
+    the plaintext `decrypt_chunks` releases is released.
 
     Raises:
         PayloadError: as `decrypt_chunks`.
     """
     aead = ChaCha20Poly1305(key)
     capacity = block_chunks * CHUNK_SIZE
-    block = _new_block(capacity)
+    new_block = new_block or _new_block
+    block = new_block(capacity)
     filled = 0
     try:
         for ciphertext, counter, more in _sealed_chunks(src):
             if filled == capacity:
                 yield block
-                block, filled = _new_block(capacity), 0
+                block, filled = new_block(capacity), 0
             size = len(ciphertext) - TAG_SIZE
             out = block[filled : filled + size]
             last = len(ciphertext) < ENC_CHUNK_SIZE

@@ -213,15 +213,21 @@ class Reader(io.RawIOBase):
         while (chunk := self._next_piece()) is not None:
             yield chunk
 
-    def blocks(self, chunks_per_block: int = 16) -> Iterator[memoryview]:
+    def blocks(
+        self,
+        chunks_per_block: int = 16,
+        new_block: Callable[[int], memoryview] | None = None,
+    ) -> Iterator[memoryview]:
         """Yield the plaintext in blocks of up to `chunks_per_block` verified chunks.
 
         The same plaintext as `chunks()`, released by the same rule (a chunk
         only once its own tag verified, the authentic ones before an error),
-        but decrypted straight into blocks of 1 MiB (by default) that are
-        never reused: the caller owns each one, and may hand it to another
-        thread to hash or write while the next is decrypted. Use either
-        this or the other ways of reading, from the start, not both.
+        but decrypted straight into blocks of 1 MiB (by default). Each block
+        is a buffer from `new_block(size)` (by default a new one each time),
+        which the Reader never writes into again once it has yielded it: the
+        caller may hand it to another thread to hash or write while the next
+        is decrypted, and give it back through `new_block` when done. Use
+        either this or the other ways of reading, from the start, not both.
 
         Raises:
             PayloadError: as `chunks()`.
@@ -233,7 +239,7 @@ class Reader(io.RawIOBase):
         if chunks_per_block < 1:
             raise ValueError("a block holds at least one chunk")
         self._blocks = True
-        for block in decrypt_blocks(self._key, self._source, chunks_per_block):
+        for block in decrypt_blocks(self._key, self._source, chunks_per_block, new_block):
             if block:
                 yield block
 

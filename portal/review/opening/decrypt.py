@@ -14,6 +14,7 @@ from __future__ import annotations
 import codecs
 import hashlib
 import os
+import queue
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
@@ -131,6 +132,29 @@ class HashingReader:
 
     def hexdigest(self) -> str:
         return self.sha256.hexdigest()
+
+
+class _SpareBlocks:
+    """Plaintext blocks handed back once written out, to decrypt the next ones into.
+
+    A large file then takes no new memory (and no page faults) for every
+    block. Only buffers of the file's own block size come back, and only
+    after `replace_with_chunks` has hashed and written them.
+    """
+
+    def __init__(self) -> None:
+        self._spare: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
+
+    def take(self, size: int) -> memoryview:
+        try:
+            block = self._spare.get_nowait()
+        except queue.Empty:
+            block = bytearray(size)
+        return memoryview(block)[:size]
+
+    def give(self, piece: object) -> None:
+        if isinstance(piece, memoryview) and isinstance(piece.obj, bytearray):
+            self._spare.put(piece.obj)
 
 
 def age_failure(what: str, exc: AgeError, *, attachment: bool = False) -> OpenFailure:
@@ -310,9 +334,13 @@ class Decryptor:
                 # has verified: a cut or altered file leaves nothing behind.
                 # Decrypted a block at a time into new buffers, each hashed and
                 # written on a helper thread while the next is decrypted.
+                # A block is written into again only once it has been written out.
+                spare = _SpareBlocks()
                 reader = Reader(cast(BinaryIO, hashing), self.identities)
-                plaintext = reader.blocks(PLAINTEXT_BLOCK_CHUNKS)
-                size, digest = replace_with_chunks(dest, plaintext, mode=FILE_MODE, behind=True)
+                plaintext = reader.blocks(PLAINTEXT_BLOCK_CHUNKS, spare.take)
+                size, digest = replace_with_chunks(
+                    dest, plaintext, mode=FILE_MODE, behind=True, written=spare.give
+                )
             except AgeError as exc:
                 raise age_failure(entry.path, exc, attachment=True) from None
             hashing.drain()
