@@ -12,6 +12,7 @@ The manifest's format, its writer and its parser live in `portal.core.manifest`.
 from __future__ import annotations
 
 import hashlib
+import io
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import BinaryIO
@@ -164,13 +165,17 @@ class Submission:
             self._staging = self._store.begin()
         return self._staging
 
-    def open_attachment(self, name: str, content_type: str) -> AttachmentSink:
-        sink = AttachmentSink(
-            lambda: self._ensure_staging().create_attachment(),
-            name,
-            content_type,
-            self._recipients,
-        )
+    def open_attachment(
+        self, name: str, content_type: str, before_create: Callable[[], None] | None = None
+    ) -> AttachmentSink:
+        """A sink for one file part; `before_create` runs before its staging file is made."""
+
+        def create() -> tuple[str, StagedFile]:
+            if before_create is not None:
+                before_create()
+            return self._ensure_staging().create_attachment()
+
+        sink = AttachmentSink(create, name, content_type, self._recipients)
         self._sinks.append(sink)
         return sink
 
@@ -224,10 +229,14 @@ class Submission:
                 questionnaire=questionnaire,
                 reply_identity=reply_identity,
             )
-            staged = staging.create_manifest()
-            writer = Writer(staged, self._recipients)
+            # Encrypted in memory, then written in one piece: one write (and
+            # one free-space check) for the manifest instead of two.
+            sealed = io.BytesIO()
+            writer = Writer(sealed, self._recipients)
             writer.write(manifest)
             writer.close()
+            staged = staging.create_manifest()
+            staged.write(sealed.getbuffer())
             staged.finish()
             self.committed_id = self._store.commit(staging)
             self.committed_attachments = attachments

@@ -18,6 +18,7 @@ from flask import Flask, Request, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from portal.server.intake import Submission
+from portal.server.web import multipart
 from portal.server.web.admission import (
     SMALL_BODY_BYTES,
     SMALL_BODY_ENDPOINTS,
@@ -138,8 +139,11 @@ class IntakeRequest(Request):
             raise TooManyFiles()
         # Checked again for every file, not only when the request starts:
         # one long upload must not eat the room kept free for the system.
-        refuse_when_low_on_disk()
-        sink = submission.open_attachment(filename or "", content_type or "")
+        # Checked when the file is made: the empty, unnamed part a browser
+        # sends when no file was chosen makes none (AttachmentSink).
+        sink = submission.open_attachment(
+            filename or "", content_type or "", before_create=refuse_when_low_on_disk
+        )
         self.__dict__.setdefault("_portal_sinks", []).append(sink)
         # Werkzeug declares IO[bytes]; it only writes the part and seeks it to 0.
         return sink  # type: ignore[return-value]
@@ -166,6 +170,7 @@ def _discard_uncommitted(_exc: BaseException | None) -> None:
 def init_app(app: Flask) -> None:
     config = app.extensions["portal"].config
     app.request_class = IntakeRequest
+    multipart.install()  # Werkzeug's decoder without a compile per request
     app.config["MAX_CONTENT_LENGTH"] = config.max_upload_bytes
     # Text fields are held in memory; bound them by the testimony limit
     # (four bytes per character at most in UTF-8) rather than Flask's 500 KB.
