@@ -332,9 +332,9 @@ class Decryptor:
             try:
                 # The plaintext appears under its name only once every chunk
                 # has verified: a cut or altered file leaves nothing behind.
-                # Decrypted a block at a time into new buffers, each hashed and
-                # written on a helper thread while the next is decrypted.
-                # A block is written into again only once it has been written out.
+                # It is decrypted a block at a time, each block hashed and
+                # written on a helper thread while the next is decrypted, and
+                # a block's buffer is decrypted into again only once written.
                 spare = _SpareBlocks()
                 reader = Reader(cast(BinaryIO, hashing), self.identities)
                 plaintext = reader.blocks(PLAINTEXT_BLOCK_CHUNKS, spare.take)
