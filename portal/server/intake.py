@@ -4,7 +4,7 @@ Each uploaded file is encrypted as its bytes arrive: Werkzeug's multipart
 parser calls `AttachmentSink.write()` piece by piece (the sink is returned by
 the request's stream factory), and the sink hashes the plaintext and pushes it
 through an age `Writer` into a staging file; past a file's first MiB that work
-runs on helper threads (`PieceWorker`, `ThreadedSha256`), beside the parsing.
+runs on a helper thread (`PieceWorker`), beside the parsing of the next piece.
 Plaintext exists only in memory, a few pieces at a time. The manifest, with
 each attachment's name, type, size and SHA-256, is encrypted last, and then
 the store commits the whole directory. The manifest's format, its writer and
@@ -13,6 +13,7 @@ its parser live in `portal.core.manifest`.
 
 from __future__ import annotations
 
+import hashlib
 import queue
 import threading
 import unicodedata
@@ -20,7 +21,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import BinaryIO
 
 from portal.core.age import Recipient, Writer, X25519Identity
-from portal.core.fsio import ThreadedSha256
 from portal.core.manifest import Attachment, SealedQuestionnaire, build_manifest
 from portal.core.replykey import ReplyKey
 from portal.server.store import StagedFile, Staging, SubmissionStore
@@ -44,17 +44,23 @@ def _clean_text(value: str, limit: int) -> str:
 
 
 class PieceWorker:
-    """Runs `work` on each piece handed over, in order, on a helper thread past the first MiB.
+    """Runs `work` on the pieces handed over, in order, on a helper thread past the first MiB.
 
     An upload's CPU is shared by the thread that receives and parses the body
-    and the work done on each piece (SHA-256, encryption, handing ciphertext
-    to the staged file). hashlib and the ChaCha20-Poly1305 of cryptography
-    release the GIL, so on a second core the piece work runs beside the
-    parsing of the next piece instead of after it (issue 25). The thread
-    gets each piece (immutable `bytes`) without a copy; at most `DEPTH` wait,
-    and `put()` blocks beyond that, so memory stays bounded. The first
+    and the work done on each piece (SHA-256, encryption, writing the
+    ciphertext). hashlib and the ChaCha20-Poly1305 of cryptography release
+    the GIL, so on a second core the piece work runs beside the parsing of
+    the next piece instead of after it (issue 25). Pieces (immutable `bytes`)
+    are handed over without a copy, gathered `BATCH_BYTES` at a time and
+    joined into one on the worker's thread: each hand-over wakes a thread,
+    and longer calls release the GIL less often. At most `DEPTH` batches
+    wait, and `put()` blocks beyond that, so memory stays bounded. The first
     `INLINE_BYTES` are worked on by the caller itself: most files are small,
     and starting a thread for them would cost more than it saves.
+
+    One helper, not one per kind of work: a separate hashing thread made the
+    parsing no faster and cost more CPU in hand-overs (bench/bench_speed.py,
+    docs/BENCHMARKS.md), which a busy 2-core server cannot spare.
 
     An error in the thread is raised by the next `put()` or by `finish()`.
     `close()` ends the thread on every path (`drop` skips what is left).
@@ -140,8 +146,8 @@ class AttachmentSink:
     `seek(0)` when the part ends; that is when the ciphertext is finished
     and fsynced.
 
-    Hashing and encrypting run on a `PieceWorker` (a helper thread past the
-    first MiB), beside the parsing of the next piece. Werkzeug's pieces are
+    Hashing, encrypting and writing run on a `PieceWorker` (a helper thread
+    past the first MiB), beside the parsing of the next piece. Werkzeug's pieces are
     immutable `bytes` and are handed over as they are; any other buffer is
     copied first, since its owner may reuse it. Every path ends the thread:
     `finish()`, and `abandon()` for a part that will not be kept.
@@ -163,8 +169,7 @@ class AttachmentSink:
         self._recipients = recipients
         self._staged: StagedFile | None = None
         self._writer: Writer | None = None
-        self._sha256 = ThreadedSha256()
-        self._digest = ""
+        self._sha256 = hashlib.sha256()
         self._worker = PieceWorker(self._take)
         self._size = 0
         self._relpath = ""
@@ -210,13 +215,11 @@ class AttachmentSink:
                     self._staged.finish()
             finally:
                 self._worker.close()
-                self._digest = self._sha256.hexdigest()
             self.finished = True
 
     def abandon(self) -> None:
-        """End the helper threads of a part that will not be kept, skipping what is left."""
+        """End the worker thread of a part that will not be kept, skipping what it has left."""
         self._worker.close(drop=True)
-        self._sha256.close()
 
     def seek(self, offset: int, whence: int = 0) -> int:
         # Werkzeug rewinds a file part once it is complete; there is nothing
@@ -267,7 +270,7 @@ class AttachmentSink:
             name=self._name,
             type=self._type,
             size=self._size,
-            sha256=self._digest,
+            sha256=self._sha256.hexdigest(),
         )
 
 
