@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -90,6 +91,10 @@ def test_writer_output_parses_back_to_an_equal_manifest(
         questionnaire=questionnaire,
     )
     plaintext = encode_manifest(written)
+    # The questionnaire's text is made once and put in place: the same bytes
+    # as serialising the whole document.
+    whole = json.dumps(written.to_json(), ensure_ascii=False, indent=1).encode()
+    assert plaintext.rstrip(b" ") == whole
     parsed = parse_manifest(plaintext)
     assert parsed == written
     assert parsed.format == MANIFEST_FORMAT
@@ -107,6 +112,19 @@ def test_a_real_sealed_questionnaire_is_written_exactly_as_sealed() -> None:
     assert json.loads(plaintext)["questionnaire"] == sealed.to_json()
     parsed = parse_manifest(plaintext)
     assert parsed.questionnaire == sealed
+
+
+def test_a_path_is_sealed_once_and_only_from_its_own_questions() -> None:
+    questionnaire = load_questionnaire(DEFAULT_QUESTIONNAIRE, ("en", "ko", "zh"))
+    path = [q for q in questionnaire.questions if q.page == 1]
+    first = questionnaire.sealed("ko", path)
+    assert questionnaire.sealed("ko", list(path)) is first
+    assert questionnaire.sealed("zh", path) is not first
+    assert questionnaire.sealed("zh", path).questions[0].label != first.questions[0].label
+    # A question of the same id that is not this file's own is sealed as it is.
+    relabelled = [replace(path[0], label={**path[0].label, "ko": "다른 질문"}), *path[1:]]
+    assert questionnaire.sealed("ko", relabelled).questions[0].label == "다른 질문"
+    assert questionnaire.sealed("ko", path) is first
 
 
 def test_the_writer_keeps_its_member_order() -> None:

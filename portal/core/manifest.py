@@ -34,6 +34,7 @@ import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
+from functools import cached_property
 from typing import Any, ParamSpec
 
 from portal.core import xeddsa
@@ -120,11 +121,20 @@ class SealedQuestion:
 
     def to_json(self) -> dict[str, Any]:
         # The server leaves out an empty help text and an empty list of choices.
-        item = {k: v for k, v in asdict(self).items() if k not in ("help", "choices")}
+        item: dict[str, Any] = {
+            "id": self.id,
+            "type": self.type,
+            "required": self.required,
+            "identifying": self.identifying,
+            "label": self.label,
+            "label_en": self.label_en,
+        }
         if self.help:
             item["help"] = self.help
         if self.choices:
-            item["choices"] = [asdict(choice) for choice in self.choices]
+            item["choices"] = [
+                {"id": c.id, "label": c.label, "label_en": c.label_en} for c in self.choices
+            ]
         return item
 
 
@@ -150,6 +160,19 @@ class SealedQuestionnaire:
             "language": self.language,
             "questions": [question.to_json() for question in self.questions],
         }
+
+    @cached_property
+    def json_member(self) -> str:
+        """`to_json()` as `encode_manifest` writes it one level down: made once per object.
+
+        The same questions in the same language give the same text; the
+        questionnaire keeps its sealed copies (`Questionnaire.sealed`), so
+        a submission does not serialise them again.
+        """
+        text = json.dumps(self.to_json(), ensure_ascii=False, indent=1)
+        # One level deeper: JSON strings hold no raw line break, so every
+        # line break is between members, and each line gets one more space.
+        return text.replace("\n", "\n ")
 
 
 @dataclass(frozen=True)
@@ -289,7 +312,17 @@ def reply_proof_message(document: Mapping[str, Any]) -> bytes:
 
 def encode_manifest(manifest: Manifest) -> bytes:
     """The manifest's plaintext: UTF-8 JSON, padded with spaces to its size bucket."""
-    data = json.dumps(manifest.to_json(), ensure_ascii=False, indent=1).encode("utf-8")
+    document = manifest.to_json()
+    sealed = manifest.questionnaire
+    if sealed is None:
+        data = json.dumps(document, ensure_ascii=False, indent=1).encode("utf-8")
+    else:
+        # The questionnaire is the last member and most of the bytes: its
+        # text is made once per sealed questionnaire and put in place, the
+        # same bytes `json.dumps` of the whole document gives (tested).
+        del document["questionnaire"]
+        head = json.dumps(document, ensure_ascii=False, indent=1)  # ends with "\n}"
+        data = f'{head[:-2]},\n "questionnaire": {sealed.json_member}\n}}'.encode()
     # Trailing spaces after the JSON object (JSON readers and `jq` skip
     # them) fill the plaintext to its size bucket, so the ciphertext size
     # says only which bucket the testimony's length falls in.

@@ -21,11 +21,14 @@ import re
 import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from portal.core.manifest import SealedChoice, SealedQuestion, SealedQuestionnaire
 
+# At most this many sealed copies are kept per questionnaire (see `Questionnaire.sealed`).
+MAX_KEPT_SEALED = 256
 DEFAULT_QUESTIONNAIRE = Path(__file__).resolve().parent / "questionnaires" / "default.toml"
 
 
@@ -242,6 +245,14 @@ class Questionnaire:
     sha256: str
     questions: tuple[Question, ...]
     path: Path
+    # Sealed copies by language and path (see `sealed`).
+    _sealed: dict[tuple[str, tuple[str, ...]], SealedQuestionnaire] = field(
+        default_factory=dict, init=False, compare=False, repr=False
+    )
+
+    @cached_property
+    def _by_id(self) -> dict[str, Question]:
+        return {q.id: q for q in self.questions}
 
     def question(self, question_id: str) -> Question | None:
         return next((q for q in self.questions if q.id == question_id), None)
@@ -280,15 +291,26 @@ class Questionnaire:
         so the reviewer's tools can show both without the questionnaire
         file, which may have changed since.
         """
-        return SealedQuestionnaire(
-            id=self.id,
-            version=self.version,
-            sha256=self.sha256,
-            language=language,
-            questions=tuple(
-                q.sealed(language) for q in (self.questions if shown is None else shown)
-            ),
-        )
+        questions = self.questions if shown is None else tuple(shown)
+        key = (language, tuple(q.id for q in questions))
+        sealed = self._sealed.get(key)
+        # Only this file's own questions are sealed from the kept copies.
+        own = all(q is self._by_id.get(q.id) for q in questions)
+        if sealed is None or not own:
+            sealed = SealedQuestionnaire(
+                id=self.id,
+                version=self.version,
+                sha256=self.sha256,
+                language=language,
+                questions=tuple(q.sealed(language) for q in questions),
+            )
+            # Kept: the same path in the same language seals the same texts,
+            # and its JSON is then made once (`SealedQuestionnaire.json_member`).
+            # A path is a set of this file's questions; the cap bounds a
+            # questionnaire with very many conditions.
+            if own and len(self._sealed) < MAX_KEPT_SEALED:
+                self._sealed[key] = sealed
+        return sealed
 
 
 @dataclass

@@ -14,6 +14,7 @@ its parser live in `portal.core.manifest`.
 from __future__ import annotations
 
 import hashlib
+import io
 import queue
 import threading
 import unicodedata
@@ -350,10 +351,14 @@ class Submission:
                 questionnaire=questionnaire,
                 reply_identity=reply_identity,
             )
-            staged = staging.create_manifest()
-            writer = Writer(staged, self._recipients)
+            # Encrypted in memory, then written in one piece: one write (and
+            # one free-space check) for the manifest instead of two.
+            sealed = io.BytesIO()
+            writer = Writer(sealed, self._recipients)
             writer.write(manifest)
             writer.close()
+            staged = staging.create_manifest()
+            staged.write(sealed.getbuffer())
             staged.finish()
             self.committed_id = self._store.commit(staging)
             self.committed_attachments = attachments

@@ -79,6 +79,12 @@ class TextOnlyHiddenField(HiddenField):
 
 class SubmissionForm(FlaskForm):
     class Meta:
+        # CSRFProtect (portal.server.web.extensions) checks the token of
+        # every POST before any view runs, and the pages draw it with
+        # `csrf_token()`. A CSRF field of the form's own would only make a
+        # new signed token for every submission, and never be drawn.
+        csrf = False
+
         def get_translations(self, form: Any) -> Any:
             if not current_app.config.get("WTF_I18N_ENABLED", True):
                 # WTForms builds the form's Meta from every Meta in the form's
@@ -143,7 +149,11 @@ class SubmissionForm(FlaskForm):
 
     def fresh(self) -> SubmissionForm:
         """This form, to be drawn again: with a new one-time value."""
-        self.form_id.data = self._signer.issue()
+        return self.with_once(self._signer.issue())
+
+    def with_once(self, form_id: str) -> SubmissionForm:
+        """This form, to be drawn with the one-time value `form_id` (from the signer)."""
+        self.form_id.data = form_id
         return self
 
 

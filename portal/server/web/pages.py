@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import re
+import secrets
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from flask import Blueprint, Response, current_app, render_template, request, url_for
 from flask.globals import request_ctx
 
 from portal.server.web.extensions import portal_state
+from portal.server.web.i18n import current_language
 
 bp = Blueprint("pages", __name__)
 
@@ -38,6 +43,68 @@ def render_once(template: str, lang: str) -> str:
         if len(kept) < _MAX_KEPT_PAGES:
             kept[key] = page
     return page
+
+
+# What a slot may be filled with: characters that HTML escaping leaves as
+# they are, so a value drawn into the page by Jinja and a value put into a
+# slot give the same bytes. Tokens, receipts and numbers are all of this kind.
+_SLOT_SAFE = re.compile(r"[0-9A-Za-z._ -]*")
+
+
+@dataclass(frozen=True)
+class SlottedPage:
+    """A drawn page cut at its slots: `pieces` around the slots named by `names`."""
+
+    pieces: tuple[str, ...]
+    names: tuple[str, ...]
+
+    @classmethod
+    def cut(cls, page: str, marks: Mapping[str, str]) -> SlottedPage:
+        by_mark = {mark: name for name, mark in marks.items()}
+        parts = re.split("(" + "|".join(map(re.escape, by_mark)) + ")", page)
+        return cls(tuple(parts[0::2]), tuple(by_mark[mark] for mark in parts[1::2]))
+
+    def fill(self, values: Mapping[str, str]) -> str:
+        out = [self.pieces[0]]
+        for name, piece in zip(self.names, self.pieces[1:], strict=True):
+            out += (values[name], piece)
+        return "".join(out)
+
+
+# A page that could not be cut (a value did not reach it as drawn): always drawn.
+_UNCUT = SlottedPage((), ())
+
+
+def render_slotted(key: Hashable, draw: Callable[[Mapping[str, str]], str],
+                   values: Mapping[str, str]) -> str:  # fmt: skip
+    """`draw(values)`, the page drawn once per key and then only filled in.
+
+    For a page that is the same for every visitor but for a few strings of
+    the request (`values`: a form's tokens, a receipt). The first request of
+    a key draws the page with random marks in place of the values, cuts it
+    at the marks, and checks that filling the cut page with its own values
+    gives exactly what drawing the page with them gives; only then is it
+    kept. `key` must name everything else the page depends on; the script
+    root and the page's language are added here. Drawing a form page (some
+    forty translated messages) cost more than storing its submission.
+    """
+    if not all(_SLOT_SAFE.fullmatch(value) for value in values.values()):
+        return draw(values)
+    kept: dict[Hashable, SlottedPage] = current_app.extensions.setdefault("portal.slotted", {})
+    full_key = (key, request.script_root, current_language())
+    page = kept.get(full_key)
+    if page is None:
+        marks = {name: "slot" + secrets.token_hex(16) for name in values}
+        page = SlottedPage.cut(draw(marks), marks)
+        drawn = draw(values)
+        if page.fill(values) != drawn:
+            page = _UNCUT
+        if len(kept) < _MAX_KEPT_PAGES:
+            kept[full_key] = page
+        return drawn
+    if page is _UNCUT:
+        return draw(values)
+    return page.fill(values)
 
 
 @bp.app_context_processor

@@ -18,6 +18,7 @@ from flask import Flask, Request, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from portal.server.intake import Submission
+from portal.server.web import multipart
 from portal.server.web.admission import (
     SMALL_BODY_BYTES,
     SMALL_BODY_ENDPOINTS,
@@ -166,6 +167,7 @@ def _discard_uncommitted(_exc: BaseException | None) -> None:
 def init_app(app: Flask) -> None:
     config = app.extensions["portal"].config
     app.request_class = IntakeRequest
+    multipart.install()  # Werkzeug's decoder without a compile per request
     app.config["MAX_CONTENT_LENGTH"] = config.max_upload_bytes
     # Text fields are held in memory; bound them by the testimony limit
     # (four bytes per character at most in UTF-8) rather than Flask's 500 KB.

@@ -9,11 +9,14 @@ logs nothing, and sends every answer back in the next page's hidden fields
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
-from flask import Blueprint, render_template, request
+from flask import Blueprint, current_app, render_template, request
 from flask_babel import force_locale
 from flask_babel import gettext as _
+from flask_wtf.csrf import generate_csrf
 
 from portal.core import questionnaire as q
 from portal.core.questionnaire import Answers
@@ -24,6 +27,7 @@ from portal.server.web.followup import conversation
 from portal.server.web.forms import SubmissionForm
 from portal.server.web.i18n import LANGUAGES
 from portal.server.web.onetime import AlreadyStored
+from portal.server.web.pages import render_slotted
 from portal.server.web.questions import (
     current_questionnaire,
     form_questions,
@@ -72,6 +76,24 @@ def _form_page(
     return render_template("submit.html", form=form.fresh(), questions=questions), status
 
 
+def _new_receipt_page(receipt: Receipt, testimony_chars: int, arrived: list[Any]) -> str:
+    """The received page that shows a new receipt."""
+
+    def draw(values: Mapping[str, str]) -> str:
+        return render_template(
+            "received.html",
+            receipt=values["receipt"],
+            receipt_notes=receipt_notes(),
+            testimony_chars=values["chars"],
+            arrived=arrived,
+        )
+
+    values = {"receipt": receipt.display(), "chars": str(testimony_chars)}
+    if arrived:  # the files' names and fingerprints: drawn for this witness only
+        return draw(values)
+    return render_slotted("submit.received", draw, values)
+
+
 def _received_page(page_state: bytes) -> tuple[str, int]:
     # `page_state` is what this page shows of its own submission; a repeated
     # form gets the same bytes back from the ledger. The receipt is never
@@ -82,7 +104,18 @@ def _received_page(page_state: bytes) -> tuple[str, int]:
 @bp.get("/submit", defaults={"lang": "en"})
 @bp.get("/<lang:lang>/submit")
 def form(lang: str) -> tuple[str, int]:
-    return _form_page(_new_form(), lang)
+    # The first page is the same for every witness but for the form's two
+    # tokens: drawn once per language, then filled in (pages.render_slotted).
+    tokens = {"csrf_token": generate_csrf(), "form_id": portal_state().forms.issue()}
+    return render_slotted("submit.form", partial(_first_page, lang), tokens), 200
+
+
+def _first_page(lang: str, tokens: Mapping[str, str]) -> str:
+    form = _new_form().with_once(tokens["form_id"])
+    questions = form_questions(lang, form.max_chars, testimony="", page=1, carry=False)
+    return render_template(
+        "submit.html", form=form, questions=questions, csrf_value=tokens["csrf_token"]
+    )
 
 
 @bp.post("/submit/page", defaults={"lang": "en"})
@@ -150,15 +183,11 @@ def receive(lang: str) -> tuple[str, int]:
     if isinstance(stored, AlreadyStored):
         # A reload, a double click or a replay: stored once already.
         return _received_page(stored.page_state)
-    return render_template(
-        "received.html",
-        receipt=stored.value.display(),
-        receipt_notes=receipt_notes(),
-        # Every written answer counts, the insider's (who has no `testimony`) too.
-        testimony_chars=len(testimony)
-        + sum(len(v) for k, v in answers.values.items() if k not in answers.chosen),
-        arrived=stored.submission.committed_attachments,
-    ), 200
+    # Every written answer counts, the insider's (who has no `testimony`) too.
+    chars = len(testimony) + sum(
+        len(v) for k, v in answers.values.items() if k not in answers.chosen
+    )
+    return _new_receipt_page(stored.value, chars, stored.submission.committed_attachments), 200
 
 
 def receipt_notes() -> dict[str, dict[str, Any]]:
@@ -169,6 +198,9 @@ def receipt_notes() -> dict[str, dict[str, Any]]:
     written it down. The menu leads to these notes instead (the receipt's
     instructions in the chosen language, then a link away).
     """
+    kept: dict[str, dict[str, Any]] | None = current_app.extensions.get("portal.receipt_notes")
+    if kept is not None:
+        return kept
     notes = {}
     for code in LANGUAGES:
         with force_locale(code):
@@ -188,4 +220,6 @@ def receipt_notes() -> dict[str, dict[str, Any]]:
                 ],
                 "leave": _("I have written down my receipt: go to the start page"),
             }
+    # The same for every witness: made once (each language's catalogue is fixed at start-up).
+    current_app.extensions["portal.receipt_notes"] = notes
     return notes
