@@ -21,12 +21,14 @@ from pathlib import Path
 import pytest
 
 from portal.core.age import Writer, X25519Identity, decrypt
-from portal.core.age._stream import CHUNK_SIZE, ENC_CHUNK_SIZE
 from portal.server.intake import IntakeError, PieceWorker, Submission
 from portal.server.store import StagedFile, StorageFullError, SubmissionStore
 from tests.support import failing_after
 
 MIB = 1 << 20
+# age's STREAM chunk (c2sp.org/age): 64 KiB of plaintext, sealed with a 16-byte tag.
+CHUNK_SIZE = 64 * 1024
+ENC_CHUNK_SIZE = CHUNK_SIZE + 16
 HELPER_THREADS = ("intake-piece", "staged-write")
 
 
