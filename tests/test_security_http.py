@@ -281,3 +281,19 @@ def test_unparseable_host_gets_a_clear_400_not_a_500(client, host) -> None:
     assert response.status_code == 400
     assert "<h1>" in response.get_data(as_text=True)
     assert response.headers["X-Frame-Options"] == "DENY"
+
+
+def test_security_headers_replace_what_a_view_set_and_are_never_doubled(app) -> None:
+    from flask import Response
+
+    from portal.server.web.security import STATIC_HEADERS, add_security_headers
+
+    with app.test_request_context("/"):
+        plain = add_security_headers(Response("x"))
+        preset = Response(
+            "x", headers={"X-Frame-Options": "SAMEORIGIN", "x-content-type-options": "x"}
+        )
+        preset = add_security_headers(preset)
+    for response in (plain, preset):
+        for name, value in STATIC_HEADERS.items():
+            assert response.headers.getlist(name) == [value], name

@@ -208,6 +208,21 @@ def test_ledger_claims_once_and_gives_back_the_page_state() -> None:
     assert again == AlreadyStored(page_state=b"receipt: ABCD-EFGH")
 
 
+def test_a_form_stored_with_nothing_to_show_shows_nothing_in_a_reused_slot() -> None:
+    clock = Clock()
+    ledger = FormLedger(capacity=1, clock=clock)  # two slots: every form shares them
+    for n in (1, 2):
+        claim = ledger.claim(form(n, seconds_left=10))
+        assert isinstance(claim, Claimed)
+        ledger.complete(claim, b"the receipt of form %d" % n)
+    clock.now += 100  # both expired: their slots are reused with their old bytes
+    for n in (3, 4):
+        claim = ledger.claim(form(n))
+        assert isinstance(claim, Claimed)
+        ledger.complete(claim)  # nothing to show: nothing sealed
+        assert ledger.claim(form(n)) == AlreadyStored(page_state=b"")
+
+
 def test_ledger_forgets_a_released_claim_and_a_dead_owner() -> None:
     dead: set[int] = set()
     ledger = FormLedger(capacity=100, clock=Clock(), alive=lambda pid: pid not in dead)

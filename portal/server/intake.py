@@ -291,13 +291,17 @@ class Submission:
             self._staging = self._store.begin()
         return self._staging
 
-    def open_attachment(self, name: str, content_type: str) -> AttachmentSink:
-        sink = AttachmentSink(
-            lambda: self._ensure_staging().create_attachment(),
-            name,
-            content_type,
-            self._recipients,
-        )
+    def open_attachment(
+        self, name: str, content_type: str, before_create: Callable[[], None] | None = None
+    ) -> AttachmentSink:
+        """A sink for one file part; `before_create` runs before its staging file is made."""
+
+        def create() -> tuple[str, StagedFile]:
+            if before_create is not None:
+                before_create()
+            return self._ensure_staging().create_attachment()
+
+        sink = AttachmentSink(create, name, content_type, self._recipients)
         self._sinks.append(sink)
         return sink
 

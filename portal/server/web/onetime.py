@@ -162,7 +162,9 @@ class FormLedger:
 
     def complete(self, claim: Claimed, page_state: bytes = b"") -> None:
         """Mark the form stored, keeping what its "received" page shows."""
-        sealed = _seal(claim.page_key, page_state)
+        # Nothing to keep (the usual case): no seal. An empty sealed area
+        # does not open, and what does not open reads as nothing (`_unseal`).
+        sealed = _seal(claim.page_key, page_state) if page_state else b""
         with self._lock:
             slot = self._find(claim.key, self._clock())
             if slot is not None:

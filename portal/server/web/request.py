@@ -139,8 +139,11 @@ class IntakeRequest(Request):
             raise TooManyFiles()
         # Checked again for every file, not only when the request starts:
         # one long upload must not eat the room kept free for the system.
-        refuse_when_low_on_disk()
-        sink = submission.open_attachment(filename or "", content_type or "")
+        # Checked when the file is made: the empty, unnamed part a browser
+        # sends when no file was chosen makes none (AttachmentSink).
+        sink = submission.open_attachment(
+            filename or "", content_type or "", before_create=refuse_when_low_on_disk
+        )
         self.__dict__.setdefault("_portal_sinks", []).append(sink)
         # Werkzeug declares IO[bytes]; it only writes the part and seeks it to 0.
         return sink  # type: ignore[return-value]

@@ -46,6 +46,7 @@ STATIC_HEADERS = {
     "Permissions-Policy": PERMISSIONS_POLICY,
 }
 _STATIC_HEADER_ITEMS = tuple(STATIC_HEADERS.items())
+_STATIC_NAMES = frozenset(name.lower() for name in STATIC_HEADERS)
 HSTS = "max-age=63072000"
 # Onion-Location repeats the request's path; a longer one is left out (the
 # header then names the onion service's front page). nginx refuses a
@@ -127,10 +128,10 @@ def flask_settings(config: Config) -> dict[str, Any]:
 
 def add_security_headers(response: Response) -> Response:
     headers = response.headers
-    if any(name in headers for name in STATIC_HEADERS):
-        headers.update(STATIC_HEADERS)  # replaces what a view set
-    else:
+    if _STATIC_NAMES.isdisjoint([name.lower() for name, _value in headers.items()]):
         headers.extend(_STATIC_HEADER_ITEMS)  # the usual case: none is there yet
+    else:
+        headers.update(STATIC_HEADERS)  # replaces what a view set
     if not request.path.startswith("/static/"):
         response.headers["Cache-Control"] = "no-store"
     return response
