@@ -185,6 +185,8 @@ class StagedFile:
         self._thread: threading.Thread | None = None
         # What the writer thread has not been handed yet (under PIECE_BYTES).
         self._piece = bytearray()
+        self._keep_inline = False
+        self._unsynced = 0
 
     def _drain(self) -> None:
         unsynced = 0
@@ -209,9 +211,13 @@ class StagedFile:
         if self._closed:
             raise StoreError("write to a finished file")
         if self._thread is None:
-            if self._inline + len(data) <= self.INLINE_BYTES:
+            if self._keep_inline or self._inline + len(data) <= self.INLINE_BYTES:
                 try:
                     write_all(self._raw, data)
+                    self._unsynced += len(data)
+                    if self._unsynced >= self.SYNC_EVERY:
+                        _start_writeback(self._raw.fileno())
+                        self._unsynced = 0
                 except OSError as exc:
                     self._error = exc
                     raise _translate_os_error(exc) from exc
@@ -229,6 +235,17 @@ class StagedFile:
         if self._piece:
             self._queue.put(bytes(self._piece))
             self._piece.clear()
+
+    def keep_inline(self) -> None:
+        """Write every byte on the caller's thread, however large the file grows.
+
+        For a caller that is itself a helper thread (the intake's
+        `PieceWorker`, which encrypts an upload beside the request's
+        thread): a second thread would only add hand-overs and copies. The
+        request's thread is still never the one that waits for the disk.
+        """
+        if self._thread is None:
+            self._keep_inline = True
 
     @property
     def threaded(self) -> bool:
