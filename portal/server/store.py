@@ -40,7 +40,15 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
-from portal.core.fsio import DIR_MODE, flocked, fsync_dir, open_new, open_unbuffered, write_all
+from portal.core.fsio import (
+    DIR_MODE,
+    flocked,
+    fsync_dir,
+    fsync_dir_fd,
+    open_new,
+    open_unbuffered,
+    write_all,
+)
 from portal.core.layout import (
     FILES_DIR,
     MANIFEST_NAME,
@@ -295,6 +303,7 @@ class Staging:
         # lock when the worker dies, and the sweep then removes the folder.
         # A request that forgets its staging releases it when collected.
         self._owner = weakref.finalize(self, os.close, owner_fd)
+        self.owner_fd = owner_fd  # also fsyncs the folder at commit
         # The id is chosen now, not at commit, so that the encrypted manifest
         # can name it: the reviewer then detects a manifest moved between
         # submission directories. The staging name is a different random
@@ -329,6 +338,19 @@ class Staging:
 
     def create_manifest(self) -> StagedFile:
         return self._create(MANIFEST_NAME)
+
+    def tree(self) -> list[tuple[Path, list[str]]]:
+        """Each folder of this staging directory with its files, innermost first.
+
+        A submission without attachments holds its manifest only, and says
+        so without reading the folder back; any other is walked.
+        """
+        if self._attachments == 0:
+            manifest = self.path / MANIFEST_NAME
+            return [
+                (self.path, [MANIFEST_NAME] if any(f.path == manifest for f in self._open) else [])
+            ]
+        return [(Path(top), files) for top, _dirs, files in os.walk(self.path, topdown=False)]
 
     def discard(self) -> None:
         """Delete everything staged. Safe to call more than once."""
@@ -464,10 +486,13 @@ class SubmissionStore:
         target = self.submissions_dir / submission_id
         stamp = day_timestamp()
         try:
-            for dirpath, _dirnames, filenames in os.walk(staging.path, topdown=False):
+            for dirpath, filenames in staging.tree():
                 for name in filenames:
                     os.utime(os.path.join(dirpath, name), (stamp, stamp))
-                fsync_dir(Path(dirpath))
+                if dirpath == staging.path:
+                    fsync_dir_fd(staging.owner_fd)  # open already, as its owner
+                else:
+                    fsync_dir(dirpath)
                 os.utime(dirpath, (stamp, stamp))
             # Shared with other commits; a seal takes it exclusively while it
             # swaps `submissions/`, so no commit lands in the old copy. Every
@@ -530,7 +555,8 @@ def _lock_directory(path: Path) -> int | None:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         # A sweep may have taken the lock between mkdir and flock and
         # deleted the folder: then this descriptor names a removed folder.
-        if os.fstat(fd).st_nlink == 0 or os.stat(path).st_ino != os.fstat(fd).st_ino:
+        held = os.fstat(fd)
+        if held.st_nlink == 0 or os.stat(path).st_ino != held.st_ino:
             raise FileNotFoundError(path)
     except (BlockingIOError, FileNotFoundError):
         os.close(fd)
