@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import threading
 import time
@@ -76,3 +77,54 @@ def test_the_lock_excludes_threads_and_workers() -> None:
     _, status = os.waitpid(pid, 0)
     assert results == [True, True]
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_the_fast_path_takes_the_same_record_lock_that_lockf_sees() -> None:
+    # Taken through libc without letting go of the interpreter lock; another
+    # process, using Python's own fcntl.lockf, must find it held, then free.
+    from portal.server import locks
+
+    assert locks._FCNTL is not None, "this Linux machine should have the fast path"
+    lock = SharedLock("test-fast-path")
+    fd = lock._process_lock
+    with lock:
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                code = 1  # it should have been held
+            except OSError:
+                pass
+            os._exit(code)
+        assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+        assert locks._try_record_lock(fd, fcntl.F_WRLCK)  # our own: taken again
+    pid = os.fork()
+    if pid == 0:
+        ok = locks._try_record_lock(fd, fcntl.F_WRLCK)
+        os._exit(0 if ok else 1)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0, "released for others"
+
+
+def test_the_fast_path_reports_a_lock_another_process_holds() -> None:
+    from portal.server import locks
+
+    lock = SharedLock("test-held-elsewhere")
+    fd = lock._process_lock
+    ready_r, ready_w = os.pipe()
+    done_r, done_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        fcntl.lockf(fd, fcntl.LOCK_EX)
+        os.write(ready_w, b"x")
+        os.read(done_r, 1)
+        os._exit(0)
+    os.read(ready_r, 1)
+    try:
+        assert not locks._try_record_lock(fd, fcntl.F_WRLCK)
+    finally:
+        os.write(done_w, b"x")
+        os.waitpid(pid, 0)
+    assert locks._try_record_lock(fd, fcntl.F_WRLCK)  # free once that process is gone
+    for end in (ready_r, ready_w, done_r, done_w):
+        os.close(end)

@@ -15,9 +15,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from werkzeug import formparser
+from werkzeug.http import parse_options_header
+from werkzeug.sansio import multipart as werkzeug_multipart
 from werkzeug.sansio.multipart import Epilogue, MultipartDecoder, NeedData
 
-from portal.server.web.multipart import BoundaryFinder, PortalMultipartDecoder
+from portal.server.web.multipart import (
+    MAX_KEPT_OPTIONS_CHARS,
+    BoundaryFinder,
+    PortalMultipartDecoder,
+    part_options,
+)
 
 # RFC 2046's boundary characters; dashes and spaces make the hard cases.
 BOUNDARY = st.text("-abAB09'()+_,./:=? ", min_size=1, max_size=12).filter(
@@ -124,6 +131,26 @@ def test_the_decoder_is_werkzeugs_but_for_the_boundarys_expressions() -> None:
 
 def test_the_app_parses_forms_with_the_portals_decoder(app) -> None:
     assert formparser.MultipartDecoder is PortalMultipartDecoder  # type: ignore[attr-defined]
+    assert werkzeug_multipart.parse_options_header is part_options  # type: ignore[attr-defined]
+
+
+@given(
+    value=st.one_of(
+        st.text(max_size=60),
+        st.builds(
+            "form-data; name={}{}".format,
+            st.text(max_size=20),
+            st.sampled_from(["", '; filename="a b.pdf"', "; filename*=UTF-8''%EC%A6%9D"]),
+        ),
+        st.text(min_size=MAX_KEPT_OPTIONS_CHARS - 2, max_size=MAX_KEPT_OPTIONS_CHARS + 2),
+    )
+)
+@settings(max_examples=400, deadline=None)
+def test_kept_part_options_are_werkzeugs_and_each_callers_own(value: str) -> None:
+    first = part_options(value)
+    assert first == parse_options_header(value)
+    first[1]["name"] = "changed by a caller"
+    assert part_options(value) == parse_options_header(value)
 
 
 def test_a_finder_is_either_kind_only() -> None:

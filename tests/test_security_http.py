@@ -297,3 +297,18 @@ def test_security_headers_replace_what_a_view_set_and_are_never_doubled(app) -> 
     for response in (plain, preset):
         for name, value in STATIC_HEADERS.items():
             assert response.headers.getlist(name) == [value], name
+
+
+def test_hosts_that_bind_are_remembered_and_bad_ones_never_are(app, client) -> None:
+    from portal.server.web.security import _MAX_GOOD_HOSTS, HostGuard
+
+    guard = app.wsgi_app
+    while not isinstance(guard, HostGuard):
+        guard = guard.wsgi_app
+    for n in range(_MAX_GOOD_HOSTS + 5):
+        assert client.get("/", headers={"Host": f"good{n}.example"}).status_code == 200
+    assert len(guard._good) == _MAX_GOOD_HOSTS  # capped; the rest are bound each time
+    for _ in range(2):  # a bad name is refused every time, after any number of good ones
+        assert client.get("/", headers={"Host": "h" * 64}).status_code == 400
+    assert all("h" * 64 not in key for key in guard._good)
+    assert client.get("/", headers={"Host": "good1.example"}).status_code == 200

@@ -67,12 +67,32 @@ def test_permissions_are_private(store: SubmissionStore) -> None:
     assert submission_id
 
 
-def test_times_are_coarsened_to_the_day(store: SubmissionStore) -> None:
-    submission_id = store.commit(_stage(store, [b"x"]))
+@pytest.mark.parametrize("payloads", [[], [b"x"], [b"x", b"y"]])
+def test_times_are_coarsened_to_the_day(store: SubmissionStore, payloads: list[bytes]) -> None:
+    submission_id = store.commit(_stage(store, payloads))
     midnight = day_timestamp()
     paths = [store.submissions_dir, store.path(submission_id), *store.files(submission_id)]
     for path in paths:
         assert path.stat().st_mtime == midnight, path
+
+
+@pytest.mark.parametrize("payloads", [[], [b"x"]])
+def test_commit_fsyncs_every_folder_of_the_submission_and_its_parent(
+    store: SubmissionStore, payloads: list[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def spy(fd: int) -> None:
+        synced.append(os.fstat(fd).st_ino)
+        real_fsync(fd)
+
+    staging = _stage(store, payloads)
+    monkeypatch.setattr(os, "fsync", spy)
+    submission_id = store.commit(staging)
+    folder = store.path(submission_id)
+    folders = [folder, *([folder / "files"] if payloads else []), store.submissions_dir]
+    assert {path.stat().st_ino for path in folders} <= set(synced)
 
 
 def test_stale_staging_is_swept_at_start_up(tmp_path: Path) -> None:

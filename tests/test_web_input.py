@@ -49,3 +49,32 @@ def test_a_server_parse_error_becomes_a_client_error() -> None:
     with pytest.raises(ClientDisconnected) as info:
         GuardedInput(Broken()).read(10)  # type: ignore[arg-type]  # a stream that fails
     assert "zz" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("headers", "timed"),
+    [
+        ({}, False),
+        ({"CONTENT_LENGTH": "0"}, False),
+        ({"CONTENT_LENGTH": "12"}, True),
+        ({"HTTP_TRANSFER_ENCODING": "chunked"}, True),
+    ],
+)
+def test_only_a_request_with_a_body_gets_the_bodys_socket_timeout(headers, timed) -> None:
+    import socket
+
+    from portal.server.web.body_guard import GuardedInputMiddleware
+
+    seen: list[float | None] = []
+
+    def app(environ, start_response):
+        seen.append(environ["gunicorn.socket"].gettimeout())
+        return [b""]
+
+    guard = GuardedInputMiddleware(app, window=7.0)
+    left, right = socket.socketpair()
+    with left, right:
+        right.setblocking(True)
+        environ = {"gunicorn.socket": right, "wsgi.input": io.BytesIO(b""), **headers}
+        guard(environ, lambda *a: None)
+    assert seen == [7.0 if timed else None]

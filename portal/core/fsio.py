@@ -84,12 +84,18 @@ def fsync_dir(path: Path) -> None:
     """
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
+        fsync_dir_fd(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir_fd(fd: int) -> None:
+    """`fsync_dir` of a directory the caller already holds open."""
+    try:
         os.fsync(fd)
     except OSError as exc:
         if exc.errno not in _DIR_FSYNC_UNSUPPORTED:
             raise
-    finally:
-        os.close(fd)
 
 
 def open_new(path: Path, mode: int = FILE_MODE) -> int:

@@ -1,18 +1,22 @@
 """Turning one request's parts into an encrypted, committed submission.
 
 Each uploaded file is encrypted as its bytes arrive: Werkzeug's multipart
-parser calls `AttachmentSink.write()` chunk by chunk (the sink is returned by
-the request's stream factory), the sink hashes the plaintext and pushes it
-through an age `Writer` into a staging file. Plaintext exists only in memory,
-one chunk at a time. The manifest, with each attachment's name, type, size and
-SHA-256, is encrypted last, and then the store commits the whole directory.
-The manifest's format, its writer and its parser live in `portal.core.manifest`.
+parser calls `AttachmentSink.write()` piece by piece (the sink is returned by
+the request's stream factory), and the sink hashes the plaintext and pushes it
+through an age `Writer` into a staging file; past a file's first MiB that work
+runs on a helper thread (`PieceWorker`), beside the parsing of the next piece.
+Plaintext exists only in memory, a few pieces at a time. The manifest, with
+each attachment's name, type, size and SHA-256, is encrypted last, and then
+the store commits the whole directory. The manifest's format, its writer and
+its parser live in `portal.core.manifest`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import queue
+import threading
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import BinaryIO
@@ -40,12 +44,114 @@ def _clean_text(value: str, limit: int) -> str:
     return cleaned[:limit]
 
 
+class PieceWorker:
+    """Runs `work` on the pieces handed over, in order, on a helper thread past the first MiB.
+
+    An upload's CPU is shared by the thread that receives and parses the body
+    and the work done on each piece (SHA-256, encryption, writing the
+    ciphertext). hashlib and the ChaCha20-Poly1305 of cryptography release
+    the GIL, so on a second core the piece work runs beside the parsing of
+    the next piece instead of after it (issue 25). Pieces (immutable `bytes`)
+    are handed over without a copy, gathered `BATCH_BYTES` at a time and
+    joined into one on the worker's thread: each hand-over wakes a thread,
+    and longer calls release the GIL less often. At most `DEPTH` batches
+    wait, and `put()` blocks beyond that, so memory stays bounded. The first
+    `INLINE_BYTES` are worked on by the caller itself: most files are small,
+    and starting a thread for them would cost more than it saves.
+
+    One helper, not one per kind of work: a separate hashing thread made the
+    parsing no faster and cost more CPU in hand-overs (bench/bench_speed.py,
+    docs/BENCHMARKS.md), which a busy 2-core server cannot spare.
+
+    An error in the thread is raised by the next `put()` or by `finish()`.
+    `close()` ends the thread on every path (`drop` skips what is left).
+    """
+
+    INLINE_BYTES = 1 << 20
+    BATCH_BYTES = 256 * 1024
+    DEPTH = 4
+
+    def __init__(self, work: Callable[[bytes], object]) -> None:
+        self._work = work
+        self._inline_left = self.INLINE_BYTES
+        self._queue: queue.Queue[list[bytes] | None] = queue.Queue(maxsize=self.DEPTH)
+        self._batch: list[bytes] = []
+        self._batched = 0
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._drop = False
+        self._closed = False
+
+    @property
+    def threaded(self) -> bool:
+        return self._thread is not None
+
+    def put(self, piece: bytes) -> None:
+        if self._closed:
+            raise IntakeError("write to a finished attachment")
+        self._raise_pending()
+        if self._thread is None:
+            if len(piece) <= self._inline_left:
+                self._inline_left -= len(piece)
+                self._work(piece)
+                return
+            self._thread = threading.Thread(target=self._run, name="intake-piece", daemon=True)
+            self._thread.start()
+        self._batch.append(piece)
+        self._batched += len(piece)
+        if self._batched >= self.BATCH_BYTES:
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        if self._batch:
+            self._queue.put(self._batch)
+            self._batch = []
+            self._batched = 0
+
+    def _run(self) -> None:
+        while (batch := self._queue.get()) is not None:
+            if self._error is not None or self._drop:
+                continue  # keep emptying the queue so that put() never blocks
+            try:
+                # One piece for the work: fewer, longer calls that release the GIL.
+                self._work(batch[0] if len(batch) == 1 else b"".join(batch))
+            except BaseException as exc:  # raised again in the request's thread
+                self._error = exc
+
+    def _raise_pending(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def close(self, *, drop: bool = False) -> None:
+        """Wait until every piece handed over is done (or, with `drop`, skipped); end the thread."""
+        self._drop = self._drop or drop
+        if not self._closed:
+            self._closed = True
+            if self._thread is not None:
+                if not self._drop:
+                    self._hand_over()
+                self._queue.put(None)
+                self._thread.join()
+            self._batch = []
+
+    def finish(self) -> None:
+        """`close()`, then raise the error the thread met, if any."""
+        self.close()
+        self._raise_pending()
+
+
 class AttachmentSink:
     """A write-only stream that encrypts and hashes one uploaded file.
 
-    Werkzeug's form parser writes each chunk as it arrives and calls
+    Werkzeug's form parser writes each piece as it arrives and calls
     `seek(0)` when the part ends; that is when the ciphertext is finished
     and fsynced.
+
+    Hashing, encrypting and writing run on a `PieceWorker` (a helper thread
+    past the first MiB), beside the parsing of the next piece. Werkzeug's pieces are
+    immutable `bytes` and are handed over as they are; any other buffer is
+    copied first, since its owner may reuse it. Every path ends the thread:
+    `finish()`, and `abandon()` for a part that will not be kept.
 
     The staging file is made at the first byte, not when the part starts: a
     browser sends an empty, unnamed file part whenever the witness chose no
@@ -65,6 +171,7 @@ class AttachmentSink:
         self._staged: StagedFile | None = None
         self._writer: Writer | None = None
         self._sha256 = hashlib.sha256()
+        self._worker = PieceWorker(self._take)
         self._size = 0
         self._relpath = ""
         self._name = _clean_text(name, MAX_NAME_CHARS)
@@ -75,6 +182,9 @@ class AttachmentSink:
     def _open(self) -> Writer:
         if self._writer is None:
             self._relpath, self._staged = self._create()
+            # Past its first MiB the file is written by the PieceWorker's
+            # thread, which can wait for the disk itself.
+            self._staged.keep_inline()
             self._writer = Writer(self._staged, self._recipients)
         return self._writer
 
@@ -83,18 +193,34 @@ class AttachmentSink:
             raise IntakeError("write to a finished attachment")
         if not data:
             return 0
-        self._sha256.update(data)
-        self._size += len(data)
-        self._open().write(data)
-        return len(data)
+        piece = data if type(data) is bytes else bytes(data)
+        self._open()
+        self._worker.put(piece)
+        self._size += len(piece)
+        return len(piece)
+
+    def _take(self, piece: bytes) -> None:
+        # On the worker's thread past the first MiB; in order, one at a time.
+        self._sha256.update(piece)
+        assert self._writer is not None
+        self._writer.write(piece)
 
     def finish(self) -> None:
         if not self.finished:
-            if self._writer is not None or self._name:
-                self._open().close()
-                assert self._staged is not None
-                self._staged.finish()
+            try:
+                # Every piece handed over is hashed, encrypted and written first.
+                self._worker.finish()
+                if self._writer is not None or self._name:
+                    self._open().close()
+                    assert self._staged is not None
+                    self._staged.finish()
+            finally:
+                self._worker.close()
             self.finished = True
+
+    def abandon(self) -> None:
+        """End the worker thread of a part that will not be kept, skipping what it has left."""
+        self._worker.close(drop=True)
 
     def seek(self, offset: int, whence: int = 0) -> int:
         # Werkzeug rewinds a file part once it is complete; there is nothing
@@ -246,6 +372,9 @@ class Submission:
         return self.committed_id
 
     def discard(self) -> None:
+        if self.committed_id is None:
+            for sink in self._sinks:
+                sink.abandon()
         if self._staging is not None and self.committed_id is None:
             self._staging.discard()
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import fcntl
 import os
+import sys
 import threading
 
 
@@ -36,17 +39,67 @@ class SharedLock:
     def __enter__(self) -> None:
         self._thread_lock.acquire()
         try:
-            fcntl.lockf(self._process_lock, fcntl.LOCK_EX)
+            # Nearly always free: taken at once, without letting go of the
+            # interpreter lock (`_try_record_lock`); else wait for it.
+            if not _try_record_lock(self._process_lock, fcntl.F_WRLCK):
+                fcntl.lockf(self._process_lock, fcntl.LOCK_EX)
         except BaseException:
             self._thread_lock.release()
             raise
 
     def __exit__(self, *exc: object) -> None:
         try:
-            fcntl.lockf(self._process_lock, fcntl.LOCK_UN)
+            if not _try_record_lock(self._process_lock, fcntl.F_UNLCK):
+                fcntl.lockf(self._process_lock, fcntl.LOCK_UN)
         finally:
             self._thread_lock.release()
 
     def __del__(self) -> None:
         with contextlib.suppress(AttributeError, OSError):
             os.close(self._process_lock)
+
+
+class _Flock(ctypes.Structure):
+    """Linux's `struct flock` (the same on every 64-bit Linux: off_t is 64 bits)."""
+
+    _fields_ = [
+        ("l_type", ctypes.c_short),
+        ("l_whence", ctypes.c_short),
+        ("l_start", ctypes.c_int64),
+        ("l_len", ctypes.c_int64),
+        ("l_pid", ctypes.c_int32),
+    ]
+
+
+def _libc_fcntl() -> object | None:
+    # PyDLL: the call keeps the interpreter lock, which is the point.
+    if not sys.platform.startswith("linux") or ctypes.sizeof(ctypes.c_void_p) != 8:
+        return None
+    try:
+        return ctypes.PyDLL(None, use_errno=True).fcntl
+    except (OSError, AttributeError):
+        return None
+
+
+_FCNTL = _libc_fcntl()
+
+
+def _try_record_lock(fd: int, kind: int) -> bool:
+    """Set (F_WRLCK) or clear (F_UNLCK) the whole-file record lock without waiting.
+
+    What `fcntl.lockf(fd, LOCK_EX | LOCK_NB)` does, through libc, but
+    without letting go of the interpreter lock: each letting go hands it to
+    another of the worker's threads and back, which cost more CPU than the
+    locked work (docs/BENCHMARKS.md, issue 25). False when the lock is
+    held by another process, or when this fast path is not available: the
+    caller then waits with `fcntl.lockf`, as before.
+    """
+    if _FCNTL is None:
+        return False
+    request = _Flock(kind, os.SEEK_SET, 0, 0, 0)
+    if _FCNTL(fd, fcntl.F_SETLK, ctypes.byref(request)) == 0:  # type: ignore[operator]
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EAGAIN, errno.EACCES):
+        return False
+    raise OSError(code, os.strerror(code))

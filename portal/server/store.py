@@ -40,7 +40,15 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
-from portal.core.fsio import DIR_MODE, flocked, fsync_dir, open_new, open_unbuffered, write_all
+from portal.core.fsio import (
+    DIR_MODE,
+    flocked,
+    fsync_dir,
+    fsync_dir_fd,
+    open_new,
+    open_unbuffered,
+    write_all,
+)
 from portal.core.layout import (
     FILES_DIR,
     MANIFEST_NAME,
@@ -185,6 +193,8 @@ class StagedFile:
         self._thread: threading.Thread | None = None
         # What the writer thread has not been handed yet (under PIECE_BYTES).
         self._piece = bytearray()
+        self._keep_inline = False
+        self._unsynced = 0
 
     def _drain(self) -> None:
         unsynced = 0
@@ -209,9 +219,13 @@ class StagedFile:
         if self._closed:
             raise StoreError("write to a finished file")
         if self._thread is None:
-            if self._inline + len(data) <= self.INLINE_BYTES:
+            if self._keep_inline or self._inline + len(data) <= self.INLINE_BYTES:
                 try:
                     write_all(self._raw, data)
+                    self._unsynced += len(data)
+                    if self._unsynced >= self.SYNC_EVERY:
+                        _start_writeback(self._raw.fileno())
+                        self._unsynced = 0
                 except OSError as exc:
                     self._error = exc
                     raise _translate_os_error(exc) from exc
@@ -229,6 +243,17 @@ class StagedFile:
         if self._piece:
             self._queue.put(bytes(self._piece))
             self._piece.clear()
+
+    def keep_inline(self) -> None:
+        """Write every byte on the caller's thread, however large the file grows.
+
+        For a caller that is itself a helper thread (the intake's
+        `PieceWorker`, which encrypts an upload beside the request's
+        thread): a second thread would only add hand-overs and copies. The
+        request's thread is still never the one that waits for the disk.
+        """
+        if self._thread is None:
+            self._keep_inline = True
 
     @property
     def threaded(self) -> bool:
@@ -278,6 +303,7 @@ class Staging:
         # lock when the worker dies, and the sweep then removes the folder.
         # A request that forgets its staging releases it when collected.
         self._owner = weakref.finalize(self, os.close, owner_fd)
+        self.owner_fd = owner_fd  # also fsyncs the folder at commit
         # The id is chosen now, not at commit, so that the encrypted manifest
         # can name it: the reviewer then detects a manifest moved between
         # submission directories. The staging name is a different random
@@ -312,6 +338,19 @@ class Staging:
 
     def create_manifest(self) -> StagedFile:
         return self._create(MANIFEST_NAME)
+
+    def tree(self) -> list[tuple[Path, list[str]]]:
+        """Each folder of this staging directory with its files, innermost first.
+
+        A submission without attachments holds its manifest only, and says
+        so without reading the folder back; any other is walked.
+        """
+        if self._attachments == 0:
+            manifest = self.path / MANIFEST_NAME
+            return [
+                (self.path, [MANIFEST_NAME] if any(f.path == manifest for f in self._open) else [])
+            ]
+        return [(Path(top), files) for top, _dirs, files in os.walk(self.path, topdown=False)]
 
     def discard(self) -> None:
         """Delete everything staged. Safe to call more than once."""
@@ -447,10 +486,13 @@ class SubmissionStore:
         target = self.submissions_dir / submission_id
         stamp = day_timestamp()
         try:
-            for dirpath, _dirnames, filenames in os.walk(staging.path, topdown=False):
+            for dirpath, filenames in staging.tree():
                 for name in filenames:
                     os.utime(os.path.join(dirpath, name), (stamp, stamp))
-                fsync_dir(Path(dirpath))
+                if dirpath == staging.path:
+                    fsync_dir_fd(staging.owner_fd)  # open already, as its owner
+                else:
+                    fsync_dir(dirpath)
                 os.utime(dirpath, (stamp, stamp))
             # Shared with other commits; a seal takes it exclusively while it
             # swaps `submissions/`, so no commit lands in the old copy. Every
@@ -513,7 +555,8 @@ def _lock_directory(path: Path) -> int | None:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         # A sweep may have taken the lock between mkdir and flock and
         # deleted the folder: then this descriptor names a removed folder.
-        if os.fstat(fd).st_nlink == 0 or os.stat(path).st_ino != os.fstat(fd).st_ino:
+        held = os.fstat(fd)
+        if held.st_nlink == 0 or os.stat(path).st_ino != held.st_ino:
             raise FileNotFoundError(path)
     except (BlockingIOError, FileNotFoundError):
         os.close(fd)

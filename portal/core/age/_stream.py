@@ -29,6 +29,12 @@ _NOT_LAST = b"\x00"
 # chunks are decrypted in place and the partial chunk at the end of a block
 # (at most one chunk, moved to the front) is copied rarely.
 _READ_CHUNKS = 16
+# Held back by reference only from an object this small: a view keeps the
+# whole object alive, and a writer fed large pieces (the portal's uploads,
+# in 1 MiB pieces) must not keep one alive while it waits for the next.
+_HOLD_LIMIT = 2 * CHUNK_SIZE
+# The most chunks one write() seals before it writes them out.
+_WRITE_CHUNKS = 4
 
 
 def _nonce(counter: int, flag: bytes) -> bytes:
@@ -56,11 +62,21 @@ class StreamEncryptor:
         self._held: memoryview | None = None
         # Sealing into one reused buffer avoids a 64 KiB allocation per chunk.
         # File objects may not keep the buffer passed to write() (see
-        # io.BufferedIOBase.write), so reusing it is safe.
+        # io.BufferedIOBase.write), so reusing it is safe. The chunks one
+        # write() seals are gathered there and written out together, so a
+        # large write costs one call of `write`, not one per chunk; the buffer
+        # grows to `_WRITE_CHUNKS` chunks for a writer fed large pieces.
         self._sealed = memoryview(bytearray(ENC_CHUNK_SIZE))
+        self._sealed_end = 0
 
     def write(self, data: memoryview) -> None:
         """Buffer `data`, sealing every chunk known not to be the last."""
+        if len(data) > 2 * CHUNK_SIZE and len(self._sealed) < _WRITE_CHUNKS * ENC_CHUNK_SIZE:
+            self._sealed = memoryview(bytearray(_WRITE_CHUNKS * ENC_CHUNK_SIZE))
+        self._push(data)
+        self._flush()
+
+    def _push(self, data: memoryview) -> None:
         size = len(data)
         if not size:
             return
@@ -85,7 +101,7 @@ class StreamEncryptor:
         while size - pos > CHUNK_SIZE:
             self._seal(data[pos : pos + CHUNK_SIZE], _NOT_LAST)
             pos += CHUNK_SIZE
-        if type(data.obj) is bytes:
+        if type(data.obj) is bytes and len(data.obj) <= _HOLD_LIMIT:
             self._held = data[pos:]
         else:
             # The caller may reuse a mutable buffer as soon as we return.
@@ -103,12 +119,22 @@ class StreamEncryptor:
             final = memoryview(self._chunk)[: self._filled]
         self._seal(final, _LAST)
         self._filled = 0
+        self._flush()
 
     def _seal(self, plaintext: memoryview, flag: bytes) -> None:
-        sealed = self._sealed[: len(plaintext) + TAG_SIZE]
+        end = self._sealed_end + len(plaintext) + TAG_SIZE
+        if end > len(self._sealed):
+            self._flush()
+            end = len(plaintext) + TAG_SIZE
+        sealed = self._sealed[self._sealed_end : end]
         self._aead.encrypt_into(_nonce(self._counter, flag), plaintext, None, sealed)
         self._counter += 1
-        self._write(sealed)
+        self._sealed_end = end
+
+    def _flush(self) -> None:
+        if self._sealed_end:
+            sealed, self._sealed_end = self._sealed[: self._sealed_end], 0
+            self._write(sealed)
 
 
 def decrypt_chunks(key: bytes, src: BufferedSource) -> Generator[bytes, None, None]:

@@ -206,13 +206,22 @@ class GuardedInputMiddleware:
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         sock = environ.get("gunicorn.socket")
-        if sock is not None:
+        if sock is not None and has_body(environ):
             # gunicorn resets the socket to blocking (no timeout) at the
             # start of each request, so this applies to this request only.
+            # A request without a body has nothing to time: a timeout would
+            # only make each of its socket calls wait in poll() first (a
+            # reader too slow for the answer is nginx's, `send_timeout`).
             sock.settimeout(self.watchdog.window)
         environ["wsgi.input"] = GuardedInput(environ["wsgi.input"], self.watchdog, sock)
         result: Iterable[bytes] = self.wsgi_app(environ, start_response)
         return result
+
+
+def has_body(environ: dict[str, Any]) -> bool:
+    """Whether the request says it sends a body: a length above zero, or chunks."""
+    length = environ.get("CONTENT_LENGTH") or "0"
+    return length != "0" or bool(environ.get("HTTP_TRANSFER_ENCODING"))
 
 
 def limit_body_time(seconds: float) -> None:

@@ -11,16 +11,20 @@ boundary is a literal, so it is found with `bytes.find`, and only the
 boundary-independent rest of each expression (line break before, dashes,
 white space and line break after) is matched, with one expression compiled
 once. Everything else is Werkzeug's own decoder, unchanged; the decoder is
-installed as the one Werkzeug's form parser uses (`install`).
+installed as the one Werkzeug's form parser uses (`install`), and reads
+each part's Content-Disposition through `part_options`, which keeps the
+parsed form of the few short values a browser's form sends.
 `tests/test_multipart.py` checks event by event, on generated bodies cut
 into random pieces, that both decoders decode alike.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 
 from werkzeug import formparser
+from werkzeug import http as werkzeug_http
 from werkzeug.sansio import multipart as werkzeug_multipart
 
 # What follows the boundary in Werkzeug's expressions: "--" (the last
@@ -107,6 +111,34 @@ class PortalMultipartDecoder(werkzeug_multipart.MultipartDecoder):
         self.boundary_re = BoundaryFinder(boundary, line_break="required")  # type: ignore[assignment]
 
 
+# A part's Content-Disposition is read with this many characters at most
+# from the kept answers (`part_options`); longer ones are parsed each time.
+MAX_KEPT_OPTIONS_CHARS = 256
+
+
+@functools.lru_cache(maxsize=256)
+def _kept_options(value: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+    kind, options = werkzeug_http.parse_options_header(value)
+    return kind, tuple(options.items())
+
+
+def part_options(value: str | None) -> tuple[str, dict[str, str]]:
+    """`werkzeug.http.parse_options_header`, keeping the answers for short values.
+
+    A browser's form sends the same part headers every time
+    (`form-data; name="testimony"`); parsing each one cost more than the
+    rest of decoding its part. Each caller gets its own dictionary.
+    """
+    if value is None or len(value) > MAX_KEPT_OPTIONS_CHARS:
+        return werkzeug_http.parse_options_header(value)
+    kind, options = _kept_options(value)
+    return kind, dict(options)
+
+
 def install() -> None:
-    """Make Werkzeug's form parser decode multipart bodies with `PortalMultipartDecoder`."""
+    """Make Werkzeug's form parser decode multipart bodies with `PortalMultipartDecoder`.
+
+    Its decoder also reads each part's Content-Disposition with `part_options`.
+    """
     formparser.MultipartDecoder = PortalMultipartDecoder  # type: ignore[attr-defined]
+    werkzeug_multipart.parse_options_header = part_options  # type: ignore[attr-defined]

@@ -4,7 +4,7 @@ Werkzeug's form parser asks the request for a stream per file part. Its
 default spools anything over 500 KB to a plaintext temporary file;
 `IntakeRequest` instead hands out an encrypting sink of this request's
 `portal.server.intake.Submission`, so an upload's plaintext only ever exists in
-memory, one chunk at a time. `FormBudget` bounds what the parser holds in
+memory, a few pieces at a time. `FormBudget` bounds what the parser holds in
 memory for the text around the files. The submission lives for one request:
 whatever it did not commit is discarded when the request ends.
 """

@@ -67,6 +67,11 @@ _BAD_HOST_KEY = "portal.bad_host"
 _PLACEHOLDER_HOST = "host.invalid"
 
 
+# The environ keys Werkzeug names a request's host from (`werkzeug.wsgi.get_host`).
+_HOST_KEYS = ("HTTP_HOST", "SERVER_NAME", "SERVER_PORT", "wsgi.url_scheme")
+_MAX_GOOD_HOSTS = 64
+
+
 class HostGuard:
     """Replaces a Host header Werkzeug cannot parse before Flask sees it.
 
@@ -78,13 +83,23 @@ class HostGuard:
     def __init__(self, app: Flask) -> None:
         self.url_map = app.url_map
         self.wsgi_app = app.wsgi_app
+        # Host values seen to bind: each is tried once, not on every request
+        # (binding builds and throws away a URL adapter). A few names serve
+        # a portal; past the cap, new names are simply tried every time.
+        self._good: set[tuple[object, ...]] = set()
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        try:
-            self.url_map.bind_to_environ(environ)
-        except (HTTPException, UnicodeError, ValueError):
-            environ["HTTP_HOST"] = _PLACEHOLDER_HOST
-            environ[_BAD_HOST_KEY] = True
+        # What binding reads of the request to name its host.
+        host = tuple(environ.get(k) for k in _HOST_KEYS)
+        if host not in self._good:
+            try:
+                self.url_map.bind_to_environ(environ)
+            except (HTTPException, UnicodeError, ValueError):
+                environ["HTTP_HOST"] = _PLACEHOLDER_HOST
+                environ[_BAD_HOST_KEY] = True
+            else:
+                if len(self._good) < _MAX_GOOD_HOSTS:
+                    self._good.add(host)
         return self.wsgi_app(environ, start_response)
 
 
