@@ -911,7 +911,11 @@ def browsers_row(
     sealed_dir = root / "limit-out"
     sealed_dir.mkdir(exist_ok=True)
     reference = start_reference("wtf", root, [str(out_dir)])
-    limit = start_reference("wtf-sealed", root, [str(sealed_dir), recipient])
+    try:
+        limit = start_reference("wtf-sealed", root, [str(sealed_dir), recipient])
+    except BaseException:
+        reference.stop()
+        raise
     browsers = (args.browsers_clients, min(args.client_procs, args.browsers_clients))
     portal_runs: list[Run] = []
     reference_runs: list[Run] = []
