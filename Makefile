@@ -117,6 +117,7 @@ test-fast: $(STAMP) ## the tests without the real browser and the slow server ru
 
 bench: $(STAMP) system-deps ## the speed table of issue 14 (portal vs references, ratios), then the other benchmarks (takes minutes)
 	$(BIN)/python bench/bench_speed.py
+	$(BIN)/python bench/profile_submission.py
 	$(BIN)/python bench/bench_age_writer.py
 	$(BIN)/python bench/bench_upload.py
 	$(BIN)/python bench/bench_open.py
