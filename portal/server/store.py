@@ -47,6 +47,7 @@ from portal.core.fsio import (
     fsync_dir_fd,
     open_new,
     open_unbuffered,
+    start_writeback,
     write_all,
 )
 from portal.core.layout import (
@@ -89,19 +90,6 @@ class ArchiveUnavailable(StoreError):
     missing bucket or a missing permission. Submissions already in a node's
     spool stay there and are published when the archive is back.
     """
-
-
-def _start_writeback(fd: int) -> None:
-    """Ask the kernel to start writing a file's dirty pages out, without waiting.
-
-    On Linux, POSIX_FADV_DONTNEED starts write-back of the dirty pages and
-    drops the clean ones (the server never reads its ciphertext back). It
-    makes nothing durable: `StagedFile.finish()` still fsyncs. It only keeps
-    the disk busy while the upload goes on, so that the final fsync has little
-    left to do, without stopping the writer the way fdatasync did.
-    """
-    with contextlib.suppress(OSError, AttributeError):
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
 
 
 def _translate_os_error(exc: OSError) -> StoreError:
@@ -205,7 +193,7 @@ class StagedFile:
                 write_all(self._raw, item)
                 unsynced += len(item)
                 if unsynced >= self.SYNC_EVERY:
-                    _start_writeback(self._raw.fileno())
+                    start_writeback(self._raw.fileno())  # the server never reads it back
                     unsynced = 0
             except OSError as exc:
                 self._error = exc
@@ -224,7 +212,7 @@ class StagedFile:
                     write_all(self._raw, data)
                     self._unsynced += len(data)
                     if self._unsynced >= self.SYNC_EVERY:
-                        _start_writeback(self._raw.fileno())
+                        start_writeback(self._raw.fileno())  # the server never reads it back
                         self._unsynced = 0
                 except OSError as exc:
                     self._error = exc
