@@ -56,3 +56,19 @@ def test_post_form_stores_through_flask_and_through_a_live_server(
 def test_post_form_without_a_form_on_the_page_says_so(client: Any) -> None:
     with pytest.raises(AssertionError, match="no CSRF token"):
         post_form(client, {"testimony": "x"}, path="/")
+
+
+def test_a_connection_reset_before_any_socket_is_an_os_error(monkeypatch) -> None:
+    # A node being killed resets the connection while it is made: the client
+    # has no socket and no answer to read, and says so as an OSError (the
+    # load loops count those) rather than failing on the missing socket.
+    import http.client
+
+    from portal.testing.live import Client
+
+    def reset(self: http.client.HTTPConnection) -> None:
+        raise ConnectionResetError(104, "Connection reset by peer")
+
+    monkeypatch.setattr(http.client.HTTPConnection, "connect", reset)
+    with pytest.raises(ConnectionResetError):
+        Client("http://127.0.0.1:9").request("POST", "/submit", body=b"x")

@@ -85,7 +85,11 @@ class Client:
             except (BrokenPipeError, ConnectionResetError):
                 # The server may answer (a 413, say) and close before the
                 # whole body is sent, as it should: read that answer, as a
-                # browser does. If there is none, the send error stands.
+                # browser does. If there is none, the send error stands;
+                # nor is there one when the connection itself was refused
+                # (a node being killed): http.client then holds no socket.
+                if conn.sock is None:
+                    raise
                 try:
                     resp = conn.getresponse()
                 except (OSError, http.client.HTTPException):
