@@ -312,3 +312,16 @@ def test_hosts_that_bind_are_remembered_and_bad_ones_never_are(app, client) -> N
         assert client.get("/", headers={"Host": "h" * 64}).status_code == 400
     assert all("h" * 64 not in key for key in guard._good)
     assert client.get("/", headers={"Host": "good1.example"}).status_code == 200
+
+
+def test_the_session_serializer_is_kept_and_made_again_for_a_new_key(app) -> None:
+    interface = app.session_interface
+    first = interface.get_signing_serializer(app)
+    assert first is not None and interface.get_signing_serializer(app) is first
+    app.secret_key = b"another key, as after a restart with a new PORTAL_SECRET_KEY"
+    second = interface.get_signing_serializer(app)
+    assert second is not first
+    assert second.loads(second.dumps({"a": 1})) == {"a": 1}
+    assert first.loads(first.dumps({"a": 1})) == {"a": 1}
+    with pytest.raises(Exception, match="(?i)signature"):
+        second.loads(first.dumps({"a": 1}))

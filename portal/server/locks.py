@@ -89,8 +89,8 @@ def _try_record_lock(fd: int, kind: int) -> bool:
 
     What `fcntl.lockf(fd, LOCK_EX | LOCK_NB)` does, through libc, but
     without letting go of the interpreter lock: each letting go hands it to
-    another of the worker's threads and back, which cost more CPU than the
-    locked work (docs/BENCHMARKS.md, issue 25). False when the lock is
+    another of the worker's threads and back, a futex call and a thread
+    switch each (docs/BENCHMARKS.md, issue 25). False when the lock is
     held by another process, or when this fast path is not available: the
     caller then waits with `fcntl.lockf`, as before.
     """

@@ -107,8 +107,8 @@ class KeptSerializerSessions(SecureCookieSessionInterface):
     """Flask's signed-cookie session, with its signing serializer made once per key.
 
     Flask builds a new serializer for every request, and building one
-    serialises an empty object to learn its kind: a third of the time of
-    a request for a page drawn once. The serializer holds only the keys
+    serialises an empty object to learn its kind: about a tenth of the
+    time of a request for a page drawn once. The serializer holds only the keys
     and settings, and is made again if they change.
     """
 
