@@ -8,7 +8,6 @@ with every byte in order on disk.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import socket
 import threading
@@ -22,7 +21,6 @@ from gunicorn import util as gunicorn_util
 from gunicorn.http import unreader as gunicorn_unreader
 from gunicorn.http import wsgi as gunicorn_wsgi
 
-from portal.core.fsio import ThreadedSha256
 from portal.server.appserver import adapt_gunicorn
 from portal.server.store import StagedFile, SubmissionStore
 from portal.server.web.body_guard import PROGRESS_BYTES
@@ -141,56 +139,23 @@ def test_a_stalled_disk_holds_a_bounded_amount_in_memory(tmp_path: Path) -> None
     staging.discard()
 
 
-# --- open (issue 14): the ciphertext hash runs beside the decryption ---
-
-
-@pytest.mark.parametrize("sizes", [[0], [10, 20], [1 << 20, 1], [65536 + 16] * 40, [3, 1 << 21, 7]])
-def test_threaded_sha256_equals_hashlib(sizes: list[int]) -> None:
-    pieces = [os.urandom(size) for size in sizes]
-    threaded = ThreadedSha256()
-    for piece in pieces:
-        threaded.update(memoryview(piece))
-    assert threaded.hexdigest() == hashlib.sha256(b"".join(pieces)).hexdigest()
-
-
-def test_threaded_sha256_hashes_what_was_handed_over_not_a_reused_buffer() -> None:
-    threaded = ThreadedSha256(inline_bytes=0)
-    buffer = bytearray(os.urandom(100_000))
-    expected = hashlib.sha256()
-    for _ in range(20):
-        threaded.update(buffer)
-        expected.update(buffer)
-        buffer[:] = os.urandom(len(buffer))  # the caller reuses its buffer at once
-    assert threaded.hexdigest() == expected.hexdigest()
-
-
-def test_threaded_sha256_starts_a_thread_only_for_a_large_file_and_ends_it() -> None:
-    small = ThreadedSha256()
-    small.update(b"x" * 1000)
-    assert small._thread is None
-    small.close()
-    large = ThreadedSha256()
-    large.update(b"x" * (2 << 20))
-    thread = large._thread
-    assert thread is not None and thread.is_alive()
-    large.hexdigest()
-    assert not thread.is_alive()
-    large.close()  # a second close is harmless
-    with pytest.raises(ValueError, match="finished"):
-        large.update(b"more")
+# --- open: the ciphertext hash covers every byte read, and the rest ---
 
 
 def test_open_of_a_large_attachment_records_the_ciphertext_hash(tmp_path: Path) -> None:
-    # The threaded hash must still cover every byte of the file, trailing ones
-    # included: the custody log's ciphertext hash is what courts compare.
+    # The hash must cover every byte of the file, trailing ones included: the
+    # custody log's ciphertext hash is what courts compare.
     from portal.core.fsio import sha256_file
     from portal.review.opening.decrypt import HashingReader
 
     data = os.urandom(3 << 20)
     path = tmp_path / "big.bin"
     path.write_bytes(data + b"trailing")
-    with path.open("rb", buffering=0) as raw, HashingReader(raw, threaded=True) as reader:
-        assert reader.read(1 << 20) == data[: 1 << 20]
+    with path.open("rb", buffering=0) as raw:
+        reader = HashingReader(raw)
+        buffer = memoryview(bytearray(1 << 20))
+        assert reader.readinto(buffer) == 1 << 20 and buffer == data[: 1 << 20]
+        assert reader.read(5) == data[1 << 20 : (1 << 20) + 5]
         reader.drain()
         digest = reader.hexdigest()
     assert digest == sha256_file(path)

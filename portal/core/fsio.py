@@ -403,69 +403,6 @@ def sha256_file(path: Path, *, drop_cache: bool = False) -> str:
     return digest.hexdigest()
 
 
-class ThreadedSha256:
-    """A SHA-256 computed on a helper thread from copies the caller hands over.
-
-    hashlib releases the GIL while it hashes more than 2 KiB, so with a free
-    core the hash runs beside the caller's own work (decrypting, encrypting,
-    writing) instead of after it. The first `inline_bytes` are hashed by the
-    caller, so a small file never starts a thread. At most `depth` pieces
-    wait; `update()` blocks beyond that, so memory stays bounded.
-
-    `hexdigest()` (or `close()`, for a path that needs no result) waits until
-    everything handed over is hashed and ends the thread; call one of them on
-    every path, as `HashingReader` does with `with`.
-    """
-
-    def __init__(self, *, inline_bytes: int = CHUNK, depth: int = 4) -> None:
-        self._digest = hashlib.sha256()
-        self._inline_left = inline_bytes
-        self._queue: queue.Queue[memoryview | None] = queue.Queue(maxsize=depth)
-        # Copies are made into buffers the helper hands back once hashed, so
-        # that a large file does not take new memory for every piece.
-        self._spare: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._closed = False
-
-    def _run(self) -> None:
-        while (piece := self._queue.get()) is not None:
-            self._digest.update(piece)
-            self._spare.put(piece.obj)  # type: ignore[arg-type]
-
-    def update(self, data: bytes | bytearray | memoryview) -> None:
-        if self._closed:
-            raise ValueError("update of a finished hash")
-        if self._thread is None:
-            if len(data) <= self._inline_left:
-                self._inline_left -= len(data)
-                self._digest.update(data)
-                return
-            self._thread = threading.Thread(target=self._run, name="sha256", daemon=True)
-            self._thread.start()
-        # A copy: the caller may reuse its buffer as soon as this returns.
-        try:
-            spare = self._spare.get_nowait()
-        except queue.Empty:
-            spare = bytearray()
-        size = len(data)
-        if len(spare) < size:
-            spare = bytearray(size)
-        copy = memoryview(spare)[:size]
-        copy[:] = data
-        self._queue.put(copy)
-
-    def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            if self._thread is not None:
-                self._queue.put(None)
-                self._thread.join()
-
-    def hexdigest(self) -> str:
-        self.close()
-        return self._digest.hexdigest()
-
-
 def open_lock_file(path: Path) -> int:
     """Open (creating it `FILE_MODE` if missing) a lock file; return the descriptor to flock.
 

@@ -36,7 +36,6 @@ from portal.core.age import (
 from portal.core.fsio import (
     CHUNK,
     FILE_MODE,
-    ThreadedSha256,
     new_file,
     replace_with_chunks,
     write_all,
@@ -60,16 +59,18 @@ MAX_MANIFEST_CIPHERTEXT = (
 
 BytesFn = Callable[[int], None]
 
-# A large attachment is decrypted on its worker thread, while one helper
-# thread hashes its ciphertext (for the record and the custody log) and
-# another hashes and writes its plaintext (fsio.replace_with_chunks, behind):
-# hashlib and os.write release the GIL, ChaCha20-Poly1305 does not, so this
-# keeps both cores busy. What is in flight stays under 8 MiB a file
-# (tests/test_review_open.py): age's 1 MiB read buffer; up to
-# CIPHERTEXT_DEPTH + 2 ciphertext copies of about 1 MiB (queued, being
-# hashed, being handed over); and up to 4 plaintext blocks of
-# PLAINTEXT_BLOCK_CHUNKS x 64 KiB (2 queued, 1 being written, 1 being filled).
-CIPHERTEXT_DEPTH = 2
+# A large attachment is read, its ciphertext hashed (for the record and the
+# custody log) and decrypted on its worker thread, while a helper thread
+# hashes and writes its plaintext (fsio.replace_with_chunks, behind): hashlib,
+# ChaCha20-Poly1305 and os.write all release the GIL, so this keeps both
+# cores busy. The ciphertext is hashed in the buffer it was read into, still
+# in this core's cache: a helper thread of its own (issue 14's design) needed
+# a copy of every piece and read it from the other core's cache, and took
+# 0.44 s for 256 MiB where this takes 0.36 s (bench/bench_speed.py's open
+# row, docs/BENCHMARKS.md). What is in flight stays under 8 MiB a file
+# (tests/test_review_open.py): age's 1 MiB read buffer and up to 4
+# plaintext blocks of PLAINTEXT_BLOCK_CHUNKS x 64 KiB (2 queued, 1 being
+# written, 1 being filled).
 PLAINTEXT_BLOCK_CHUNKS = 8
 
 
@@ -80,30 +81,15 @@ class Cancelled(Exception):
 class HashingReader:
     """A read-only file wrapper that hashes and counts every byte read through it.
 
-    With `threaded`, the hash runs on a helper thread (`fsio.ThreadedSha256`)
-    beside the decryption: `open` of a large file hashes its ciphertext and
-    its plaintext, and doing one of the two beside the rest took a 1 GiB
-    `open` from 424-490 to 652-682 MiB/s on the 2-core machine
-    (bench/bench_speed.py, issue 14); the plaintext's hash is now done
-    beside it too (see CIPHERTEXT_DEPTH). Use it with `with`, which ends the thread.
+    The hash is computed on the reading thread, in the caller's own buffer
+    (`readinto`): no copy, and the bytes are still in this core's cache.
     """
 
-    def __init__(
-        self, raw: BinaryIO, on_bytes: BytesFn | None = None, *, threaded: bool = False
-    ) -> None:
+    def __init__(self, raw: BinaryIO, on_bytes: BytesFn | None = None) -> None:
         self._raw = raw
         self._on_bytes = on_bytes
-        self.sha256: ThreadedSha256 | hashlib._Hash = (
-            ThreadedSha256(depth=CIPHERTEXT_DEPTH) if threaded else hashlib.sha256()
-        )
+        self.sha256 = hashlib.sha256()
         self.size = 0
-
-    def __enter__(self) -> HashingReader:
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        if isinstance(self.sha256, ThreadedSha256):
-            self.sha256.close()
 
     def read(self, size: int = -1, /) -> bytes:
         data = self._raw.read(size)
@@ -328,7 +314,8 @@ class Decryptor:
                 self._on_bytes(count)
 
         dest = work / name
-        with open_ciphertext(path) as raw, HashingReader(raw, check, threaded=True) as hashing:
+        with open_ciphertext(path) as raw:
+            hashing = HashingReader(raw, check)
             try:
                 # The plaintext appears under its name only once every chunk
                 # has verified: a cut or altered file leaves nothing behind.
