@@ -54,8 +54,13 @@ class PieceWorker:
     the next piece instead of after it (issue 25). Pieces (immutable `bytes`)
     are handed over without a copy, gathered `BATCH_BYTES` at a time and
     joined into one on the worker's thread: each hand-over wakes a thread,
-    and longer calls release the GIL less often. At most `DEPTH` batches
-    wait, and `put()` blocks beyond that, so memory stays bounded. The first
+    and every call that lets go of the GIL (a hash, each 64 KiB chunk's
+    encryption, a write) must wait to get it back while the parsing thread
+    runs Python. 1 MiB batches in place of 256 KiB took a 256 MiB upload
+    from 0.54 to 0.57-0.62 of `age -e` (bench/bench_speed.py, alternating;
+    docs/BENCHMARKS.md). At most `DEPTH` batches wait (about 6 MiB of
+    plaintext with the one being worked on and the one being gathered), and
+    `put()` blocks beyond that, so memory stays bounded. The first
     `INLINE_BYTES` are worked on by the caller itself: most files are small,
     and starting a thread for them would cost more than it saves.
 
@@ -68,7 +73,7 @@ class PieceWorker:
     """
 
     INLINE_BYTES = 1 << 20
-    BATCH_BYTES = 256 * 1024
+    BATCH_BYTES = 1 << 20
     DEPTH = 4
 
     def __init__(self, work: Callable[[bytes], object]) -> None:

@@ -16,6 +16,7 @@ from typing import IO
 
 from flask import Flask, Request, request
 from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.wsgi import LimitedStream
 
 from portal.server.intake import Submission
 from portal.server.web import multipart
@@ -61,7 +62,10 @@ class FormBudget:
 
     def read(self, size: int = -1) -> bytes:
         if size is not None and size >= 0:
-            return self._counted(self._stream.read(size))
+            stream = self._stream
+            if type(stream) is LimitedStream and not hasattr(stream._stream, "readinto"):
+                return self._counted(read_limited(stream, size))
+            return self._counted(stream.read(size))
         # The urlencoded parser asks for everything: read it in bounded
         # pieces, so an oversized body is refused before it is held.
         pieces = []
@@ -77,6 +81,34 @@ class FormBudget:
         if self._read - self._file_bytes() > self._limit:
             raise RequestEntityTooLarge()
         return data
+
+
+def read_limited(stream: LimitedStream, size: int) -> bytes:
+    """`stream.read(size)`, returning the wrapped stream's own bytes.
+
+    Werkzeug's `LimitedStream` is an `io.RawIOBase`: its `read` makes a new
+    buffer, has `readinto` copy the wrapped stream's bytes into it, and
+    copies them out again, for every 64 KiB of an upload. This follows its
+    `readinto` step for step for a wrapped stream without `readinto` (the
+    portal's `GuardedInput`): the same bytes, the same position, the same
+    `on_exhausted` and `on_disconnect` calls, without the two copies
+    (`tests/test_intake_read.py` runs both side by side). It uses the
+    attributes `readinto` uses; Werkzeug is pinned in requirements.lock.
+    """
+    remaining = stream.limit - stream._pos
+    if remaining <= 0:
+        stream.on_exhausted()
+        return b""
+    try:
+        data: bytes = stream._stream.read(min(size, remaining))
+    except (OSError, ValueError) as exc:
+        stream.on_disconnect(error=exc)
+        return b""
+    if not data:
+        stream.on_disconnect()
+        return b""
+    stream._pos += len(data)
+    return data
 
 
 class IntakeRequest(Request):
