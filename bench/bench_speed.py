@@ -44,6 +44,17 @@ fraction of what the server does; its own CPU per request is printed beside
 the server's (CPU of the whole gunicorn tree, from /proc, divided by the
 requests served). Both share the machine's two cores, which is why every
 comparison is a ratio measured in the same run.
+
+In the `get` and `browsers` rows each connection is closed and opened again
+every `RECONNECT_EVERY` requests (a browser that stays keeps its session).
+A keep-alive connection stays with the gunicorn worker that accepted it,
+and connections opened all at once split between the two workers by
+chance: with one connection for the whole run, runs of the same code gave
+2,500 to 5,000 GET/s for the minimal page, as one worker did up to four
+times the other's work (CPU of each worker, docs/BENCHMARKS.md). Opened
+again every few requests, the connections even out between the workers,
+as they do in the deployment, where nginx opens a new connection to
+gunicorn for every request (`portal/server/front.py`).
 """
 
 from __future__ import annotations
@@ -253,6 +264,9 @@ def fetch_form(conn: Connection, cookie: str | None = None) -> tuple[tuple[str, 
 
 
 RECEIVED = RECEIVED_MARKERS[0].encode()
+# Requests a load connection carries before it is opened again (see the
+# module's docstring); the same for the portal and every reference.
+RECONNECT_EVERY = 24
 
 
 def client_thread(
@@ -285,13 +299,18 @@ def client_thread(
             status, _head, body = conn.roundtrip(form_post(form, new_cookie, text))
             ok = status == 200 and RECEIVED in body
         elif mode == "browsers":
-            # A browser that stays: one keep-alive connection, one session.
+            # A browser that stays: one session, its connection opened
+            # again every RECONNECT_EVERY requests.
+            if number and number % (RECONNECT_EVERY // 2) == 0:
+                conn.close()
             form, cookie = fetch_form(conn, cookie or None)
             posted = time.perf_counter()
             status, _head, body = conn.roundtrip(form_post(form, cookie, text))
             out["post_latencies"].append(time.perf_counter() - posted)
             ok = status == 200 and RECEIVED in body
         else:
+            if number and number % RECONNECT_EVERY == 0:
+                conn.close()
             status, _head, body = conn.roundtrip(get_request(mode))
             ok = status == 200
         latencies.append(time.perf_counter() - start)
