@@ -79,7 +79,8 @@ class PieceWorker:
     def __init__(self, work: Callable[[bytes], object]) -> None:
         self._work = work
         self._inline_left = self.INLINE_BYTES
-        self._queue: queue.Queue[list[bytes] | None] = queue.Queue(maxsize=self.DEPTH)
+        # Made with the thread: most files never need either.
+        self._queue: queue.Queue[list[bytes] | None] | None = None
         self._batch: list[bytes] = []
         self._batched = 0
         self._thread: threading.Thread | None = None
@@ -100,7 +101,10 @@ class PieceWorker:
                 self._inline_left -= len(piece)
                 self._work(piece)
                 return
-            self._thread = threading.Thread(target=self._run, name="intake-piece", daemon=True)
+            self._queue = queue.Queue(maxsize=self.DEPTH)
+            self._thread = threading.Thread(
+                target=self._run, args=(self._queue,), name="intake-piece", daemon=True
+            )
             self._thread.start()
         self._batch.append(piece)
         self._batched += len(piece)
@@ -108,13 +112,13 @@ class PieceWorker:
             self._hand_over()
 
     def _hand_over(self) -> None:
-        if self._batch:
+        if self._batch and self._queue is not None:
             self._queue.put(self._batch)
             self._batch = []
             self._batched = 0
 
-    def _run(self) -> None:
-        while (batch := self._queue.get()) is not None:
+    def _run(self, batches: queue.Queue[list[bytes] | None]) -> None:
+        while (batch := batches.get()) is not None:
             if self._error is not None or self._drop:
                 continue  # keep emptying the queue so that put() never blocks
             try:
@@ -132,7 +136,7 @@ class PieceWorker:
         self._drop = self._drop or drop
         if not self._closed:
             self._closed = True
-            if self._thread is not None:
+            if self._thread is not None and self._queue is not None:
                 if not self._drop:
                     self._hand_over()
                 self._queue.put(None)

@@ -24,23 +24,6 @@ def _wtforms_catalogue(locale: str) -> NullTranslations:
     return Translations.load(messages_path(), [locale], domain="wtforms")
 
 
-class _WTFormsMessages:
-    """WTForms' own messages in the page's language, each catalogue parsed once.
-
-    Flask-WTF parses WTForms' catalogue again for every request that builds
-    a form, which cost more than the rest of drawing the form's fields.
-    """
-
-    def gettext(self, string: str) -> str:
-        return _wtforms_catalogue(str(get_locale())).ugettext(string)
-
-    def ngettext(self, singular: str, plural: str, n: int) -> str:
-        return _wtforms_catalogue(str(get_locale())).ungettext(singular, plural, n)
-
-
-_WTFORMS_MESSAGES = _WTFormsMessages()
-
-
 class TextOnlyAreaField(TextAreaField):
     """A text area that ignores a file part sent under its name, with line breaks as LF.
 
@@ -90,7 +73,11 @@ class SubmissionForm(FlaskForm):
                 # WTForms builds the form's Meta from every Meta in the form's
                 # MRO, so super() reaches Flask-WTF's; mypy sees a bare class.
                 return super().get_translations(form)  # type: ignore[misc]
-            return _WTFORMS_MESSAGES
+            # WTForms' own messages in the page's language, each catalogue
+            # parsed once (Flask-WTF parsed it again for every form, which
+            # cost more than the rest of drawing the form's fields), and the
+            # page's language looked up once per form, not once per message.
+            return _wtforms_catalogue(str(get_locale()))
 
     testimony = TextOnlyAreaField(_l("Your testimony"))
     attachments = MultipleFileField(_l("Files (optional)"))

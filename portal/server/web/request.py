@@ -62,10 +62,10 @@ class FormBudget:
 
     def read(self, size: int = -1) -> bytes:
         if size is not None and size >= 0:
-            stream = self._stream
+            stream: object = self._stream
             if type(stream) is LimitedStream and not hasattr(stream._stream, "readinto"):
                 return self._counted(read_limited(stream, size))
-            return self._counted(stream.read(size))
+            return self._counted(self._stream.read(size))
         # The urlencoded parser asks for everything: read it in bounded
         # pieces, so an oversized body is refused before it is held.
         pieces = []
