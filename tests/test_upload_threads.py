@@ -127,6 +127,65 @@ def test_a_stalled_worker_holds_a_bounded_amount_and_drop_skips_the_rest() -> No
         worker.put(piece)
 
 
+def test_a_slow_upload_hands_over_small_batches_and_a_fast_one_large_batches() -> None:
+    # Memory: an upload arriving slowly (the worker waiting for work) holds
+    # at most IDLE_BATCH_BYTES between its pieces, not BATCH_BYTES; only one
+    # the worker cannot keep up with gathers full batches.
+    sizes: list[int] = []
+    busy = threading.Event()
+    busy.set()
+
+    def work(piece: bytes) -> None:
+        sizes.append(len(piece))
+        if threading.current_thread().name == "intake-piece":
+            busy.wait(timeout=60)
+
+    piece = os.urandom(64 * 1024)
+    slow = PieceWorker(work)
+    for _ in range(PieceWorker.INLINE_BYTES // len(piece)):
+        slow.put(piece)  # worked inline
+    inline = len(sizes)
+    for _ in range(40):
+        deadline = time.monotonic() + 30
+        while slow.threaded and not slow._idle and time.monotonic() < deadline:
+            time.sleep(0.001)  # a piece now and then: the worker waits between them
+        slow.put(piece)
+    slow.finish()
+    handed = sizes[inline:]
+    assert sum(handed) == 40 * len(piece)
+    assert max(handed) <= PieceWorker.IDLE_BATCH_BYTES < PieceWorker.BATCH_BYTES
+
+    sizes.clear()
+    busy.clear()  # the worker falls behind: it is never waiting for work
+    fast = PieceWorker(work)
+    pieces = (PieceWorker.INLINE_BYTES + 3 * PieceWorker.BATCH_BYTES) // len(piece)
+
+    def feed() -> None:
+        for _ in range(pieces):
+            fast.put(piece)
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    deadline = time.monotonic() + 60
+
+    def full_batch_waiting() -> bool:
+        # Queued, or being handed over to a full queue.
+        waiting = list(fast._queue.queue) if fast._queue is not None else []
+        queued = any(sum(map(len, batch or [])) >= PieceWorker.BATCH_BYTES for batch in waiting)
+        return queued or fast._batched >= PieceWorker.BATCH_BYTES
+
+    while not full_batch_waiting():  # gathered while the worker was behind
+        assert time.monotonic() < deadline, "no full batch while the worker was busy"
+        time.sleep(0.001)
+    busy.set()
+    feeder.join(timeout=60)
+    fast.finish()
+    handed = sizes[PieceWorker.INLINE_BYTES // len(piece) :]
+    assert sum(handed) == pieces * len(piece) - PieceWorker.INLINE_BYTES
+    assert PieceWorker.BATCH_BYTES in handed
+    assert max(handed) <= PieceWorker.BATCH_BYTES
+
+
 # --- attachments through the helper threads ---
 
 

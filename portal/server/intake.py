@@ -58,9 +58,14 @@ class PieceWorker:
     encryption, a write) must wait to get it back while the parsing thread
     runs Python. 1 MiB batches in place of 256 KiB took a 256 MiB upload
     from 0.54 to 0.57-0.62 of `age -e` (bench/bench_speed.py, alternating;
-    docs/BENCHMARKS.md). At most `DEPTH` batches wait (about 6 MiB of
-    plaintext with the one being worked on and the one being gathered), and
-    `put()` blocks beyond that, so memory stays bounded. The first
+    docs/BENCHMARKS.md). A batch goes at `BATCH_BYTES`, or already at
+    `IDLE_BATCH_BYTES` while the worker waits for work: an upload that
+    arrives slowly (over Tor, or an attacker trickling many at once) then
+    holds at most about 256 KiB between its pieces, as before, and only one
+    the worker cannot keep up with gathers 1 MiB. At most `DEPTH` batches
+    wait (about 6 MiB of plaintext with the one being worked on and the one
+    being gathered), and `put()` blocks beyond that, so memory stays
+    bounded. The first
     `INLINE_BYTES` are worked on by the caller itself: most files are small,
     and starting a thread for them would cost more than it saves.
 
@@ -74,6 +79,7 @@ class PieceWorker:
 
     INLINE_BYTES = 1 << 20
     BATCH_BYTES = 1 << 20
+    IDLE_BATCH_BYTES = 256 * 1024
     DEPTH = 4
 
     def __init__(self, work: Callable[[bytes], object]) -> None:
@@ -84,6 +90,9 @@ class PieceWorker:
         self._batch: list[bytes] = []
         self._batched = 0
         self._thread: threading.Thread | None = None
+        # True while the worker waits for a batch (set on its thread, read
+        # on the caller's: a stale value only changes a batch's size).
+        self._idle = False
         self._error: BaseException | None = None
         self._drop = False
         self._closed = False
@@ -108,7 +117,9 @@ class PieceWorker:
             self._thread.start()
         self._batch.append(piece)
         self._batched += len(piece)
-        if self._batched >= self.BATCH_BYTES:
+        if self._batched >= self.BATCH_BYTES or (
+            self._idle and self._batched >= self.IDLE_BATCH_BYTES
+        ):
             self._hand_over()
 
     def _hand_over(self) -> None:
@@ -118,7 +129,12 @@ class PieceWorker:
             self._batched = 0
 
     def _run(self, batches: queue.Queue[list[bytes] | None]) -> None:
-        while (batch := batches.get()) is not None:
+        while True:
+            self._idle = batches.empty()
+            batch = batches.get()
+            self._idle = False
+            if batch is None:
+                break
             if self._error is not None or self._drop:
                 continue  # keep emptying the queue so that put() never blocks
             try:
