@@ -7,7 +7,7 @@
 Rows (each measured `--repeat` times, default 3; the median is printed, with
 the 1-minute load average of the machine when each run started):
 
-  browsers text submissions from 16 keep-alive browsers, each GETting the
+  browsers text submissions from 16 browsers (keep-alive), each GETting the
            form and POSTing it (consent and a short testimony, an empty file
            part), against a reference Flask + Flask-WTF app on the same
            gunicorn settings that validates its CSRF token, writes each
@@ -922,7 +922,7 @@ def browsers_row(
     submissions: Callable[[str, int, int], dict[str, float]],
     recipient: str,
 ) -> Row:
-    """16 keep-alive browsers: the portal, the Flask + Flask-WTF reference, and the limit.
+    """16 browsers (keep-alive): the portal, the Flask + Flask-WTF reference, and the limit.
 
     The limit is the reference storing each POST as the portal's design
     requires (`wtf_app` with a recipient): what any Flask + Flask-WTF app
@@ -969,7 +969,7 @@ def browsers_row(
     lim = median_run(limit_runs, "rate")
     ratio, limit_ratio = p.values["rate"] / r.values["rate"], lim.values["rate"] / r.values["rate"]
     return Row(
-        f"text submissions, {args.browsers_clients} keep-alive browsers (GET form + POST)",
+        f"text submissions, {args.browsers_clients} browsers (GET form + POST)",
         f"{p.values['rate']:.0f}/s, {p.values['server_ms']:.1f} ms CPU each, "
         f"POST p99 {p.values['post_p99']:.0f} ms",
         f"Flask + Flask-WTF, write + fsync each POST: {r.values['rate']:.0f}/s, "
@@ -1007,7 +1007,8 @@ def print_table(rows: list[Row], args: argparse.Namespace) -> None:
     print()
     print(
         f"Load client: {args.client_procs} processes x {args.clients // args.client_procs} "
-        "threads, keep-alive sockets, pre-built requests; CPU per request is the whole "
+        f"threads, keep-alive sockets (opened again every {RECONNECT_EVERY} requests), "
+        "pre-built requests; CPU per request is the whole "
         "gunicorn tree's (server) and the client processes' own (client)."
     )
 
