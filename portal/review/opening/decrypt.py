@@ -65,12 +65,13 @@ BytesFn = Callable[[int], None]
 # ChaCha20-Poly1305 and os.write all release the GIL, so this keeps both
 # cores busy. The ciphertext is hashed in the buffer it was read into, still
 # in this core's cache: a helper thread of its own (issue 14's design) needed
-# a copy of every piece and read it from the other core's cache, and took
-# 0.44 s for 256 MiB where this takes 0.36 s (bench/bench_speed.py's open
-# row, docs/BENCHMARKS.md). What is in flight stays under 8 MiB a file
-# (tests/test_review_open.py): age's 1 MiB read buffer and up to 4
-# plaintext blocks of PLAINTEXT_BLOCK_CHUNKS x 64 KiB (2 queued, 1 being
-# written, 1 being filled).
+# a copy of every piece and read it from the other core's cache: 0.43-0.49 s
+# for the 256 MiB of the bench's open row where this takes 0.35-0.37 s
+# (the two alternated on a warm file; docs/BENCHMARKS.md, "Round 3"). The
+# row itself went from 0.79 to 0.89-0.96 of `age -d`. What is in flight
+# stays under 8 MiB a file (tests/test_review_open.py): age's 1 MiB read
+# buffer and up to 4 plaintext blocks of PLAINTEXT_BLOCK_CHUNKS x 64 KiB
+# (2 queued, 1 being written, 1 being filled).
 PLAINTEXT_BLOCK_CHUNKS = 8
 
 
