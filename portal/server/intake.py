@@ -57,21 +57,23 @@ class PieceWorker:
     and every call that lets go of the GIL (a hash, each 64 KiB chunk's
     encryption, a write) must wait to get it back while the parsing thread
     runs Python. 1 MiB batches in place of 256 KiB took a 256 MiB upload
-    from 0.54 to 0.57-0.62 of `age -e` (bench/bench_speed.py, alternating;
-    docs/BENCHMARKS.md). A batch goes at `BATCH_BYTES`, or already at
-    `IDLE_BATCH_BYTES` while the worker waits for work: an upload that
-    arrives slowly (over Tor, or an attacker trickling many at once) then
-    holds at most about 256 KiB between its pieces, as before, and only one
-    the worker cannot keep up with gathers 1 MiB. At most `DEPTH` batches
-    wait (about 6 MiB of plaintext with the one being worked on and the one
-    being gathered), and `put()` blocks beyond that, so memory stays
-    bounded. The first
-    `INLINE_BYTES` are worked on by the caller itself: most files are small,
-    and starting a thread for them would cost more than it saves.
+    from 0.54 to 0.57-0.62 of `age -e` (through the real server, each run
+    beside `age -e`; docs/BENCHMARKS.md, "Round 3"). A batch goes at
+    `BATCH_BYTES`, or already at `IDLE_BATCH_BYTES` while the worker waits
+    for work: an upload that arrives slowly (over Tor, or an attacker
+    trickling many at once) then holds at most about 256 KiB between its
+    pieces, as before, and only one the worker cannot keep up with gathers
+    1 MiB. At most `DEPTH` batches wait (about 6 MiB of plaintext with the
+    one being worked on and the one being gathered), and `put()` blocks
+    beyond that, so memory stays bounded. The first `INLINE_BYTES` are
+    worked on by the caller itself: most files are small, and starting a
+    thread for them would cost more than it saves.
 
     One helper, not one per kind of work: a separate hashing thread made the
     parsing no faster and cost more CPU in hand-overs (bench/bench_speed.py,
-    docs/BENCHMARKS.md), which a busy 2-core server cannot spare.
+    docs/BENCHMARKS.md), which a busy 2-core server cannot spare; with 1 MiB
+    batches it was slower still (0.48-0.55 against 0.53-0.57 of `age -e`,
+    alternating, round 3).
 
     An error in the thread is raised by the next `put()` or by `finish()`.
     `close()` ends the thread on every path (`drop` skips what is left).
