@@ -63,9 +63,10 @@ class PieceWorker:
     for work: an upload that arrives slowly (over Tor, or an attacker
     trickling many at once) then holds at most about 256 KiB between its
     pieces, as before, and only one the worker cannot keep up with gathers
-    1 MiB. At most `DEPTH` batches wait (about 6 MiB of plaintext with the
-    one being worked on and the one being gathered), and `put()` blocks
-    beyond that, so memory stays bounded. The first `INLINE_BYTES` are
+    1 MiB. At most `DEPTH` batches wait, and `put()` blocks beyond that, so
+    memory stays bounded: about 7 MiB of plaintext for a fast upload (4
+    waiting, the one being worked on and its joined copy, the one being
+    gathered). The first `INLINE_BYTES` are
     worked on by the caller itself: most files are small, and starting a
     thread for them would cost more than it saves.
 
