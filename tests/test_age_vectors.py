@@ -11,6 +11,7 @@ import hashlib
 import io
 import os
 import zlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
@@ -148,36 +149,34 @@ def assert_expected_error(vector: Vector, error: AgeError | None) -> None:
         assert not isinstance(error, HMACError), f"{vector.name}: MAC was not the problem"
 
 
-def test_vector_decrypts_to_expected_outcome_and_releases_expected_plaintext(
-    vector: Vector,
-) -> None:
+def assert_releases_expected(
+    vector: Vector, pieces: Callable[[Reader], Iterable[bytes | memoryview]]
+) -> AgeError | None:
+    """Decrypt `vector` through `pieces`; check its outcome and what was released; the error."""
     released = hashlib.sha256()
     error: AgeError | None = None
     try:
         reader = Reader(io.BytesIO(vector.body), vector.age_identities())
-        for chunk in reader.chunks():
-            released.update(chunk)
+        for piece in pieces(reader):
+            released.update(piece)
     except AgeError as e:
         error = e
     assert_expected_error(vector, error)
     if vector.payload is not None:
         assert released.hexdigest() == vector.payload
+    return error
+
+
+def test_vector_decrypts_to_expected_outcome_and_releases_expected_plaintext(
+    vector: Vector,
+) -> None:
+    assert_releases_expected(vector, Reader.chunks)
 
 
 def test_vector_released_in_blocks_as_open_writes_it(vector: Vector, tmp_path: Path) -> None:
     # `open` decrypts attachments with blocks() and writes them behind: the
     # same outcome, the same released plaintext, and a file only on success.
-    released = hashlib.sha256()
-    error: AgeError | None = None
-    try:
-        reader = Reader(io.BytesIO(vector.body), vector.age_identities())
-        for block in reader.blocks(1):
-            released.update(block)
-    except AgeError as e:
-        error = e
-    assert_expected_error(vector, error)
-    if vector.payload is not None:
-        assert released.hexdigest() == vector.payload
+    error = assert_releases_expected(vector, lambda reader: reader.blocks(1))
     dest = tmp_path / "plaintext"
     try:
         reader = Reader(io.BytesIO(vector.body), vector.age_identities())
