@@ -26,24 +26,13 @@ from portal.testing.live import (
     Client,
     MultipartBody,
     open_submission,
+    process_tree,
     start_server,
 )
 from tests.support import birth_time_ns
 
 pytestmark = pytest.mark.slow
 CLIENTS = 12
-
-
-def process_tree(pid: int) -> list[int]:
-    """The pid and all its descendants (gunicorn master and workers)."""
-    pids = [pid]
-    try:
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            for child in (task / "children").read_text().split():
-                pids += process_tree(int(child))
-    except FileNotFoundError:  # a thread ended while we looked
-        pass
-    return pids
 
 
 def slow_body(body: MultipartBody, pause: float) -> Iterator[bytes]:

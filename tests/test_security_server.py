@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from portal.testing.live import LiveServer
+from portal.testing.live import LiveServer, process_tree, sealer_pids
 
 pytestmark = pytest.mark.slow
 
@@ -23,17 +23,6 @@ def raw_headers(server: LiveServer, request: bytes) -> str:
                 break
             data += chunk
     return data.split(b"\r\n\r\n", 1)[0].decode("latin-1")
-
-
-def process_tree(pid: int) -> list[int]:
-    pids = [pid]
-    try:
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            for child in (task / "children").read_text().split():
-                pids += process_tree(int(child))
-    except FileNotFoundError:  # a thread or process ended while we looked
-        pass
-    return pids
 
 
 def test_no_server_software_is_named(live_server) -> None:
@@ -64,9 +53,11 @@ def test_security_headers_survive_the_real_server(live_server) -> None:
 
 def test_no_process_of_the_server_can_dump_core(live_server) -> None:
     deadline = time.monotonic() + 30
-    while len(pids := process_tree(live_server.process.pid)) < 3:  # master, two workers
-        assert time.monotonic() < deadline, f"workers did not start: {pids}"
+    # The master, two workers, and each worker's sealer (which holds plaintext too).
+    while len(pids := process_tree(live_server.process.pid)) < 5:
+        assert time.monotonic() < deadline, f"workers and sealers did not start: {pids}"
         time.sleep(0.1)
+    assert len(sealer_pids(live_server.process.pid)) == 2, pids
     for pid in pids:
         limits = Path(f"/proc/{pid}/limits").read_text()
         [line] = [row for row in limits.splitlines() if row.startswith("Max core file size")]

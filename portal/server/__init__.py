@@ -7,6 +7,8 @@ core (`portal.core`) and never the reviewer (tests/test_layering.py).
 - `config`: the `PORTAL_*` settings, read once into a frozen object
 - `web/`: the Flask app: witness pages, forms, security headers, languages
 - `intake`: one request's parts turned into an encrypted, committed submission
+- `sealer`: the process per worker that hashes, encrypts and writes a large
+  upload, outside the worker's interpreter lock
 - `store`: staging, commit, list and purge on the data directory, and the
   `Archive` seam where submissions rest until export
 - `archive`, `objectstore`: the two archives (the data directory; an

@@ -19,14 +19,13 @@ sent), only exception types and where they were raised.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import re
-import resource
 import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
@@ -41,6 +40,7 @@ from gunicorn.http import wsgi as gunicorn_wsgi
 from werkzeug.exceptions import HTTPException, default_exceptions
 
 from portal.server.config import Config
+from portal.server.hardening import forbid_core_dumps
 from portal.server.scheduler import start_housekeeping
 from portal.server.web.body_guard import PROGRESS_BYTES
 from portal.server.web.errors import render_error
@@ -48,7 +48,6 @@ from portal.server.web.security import STATIC_HEADERS
 
 LOG_FORMAT = "[%(levelname)s] %(name)s: %(message)s"
 REDACTED = "[redacted]"
-_PR_SET_DUMPABLE = 4
 
 # Messages gunicorn formats with request data: the client's address, the
 # request line, header names, or the unread bytes of a broken request. Each
@@ -343,21 +342,6 @@ def configure_logging(level: str) -> None:
     threading.excepthook = thread_excepthook
 
 
-def forbid_core_dumps() -> None:
-    """No core dumps: one of a worker would hold plaintext testimony from memory.
-
-    RLIMIT_CORE stops ordinary dumps; clearing the "dumpable" flag also stops
-    dumps piped to a crash collector and reading our memory by other
-    processes of the same user. Workers inherit both across fork.
-    """
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
-    except (OSError, AttributeError):  # not Linux: the rlimit is what there is
-        pass
-
-
 def adapt_gunicorn(app: Flask) -> None:
     """Set the gunicorn module attributes the portal relies on (before workers fork)."""
     # gunicorn builds each response through this module attribute.
@@ -392,4 +376,20 @@ def serve(app: Flask, config: Config, bind: str, workers: int, threads: int) -> 
     forbid_core_dumps()
     adapt_gunicorn(app)
     threading.stack_size(THREAD_STACK_BYTES)
-    PortalServer(app, gunicorn_options(config, bind, workers, threads)).run()
+    options = gunicorn_options(config, bind, workers, threads)
+    options["post_worker_init"] = _start_sealers(app, options["post_worker_init"])
+    PortalServer(app, options).run()
+
+
+def _start_sealers(app: Flask, then: Callable[[Any], None]) -> Callable[[Any], None]:
+    """A `post_worker_init` hook: this worker's sealer starts with it (portal.server.sealer).
+
+    Started now, not at the first large upload, which would otherwise wait
+    for a Python process to start.
+    """
+
+    def post_worker_init(worker: Any) -> None:
+        then(worker)
+        app.extensions["portal"].sealers.start()
+
+    return post_worker_init

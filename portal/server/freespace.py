@@ -29,11 +29,16 @@ from portal.server.locks import SharedLock
 class FreeSpaceFloor:
     """Refuses any store write that would leave less than `floor_bytes` free on `root`'s disk."""
 
-    def __init__(self, root: Path, floor_bytes: int) -> None:
+    def __init__(self, root: Path, floor_bytes: int, *, lock_fd: int | None = None) -> None:
         self.root = Path(root)
         self.floor_bytes = floor_bytes
-        # Created before gunicorn forks, so every worker shares it.
-        self._lock = SharedLock("portal-free-space")
+        # Created before gunicorn forks, so every worker shares it; a sealer
+        # (`portal.server.sealer`) is handed its descriptor (`lock_fd`).
+        self._lock = SharedLock("portal-free-space", fd=lock_fd)
+
+    @property
+    def lock_fd(self) -> int:
+        return self._lock.fd
 
     def opener(self, fd: int) -> BinaryIO:
         """The store's opener: a raw descriptor becomes a floor-checked, unbuffered file."""

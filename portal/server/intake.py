@@ -5,7 +5,10 @@ parser calls `AttachmentSink.write()` piece by piece (the sink is returned by
 the request's stream factory), and the sink hashes the plaintext and pushes it
 through an age `Writer` into a staging file; past a file's first MiB that work
 runs on a helper thread (`PieceWorker`), beside the parsing of the next piece.
-Plaintext exists only in memory, a few pieces at a time. The manifest, with
+A file of a large request goes instead to the worker's sealer process, if
+it is free (`portal.server.sealer`), which does the same work outside the
+worker's interpreter lock. Plaintext exists only in memory, a few pieces at
+a time. The manifest, with
 each attachment's name, type, size and SHA-256, is encrypted last, and then
 the store commits the whole directory. The manifest's format, its writer and
 its parser live in `portal.core.manifest`.
@@ -13,18 +16,20 @@ its parser live in `portal.core.manifest`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import queue
 import threading
 import unicodedata
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import BinaryIO
 
 from portal.core.age import Recipient, Writer, X25519Identity
 from portal.core.manifest import Attachment, SealedQuestionnaire, build_manifest
 from portal.core.replykey import ReplyKey
-from portal.server.store import StagedFile, Staging, SubmissionStore
+from portal.server.sealer import Sealer, SealerError, SealerPool
+from portal.server.store import StagedFile, Staging, SubmissionStore, translate_os_error
 
 # Names and types come from the witness's browser: keep them, but bounded,
 # so a hostile client cannot bloat the manifest. The reviewer tool makes
@@ -185,6 +190,10 @@ class AttachmentSink:
     browser sends an empty, unnamed file part whenever the witness chose no
     file, and such a part then costs no file, no key exchange and no fsync.
     A named part is stored even when empty.
+
+    With `sealers`, the part is sealed by one of them if one is free when
+    its first byte arrives (`portal.server.sealer`): the same work, in a
+    process of its own. The sealer is given back when the part ends.
     """
 
     def __init__(
@@ -193,9 +202,13 @@ class AttachmentSink:
         name: str,
         content_type: str,
         recipients: Sequence[Recipient],
+        sealers: SealerPool | None = None,
     ) -> None:
         self._create = create
         self._recipients = recipients
+        self._sealers = sealers
+        self._sealer: Sealer | None = None
+        self._sealed_sha256 = ""
         self._staged: StagedFile | None = None
         self._writer: Writer | None = None
         self._sha256 = hashlib.sha256()
@@ -207,9 +220,26 @@ class AttachmentSink:
         self.finished = False
         self.deleted = False
 
+    def _start(self) -> None:
+        # At the first byte (or at the end of an empty named part).
+        if self._staged is not None:
+            return
+        self._relpath, self._staged = self._create()
+        pool = self._sealers
+        sealer = pool.take() if pool is not None else None
+        if pool is not None and sealer is not None:
+            try:
+                sealer.open(self._staged.fileno())
+            except SealerError:  # it had ended: this file is sealed here
+                pool.give_back(sealer)
+            else:
+                self._sealer = sealer
+                return
+        self._open()
+
     def _open(self) -> Writer:
         if self._writer is None:
-            self._relpath, self._staged = self._create()
+            assert self._staged is not None
             # Past its first MiB the file is written by the PieceWorker's
             # thread, which can wait for the disk itself.
             self._staged.keep_inline()
@@ -221,8 +251,13 @@ class AttachmentSink:
             raise IntakeError("write to a finished attachment")
         if not data:
             return 0
+        self._start()
+        if self._sealer is not None:
+            with _sealer_errors():
+                self._sealer.write(data)
+            self._size += len(data)
+            return len(data)
         piece = data if type(data) is bytes else bytes(data)
-        self._open()
         self._worker.put(piece)
         self._size += len(piece)
         return len(piece)
@@ -238,17 +273,31 @@ class AttachmentSink:
             try:
                 # Every piece handed over is hashed, encrypted and written first.
                 self._worker.finish()
-                if self._writer is not None or self._name:
-                    self._open().close()
+                if self._staged is not None or self._name:
+                    self._start()
                     assert self._staged is not None
+                    if self._sealer is not None:
+                        with _sealer_errors():
+                            self._sealed_sha256, size = self._sealer.close()
+                        if size != self._size:
+                            raise IntakeError("the sealer sealed a different number of bytes")
+                    else:
+                        self._open().close()
                     self._staged.finish()
             finally:
                 self._worker.close()
+                self._give_back_sealer()
             self.finished = True
 
     def abandon(self) -> None:
-        """End the worker thread of a part that will not be kept, skipping what it has left."""
+        """End the worker thread (or the sealer's file) of a part that will not be kept."""
         self._worker.close(drop=True)
+        self._give_back_sealer()
+
+    def _give_back_sealer(self) -> None:
+        sealer, self._sealer = self._sealer, None
+        if sealer is not None and self._sealers is not None:
+            self._sealers.give_back(sealer)  # which drops a file it did not finish
 
     def seek(self, offset: int, whence: int = 0) -> int:
         # Werkzeug rewinds a file part once it is complete; there is nothing
@@ -299,8 +348,18 @@ class AttachmentSink:
             name=self._name,
             type=self._type,
             size=self._size,
-            sha256=self._sha256.hexdigest(),
+            sha256=self._sealed_sha256 or self._sha256.hexdigest(),
         )
+
+
+@contextlib.contextmanager
+def _sealer_errors() -> Iterator[None]:
+    # The sealer's errors are the store's: a full disk (or the free-space
+    # floor) is ENOSPC there as here; a sealer that stopped is a store error.
+    try:
+        yield
+    except SealerError as exc:
+        raise translate_os_error(exc) from exc
 
 
 class Submission:
@@ -320,16 +379,23 @@ class Submission:
         return self._staging
 
     def open_attachment(
-        self, name: str, content_type: str, before_create: Callable[[], None] | None = None
+        self,
+        name: str,
+        content_type: str,
+        before_create: Callable[[], None] | None = None,
+        sealers: SealerPool | None = None,
     ) -> AttachmentSink:
-        """A sink for one file part; `before_create` runs before its staging file is made."""
+        """A sink for one file part; `before_create` runs before its staging file is made.
+
+        With `sealers`, the part goes to a sealer process if one is free.
+        """
 
         def create() -> tuple[str, StagedFile]:
             if before_create is not None:
                 before_create()
             return self._ensure_staging().create_attachment()
 
-        sink = AttachmentSink(create, name, content_type, self._recipients)
+        sink = AttachmentSink(create, name, content_type, self._recipients, sealers)
         self._sinks.append(sink)
         return sink
 

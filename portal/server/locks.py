@@ -33,8 +33,15 @@ class SharedLock:
 
     _thread_lock = threading.Lock()
 
-    def __init__(self, name: str) -> None:
-        self._process_lock = os.memfd_create(name, os.MFD_CLOEXEC)
+    def __init__(self, name: str, *, fd: int | None = None) -> None:
+        # `fd`: the same lock, in a process started with exec (the sealer),
+        # which was handed the descriptor of its worker's lock.
+        self._process_lock = os.memfd_create(name, os.MFD_CLOEXEC) if fd is None else fd
+
+    @property
+    def fd(self) -> int:
+        """The descriptor of the record lock, for a process that must share it."""
+        return self._process_lock
 
     def __enter__(self) -> None:
         self._thread_lock.acquire()

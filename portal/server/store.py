@@ -92,7 +92,7 @@ class ArchiveUnavailable(StoreError):
     """
 
 
-def _translate_os_error(exc: OSError) -> StoreError:
+def translate_os_error(exc: OSError) -> StoreError:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return StorageFullError("the disk is full")
     return StoreError(f"storage error: {exc.strerror or exc}")
@@ -200,7 +200,7 @@ class StagedFile:
 
     def _raise_pending(self) -> None:
         if self._error is not None:
-            raise _translate_os_error(self._error) from self._error
+            raise translate_os_error(self._error) from self._error
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         self._raise_pending()
@@ -216,7 +216,7 @@ class StagedFile:
                         self._unsynced = 0
                 except OSError as exc:
                     self._error = exc
-                    raise _translate_os_error(exc) from exc
+                    raise translate_os_error(exc) from exc
                 self._inline += len(data)
                 return len(data)
             self._thread = threading.Thread(target=self._drain, name="staged-write", daemon=True)
@@ -231,6 +231,10 @@ class StagedFile:
         if self._piece:
             self._queue.put(bytes(self._piece))
             self._piece.clear()
+
+    def fileno(self) -> int:
+        """The file's descriptor, for a sealer that writes it (`portal.server.sealer`)."""
+        return self._raw.fileno()
 
     def keep_inline(self) -> None:
         """Write every byte on the caller's thread, however large the file grows.
@@ -264,7 +268,7 @@ class StagedFile:
             self._raw.flush()
             os.fsync(self._raw.fileno())
         except OSError as exc:
-            raise _translate_os_error(exc) from exc
+            raise translate_os_error(exc) from exc
         finally:
             self._close_raw()
 
@@ -313,7 +317,7 @@ class Staging:
             fd = open_new(path)
             raw = self._store.opener(fd)
         except OSError as exc:
-            raise _translate_os_error(exc) from exc
+            raise translate_os_error(exc) from exc
         staged = StagedFile(raw, path)
         self._open.append(staged)
         return staged
@@ -456,7 +460,7 @@ class SubmissionStore:
                     path.mkdir(mode=DIR_MODE)
                 owner_fd = _lock_directory(path)
             except OSError as exc:
-                raise _translate_os_error(exc) from exc
+                raise translate_os_error(exc) from exc
             if owner_fd is not None:
                 return Staging(self, path, owner_fd)
 
@@ -494,7 +498,7 @@ class SubmissionStore:
                 os.utime(self.staging_dir, (stamp, stamp))
         except OSError as exc:
             staging.discard()
-            raise _translate_os_error(exc) from exc
+            raise translate_os_error(exc) from exc
         staging.closed = True
         staging.release()
         return submission_id

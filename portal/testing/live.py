@@ -34,6 +34,30 @@ if TYPE_CHECKING:
 RECEIVED_MARKERS = ('class="notice ok"',)
 
 
+def process_tree(pid: int) -> list[int]:
+    """The pid and all its descendants (gunicorn's master, workers and their sealers)."""
+    pids = [pid]
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                pids += process_tree(int(child))
+    except FileNotFoundError:  # a thread or process ended while we looked
+        pass
+    return pids
+
+
+def sealer_pids(pid: int) -> list[int]:
+    """The sealer processes among `pid` and its descendants (portal.server.sealer)."""
+    found = []
+    for candidate in process_tree(pid):
+        try:
+            if b"portal.server.sealer" in Path(f"/proc/{candidate}/cmdline").read_bytes():
+                found.append(candidate)
+        except FileNotFoundError:  # ended while we looked
+            pass
+    return found
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -17,6 +17,7 @@ from portal.server.config import (
 )
 from portal.server.freespace import FreeSpaceFloor
 from portal.server.seal import recover_if_idle
+from portal.server.sealer import SealerPool
 from portal.server.store import ArchiveUnavailable, StoreError, SubmissionStore
 from portal.server.web import (
     admission,
@@ -78,8 +79,10 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     app = Flask(__name__, template_folder=str(template_folder()))
     app.config.update(security.flask_settings(config))
     app.config.update(overrides)
+    # Each worker's sealer process, started with the worker (appserver.py).
+    sealers = SealerPool(recipients, config.data_dir, floor.floor_bytes, floor.lock_fd)
     app.extensions["portal"] = PortalState(
-        config=config, store=store, recipients=recipients, archive=archive
+        config=config, store=store, recipients=recipients, archive=archive, sealers=sealers
     )
     questions.init_app(app, questionnaire)
 

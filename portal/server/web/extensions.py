@@ -10,6 +10,7 @@ from flask_wtf.csrf import CSRFProtect
 
 from portal.core.age import PublicKey
 from portal.server.config import Config
+from portal.server.sealer import SealerPool
 from portal.server.store import Archive, SubmissionStore
 from portal.server.web.onetime import FORM_LIFETIME, FormLedger, FormSigner, SharedFormLedger
 from portal.server.web.ratelimit import TokenBucket
@@ -26,6 +27,7 @@ class PortalState:
     store: SubmissionStore
     recipients: Sequence[PublicKey]
     archive: Archive
+    sealers: SealerPool
     bucket: TokenBucket = field(init=False)
     forms: FormSigner = field(init=False)
     used_forms: SharedFormLedger = field(init=False)

@@ -19,6 +19,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wsgi import LimitedStream
 
 from portal.server.intake import Submission
+from portal.server.sealer import SEALER_MIN_BODY
 from portal.server.web import multipart
 from portal.server.web.admission import (
     SMALL_BODY_BYTES,
@@ -173,8 +174,14 @@ class IntakeRequest(Request):
         # one long upload must not eat the room kept free for the system.
         # Checked when the file is made: the empty, unnamed part a browser
         # sends when no file was chosen makes none (AttachmentSink).
+        # A large body's files go to this worker's sealer process, if it is
+        # free: there they are hashed and encrypted beside the parsing.
+        large = total_content_length is not None and total_content_length >= SEALER_MIN_BODY
         sink = submission.open_attachment(
-            filename or "", content_type or "", before_create=refuse_when_low_on_disk
+            filename or "",
+            content_type or "",
+            before_create=refuse_when_low_on_disk,
+            sealers=state.sealers if large else None,
         )
         self.__dict__.setdefault("_portal_sinks", []).append(sink)
         # Werkzeug declares IO[bytes]; it only writes the part and seeks it to 0.
