@@ -6,7 +6,8 @@ on a stand-in for python:3.11-slim made from Debian packages
 DEPLOYMENT.md section 1, read from the page: read-only root, tmpfs on /tmp
 and /dev/shm, a volume on /data, the recipients file mounted read-only, a
 non-root user, every capability dropped, `--init`, a stop timeout of 75 s.
-A Korean testimony with a file goes in; a slow upload is in flight when the
+A Korean testimony with a file goes in; a 32 MiB one is sealed by one of
+the sealer processes inside the container; a slow upload is in flight when the
 container is stopped (SIGTERM): it is stored, then the container exits 0;
 `testimony-review open` reads the volume's ciphertext and the text and the
 files' SHA-256 match. Killing nginx or gunicorn inside makes the container
@@ -250,6 +251,35 @@ def test_a_korean_testimony_with_a_file(deployed: Deployed) -> None:
     deployed.stored[hashlib.sha256(evidence).hexdigest()] = evidence
 
 
+# The image has no ps: the sealers' CPU ticks (utime + stime), read from /proc
+# (stat stays readable for a process that is not dumpable; io does not).
+_SEALER_TICKS = (
+    "for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline 2>/dev/null"
+    " | grep -q -- 'portal.server.seale[r]'"
+    " && set -- $(cut -d')' -f2 $p/stat) && echo $((${12} + ${13})); done; true"
+)
+
+
+def test_a_large_upload_is_sealed_by_a_sealer_inside_the_container(deployed: Deployed) -> None:
+    before = [
+        int(t) for t in deployed.podman("exec", deployed.name, "sh", "-c", _SEALER_TICKS).split()
+    ]
+    assert len(before) == 2, f"one sealer per worker, found {len(before)}"
+    upload = os.urandom(32 * 1024 * 1024)
+    response = deployed.client().submit(
+        KOREAN, [("큰 파일.bin", upload, "application/octet-stream")], "ko"
+    )
+    assert response.status == 200 and 'class="notice ok"' in response.body
+    after = [
+        int(t) for t in deployed.podman("exec", deployed.name, "sh", "-c", _SEALER_TICKS).split()
+    ]
+    # Hashing and encrypting 32 MiB takes the sealer tens of clock ticks.
+    assert sum(after) - sum(before) >= 3, (before, after)
+    deployed.stored[hashlib.sha256(upload).hexdigest()] = upload
+    logs = deployed.podman.run_status("logs", deployed.name)
+    assert "sealing in the worker" not in logs.stdout + logs.stderr
+
+
 def _slow_body(body: MultipartBody, started: threading.Event, pause: float) -> Iterator[bytes]:
     """The body in 64 KiB pieces with a pause between them, as a slow Tor upload arrives."""
     sent = 0
@@ -330,7 +360,8 @@ def test_sigterm_lets_the_upload_in_flight_finish_then_exits_cleanly(
         json.dumps(json.loads(p.read_text("utf-8")), ensure_ascii=False)
         for p in opened.glob("*/testimony.json")
     ]
-    assert len(texts) == 2 and all(KOREAN in text for text in texts)
+    # The Korean testimony, the large upload and the slow one.
+    assert len(texts) == 3 and all(KOREAN in text for text in texts)
     assert any("느린 업로드" in text for text in texts)
     sums = {
         hashlib.sha256(p.read_bytes()).hexdigest()
