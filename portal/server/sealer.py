@@ -145,6 +145,7 @@ class Sealer:
         self._slot: int | None = None
         self._filled = 0
         self._failure: SealerError | None = None
+        self._written = 0
         self._open = False
         self._ready = False
         self.broken = False
@@ -165,6 +166,7 @@ class Sealer:
             raise SealerError(errno.EBUSY, "the sealer is not free")
         self._free = list(range(SLOTS))
         self._slot, self._filled, self._failure = None, 0, None
+        self._written = 0
         self._call(lambda: _send(self._socket, _OPEN, [fd]))
         self._open = True
 
@@ -179,6 +181,7 @@ class Sealer:
             size = min(len(view), SLOT_BYTES - self._filled)
             self._ring[start : start + size] = view[:size]
             self._filled += size
+            self._written += size
             view = view[size:]
             if self._filled == SLOT_BYTES:
                 self._hand_over()
@@ -192,6 +195,9 @@ class Sealer:
         if kind != _DONE:
             raise self._failure or SealerError(errno.EIO, "the sealer could not finish the file")
         _, digest, size = _DONE_MSG.unpack(message)
+        if size != self._written:
+            # Never seen; if it were, the file would not be what the witness sent.
+            raise SealerError(errno.EIO, "the sealer sealed a different number of bytes")
         return digest.hex(), size
 
     def abort(self) -> None:
