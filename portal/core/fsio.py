@@ -272,8 +272,13 @@ def replace_with_chunks(
 
 
 # How much of a large file being written may be left unwritten before the
-# kernel is asked to start writing it out (`start_writeback`).
-WRITEBACK_EVERY = 32 * 1024 * 1024
+# kernel is asked to start writing it out (`start_writeback`). Each call
+# blocks while the kernel queues that much for the disk, so smaller steps
+# stall the writer less at a time: for `open` of 256 MiB, 8 MiB took the
+# write-behind thread's waits from 0.044 to 0.028 s and the final fsync
+# from 0.014 to 0.005 s, and the whole attachment from 0.45 to 0.40 s
+# (alternated, docs/BENCHMARKS.md, "Round 5"). 4 MiB was no better.
+WRITEBACK_EVERY = 8 * 1024 * 1024
 
 
 def start_writeback(fd: int) -> None:
