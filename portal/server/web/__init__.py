@@ -25,6 +25,7 @@ from portal.server.web import (
     errors,
     followup,
     i18n,
+    kept,
     pages,
     questions,
     request,
@@ -96,4 +97,6 @@ def create_app(config: Config | None = None, **overrides: Any) -> Flask:
     app.register_blueprint(pages.bp)
     app.register_blueprint(submit.bp)
     followup.init_app(app)
+    # Outermost: a kept answer is replayed before any other layer runs.
+    kept.init_app(app)
     return app

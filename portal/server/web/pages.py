@@ -13,6 +13,7 @@ from flask.globals import request_ctx
 
 from portal.server.web.extensions import portal_state
 from portal.server.web.i18n import current_language
+from portal.server.web.kept import keep_response
 
 bp = Blueprint("pages", __name__)
 
@@ -20,6 +21,8 @@ bp = Blueprint("pages", __name__)
 @bp.get("/", defaults={"lang": "en"})
 @bp.get("/<lang:lang>/")
 def landing(lang: str) -> str:
+    # The same bytes for every visitor of this address: kept whole (kept.py).
+    keep_response()
     return render_once("landing.html", lang)
 
 
