@@ -171,19 +171,25 @@ def test_kept_answers_are_bounded(make_app: Callable[..., Flask]) -> None:
 def test_the_real_server_replays_the_same_bytes_but_for_its_date(live_server: LiveServer) -> None:
     request = b"GET /ko/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
     answers = []
+
+    def receive(sock: socket.socket) -> bytes:
+        chunk = sock.recv(65536)
+        assert chunk, "the server closed the connection mid-answer"
+        return chunk
+
     with socket.create_connection(("127.0.0.1", live_server.port), timeout=10) as sock:
         for _ in range(3):
             sock.sendall(request)
             data = b""
             while b"\r\n\r\n" not in data:
-                data += sock.recv(65536)
+                data += receive(sock)
             head, body = data.split(b"\r\n\r\n", 1)
             length = int(next(
                 line.split(b":", 1)[1] for line in head.split(b"\r\n")
                 if line.lower().startswith(b"content-length:")
             ))  # fmt: skip
             while len(body) < length:
-                body += sock.recv(65536)
+                body += receive(sock)
             lines = [line for line in head.split(b"\r\n") if not line.startswith(b"Date:")]
             answers.append((lines, body))
     assert answers[0] == answers[1] == answers[2]
