@@ -8,11 +8,13 @@ from dataclasses import replace
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from nacl.pwhash.argon2id import MEMLIMIT_MIN, OPSLIMIT_MIN
 
 from portal.core.age import X25519Identity
 from portal.core.layout import is_attachment_path
 from portal.core.manifest import (
     MANIFEST_FORMAT,
+    MANIFEST_FORMAT_V3,
     Attachment,
     Manifest,
     ManifestError,
@@ -21,11 +23,20 @@ from portal.core.manifest import (
     SealedQuestionnaire,
     build_manifest,
     encode_manifest,
+    indented_json,
     new_manifest,
     padded_size,
     parse_manifest,
 )
 from portal.core.questionnaire import DEFAULT_QUESTIONNAIRE, load_questionnaire
+from portal.core.replykey import (
+    MAX_MEMLIMIT,
+    MAX_OPSLIMIT,
+    SALT_BYTES,
+    SEED_BYTES,
+    KdfCost,
+    ReplyKey,
+)
 
 # Any text a browser can send, less lone surrogates (which no UTF-8 request holds).
 TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=40)
@@ -62,6 +73,16 @@ QUESTIONS = st.lists(
 QUESTIONNAIRES = st.none() | st.builds(
     SealedQuestionnaire, id=TEXT, version=TEXT, sha256=SHA256, language=TEXT, questions=QUESTIONS
 )
+REPLY_KEYS = st.builds(
+    ReplyKey,
+    seed=st.binary(min_size=SEED_BYTES, max_size=SEED_BYTES),
+    salt=st.binary(min_size=SALT_BYTES, max_size=SALT_BYTES),
+    cost=st.builds(
+        KdfCost,
+        opslimit=st.integers(OPSLIMIT_MIN, MAX_OPSLIMIT),
+        memlimit=st.integers(MEMLIMIT_MIN, MAX_MEMLIMIT),
+    ),
+)
 
 
 @given(
@@ -69,7 +90,7 @@ QUESTIONNAIRES = st.none() | st.builds(
     fields=st.dictionaries(TEXT, TEXT, max_size=4),
     language=st.sampled_from(["en", "ko", "zh"]),
     attachments=ATTACHMENTS,
-    reply_to=st.sampled_from([None, RECIPIENT]),
+    reply=st.sampled_from([None, RECIPIENT]) | REPLY_KEYS,
     questionnaire=QUESTIONNAIRES,
 )
 @settings(max_examples=150, deadline=None)
@@ -78,7 +99,7 @@ def test_writer_output_parses_back_to_an_equal_manifest(
     fields: dict[str, str],
     language: str,
     attachments: list[Attachment],
-    reply_to: str | None,
+    reply: str | ReplyKey | None,
     questionnaire: SealedQuestionnaire | None,
 ) -> None:
     written = new_manifest(
@@ -87,7 +108,8 @@ def test_writer_output_parses_back_to_an_equal_manifest(
         language,
         attachments,
         received="2026-11-29",
-        reply_to=reply_to,
+        reply_to=reply if isinstance(reply, str) else None,
+        reply_key=reply if isinstance(reply, ReplyKey) else None,
         questionnaire=questionnaire,
     )
     plaintext = encode_manifest(written)
@@ -97,10 +119,51 @@ def test_writer_output_parses_back_to_an_equal_manifest(
     assert plaintext.rstrip(b" ") == whole
     parsed = parse_manifest(plaintext)
     assert parsed == written
-    assert parsed.format == MANIFEST_FORMAT
+    assert parsed.format == (MANIFEST_FORMAT if written.reply_key is None else MANIFEST_FORMAT_V3)
     # Written again, the parsed manifest is the same bytes: nothing is lost or reordered.
     assert encode_manifest(parsed) == plaintext
     assert len(plaintext) == padded_size(len(plaintext.rstrip(b" ")))
+
+
+# Every JSON value, and what JSON has no place for in a manifest (floats,
+# lone surrogates, tuples and keys that are not strings) for the fallback.
+JSON_LEAVES = (
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(st.characters(), max_size=12)
+)
+JSON_VALUES = st.recursive(
+    JSON_LEAVES,
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.lists(inner, max_size=3).map(tuple)
+        | st.dictionaries(st.text(max_size=6), inner, max_size=4)
+        | st.dictionaries(st.integers() | st.booleans() | st.none(), inner, max_size=2)
+    ),
+    max_leaves=30,
+)
+
+
+@given(JSON_VALUES)
+@settings(max_examples=400, deadline=None)
+def test_the_manifest_members_are_written_as_json_dumps_writes_them(value: object) -> None:
+    assert indented_json(value) == json.dumps(value, ensure_ascii=False, indent=1)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {},
+        [],
+        {"a": {}, "b": [], "c": [{}], "d": [[]]},
+        {"quote": '"', "backslash": "\\", "controls": "\x00\x1f\x7f\n\t\r", "line": "\u2028"},
+        {"한국어": "증언 😀", "rtl": "\u202eevil"},
+        {"n": [0, -1, 2**63, -(2**200)], "b": [True, False, None]},
+        {"float": 1.5},
+        {1: "not a string key"},
+        ("a", "tuple"),
+    ],
+)
+def test_edge_values_are_written_as_json_dumps_writes_them(value: object) -> None:
+    assert indented_json(value) == json.dumps(value, ensure_ascii=False, indent=1)
 
 
 def test_a_real_sealed_questionnaire_is_written_exactly_as_sealed() -> None:

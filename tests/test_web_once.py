@@ -223,6 +223,50 @@ def test_a_form_stored_with_nothing_to_show_shows_nothing_in_a_reused_slot() -> 
         assert ledger.claim(form(n)) == AlreadyStored(page_state=b"")
 
 
+def test_a_claim_is_completed_where_it_was_put_without_asking_who_holds_it() -> None:
+    asked = [0]
+
+    def alive(pid: int) -> bool:
+        asked[0] += 1
+        return True
+
+    ledger = FormLedger(capacity=100, clock=Clock(), alive=alive)
+    claim = ledger.claim(form(1))
+    assert isinstance(claim, Claimed)
+    asked[0] = 0
+    ledger.complete(claim, b"page")
+    # The claim names its own slot, which this worker holds: nothing to ask.
+    assert asked[0] == 0
+    assert ledger.claim(form(1)) == AlreadyStored(page_state=b"page")
+
+
+@pytest.mark.parametrize("finish", ["complete", "release"])
+def test_a_claim_whose_slot_was_taken_over_leaves_the_new_entry_alone(finish: str) -> None:
+    clock = Clock()
+    ledger = FormLedger(capacity=1, clock=clock)  # one window of PROBE_WINDOW slots
+    old = ledger.claim(form(1, seconds_left=10))
+    assert isinstance(old, Claimed)
+    for n in range(2, PROBE_WINDOW + 1):  # every other slot, for longer
+        assert isinstance(ledger.claim(form(n)), Claimed)
+    clock.now += 100  # the first claim expired: its slot is the only one free
+    new = ledger.claim(form(1000))
+    assert isinstance(new, Claimed)
+    assert new.slot == old.slot
+    getattr(ledger, finish)(old)
+    # The new entry is still being stored, and is still its own.
+    assert isinstance(ledger.claim(form(1000)), StillStoring)
+    ledger.complete(new, b"new page")
+    assert ledger.claim(form(1000)) == AlreadyStored(page_state=b"new page")
+
+
+def test_a_claim_without_its_slot_is_still_found() -> None:
+    ledger = FormLedger(capacity=100, clock=Clock())
+    claim = ledger.claim(form(1))
+    assert isinstance(claim, Claimed)
+    ledger.complete(Claimed(key=claim.key, page_key=claim.page_key), b"page")
+    assert ledger.claim(form(1)) == AlreadyStored(page_state=b"page")
+
+
 def test_ledger_forgets_a_released_claim_and_a_dead_owner() -> None:
     dead: set[int] = set()
     ledger = FormLedger(capacity=100, clock=Clock(), alive=lambda pid: pid not in dead)

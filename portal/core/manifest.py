@@ -174,6 +174,11 @@ class SealedQuestionnaire:
         # line break is between members, and each line gets one more space.
         return text.replace("\n", "\n ")
 
+    @cached_property
+    def json_member_bytes(self) -> bytes:
+        """`json_member` in UTF-8, as `encode_manifest` puts it in place."""
+        return self.json_member.encode("utf-8")
+
 
 @dataclass(frozen=True)
 class Manifest:
@@ -228,6 +233,12 @@ class Manifest:
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object the server writes, members in their documented order."""
+        document = self._members_before_questionnaire()
+        if self.questionnaire is not None:
+            document["questionnaire"] = self.questionnaire.to_json()
+        return document
+
+    def _members_before_questionnaire(self) -> dict[str, Any]:
         document: dict[str, Any] = {
             "format": self.format,
             "id": self.id,
@@ -244,8 +255,6 @@ class Manifest:
         elif self.reply_key is not None:
             document["reply_key"] = self.reply_key.to_json()
             document["thread"] = self.thread
-        if self.questionnaire is not None:
-            document["questionnaire"] = self.questionnaire.to_json()
         return document
 
 
@@ -312,21 +321,79 @@ def reply_proof_message(document: Mapping[str, Any]) -> bytes:
 
 def encode_manifest(manifest: Manifest) -> bytes:
     """The manifest's plaintext: UTF-8 JSON, padded with spaces to its size bucket."""
-    document = manifest.to_json()
+    head = indented_json(manifest._members_before_questionnaire()).encode("utf-8")
     sealed = manifest.questionnaire
     if sealed is None:
-        data = json.dumps(document, ensure_ascii=False, indent=1).encode("utf-8")
+        pieces = [head]
     else:
         # The questionnaire is the last member and most of the bytes: its
         # text is made once per sealed questionnaire and put in place, the
         # same bytes `json.dumps` of the whole document gives (tested).
-        del document["questionnaire"]
-        head = json.dumps(document, ensure_ascii=False, indent=1)  # ends with "\n}"
-        data = f'{head[:-2]},\n "questionnaire": {sealed.json_member}\n}}'.encode()
+        # `head` ends with "\n}".
+        pieces = [head[:-2], b',\n "questionnaire": ', sealed.json_member_bytes, b"\n}"]
+    length = sum(map(len, pieces))
     # Trailing spaces after the JSON object (JSON readers and `jq` skip
     # them) fill the plaintext to its size bucket, so the ciphertext size
     # says only which bucket the testimony's length falls in.
-    return data + b" " * (padded_size(len(data)) - len(data))
+    pieces.append(b" " * (padded_size(length) - length))
+    return b"".join(pieces)
+
+
+_encode_string = json.encoder.encode_basestring  # the escaping of `ensure_ascii=False`
+
+
+def indented_json(value: Any) -> str:
+    """`json.dumps(value, ensure_ascii=False, indent=1)`, for the manifest's members.
+
+    Python's `json` leaves its C encoder for a pure-Python one as soon as it
+    indents; writing a manifest's members that way cost a submission more
+    than the rest of its manifest. Strings are escaped by `json`'s own C
+    function, and the layout is the one `json.dumps` gives (tested against
+    it). A value of any other kind than str, int, bool, None, a list or a
+    dict with string keys is left to `json.dumps` itself.
+    """
+    try:
+        return _indented(value, "\n")
+    except _NotPlain:
+        return json.dumps(value, ensure_ascii=False, indent=1)
+
+
+class _NotPlain(Exception):
+    pass
+
+
+def _indented(value: Any, newline: str) -> str:
+    if isinstance(value, str):
+        return _encode_string(value)
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, int):
+        return int.__repr__(value)
+    inner = newline + " "
+    if isinstance(value, dict):
+        if not value:
+            return "{}"
+        items = []
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise _NotPlain
+            items.append(_encode_string(key) + ": " + _indented(item, inner))
+        return "{" + inner + ("," + inner).join(items) + newline + "}"
+    if isinstance(value, list):
+        if not value:
+            return "[]"
+        return (
+            "["
+            + inner
+            + ("," + inner).join(_indented(item, inner) for item in value)
+            + newline
+            + "]"
+        )
+    raise _NotPlain
 
 
 def _returning_plaintext(make: Callable[P, Manifest]) -> Callable[P, bytes]:

@@ -175,7 +175,10 @@ class Condition:
     shown_on_match: bool
 
     def holds(self, values: Mapping[str, str]) -> bool:
-        answered = set(values.get(self.question, "").split(CHOICE_SEPARATOR)) - {""}
+        answer = values.get(self.question)
+        if not answer:  # not answered: none of the choices was chosen
+            return not self.shown_on_match
+        answered = set(answer.split(CHOICE_SEPARATOR)) - {""}
         return bool(answered & self.choices) == self.shown_on_match
 
 

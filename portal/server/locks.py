@@ -89,6 +89,9 @@ def _libc_fcntl() -> object | None:
 
 
 _FCNTL = _libc_fcntl()
+# The two requests, each built once: the kernel only reads them.
+_REQUESTS = {kind: _Flock(kind, os.SEEK_SET, 0, 0, 0) for kind in (fcntl.F_WRLCK, fcntl.F_UNLCK)}
+_REQUEST_POINTERS = {kind: ctypes.byref(request) for kind, request in _REQUESTS.items()}
 
 
 def _try_record_lock(fd: int, kind: int) -> bool:
@@ -103,8 +106,7 @@ def _try_record_lock(fd: int, kind: int) -> bool:
     """
     if _FCNTL is None:
         return False
-    request = _Flock(kind, os.SEEK_SET, 0, 0, 0)
-    if _FCNTL(fd, fcntl.F_SETLK, ctypes.byref(request)) == 0:  # type: ignore[operator]
+    if _FCNTL(fd, fcntl.F_SETLK, _REQUEST_POINTERS[kind]) == 0:  # type: ignore[operator]
         return True
     code = ctypes.get_errno()
     if code in (errno.EAGAIN, errno.EACCES):

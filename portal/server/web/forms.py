@@ -24,6 +24,28 @@ def _wtforms_catalogue(locale: str) -> NullTranslations:
     return Translations.load(messages_path(), [locale], domain="wtforms")
 
 
+class _PageLanguageMessages:
+    """WTForms' messages in the page's language, looked up when the first one is needed.
+
+    A form that is sent back valid shows no message; looking up the
+    language for it anyway was a tenth of the time it took to make the form.
+    """
+
+    def __init__(self) -> None:
+        self._catalogue: NullTranslations | None = None
+
+    def _messages(self) -> NullTranslations:
+        if self._catalogue is None:
+            self._catalogue = _wtforms_catalogue(str(get_locale()))
+        return self._catalogue
+
+    def gettext(self, string: str) -> str:
+        return self._messages().gettext(string)
+
+    def ngettext(self, singular: str, plural: str, n: int) -> str:
+        return self._messages().ngettext(singular, plural, n)
+
+
 class TextOnlyAreaField(TextAreaField):
     """A text area that ignores a file part sent under its name, with line breaks as LF.
 
@@ -77,7 +99,7 @@ class SubmissionForm(FlaskForm):
             # parsed once (Flask-WTF parsed it again for every form, which
             # cost more than the rest of drawing the form's fields), and the
             # page's language looked up once per form, not once per message.
-            return _wtforms_catalogue(str(get_locale()))
+            return _PageLanguageMessages()
 
     testimony = TextOnlyAreaField(_l("Your testimony"))
     attachments = MultipleFileField(_l("Files (optional)"))
@@ -88,7 +110,8 @@ class SubmissionForm(FlaskForm):
     website = TextOnlyField(_l("Leave this field empty"))
     # The one-time value that makes each form store at most one submission
     # (see portal/server/web/onetime.py); checked and claimed by the view.
-    form_id = TextOnlyHiddenField()
+    # Never shown, so it has no label (WTForms would translate one made from its name).
+    form_id = TextOnlyHiddenField(label="")
 
     def __init__(self, *args: Any, max_chars: int, signer: FormSigner, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import hmac
 import logging
 import multiprocessing
 import os
@@ -46,6 +45,9 @@ _SALT = "portal.form-once"
 _NONCE_BYTES = 16
 
 KEY_SIZE = 16
+# The ledger's keyed hash of a value: its KEY_SIZE-byte key, then the 32-byte
+# key that seals its page state (ChaCha20-Poly1305).
+_DIGEST_SIZE = KEY_SIZE + 32
 # Room for what the "received" page shows again (a receipt, later), sealed.
 PAGE_STATE_SIZE = 64
 _SEAL_OVERHEAD = 12 + 16  # ChaCha20-Poly1305 nonce and tag
@@ -98,6 +100,8 @@ class Claimed:
 
     key: bytes
     page_key: bytes
+    # Where the claim was put in this node's ledger: `complete` and `release` look there first.
+    slot: int = -1
 
 
 @dataclass(frozen=True)
@@ -138,6 +142,8 @@ class FormLedger:
     ) -> None:
         self._size = max(PROBE_WINDOW, 2 * capacity)
         self._data = multiprocessing.RawArray("B", self._size * _SLOT_BYTES)
+        # One view for every access (the shared memory is never replaced or resized).
+        self._bytes = memoryview(self._data).cast("B")
         self._state = multiprocessing.RawArray("b", self._size)
         self._owner = multiprocessing.RawArray("i", self._size)
         self._expires = multiprocessing.RawArray("d", self._size)
@@ -148,8 +154,9 @@ class FormLedger:
         self._hash_key = secrets.token_bytes(32)
 
     def claim(self, form: FormValue) -> ClaimResult:
-        key = hmac.new(self._hash_key, b"key" + form.nonce, hashlib.sha256).digest()[:KEY_SIZE]
-        page_key = hmac.new(self._hash_key, b"page" + form.nonce, hashlib.sha256).digest()
+        # Both from one keyed BLAKE2b of the value (a PRF, keyed per start).
+        digest = hashlib.blake2b(form.nonce, key=self._hash_key, digest_size=_DIGEST_SIZE).digest()
+        key, page_key = digest[:KEY_SIZE], digest[KEY_SIZE:]
         with self._lock:
             now = self._clock()
             slot = self._find(key, now)
@@ -157,8 +164,8 @@ class FormLedger:
                 if self._state[slot] == STORED:
                     return AlreadyStored(_unseal(page_key, self._sealed(slot)))
                 return StillStoring()
-            self._put(key, STORING, os.getpid(), now + form.seconds_left + 60, b"", now)
-        return Claimed(key=key, page_key=page_key)
+            slot = self._put(key, STORING, os.getpid(), now + form.seconds_left + 60, b"", now)
+        return Claimed(key=key, page_key=page_key, slot=slot)
 
     def complete(self, claim: Claimed, page_state: bytes = b"") -> None:
         """Mark the form stored, keeping what its "received" page shows."""
@@ -166,7 +173,7 @@ class FormLedger:
         # does not open, and what does not open reads as nothing (`_unseal`).
         sealed = _seal(claim.page_key, page_state) if page_state else b""
         with self._lock:
-            slot = self._find(claim.key, self._clock())
+            slot = self._claimed(claim, self._clock())
             if slot is not None:
                 self._write(slot, claim.key, sealed)
                 self._state[slot] = STORED
@@ -174,7 +181,7 @@ class FormLedger:
     def release(self, claim: Claimed) -> None:
         """Forget a claim whose submission was not stored: the form may be sent again."""
         with self._lock:
-            slot = self._find(claim.key, self._clock())
+            slot = self._claimed(claim, self._clock())
             if slot is not None and self._state[slot] == STORING:
                 self._state[slot] = FREE
 
@@ -184,6 +191,23 @@ class FormLedger:
             return False
         # A worker killed while storing leaves its claim behind; it holds nothing.
         return state == STORED or self._alive(self._owner[slot])
+
+    def _claimed(self, claim: Claimed, now: float) -> int | None:
+        """The slot of a claim this worker holds: where `claim` put it, else looked up.
+
+        The slot still holds it if it is storing, unexpired and has its key:
+        only a claim that expired or whose worker died can be replaced, and
+        the worker asking is this claim's own.
+        """
+        slot = claim.slot
+        if (
+            0 <= slot < self._size
+            and self._state[slot] == STORING
+            and self._expires[slot] > now
+            and self._key(slot) == claim.key
+        ):
+            return slot
+        return self._find(claim.key, now)
 
     def _window(self, key: bytes) -> range:
         start = int.from_bytes(key[:8], "big") % self._size
@@ -199,7 +223,7 @@ class FormLedger:
         return None
 
     def _put(self, key: bytes, state: int, owner: int, expires: float, sealed: bytes,
-             now: float) -> None:  # fmt: skip
+             now: float) -> int:  # fmt: skip
         window = [index % self._size for index in self._window(key)]
         slot = next((s for s in window if not self._live(s, now)), None)
         if slot is None:  # the whole window is live: forget the entry that expires first
@@ -208,19 +232,20 @@ class FormLedger:
         self._state[slot] = state
         self._owner[slot] = owner
         self._expires[slot] = expires
+        return slot
 
     def _key(self, slot: int) -> bytes:
         start = slot * _SLOT_BYTES
-        return bytes(memoryview(self._data).cast("B")[start : start + KEY_SIZE])
+        return bytes(self._bytes[start : start + KEY_SIZE])
 
     def _sealed(self, slot: int) -> bytes:
         start = slot * _SLOT_BYTES + KEY_SIZE
-        return bytes(memoryview(self._data).cast("B")[start : start + _SEALED_SIZE])
+        return bytes(self._bytes[start : start + _SEALED_SIZE])
 
     def _write(self, slot: int, key: bytes, sealed: bytes) -> None:
         start = slot * _SLOT_BYTES
         record = key + sealed.ljust(_SEALED_SIZE, b"\0")
-        memoryview(self._data).cast("B")[start : start + _SLOT_BYTES] = record
+        self._bytes[start : start + _SLOT_BYTES] = record
 
 
 log = logging.getLogger("portal.forms")
@@ -258,7 +283,7 @@ class SharedFormLedger:
             log.warning("form claims across nodes unavailable, this node decides alone: %s", exc)
             return local
         if shared is FormClaim.CLAIMED:
-            return SharedClaimed(key=local.key, page_key=local.page_key, name=name)
+            return SharedClaimed(key=local.key, page_key=local.page_key, slot=local.slot, name=name)
         if shared is FormClaim.STORED:
             self.ledger.complete(local, b"")
             return AlreadyStored(b"")

@@ -47,6 +47,10 @@ STATIC_HEADERS = {
 }
 _STATIC_HEADER_ITEMS = tuple(STATIC_HEADERS.items())
 _STATIC_NAMES = frozenset(name.lower() for name in STATIC_HEADERS)
+# Every page but a static file is never cached.
+_NO_STORE = ("Cache-Control", "no-store")
+_PAGE_HEADER_ITEMS = (*_STATIC_HEADER_ITEMS, _NO_STORE)
+_PAGE_NAMES = _STATIC_NAMES | {"cache-control"}
 HSTS = "max-age=63072000"
 # Onion-Location repeats the request's path; a longer one is left out (the
 # header then names the onion service's front page). nginx refuses a
@@ -143,12 +147,15 @@ def flask_settings(config: Config) -> dict[str, Any]:
 
 def add_security_headers(response: Response) -> Response:
     headers = response.headers
-    if _STATIC_NAMES.isdisjoint([name.lower() for name, _value in headers.items()]):
-        headers.extend(_STATIC_HEADER_ITEMS)  # the usual case: none is there yet
-    else:
-        headers.update(STATIC_HEADERS)  # replaces what a view set
-    if not request.path.startswith("/static/"):
-        response.headers["Cache-Control"] = "no-store"
+    page = not request.path.startswith("/static/")
+    names = [name.lower() for name, _value in headers.items()]
+    if (_PAGE_NAMES if page else _STATIC_NAMES).isdisjoint(names):
+        # The usual case: none is there yet.
+        headers.extend(_PAGE_HEADER_ITEMS if page else _STATIC_HEADER_ITEMS)
+        return response
+    headers.update(STATIC_HEADERS)  # replaces what a view set
+    if page:
+        headers.set(*_NO_STORE)
     return response
 
 
@@ -194,6 +201,10 @@ def relative_location(response: Response) -> None:
     request gave. With a path only, a redirect cannot send a browser to a
     name an attacker put in the Host header, whatever PORTAL_ALLOWED_HOSTS says.
     """
+    # Only a redirect sends a browser on (and looking up a missing header
+    # costs Werkzeug an exception).
+    if not 300 <= response.status_code < 400:
+        return
     location = response.headers.get("Location")
     if not location:
         return
