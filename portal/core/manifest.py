@@ -346,8 +346,9 @@ def indented_json(value: Any) -> str:
     """`json.dumps(value, ensure_ascii=False, indent=1)`, for the manifest's members.
 
     Python's `json` leaves its C encoder for a pure-Python one as soon as it
-    indents; writing a manifest's members that way cost a submission more
-    than the rest of its manifest. Strings are escaped by `json`'s own C
+    indents; writing a manifest's members that way took about 3 % of the
+    server's time for a text submission (docs/BENCHMARKS.md, issue 25 round
+    6). Strings are escaped by `json`'s own C
     function, and the layout is the one `json.dumps` gives (tested against
     it). A value of any other kind than str, int, bool, None, a list or a
     dict with string keys is left to `json.dumps` itself.
