@@ -9,7 +9,6 @@ be is reported, never read.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 from typing import BinaryIO
 
@@ -98,4 +97,6 @@ def remove_tree(path: Path) -> None:
     if path.is_symlink() or path.is_file():
         path.unlink()
     elif path.exists():
+        import shutil  # here: an `open` that finds nothing to clean up never needs it
+
         shutil.rmtree(path)

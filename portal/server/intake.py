@@ -166,11 +166,25 @@ class PieceWorker:
                 self._queue.put(None)
                 self._thread.join()
             self._batch = []
+            # The work is usually a method of the worker's owner (a sink), which
+            # holds the worker: let go of it, so that the two are not a reference
+            # cycle that only the garbage collector frees (issue 25, round 7).
+            self._work = _closed_work
 
     def finish(self) -> None:
         """`close()`, then raise the error the thread met, if any."""
         self.close()
         self._raise_pending()
+
+
+def _closed_work(piece: bytes) -> None:
+    raise IntakeError("write to a finished attachment")
+
+
+def _closed_create() -> tuple[str, StagedFile]:
+    # `create` is a closure over the sink's submission, which holds the sink:
+    # a finished or abandoned sink lets go of it (see `PieceWorker.close`).
+    raise IntakeError("write to a finished attachment")
 
 
 class AttachmentSink:
@@ -285,12 +299,14 @@ class AttachmentSink:
             finally:
                 self._worker.close()
                 self._give_back_sealer()
+                self._create = _closed_create
             self.finished = True
 
     def abandon(self) -> None:
         """End the worker thread (or the sealer's file) of a part that will not be kept."""
         self._worker.close(drop=True)
         self._give_back_sealer()
+        self._create = _closed_create
 
     def _give_back_sealer(self) -> None:
         sealer, self._sealer = self._sealer, None

@@ -6,7 +6,6 @@ import os
 from collections.abc import Callable, Sequence
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from portal.core.age._bech32 import Bech32Identity, Bech32Recipient
 from portal.core.age._format import Stanza, b64encode, stanzas_of_type
@@ -25,7 +24,7 @@ _PROBE_SCALAR = bytes(range(1, 33))
 
 
 def _raw_public(key: X25519PublicKey) -> bytes:
-    return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return key.public_bytes_raw()
 
 
 def _shared_secret(private: X25519PrivateKey, public: bytes) -> bytes:

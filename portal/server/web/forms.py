@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import weakref
 from typing import Any
 
 from babel.support import NullTranslations, Translations
@@ -90,6 +91,16 @@ class SubmissionForm(FlaskForm):
         # `csrf_token()`. A CSRF field of the form's own would only make a
         # new signed token for every submission, and never be drawn.
         csrf = False
+
+        def bind_field(self, form: Any, unbound_field: Any, options: Any) -> Any:
+            # Each field refers to its form weakly. WTForms' strong reference
+            # makes every form a reference cycle, and what the form holds (the
+            # files' parts, their sinks and staged files) was then freed only
+            # by the garbage collector, not when the request ended: under load
+            # that was most of a worker's collections (docs/BENCHMARKS.md,
+            # round 7). The view holds the form for as long as its fields are
+            # used.
+            return super().bind_field(weakref.proxy(form), unbound_field, options)  # type: ignore[misc]
 
         def get_translations(self, form: Any) -> Any:
             if not current_app.config.get("WTF_I18N_ENABLED", True):

@@ -12,13 +12,14 @@ whatever it did not commit is discarded when the request ends.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import IO
 
 from flask import Flask, Request, request
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wsgi import LimitedStream
 
-from portal.server.intake import Submission
+from portal.server.intake import AttachmentSink, Submission
 from portal.server.sealer import SEALER_MIN_BODY
 from portal.server.web import multipart
 from portal.server.web.admission import (
@@ -136,11 +137,14 @@ class IntakeRequest(Request):
 
     def _get_stream_for_parsing(self) -> IO[bytes]:
         limit = (self.max_form_memory_size or 0) + _FORM_OVERHEAD
+        # The budget counts the file sinks this request makes (`_get_file_stream`)
+        # from their list, not through the request: Werkzeug keeps the stream
+        # it parsed on the request, and a stream that held the request would
+        # make every request, with its environ, submission and buffers, a
+        # reference cycle that only the garbage collector frees (issue 25).
+        sinks: list[AttachmentSink] = self.__dict__.setdefault("_portal_sinks", [])
         # Werkzeug declares IO[bytes] but only calls read() and readline().
-        return FormBudget(super()._get_stream_for_parsing(), limit, self._streamed_to_files)  # type: ignore[return-value]
-
-    def _streamed_to_files(self) -> int:
-        return sum(sink.size for sink in self.__dict__.get("_portal_sinks", ()))
+        return FormBudget(super()._get_stream_for_parsing(), limit, partial(_streamed, sinks))  # type: ignore[return-value]
 
     def _load_form_data(self) -> None:
         super()._load_form_data()
@@ -186,6 +190,10 @@ class IntakeRequest(Request):
         self.__dict__.setdefault("_portal_sinks", []).append(sink)
         # Werkzeug declares IO[bytes]; it only writes the part and seeks it to 0.
         return sink  # type: ignore[return-value]
+
+
+def _streamed(sinks: list[AttachmentSink]) -> int:
+    return sum(sink.size for sink in sinks)
 
 
 def current_submission() -> Submission:
