@@ -389,9 +389,11 @@ def freeze_before_fork() -> None:
 
     The workers fork from this process and keep all of it for their whole
     life. Python's full collections would otherwise walk it again and again
-    in every worker (1 in 1,000 submissions took 16 ms each), and writing
-    their bookkeeping into every object copies the master's pages into each
-    worker. This is the use `gc.freeze` documents: right before the fork.
+    in every worker: under the browsers load, each took 23-28 ms, and 5-6
+    ms frozen (three or four in a worker's 3,150 submissions;
+    docs/BENCHMARKS.md, round 7). This is the use the `gc` documentation
+    gives `gc.freeze`, right before the fork: a collection in a worker then
+    also leaves the master's pages unwritten, so they stay shared.
     """
     gc.collect()
     gc.freeze()

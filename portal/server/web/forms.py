@@ -97,7 +97,7 @@ class SubmissionForm(FlaskForm):
             # makes every form a reference cycle, and what the form holds (the
             # files' parts, their sinks and staged files) was then freed only
             # by the garbage collector, not when the request ended: under load
-            # that was most of a worker's collections (docs/BENCHMARKS.md,
+            # that was most of what a worker's collector found (docs/BENCHMARKS.md,
             # round 7). The view holds the form for as long as its fields are
             # used.
             return super().bind_field(weakref.proxy(form), unbound_field, options)  # type: ignore[misc]
